@@ -1,0 +1,59 @@
+//! Discovery: versions, well-known, capabilities, push rules.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::extract::Auth;
+use crate::{ApiResult, AppState};
+
+/// Spec versions this server speaks.
+const VERSIONS: &[&str] = &[
+    "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+    "v1.11", "v1.12",
+];
+
+/// `GET /_matrix/client/versions`.
+pub async fn get_supported_versions_route() -> Json<Value> {
+    Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
+}
+
+/// `GET /.well-known/matrix/client`.
+pub async fn discover_homeserver_route(
+    State(s): State<AppState>,
+    headers: http::HeaderMap,
+) -> Json<Value> {
+    let base = s
+        .services
+        .config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| {
+            let host = headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        });
+    Json(json!({ "m.homeserver": { "base_url": base } }))
+}
+
+/// `GET /capabilities`.
+pub async fn get_capabilities_route(Auth(_): Auth) -> Json<Value> {
+    Json(json!({
+        "capabilities": {
+            "m.change_password": { "enabled": true },
+            "m.room_versions": { "default": "11", "available": { "10": "stable", "11": "stable" } },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": false }
+        }
+    }))
+}
+
+/// `GET /pushrules/`: the spec's default rule set for the user.
+pub async fn get_pushrules_all_route(Auth(sender): Auth) -> ApiResult<Json<Value>> {
+    let rules = ruma::push::Ruleset::server_default(&sender.user_id);
+    Ok(Json(json!({ "global": rules })))
+}

@@ -1,0 +1,117 @@
+//! Membership: invite, join, leave, kick, ban, unban, forget.
+
+use axum::extract::State;
+use axum::Json;
+use ruma::{OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::extract::{Auth, JsonBody, PathArgs};
+use crate::{ApiResult, AppState};
+
+#[derive(Deserialize)]
+pub struct TargetBody {
+    user_id: OwnedUserId,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReasonBody {
+    reason: Option<String>,
+}
+
+/// `POST /rooms/{roomId}/invite`.
+pub async fn invite_user_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomId>,
+    JsonBody(b): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    s.services
+        .invite(&sender.user_id, &room, &b.user_id, b.reason)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /rooms/{roomId}/join`.
+pub async fn join_room_by_id_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomId>,
+    JsonBody(b): JsonBody<ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    s.services.join(&sender.user_id, &room, b.reason).await?;
+    Ok(Json(json!({ "room_id": room })))
+}
+
+/// `POST /join/{roomIdOrAlias}`.
+pub async fn join_room_by_id_or_alias_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomOrAliasId>,
+    JsonBody(b): JsonBody<ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id = s.services.resolve_room(&room)?;
+    s.services.join(&sender.user_id, &room_id, b.reason).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// `POST /rooms/{roomId}/leave`.
+pub async fn leave_room_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomId>,
+    JsonBody(b): JsonBody<ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    s.services.leave(&sender.user_id, &room, b.reason).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /rooms/{roomId}/kick`.
+pub async fn kick_user_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomId>,
+    JsonBody(b): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    s.services
+        .kick(&sender.user_id, &room, &b.user_id, b.reason)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /rooms/{roomId}/ban`.
+pub async fn ban_user_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomId>,
+    JsonBody(b): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    s.services
+        .ban(&sender.user_id, &room, &b.user_id, b.reason)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /rooms/{roomId}/unban`.
+pub async fn unban_user_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomId>,
+    JsonBody(b): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    s.services
+        .unban(&sender.user_id, &room, &b.user_id, b.reason)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /rooms/{roomId}/forget`.
+pub async fn forget_room_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomId>,
+) -> ApiResult<Json<Value>> {
+    s.services.forget(&sender.user_id, &room).await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,138 @@
+//! The Matrix Client-Server API, one module per spec area.
+
+mod account;
+mod discovery;
+mod media;
+mod membership;
+mod message;
+mod room;
+mod session;
+mod sync;
+mod user_data;
+
+use axum::Router;
+use ruma::api::client as c;
+
+use crate::{AppState, RouterExt};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        // discovery
+        .endpoint::<c::discovery::get_supported_versions::Request, _, _>(
+            discovery::get_supported_versions_route,
+        )
+        .endpoint::<c::discovery::discover_homeserver::Request, _, _>(
+            discovery::discover_homeserver_route,
+        )
+        .endpoint::<c::discovery::get_capabilities::v3::Request, _, _>(
+            discovery::get_capabilities_route,
+        )
+        .endpoint::<c::push::get_pushrules_all::v3::Request, _, _>(
+            discovery::get_pushrules_all_route,
+        )
+        // session
+        .endpoint::<c::session::get_login_types::v3::Request, _, _>(session::get_login_types_route)
+        .endpoint::<c::session::login::v3::Request, _, _>(session::login_route)
+        .endpoint::<c::session::logout::v3::Request, _, _>(session::logout_route)
+        .endpoint::<c::session::logout_all::v3::Request, _, _>(session::logout_all_route)
+        .endpoint::<c::account::whoami::v3::Request, _, _>(session::whoami_route)
+        // account and devices
+        .endpoint::<c::account::register::v3::Request, _, _>(account::register_route)
+        .endpoint::<c::account::get_username_availability::v3::Request, _, _>(
+            account::get_username_availability_route,
+        )
+        .endpoint::<c::account::change_password::v3::Request, _, _>(account::change_password_route)
+        .endpoint::<c::device::get_devices::v3::Request, _, _>(account::get_devices_route)
+        .endpoint::<c::device::get_device::v3::Request, _, _>(account::get_device_route)
+        .endpoint::<c::device::update_device::v3::Request, _, _>(account::update_device_route)
+        .endpoint::<c::device::delete_device::v3::Request, _, _>(account::delete_device_route)
+        .endpoint::<c::device::delete_devices::v3::Request, _, _>(account::delete_devices_route)
+        // profile, account data, filters
+        .endpoint::<c::profile::get_profile::v3::Request, _, _>(user_data::get_profile_route)
+        .endpoint::<c::profile::get_profile_field::v3::Request, _, _>(
+            user_data::get_profile_field_route,
+        )
+        .endpoint::<c::profile::set_profile_field::v3::Request, _, _>(
+            user_data::set_profile_field_route,
+        )
+        .endpoint::<c::config::set_global_account_data::v3::Request, _, _>(
+            user_data::set_global_account_data_route,
+        )
+        .endpoint::<c::config::get_global_account_data::v3::Request, _, _>(
+            user_data::get_global_account_data_route,
+        )
+        .endpoint::<c::config::set_room_account_data::v3::Request, _, _>(
+            user_data::set_room_account_data_route,
+        )
+        .endpoint::<c::config::get_room_account_data::v3::Request, _, _>(
+            user_data::get_room_account_data_route,
+        )
+        .endpoint::<c::filter::create_filter::v3::Request, _, _>(user_data::create_filter_route)
+        .endpoint::<c::filter::get_filter::v3::Request, _, _>(user_data::get_filter_route)
+        // rooms
+        .endpoint::<c::room::create_room::v3::Request, _, _>(room::create_room_route)
+        .endpoint::<c::membership::joined_rooms::v3::Request, _, _>(room::joined_rooms_route)
+        .endpoint::<c::room::get_room_event::v3::Request, _, _>(room::get_room_event_route)
+        .endpoint::<c::context::get_context::v3::Request, _, _>(room::get_context_route)
+        .endpoint::<c::membership::get_member_events::v3::Request, _, _>(
+            room::get_member_events_route,
+        )
+        .endpoint::<c::membership::joined_members::v3::Request, _, _>(room::joined_members_route)
+        .endpoint::<c::state::get_state_events::v3::Request, _, _>(room::get_state_events_route)
+        .endpoint::<c::state::get_state_event_for_key::v3::Request, _, _>(
+            room::get_state_event_for_key_route,
+        )
+        .endpoint::<c::state::send_state_event::v3::Request, _, _>(room::send_state_event_route)
+        .route(
+            "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
+            axum::routing::get(room::get_state_event_empty_key_route)
+                .put(room::send_state_event_empty_key_route),
+        )
+        .endpoint::<c::alias::create_alias::v3::Request, _, _>(room::create_alias_route)
+        .endpoint::<c::alias::get_alias::v3::Request, _, _>(room::get_alias_route)
+        .endpoint::<c::alias::delete_alias::v3::Request, _, _>(room::delete_alias_route)
+        // membership
+        .endpoint::<c::membership::invite_user::v3::Request, _, _>(membership::invite_user_route)
+        .endpoint::<c::membership::join_room_by_id::v3::Request, _, _>(
+            membership::join_room_by_id_route,
+        )
+        .endpoint::<c::membership::join_room_by_id_or_alias::v3::Request, _, _>(
+            membership::join_room_by_id_or_alias_route,
+        )
+        .endpoint::<c::membership::leave_room::v3::Request, _, _>(membership::leave_room_route)
+        .endpoint::<c::membership::kick_user::v3::Request, _, _>(membership::kick_user_route)
+        .endpoint::<c::membership::ban_user::v3::Request, _, _>(membership::ban_user_route)
+        .endpoint::<c::membership::unban_user::v3::Request, _, _>(membership::unban_user_route)
+        .endpoint::<c::membership::forget_room::v3::Request, _, _>(membership::forget_room_route)
+        // messages
+        .endpoint::<c::message::send_message_event::v3::Request, _, _>(
+            message::send_message_event_route,
+        )
+        .endpoint::<c::message::get_message_events::v3::Request, _, _>(
+            message::get_message_events_route,
+        )
+        .endpoint::<c::redact::redact_event::v3::Request, _, _>(message::redact_event_route)
+        .endpoint::<c::typing::create_typing_event::v3::Request, _, _>(
+            message::create_typing_event_route,
+        )
+        .endpoint::<c::receipt::create_receipt::v3::Request, _, _>(message::create_receipt_route)
+        .endpoint::<c::read_marker::set_read_marker::v3::Request, _, _>(
+            message::set_read_marker_route,
+        )
+        // sync
+        .endpoint::<c::sync::sync_events::v3::Request, _, _>(sync::sync_events_route)
+        // media
+        .endpoint::<c::media::create_content::v3::Request, _, _>(media::create_content_route)
+        .endpoint::<c::authenticated_media::get_content::v1::Request, _, _>(
+            media::get_content_route,
+        )
+        .endpoint::<c::authenticated_media::get_content_as_filename::v1::Request, _, _>(
+            media::get_content_as_filename_route,
+        )
+        .endpoint::<c::authenticated_media::get_content_thumbnail::v1::Request, _, _>(
+            media::get_content_thumbnail_route,
+        )
+        .endpoint::<c::authenticated_media::get_media_config::v1::Request, _, _>(
+            media::get_media_config_route,
+        )
+}

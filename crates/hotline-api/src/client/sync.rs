@@ -1,0 +1,52 @@
+//! `GET /sync`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use hotline_service::sync::{SyncFilter, SyncRequest, SyncResponse, SyncToken};
+use serde::Deserialize;
+
+use crate::extract::{Auth, QueryArgs};
+use crate::{ApiResult, AppState};
+
+#[derive(Deserialize)]
+pub struct SyncQuery {
+    since: Option<String>,
+    filter: Option<String>,
+    #[serde(default)]
+    full_state: bool,
+    timeout: Option<u64>,
+    #[allow(dead_code)]
+    set_presence: Option<String>,
+}
+
+/// `GET /sync`: a filter may be a stored filter id or inline JSON.
+pub async fn sync_events_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    QueryArgs(q): QueryArgs<SyncQuery>,
+) -> ApiResult<Json<SyncResponse>> {
+    let filter = match q.filter.as_deref() {
+        None => SyncFilter::default(),
+        Some(f) if f.trim_start().starts_with('{') => {
+            let v: serde_json::Value = serde_json::from_str(f)
+                .map_err(|e| hotline_service::Error::bad_json(e.to_string()))?;
+            SyncFilter::from_json(&v)?
+        }
+        Some(id) => {
+            let json = s.services.get_filter(&sender.user_id, id)?;
+            SyncFilter::from_json(
+                &serde_json::from_str(&json).map_err(hotline_service::Error::internal)?,
+            )?
+        }
+    };
+    let since = q.since.as_deref().map(SyncToken::parse).transpose()?;
+    let req = SyncRequest {
+        since,
+        full_state: q.full_state,
+        timeout: Duration::from_millis(q.timeout.unwrap_or(0)),
+        filter,
+    };
+    Ok(Json(s.services.sync(&sender, req).await?))
+}

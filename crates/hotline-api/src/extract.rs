@@ -1,0 +1,197 @@
+//! Extractors: who is asking, and what they sent, with every rejection
+//! turned into a Matrix error.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use hotline_service::accounts::Sender;
+use hotline_service::Error;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The authenticated sender. Rejects with `M_MISSING_TOKEN` /
+/// `M_UNKNOWN_TOKEN`; rate-limits per user.
+pub struct Auth(pub Sender);
+
+fn bearer(parts: &Parts) -> Option<String> {
+    if let Some(h) = parts.headers.get(http::header::AUTHORIZATION) {
+        let v = h.to_str().ok()?;
+        return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    // Deprecated query-parameter form, still used by some clients.
+    parts.uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("access_token=").map(|t| t.to_owned()))
+    })
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(Error::MissingToken)?;
+        let sender = state.services.authenticate(&token)?;
+        state
+            .services
+            .ratelimit
+            .check_user(sender.user_id.as_str())?;
+        Ok(Auth(sender))
+    }
+}
+
+/// The sender if a token was given (for endpoints where it is optional).
+pub struct MaybeAuth(pub Option<Sender>);
+
+impl FromRequestParts<AppState> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match bearer(parts) {
+            None => Ok(MaybeAuth(None)),
+            Some(t) => Ok(MaybeAuth(Some(state.services.authenticate(&t)?))),
+        }
+    }
+}
+
+/// Rate limit by client address, for unauthenticated endpoints.
+pub struct IpLimited;
+
+impl FromRequestParts<AppState> for IpLimited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        state.services.ratelimit.check_ip(&ip)?;
+        Ok(IpLimited)
+    }
+}
+
+/// A JSON body: `M_NOT_JSON` when it is not JSON, `M_BAD_JSON` when it is
+/// JSON of the wrong shape, `M_TOO_LARGE` past the configured size (refused
+/// before it is read whole).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.services.config.max_request_bytes;
+        let bytes = read_body(req, limit).await?;
+        let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| Error::NotJson)?;
+        if !value.is_object() {
+            return Err(Error::bad_json("Request body must be a JSON object").into());
+        }
+        serde_json::from_value(value)
+            .map(JsonBody)
+            .map_err(|e| Error::bad_json(e.to_string()).into())
+    }
+}
+
+/// Reads a body of at most `limit` bytes.
+pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(Error::TooLarge("Request body too large".into()).into());
+        }
+    }
+    let body = http_body_util::Limited::new(req.into_body(), limit);
+    match http_body_util::BodyExt::collect(body).await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Error::TooLarge("Request body too large".into()).into())
+        }
+        Err(_) => Err(Error::bad_json("Could not read the request body").into()),
+    }
+}
+
+/// Path parameters, percent-decoded, parsed into `T` with `M_INVALID_PARAM`
+/// on failure (bad room id, bad user id...).
+pub struct PathArgs<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathArgs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(PathArgs(p.0)),
+            Err(e) => Err(Error::invalid_param(format!(
+                "Invalid path parameter: {}",
+                e.body_text()
+            ))
+            .into()),
+        }
+    }
+}
+
+/// Query parameters with `M_INVALID_PARAM` on failure.
+pub struct QueryArgs<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryArgs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(QueryArgs(q.0)),
+            Err(e) => Err(Error::invalid_param(format!(
+                "Invalid query parameter: {}",
+                e.body_text()
+            ))
+            .into()),
+        }
+    }
+}
+
+/// A JSON object body kept as raw JSON (event content, account data): the
+/// server relays it without looking inside.
+pub struct RawJsonObject(pub Box<serde_json::value::RawValue>);
+
+impl FromRequest<AppState> for RawJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.services.config.max_request_bytes;
+        let bytes = read_body(req, limit).await?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| Error::NotJson)?;
+        if !value.is_object() {
+            return Err(Error::bad_json("Request body must be a JSON object").into());
+        }
+        // Re-serialised from the parsed value: no duplicate keys or odd
+        // whitespace reach storage.
+        Ok(RawJsonObject(
+            serde_json::value::to_raw_value(&value).map_err(Error::from)?,
+        ))
+    }
+}

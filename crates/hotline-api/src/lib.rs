@@ -1,0 +1,196 @@
+//! Hotline's HTTP edge: the Matrix Client-Server API and Hotline's own
+//! `/_hotline/v1` API over axum.
+//!
+//! **API Boundary:** paths and methods of Matrix endpoints come from ruma's
+//! request metadata (`route::<ruma::api::...::Request>`), never retyped.
+//! Handlers are named after the spec's operations (`sendMessageEvent` →
+//! `send_message_event_route`), one module per spec area.
+//!
+//! **Architecture Invariant:** this crate holds no rules; it parses, calls a
+//! service, and serialises. Errors become Matrix errors only in [`error`].
+
+pub mod client;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::handler::Handler;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use hotline_service::Services;
+use ruma::api::path_builder::{SinglePath, VersionHistory};
+use ruma::api::Metadata;
+
+pub use error::{ApiError, ApiResult};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Every path a ruma endpoint is served at (stable and unstable).
+pub trait EndpointPaths {
+    fn all_paths(&self) -> Vec<&'static str>;
+}
+
+impl EndpointPaths for VersionHistory {
+    fn all_paths(&self) -> Vec<&'static str> {
+        self.stable_paths()
+            .map(|(_, p)| p)
+            .chain(self.unstable_paths().map(|(_, p)| p))
+            .collect()
+    }
+}
+
+impl EndpointPaths for SinglePath {
+    fn all_paths(&self) -> Vec<&'static str> {
+        vec![self.path()]
+    }
+}
+
+fn method_filter(m: &http::Method) -> MethodFilter {
+    match *m {
+        http::Method::GET => MethodFilter::GET,
+        http::Method::POST => MethodFilter::POST,
+        http::Method::PUT => MethodFilter::PUT,
+        http::Method::DELETE => MethodFilter::DELETE,
+        _ => MethodFilter::GET,
+    }
+}
+
+/// Router extension: `.endpoint::<Request>(handler)` serves the handler at
+/// the endpoint's method and paths, as ruma defines them.
+pub trait RouterExt {
+    fn endpoint<R, H, T>(self, handler: H) -> Self
+    where
+        R: Metadata,
+        R::PathBuilder: EndpointPaths,
+        H: Handler<T, AppState>,
+        T: 'static;
+}
+
+impl RouterExt for Router<AppState> {
+    fn endpoint<R, H, T>(mut self, handler: H) -> Self
+    where
+        R: Metadata,
+        R::PathBuilder: EndpointPaths,
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        for path in R::PATH_BUILDER.all_paths() {
+            self = self.route(path, on(method_filter(&R::METHOD), handler.clone()));
+        }
+        self
+    }
+}
+
+/// Unknown endpoints: `404 M_UNRECOGNIZED`.
+async fn unrecognized() -> Response {
+    ApiError(hotline_service::Error::Unrecognized).into_response()
+}
+
+/// Known path, wrong method: `405 M_UNRECOGNIZED`.
+async fn method_not_allowed() -> Response {
+    let mut r = ApiError(hotline_service::Error::Unrecognized).into_response();
+    *r.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// The whole application.
+pub fn app(services: Arc<Services>) -> Router {
+    let state = AppState {
+        services,
+        metrics: Arc::new(metrics::Metrics::default()),
+    };
+    client::routes()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/metrics", axum::routing::get(metrics::metrics_route))
+        .fallback(web_app)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(cors))
+        .with_state(state)
+}
+
+/// Serves the web app's files; anything not a file falls back to
+/// `index.html`, and Matrix paths that reach here are unknown endpoints.
+async fn web_app(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    method: http::Method,
+    uri: http::Uri,
+) -> Response {
+    {
+        {
+            let path = uri.path();
+            let Some(dir) = state.services.config.web_dir.clone() else {
+                return unrecognized().await;
+            };
+            if method != http::Method::GET
+                || path.starts_with("/_matrix")
+                || path.starts_with("/_hotline")
+            {
+                return unrecognized().await;
+            }
+            let rel = path.trim_start_matches('/');
+            let safe = !rel.split('/').any(|s| s == ".." || s.starts_with('.'));
+            let file = if rel.is_empty() || !safe {
+                dir.join("index.html")
+            } else {
+                dir.join(rel)
+            };
+            let (file, bytes) = match tokio::fs::read(&file).await {
+                Ok(b) => (file, b),
+                Err(_) => match tokio::fs::read(dir.join("index.html")).await {
+                    Ok(b) => (dir.join("index.html"), b),
+                    Err(_) => return unrecognized().await,
+                },
+            };
+            let mime = match file.extension().and_then(|e| e.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") | Some("mjs") => "text/javascript",
+                Some("css") => "text/css",
+                Some("wasm") => "application/wasm",
+                Some("svg") => "image/svg+xml",
+                Some("png") => "image/png",
+                Some("json") | Some("webmanifest") => "application/json",
+                Some("woff2") => "font/woff2",
+                Some("ico") => "image/x-icon",
+                _ => "application/octet-stream",
+            };
+            ([(http::header::CONTENT_TYPE, mime)], bytes).into_response()
+        }
+    }
+}
+
+/// Matrix clients in browsers need CORS on every endpoint.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let preflight = req.method() == http::Method::OPTIONS;
+    let mut resp = if preflight {
+        http::StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        "access-control-allow-origin",
+        http::HeaderValue::from_static("*"),
+    );
+    h.insert(
+        "access-control-allow-methods",
+        http::HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        http::HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    resp
+}

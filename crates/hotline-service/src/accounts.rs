@@ -1,0 +1,541 @@
+//! Accounts, devices, access tokens, registration and user-interactive auth.
+//!
+//! **Architecture Invariant:** passwords are stored only as argon2 hashes and
+//! access tokens only as SHA-256 digests; neither is ever logged.
+
+use std::collections::HashMap;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+pub use hotline_store::DeviceRow;
+use hotline_store::{RegistrationTokenRow, TokenRow, UserRow, WriteBatch, WriteOp};
+use parking_lot::Mutex;
+use rand::Rng;
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::{now_ms, Config, Error, Result, Services};
+
+/// Who made a request.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+/// Caches and settings for accounts.
+pub struct Accounts {
+    server_name: OwnedServerName,
+    /// token digest → sender; filled on first use, emptied on logout.
+    tokens: Mutex<HashMap<String, Sender>>,
+    /// Open user-interactive auth sessions: session id → completed stages.
+    uiaa: Mutex<HashMap<String, Vec<String>>>,
+    /// argon2 takes several MiB per hash: one at a time bounds memory.
+    hashing: Semaphore,
+}
+
+/// A user-interactive auth submission, as the client sent it.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct AuthData {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub session: Option<String>,
+    pub password: Option<String>,
+    pub identifier: Option<serde_json::Value>,
+    pub user: Option<String>,
+    pub token: Option<String>,
+}
+
+/// What a successful login or registration hands out.
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+}
+
+fn digest(token: &str) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_string(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn new_device_id() -> String {
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| char::from(b'A' + rng.gen_range(0..26)))
+        .collect()
+}
+
+fn argon2() -> Argon2<'static> {
+    // OWASP's m=7 MiB, t=5 choice: as strong as 19 MiB/t=2 with a third of the memory.
+    let params = argon2::Params::new(7 * 1024, 5, 1, None).expect("valid argon2 params");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+impl Accounts {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            server_name: ServerName::parse(&config.server_name)
+                .unwrap_or_else(|_| ServerName::parse("localhost").unwrap()),
+            tokens: Mutex::new(HashMap::new()),
+            uiaa: Mutex::new(HashMap::new()),
+            hashing: Semaphore::new(1),
+        }
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String> {
+        let _permit = self.hashing.acquire().await.map_err(Error::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            argon2()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(Error::internal)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    async fn verify_password(&self, password: String, hash: String) -> Result<bool> {
+        let _permit = self.hashing.acquire().await.map_err(Error::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;
+            Ok(Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok())
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+}
+
+impl Services {
+    /// Parses a user id or localpart into a local user id, checking the
+    /// localpart grammar of the spec.
+    pub fn local_user_id(&self, name: &str) -> Result<OwnedUserId> {
+        let localpart = if name.starts_with('@') {
+            let id = UserId::parse(name)
+                .map_err(|_| Error::InvalidUsername("Invalid user id".into()))?;
+            if id.server_name() != self.server_name() {
+                return Err(Error::InvalidUsername("User is not on this server".into()));
+            }
+            id.localpart().to_owned()
+        } else {
+            name.to_owned()
+        };
+        if localpart.is_empty()
+            || localpart.len() > 200
+            || !localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+        {
+            return Err(Error::InvalidUsername(
+                "User names may only contain a-z, 0-9 and . _ = - / +".into(),
+            ));
+        }
+        UserId::parse(format!("@{localpart}:{}", self.server_name()))
+            .map_err(|_| Error::InvalidUsername("Invalid user name".into()))
+    }
+
+    /// Whether a user name can still be registered.
+    pub fn username_available(&self, name: &str) -> Result<bool> {
+        let user_id = self.local_user_id(name)?;
+        Ok(self.store.get_user(user_id.as_str())?.is_none())
+    }
+
+    /// Creates an account. Used by registration and by `hotline admin`.
+    pub async fn create_user(
+        &self,
+        user_id: &UserId,
+        password: Option<String>,
+        displayname: Option<String>,
+    ) -> Result<()> {
+        let password_hash = match password {
+            Some(p) => Some(self.accounts.hash_password(p).await?),
+            None => None,
+        };
+        let row = UserRow {
+            user_id: user_id.to_string(),
+            password_hash,
+            displayname: displayname.or_else(|| Some(user_id.localpart().to_owned())),
+            avatar_url: None,
+            created_ts: now_ms(),
+            deactivated: false,
+        };
+        match self
+            .store
+            .write(WriteBatch::one(WriteOp::CreateUser(row)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(hotline_store::StoreError::Conflict(_)) => Err(Error::UserInUse),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts or continues the registration auth flow. Returns `Ok(token)`
+    /// (the registration token used, if any) when a flow is complete.
+    fn registration_flows(&self) -> serde_json::Value {
+        let mut flows = vec![json!({"stages": ["m.login.registration_token"]})];
+        if self.config.allow_registration {
+            flows.insert(0, json!({"stages": ["m.login.dummy"]}));
+        }
+        json!({ "flows": flows, "params": {} })
+    }
+
+    fn uiaa_challenge(
+        &self,
+        mut flows: serde_json::Value,
+        session: Option<String>,
+        error: Option<(&str, &str)>,
+    ) -> Error {
+        let session = session.unwrap_or_else(|| {
+            let s = random_string(24);
+            let mut sessions = self.accounts.uiaa.lock();
+            if sessions.len() > 10_000 {
+                sessions.clear();
+            }
+            sessions.insert(s.clone(), Vec::new());
+            s
+        });
+        flows["session"] = json!(session);
+        if let Some((code, msg)) = error {
+            flows["errcode"] = json!(code);
+            flows["error"] = json!(msg);
+        }
+        Error::Uiaa(flows)
+    }
+
+    /// `POST /register`.
+    pub async fn register(
+        &self,
+        username: Option<String>,
+        password: Option<String>,
+        device_id: Option<String>,
+        device_name: Option<String>,
+        inhibit_login: bool,
+        auth: Option<AuthData>,
+    ) -> Result<(OwnedUserId, Option<Session>)> {
+        let username = username.unwrap_or_else(|| random_string(12).to_lowercase());
+        let user_id = self.local_user_id(&username)?;
+        if self.store.get_user(user_id.as_str())?.is_some() {
+            return Err(Error::UserInUse);
+        }
+        let flows = self.registration_flows();
+        let Some(auth) = auth else {
+            return Err(self.uiaa_challenge(flows, None, None));
+        };
+        let mut used_token = None;
+        match auth.kind.as_deref() {
+            Some("m.login.dummy") if self.config.allow_registration => {}
+            Some("m.login.registration_token") => {
+                let token = auth.token.clone().unwrap_or_default();
+                if !self.registration_token_valid(&token)? {
+                    return Err(self.uiaa_challenge(
+                        flows,
+                        auth.session,
+                        Some(("M_FORBIDDEN", "Invalid registration token")),
+                    ));
+                }
+                used_token = Some(token);
+            }
+            Some("m.login.dummy") => {
+                return Err(Error::forbidden(
+                    "Open registration is disabled; use a registration token",
+                ));
+            }
+            _ => {
+                return Err(self.uiaa_challenge(
+                    flows,
+                    auth.session,
+                    Some(("M_UNRECOGNIZED", "Unknown auth stage")),
+                ))
+            }
+        }
+        if let Some(s) = &auth.session {
+            self.accounts.uiaa.lock().remove(s);
+        }
+        let password =
+            password.ok_or_else(|| Error::MissingParam("A password is required".into()))?;
+        if password.len() > 1024 {
+            return Err(Error::invalid_param("Password too long"));
+        }
+        self.create_user(&user_id, Some(password), None).await?;
+        if let Some(token) = used_token {
+            self.store
+                .write(WriteBatch::one(WriteOp::UseRegistrationToken { token }))
+                .await?;
+        }
+        if inhibit_login {
+            return Ok((user_id, None));
+        }
+        let session = self.open_session(&user_id, device_id, device_name).await?;
+        Ok((user_id, Some(session)))
+    }
+
+    pub fn registration_token_valid(&self, token: &str) -> Result<bool> {
+        Ok(match self.store.get_registration_token(token)? {
+            Some(RegistrationTokenRow {
+                uses_allowed,
+                completed,
+                expiry_ts,
+                ..
+            }) => {
+                uses_allowed.is_none_or(|n| completed < n) && expiry_ts.is_none_or(|t| t > now_ms())
+            }
+            None => false,
+        })
+    }
+
+    /// Creates a registration token (`hotline admin registration-token`).
+    pub async fn create_registration_token(
+        &self,
+        uses_allowed: Option<i64>,
+        expiry_ts: Option<i64>,
+    ) -> Result<String> {
+        let token = random_string(20);
+        self.store
+            .write(WriteBatch::one(WriteOp::CreateRegistrationToken(
+                RegistrationTokenRow {
+                    token: token.clone(),
+                    uses_allowed,
+                    completed: 0,
+                    expiry_ts,
+                },
+            )))
+            .await?;
+        Ok(token)
+    }
+
+    /// Issues a token for a (new or existing) device.
+    async fn open_session(
+        &self,
+        user_id: &UserId,
+        device_id: Option<String>,
+        device_name: Option<String>,
+    ) -> Result<Session> {
+        let device_id = device_id
+            .filter(|d| !d.is_empty() && d.len() <= 255)
+            .unwrap_or_else(new_device_id);
+        let existing = self.store.get_device(user_id.as_str(), &device_id)?;
+        let access_token = format!("hl_{}", random_string(40));
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::UpsertDevice(DeviceRow {
+            user_id: user_id.to_string(),
+            device_id: device_id.clone(),
+            display_name: device_name.or(existing.and_then(|d| d.display_name)),
+            last_seen_ts: Some(now_ms()),
+            last_seen_ip: None,
+        }));
+        batch.push(WriteOp::InsertToken(TokenRow {
+            token_hash: digest(&access_token),
+            user_id: user_id.to_string(),
+            device_id: device_id.clone(),
+        }));
+        self.store.write(batch).await?;
+        Ok(Session {
+            user_id: user_id.to_owned(),
+            device_id: device_id.into(),
+            access_token,
+        })
+    }
+
+    /// `POST /login` with `m.login.password`.
+    pub async fn login_password(
+        &self,
+        user: &str,
+        password: String,
+        device_id: Option<String>,
+        device_name: Option<String>,
+    ) -> Result<Session> {
+        let user_id = self
+            .local_user_id(user)
+            .map_err(|_| Error::forbidden("Invalid username or password"))?;
+        self.check_password(&user_id, password).await?;
+        self.open_session(&user_id, device_id, device_name).await
+    }
+
+    async fn check_password(&self, user_id: &UserId, password: String) -> Result<()> {
+        let hash = self
+            .store
+            .get_user(user_id.as_str())?
+            .filter(|u| !u.deactivated)
+            .and_then(|u| u.password_hash)
+            .ok_or_else(|| Error::forbidden("Invalid username or password"))?;
+        if self.accounts.verify_password(password, hash).await? {
+            Ok(())
+        } else {
+            Err(Error::forbidden("Invalid username or password"))
+        }
+    }
+
+    /// Resolves an access token to its user and device.
+    pub fn authenticate(&self, token: &str) -> Result<Sender> {
+        let hash = digest(token);
+        if let Some(s) = self.accounts.tokens.lock().get(&hash) {
+            return Ok(s.clone());
+        }
+        let row = self.store.find_token(&hash)?.ok_or(Error::UnknownToken)?;
+        let sender = Sender {
+            user_id: UserId::parse(row.user_id).map_err(Error::internal)?,
+            device_id: row.device_id.into(),
+        };
+        let mut tokens = self.accounts.tokens.lock();
+        if tokens.len() > 100_000 {
+            tokens.clear();
+        }
+        tokens.insert(hash, sender.clone());
+        Ok(sender)
+    }
+
+    fn forget_cached_tokens(&self, user_id: &UserId, device_id: Option<&str>) {
+        self.accounts.tokens.lock().retain(|_, s| {
+            !(s.user_id == user_id && device_id.is_none_or(|d| s.device_id.as_str() == d))
+        });
+    }
+
+    /// Deletes a device with its tokens (logout, device removal).
+    pub async fn delete_device(&self, user_id: &UserId, device_id: &str) -> Result<()> {
+        self.store
+            .write(WriteBatch::one(WriteOp::DeleteDevice {
+                user_id: user_id.to_string(),
+                device_id: device_id.to_owned(),
+            }))
+            .await?;
+        self.forget_cached_tokens(user_id, Some(device_id));
+        Ok(())
+    }
+
+    /// `POST /logout/all`.
+    pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        for d in self.store.list_devices(user_id.as_str())? {
+            batch.push(WriteOp::DeleteDevice {
+                user_id: d.user_id,
+                device_id: d.device_id,
+            });
+        }
+        self.store.write(batch).await?;
+        self.forget_cached_tokens(user_id, None);
+        Ok(())
+    }
+
+    /// Checks a user-interactive auth submission that must prove the
+    /// password of `user_id` (device deletion, password change).
+    pub async fn require_password_auth(
+        &self,
+        user_id: &UserId,
+        auth: Option<AuthData>,
+    ) -> Result<()> {
+        let flows = json!({ "flows": [{"stages": ["m.login.password"]}], "params": {} });
+        let Some(auth) = auth else {
+            return Err(self.uiaa_challenge(flows, None, None));
+        };
+        if auth.kind.as_deref() != Some("m.login.password") {
+            return Err(self.uiaa_challenge(
+                flows,
+                auth.session,
+                Some(("M_UNRECOGNIZED", "Unknown auth stage")),
+            ));
+        }
+        let claimed = auth
+            .identifier
+            .as_ref()
+            .and_then(|i| i.get("user"))
+            .and_then(|u| u.as_str())
+            .map(str::to_owned)
+            .or(auth.user.clone())
+            .unwrap_or_else(|| user_id.to_string());
+        let claimed = self.local_user_id(&claimed).ok();
+        let ok = claimed.as_deref() == Some(user_id)
+            && self
+                .check_password(user_id, auth.password.clone().unwrap_or_default())
+                .await
+                .is_ok();
+        if !ok {
+            return Err(self.uiaa_challenge(
+                flows,
+                auth.session,
+                Some(("M_FORBIDDEN", "Invalid password")),
+            ));
+        }
+        if let Some(s) = &auth.session {
+            self.accounts.uiaa.lock().remove(s);
+        }
+        Ok(())
+    }
+
+    /// `POST /account/password`.
+    pub async fn change_password(
+        &self,
+        sender: &Sender,
+        new_password: String,
+        logout_devices: bool,
+    ) -> Result<()> {
+        let hash = self.accounts.hash_password(new_password).await?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::SetPassword {
+            user_id: sender.user_id.to_string(),
+            password_hash: hash,
+        });
+        if logout_devices {
+            for d in self.store.list_devices(sender.user_id.as_str())? {
+                if d.device_id != sender.device_id.as_str() {
+                    batch.push(WriteOp::DeleteDevice {
+                        user_id: d.user_id,
+                        device_id: d.device_id,
+                    });
+                }
+            }
+        }
+        self.store.write(batch).await?;
+        if logout_devices {
+            let keep = sender.device_id.clone();
+            self.accounts
+                .tokens
+                .lock()
+                .retain(|_, s| s.user_id != sender.user_id || s.device_id == keep);
+        }
+        Ok(())
+    }
+
+    pub async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<String>,
+    ) -> Result<()> {
+        let mut device = self
+            .store
+            .get_device(user_id.as_str(), device_id)?
+            .ok_or_else(|| Error::not_found("Unknown device"))?;
+        device.display_name = name;
+        self.store
+            .write(WriteBatch::one(WriteOp::UpsertDevice(device)))
+            .await?;
+        Ok(())
+    }
+
+    pub fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRow>> {
+        Ok(self.store.list_devices(user_id.as_str())?)
+    }
+
+    pub fn device(&self, user_id: &UserId, device_id: &str) -> Result<Option<DeviceRow>> {
+        Ok(self.store.get_device(user_id.as_str(), device_id)?)
+    }
+
+    pub fn user_exists(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.store.get_user(user_id.as_str())?.is_some())
+    }
+}

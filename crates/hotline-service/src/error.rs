@@ -1,0 +1,84 @@
+//! The one error type of Hotline's rules. The HTTP edge maps each variant to a
+//! Matrix `errcode` and status in one place (`hotline_api::error`).
+
+use serde_json::Value as JsonValue;
+
+/// Result of a service call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a request cannot be served. Messages are shown to clients: they never
+/// carry secrets, tokens or message bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Missing access token")]
+    MissingToken,
+    #[error("Unknown access token")]
+    UnknownToken,
+    #[error("Request body is not JSON")]
+    NotJson,
+    #[error("{0}")]
+    BadJson(String),
+    #[error("{0}")]
+    InvalidParam(String),
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("User ID already taken")]
+    UserInUse,
+    #[error("Room alias already taken")]
+    RoomInUse,
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("Too many requests")]
+    LimitExceeded { retry_after_ms: u64 },
+    #[error("Unrecognized request")]
+    Unrecognized,
+    #[error("{0}")]
+    UnsupportedRoomVersion(String),
+    #[error("{0}")]
+    BadState(String),
+    #[error("Registration is disabled")]
+    RegistrationDisabled,
+    #[error("{0}")]
+    MissingParam(String),
+    /// User-interactive authentication is needed (or failed): the body is
+    /// the spec's flows object, with `errcode` when a stage failed.
+    #[error("User-interactive authentication required")]
+    Uiaa(JsonValue),
+    /// Something broke inside. Logged in full; clients see a generic message.
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Error::Forbidden(msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Error::NotFound(msg.into())
+    }
+    pub fn bad_json(msg: impl Into<String>) -> Self {
+        Error::BadJson(msg.into())
+    }
+    pub fn invalid_param(msg: impl Into<String>) -> Self {
+        Error::InvalidParam(msg.into())
+    }
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        Error::Internal(msg.to_string())
+    }
+}
+
+impl From<hotline_store::StoreError> for Error {
+    fn from(e: hotline_store::StoreError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::BadJson(e.to_string())
+    }
+}

@@ -1,0 +1,124 @@
+//! Hotline's rules: who may do what, and what happens when they do.
+//!
+//! This crate knows nothing of HTTP or SQL. It takes typed requests from the
+//! api layer, applies the Matrix rules (room authorization via
+//! `ruma::state_res`), and persists through [`hotline_store::Store`].
+//!
+//! **Architecture Invariant:** this layer never sees plaintext of encrypted
+//! rooms: `m.room.encrypted` content is opaque JSON that is stored and relayed
+//! as-is.
+//!
+//! **Architecture Invariant:** in-memory caches (room state, recent events,
+//! memberships) are only changed by the store's commit hook, so they never
+//! show anything that is not durable, and they change in stream order.
+
+pub mod accounts;
+pub mod config;
+pub mod error;
+pub mod media;
+mod notifier;
+pub mod pdu;
+pub mod ratelimit;
+pub mod rooms;
+pub mod sync;
+pub mod user_data;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::{Error, Result};
+use hotline_store::Store;
+
+/// Every service, wired once at start and shared by all requests.
+pub struct Services {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub accounts: accounts::Accounts,
+    pub rooms: rooms::Rooms,
+    pub notifier: notifier::Notifier,
+    pub media: media::Media,
+    pub ratelimit: ratelimit::RateLimiter,
+    /// Highest stream position whose effects are visible in the caches.
+    visible_pos: AtomicI64,
+    /// Serial of ephemeral (typing) changes; part of sync tokens.
+    typing_serial: AtomicU64,
+}
+
+impl Services {
+    /// Wires the services over `store` and installs the commit hook.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Self>> {
+        let media = media::Media::new(config.data_dir.join("media"))?;
+        let services = Arc::new(Self {
+            accounts: accounts::Accounts::new(&config),
+            rooms: rooms::Rooms::default(),
+            notifier: notifier::Notifier::default(),
+            ratelimit: ratelimit::RateLimiter::new(config.rate_limits.clone()),
+            media,
+            visible_pos: AtomicI64::new(store.current_position()),
+            typing_serial: AtomicU64::new(0),
+            config,
+            store,
+        });
+        let weak = Arc::downgrade(&services);
+        services.store.set_commit_hook(Arc::new(move |committed| {
+            if let Some(s) = weak.upgrade() {
+                s.on_commit(committed);
+            }
+        }));
+        Ok(services)
+    }
+
+    /// The server name users live on.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        self.accounts.server_name()
+    }
+
+    pub(crate) fn visible_pos(&self) -> i64 {
+        self.visible_pos.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn typing_serial(&self) -> u64 {
+        self.typing_serial.load(Ordering::Acquire)
+    }
+
+    /// Applies a committed batch to the caches, then wakes whoever it concerns.
+    fn on_commit(&self, committed: &hotline_store::Committed) {
+        let mut wake = Vec::new();
+        for (pos, op) in &committed.items {
+            match op {
+                hotline_store::WriteOp::AppendEvent(e) => {
+                    self.rooms.apply_committed(*pos, e, &mut wake)
+                }
+                hotline_store::WriteOp::PutAccountData { user_id, .. } => {
+                    if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        wake.push(u);
+                    }
+                }
+                op @ hotline_store::WriteOp::PutReceipt { .. } => {
+                    self.rooms.apply_receipt(*pos, op, &mut wake)
+                }
+                _ => {}
+            }
+        }
+        if let Some(max) = committed.max_position() {
+            self.visible_pos.fetch_max(max, Ordering::AcqRel);
+        }
+        for user in wake {
+            self.notifier.wake(&user);
+        }
+    }
+
+    /// Bumps the typing serial and wakes the room's members.
+    pub(crate) fn typing_changed(&self, members: Vec<ruma::OwnedUserId>) {
+        self.typing_serial.fetch_add(1, Ordering::AcqRel);
+        for u in members {
+            self.notifier.wake(&u);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    ruma::MilliSecondsSinceUnixEpoch::now().get().into()
+}

@@ -1,0 +1,373 @@
+//! Membership changes: invite, join, leave, kick, ban, unban, forget; and
+//! the message and state sends that go through the same event path.
+
+use ruma::events::room::member::MembershipState;
+use ruma::events::TimelineEventType;
+use ruma::{OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
+use serde_json::value::RawValue;
+
+use hotline_store::{WriteBatch, WriteOp};
+
+use crate::pdu::EventDraft;
+use crate::{Error, Result, Services};
+
+impl Services {
+    async fn set_membership(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: MembershipState,
+        reason: Option<String>,
+        is_direct: bool,
+    ) -> Result<OwnedEventId> {
+        let room = self.room(room_id)?;
+        let mut content =
+            if membership == MembershipState::Join || membership == MembershipState::Invite {
+                self.member_content(target, membership)?
+            } else {
+                ruma::events::room::member::RoomMemberEventContent::new(membership)
+            };
+        content.reason = reason;
+        if is_direct {
+            content.is_direct = Some(true);
+        }
+        let draft = EventDraft::new(
+            TimelineEventType::RoomMember,
+            &content,
+            Some(target.to_string()),
+        )?;
+        self.append_event(&room, sender, draft).await
+    }
+
+    /// `POST /rooms/{roomId}/invite`.
+    pub async fn invite(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        if !self.user_exists(target)? {
+            return Err(Error::not_found("Unknown user"));
+        }
+        let room = self.room(room_id)?;
+        self.require_joined(&room, sender)?;
+        if room.membership(target) == Some(MembershipState::Join) {
+            return Err(Error::forbidden("User is already in the room"));
+        }
+        self.check_may_invite(sender, target)?;
+        self.set_membership(
+            sender,
+            room_id,
+            target,
+            MembershipState::Invite,
+            reason,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Resolves a room id or alias to a room id.
+    pub fn resolve_room(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
+        match <&RoomId>::try_from(room) {
+            Ok(id) => Ok(id.to_owned()),
+            Err(alias) => self.resolve_alias(alias),
+        }
+    }
+
+    pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId> {
+        let row = self
+            .store
+            .get_alias(alias.as_str())?
+            .ok_or_else(|| Error::not_found("Unknown room alias"))?;
+        RoomId::parse(row.room_id).map_err(Error::internal)
+    }
+
+    /// `POST /join/{roomIdOrAlias}` and `POST /rooms/{roomId}/join`.
+    pub async fn join(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let room = self
+            .room(room_id)
+            .map_err(|_| Error::not_found("Unknown room"))?;
+        if room.is_joined(sender) {
+            return Ok(());
+        }
+        self.set_membership(
+            sender,
+            room_id,
+            sender,
+            MembershipState::Join,
+            reason,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /rooms/{roomId}/leave`.
+    pub async fn leave(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let room = self.room(room_id)?;
+        match room.membership(sender) {
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {}
+            _ => return Err(Error::forbidden("You are not in this room")),
+        }
+        self.set_membership(
+            sender,
+            room_id,
+            sender,
+            MembershipState::Leave,
+            reason,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /rooms/{roomId}/kick`.
+    pub async fn kick(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let room = self.room(room_id)?;
+        if !matches!(
+            room.membership(target),
+            Some(MembershipState::Join | MembershipState::Invite)
+        ) {
+            return Err(Error::forbidden("User is not in the room"));
+        }
+        self.set_membership(
+            sender,
+            room_id,
+            target,
+            MembershipState::Leave,
+            reason,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /rooms/{roomId}/ban`.
+    pub async fn ban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.set_membership(sender, room_id, target, MembershipState::Ban, reason, false)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /rooms/{roomId}/unban`.
+    pub async fn unban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let room = self.room(room_id)?;
+        if room.membership(target) != Some(MembershipState::Ban) {
+            return Err(Error::forbidden("User is not banned"));
+        }
+        self.set_membership(
+            sender,
+            room_id,
+            target,
+            MembershipState::Leave,
+            reason,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /rooms/{roomId}/forget`.
+    pub async fn forget(&self, sender: &UserId, room_id: &RoomId) -> Result<()> {
+        let room = self.room(room_id)?;
+        if matches!(
+            room.membership(sender),
+            Some(MembershipState::Join | MembershipState::Invite)
+        ) {
+            return Err(Error::BadState(
+                "Leave the room before forgetting it".into(),
+            ));
+        }
+        if room.membership(sender).is_none() {
+            return Err(Error::forbidden("You were never in this room"));
+        }
+        self.store
+            .write(WriteBatch::one(WriteOp::ForgetRoom {
+                user_id: sender.to_string(),
+                room_id: room_id.to_string(),
+            }))
+            .await?;
+        let all = self.rooms.memberships.lock();
+        if let Some(r) = all.get(sender) {
+            r.write().rooms.remove(room_id);
+        }
+        Ok(())
+    }
+
+    /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`: idempotent per device
+    /// and transaction id.
+    pub async fn send_message(
+        &self,
+        sender: &crate::accounts::Sender,
+        room_id: &RoomId,
+        kind: &str,
+        txn_id: &str,
+        content: Box<RawValue>,
+    ) -> Result<OwnedEventId> {
+        if let Some(id) =
+            self.store
+                .find_txn(sender.user_id.as_str(), sender.device_id.as_str(), txn_id)?
+        {
+            return OwnedEventId::try_from(id).map_err(Error::internal);
+        }
+        let room = self.room(room_id)?;
+        self.require_joined(&room, &sender.user_id)?;
+        let kind = TimelineEventType::from(kind);
+        if kind == TimelineEventType::RoomRedaction {
+            return Err(Error::invalid_param(
+                "Use the redact endpoint to redact events",
+            ));
+        }
+        let draft = EventDraft {
+            kind,
+            content,
+            state_key: None,
+            redacts: None,
+        };
+        let txn = Some((sender.device_id.to_string(), txn_id.to_owned()));
+        match self
+            .append_events(&room, &sender.user_id, vec![draft], txn)
+            .await
+        {
+            Ok(mut ids) => Ok(ids.remove(0)),
+            // A retry racing the first attempt lost the uniqueness race: answer like the first.
+            Err(e) => match self.store.find_txn(
+                sender.user_id.as_str(),
+                sender.device_id.as_str(),
+                txn_id,
+            )? {
+                Some(id) => OwnedEventId::try_from(id).map_err(Error::internal),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
+    pub async fn send_state(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+        content: Box<RawValue>,
+    ) -> Result<OwnedEventId> {
+        let room = self.room(room_id)?;
+        self.require_joined(&room, sender)?;
+        let kind = TimelineEventType::from(kind);
+        if kind == TimelineEventType::RoomCreate {
+            return Err(Error::forbidden("The create event cannot be replaced"));
+        }
+        if kind == TimelineEventType::RoomMember {
+            // Membership goes through the membership endpoints' checks too.
+            let target =
+                UserId::parse(state_key).map_err(|_| Error::invalid_param("Invalid state key"))?;
+            let m: ruma::events::room::member::RoomMemberEventContent =
+                serde_json::from_str(content.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+            if m.membership == MembershipState::Invite {
+                self.check_may_invite(sender, &target)?;
+            }
+        }
+        if kind == TimelineEventType::RoomName {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(content.get()) {
+                if let Some(n) = v.get("name").and_then(|n| n.as_str()) {
+                    self.check_room_name(sender, n)?;
+                }
+            }
+        }
+        // Setting the same content again is a no-op that returns the existing event.
+        if let Some(existing) = room.state_event(kind.to_string().as_str(), state_key) {
+            let same = serde_json::from_str::<serde_json::Value>(existing.pdu.content.get()).ok()
+                == serde_json::from_str::<serde_json::Value>(content.get()).ok();
+            if same && existing.pdu.sender == sender {
+                return Ok(existing.event_id.clone());
+            }
+        }
+        let draft = EventDraft {
+            kind,
+            content,
+            state_key: Some(state_key.to_owned()),
+            redacts: None,
+        };
+        self.append_event(&room, sender, draft).await
+    }
+
+    /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
+    pub async fn redact(
+        &self,
+        sender: &crate::accounts::Sender,
+        room_id: &RoomId,
+        target: &ruma::EventId,
+        txn_id: &str,
+        reason: Option<String>,
+    ) -> Result<OwnedEventId> {
+        if let Some(id) =
+            self.store
+                .find_txn(sender.user_id.as_str(), sender.device_id.as_str(), txn_id)?
+        {
+            return OwnedEventId::try_from(id).map_err(Error::internal);
+        }
+        let room = self.room(room_id)?;
+        self.require_joined(&room, &sender.user_id)?;
+        let row = self
+            .store
+            .get_event(target.as_str())?
+            .filter(|r| r.room_id == room_id.as_str());
+        let row = row.ok_or_else(|| Error::not_found("Unknown event"))?;
+        let event = crate::pdu::PduEvent::from_row(&row)?;
+        if event.pdu.sender != sender.user_id {
+            let pl = room.power_levels();
+            if room.user_power(&sender.user_id) < i64::from(pl.redact) {
+                return Err(Error::forbidden("You may not redact other users' events"));
+            }
+        }
+        let redacted_json = event.redacted_json(&room.version)?;
+        let mut content = serde_json::json!({ "redacts": target });
+        if let Some(r) = reason {
+            content["reason"] = serde_json::json!(r);
+        }
+        let mut draft = EventDraft::new(TimelineEventType::RoomRedaction, &content, None)?;
+        draft.redacts = Some(target.to_owned());
+        let txn = Some((sender.device_id.to_string(), txn_id.to_owned()));
+        let ids = self
+            .append_events_redacting(
+                &room,
+                &sender.user_id,
+                vec![draft],
+                txn,
+                Some((target.to_string(), redacted_json)),
+            )
+            .await?;
+        Ok(ids[0].clone())
+    }
+}

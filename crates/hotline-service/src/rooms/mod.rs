@@ -1,0 +1,567 @@
+//! Rooms: their cached state and recent timeline, and the one path by which
+//! events are made ([`Services::append_events`]).
+//!
+//! **Architecture Invariant:** every event passes ruma's room-version auth
+//! rules against the room's current state before it is written, under the
+//! room's send lock, so state and `prev_events` are never raced.
+
+mod create;
+mod ephemeral;
+mod membership;
+mod read;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hotline_store::{Attachment, NewEvent, WriteBatch, WriteOp};
+use parking_lot::{Mutex, RwLock};
+use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
+use ruma::events::room::power_levels::RoomPowerLevelsEventContent;
+use ruma::events::{StateEventType, TimelineEventType};
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId,
+    UInt, UserId,
+};
+
+pub use create::CreateRoom;
+pub use read::{parse_position_token, position_token, Direction, MessagesPage};
+
+/// The pagination token just before the event at `pos`.
+pub fn position_token_before(pos: i64) -> String {
+    position_token(pos - 1)
+}
+
+use crate::pdu::{rules, EventDraft, Pdu, PduEvent};
+use crate::{Error, Result, Services};
+
+/// How many recent events each loaded room keeps in memory for `/sync`.
+const RECENT: usize = 64;
+
+/// State key map: `(event type, state key)` → event.
+pub type StateMap = HashMap<(String, String), Arc<PduEvent>>;
+
+/// A loaded room.
+pub struct Room {
+    pub id: OwnedRoomId,
+    pub version: RoomVersionId,
+    /// Serialises event creation: build, check, write, in one order.
+    send_lock: tokio::sync::Mutex<()>,
+    inner: RwLock<RoomInner>,
+}
+
+#[derive(Default)]
+struct RoomInner {
+    state: StateMap,
+    /// The newest event and its depth: the next event's `prev_events`.
+    latest: Option<(OwnedEventId, UInt)>,
+    joined: BTreeSet<OwnedUserId>,
+    /// The newest events, oldest first. Every event with a position above
+    /// `recent_floor` is in here.
+    recent: VecDeque<Arc<PduEvent>>,
+    recent_floor: i64,
+    last_event_pos: i64,
+    last_receipt_pos: i64,
+    /// Typing users and when their typing expires.
+    typing: HashMap<OwnedUserId, Instant>,
+    typing_serial: u64,
+    /// Each member's public `m.read` receipt, for unread counts.
+    read_receipts: HashMap<OwnedUserId, OwnedEventId>,
+}
+
+/// All loaded rooms, and each user's memberships.
+#[derive(Default)]
+pub struct Rooms {
+    rooms: Mutex<HashMap<OwnedRoomId, Arc<Room>>>,
+    /// Per user: room → (membership, position of the membership event).
+    /// Loaded on first use, then kept current by the commit hook.
+    memberships: Mutex<HashMap<OwnedUserId, Arc<RwLock<UserRooms>>>>,
+}
+
+#[derive(Default, Clone)]
+pub struct UserRooms {
+    pub rooms: HashMap<OwnedRoomId, (MembershipState, i64)>,
+    /// Newest position of anything in the user's own streams (account data).
+    pub last_private_pos: i64,
+}
+
+impl Room {
+    fn member_of(inner: &RoomInner, user: &UserId) -> Option<MembershipState> {
+        inner
+            .state
+            .get(&(StateEventType::RoomMember.to_string(), user.to_string()))
+            .and_then(|e| e.content::<RoomMemberEventContent>().ok())
+            .map(|c| c.membership)
+    }
+
+    /// The user's current membership.
+    pub fn membership(&self, user: &UserId) -> Option<MembershipState> {
+        Self::member_of(&self.inner.read(), user)
+    }
+
+    pub fn is_joined(&self, user: &UserId) -> bool {
+        self.inner.read().joined.contains(user)
+    }
+
+    pub fn joined_members(&self) -> Vec<OwnedUserId> {
+        self.inner.read().joined.iter().cloned().collect()
+    }
+
+    pub fn state_event(&self, kind: &str, state_key: &str) -> Option<Arc<PduEvent>> {
+        self.inner
+            .read()
+            .state
+            .get(&(kind.to_owned(), state_key.to_owned()))
+            .cloned()
+    }
+
+    pub fn state(&self) -> Vec<Arc<PduEvent>> {
+        self.inner.read().state.values().cloned().collect()
+    }
+
+    pub fn last_event_pos(&self) -> i64 {
+        self.inner.read().last_event_pos
+    }
+
+    pub fn last_receipt_pos(&self) -> i64 {
+        self.inner.read().last_receipt_pos
+    }
+
+    /// The power level of `user` and the level needed for `action`.
+    pub fn power_levels(&self) -> RoomPowerLevelsEventContent {
+        self.state_event("m.room.power_levels", "")
+            .and_then(|e| e.content::<RoomPowerLevelsEventContent>().ok())
+            .unwrap_or_else(|| {
+                RoomPowerLevelsEventContent::new(
+                    &rules(&self.version)
+                        .map(|r| r.authorization)
+                        .unwrap_or(ruma::room_version_rules::AuthorizationRules::V11),
+                )
+            })
+    }
+
+    pub fn user_power(&self, user: &UserId) -> i64 {
+        let pl = self.power_levels();
+        let creator = self
+            .state_event("m.room.create", "")
+            .map(|e| e.pdu.sender.clone());
+        if self.state_event("m.room.power_levels", "").is_none() && creator.as_deref() == Some(user)
+        {
+            return 100;
+        }
+        pl.users
+            .get(user)
+            .copied()
+            .unwrap_or(pl.users_default)
+            .into()
+    }
+
+    /// Recent events with `after < pos <= upto`, oldest first, if the
+    /// in-memory window covers `after`; otherwise `None`.
+    pub(crate) fn recent_window(&self, after: i64, upto: i64) -> Option<Vec<Arc<PduEvent>>> {
+        let inner = self.inner.read();
+        if after < inner.recent_floor {
+            return None;
+        }
+        Some(
+            inner
+                .recent
+                .iter()
+                .filter(|e| e.pos() > after && e.pos() <= upto)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl Rooms {
+    pub fn loaded(&self, room_id: &RoomId) -> Option<Arc<Room>> {
+        self.rooms.lock().get(room_id).cloned()
+    }
+
+    /// Applies a committed event to the caches (commit hook).
+    pub(crate) fn apply_committed(&self, pos: i64, new: &NewEvent, wake: &mut Vec<OwnedUserId>) {
+        let Some(event) = new
+            .parsed
+            .0
+            .as_ref()
+            .and_then(|a| a.clone().downcast::<PduEvent>().ok())
+        else {
+            tracing::error!("committed event without parsed form");
+            return;
+        };
+        event.set_pos(pos);
+        let Some(room) = self.loaded(&event.pdu.room_id) else {
+            return;
+        };
+        let mut membership_change = None;
+        {
+            let mut inner = room.inner.write();
+            if let Some(key) = &event.pdu.state_key {
+                inner
+                    .state
+                    .insert((event.pdu.kind.to_string(), key.clone()), event.clone());
+                if event.pdu.kind == TimelineEventType::RoomMember {
+                    if let (Ok(user), Ok(c)) = (
+                        UserId::parse(key.as_str()),
+                        event.content::<RoomMemberEventContent>(),
+                    ) {
+                        if c.membership == MembershipState::Join {
+                            inner.joined.insert(user.clone());
+                        } else {
+                            inner.joined.remove(&user);
+                        }
+                        membership_change = Some((user, c.membership));
+                    }
+                }
+            }
+            if let Some((target, redacted_json)) = &new.redacts {
+                if let Some(slot) = inner
+                    .recent
+                    .iter_mut()
+                    .find(|e| e.event_id.as_str() == target)
+                {
+                    if let Ok(mut pdu) = serde_json::from_str::<Pdu>(redacted_json) {
+                        pdu.hashes = slot.pdu.hashes.clone();
+                        let mut redacted = PduEvent::new(slot.event_id.clone(), slot.pos(), pdu);
+                        redacted.redacted_because = Some(event.to_client(None, true));
+                        redacted.txn = slot.txn.clone();
+                        *slot = Arc::new(redacted);
+                    }
+                }
+            }
+            inner.latest = Some((event.event_id.clone(), event.pdu.depth));
+            inner.recent.push_back(event.clone());
+            while inner.recent.len() > RECENT {
+                if let Some(old) = inner.recent.pop_front() {
+                    inner.recent_floor = old.pos();
+                }
+            }
+            inner.last_event_pos = pos;
+            wake.extend(inner.joined.iter().cloned());
+        }
+        if let Some((user, membership)) = membership_change {
+            if let Some(rooms) = self.memberships.lock().get(&user) {
+                rooms
+                    .write()
+                    .rooms
+                    .insert(room.id.clone(), (membership, pos));
+            }
+            wake.push(user);
+        }
+    }
+
+    pub(crate) fn apply_receipt(&self, pos: i64, op: &WriteOp, wake: &mut Vec<OwnedUserId>) {
+        let WriteOp::PutReceipt {
+            room_id,
+            user_id,
+            receipt_type,
+            event_id,
+            ..
+        } = op
+        else {
+            return;
+        };
+        let Ok(room_id) = RoomId::parse(room_id.as_str()) else {
+            return;
+        };
+        if let Some(room) = self.loaded(&room_id) {
+            let mut inner = room.inner.write();
+            inner.last_receipt_pos = pos;
+            if let (true, Ok(u), Ok(e)) = (
+                receipt_type == "m.read",
+                UserId::parse(user_id.as_str()),
+                ruma::EventId::parse(event_id.as_str()),
+            ) {
+                inner.read_receipts.insert(u, e);
+            }
+            wake.extend(inner.joined.iter().cloned());
+        }
+    }
+
+    /// Notes that a user's private stream (account data) moved.
+    pub(crate) fn touch_private(&self, user: &UserId, pos: i64) {
+        if let Some(rooms) = self.memberships.lock().get(user) {
+            let mut r = rooms.write();
+            r.last_private_pos = r.last_private_pos.max(pos);
+        }
+    }
+}
+
+impl Services {
+    /// The room, loading it from the store on first use.
+    pub fn room(&self, room_id: &RoomId) -> Result<Arc<Room>> {
+        let mut rooms = self.rooms.rooms.lock();
+        if let Some(r) = rooms.get(room_id) {
+            return Ok(r.clone());
+        }
+        let row = self
+            .store
+            .get_room(room_id.as_str())?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let version =
+            RoomVersionId::try_from(row.room_version.as_str()).map_err(Error::internal)?;
+        let mut inner = RoomInner::default();
+        for row in self.store.room_state(room_id.as_str())? {
+            let e = Arc::new(self.load_event(&row)?);
+            if let Some(k) = &e.pdu.state_key {
+                if e.pdu.kind == TimelineEventType::RoomMember
+                    && e.content::<RoomMemberEventContent>()
+                        .is_ok_and(|c| c.membership == MembershipState::Join)
+                {
+                    if let Ok(u) = UserId::parse(k.as_str()) {
+                        inner.joined.insert(u);
+                    }
+                }
+                inner.state.insert((e.pdu.kind.to_string(), k.clone()), e);
+            }
+        }
+        let mut recent: Vec<_> =
+            self.store
+                .room_events_backward(room_id.as_str(), i64::MAX, RECENT + 1)?;
+        if recent.len() > RECENT {
+            inner.recent_floor = recent.pop().map(|r| r.pos).unwrap_or(0);
+        }
+        for row in recent.iter().rev() {
+            inner.recent.push_back(Arc::new(self.load_event(row)?));
+        }
+        if let Some(last) = inner.recent.back() {
+            inner.latest = Some((last.event_id.clone(), last.pdu.depth));
+            inner.last_event_pos = last.pos();
+        }
+        for r in self.store.latest_receipts(room_id.as_str())? {
+            inner.last_receipt_pos = inner.last_receipt_pos.max(r.pos);
+            if let (Ok(u), Ok(e)) = (
+                UserId::parse(r.user_id.as_str()),
+                ruma::EventId::parse(r.event_id.as_str()),
+            ) {
+                inner.read_receipts.insert(u, e);
+            }
+        }
+        let room = Arc::new(Room {
+            id: room_id.to_owned(),
+            version,
+            send_lock: tokio::sync::Mutex::new(()),
+            inner: RwLock::new(inner),
+        });
+        rooms.insert(room_id.to_owned(), room.clone());
+        Ok(room)
+    }
+
+    /// A stored event, with its redaction attached.
+    pub(crate) fn load_event(&self, row: &hotline_store::EventRow) -> Result<PduEvent> {
+        let mut e = PduEvent::from_row(row)?;
+        if let Some(by) = &row.redacted_by {
+            if let Some(r) = self.store.get_event(by)? {
+                e.redacted_because = Some(PduEvent::from_row(&r)?.to_client(None, true));
+            }
+        }
+        Ok(e)
+    }
+
+    /// The user's memberships, loading them on first use.
+    pub fn user_rooms(&self, user: &UserId) -> Result<UserRooms> {
+        let mut all = self.rooms.memberships.lock();
+        if let Some(r) = all.get(user) {
+            return Ok(r.read().clone());
+        }
+        let mut rooms = UserRooms::default();
+        for m in self.store.memberships_of_user(user.as_str())? {
+            if m.forgotten {
+                continue;
+            }
+            let (Ok(room_id), state) = (
+                RoomId::parse(m.room_id.as_str()),
+                MembershipState::from(m.membership.as_str()),
+            ) else {
+                continue;
+            };
+            rooms.rooms.insert(room_id, (state, m.pos));
+        }
+        rooms.last_private_pos = i64::MAX; // unknown until first read: always look once
+        all.insert(user.to_owned(), Arc::new(RwLock::new(rooms.clone())));
+        Ok(rooms)
+    }
+
+    /// Records the newest private-stream position seen by a read; the
+    /// first read replaces the "unknown" marker.
+    pub(crate) fn set_private_pos_if_unknown(&self, user: &UserId, pos: i64) {
+        if let Some(r) = self.rooms.memberships.lock().get(user) {
+            let mut r = r.write();
+            r.last_private_pos = if r.last_private_pos == i64::MAX {
+                pos
+            } else {
+                r.last_private_pos.max(pos)
+            };
+        }
+    }
+
+    /// Messages from others after the user's read receipt, counted within
+    /// the in-memory window (so at most its size).
+    pub fn unread_count(&self, room: &Room, user: &UserId) -> u64 {
+        let inner = room.inner.read();
+        let start = inner
+            .read_receipts
+            .get(user)
+            .and_then(|id| inner.recent.iter().position(|e| &e.event_id == id))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        inner
+            .recent
+            .iter()
+            .skip(start)
+            .filter(|e| e.pdu.sender != user)
+            .filter(|e| {
+                matches!(
+                    e.pdu.kind,
+                    TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted
+                )
+            })
+            .count() as u64
+    }
+
+    /// Builds, authorizes and commits events in `room`, in order. Returns
+    /// their ids once they are durable.
+    pub async fn append_events(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        drafts: Vec<EventDraft>,
+        txn: Option<(String, String)>,
+    ) -> Result<Vec<OwnedEventId>> {
+        self.append_events_redacting(room, sender, drafts, txn, None)
+            .await
+    }
+
+    /// [`append_events`], where the last event redacts `redacts`
+    /// (`(target id, target's redacted JSON)`), replaced in the same commit.
+    pub(crate) async fn append_events_redacting(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        drafts: Vec<EventDraft>,
+        txn: Option<(String, String)>,
+        redacts: Option<(String, String)>,
+    ) -> Result<Vec<OwnedEventId>> {
+        let _guard = room.send_lock.lock().await;
+        let (state, latest) = {
+            let inner = room.inner.read();
+            (inner.state.clone(), inner.latest.clone())
+        };
+        let mut built = build_events(&room.version, &room.id, state, latest, sender, drafts, txn)?;
+        if let Some(last) = built.last_mut() {
+            last.1.redacts = redacts;
+        }
+        let mut batch = WriteBatch::new();
+        let mut ids = Vec::new();
+        for (event, new) in built {
+            ids.push(event.event_id.clone());
+            batch.push(WriteOp::AppendEvent(new));
+        }
+        self.store.write(batch).await?;
+        Ok(ids)
+    }
+
+    /// Like [`append_events`] for one event.
+    pub async fn append_event(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        draft: EventDraft,
+    ) -> Result<OwnedEventId> {
+        Ok(self
+            .append_events(room, sender, vec![draft], None)
+            .await?
+            .remove(0))
+    }
+}
+
+/// Builds and authorizes `drafts` in order on top of `state`, each seeing the
+/// state left by the ones before it.
+pub(crate) fn build_events(
+    version: &RoomVersionId,
+    room_id: &RoomId,
+    mut state: StateMap,
+    mut latest: Option<(OwnedEventId, UInt)>,
+    sender: &UserId,
+    drafts: Vec<EventDraft>,
+    mut txn: Option<(String, String)>,
+) -> Result<Vec<(Arc<PduEvent>, NewEvent)>> {
+    let rules = rules(version)?;
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let auth_types = ruma::state_res::auth_types_for_event(
+            &draft.kind,
+            sender,
+            draft.state_key.as_deref(),
+            &draft.content,
+            &rules.authorization,
+        )
+        .map_err(Error::bad_json)?;
+        let auth_events = auth_types
+            .iter()
+            .filter_map(|(t, k)| {
+                state
+                    .get(&(t.to_string(), k.clone()))
+                    .map(|e| e.event_id.clone())
+            })
+            .collect();
+        let (prev_events, depth) = match &latest {
+            Some((id, depth)) => (vec![id.clone()], depth.saturating_add(UInt::from(1u32))),
+            None => (vec![], UInt::from(1u32)),
+        };
+        let pdu = Pdu {
+            auth_events,
+            content: draft.content,
+            depth,
+            hashes: crate::pdu::EventHashes {
+                sha256: String::new(),
+            },
+            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+            prev_events,
+            redacts: draft.redacts,
+            room_id: room_id.to_owned(),
+            sender: sender.to_owned(),
+            state_key: draft.state_key,
+            kind: draft.kind,
+            signatures: Default::default(),
+        };
+        let (mut event, json) = PduEvent::seal(pdu, version)?;
+        event.txn = txn.take();
+        let event = Arc::new(event);
+        ruma::state_res::check_state_dependent_auth_rules(
+            &rules.authorization,
+            &event,
+            |t: &StateEventType, k: &str| state.get(&(t.to_string(), k.to_owned())).cloned(),
+        )
+        .map_err(|reason| Error::forbidden(format!("Not allowed by the room's rules: {reason}")))?;
+        let membership = if event.pdu.kind == TimelineEventType::RoomMember {
+            let c: RoomMemberEventContent = event.content()?;
+            event
+                .pdu
+                .state_key
+                .clone()
+                .map(|k| (k, c.membership.to_string()))
+        } else {
+            None
+        };
+        if let Some(k) = &event.pdu.state_key {
+            state.insert((event.pdu.kind.to_string(), k.clone()), event.clone());
+        }
+        latest = Some((event.event_id.clone(), event.pdu.depth));
+        let new = NewEvent {
+            event_id: event.event_id.to_string(),
+            room_id: room_id.to_string(),
+            sender: sender.to_string(),
+            event_type: event.pdu.kind.to_string(),
+            state_key: event.pdu.state_key.clone(),
+            json,
+            txn: event.txn.clone(),
+            redacts: None,
+            membership,
+            parsed: Attachment(Some(event.clone())),
+        };
+        out.push((event, new));
+    }
+    Ok(out)
+}

@@ -1,0 +1,103 @@
+//! Hotline's storage: one interface ([`Store`]), engines behind it.
+//!
+//! The store knows rows, not rules: it never decides who may do what, and it
+//! never parses event content beyond what it is handed as typed fields.
+//!
+//! **Architecture Invariant:** a write future resolves `Ok` only after the
+//! transaction holding it is committed. Callers acknowledge clients after that
+//! and never before.
+//!
+//! **Architecture Invariant:** stream positions are allocated by the store at
+//! commit time, so commit order and position order are the same. The commit
+//! hook sees every committed batch in position order, before any writer is
+//! told its write succeeded.
+//!
+//! **API Boundary:** nothing engine-specific (SQL, connection types, SQLite
+//! error codes) crosses this crate's public interface.
+
+mod sqlite;
+mod types;
+
+pub use sqlite::{Durability, SqliteStore};
+pub use types::*;
+
+use std::sync::Arc;
+
+/// Result of a store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a store call failed. Never shown to clients as-is.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint was hit (user id taken, alias taken, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The engine failed (I/O, corruption, closed).
+    #[error("storage engine: {0}")]
+    Engine(String),
+}
+
+/// Called with each committed batch, in commit (= stream position) order,
+/// before the writers of that batch are answered.
+pub type CommitHook = Arc<dyn Fn(&Committed) + Send + Sync>;
+
+/// The storage interface. Reads may run concurrently; writes are batched
+/// and committed in order.
+pub trait Store: Send + Sync + 'static {
+    /// Commits `batch` atomically; positions are assigned to the stream
+    /// items in it. Resolves after the commit is durable.
+    fn write(&self, batch: WriteBatch) -> WriteFuture;
+
+    /// Installs the hook that observes committed batches (once, at start).
+    fn set_commit_hook(&self, hook: CommitHook);
+
+    /// The highest stream position committed so far.
+    fn current_position(&self) -> i64;
+
+    // ----- accounts -----
+    fn get_user(&self, user_id: &str) -> Result<Option<UserRow>>;
+    fn count_users(&self) -> Result<i64>;
+    fn find_token(&self, token_hash: &str) -> Result<Option<TokenRow>>;
+    fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRow>>;
+    fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>>;
+    fn get_registration_token(&self, token: &str) -> Result<Option<RegistrationTokenRow>>;
+    fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Option<String>>;
+    fn get_meta(&self, key: &str) -> Result<Option<String>>;
+
+    // ----- rooms and events -----
+    fn list_rooms(&self) -> Result<Vec<RoomRow>>;
+    fn get_room(&self, room_id: &str) -> Result<Option<RoomRow>>;
+    fn room_state(&self, room_id: &str) -> Result<Vec<EventRow>>;
+    fn get_event(&self, event_id: &str) -> Result<Option<EventRow>>;
+    /// Events of a room with `from < pos <= to`, newest first, at most `limit`.
+    fn room_events_backward(
+        &self,
+        room_id: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>>;
+    /// Events of a room with `pos > after`, oldest first, at most `limit`.
+    fn room_events_forward(&self, room_id: &str, after: i64, limit: usize)
+        -> Result<Vec<EventRow>>;
+    fn memberships_of_user(&self, user_id: &str) -> Result<Vec<MembershipRow>>;
+    fn find_txn(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+    fn get_alias(&self, alias: &str) -> Result<Option<AliasRow>>;
+
+    // ----- per-user streams -----
+    fn account_data_since(&self, user_id: &str, since: i64) -> Result<Vec<AccountDataRow>>;
+    fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        kind: &str,
+    ) -> Result<Option<AccountDataRow>>;
+    fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<ReceiptRow>>;
+    fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>>;
+
+    // ----- media -----
+    fn get_media(&self, media_id: &str) -> Result<Option<MediaRow>>;
+}
+
+/// The future a [`Store::write`] returns.
+pub type WriteFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Committed>> + Send>>;

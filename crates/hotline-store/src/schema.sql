@@ -1,0 +1,44 @@
+-- Hotline SQLite schema. Every statement is idempotent: it runs at each start.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+  user_id TEXT PRIMARY KEY, password_hash TEXT, displayname TEXT, avatar_url TEXT,
+  created_ts INTEGER NOT NULL, deactivated INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS devices (
+  user_id TEXT NOT NULL, device_id TEXT NOT NULL, display_name TEXT,
+  last_seen_ts INTEGER, last_seen_ip TEXT, PRIMARY KEY (user_id, device_id));
+CREATE TABLE IF NOT EXISTS access_tokens (
+  token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS access_tokens_device ON access_tokens (user_id, device_id);
+CREATE TABLE IF NOT EXISTS registration_tokens (
+  token TEXT PRIMARY KEY, uses_allowed INTEGER, completed INTEGER NOT NULL DEFAULT 0, expiry_ts INTEGER);
+CREATE TABLE IF NOT EXISTS filters (
+  user_id TEXT NOT NULL, filter_id TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (user_id, filter_id));
+CREATE TABLE IF NOT EXISTS rooms (room_id TEXT PRIMARY KEY, room_version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  pos INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, room_id TEXT NOT NULL,
+  sender TEXT NOT NULL, event_type TEXT NOT NULL, state_key TEXT, json TEXT NOT NULL,
+  redacted_by TEXT, txn_device TEXT, txn_id TEXT);
+CREATE INDEX IF NOT EXISTS events_room_pos ON events (room_id, pos);
+CREATE TABLE IF NOT EXISTS txns (
+  user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL,
+  PRIMARY KEY (user_id, device_id, txn_id));
+CREATE TABLE IF NOT EXISTS room_state (
+  room_id TEXT NOT NULL, event_type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT NOT NULL,
+  PRIMARY KEY (room_id, event_type, state_key));
+CREATE TABLE IF NOT EXISTS memberships (
+  room_id TEXT NOT NULL, user_id TEXT NOT NULL, membership TEXT NOT NULL, event_id TEXT NOT NULL,
+  pos INTEGER NOT NULL, forgotten INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room_id, user_id));
+CREATE INDEX IF NOT EXISTS memberships_user ON memberships (user_id);
+CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, room_id TEXT NOT NULL, creator TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS account_data (
+  user_id TEXT NOT NULL, room_id TEXT NOT NULL, kind TEXT NOT NULL, content TEXT NOT NULL,
+  pos INTEGER NOT NULL, PRIMARY KEY (user_id, room_id, kind));
+CREATE INDEX IF NOT EXISTS account_data_pos ON account_data (user_id, pos);
+CREATE TABLE IF NOT EXISTS receipts (
+  room_id TEXT NOT NULL, user_id TEXT NOT NULL, receipt_type TEXT NOT NULL, thread_id TEXT NOT NULL,
+  event_id TEXT NOT NULL, ts INTEGER NOT NULL, pos INTEGER NOT NULL,
+  PRIMARY KEY (room_id, user_id, receipt_type, thread_id));
+CREATE INDEX IF NOT EXISTS receipts_pos ON receipts (room_id, pos);
+CREATE TABLE IF NOT EXISTS media (
+  media_id TEXT PRIMARY KEY, uploader TEXT NOT NULL, content_type TEXT, filename TEXT,
+  size INTEGER NOT NULL, created_ts INTEGER NOT NULL);

@@ -1,0 +1,772 @@
+//! The embedded engine: one SQLite file in WAL mode.
+//!
+//! One writer thread owns the write connection and commits in groups: it takes
+//! every batch waiting in its queue, applies each inside its own savepoint
+//! (so one failing batch does not fail its neighbours), commits once, then runs
+//! the commit hook and answers the writers. Readers use a small pool of
+//! read-only connections; WAL lets them run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::{Mutex, RwLock};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use crate::*;
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// How many waiting batches one commit takes at most.
+const MAX_GROUP: usize = 256;
+
+type Job = (WriteBatch, oneshot::Sender<Result<Committed>>);
+
+/// SQLite engine.
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Mutex<Vec<Connection>>,
+    hook: Arc<RwLock<Option<CommitHook>>>,
+    position: Arc<AtomicI64>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// fsync at WAL checkpoints: survives a killed process, not power loss.
+    Normal,
+}
+
+fn engine<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+fn open(path: &Path, durability: Durability) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(engine)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(engine)?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .map_err(engine)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(engine)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(engine)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Arc<Self>> {
+        let path = path.into();
+        let conn = open(&path, durability)?;
+        conn.execute_batch(SCHEMA).map_err(engine)?;
+        let position: i64 = conn
+            .query_row(
+                "SELECT MAX(p) FROM (SELECT MAX(pos) AS p FROM events UNION ALL SELECT MAX(pos) FROM account_data UNION ALL SELECT MAX(pos) FROM receipts)",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(engine)?
+            .unwrap_or(0);
+        let position = Arc::new(AtomicI64::new(position));
+        let hook: Arc<RwLock<Option<CommitHook>>> = Arc::new(RwLock::new(None));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = {
+            let position = position.clone();
+            let hook = hook.clone();
+            std::thread::Builder::new()
+                .name("hotline-sqlite-writer".into())
+                .spawn(move || writer_loop(conn, rx, position, hook))
+                .map_err(engine)?
+        };
+        Ok(Arc::new(Self {
+            path,
+            tx: Mutex::new(Some(tx)),
+            readers: Mutex::new(Vec::new()),
+            hook,
+            position,
+            writer: Mutex::new(Some(writer)),
+        }))
+    }
+
+    /// Stops the writer after the queued batches are committed.
+    pub fn close(&self) {
+        self.tx.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(engine)?;
+                c.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(engine)?;
+                c.set_prepared_statement_cache_capacity(64);
+                c
+            }
+        };
+        let out = f(&conn).map_err(engine);
+        let mut pool = self.readers.lock();
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    position: Arc<AtomicI64>,
+    hook: Arc<RwLock<Option<CommitHook>>>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut next = position.load(Ordering::Acquire);
+        let mut results: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (batch, _) in &jobs {
+                let saved = next;
+                let mut sp = tx.unchecked_transaction_savepoint()?;
+                match apply_batch(&mut sp, batch, &mut next) {
+                    Ok(c) => {
+                        sp.commit()?;
+                        results.push(Ok(c));
+                    }
+                    Err(e) => {
+                        sp.rollback()?;
+                        next = saved;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        match outcome {
+            Ok(()) => {
+                position.store(next, Ordering::Release);
+                let hook = hook.read().clone();
+                for ((_, reply), result) in jobs.into_iter().zip(results) {
+                    if let (Some(h), Ok(c)) = (&hook, &result) {
+                        h(c);
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(engine(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// Savepoint helper: rusqlite's savepoint needs `&mut Connection`; inside the
+/// group transaction we issue the statements ourselves.
+trait SavepointExt {
+    fn unchecked_transaction_savepoint(&self) -> rusqlite::Result<Sp<'_>>;
+}
+
+struct Sp<'a> {
+    conn: &'a Connection,
+    done: bool,
+}
+
+impl SavepointExt for rusqlite::Transaction<'_> {
+    fn unchecked_transaction_savepoint(&self) -> rusqlite::Result<Sp<'_>> {
+        self.execute_batch("SAVEPOINT batch")?;
+        Ok(Sp {
+            conn: self,
+            done: false,
+        })
+    }
+}
+
+impl Sp<'_> {
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.done = true;
+        self.conn.execute_batch("RELEASE batch")
+    }
+    fn rollback(mut self) -> rusqlite::Result<()> {
+        self.done = true;
+        self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch")
+    }
+}
+
+impl Drop for Sp<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
+        }
+    }
+}
+
+fn conflict_or_engine(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(e.to_string())
+        }
+        _ => engine(e),
+    }
+}
+
+fn apply_batch(sp: &mut Sp<'_>, batch: &WriteBatch, next: &mut i64) -> Result<Committed> {
+    let c = sp.conn;
+    let mut items = Vec::with_capacity(batch.ops.len());
+    for op in &batch.ops {
+        let pos = if op.takes_position() {
+            *next += 1;
+            *next
+        } else {
+            0
+        };
+        apply_op(c, op, pos).map_err(conflict_or_engine)?;
+        items.push((pos, op.clone()));
+    }
+    Ok(Committed { items })
+}
+
+fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::CreateUser(u) => {
+            c.prepare_cached(
+                "INSERT INTO users (user_id, password_hash, displayname, avatar_url, created_ts, deactivated) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![u.user_id, u.password_hash, u.displayname, u.avatar_url, u.created_ts, u.deactivated])?;
+        }
+        WriteOp::SetPassword {
+            user_id,
+            password_hash,
+        } => {
+            c.prepare_cached("UPDATE users SET password_hash = ?2 WHERE user_id = ?1")?
+                .execute(params![user_id, password_hash])?;
+        }
+        WriteOp::SetProfile {
+            user_id,
+            displayname,
+            avatar_url,
+        } => {
+            if let Some(d) = displayname {
+                c.prepare_cached("UPDATE users SET displayname = ?2 WHERE user_id = ?1")?
+                    .execute(params![user_id, d])?;
+            }
+            if let Some(a) = avatar_url {
+                c.prepare_cached("UPDATE users SET avatar_url = ?2 WHERE user_id = ?1")?
+                    .execute(params![user_id, a])?;
+            }
+        }
+        WriteOp::Deactivate { user_id } => {
+            c.prepare_cached(
+                "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?1",
+            )?
+            .execute(params![user_id])?;
+            c.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1")?
+                .execute(params![user_id])?;
+        }
+        WriteOp::UpsertDevice(d) => {
+            c.prepare_cached(
+                "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name, last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip",
+            )?
+            .execute(params![d.user_id, d.device_id, d.display_name, d.last_seen_ts, d.last_seen_ip])?;
+        }
+        WriteOp::DeleteDevice { user_id, device_id } => {
+            c.prepare_cached("DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2")?
+                .execute(params![user_id, device_id])?;
+            c.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2")?
+                .execute(params![user_id, device_id])?;
+        }
+        WriteOp::InsertToken(t) => {
+            c.prepare_cached(
+                "INSERT INTO access_tokens (token_hash, user_id, device_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![t.token_hash, t.user_id, t.device_id])?;
+        }
+        WriteOp::DeleteDeviceTokens { user_id, device_id } => {
+            c.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2")?
+                .execute(params![user_id, device_id])?;
+        }
+        WriteOp::CreateRegistrationToken(t) => {
+            c.prepare_cached(
+                "INSERT INTO registration_tokens (token, uses_allowed, completed, expiry_ts) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![t.token, t.uses_allowed, t.completed, t.expiry_ts])?;
+        }
+        WriteOp::UseRegistrationToken { token } => {
+            c.prepare_cached(
+                "UPDATE registration_tokens SET completed = completed + 1 WHERE token = ?1",
+            )?
+            .execute(params![token])?;
+        }
+        WriteOp::PutFilter {
+            user_id,
+            filter_id,
+            json,
+        } => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO filters (user_id, filter_id, json) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![user_id, filter_id, json])?;
+        }
+        WriteOp::PutMeta { key, value } => {
+            c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                .execute(params![key, value])?;
+        }
+        WriteOp::CreateRoom(r) => {
+            c.prepare_cached("INSERT INTO rooms (room_id, room_version) VALUES (?1, ?2)")?
+                .execute(params![r.room_id, r.room_version])?;
+        }
+        WriteOp::AppendEvent(e) => {
+            let (txn_device, txn_id) = match &e.txn {
+                Some((d, t)) => (Some(d.as_str()), Some(t.as_str())),
+                None => (None, None),
+            };
+            c.prepare_cached(
+                "INSERT INTO events (pos, event_id, room_id, sender, event_type, state_key, json, txn_device, txn_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![pos, e.event_id, e.room_id, e.sender, e.event_type, e.state_key, e.json, txn_device, txn_id])?;
+            if let Some((device, txn)) = &e.txn {
+                c.prepare_cached("INSERT INTO txns (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![e.sender, device, txn, e.event_id])?;
+            }
+            if let Some(state_key) = &e.state_key {
+                c.prepare_cached(
+                    "INSERT INTO room_state (room_id, event_type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+                )?
+                .execute(params![e.room_id, e.event_type, state_key, e.event_id])?;
+            }
+            if let Some((user_id, membership)) = &e.membership {
+                c.prepare_cached(
+                    "INSERT INTO memberships (room_id, user_id, membership, event_id, pos, forgotten) VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                     ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = 0",
+                )?
+                .execute(params![e.room_id, user_id, membership, e.event_id, pos])?;
+            }
+            if let Some((target, redacted_json)) = &e.redacts {
+                c.prepare_cached(
+                    "UPDATE events SET json = ?2, redacted_by = ?3 WHERE event_id = ?1",
+                )?
+                .execute(params![target, redacted_json, e.event_id])?;
+            }
+        }
+        WriteOp::ForgetRoom { user_id, room_id } => {
+            c.prepare_cached(
+                "UPDATE memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2",
+            )?
+            .execute(params![room_id, user_id])?;
+        }
+        WriteOp::PutAlias(a) => {
+            c.prepare_cached("INSERT INTO aliases (alias, room_id, creator) VALUES (?1, ?2, ?3)")?
+                .execute(params![a.alias, a.room_id, a.creator])?;
+        }
+        WriteOp::DeleteAlias { alias } => {
+            c.prepare_cached("DELETE FROM aliases WHERE alias = ?1")?
+                .execute(params![alias])?;
+        }
+        WriteOp::PutAccountData {
+            user_id,
+            room_id,
+            kind,
+            content,
+        } => {
+            c.prepare_cached(
+                "INSERT INTO account_data (user_id, room_id, kind, content, pos) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user_id, room_id, kind) DO UPDATE SET content = excluded.content, pos = excluded.pos",
+            )?
+            .execute(params![user_id, room_id, kind, content, pos])?;
+        }
+        WriteOp::PutReceipt {
+            room_id,
+            user_id,
+            receipt_type,
+            thread_id,
+            event_id,
+            ts,
+        } => {
+            c.prepare_cached(
+                "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, pos) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos",
+            )?
+            .execute(params![room_id, user_id, receipt_type, thread_id, event_id, ts, pos])?;
+        }
+        WriteOp::PutMedia(m) => {
+            c.prepare_cached(
+                "INSERT INTO media (media_id, uploader, content_type, filename, size, created_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![m.media_id, m.uploader, m.content_type, m.filename, m.size, m.created_ts])?;
+        }
+    }
+    Ok(())
+}
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+    let txn_device: Option<String> = r.get(5)?;
+    let txn_id: Option<String> = r.get(6)?;
+    Ok(EventRow {
+        pos: r.get(0)?,
+        event_id: r.get(1)?,
+        room_id: r.get(2)?,
+        json: r.get(3)?,
+        redacted_by: r.get(4)?,
+        txn: txn_device.zip(txn_id),
+    })
+}
+
+const EVENT_COLS: &str = "pos, event_id, room_id, json, redacted_by, txn_device, txn_id";
+
+fn account_data_row(r: &Row<'_>) -> rusqlite::Result<AccountDataRow> {
+    Ok(AccountDataRow {
+        user_id: r.get(0)?,
+        room_id: r.get(1)?,
+        kind: r.get(2)?,
+        content: r.get(3)?,
+        pos: r.get(4)?,
+    })
+}
+
+fn receipt_row(r: &Row<'_>) -> rusqlite::Result<ReceiptRow> {
+    Ok(ReceiptRow {
+        room_id: r.get(0)?,
+        user_id: r.get(1)?,
+        receipt_type: r.get(2)?,
+        thread_id: r.get(3)?,
+        event_id: r.get(4)?,
+        ts: r.get(5)?,
+        pos: r.get(6)?,
+    })
+}
+
+fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        user_id: r.get(0)?,
+        device_id: r.get(1)?,
+        display_name: r.get(2)?,
+        last_seen_ts: r.get(3)?,
+        last_seen_ip: r.get(4)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn write(&self, batch: WriteBatch) -> WriteFuture {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.tx.lock().as_ref() {
+            Some(tx) => tx.send((batch, reply)).is_ok(),
+            None => false,
+        };
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Engine("store is closed".into()));
+            }
+            rx.await
+                .map_err(|_| StoreError::Engine("writer stopped".into()))?
+        })
+    }
+
+    fn set_commit_hook(&self, hook: CommitHook) {
+        *self.hook.write() = Some(hook);
+    }
+
+    fn current_position(&self) -> i64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    fn get_user(&self, user_id: &str) -> Result<Option<UserRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, password_hash, displayname, avatar_url, created_ts, deactivated FROM users WHERE user_id = ?1",
+            )?
+            .query_row(params![user_id], |r| {
+                Ok(UserRow {
+                    user_id: r.get(0)?,
+                    password_hash: r.get(1)?,
+                    displayname: r.get(2)?,
+                    avatar_url: r.get(3)?,
+                    created_ts: r.get(4)?,
+                    deactivated: r.get(5)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn count_users(&self) -> Result<i64> {
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)))
+    }
+
+    fn find_token(&self, token_hash: &str) -> Result<Option<TokenRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT token_hash, user_id, device_id FROM access_tokens WHERE token_hash = ?1",
+            )?
+            .query_row(params![token_hash], |r| {
+                Ok(TokenRow {
+                    token_hash: r.get(0)?,
+                    user_id: r.get(1)?,
+                    device_id: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ?1 ORDER BY device_id",
+            )?
+            .query_map(params![user_id], device_row)?
+            .collect()
+        })
+    }
+
+    fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ?1 AND device_id = ?2",
+            )?
+            .query_row(params![user_id, device_id], device_row)
+            .optional()
+        })
+    }
+
+    fn get_registration_token(&self, token: &str) -> Result<Option<RegistrationTokenRow>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT token, uses_allowed, completed, expiry_ts FROM registration_tokens WHERE token = ?1")?
+                .query_row(params![token], |r| {
+                    Ok(RegistrationTokenRow {
+                        token: r.get(0)?,
+                        uses_allowed: r.get(1)?,
+                        completed: r.get(2)?,
+                        expiry_ts: r.get(3)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT json FROM filters WHERE user_id = ?1 AND filter_id = ?2")?
+                .query_row(params![user_id, filter_id], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn list_rooms(&self) -> Result<Vec<RoomRow>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT room_id, room_version FROM rooms")?
+                .query_map([], |r| {
+                    Ok(RoomRow {
+                        room_id: r.get(0)?,
+                        room_version: r.get(1)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    fn get_room(&self, room_id: &str) -> Result<Option<RoomRow>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT room_id, room_version FROM rooms WHERE room_id = ?1")?
+                .query_row(params![room_id], |r| {
+                    Ok(RoomRow {
+                        room_id: r.get(0)?,
+                        room_version: r.get(1)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn room_state(&self, room_id: &str) -> Result<Vec<EventRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT e.pos, e.event_id, e.room_id, e.json, e.redacted_by, e.txn_device, e.txn_id FROM room_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = ?1",
+            )?
+            .query_map(params![room_id], event_row)?
+            .collect()
+        })
+    }
+
+    fn get_event(&self, event_id: &str) -> Result<Option<EventRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events WHERE event_id = ?1"
+            ))?
+            .query_row(params![event_id], event_row)
+            .optional()
+        })
+    }
+
+    fn room_events_backward(
+        &self,
+        room_id: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events WHERE room_id = ?1 AND pos < ?2 ORDER BY pos DESC LIMIT ?3"
+            ))?
+            .query_map(params![room_id, before, limit as i64], event_row)?
+            .collect()
+        })
+    }
+
+    fn room_events_forward(
+        &self,
+        room_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events WHERE room_id = ?1 AND pos > ?2 ORDER BY pos ASC LIMIT ?3"
+            ))?
+            .query_map(params![room_id, after, limit as i64], event_row)?
+            .collect()
+        })
+    }
+
+    fn memberships_of_user(&self, user_id: &str) -> Result<Vec<MembershipRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE user_id = ?1",
+            )?
+            .query_map(params![user_id], |r| {
+                Ok(MembershipRow {
+                    room_id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    membership: r.get(2)?,
+                    event_id: r.get(3)?,
+                    pos: r.get(4)?,
+                    forgotten: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn find_txn(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT event_id FROM txns WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+            )?
+            .query_row(params![user_id, device_id, txn_id], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    fn get_alias(&self, alias: &str) -> Result<Option<AliasRow>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT alias, room_id, creator FROM aliases WHERE alias = ?1")?
+                .query_row(params![alias], |r| {
+                    Ok(AliasRow {
+                        alias: r.get(0)?,
+                        room_id: r.get(1)?,
+                        creator: r.get(2)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn account_data_since(&self, user_id: &str, since: i64) -> Result<Vec<AccountDataRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, room_id, kind, content, pos FROM account_data WHERE user_id = ?1 AND pos > ?2 ORDER BY pos",
+            )?
+            .query_map(params![user_id, since], account_data_row)?
+            .collect()
+        })
+    }
+
+    fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        kind: &str,
+    ) -> Result<Option<AccountDataRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, room_id, kind, content, pos FROM account_data WHERE user_id = ?1 AND room_id = ?2 AND kind = ?3",
+            )?
+            .query_row(params![user_id, room_id, kind], account_data_row)
+            .optional()
+        })
+    }
+
+    fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<ReceiptRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, pos FROM receipts WHERE room_id = ?1 AND pos > ?2",
+            )?
+            .query_map(params![room_id, since], receipt_row)?
+            .collect()
+        })
+    }
+
+    fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>> {
+        self.receipts_since(room_id, 0)
+    }
+
+    fn get_media(&self, media_id: &str) -> Result<Option<MediaRow>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT media_id, uploader, content_type, filename, size, created_ts FROM media WHERE media_id = ?1")?
+                .query_row(params![media_id], |r| {
+                    Ok(MediaRow {
+                        media_id: r.get(0)?,
+                        uploader: r.get(1)?,
+                        content_type: r.get(2)?,
+                        filename: r.get(3)?,
+                        size: r.get(4)?,
+                        created_ts: r.get(5)?,
+                    })
+                })
+                .optional()
+        })
+    }
+}

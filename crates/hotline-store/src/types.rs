@@ -1,0 +1,254 @@
+//! Rows read from the store and operations written to it.
+//!
+//! Ids are plain strings here: the service layer owns the typed ids and
+//! validates them before anything reaches the store.
+
+/// An account.
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    pub user_id: String,
+    /// argon2 PHC string; `None` for accounts that cannot log in with a password.
+    pub password_hash: Option<String>,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub created_ts: i64,
+    pub deactivated: bool,
+}
+
+/// An access token, stored by its SHA-256 so a copy of the database does not
+/// hand out sessions.
+#[derive(Clone, Debug)]
+pub struct TokenRow {
+    pub token_hash: String,
+    pub user_id: String,
+    pub device_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceRow {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ts: Option<i64>,
+    pub last_seen_ip: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RegistrationTokenRow {
+    pub token: String,
+    pub uses_allowed: Option<i64>,
+    pub completed: i64,
+    pub expiry_ts: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoomRow {
+    pub room_id: String,
+    pub room_version: String,
+}
+
+/// A persisted event. `json` is the full PDU as the server keeps it
+/// (without `unsigned`), canonical JSON.
+#[derive(Clone, Debug)]
+pub struct EventRow {
+    pub pos: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub json: String,
+    /// The event id of the redaction that redacted this event, if any.
+    pub redacted_by: Option<String>,
+    /// Transaction id, for echoing back in `unsigned.transaction_id` to its sender's device.
+    pub txn: Option<(String, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MembershipRow {
+    pub room_id: String,
+    pub user_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub pos: i64,
+    pub forgotten: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct AliasRow {
+    pub alias: String,
+    pub room_id: String,
+    pub creator: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AccountDataRow {
+    pub user_id: String,
+    /// Empty for global account data.
+    pub room_id: String,
+    pub kind: String,
+    pub content: String,
+    pub pos: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReceiptRow {
+    pub room_id: String,
+    pub user_id: String,
+    pub receipt_type: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+    pub pos: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct MediaRow {
+    pub media_id: String,
+    pub uploader: String,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub size: i64,
+    pub created_ts: i64,
+}
+
+/// A new event to persist. The store assigns `pos`.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub json: String,
+    /// `(device_id, txn_id)` of a client send, for idempotency.
+    pub txn: Option<(String, String)>,
+    /// If this is a redaction: the target, whose stored JSON is replaced by
+    /// `redacted_json` in the same transaction.
+    pub redacts: Option<(String, String)>,
+    /// Membership change carried by this event: `(user_id, membership)`.
+    pub membership: Option<(String, String)>,
+    /// The caller's parsed form of the event, handed back to the commit hook
+    /// so it need not parse `json` again. Never stored.
+    pub parsed: Attachment,
+}
+
+/// An opaque value carried through a write to the commit hook.
+#[derive(Clone, Default)]
+pub struct Attachment(pub Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attachment")
+    }
+}
+
+/// One operation in a [`WriteBatch`].
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    CreateUser(UserRow),
+    SetPassword {
+        user_id: String,
+        password_hash: String,
+    },
+    SetProfile {
+        user_id: String,
+        displayname: Option<Option<String>>,
+        avatar_url: Option<Option<String>>,
+    },
+    Deactivate {
+        user_id: String,
+    },
+    UpsertDevice(DeviceRow),
+    DeleteDevice {
+        user_id: String,
+        device_id: String,
+    },
+    InsertToken(TokenRow),
+    /// Deletes every token of the device.
+    DeleteDeviceTokens {
+        user_id: String,
+        device_id: String,
+    },
+    CreateRegistrationToken(RegistrationTokenRow),
+    UseRegistrationToken {
+        token: String,
+    },
+    PutFilter {
+        user_id: String,
+        filter_id: String,
+        json: String,
+    },
+    PutMeta {
+        key: String,
+        value: String,
+    },
+    CreateRoom(RoomRow),
+    /// Gets a stream position.
+    AppendEvent(NewEvent),
+    ForgetRoom {
+        user_id: String,
+        room_id: String,
+    },
+    PutAlias(AliasRow),
+    DeleteAlias {
+        alias: String,
+    },
+    /// Gets a stream position.
+    PutAccountData {
+        user_id: String,
+        room_id: String,
+        kind: String,
+        content: String,
+    },
+    /// Gets a stream position.
+    PutReceipt {
+        room_id: String,
+        user_id: String,
+        receipt_type: String,
+        thread_id: String,
+        event_id: String,
+        ts: i64,
+    },
+    PutMedia(MediaRow),
+}
+
+impl WriteOp {
+    /// Whether this operation is an item of the sync stream.
+    pub fn takes_position(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::AppendEvent(_) | WriteOp::PutAccountData { .. } | WriteOp::PutReceipt { .. }
+        )
+    }
+}
+
+/// Operations committed together, all or nothing.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn one(op: WriteOp) -> Self {
+        Self { ops: vec![op] }
+    }
+    pub fn push(&mut self, op: WriteOp) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+}
+
+/// A committed batch: its operations with the positions they were given
+/// (`0` for operations that take none).
+#[derive(Clone, Debug, Default)]
+pub struct Committed {
+    pub items: Vec<(i64, WriteOp)>,
+}
+
+impl Committed {
+    /// The highest position in the batch, if it has any stream item.
+    pub fn max_position(&self) -> Option<i64> {
+        self.items.iter().map(|(p, _)| *p).filter(|p| *p > 0).max()
+    }
+}

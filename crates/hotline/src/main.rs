@@ -1,0 +1,210 @@
+//! The `hotline` command. Thin on purpose: parse flags, load configuration,
+//! wire the layers, run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use hotline_service::{Config, Services};
+use hotline_store::{Durability, SqliteStore};
+
+#[derive(Parser)]
+#[command(
+    name = "hotline",
+    version,
+    about = "Hotline: a Matrix homeserver for verified direct lines between leaders"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Settings shared by every subcommand. Each has an environment override.
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "HOTLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the database, media and keys.
+    #[arg(long, global = true, env = "HOTLINE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The server name in user ids (`@user:NAME`).
+    #[arg(long, global = true, env = "HOTLINE_SERVER_NAME")]
+    server_name: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Serve(ServeArgs),
+    /// Administration: accounts and registration tokens.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// `ADDR:PORT` to listen on.
+    #[arg(long, env = "HOTLINE_LISTEN")]
+    listen: Option<String>,
+    /// Allow open registration (`m.login.dummy`).
+    #[arg(long, env = "HOTLINE_ALLOW_REGISTRATION")]
+    allow_registration: bool,
+    /// Directory of the built web app, served at `/`.
+    #[arg(long, env = "HOTLINE_WEB_DIR")]
+    web_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create an account.
+    CreateUser {
+        /// Localpart or full user id.
+        username: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        displayname: Option<String>,
+    },
+    /// Create a registration token for `m.login.registration_token`.
+    RegistrationToken {
+        /// How many registrations it allows (default: unlimited).
+        #[arg(long)]
+        uses: Option<i64>,
+        /// Lifetime in hours (default: no expiry).
+        #[arg(long)]
+        hours: Option<i64>,
+    },
+}
+
+fn load_config(common: &Common) -> anyhow_lite::Result<Config> {
+    let mut config = match &common.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(d) = &common.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(n) = &common.server_name {
+        config.server_name = n.clone();
+    }
+    Ok(config)
+}
+
+fn open(config: Config) -> anyhow_lite::Result<(Arc<Services>, Arc<SqliteStore>)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
+    let durability = match config.durability.as_str() {
+        "normal" => Durability::Normal,
+        "full" => Durability::Full,
+        other => return Err(format!("durability must be full or normal, not {other}").into()),
+    };
+    let store = SqliteStore::open(config.data_dir.join("hotline.db"), durability)
+        .map_err(|e| e.to_string())?;
+    let services = Services::new(config, store.clone()).map_err(|e| e.to_string())?;
+    Ok((services, store))
+}
+
+/// A tiny error type for the binary: messages for the operator.
+mod anyhow_lite {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOTLINE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("hotline: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow_lite::Result<()> {
+    let mut config = load_config(&cli.common)?;
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            if let Some(l) = args.listen {
+                config.listen = l;
+            }
+            if args.allow_registration {
+                config.allow_registration = true;
+            }
+            if let Some(w) = args.web_dir {
+                config.web_dir = Some(w);
+            }
+            serve(config).await
+        }
+        Command::Admin(Admin::CreateUser {
+            username,
+            password,
+            displayname,
+        }) => {
+            let (services, store) = open(config)?;
+            let user_id = services
+                .local_user_id(&username)
+                .map_err(|e| e.to_string())?;
+            services
+                .create_user(&user_id, Some(password), displayname)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("created {user_id}");
+            store.close();
+            Ok(())
+        }
+        Command::Admin(Admin::RegistrationToken { uses, hours }) => {
+            let (services, store) = open(config)?;
+            let expiry = hours.map(|h| hotline_service::now_ms() + h * 3_600_000);
+            let token = services
+                .create_registration_token(uses, expiry)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{token}");
+            store.close();
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow_lite::Result<()> {
+    let listen = config.listen.clone();
+    let (services, store) = open(config)?;
+    let app = hotline_api::app(services.clone());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("listening on {listen}: {e}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        server_name = %services.server_name(),
+        data_dir = %services.config.data_dir.display(),
+        "hotline is serving"
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
+    .await?;
+    store.close();
+    Ok(())
+}
