@@ -23,6 +23,7 @@
 #   WAIT_QUIET [1]               wait (up to QUIET_MAX [600] s) for other CPU
 #                                use to drop below QUIET_PCT [25]% of a core
 #   CARGO_TARGET_DIR [$HOME/.cache/hotline/target]
+#   HOTLINE_BIN [$CARGO_TARGET_DIR/release/hotline]  server binary to run as "hotline"
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,7 +47,7 @@ DATA_ROOT="${BENCH_DATA_ROOT:-$(mktemp -d /tmp/hotline-bench.XXXXXX)}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 RESULTS="$ROOT/bench/results/$STAMP"
 LOADGEN="$TARGET/release/hotline-loadgen"
-HOTLINE="$TARGET/release/hotline"
+HOTLINE="${HOTLINE_BIN:-$TARGET/release/hotline}"
 PY="$(command -v python3)"
 
 mkdir -p "$RESULTS" "$DATA_ROOT"
@@ -66,7 +67,7 @@ build() {
     [[ "${SKIP_BUILD:-0}" == 1 ]] && return 0
     log "building hotline-loadgen (release)"
     (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p hotline-loadgen)
-    if [[ " $SIDES " == *" hotline "* ]]; then
+    if [[ " $SIDES " == *" hotline "* && -z "${HOTLINE_BIN:-}" ]]; then
         log "building hotline (release)"
         (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p hotline)
     fi
@@ -125,7 +126,7 @@ loadgen() {
         --threads "$LOADGEN_THREADS" --max-runtime 1200 "${work[@]}")
     echo "${cmd[*]}" >"$RESULTS/$side.cmd"
     log "running: ${cmd[*]}"
-    "${cmd[@]}" >"$RESULTS/$side.json" 2> >(tee "$RESULTS/$side.log" >&2)
+    "${cmd[@]}" >"$RESULTS/$side.json" 2> >(tee "$RESULTS/$side.log" >&2) || return 1
     # VmHWM is the peak since the process started: setup and load included.
     grep VmHWM "/proc/$pid/status" | awk '{print $2}' >"$RESULTS/$side.peak_rss_kb"
 }
@@ -137,10 +138,11 @@ run_synapse() {
     local rounds=12
     [[ "$WORKLOAD" == keys ]] && rounds=4
     SYNAPSE_BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-$rounds}" \
-        "$ROOT/scripts/synapse.sh" start "$SYNAPSE_PORT" "$DATA_ROOT/synapse" >&2
-    local pid; pid="$(cat "$DATA_ROOT/synapse/synapse.pid")"
-    loadgen synapse "$SYNAPSE_PORT" "$pid"
+        "$ROOT/scripts/synapse.sh" start "$SYNAPSE_PORT" "$DATA_ROOT/synapse" >&2 || return 1
+    local pid rc=0; pid="$(cat "$DATA_ROOT/synapse/synapse.pid")"
+    loadgen synapse "$SYNAPSE_PORT" "$pid" || rc=$?
     "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/synapse"
+    return $rc
 }
 
 run_hotline() {
@@ -155,10 +157,12 @@ run_hotline() {
         tail -20 "$RESULTS/hotline.server.log" >&2 || true
         return 1
     fi
-    loadgen hotline "$HOTLINE_PORT" "$HOTLINE_PID"
+    local rc=0
+    loadgen hotline "$HOTLINE_PORT" "$HOTLINE_PID" || rc=$?
     kill -TERM "$HOTLINE_PID"
     wait "$HOTLINE_PID" 2>/dev/null || true
     HOTLINE_PID=""
+    return $rc
 }
 
 table() {
@@ -250,8 +254,9 @@ EOF
 build
 for side in $SIDES; do
     case "$side" in
-        synapse) run_synapse ;;
-        hotline) run_hotline ;;
+        # One side failing must not hide the other side's numbers.
+        synapse) run_synapse || log "synapse run failed" ;;
+        hotline) run_hotline || log "hotline run failed" ;;
         *) log "unknown side $side" ; exit 2 ;;
     esac
 done
@@ -263,7 +268,7 @@ table | tee "$RESULTS/table.md"
     else
         echo "Command: $(printf '%q ' env PAIRS="$PAIRS" WARMUP="$WARMUP" DURATION="$DURATION" INFLIGHT="$INFLIGHT" ${RATE:+RATE="$RATE"} SIDES="$SIDES" bench/run.sh)"
     fi
-    echo "Synapse $("$ROOT/bench/.venv/bin/python" -c 'import synapse; print(synapse.__version__)' 2>/dev/null || echo '?'), $("$ROOT/bench/.venv/bin/python" --version 2>&1); data on $(df --output=source,fstype "$DATA_ROOT" | tail -1 | tr -s ' ')."
+    echo "Synapse $("$ROOT/bench/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null || echo '?'), $("$ROOT/bench/.venv/bin/python" --version 2>&1); data on $(df --output=source,fstype "$DATA_ROOT" | tail -1 | tr -s ' ')."
     echo "Raw results: bench/results/$STAMP/"
 } | tee -a "$RESULTS/table.md"
 ln -sfn "$STAMP" "$ROOT/bench/results/latest"

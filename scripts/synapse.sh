@@ -4,6 +4,7 @@
 #
 #   scripts/synapse.sh start PORT DIR   install (once), configure DIR, start, wait
 #   scripts/synapse.sh stop DIR         stop the server started in DIR
+#   scripts/synapse.sh run PORT DIR     configure and run in the foreground
 #
 # Synapse is installed into bench/.venv (override with SYNAPSE_VENV). The
 # version can be pinned with SYNAPSE_VERSION (default: latest on PyPI);
@@ -170,6 +171,14 @@ start() {
     echo "synapse running: pid $pid, http://127.0.0.1:$port, dir $dir"
 }
 
+run_fg() {
+    [[ $# -eq 2 ]] || die "usage: synapse.sh run PORT DIR"
+    local port="$1" dir; mkdir -p "$2"; dir="$(cd "$2" && pwd)"
+    install
+    write_config "$port" "$dir"
+    exec "$VENV/bin/python" -m synapse.app.homeserver -c "$dir/homeserver.yaml"
+}
+
 stop() {
     [[ $# -eq 1 ]] || die "usage: synapse.sh stop DIR"
     local f="$1/synapse.pid"
@@ -186,6 +195,7 @@ stop() {
 case "${1:-}" in
     start) shift; start "$@" ;;
     stop) shift; stop "$@" ;;
+    run) shift; run_fg "$@" ;;
     install) install ;;
-    *) die "usage: synapse.sh start PORT DIR | stop DIR | install" ;;
+    *) die "usage: synapse.sh start PORT DIR | stop DIR | run PORT DIR | install" ;;
 esac

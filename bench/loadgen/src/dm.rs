@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::conn::{Conn, Failure};
 use crate::matrix::{bounded, enc, retry_after, Api, Error, Session};
 use crate::stats::{
     cores, machine_busy_s, mean_ms, now_ns, pct_ms, proc_cpu_s, proc_status_kb, self_cpu_s,
@@ -205,10 +206,10 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
     }
     let mut senders = Vec::new();
     for p in &pairs {
-        let url = api.url(&format!(
-            "/v3/rooms/{}/send/m.room.message/{run_tag}.",
+        let url = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{run_tag}.",
             enc(&p.room_id)
-        ));
+        );
         let tok = p.sender.token.clone();
         senders.push(match a.rate {
             Some(rate) => {
@@ -329,9 +330,8 @@ fn lean_filter(limit: u32) -> Value {
 }
 
 async fn send_one(
-    api: &Api,
-    url_prefix: &str,
-    token: &str,
+    conn: &mut Conn,
+    path_prefix: &str,
     seq: u64,
     ctrl: &Ctrl,
     out_err: &mut BTreeMap<String, u64>,
@@ -340,41 +340,39 @@ async fn send_one(
     let body = format!(
         r#"{{"msgtype":"m.text","body":"bench {seq}","{STAMP}":{{"t":{t_issue},"seq":{seq}}}}}"#
     );
-    let res = api
-        .http
-        .put(format!("{url_prefix}{seq}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body)
-        .timeout(Duration::from_secs(30))
-        .send()
+    let res = conn
+        .request(
+            Method::PUT,
+            &format!("{path_prefix}{seq}"),
+            Some(body.into()),
+            Duration::from_secs(30),
+        )
         .await;
     let mut backoff = None;
     let ok = match res {
-        Ok(resp) => {
-            let status = resp.status();
-            // Read the body whole so the connection returns to the pool.
-            let bytes = resp.bytes().await.unwrap_or_default();
-            if status.is_success() {
-                true
+        Ok((status, _)) if status.is_success() => true,
+        Ok((status, bytes)) => {
+            *out_err
+                .entry(format!("send {}", status.as_u16()))
+                .or_default() += 1;
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            backoff = Some(if status.as_u16() == 429 {
+                retry_after(&v)
             } else {
-                *out_err
-                    .entry(format!("send {}", status.as_u16()))
-                    .or_default() += 1;
-                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                backoff = Some(if status.as_u16() == 429 {
-                    retry_after(&v)
-                } else {
-                    Duration::from_millis(50)
-                });
-                false
-            }
+                Duration::from_millis(50)
+            });
+            false
         }
         Err(e) => {
-            let kind = if e.is_timeout() {
-                "send timeout"
-            } else {
-                "send transport"
+            let kind = match e {
+                Failure::Timeout => "send timeout",
+                Failure::Transport(m) => {
+                    // The first one explains the rest; counts go in the report.
+                    if !out_err.contains_key("send transport") {
+                        eprintln!("dm: send transport error: {m}");
+                    }
+                    "send transport"
+                }
             };
             *out_err.entry(kind.into()).or_default() += 1;
             backoff = Some(Duration::from_millis(50));
@@ -420,9 +418,10 @@ async fn send_closed(
         );
         set.spawn(async move {
             let mut out = SendOut::default();
+            let mut conn = Conn::new(&api.base, &token);
             while !ctrl.stop_send.load(Relaxed) {
                 let n = seq.fetch_add(1, Relaxed);
-                let (rec, backoff) = send_one(&api, &url, &token, n, &ctrl, &mut out.errors).await;
+                let (rec, backoff) = send_one(&mut conn, &url, n, &ctrl, &mut out.errors).await;
                 out.recs.push(rec);
                 if let Some(b) = backoff {
                     tokio::time::sleep(b).await;
@@ -452,6 +451,8 @@ async fn send_open(
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0u64;
+    // Idle connections of this sender, reused like a client's small pool.
+    let idle: Arc<std::sync::Mutex<Vec<Conn>>> = Arc::default();
     while !ctrl.stop_send.load(Relaxed) {
         tick.tick().await;
         while let Some(r) = set.try_join_next() {
@@ -461,10 +462,16 @@ async fn send_open(
             all.skipped += 1;
             continue;
         }
-        let (api, url, token, ctrl) = (api.clone(), url.clone(), token.clone(), ctrl.clone());
+        let (url, ctrl, idle) = (url.clone(), ctrl.clone(), idle.clone());
+        let mut conn = idle
+            .lock()
+            .expect("idle conns")
+            .pop()
+            .unwrap_or_else(|| Conn::new(&api.base, &token));
         set.spawn(async move {
             let mut out = SendOut::default();
-            let (rec, _) = send_one(&api, &url, &token, n, &ctrl, &mut out.errors).await;
+            let (rec, _) = send_one(&mut conn, &url, n, &ctrl, &mut out.errors).await;
+            idle.lock().expect("idle conns").push(conn);
             out.recs.push(rec);
             out
         });
@@ -533,27 +540,24 @@ async fn receive(
 ) -> RecvOut {
     let mut out = RecvOut::default();
     let mut seen = HashSet::new();
-    let base = api.url("/v3/sync?timeout=30000");
+    let mut conn = Conn::new(&api.base, &token);
     loop {
-        let mut url = format!("{base}&since={}", enc(&since));
+        let mut url = format!(
+            "/_matrix/client/v3/sync?timeout=30000&since={}",
+            enc(&since)
+        );
         if let Some(f) = &filter {
             url.push_str("&filter=");
             url.push_str(f);
         }
-        let req = api
-            .http
-            .get(url)
-            .bearer_auth(&token)
-            .timeout(Duration::from_secs(45))
-            .send();
         let res = tokio::select! {
             _ = stop.changed() => break,
-            r = async { match req.await { Ok(r) => Ok((r.status(), r.bytes().await)), Err(e) => Err(e) } } => r,
+            r = conn.request(Method::GET, &url, None, Duration::from_secs(45)) => r,
         };
         let t_recv = now_ns();
         out.syncs += 1;
         let body = match res {
-            Ok((s, Ok(b))) if s.is_success() => b,
+            Ok((s, b)) if s.is_success() => b,
             Ok((s, _)) => {
                 *out.errors
                     .entry(format!("sync {}", s.as_u16()))
@@ -562,10 +566,14 @@ async fn receive(
                 continue;
             }
             Err(e) => {
-                let kind = if e.is_timeout() {
-                    "sync timeout"
-                } else {
-                    "sync transport"
+                let kind = match e {
+                    Failure::Timeout => "sync timeout",
+                    Failure::Transport(m) => {
+                        if !out.errors.contains_key("sync transport") {
+                            eprintln!("dm: sync transport error: {m}");
+                        }
+                        "sync transport"
+                    }
                 };
                 *out.errors.entry(kind.into()).or_default() += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -90,6 +90,11 @@ impl RouterExt for Router<AppState> {
 }
 
 /// Unknown endpoints: `404 M_UNRECOGNIZED`.
+async fn unrecognized_route(method: http::Method, uri: http::Uri) -> Response {
+    tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
+    unrecognized().await
+}
+
 async fn unrecognized() -> Response {
     ApiError(hotline_service::Error::Unrecognized).into_response()
 }
@@ -132,13 +137,13 @@ async fn web_app(
         {
             let path = uri.path();
             let Some(dir) = state.services.config.web_dir.clone() else {
-                return unrecognized().await;
+                return unrecognized_route(method, uri).await;
             };
             if method != http::Method::GET
                 || path.starts_with("/_matrix")
                 || path.starts_with("/_hotline")
             {
-                return unrecognized().await;
+                return unrecognized_route(method.clone(), uri.clone()).await;
             }
             let rel = path.trim_start_matches('/');
             let safe = !rel.split('/').any(|s| s == ".." || s.starts_with('.'));

@@ -255,11 +255,6 @@ impl Services {
         Ok(())
     }
 
-    /// Returns whether `m` is a membership that lets the user read the room now.
-    pub(crate) fn is_join(m: &Option<MembershipState>) -> bool {
-        matches!(m, Some(MembershipState::Join))
-    }
-
     pub(crate) fn member_content(
         &self,
         user: &UserId,

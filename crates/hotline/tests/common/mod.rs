@@ -1,0 +1,165 @@
+//! Starts a real `hotline serve` on a free loopback port with its own data
+//! directory, and stops it (or kills it) on request.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub url: String,
+    pub port: u16,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(&["--allow-registration"]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().to_path_buf();
+        let mut s = Server {
+            url: String::new(),
+            port: 0,
+            data,
+            _tmp: Some(tmp),
+            child: None,
+            extra: args.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Runs `hotline admin ...` against this server's data directory.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "admin failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    pub async fn spawn(&mut self) {
+        self.port = free_port();
+        self.url = format!("http://127.0.0.1:{}", self.port);
+        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.extra)
+            .env(
+                "HOTLINE_LOG",
+                std::env::var("HOTLINE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("hotline binary runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/_matrix/client/versions", self.url)).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Raw HTTP helper for error-shape tests.
+pub struct Http {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Self {
+        Http {
+            client: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// Registers `name` with open registration; returns the access token.
+    pub async fn register(&self, name: &str) -> String {
+        let body = serde_json::json!({"username": name, "password": "correct horse", "auth": {"type": "m.login.dummy"}});
+        let (status, v) = self
+            .call(
+                "POST",
+                "/_matrix/client/v3/register",
+                None,
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "register {name}: {v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+}

@@ -1,0 +1,212 @@
+//! Every error the API promises, provoked on purpose: the right `errcode`
+//! and HTTP status, never a 500.
+
+mod common;
+
+use common::{Http, Server};
+
+#[tokio::test]
+async fn each_error_has_its_errcode_and_status() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let (_, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some("{}"),
+        )
+        .await;
+    let room = v["room_id"].as_str().unwrap().to_owned();
+
+    let cases: Vec<(&str, String, Option<&str>, Option<String>, u16, &str)> = vec![
+        ("GET", "/_matrix/client/v3/account/whoami".into(), None, None, 401, "M_MISSING_TOKEN"),
+        ("GET", "/_matrix/client/v3/account/whoami".into(), Some("hl_stale"), None, 401, "M_UNKNOWN_TOKEN"),
+        ("POST", "/_matrix/client/v3/createRoom".into(), Some(&alice), Some("{not json".into()), 400, "M_NOT_JSON"),
+        ("POST", "/_matrix/client/v3/createRoom".into(), Some(&alice), Some(r#"{"invite": "not-a-list"}"#.into()), 400, "M_BAD_JSON"),
+        ("POST", "/_matrix/client/v3/createRoom".into(), Some(&alice), Some("[1,2]".into()), 400, "M_BAD_JSON"),
+        (
+            "PUT",
+            format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+            Some(&alice),
+            Some(format!(r#"{{"body": "{}"}}"#, "x".repeat(2 * 1024 * 1024))),
+            413,
+            "M_TOO_LARGE",
+        ),
+        ("GET", "/_matrix/client/v3/rooms/!nowhere:localhost/state".into(), Some(&alice), None, 404, "M_NOT_FOUND"),
+        ("GET", "/_matrix/client/v3/rooms/not-a-room-id/state".into(), Some(&alice), None, 400, "M_INVALID_PARAM"),
+        ("GET", "/_matrix/client/v3/no/such/endpoint".into(), None, None, 404, "M_UNRECOGNIZED"),
+        ("DELETE", "/_matrix/client/versions".into(), None, None, 405, "M_UNRECOGNIZED"),
+        (
+            "POST",
+            "/_matrix/client/v3/register".into(),
+            None,
+            Some(r#"{"username":"alice","password":"x","auth":{"type":"m.login.dummy"}}"#.into()),
+            400,
+            "M_USER_IN_USE",
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/register".into(),
+            None,
+            Some(r#"{"username":"Bad Name!","password":"x","auth":{"type":"m.login.dummy"}}"#.into()),
+            400,
+            "M_INVALID_USERNAME",
+        ),
+        ("GET", "/_matrix/client/v3/sync?since=garbage".into(), Some(&alice), None, 400, "M_INVALID_PARAM"),
+        ("GET", format!("/_matrix/client/v3/rooms/{room}/messages?dir=sideways"), Some(&alice), None, 400, "M_INVALID_PARAM"),
+        (
+            "PUT",
+            "/_matrix/client/v3/profile/@someone:localhost/displayname".into(),
+            Some(&alice),
+            Some(r#"{"displayname":"x"}"#.into()),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "POST",
+            "/_matrix/client/v3/login".into(),
+            None,
+            Some(r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"wrong"}"#.into()),
+            403,
+            "M_FORBIDDEN",
+        ),
+    ];
+    for (method, path, token, body, status, code) in cases {
+        let (got, v) = http.call(method, &path, token, body.as_deref()).await;
+        assert_eq!(
+            (got, v["errcode"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {v}"
+        );
+        assert!(v["error"].is_string(), "{method} {path} has a message");
+    }
+}
+
+#[tokio::test]
+async fn open_registration_is_off_by_default_and_tokens_work() {
+    let server = Server::start_with(&[]).await;
+    let http = Http::new(&server.url);
+    let dummy = r#"{"username":"carol","password":"pw","auth":{"type":"m.login.dummy"}}"#;
+    let (status, v) = http
+        .call("POST", "/_matrix/client/v3/register", None, Some(dummy))
+        .await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{v}"
+    );
+
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/register",
+            None,
+            Some(r#"{"username":"carol","password":"pw"}"#),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let flows = v["flows"].to_string();
+    assert!(
+        flows.contains("m.login.registration_token") && !flows.contains("m.login.dummy"),
+        "{v}"
+    );
+
+    let token = server.admin(&["registration-token", "--uses", "1"]);
+    let body = serde_json::json!({"username":"carol","password":"pw","auth":{"type":"m.login.registration_token","token": token}});
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/register",
+            None,
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let body = serde_json::json!({"username":"dave","password":"pw","auth":{"type":"m.login.registration_token","token": token}});
+    let (status, _) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/register",
+            None,
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, 401, "a used-up token is refused");
+}
+
+#[tokio::test]
+async fn rate_limit_answers_m_limit_exceeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hotline.toml");
+    std::fs::write(
+        &cfg,
+        "[rate_limits]\nper_ip_per_second = 1.0\nper_ip_burst = 2.0\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", cfg.to_str().unwrap()]).await;
+    let http = Http::new(&server.url);
+    let mut limited = None;
+    for _ in 0..10 {
+        let (status, v) = http
+            .call(
+                "POST",
+                "/_matrix/client/v3/login",
+                None,
+                Some(r#"{"type":"m.login.password","user":"x","password":"y"}"#),
+            )
+            .await;
+        if status == 429 {
+            limited = Some(v);
+            break;
+        }
+    }
+    let v = limited.expect("login is rate limited per address");
+    assert_eq!(v["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(v["retry_after_ms"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn devices_need_password_auth_to_delete() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let token = http.register("erin").await;
+    let (_, who) = http
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&token),
+            None,
+        )
+        .await;
+    let device = who["device_id"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/devices/{device}");
+    let (status, v) = http.call("DELETE", &path, Some(&token), Some("{}")).await;
+    assert_eq!(status, 401);
+    assert_eq!(v["flows"][0]["stages"][0], "m.login.password");
+    let session = v["session"].as_str().unwrap();
+    let wrong = serde_json::json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "erin"}, "password": "nope", "session": session}});
+    let (status, v) = http
+        .call("DELETE", &path, Some(&token), Some(&wrong.to_string()))
+        .await;
+    assert_eq!((status, v["errcode"].as_str()), (401, Some("M_FORBIDDEN")));
+    let right = serde_json::json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "erin"}, "password": "correct horse", "session": session}});
+    let (status, _) = http
+        .call("DELETE", &path, Some(&token), Some(&right.to_string()))
+        .await;
+    assert_eq!(status, 200);
+    let (status, v) = http
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (401, Some("M_UNKNOWN_TOKEN")),
+        "deleted device's token is dead"
+    );
+}
