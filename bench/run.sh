@@ -5,6 +5,8 @@
 #
 #   bench/run.sh                      both servers, 40 DM pairs, 20 s window
 #   SIDES=synapse bench/run.sh        one side only (also: SIDES=hotline)
+#   bench/run.sh table DIR_A [DIR_B]  re-render a table: Synapse from DIR_A,
+#                                     Hotline from DIR_B (default DIR_A)
 #   PAIRS=10 DURATION=10 bench/run.sh
 #   WORKLOAD=keys bench/run.sh        E2EE keys: /keys/query, /keys/claim and
 #                                     to-device fan-out over 1,000 devices
@@ -87,13 +89,19 @@ EOF
 }
 
 # Two cores are shared with builds and tests; a benchmark taken while a
-# compiler runs measures the compiler. Wait for a quiet machine, bounded.
+# compiler runs measures the compiler. Wait for a quiet machine (three quiet
+# seconds in a row: builds pause between crates), bounded.
 wait_quiet() {
     [[ "$WAIT_QUIET" == 1 ]] || return 0
-    local deadline=$((SECONDS + QUIET_MAX)) busy
+    local deadline=$((SECONDS + QUIET_MAX)) busy quiet=0
     while :; do
         busy="$(machine_busy_pct)"
-        ((busy < QUIET_PCT)) && return 0
+        if ((busy < QUIET_PCT)); then
+            quiet=$((quiet + 1))
+            ((quiet >= 3)) && return 0
+            continue
+        fi
+        quiet=0
         if ((SECONDS >= deadline)); then
             log "machine still busy (${busy}% of a core) after ${QUIET_MAX}s; measuring anyway"
             return 0
@@ -165,11 +173,14 @@ run_hotline() {
     return $rc
 }
 
+# table SYNAPSE_DIR HOTLINE_DIR LABEL: render results (the two sides may come
+# from different runs, e.g. each taken when the machine was quiet).
 table() {
-    "$PY" - "$RESULTS" "$STAMP" <<'EOF'
+    "$PY" - "$1" "$2" "$3" <<'EOF'
 import json, os, sys
-res, stamp = sys.argv[1], sys.argv[2]
+dirs, stamp = {"synapse": sys.argv[1], "hotline": sys.argv[2]}, sys.argv[3]
 def load(side):
+    res = dirs[side]
     p = os.path.join(res, side + ".json")
     if not os.path.exists(p) or os.path.getsize(p) == 0:
         return None
@@ -222,7 +233,9 @@ def ratio(path):
     a, b = get(s, *path), get(h, *path)
     if not a or b is None: return "—"
     r = b / a
-    return f"{r:,.1f}×" if r >= 10 else f"{r:,.2f}×"
+    if r >= 10: return f"{r:,.0f}×"
+    if r >= 0.1: return f"{r:,.2f}×"
+    return f"{r:.2g}× ({1 / r:,.0f}× lower)" if r > 0 else "0×"
 if KEYS:
     rows = rows_keys
     print(f"Run {stamp}: keys workload, {any_['devices']} devices ({any_['users']} users × {any_['devices_per_user']}) sharing a room with the querying user, loopback, {os.cpu_count()} cores.\n")
@@ -251,6 +264,13 @@ for side, v in (("Synapse", s), ("Hotline", h)):
 EOF
 }
 
+if [[ "${1:-}" == table ]]; then
+    # bench/run.sh table RESULTS_DIR_FOR_SYNAPSE [RESULTS_DIR_FOR_HOTLINE]
+    rmdir "$RESULTS" 2>/dev/null || true
+    table "$2" "${3:-$2}" "synapse $(basename "$2"), hotline $(basename "${3:-$2}")"
+    exit 0
+fi
+
 build
 for side in $SIDES; do
     case "$side" in
@@ -260,7 +280,7 @@ for side in $SIDES; do
         *) log "unknown side $side" ; exit 2 ;;
     esac
 done
-table | tee "$RESULTS/table.md"
+table "$RESULTS" "$RESULTS" "$STAMP" | tee "$RESULTS/table.md"
 {
     echo
     if [[ "$WORKLOAD" == keys ]]; then

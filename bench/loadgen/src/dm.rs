@@ -639,7 +639,7 @@ fn report(
     let mut ack_lat = Vec::new();
     let mut e2e = Vec::new();
     let mut delivered_w = 0u64;
-    let (mut dups, mut limited, mut syncs, mut syncs_ev) = (0, 0, 0, 0);
+    let (mut dups, mut limited, mut syncs, mut syncs_ev, mut got_all) = (0, 0, 0, 0, 0);
     for (s, r) in sent.iter().zip(recv) {
         let got: HashSet<u64> = r.got.iter().map(|g| g.0).collect();
         for rec in &s.recs {
@@ -674,6 +674,7 @@ fn report(
         limited += r.limited;
         syncs += r.syncs;
         syncs_ev += r.syncs_with_events;
+        got_all += r.got.len();
     }
     let threads = c.threads.max(1);
     let gen_core_pct = 100.0 * cpu.gen / win;
@@ -715,7 +716,10 @@ fn report(
         "duplicates": dups,
         "limited_timelines": limited,
         "syncs": syncs,
-        "msgs_per_sync": if syncs_ev > 0 { round1(e2e.len() as f64 / syncs_ev as f64) } else { 0.0 },
+        // Whole run: messages per /sync that carried any, and /sync responses
+        // that carried none (wake-ups the receivers did not need).
+        "msgs_per_sync": if syncs_ev > 0 { round1(got_all as f64 / syncs_ev as f64) } else { 0.0 },
+        "empty_syncs": syncs - syncs_ev,
         "errors": errors,
         "generator": {
             "cpu_core_pct": round1(gen_core_pct),
