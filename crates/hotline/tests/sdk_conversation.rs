@@ -212,7 +212,7 @@ async fn two_users_converse_in_a_dm_and_a_stranger_is_kept_out() {
     for path in [
         format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b"),
         format!("/_matrix/client/v3/rooms/{room_id}/state"),
-        format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.create/"),
+        format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.create"),
         format!(
             "/_matrix/client/v3/rooms/{room_id}/event/{}",
             reply.response.event_id
