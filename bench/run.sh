@@ -157,7 +157,17 @@ run_hotline() {
     [[ -x "$HOTLINE" ]] || { log "no $HOTLINE; skipping hotline"; return 0; }
     wait_quiet
     mkdir -p "$DATA_ROOT/hotline"
-    "$HOTLINE" serve --allow-registration --listen "127.0.0.1:$HOTLINE_PORT" \
+    # Same treatment as Synapse: rate limits out of the way, WARNING logs.
+    cat >"$DATA_ROOT/hotline.toml" <<'EOF'
+[rate_limits]
+per_user_per_second = 1000000.0
+per_user_burst = 1000000.0
+per_ip_per_second = 1000000.0
+per_ip_burst = 1000000.0
+EOF
+    cp "$DATA_ROOT/hotline.toml" "$RESULTS/hotline.toml"
+    HOTLINE_LOG="${HOTLINE_LOG:-warn}" "$HOTLINE" serve --config "$DATA_ROOT/hotline.toml" \
+        --allow-registration --listen "127.0.0.1:$HOTLINE_PORT" \
         --data-dir "$DATA_ROOT/hotline" >"$RESULTS/hotline.server.log" 2>&1 &
     HOTLINE_PID=$!
     if ! wait_versions "$HOTLINE_PORT" "$HOTLINE_PID"; then
@@ -221,6 +231,7 @@ rows = [
     ("server CPU (% of one core)", ("server", "cpu_core_pct"), "{:,.1f}"),
     ("generator CPU (% of one core)", ("generator", "cpu_core_pct"), "{:,.1f}"),
     ("other processes' CPU (% of one core)", ("other_cpu_core_pct",), "{:,.1f}"),
+    ("disk writes in window, not by the server (MB)", ("other_written_mb",), "{:,.1f}"),
     ("messages sent / acked / delivered in window", None, None),
     ("lost (acked, never delivered) / errors", None, None),
 ]
@@ -252,7 +263,7 @@ for name, path, fmt in rows:
         else:
             f = lambda v: "—" if v is None else f"{v['lost']} / {sum(v['errors'].values())}"
         print(f"| {name} | {f(s)} | {f(h)} | |")
-    elif path[0] in ("generator", "other_cpu_core_pct", "server"):
+    elif path[0] in ("generator", "other_cpu_core_pct", "server", "other_written_mb"):
         print(f"| {name} | {cell(s, path, fmt)} | {cell(h, path, fmt)} | |")
     else:
         print(f"| {name} | {cell(s, path, fmt)} | {cell(h, path, fmt)} | {ratio(path)} |")
@@ -267,6 +278,7 @@ EOF
 if [[ "${1:-}" == table ]]; then
     # bench/run.sh table RESULTS_DIR_FOR_SYNAPSE [RESULTS_DIR_FOR_HOTLINE]
     rmdir "$RESULTS" 2>/dev/null || true
+    [[ -z "${BENCH_DATA_ROOT:-}" ]] && rmdir "$DATA_ROOT" 2>/dev/null
     table "$2" "${3:-$2}" "synapse $(basename "$2"), hotline $(basename "${3:-$2}")"
     exit 0
 fi

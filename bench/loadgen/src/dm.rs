@@ -18,7 +18,8 @@ use tokio::task::JoinSet;
 use crate::conn::{Conn, Failure};
 use crate::matrix::{bounded, enc, retry_after, Api, Error, Session};
 use crate::stats::{
-    cores, machine_busy_s, mean_ms, now_ns, pct_ms, proc_cpu_s, proc_status_kb, self_cpu_s,
+    cores, disk_written_bytes, machine_busy_s, mean_ms, now_ns, pct_ms, proc_cpu_s, proc_status_kb,
+    proc_written_bytes, self_cpu_s,
 };
 use crate::Common;
 
@@ -239,6 +240,10 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         c.server_pid.and_then(proc_cpu_s),
         machine_busy_s(),
     );
+    let (disk0, srv_w0) = (
+        disk_written_bytes(),
+        c.server_pid.and_then(proc_written_bytes),
+    );
     let ws = now_ns();
     ctrl.window_start.store(ws, Relaxed);
     let deadline = ws + (a.duration * 1e9) as u64;
@@ -258,6 +263,10 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         self_cpu_s(),
         c.server_pid.and_then(proc_cpu_s),
         machine_busy_s(),
+    );
+    let (disk1, srv_w1) = (
+        disk_written_bytes(),
+        c.server_pid.and_then(proc_written_bytes),
     );
     ctrl.stop_send.store(true, Relaxed);
 
@@ -282,6 +291,8 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         gen: cpu1 - cpu0,
         server: srv0.zip(srv1).map(|(x, y)| y - x),
         machine: mach0.zip(mach1).map(|(x, y)| y - x),
+        disk_written: disk0.zip(disk1).map(|(x, y)| y.saturating_sub(x)),
+        server_written: srv_w0.zip(srv_w1).map(|(x, y)| y.saturating_sub(x)),
     };
     Ok(report(c, a, &api, ws, we, cpu, setup_s, &sent, &recv))
 }
@@ -730,6 +741,11 @@ fn report(
         },
         "server": server,
         "other_cpu_core_pct": other_pct,
+        // Disk writes by other processes compete with the servers' fsyncs
+        // (writeback makes this approximate).
+        "disk_written_mb": cpu.disk_written.map(|b| round1(b as f64 / 1e6)),
+        "server_written_mb": cpu.server_written.map(|b| round1(b as f64 / 1e6)),
+        "other_written_mb": cpu.disk_written.map(|d| round1(d.saturating_sub(cpu.server_written.unwrap_or(0)) as f64 / 1e6)),
     });
     v
 }
@@ -738,6 +754,9 @@ struct Cpu {
     gen: f64,
     server: Option<f64>,
     machine: Option<f64>,
+    /// Bytes written to disk by everyone, and by the server, in the window.
+    disk_written: Option<u64>,
+    server_written: Option<u64>,
 }
 
 fn round1(x: f64) -> f64 {
@@ -774,6 +793,14 @@ pub fn summary(v: &Value) -> String {
         s.push_str(&format!(
             "\n  server pid {}: CPU {}% of one core, peak RSS {} kB",
             srv["pid"], srv["cpu_core_pct"], srv["peak_rss_kb"]
+        ));
+    }
+    if let (Some(d), Some(o)) = (
+        v["disk_written_mb"].as_f64(),
+        v["other_written_mb"].as_f64(),
+    ) {
+        s.push_str(&format!(
+            "\n  disk writes in window: {d} MB, {o} MB of them not by the server"
         ));
     }
     if let Some(o) = v["other_cpu_core_pct"].as_f64() {

@@ -90,3 +90,30 @@ pub fn machine_busy_s() -> Option<f64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(busy / if hz > 0.0 { hz } else { 100.0 })
 }
+
+/// Bytes written to whole disks so far (/proc/diskstats, sectors of 512
+/// bytes; partitions and loop/ram devices skipped so nothing counts twice).
+pub fn disk_written_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/diskstats").ok()?;
+    let mut total = 0u64;
+    for line in s.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let Some(name) = f.get(2) else { continue };
+        if name.starts_with("loop") || name.starts_with("ram") {
+            continue;
+        }
+        if !std::path::Path::new(&format!("/sys/block/{name}")).exists() {
+            continue;
+        }
+        total += f.get(9).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) * 512;
+    }
+    Some(total)
+}
+
+/// Bytes a process caused to be written to storage (/proc/PID/io).
+pub fn proc_written_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
