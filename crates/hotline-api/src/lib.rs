@@ -133,47 +133,41 @@ async fn web_app(
     method: http::Method,
     uri: http::Uri,
 ) -> Response {
+    let path = uri.path();
+    let Some(dir) = state.services.config.web_dir.clone() else {
+        return unrecognized_route(method, uri).await;
+    };
+    if method != http::Method::GET || path.starts_with("/_matrix") || path.starts_with("/_hotline")
     {
-        {
-            let path = uri.path();
-            let Some(dir) = state.services.config.web_dir.clone() else {
-                return unrecognized_route(method, uri).await;
-            };
-            if method != http::Method::GET
-                || path.starts_with("/_matrix")
-                || path.starts_with("/_hotline")
-            {
-                return unrecognized_route(method.clone(), uri.clone()).await;
-            }
-            let rel = path.trim_start_matches('/');
-            let safe = !rel.split('/').any(|s| s == ".." || s.starts_with('.'));
-            let file = if rel.is_empty() || !safe {
-                dir.join("index.html")
-            } else {
-                dir.join(rel)
-            };
-            let (file, bytes) = match tokio::fs::read(&file).await {
-                Ok(b) => (file, b),
-                Err(_) => match tokio::fs::read(dir.join("index.html")).await {
-                    Ok(b) => (dir.join("index.html"), b),
-                    Err(_) => return unrecognized().await,
-                },
-            };
-            let mime = match file.extension().and_then(|e| e.to_str()) {
-                Some("html") => "text/html; charset=utf-8",
-                Some("js") | Some("mjs") => "text/javascript",
-                Some("css") => "text/css",
-                Some("wasm") => "application/wasm",
-                Some("svg") => "image/svg+xml",
-                Some("png") => "image/png",
-                Some("json") | Some("webmanifest") => "application/json",
-                Some("woff2") => "font/woff2",
-                Some("ico") => "image/x-icon",
-                _ => "application/octet-stream",
-            };
-            ([(http::header::CONTENT_TYPE, mime)], bytes).into_response()
-        }
+        return unrecognized_route(method.clone(), uri.clone()).await;
     }
+    let rel = path.trim_start_matches('/');
+    let safe = !rel.split('/').any(|s| s == ".." || s.starts_with('.'));
+    let file = if rel.is_empty() || !safe {
+        dir.join("index.html")
+    } else {
+        dir.join(rel)
+    };
+    let (file, bytes) = match tokio::fs::read(&file).await {
+        Ok(b) => (file, b),
+        Err(_) => match tokio::fs::read(dir.join("index.html")).await {
+            Ok(b) => (dir.join("index.html"), b),
+            Err(_) => return unrecognized().await,
+        },
+    };
+    let mime = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript",
+        Some("css") => "text/css",
+        Some("wasm") => "application/wasm",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") | Some("webmanifest") => "application/json",
+        Some("woff2") => "font/woff2",
+        Some("ico") => "image/x-icon",
+        _ => "application/octet-stream",
+    };
+    ([(http::header::CONTENT_TYPE, mime)], bytes).into_response()
 }
 
 /// Matrix clients in browsers need CORS on every endpoint.

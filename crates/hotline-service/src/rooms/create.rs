@@ -193,7 +193,7 @@ impl Services {
         let built = build_events(
             &version,
             &room_id,
-            Default::default(),
+            &Default::default(),
             None,
             creator,
             drafts,

@@ -444,11 +444,20 @@ impl Services {
         redacts: Option<(String, String)>,
     ) -> Result<Vec<OwnedEventId>> {
         let _guard = room.send_lock.lock().await;
-        let (state, latest) = {
+        // Built under the read lock: the send lock keeps other writers out, and
+        // borrowing the state avoids copying it on every send.
+        let mut built = {
             let inner = room.inner.read();
-            (inner.state.clone(), inner.latest.clone())
+            build_events(
+                &room.version,
+                &room.id,
+                &inner.state,
+                inner.latest.clone(),
+                sender,
+                drafts,
+                txn,
+            )?
         };
-        let mut built = build_events(&room.version, &room.id, state, latest, sender, drafts, txn)?;
         if let Some(last) = built.last_mut() {
             last.1.redacts = redacts;
         }
@@ -476,18 +485,24 @@ impl Services {
     }
 }
 
-/// Builds and authorizes `drafts` in order on top of `state`, each seeing the
-/// state left by the ones before it.
+/// Builds and authorizes `drafts` in order on top of `base`, each seeing the
+/// state left by the ones before it (kept in a small overlay, so `base` is
+/// only borrowed).
 pub(crate) fn build_events(
     version: &RoomVersionId,
     room_id: &RoomId,
-    mut state: StateMap,
+    base: &StateMap,
     mut latest: Option<(OwnedEventId, UInt)>,
     sender: &UserId,
     drafts: Vec<EventDraft>,
     mut txn: Option<(String, String)>,
 ) -> Result<Vec<(Arc<PduEvent>, NewEvent)>> {
     let rules = rules(version)?;
+    let mut overlay: StateMap = HashMap::new();
+    let lookup = |overlay: &StateMap, t: &str, k: &str| -> Option<Arc<PduEvent>> {
+        let key = (t.to_owned(), k.to_owned());
+        overlay.get(&key).or_else(|| base.get(&key)).cloned()
+    };
     let mut out = Vec::with_capacity(drafts.len());
     for draft in drafts {
         let auth_types = ruma::state_res::auth_types_for_event(
@@ -500,11 +515,7 @@ pub(crate) fn build_events(
         .map_err(Error::bad_json)?;
         let auth_events = auth_types
             .iter()
-            .filter_map(|(t, k)| {
-                state
-                    .get(&(t.to_string(), k.clone()))
-                    .map(|e| e.event_id.clone())
-            })
+            .filter_map(|(t, k)| lookup(&overlay, &t.to_string(), k).map(|e| e.event_id.clone()))
             .collect();
         let (prev_events, depth) = match &latest {
             Some((id, depth)) => (vec![id.clone()], depth.saturating_add(UInt::from(1u32))),
@@ -532,7 +543,7 @@ pub(crate) fn build_events(
         ruma::state_res::check_state_dependent_auth_rules(
             &rules.authorization,
             &event,
-            |t: &StateEventType, k: &str| state.get(&(t.to_string(), k.to_owned())).cloned(),
+            |t: &StateEventType, k: &str| lookup(&overlay, &t.to_string(), k),
         )
         .map_err(|reason| Error::forbidden(format!("Not allowed by the room's rules: {reason}")))?;
         let membership = if event.pdu.kind == TimelineEventType::RoomMember {
@@ -546,7 +557,7 @@ pub(crate) fn build_events(
             None
         };
         if let Some(k) = &event.pdu.state_key {
-            state.insert((event.pdu.kind.to_string(), k.clone()), event.clone());
+            overlay.insert((event.pdu.kind.to_string(), k.clone()), event.clone());
         }
         latest = Some((event.event_id.clone(), event.pdu.depth));
         let new = NewEvent {

@@ -162,4 +162,18 @@ impl Http {
         assert_eq!(status, 200, "register {name}: {v}");
         v["access_token"].as_str().unwrap().to_owned()
     }
+
+    /// Creates a room with the defaults; returns its id.
+    pub async fn create_room(&self, token: &str) -> String {
+        let (status, v) = self
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(token),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(status, 200, "createRoom: {v}");
+        v["room_id"].as_str().unwrap().to_owned()
+    }
 }
