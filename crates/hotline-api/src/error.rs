@@ -40,6 +40,7 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         BadState(_) => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
         RegistrationDisabled => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
         Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
+        WrongRoomKeysVersion { .. } => (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
     }
 }
@@ -51,6 +52,9 @@ impl IntoResponse for ApiError {
             Error::Uiaa(flows) => flows.clone(),
             Error::LimitExceeded { retry_after_ms } => {
                 json!({"errcode": code, "error": self.0.to_string(), "retry_after_ms": retry_after_ms})
+            }
+            Error::WrongRoomKeysVersion { current_version } => {
+                json!({"errcode": code, "error": self.0.to_string(), "current_version": current_version})
             }
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");

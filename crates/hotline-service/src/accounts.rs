@@ -329,6 +329,7 @@ impl Services {
             .filter(|d| !d.is_empty() && d.len() <= 255)
             .unwrap_or_else(new_device_id);
         let existing = self.store.get_device(user_id.as_str(), &device_id)?;
+        let existing_is_new = existing.is_none();
         let access_token = format!("hl_{}", random_string(40));
         let mut batch = WriteBatch::new();
         batch.push(WriteOp::UpsertDevice(DeviceRow {
@@ -343,6 +344,11 @@ impl Services {
             user_id: user_id.to_string(),
             device_id: device_id.clone(),
         }));
+        if existing_is_new {
+            batch.push(WriteOp::KeyChange {
+                user_id: user_id.to_string(),
+            });
+        }
         self.store.write(batch).await?;
         Ok(Session {
             user_id: user_id.to_owned(),
@@ -407,12 +413,15 @@ impl Services {
 
     /// Deletes a device with its tokens (logout, device removal).
     pub async fn delete_device(&self, user_id: &UserId, device_id: &str) -> Result<()> {
-        self.store
-            .write(WriteBatch::one(WriteOp::DeleteDevice {
-                user_id: user_id.to_string(),
-                device_id: device_id.to_owned(),
-            }))
-            .await?;
+        let mut batch = WriteBatch::one(WriteOp::DeleteDevice {
+            user_id: user_id.to_string(),
+            device_id: device_id.to_owned(),
+        });
+        // Others learn through `device_lists` that the device is gone.
+        batch.push(WriteOp::KeyChange {
+            user_id: user_id.to_string(),
+        });
+        self.store.write(batch).await?;
         self.forget_cached_tokens(user_id, Some(device_id));
         Ok(())
     }
@@ -426,6 +435,9 @@ impl Services {
                 device_id: d.device_id,
             });
         }
+        batch.push(WriteOp::KeyChange {
+            user_id: user_id.to_string(),
+        });
         self.store.write(batch).await?;
         self.forget_cached_tokens(user_id, None);
         Ok(())
@@ -498,6 +510,9 @@ impl Services {
                     });
                 }
             }
+            batch.push(WriteOp::KeyChange {
+                user_id: sender.user_id.to_string(),
+            });
         }
         self.store.write(batch).await?;
         if logout_devices {

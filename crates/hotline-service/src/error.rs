@@ -48,6 +48,9 @@ pub enum Error {
     /// the spec's flows object, with `errcode` when a stage failed.
     #[error("User-interactive authentication required")]
     Uiaa(JsonValue),
+    /// A key backup write named a version that is not the current one.
+    #[error("Wrong backup version")]
+    WrongRoomKeysVersion { current_version: Option<String> },
     /// Something broke inside. Logged in full; clients see a generic message.
     #[error("Internal error: {0}")]
     Internal(String),

@@ -13,8 +13,10 @@
 //! show anything that is not durable, and they change in stream order.
 
 pub mod accounts;
+pub mod backup;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod media;
 mod notifier;
 pub mod pdu;
@@ -38,6 +40,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub notifier: notifier::Notifier,
     pub media: media::Media,
+    pub keys: keys::Keys,
     pub ratelimit: ratelimit::RateLimiter,
     /// Highest stream position whose effects are visible in the caches.
     visible_pos: AtomicI64,
@@ -55,6 +58,7 @@ impl Services {
             notifier: notifier::Notifier::default(),
             ratelimit: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             media,
+            keys: keys::Keys::new(store.current_position()),
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),
             config,
@@ -97,6 +101,39 @@ impl Services {
                 }
                 op @ hotline_store::WriteOp::PutReceipt { .. } => {
                     self.rooms.apply_receipt(*pos, op, &mut wake)
+                }
+                hotline_store::WriteOp::KeyChange { user_id } => {
+                    self.keys.note_key_change(*pos);
+                    if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        // Everyone who shares a room hears of it in `device_lists`.
+                        match self.users_sharing_rooms(&u) {
+                            Ok(users) => wake.extend(users),
+                            Err(e) => tracing::warn!(error = %e, "device list wake-up"),
+                        }
+                    }
+                }
+                hotline_store::WriteOp::PutToDevice {
+                    user_id, device_id, ..
+                } => {
+                    self.keys.note_to_device(user_id, device_id, *pos);
+                    if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        wake.push(u);
+                    }
+                }
+                hotline_store::WriteOp::PutOneTimeKeys {
+                    user_id, device_id, ..
+                }
+                | hotline_store::WriteOp::PutFallbackKey {
+                    user_id, device_id, ..
+                }
+                | hotline_store::WriteOp::DeleteOneTimeKey {
+                    user_id, device_id, ..
+                }
+                | hotline_store::WriteOp::MarkFallbackUsed {
+                    user_id, device_id, ..
+                } => self.keys.counts_changed(user_id, device_id),
+                hotline_store::WriteOp::DeleteDevice { user_id, device_id } => {
+                    self.keys.forget_device(user_id, device_id)
                 }
                 _ => {}
             }

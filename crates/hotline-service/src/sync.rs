@@ -140,23 +140,31 @@ impl SyncFilter {
 pub struct SyncToken {
     pub pos: i64,
     pub typing: u64,
+    pub to_device: i64,
 }
 
 impl SyncToken {
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || Error::invalid_param("Invalid since token");
         let rest = s.strip_prefix('s').ok_or_else(bad)?;
-        let (p, t) = rest.split_once('_').ok_or_else(bad)?;
+        let mut parts = rest.split('_');
+        let p = parts.next().ok_or_else(bad)?;
+        let t = parts.next().ok_or_else(bad)?;
+        let d = parts.next().unwrap_or("0");
+        if parts.next().is_some() {
+            return Err(bad());
+        }
         Ok(SyncToken {
             pos: p.parse().map_err(|_| bad())?,
             typing: t.parse().map_err(|_| bad())?,
+            to_device: d.parse().map_err(|_| bad())?,
         })
     }
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}_{}", self.pos, self.typing)
+        write!(f, "s{}_{}_{}", self.pos, self.typing, self.to_device)
     }
 }
 
@@ -267,6 +275,9 @@ impl Services {
     /// `GET /sync`.
     pub async fn sync(&self, sender: &Sender, req: SyncRequest) -> Result<SyncResponse> {
         let deadline = tokio::time::Instant::now() + req.timeout.min(Duration::from_secs(300));
+        if let Some(since) = req.since {
+            self.prune_to_device(sender, since.to_device).await?;
+        }
         loop {
             let mut rx = self.notifier.subscribe(&sender.user_id);
             let upto = self.visible_pos();
@@ -295,10 +306,25 @@ impl Services {
         let user = &sender.user_id;
         let since = req.since;
         let since_pos = since.map(|s| s.pos).unwrap_or(0);
+        let (to_device, to_device_pos) =
+            self.to_device_for_sync(sender, since.map(|s| s.to_device).unwrap_or(0), upto)?;
         let mut resp = SyncResponse {
-            next_batch: SyncToken { pos: upto, typing }.to_string(),
+            next_batch: SyncToken {
+                pos: upto,
+                typing,
+                to_device: to_device_pos,
+            }
+            .to_string(),
+            to_device: Events { events: to_device },
             ..Default::default()
         };
+        let counts = self.key_counts(user.as_str(), sender.device_id.as_str())?;
+        resp.device_one_time_keys_count = counts.one_time_keys;
+        resp.device_unused_fallback_key_types = counts.unused_fallback;
+        if let Some(since) = since {
+            let (changed, left) = self.device_list_changes(user, since.pos, upto)?;
+            resp.device_lists = DeviceLists { changed, left };
+        }
         let user_rooms = self.user_rooms(user)?;
 
         // Account data: global and per room, one indexed read when it moved.

@@ -94,6 +94,58 @@ pub trait Store: Send + Sync + 'static {
     fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<ReceiptRow>>;
     fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>>;
 
+    // ----- end-to-end encryption keys -----
+    /// `(device_id, json)` of every device of the user that uploaded keys.
+    fn device_keys(&self, user_id: &str) -> Result<Vec<(String, String)>>;
+    /// `(algorithm, count)` of the device's unclaimed one-time keys.
+    fn one_time_key_counts(&self, user_id: &str, device_id: &str) -> Result<Vec<(String, i64)>>;
+    /// Algorithms of the device's fallback keys not yet handed out.
+    fn unused_fallback_algorithms(&self, user_id: &str, device_id: &str) -> Result<Vec<String>>;
+    /// Some unclaimed one-time key `(key_id, json)` of `algorithm`.
+    fn find_one_time_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, String)>>;
+    /// The device's fallback key `(key_id, json)` of `algorithm`.
+    fn fallback_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, String)>>;
+    /// `(key_type, json)` of the user's cross-signing keys.
+    fn cross_signing_keys(&self, user_id: &str) -> Result<Vec<(String, String)>>;
+    /// Signatures over the user's keys.
+    fn key_signatures(&self, target_user: &str) -> Result<Vec<KeySignatureRow>>;
+    /// Users whose keys changed with `from < pos <= to`.
+    fn key_changes(&self, from: i64, to: i64) -> Result<Vec<String>>;
+    /// The device's queued to-device messages with `pos > after`, oldest first.
+    fn to_device_since(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceRow>>;
+    /// Position of the device's newest queued to-device message.
+    fn to_device_latest(&self, user_id: &str, device_id: &str) -> Result<Option<i64>>;
+    /// The user's newest key backup version that is not deleted.
+    fn latest_backup_version(&self, user_id: &str) -> Result<Option<BackupVersionRow>>;
+    /// The highest backup version number ever created (deleted ones included).
+    fn max_backup_version(&self, user_id: &str) -> Result<i64>;
+    fn get_backup_version(&self, user_id: &str, version: i64) -> Result<Option<BackupVersionRow>>;
+    fn count_backup_keys(&self, user_id: &str, version: i64) -> Result<i64>;
+    /// Backed-up sessions, optionally of one room or one session.
+    fn backup_keys(
+        &self,
+        user_id: &str,
+        version: i64,
+        room_id: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<Vec<BackupKeyRow>>;
+
     // ----- media -----
     fn get_media(&self, media_id: &str) -> Result<Option<MediaRow>>;
 }

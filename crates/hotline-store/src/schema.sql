@@ -42,3 +42,30 @@ CREATE INDEX IF NOT EXISTS receipts_pos ON receipts (room_id, pos);
 CREATE TABLE IF NOT EXISTS media (
   media_id TEXT PRIMARY KEY, uploader TEXT NOT NULL, content_type TEXT, filename TEXT,
   size INTEGER NOT NULL, created_ts INTEGER NOT NULL);
+-- End-to-end encryption. Key material is public-key JSON signed by clients;
+-- the server stores and serves it as-is and never holds private keys.
+CREATE TABLE IF NOT EXISTS device_keys (
+  user_id TEXT NOT NULL, device_id TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (user_id, device_id));
+CREATE TABLE IF NOT EXISTS one_time_keys (
+  user_id TEXT NOT NULL, device_id TEXT NOT NULL, key_id TEXT NOT NULL, algorithm TEXT NOT NULL,
+  json TEXT NOT NULL, PRIMARY KEY (user_id, device_id, key_id));
+CREATE INDEX IF NOT EXISTS one_time_keys_alg ON one_time_keys (user_id, device_id, algorithm);
+CREATE TABLE IF NOT EXISTS fallback_keys (
+  user_id TEXT NOT NULL, device_id TEXT NOT NULL, algorithm TEXT NOT NULL, key_id TEXT NOT NULL,
+  json TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user_id, device_id, algorithm));
+CREATE TABLE IF NOT EXISTS cross_signing_keys (
+  user_id TEXT NOT NULL, key_type TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (user_id, key_type));
+CREATE TABLE IF NOT EXISTS key_signatures (
+  target_user TEXT NOT NULL, target_key_id TEXT NOT NULL, signer_user TEXT NOT NULL,
+  signer_key_id TEXT NOT NULL, signature TEXT NOT NULL,
+  PRIMARY KEY (target_user, target_key_id, signer_user, signer_key_id));
+CREATE TABLE IF NOT EXISTS key_changes (pos INTEGER PRIMARY KEY, user_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS to_device (
+  pos INTEGER PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT NOT NULL, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS to_device_target ON to_device (user_id, device_id, pos);
+CREATE TABLE IF NOT EXISTS backup_versions (
+  user_id TEXT NOT NULL, version INTEGER NOT NULL, algorithm TEXT NOT NULL, auth_data TEXT NOT NULL,
+  etag INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user_id, version));
+CREATE TABLE IF NOT EXISTS backup_keys (
+  user_id TEXT NOT NULL, version INTEGER NOT NULL, room_id TEXT NOT NULL, session_id TEXT NOT NULL,
+  json TEXT NOT NULL, PRIMARY KEY (user_id, version, room_id, session_id));

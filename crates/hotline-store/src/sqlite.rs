@@ -71,7 +71,9 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(engine)?;
         let position: i64 = conn
             .query_row(
-                "SELECT MAX(p) FROM (SELECT MAX(pos) AS p FROM events UNION ALL SELECT MAX(pos) FROM account_data UNION ALL SELECT MAX(pos) FROM receipts)",
+                "SELECT MAX(p) FROM (SELECT MAX(pos) AS p FROM events UNION ALL SELECT MAX(pos) FROM account_data UNION ALL SELECT MAX(pos) FROM receipts
+                 UNION ALL SELECT MAX(pos) FROM key_changes UNION ALL SELECT MAX(pos) FROM to_device
+                 UNION ALL SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos')",
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )
@@ -169,6 +171,15 @@ fn writer_loop(
                         results.push(Err(e));
                     }
                 }
+            }
+            // Rows of some streams are deleted (delivered to-device
+            // messages), so the high-water mark is kept: positions are never
+            // reused after a restart.
+            if next != position.load(Ordering::Acquire) {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('stream_pos', ?1)",
+                )?
+                .execute(params![next.to_string()])?;
             }
             tx.commit()
         })();
@@ -305,10 +316,19 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             .execute(params![d.user_id, d.device_id, d.display_name, d.last_seen_ts, d.last_seen_ip])?;
         }
         WriteOp::DeleteDevice { user_id, device_id } => {
-            c.prepare_cached("DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2")?
-                .execute(params![user_id, device_id])?;
-            c.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2")?
-                .execute(params![user_id, device_id])?;
+            // A device's keys and queue go with it.
+            for sql in [
+                "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM device_keys WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM fallback_keys WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM to_device WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM key_signatures WHERE target_user = ?1 AND target_key_id = ?2",
+            ] {
+                c.prepare_cached(sql)?
+                    .execute(params![user_id, device_id])?;
+            }
         }
         WriteOp::InsertToken(t) => {
             c.prepare_cached(
@@ -430,8 +450,177 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             )?
             .execute(params![m.media_id, m.uploader, m.content_type, m.filename, m.size, m.created_ts])?;
         }
+        WriteOp::RecordTxn {
+            user_id,
+            device_id,
+            txn_id,
+        } => {
+            c.prepare_cached("INSERT OR IGNORE INTO txns (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, '')")?
+                .execute(params![user_id, device_id, txn_id])?;
+        }
+        WriteOp::PutDeviceKeys {
+            user_id,
+            device_id,
+            json,
+        } => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO device_keys (user_id, device_id, json) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![user_id, device_id, json])?;
+        }
+        WriteOp::PutOneTimeKeys {
+            user_id,
+            device_id,
+            keys,
+        } => {
+            let mut st = c.prepare_cached(
+                "INSERT OR IGNORE INTO one_time_keys (user_id, device_id, key_id, algorithm, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (key_id, algorithm, json) in keys {
+                st.execute(params![user_id, device_id, key_id, algorithm, json])?;
+            }
+        }
+        WriteOp::PutFallbackKey {
+            user_id,
+            device_id,
+            algorithm,
+            key_id,
+            json,
+        } => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO fallback_keys (user_id, device_id, algorithm, key_id, json, used) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )?
+            .execute(params![user_id, device_id, algorithm, key_id, json])?;
+        }
+        WriteOp::DeleteOneTimeKey {
+            user_id,
+            device_id,
+            key_id,
+        } => {
+            c.prepare_cached(
+                "DELETE FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 AND key_id = ?3",
+            )?
+            .execute(params![user_id, device_id, key_id])?;
+        }
+        WriteOp::MarkFallbackUsed {
+            user_id,
+            device_id,
+            algorithm,
+        } => {
+            c.prepare_cached(
+                "UPDATE fallback_keys SET used = 1 WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3",
+            )?
+            .execute(params![user_id, device_id, algorithm])?;
+        }
+        WriteOp::PutCrossSigningKey {
+            user_id,
+            key_type,
+            json,
+        } => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO cross_signing_keys (user_id, key_type, json) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![user_id, key_type, json])?;
+        }
+        WriteOp::PutKeySignature(k) => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO key_signatures (target_user, target_key_id, signer_user, signer_key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![k.target_user, k.target_key_id, k.signer_user, k.signer_key_id, k.signature])?;
+        }
+        WriteOp::KeyChange { user_id } => {
+            c.prepare_cached("INSERT INTO key_changes (pos, user_id) VALUES (?1, ?2)")?
+                .execute(params![pos, user_id])?;
+        }
+        WriteOp::PutToDevice {
+            user_id,
+            device_id,
+            json,
+            max_queued,
+        } => {
+            c.prepare_cached(
+                "INSERT INTO to_device (pos, user_id, device_id, json)
+                 SELECT ?1, ?2, ?3, ?4 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM to_device WHERE user_id = ?2 AND device_id = ?3 LIMIT ?5)) < ?5",
+            )?
+            .execute(params![pos, user_id, device_id, json, max_queued])?;
+        }
+        WriteOp::DeleteToDevice {
+            user_id,
+            device_id,
+            upto,
+        } => {
+            c.prepare_cached(
+                "DELETE FROM to_device WHERE user_id = ?1 AND device_id = ?2 AND pos <= ?3",
+            )?
+            .execute(params![user_id, device_id, upto])?;
+        }
+        WriteOp::CreateBackupVersion(v) => {
+            c.prepare_cached(
+                "INSERT INTO backup_versions (user_id, version, algorithm, auth_data, etag, deleted) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )?
+            .execute(params![v.user_id, v.version, v.algorithm, v.auth_data, v.etag])?;
+        }
+        WriteOp::UpdateBackupVersion {
+            user_id,
+            version,
+            auth_data,
+        } => {
+            c.prepare_cached(
+                "UPDATE backup_versions SET auth_data = ?3 WHERE user_id = ?1 AND version = ?2",
+            )?
+            .execute(params![user_id, version, auth_data])?;
+        }
+        WriteOp::DeleteBackupVersion { user_id, version } => {
+            c.prepare_cached(
+                "UPDATE backup_versions SET deleted = 1 WHERE user_id = ?1 AND version = ?2",
+            )?
+            .execute(params![user_id, version])?;
+            c.prepare_cached("DELETE FROM backup_keys WHERE user_id = ?1 AND version = ?2")?
+                .execute(params![user_id, version])?;
+        }
+        WriteOp::PutBackupKey {
+            user_id,
+            version,
+            key,
+        } => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO backup_keys (user_id, version, room_id, session_id, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![user_id, version, key.room_id, key.session_id, key.json])?;
+            bump_backup_etag(c, user_id, *version)?;
+        }
+        WriteOp::DeleteBackupKeys {
+            user_id,
+            version,
+            room_id,
+            session_id,
+        } => {
+            c.prepare_cached(
+                "DELETE FROM backup_keys WHERE user_id = ?1 AND version = ?2 AND (?3 IS NULL OR room_id = ?3) AND (?4 IS NULL OR session_id = ?4)",
+            )?
+            .execute(params![user_id, version, room_id, session_id])?;
+            bump_backup_etag(c, user_id, *version)?;
+        }
     }
     Ok(())
+}
+
+fn bump_backup_etag(c: &Connection, user_id: &str, version: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE backup_versions SET etag = etag + 1 WHERE user_id = ?1 AND version = ?2",
+    )?
+    .execute(params![user_id, version])?;
+    Ok(())
+}
+
+fn backup_version_row(r: &Row<'_>) -> rusqlite::Result<BackupVersionRow> {
+    Ok(BackupVersionRow {
+        user_id: r.get(0)?,
+        version: r.get(1)?,
+        algorithm: r.get(2)?,
+        auth_data: r.get(3)?,
+        etag: r.get(4)?,
+    })
 }
 
 fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
@@ -751,6 +940,190 @@ impl Store for SqliteStore {
 
     fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>> {
         self.receipts_since(room_id, 0)
+    }
+
+    fn device_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT device_id, json FROM device_keys WHERE user_id = ?1")?
+                .query_map(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    fn one_time_key_counts(&self, user_id: &str, device_id: &str) -> Result<Vec<(String, i64)>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 GROUP BY algorithm",
+            )?
+            .query_map(params![user_id, device_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+    }
+
+    fn unused_fallback_algorithms(&self, user_id: &str, device_id: &str) -> Result<Vec<String>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT algorithm FROM fallback_keys WHERE user_id = ?1 AND device_id = ?2 AND used = 0",
+            )?
+            .query_map(params![user_id, device_id], |r| r.get(0))?
+            .collect()
+        })
+    }
+
+    fn find_one_time_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, String)>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT key_id, json FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3 LIMIT 1",
+            )?
+            .query_row(params![user_id, device_id, algorithm], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+        })
+    }
+
+    fn fallback_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, String)>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT key_id, json FROM fallback_keys WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3",
+            )?
+            .query_row(params![user_id, device_id, algorithm], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+        })
+    }
+
+    fn cross_signing_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT key_type, json FROM cross_signing_keys WHERE user_id = ?1")?
+                .query_map(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    fn key_signatures(&self, target_user: &str) -> Result<Vec<KeySignatureRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT target_user, target_key_id, signer_user, signer_key_id, signature FROM key_signatures WHERE target_user = ?1",
+            )?
+            .query_map(params![target_user], |r| {
+                Ok(KeySignatureRow {
+                    target_user: r.get(0)?,
+                    target_key_id: r.get(1)?,
+                    signer_user: r.get(2)?,
+                    signer_key_id: r.get(3)?,
+                    signature: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn key_changes(&self, from: i64, to: i64) -> Result<Vec<String>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT DISTINCT user_id FROM key_changes WHERE pos > ?1 AND pos <= ?2",
+            )?
+            .query_map(params![from, to], |r| r.get(0))?
+            .collect()
+        })
+    }
+
+    fn to_device_since(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT pos, json FROM to_device WHERE user_id = ?1 AND device_id = ?2 AND pos > ?3 ORDER BY pos LIMIT ?4",
+            )?
+            .query_map(params![user_id, device_id, after, limit as i64], |r| {
+                Ok(ToDeviceRow {
+                    pos: r.get(0)?,
+                    json: r.get(1)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn to_device_latest(&self, user_id: &str, device_id: &str) -> Result<Option<i64>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT MAX(pos) FROM to_device WHERE user_id = ?1 AND device_id = ?2",
+            )?
+            .query_row(params![user_id, device_id], |r| r.get(0))
+        })
+    }
+
+    fn latest_backup_version(&self, user_id: &str) -> Result<Option<BackupVersionRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, version, algorithm, auth_data, etag FROM backup_versions WHERE user_id = ?1 AND deleted = 0 ORDER BY version DESC LIMIT 1",
+            )?
+            .query_row(params![user_id], backup_version_row)
+            .optional()
+        })
+    }
+
+    fn max_backup_version(&self, user_id: &str) -> Result<i64> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT COALESCE(MAX(version), 0) FROM backup_versions WHERE user_id = ?1",
+            )?
+            .query_row(params![user_id], |r| r.get(0))
+        })
+    }
+
+    fn get_backup_version(&self, user_id: &str, version: i64) -> Result<Option<BackupVersionRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, version, algorithm, auth_data, etag FROM backup_versions WHERE user_id = ?1 AND version = ?2 AND deleted = 0",
+            )?
+            .query_row(params![user_id, version], backup_version_row)
+            .optional()
+        })
+    }
+
+    fn count_backup_keys(&self, user_id: &str, version: i64) -> Result<i64> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT COUNT(*) FROM backup_keys WHERE user_id = ?1 AND version = ?2",
+            )?
+            .query_row(params![user_id, version], |r| r.get(0))
+        })
+    }
+
+    fn backup_keys(
+        &self,
+        user_id: &str,
+        version: i64,
+        room_id: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<Vec<BackupKeyRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT room_id, session_id, json FROM backup_keys WHERE user_id = ?1 AND version = ?2 AND (?3 IS NULL OR room_id = ?3) AND (?4 IS NULL OR session_id = ?4)",
+            )?
+            .query_map(params![user_id, version, room_id, session_id], |r| {
+                Ok(BackupKeyRow {
+                    room_id: r.get(0)?,
+                    session_id: r.get(1)?,
+                    json: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
     }
 
     fn get_media(&self, media_id: &str) -> Result<Option<MediaRow>> {

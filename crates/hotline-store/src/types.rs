@@ -109,6 +109,42 @@ pub struct MediaRow {
     pub created_ts: i64,
 }
 
+/// A signature by `signer_user`'s key `signer_key_id` over `target_user`'s
+/// key `target_key_id` (a device id or a cross-signing public key).
+#[derive(Clone, Debug)]
+pub struct KeySignatureRow {
+    pub target_user: String,
+    pub target_key_id: String,
+    pub signer_user: String,
+    pub signer_key_id: String,
+    pub signature: String,
+}
+
+/// A queued to-device message: `json` is the event as delivered.
+#[derive(Clone, Debug)]
+pub struct ToDeviceRow {
+    pub pos: i64,
+    pub json: String,
+}
+
+/// A server-side key backup version.
+#[derive(Clone, Debug)]
+pub struct BackupVersionRow {
+    pub user_id: String,
+    pub version: i64,
+    pub algorithm: String,
+    pub auth_data: String,
+    pub etag: i64,
+}
+
+/// One backed-up Megolm session (client-encrypted `session_data`).
+#[derive(Clone, Debug)]
+pub struct BackupKeyRow {
+    pub room_id: String,
+    pub session_id: String,
+    pub json: String,
+}
+
 /// A new event to persist. The store assigns `pos`.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -208,6 +244,89 @@ pub enum WriteOp {
         ts: i64,
     },
     PutMedia(MediaRow),
+    /// Records a client transaction that produced no event (to-device
+    /// sends), so a retry is answered without acting twice.
+    RecordTxn {
+        user_id: String,
+        device_id: String,
+        txn_id: String,
+    },
+    PutDeviceKeys {
+        user_id: String,
+        device_id: String,
+        json: String,
+    },
+    /// Adds one-time keys `(key_id, algorithm, json)`; ids already present are kept.
+    PutOneTimeKeys {
+        user_id: String,
+        device_id: String,
+        keys: Vec<(String, String, String)>,
+    },
+    /// Replaces the device's fallback key for `algorithm` (unused again).
+    PutFallbackKey {
+        user_id: String,
+        device_id: String,
+        algorithm: String,
+        key_id: String,
+        json: String,
+    },
+    DeleteOneTimeKey {
+        user_id: String,
+        device_id: String,
+        key_id: String,
+    },
+    MarkFallbackUsed {
+        user_id: String,
+        device_id: String,
+        algorithm: String,
+    },
+    PutCrossSigningKey {
+        user_id: String,
+        key_type: String,
+        json: String,
+    },
+    PutKeySignature(KeySignatureRow),
+    /// Gets a stream position: `user_id`'s devices or keys changed.
+    KeyChange {
+        user_id: String,
+    },
+    /// Gets a stream position: queues `json` for one device, unless the
+    /// device already holds `max_queued` messages (then it is dropped).
+    PutToDevice {
+        user_id: String,
+        device_id: String,
+        json: String,
+        max_queued: i64,
+    },
+    /// Deletes the device's to-device messages with `pos <= upto`.
+    DeleteToDevice {
+        user_id: String,
+        device_id: String,
+        upto: i64,
+    },
+    CreateBackupVersion(BackupVersionRow),
+    UpdateBackupVersion {
+        user_id: String,
+        version: i64,
+        auth_data: String,
+    },
+    DeleteBackupVersion {
+        user_id: String,
+        version: i64,
+    },
+    /// Stores (or replaces) a session and bumps the version's etag.
+    PutBackupKey {
+        user_id: String,
+        version: i64,
+        key: BackupKeyRow,
+    },
+    /// Deletes a version's sessions (all, one room's, or one) and bumps its etag.
+    DeleteBackupKeys {
+        user_id: String,
+        version: i64,
+        room_id: Option<String>,
+        session_id: Option<String>,
+    },
 }
 
 impl WriteOp {
@@ -215,7 +334,11 @@ impl WriteOp {
     pub fn takes_position(&self) -> bool {
         matches!(
             self,
-            WriteOp::AppendEvent(_) | WriteOp::PutAccountData { .. } | WriteOp::PutReceipt { .. }
+            WriteOp::AppendEvent(_)
+                | WriteOp::PutAccountData { .. }
+                | WriteOp::PutReceipt { .. }
+                | WriteOp::KeyChange { .. }
+                | WriteOp::PutToDevice { .. }
         )
     }
 }

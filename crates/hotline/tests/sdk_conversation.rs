@@ -206,13 +206,35 @@ async fn two_users_converse_in_a_dm_and_a_stranger_is_kept_out() {
     let downloaded = bob.media().get_media_content(&req, false).await.unwrap();
     assert_eq!(downloaded, bytes);
 
+    // The empty state key works with and without the trailing slash.
+    let http = common::Http::new(&server.url);
+    let alice_token = alice.access_token().unwrap();
+    for path in ["m.room.create", "m.room.create/"] {
+        let (status, v) = http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room_id}/state/{path}"),
+                Some(&alice_token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (
+                status,
+                v["creator"].is_string() || v["room_version"].is_string()
+            ),
+            (200, true),
+            "{path}: {v}"
+        );
+    }
+
     // A third user outside the room is refused its messages and state.
     let eve_token = eve.access_token().unwrap();
-    let http = common::Http::new(&server.url);
     for path in [
         format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b"),
         format!("/_matrix/client/v3/rooms/{room_id}/state"),
         format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.create"),
+        format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.create/"),
         format!(
             "/_matrix/client/v3/rooms/{room_id}/event/{}",
             reply.response.event_id

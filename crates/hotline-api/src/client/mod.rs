@@ -1,7 +1,9 @@
 //! The Matrix Client-Server API, one module per spec area.
 
 mod account;
+mod backup;
 mod discovery;
+mod keys;
 mod media;
 mod membership;
 mod message;
@@ -83,8 +85,15 @@ pub fn routes() -> Router<AppState> {
             room::get_state_event_for_key_route,
         )
         .endpoint::<c::state::send_state_event::v3::Request, _, _>(room::send_state_event_route)
+        // The empty state key: `/state/{type}` and `/state/{type}/` (axum
+        // path segments cannot be empty, so ruma's `{stateKey}` misses them).
         .route(
             "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
+            axum::routing::get(room::get_state_event_empty_key_route)
+                .put(room::send_state_event_empty_key_route),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room_id}/state/{event_type}/",
             axum::routing::get(room::get_state_event_empty_key_route)
                 .put(room::send_state_event_empty_key_route),
         )
@@ -121,6 +130,55 @@ pub fn routes() -> Router<AppState> {
         )
         // sync
         .endpoint::<c::sync::sync_events::v3::Request, _, _>(sync::sync_events_route)
+        // end-to-end encryption
+        .endpoint::<c::keys::upload_keys::v3::Request, _, _>(keys::upload_keys_route)
+        .endpoint::<c::keys::get_keys::v3::Request, _, _>(keys::get_keys_route)
+        .endpoint::<c::keys::claim_keys::v3::Request, _, _>(keys::claim_keys_route)
+        .endpoint::<c::keys::get_key_changes::v3::Request, _, _>(keys::get_key_changes_route)
+        .endpoint::<c::keys::upload_signing_keys::v3::Request, _, _>(
+            keys::upload_signing_keys_route,
+        )
+        .endpoint::<c::keys::upload_signatures::v3::Request, _, _>(keys::upload_signatures_route)
+        .endpoint::<c::to_device::send_event_to_device::v3::Request, _, _>(
+            keys::send_event_to_device_route,
+        )
+        // key backup
+        .endpoint::<c::backup::create_backup_version::v3::Request, _, _>(
+            backup::create_backup_version_route,
+        )
+        .endpoint::<c::backup::get_latest_backup_info::v3::Request, _, _>(
+            backup::get_latest_backup_info_route,
+        )
+        .endpoint::<c::backup::get_backup_info::v3::Request, _, _>(backup::get_backup_info_route)
+        .endpoint::<c::backup::update_backup_version::v3::Request, _, _>(
+            backup::update_backup_version_route,
+        )
+        .endpoint::<c::backup::delete_backup_version::v3::Request, _, _>(
+            backup::delete_backup_version_route,
+        )
+        .endpoint::<c::backup::add_backup_keys::v3::Request, _, _>(backup::add_backup_keys_route)
+        .endpoint::<c::backup::add_backup_keys_for_room::v3::Request, _, _>(
+            backup::add_backup_keys_for_room_route,
+        )
+        .endpoint::<c::backup::add_backup_keys_for_session::v3::Request, _, _>(
+            backup::add_backup_keys_for_session_route,
+        )
+        .endpoint::<c::backup::get_backup_keys::v3::Request, _, _>(backup::get_backup_keys_route)
+        .endpoint::<c::backup::get_backup_keys_for_room::v3::Request, _, _>(
+            backup::get_backup_keys_for_room_route,
+        )
+        .endpoint::<c::backup::get_backup_keys_for_session::v3::Request, _, _>(
+            backup::get_backup_keys_for_session_route,
+        )
+        .endpoint::<c::backup::delete_backup_keys::v3::Request, _, _>(
+            backup::delete_backup_keys_route,
+        )
+        .endpoint::<c::backup::delete_backup_keys_for_room::v3::Request, _, _>(
+            backup::delete_backup_keys_for_room_route,
+        )
+        .endpoint::<c::backup::delete_backup_keys_for_session::v3::Request, _, _>(
+            backup::delete_backup_keys_for_session_route,
+        )
         // media
         .endpoint::<c::media::create_content::v3::Request, _, _>(media::create_content_route)
         .endpoint::<c::authenticated_media::get_content::v1::Request, _, _>(

@@ -177,3 +177,29 @@ impl Http {
         v["room_id"].as_str().unwrap().to_owned()
     }
 }
+
+/// Every `(file, needle)` where a needle occurs in a file under `dir`
+/// (the database, its WAL, media...), read as raw bytes.
+pub fn scan_for_plaintext(dir: &std::path::Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            for n in needles {
+                if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                    found.push((path.clone(), n.to_string()));
+                }
+            }
+        }
+    }
+    assert!(files > 0, "the scan read no files in {}", dir.display());
+    found
+}
