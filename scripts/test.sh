@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
+scripts/deps.sh coturn   # the TURN test drives a real coturn
 cargo build --release -p hotline
 cargo test --release --workspace --exclude hotline-loadgen -- --test-threads 2
 if [ -x tests/interop/run.sh ]; then

@@ -29,6 +29,25 @@ pub struct Config {
     /// Public base URL advertised in `.well-known` (default: from the request).
     pub public_base_url: Option<String>,
     pub rate_limits: RateLimits,
+    /// TURN for calls. Unset: `hotline turn-config` stores the secret and
+    /// URIs in the database, and those are used.
+    pub turn: Option<Turn>,
+}
+
+/// A TURN server using coturn's REST API shared secret
+/// (`use-auth-secret`): credentials are minted per user and expire.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    pub uris: Vec<String>,
+    pub shared_secret: String,
+    /// Credential lifetime in seconds.
+    #[serde(default = "default_turn_ttl")]
+    pub ttl_seconds: u64,
+}
+
+fn default_turn_ttl() -> u64 {
+    86_400
 }
 
 /// Token buckets: a sustained rate per second and a burst.
@@ -67,6 +86,7 @@ impl Default for Config {
             web_dir: None,
             public_base_url: None,
             rate_limits: RateLimits::default(),
+            turn: None,
         }
     }
 }

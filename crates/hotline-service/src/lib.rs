@@ -24,6 +24,7 @@ pub mod ratelimit;
 pub mod rooms;
 pub mod sync;
 pub mod user_data;
+pub mod voip;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -42,6 +42,28 @@ enum Command {
     /// Administration: accounts and registration tokens.
     #[command(subcommand)]
     Admin(Admin),
+    /// Write a coturn configuration sharing a secret with this server, and
+    /// make `/voip/turnServer` hand out credentials for it.
+    TurnConfig(TurnConfigArgs),
+}
+
+#[derive(Args)]
+struct TurnConfigArgs {
+    /// Where to write the coturn configuration (mode 0600: it holds the secret).
+    #[arg(long)]
+    out: PathBuf,
+    /// `IP:PORT` coturn listens on.
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    listen: String,
+    /// Address clients reach coturn at (default: the listen IP).
+    #[arg(long)]
+    external_host: Option<String>,
+    /// Relay port range, `MIN-MAX`.
+    #[arg(long, default_value = "49160-49260")]
+    relay_ports: String,
+    /// Let coturn relay to loopback peers (only for tests on one machine).
+    #[arg(long)]
+    allow_loopback_peers: bool,
 }
 
 #[derive(Args, Default)]
@@ -147,6 +169,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             }
             serve(config).await
         }
+        Command::TurnConfig(args) => turn_config(config, args).await,
         Command::Admin(Admin::CreateUser {
             username,
             password,
@@ -176,6 +199,56 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn turn_config(config: Config, args: TurnConfigArgs) -> anyhow_lite::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (ip, port) = args
+        .listen
+        .rsplit_once(':')
+        .ok_or("--listen must be IP:PORT")?;
+    let (min_port, max_port) = args
+        .relay_ports
+        .split_once('-')
+        .ok_or("--relay-ports must be MIN-MAX")?;
+    let host = args.external_host.clone().unwrap_or_else(|| ip.to_owned());
+    let server_name = config.server_name.clone();
+    let (services, store) = open(config)?;
+    let uris = vec![
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{port}?transport=tcp"),
+    ];
+    let secret = services
+        .configure_turn(&uris)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close();
+    let mut conf = format!(
+        "# Written by `hotline turn-config`. Shares its secret with the Hotline server.\n\
+         listening-ip={ip}\nlistening-port={port}\nrelay-ip={ip}\n\
+         min-port={min_port}\nmax-port={max_port}\n\
+         use-auth-secret\nstatic-auth-secret={secret}\nrealm={server_name}\n\
+         fingerprint\nno-tls\nno-dtls\nno-cli\nno-multicast-peers\n\
+         total-quota=100\nstale-nonce=600\nlog-file=stdout\nsimple-log\n"
+    );
+    if args.allow_loopback_peers {
+        conf.push_str("allow-loopback-peers\n");
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&args.out)
+        .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    f.write_all(conf.as_bytes())?;
+    println!(
+        "wrote {}; TURN URIs: {}",
+        args.out.display(),
+        uris.join(" ")
+    );
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow_lite::Result<()> {

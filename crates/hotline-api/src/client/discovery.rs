@@ -57,3 +57,11 @@ pub async fn get_pushrules_all_route(Auth(sender): Auth) -> ApiResult<Json<Value
     let rules = ruma::push::Ruleset::server_default(&sender.user_id);
     Ok(Json(json!({ "global": rules })))
 }
+
+/// `GET /voip/turnServer`: time-limited TURN credentials for calls.
+pub async fn get_turn_server_info_route(
+    axum::extract::State(s): axum::extract::State<crate::AppState>,
+    crate::extract::Auth(sender): crate::extract::Auth,
+) -> crate::ApiResult<axum::Json<serde_json::Value>> {
+    Ok(axum::Json(s.services.turn_server(&sender.user_id)?))
+}

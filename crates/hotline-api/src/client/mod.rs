@@ -32,6 +32,9 @@ pub fn routes() -> Router<AppState> {
         .endpoint::<c::push::get_pushrules_all::v3::Request, _, _>(
             discovery::get_pushrules_all_route,
         )
+        .endpoint::<c::voip::get_turn_server_info::v3::Request, _, _>(
+            discovery::get_turn_server_info_route,
+        )
         // session
         .endpoint::<c::session::get_login_types::v3::Request, _, _>(session::get_login_types_route)
         .endpoint::<c::session::login::v3::Request, _, _>(session::login_route)
