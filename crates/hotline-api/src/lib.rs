@@ -12,6 +12,7 @@
 pub mod client;
 pub mod error;
 pub mod extract;
+mod hotline;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -113,6 +114,7 @@ pub fn app(services: Arc<Services>) -> Router {
         metrics: Arc::new(metrics::Metrics::default()),
     };
     client::routes()
+        .merge(hotline::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/metrics", axum::routing::get(metrics::metrics_route))
         .fallback(web_app)

@@ -96,7 +96,7 @@ impl Accounts {
         &self.server_name
     }
 
-    async fn hash_password(&self, password: String) -> Result<String> {
+    pub(crate) async fn hash_password(&self, password: String) -> Result<String> {
         let _permit = self.hashing.acquire().await.map_err(Error::internal)?;
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
@@ -232,6 +232,7 @@ impl Services {
         if self.store.get_user(user_id.as_str())?.is_some() {
             return Err(Error::UserInUse);
         }
+        self.guard_name(user_id.as_str(), "username", user_id.localpart())?;
         let flows = self.registration_flows();
         let Some(auth) = auth else {
             return Err(self.uiaa_challenge(flows, None, None));
@@ -319,7 +320,7 @@ impl Services {
     }
 
     /// Issues a token for a (new or existing) device.
-    async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         user_id: &UserId,
         device_id: Option<String>,

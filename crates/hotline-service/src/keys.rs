@@ -753,9 +753,9 @@ impl Services {
         Ok(())
     }
 
-    /// Hook for rules on who may message whose devices (official lines).
-    fn check_may_send_to_device(&self, _sender: &Sender, _target: &UserId) -> Result<()> {
-        Ok(())
+    /// Principals' devices are reached only through a direct line.
+    fn check_may_send_to_device(&self, sender: &Sender, target: &UserId) -> Result<()> {
+        self.check_may_reach(&sender.user_id, target)
     }
 
     /// Deletes the device's to-device messages that a `since` cursor of

@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod backup;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod keys;
 pub mod media;
 mod notifier;
@@ -42,6 +43,8 @@ pub struct Services {
     pub notifier: notifier::Notifier,
     pub media: media::Media,
     pub keys: keys::Keys,
+    /// Signs attestations; published at `/_matrix/key/v2/server`.
+    pub server_key: identity::ServerKey,
     pub ratelimit: ratelimit::RateLimiter,
     /// Highest stream position whose effects are visible in the caches.
     visible_pos: AtomicI64,
@@ -53,6 +56,7 @@ impl Services {
     /// Wires the services over `store` and installs the commit hook.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Self>> {
         let media = media::Media::new(config.data_dir.join("media"))?;
+        let server_key = identity::ServerKey::load_or_create(&config.data_dir)?;
         let services = Arc::new(Self {
             accounts: accounts::Accounts::new(&config),
             rooms: rooms::Rooms::default(),
@@ -60,6 +64,7 @@ impl Services {
             ratelimit: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             media,
             keys: keys::Keys::new(store.current_position()),
+            server_key,
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),
             config,

@@ -166,8 +166,8 @@ impl Services {
     }
 
     /// Hook for rules on display names; Hotline's impersonation guard extends it.
-    pub(crate) fn check_display_name(&self, _user: &UserId, _name: &str) -> Result<()> {
-        Ok(())
+    pub(crate) fn check_display_name(&self, user: &UserId, name: &str) -> Result<()> {
+        self.guard_name(user.as_str(), "display name", name)
     }
 
     /// `PUT /directory/room/{roomAlias}`.

@@ -146,6 +146,17 @@ pub trait Store: Send + Sync + 'static {
         session_id: Option<&str>,
     ) -> Result<Vec<BackupKeyRow>>;
 
+    // ----- official identity and lines -----
+    fn get_official(&self, user_id: &str) -> Result<Option<OfficialRow>>;
+    fn list_officials(&self) -> Result<Vec<OfficialRow>>;
+    fn official_by_enrol_code(&self, code_hash: &str) -> Result<Option<OfficialRow>>;
+    fn list_attestations(&self) -> Result<Vec<AttestationRow>>;
+    fn get_line_invite(&self, code: &str) -> Result<Option<LineInviteRow>>;
+    fn line_invites_of(&self, principal: &str) -> Result<Vec<LineInviteRow>>;
+    /// The line between two principals, in either order.
+    fn get_line(&self, a: &str, b: &str) -> Result<Option<LineRow>>;
+    fn audit_log(&self) -> Result<Vec<AuditRow>>;
+
     // ----- media -----
     fn get_media(&self, media_id: &str) -> Result<Option<MediaRow>>;
 }

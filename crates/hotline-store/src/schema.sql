@@ -69,3 +69,26 @@ CREATE TABLE IF NOT EXISTS backup_versions (
 CREATE TABLE IF NOT EXISTS backup_keys (
   user_id TEXT NOT NULL, version INTEGER NOT NULL, room_id TEXT NOT NULL, session_id TEXT NOT NULL,
   json TEXT NOT NULL, PRIMARY KEY (user_id, version, room_id, session_id));
+-- Official identity and direct lines.
+CREATE TABLE IF NOT EXISTS officials (
+  user_id TEXT PRIMARY KEY, name TEXT NOT NULL, title TEXT NOT NULL, country TEXT NOT NULL,
+  office TEXT NOT NULL, role TEXT NOT NULL, principal TEXT, skeleton TEXT NOT NULL,
+  enrol_code_hash TEXT, enrol_expires_ts INTEGER, enrolled_ts INTEGER, created_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS attestations (
+  user_id TEXT PRIMARY KEY, json TEXT NOT NULL, issued_ts INTEGER NOT NULL, revoked_ts INTEGER);
+CREATE TABLE IF NOT EXISTS line_invites (
+  code TEXT PRIMARY KEY, principal TEXT NOT NULL, created_by TEXT NOT NULL, for_user TEXT,
+  uses_allowed INTEGER, uses INTEGER NOT NULL DEFAULT 0, expires_ts INTEGER,
+  revoked INTEGER NOT NULL DEFAULT 0, created_ts INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS line_invites_principal ON line_invites (principal);
+CREATE TABLE IF NOT EXISTS lines (
+  principal_a TEXT NOT NULL, principal_b TEXT NOT NULL, room_id TEXT NOT NULL, created_ts INTEGER NOT NULL,
+  PRIMARY KEY (principal_a, principal_b));
+-- Append-only: rows are inserted, never updated or deleted.
+CREATE TABLE IF NOT EXISTS audit_log (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;

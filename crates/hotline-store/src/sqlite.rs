@@ -450,6 +450,49 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             )?
             .execute(params![m.media_id, m.uploader, m.content_type, m.filename, m.size, m.created_ts])?;
         }
+        WriteOp::PutOfficial(o) => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO officials (user_id, name, title, country, office, role, principal, skeleton, enrol_code_hash, enrol_expires_ts, enrolled_ts, created_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![o.user_id, o.name, o.title, o.country, o.office, o.role, o.principal, o.skeleton, o.enrol_code_hash, o.enrol_expires_ts, o.enrolled_ts, o.created_ts])?;
+        }
+        WriteOp::PutAttestation(a) => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO attestations (user_id, json, issued_ts, revoked_ts) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![a.user_id, a.json, a.issued_ts, a.revoked_ts])?;
+        }
+        WriteOp::RevokeAttestation { user_id, ts } => {
+            c.prepare_cached("UPDATE attestations SET revoked_ts = ?2 WHERE user_id = ?1")?
+                .execute(params![user_id, ts])?;
+        }
+        WriteOp::PutLineInvite(i) => {
+            c.prepare_cached(
+                "INSERT INTO line_invites (code, principal, created_by, for_user, uses_allowed, uses, expires_ts, revoked, created_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![i.code, i.principal, i.created_by, i.for_user, i.uses_allowed, i.uses, i.expires_ts, i.revoked, i.created_ts])?;
+        }
+        WriteOp::UseLineInvite { code } => {
+            c.prepare_cached("UPDATE line_invites SET uses = uses + 1 WHERE code = ?1")?
+                .execute(params![code])?;
+        }
+        WriteOp::RevokeLineInvite { code } => {
+            c.prepare_cached("UPDATE line_invites SET revoked = 1 WHERE code = ?1")?
+                .execute(params![code])?;
+        }
+        WriteOp::PutLine(l) => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO lines (principal_a, principal_b, room_id, created_ts) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![l.principal_a, l.principal_b, l.room_id, l.created_ts])?;
+        }
+        WriteOp::AppendAudit(a) => {
+            c.prepare_cached(
+                "INSERT INTO audit_log (ts, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![a.ts, a.actor, a.action, a.subject, a.detail])?;
+        }
         WriteOp::RecordTxn {
             user_id,
             device_id,
@@ -603,6 +646,42 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+const OFFICIAL_COLS: &str = "user_id, name, title, country, office, role, principal, skeleton, enrol_code_hash, enrol_expires_ts, enrolled_ts, created_ts";
+
+fn official_row(r: &Row<'_>) -> rusqlite::Result<OfficialRow> {
+    Ok(OfficialRow {
+        user_id: r.get(0)?,
+        name: r.get(1)?,
+        title: r.get(2)?,
+        country: r.get(3)?,
+        office: r.get(4)?,
+        role: r.get(5)?,
+        principal: r.get(6)?,
+        skeleton: r.get(7)?,
+        enrol_code_hash: r.get(8)?,
+        enrol_expires_ts: r.get(9)?,
+        enrolled_ts: r.get(10)?,
+        created_ts: r.get(11)?,
+    })
+}
+
+const INVITE_COLS: &str =
+    "code, principal, created_by, for_user, uses_allowed, uses, expires_ts, revoked, created_ts";
+
+fn invite_row(r: &Row<'_>) -> rusqlite::Result<LineInviteRow> {
+    Ok(LineInviteRow {
+        code: r.get(0)?,
+        principal: r.get(1)?,
+        created_by: r.get(2)?,
+        for_user: r.get(3)?,
+        uses_allowed: r.get(4)?,
+        uses: r.get(5)?,
+        expires_ts: r.get(6)?,
+        revoked: r.get(7)?,
+        created_ts: r.get(8)?,
+    })
 }
 
 fn bump_backup_etag(c: &Connection, user_id: &str, version: i64) -> rusqlite::Result<()> {
@@ -1120,6 +1199,108 @@ impl Store for SqliteStore {
                     room_id: r.get(0)?,
                     session_id: r.get(1)?,
                     json: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn get_official(&self, user_id: &str) -> Result<Option<OfficialRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {OFFICIAL_COLS} FROM officials WHERE user_id = ?1"
+            ))?
+            .query_row(params![user_id], official_row)
+            .optional()
+        })
+    }
+
+    fn list_officials(&self) -> Result<Vec<OfficialRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {OFFICIAL_COLS} FROM officials ORDER BY user_id"
+            ))?
+            .query_map([], official_row)?
+            .collect()
+        })
+    }
+
+    fn official_by_enrol_code(&self, code_hash: &str) -> Result<Option<OfficialRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {OFFICIAL_COLS} FROM officials WHERE enrol_code_hash = ?1"
+            ))?
+            .query_row(params![code_hash], official_row)
+            .optional()
+        })
+    }
+
+    fn list_attestations(&self) -> Result<Vec<AttestationRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, json, issued_ts, revoked_ts FROM attestations ORDER BY user_id",
+            )?
+            .query_map([], |r| {
+                Ok(AttestationRow {
+                    user_id: r.get(0)?,
+                    json: r.get(1)?,
+                    issued_ts: r.get(2)?,
+                    revoked_ts: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn get_line_invite(&self, code: &str) -> Result<Option<LineInviteRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {INVITE_COLS} FROM line_invites WHERE code = ?1"
+            ))?
+            .query_row(params![code], invite_row)
+            .optional()
+        })
+    }
+
+    fn line_invites_of(&self, principal: &str) -> Result<Vec<LineInviteRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {INVITE_COLS} FROM line_invites WHERE principal = ?1 ORDER BY created_ts DESC"
+            ))?
+            .query_map(params![principal], invite_row)?
+            .collect()
+        })
+    }
+
+    fn get_line(&self, a: &str, b: &str) -> Result<Option<LineRow>> {
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
+        self.read(|c| {
+            c.prepare_cached("SELECT principal_a, principal_b, room_id, created_ts FROM lines WHERE principal_a = ?1 AND principal_b = ?2")?
+                .query_row(params![a, b], |r| {
+                    Ok(LineRow {
+                        principal_a: r.get(0)?,
+                        principal_b: r.get(1)?,
+                        room_id: r.get(2)?,
+                        created_ts: r.get(3)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn audit_log(&self) -> Result<Vec<AuditRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT seq, ts, actor, action, subject, detail FROM audit_log ORDER BY seq",
+            )?
+            .query_map([], |r| {
+                Ok(AuditRow {
+                    seq: r.get(0)?,
+                    ts: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    subject: r.get(4)?,
+                    detail: r.get(5)?,
                 })
             })?
             .collect()

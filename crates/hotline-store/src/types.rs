@@ -145,6 +145,70 @@ pub struct BackupKeyRow {
     pub json: String,
 }
 
+/// An enrolled official (principal or aide).
+#[derive(Clone, Debug)]
+pub struct OfficialRow {
+    pub user_id: String,
+    pub name: String,
+    pub title: String,
+    pub country: String,
+    pub office: String,
+    /// `principal` or `aide`.
+    pub role: String,
+    /// For an aide: the principal served.
+    pub principal: Option<String>,
+    /// Confusable skeleton of `name`, for the impersonation guard.
+    pub skeleton: String,
+    /// SHA-256 of the one-time enrolment code while it is unredeemed.
+    pub enrol_code_hash: Option<String>,
+    pub enrol_expires_ts: Option<i64>,
+    pub enrolled_ts: Option<i64>,
+    pub created_ts: i64,
+}
+
+/// A server-signed attestation of an official's identity and master key.
+#[derive(Clone, Debug)]
+pub struct AttestationRow {
+    pub user_id: String,
+    pub json: String,
+    pub issued_ts: i64,
+    pub revoked_ts: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LineInviteRow {
+    pub code: String,
+    /// The principal a redeemer gets a line with.
+    pub principal: String,
+    pub created_by: String,
+    /// Only this user may redeem it, when set.
+    pub for_user: Option<String>,
+    pub uses_allowed: Option<i64>,
+    pub uses: i64,
+    pub expires_ts: Option<i64>,
+    pub revoked: bool,
+    pub created_ts: i64,
+}
+
+/// A direct line: one room between two principals (`principal_a < principal_b`).
+#[derive(Clone, Debug)]
+pub struct LineRow {
+    pub principal_a: String,
+    pub principal_b: String,
+    pub room_id: String,
+    pub created_ts: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub ts: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+}
+
 /// A new event to persist. The store assigns `pos`.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -251,6 +315,23 @@ pub enum WriteOp {
         device_id: String,
         txn_id: String,
     },
+    /// Inserts or replaces an official.
+    PutOfficial(OfficialRow),
+    PutAttestation(AttestationRow),
+    RevokeAttestation {
+        user_id: String,
+        ts: i64,
+    },
+    PutLineInvite(LineInviteRow),
+    UseLineInvite {
+        code: String,
+    },
+    RevokeLineInvite {
+        code: String,
+    },
+    PutLine(LineRow),
+    /// Appends to the audit log (`seq` is assigned by the store).
+    AppendAudit(AuditRow),
     PutDeviceKeys {
         user_id: String,
         device_id: String,

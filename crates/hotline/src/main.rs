@@ -90,6 +90,44 @@ enum Admin {
         #[arg(long)]
         displayname: Option<String>,
     },
+    /// Enrol an official: creates the pending account and prints a
+    /// one-time enrolment code and link.
+    Enroll {
+        /// Localpart or full user id of the new account.
+        username: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        country: String,
+        #[arg(long)]
+        office: String,
+        /// `principal` or `aide`.
+        #[arg(long)]
+        role: String,
+        /// For an aide: the principal served.
+        #[arg(long)]
+        principal: Option<String>,
+        /// How long the enrolment code stays valid.
+        #[arg(long, default_value_t = 72)]
+        hours: i64,
+        /// Base URL of the web app, for the printed link.
+        #[arg(long, default_value = "http://127.0.0.1:8008")]
+        base_url: String,
+    },
+    /// Vouch for an official after comparing their master-key fingerprint
+    /// in person: the server signs an attestation.
+    Vouch {
+        user: String,
+        /// The fingerprint shown on the official's device (base64, spaces allowed).
+        #[arg(long)]
+        master_key: String,
+    },
+    /// Revoke an official's attestation, at once.
+    Revoke { user: String },
+    /// Print the append-only audit log.
+    Audit,
     /// Create a registration token for `m.login.registration_token`.
     RegistrationToken {
         /// How many registrations it allows (default: unlimited).
@@ -184,6 +222,65 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("created {user_id}");
+            store.close();
+            Ok(())
+        }
+        Command::Admin(Admin::Enroll {
+            username,
+            name,
+            title,
+            country,
+            office,
+            role,
+            principal,
+            hours,
+            base_url,
+        }) => {
+            let (services, store) = open(config)?;
+            let (user_id, code) = services
+                .enroll(hotline_service::identity::Enrolment {
+                    username,
+                    name,
+                    title,
+                    country,
+                    office,
+                    role,
+                    principal,
+                    valid_hours: hours,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close();
+            println!("enrolled {user_id}");
+            println!("code {code}");
+            println!("link {}/#/enrol/{code}", base_url.trim_end_matches('/'));
+            Ok(())
+        }
+        Command::Admin(Admin::Vouch { user, master_key }) => {
+            let (services, store) = open(config)?;
+            let att = services
+                .vouch(&user, &master_key)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close();
+            println!("{}", serde_json::to_string_pretty(&att)?);
+            Ok(())
+        }
+        Command::Admin(Admin::Revoke { user }) => {
+            let (services, store) = open(config)?;
+            services.revoke(&user).await.map_err(|e| e.to_string())?;
+            store.close();
+            println!("revoked {user}");
+            Ok(())
+        }
+        Command::Admin(Admin::Audit) => {
+            let (services, store) = open(config)?;
+            for e in services.audit_entries().map_err(|e| e.to_string())? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    e.seq, e.ts, e.actor, e.action, e.subject, e.detail
+                );
+            }
             store.close();
             Ok(())
         }

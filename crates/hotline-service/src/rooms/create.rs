@@ -244,15 +244,14 @@ impl Services {
         }
     }
 
-    /// Hook for rules on who may be invited; Hotline's direct-line rules
-    /// extend it.
-    pub(crate) fn check_may_invite(&self, _inviter: &UserId, _invitee: &UserId) -> Result<()> {
-        Ok(())
+    /// Who may be invited: principals only through a direct line.
+    pub(crate) fn check_may_invite(&self, inviter: &UserId, invitee: &UserId) -> Result<()> {
+        self.check_may_reach(inviter, invitee)
     }
 
-    /// Hook for rules on room names; Hotline's impersonation guard extends it.
-    pub(crate) fn check_room_name(&self, _sender: &UserId, _name: &str) -> Result<()> {
-        Ok(())
+    /// Room names may not pass for an enrolled official's name.
+    pub(crate) fn check_room_name(&self, sender: &UserId, name: &str) -> Result<()> {
+        self.guard_name(sender.as_str(), "room name", name)
     }
 
     pub(crate) fn member_content(

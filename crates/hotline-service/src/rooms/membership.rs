@@ -243,6 +243,9 @@ impl Services {
         }
         let room = self.room(room_id)?;
         self.require_joined(&room, &sender.user_id)?;
+        if let Some(line) = room.state_event("org.hotline.line", "") {
+            self.check_line_open(&line)?;
+        }
         let kind = TimelineEventType::from(kind);
         if kind == TimelineEventType::RoomRedaction {
             return Err(Error::invalid_param(

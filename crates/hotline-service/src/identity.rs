@@ -1,0 +1,818 @@
+//! Official identity and direct lines (DESIGN.md capabilities 4 and 5).
+//!
+//! - Enrolment: the protocol office enrols an official (`hotline admin
+//!   enroll`); a one-time, expiring code lets the official set a password.
+//! - Vouching: after comparing the master-key fingerprint in person, the
+//!   office has the server sign an attestation with its Ed25519 key (the one
+//!   at `/_matrix/key/v2/server`); `GET /_hotline/v1/directory` lists them.
+//! - Impersonation guard: names whose confusable skeleton matches an
+//!   enrolled official's are refused to anyone else.
+//! - Direct lines: principals are reachable (invites, rooms, to-device) only
+//!   by their own aides and by offices that hold a line with them; lines are
+//!   opened by redeeming a line invite.
+//!
+//! **Architecture Invariant:** every enrolment, vouch, revocation, line
+//! invite created, redeemed or revoked, and refused impersonation is written
+//! to the append-only audit log in the same transaction as its effect.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use hotline_store::{AttestationRow, LineRow, WriteBatch, WriteOp};
+use ruma::signatures::Ed25519KeyPair;
+use ruma::{OwnedUserId, UserId};
+use serde_json::{json, Value};
+use unicode_normalization::UnicodeNormalization;
+
+pub use hotline_store::{AuditRow, LineInviteRow, OfficialRow};
+
+use crate::accounts::{random_string, Sender, Session};
+use crate::{now_ms, Error, Result, Services};
+
+/// How long an attestation is valid.
+const ATTESTATION_DAYS: i64 = 365;
+
+/// The server's signing key: signs attestations, published at
+/// `/_matrix/key/v2/server`.
+pub struct ServerKey {
+    pair: Ed25519KeyPair,
+    /// `ed25519:{version}`.
+    pub key_id: String,
+}
+
+impl ServerKey {
+    /// Loads the key from `dir/signing.key`, creating it (mode 0600) on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self> {
+        let path = dir.join("signing.key");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let der = Ed25519KeyPair::generate();
+                let version = format!("a_{}", random_string(4));
+                let text = format!(
+                    "{version} {}\n",
+                    base64::engine::general_purpose::STANDARD.encode(der)
+                );
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(Error::internal)?;
+                f.write_all(text.as_bytes()).map_err(Error::internal)?;
+                f.sync_all().map_err(Error::internal)?;
+                text
+            }
+            Err(e) => return Err(Error::internal(e)),
+        };
+        let (version, der) = text
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| Error::internal("malformed signing.key"))?;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(der)
+            .map_err(Error::internal)?;
+        let pair = Ed25519KeyPair::from_der(&der, version.to_owned()).map_err(Error::internal)?;
+        Ok(ServerKey {
+            pair,
+            key_id: format!("ed25519:{version}"),
+        })
+    }
+
+    /// The public key, unpadded base64.
+    pub fn public_key(&self) -> String {
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.pair.public_key())
+    }
+
+    /// Signs `object` in place (Matrix signed JSON: `signatures.{server}.{key_id}`).
+    pub fn sign(&self, server_name: &str, object: &mut Value) -> Result<()> {
+        let mut canonical = match ruma::CanonicalJsonValue::try_from(object.clone()) {
+            Ok(ruma::CanonicalJsonValue::Object(o)) => o,
+            _ => return Err(Error::internal("only canonical JSON objects can be signed")),
+        };
+        ruma::signatures::sign_json(server_name, &self.pair, &mut canonical)
+            .map_err(Error::internal)?;
+        *object = serde_json::to_value(canonical).map_err(Error::internal)?;
+        Ok(())
+    }
+}
+
+/// The confusable skeleton used by the impersonation guard: case-folded,
+/// TR39 confusable skeleton, accents (combining marks), spacing and
+/// punctuation removed. Two names with the same skeleton look alike.
+pub fn name_skeleton(name: &str) -> String {
+    let lowered: String = name.nfkc().collect::<String>().to_lowercase();
+    let skel: String = unicode_security::confusable_detection::skeleton(&lowered).collect();
+    skel.nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A verified attestation's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    pub user_id: String,
+    pub name: String,
+    pub title: String,
+    pub country: String,
+    pub role: String,
+    pub principal: Option<String>,
+    pub master_key: String,
+    pub issued_ts: i64,
+    pub expires_ts: i64,
+}
+
+/// Checks an attestation's signature by `issuer` with the Ed25519 public key
+/// `public_key` (unpadded base64) and its validity at `now`.
+pub fn verify_attestation(
+    attestation: &Value,
+    issuer: &str,
+    key_id: &str,
+    public_key: &str,
+    now: i64,
+) -> std::result::Result<Attestation, String> {
+    let obj = match ruma::CanonicalJsonValue::try_from(attestation.clone()) {
+        Ok(ruma::CanonicalJsonValue::Object(o)) => o,
+        _ => return Err("not a JSON object".into()),
+    };
+    let sig = attestation["signatures"][issuer][key_id]
+        .as_str()
+        .ok_or("no signature by the issuer")?;
+    let sig = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(sig.trim_end_matches('='))
+        .map_err(|_| "signature is not base64")?;
+    let key = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(public_key.trim_end_matches('='))
+        .map_err(|_| "key is not base64")?;
+    let canonical =
+        ruma::signatures::to_canonical_json_string_for_signing(&obj).map_err(|e| e.to_string())?;
+    ruma::signatures::verify_canonical_json_bytes(
+        &ruma::SigningKeyAlgorithm::Ed25519,
+        &key,
+        &sig,
+        canonical.as_bytes(),
+    )
+    .map_err(|_| "signature does not verify".to_string())?;
+    let s = |k: &str| attestation[k].as_str().map(str::to_owned);
+    let a = Attestation {
+        user_id: s("user_id").ok_or("no user_id")?,
+        name: s("name").ok_or("no name")?,
+        title: s("title").ok_or("no title")?,
+        country: s("country").ok_or("no country")?,
+        role: s("role").ok_or("no role")?,
+        principal: s("principal"),
+        master_key: s("master_key").ok_or("no master_key")?,
+        issued_ts: attestation["issued_ts"].as_i64().ok_or("no issued_ts")?,
+        expires_ts: attestation["expires_ts"].as_i64().ok_or("no expires_ts")?,
+    };
+    if a.expires_ts <= now {
+        return Err("attestation expired".into());
+    }
+    if attestation["issuer"].as_str() != Some(issuer) {
+        return Err("issuer mismatch".into());
+    }
+    Ok(a)
+}
+
+/// What `hotline admin enroll` asks for.
+pub struct Enrolment {
+    pub username: String,
+    pub name: String,
+    pub title: String,
+    pub country: String,
+    pub office: String,
+    pub role: String,
+    pub principal: Option<String>,
+    pub valid_hours: i64,
+}
+
+fn audit(actor: &str, action: &str, subject: &str, detail: Value) -> WriteOp {
+    WriteOp::AppendAudit(AuditRow {
+        seq: 0,
+        ts: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail: detail.to_string(),
+    })
+}
+
+fn digest(s: &str) -> String {
+    use sha2::Digest;
+    hex_lower(&sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Normalises a key fingerprint as shown to humans (spaces, padding) to the
+/// unpadded base64 public key.
+fn normalise_fingerprint(f: &str) -> String {
+    f.chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .trim_end_matches('=')
+        .to_owned()
+}
+
+impl Services {
+    /// The principal an official acts for: themself, or the one they serve.
+    pub fn principal_of(&self, user: &UserId) -> Result<Option<OwnedUserId>> {
+        Ok(match self.store.get_official(user.as_str())? {
+            Some(o) if o.role == "principal" => Some(user.to_owned()),
+            Some(o) if o.role == "aide" => o.principal.and_then(|p| UserId::parse(p).ok()),
+            _ => None,
+        })
+    }
+
+    // ----- enrolment -----
+
+    /// `hotline admin enroll`: creates the pending account; returns
+    /// `(user_id, one-time code)`.
+    pub async fn enroll(&self, e: Enrolment) -> Result<(OwnedUserId, String)> {
+        if e.role != "principal" && e.role != "aide" {
+            return Err(Error::invalid_param("role must be principal or aide"));
+        }
+        let principal = match (&e.role[..], &e.principal) {
+            ("aide", Some(p)) => {
+                let p = self.local_user_id(p)?;
+                match self.store.get_official(p.as_str())? {
+                    Some(o) if o.role == "principal" => Some(p.to_string()),
+                    _ => {
+                        return Err(Error::invalid_param(
+                            "The principal served must be an enrolled principal",
+                        ))
+                    }
+                }
+            }
+            ("aide", None) => return Err(Error::invalid_param("An aide needs --principal")),
+            (_, Some(_)) => return Err(Error::invalid_param("Only an aide serves a principal")),
+            _ => None,
+        };
+        let user_id = self.local_user_id(&e.username)?;
+        if self.store.get_user(user_id.as_str())?.is_some() {
+            return Err(Error::UserInUse);
+        }
+        self.create_user(&user_id, None, Some(e.name.clone()))
+            .await?;
+        let code = random_string(24);
+        let row = OfficialRow {
+            user_id: user_id.to_string(),
+            skeleton: name_skeleton(&e.name),
+            name: e.name,
+            title: e.title,
+            country: e.country,
+            office: e.office,
+            role: e.role,
+            principal,
+            enrol_code_hash: Some(digest(&code)),
+            enrol_expires_ts: Some(now_ms() + e.valid_hours * 3_600_000),
+            enrolled_ts: None,
+            created_ts: now_ms(),
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(audit(
+            "protocol-office",
+            "enrol",
+            user_id.as_str(),
+            json!({"name": row.name, "title": row.title, "country": row.country, "office": row.office, "role": row.role, "principal": row.principal}),
+        ));
+        batch.push(WriteOp::PutOfficial(row));
+        self.store.write(batch).await?;
+        Ok((user_id, code))
+    }
+
+    /// `POST /_hotline/v1/enrol/{code}`: sets the password and signs in.
+    pub async fn redeem_enrolment(
+        &self,
+        code: &str,
+        password: String,
+        device_id: Option<String>,
+        device_name: Option<String>,
+    ) -> Result<Session> {
+        let mut o = self
+            .store
+            .official_by_enrol_code(&digest(code))?
+            .ok_or_else(|| Error::forbidden("Unknown or already used enrolment code"))?;
+        if o.enrol_expires_ts.is_some_and(|t| t <= now_ms()) {
+            return Err(Error::forbidden(
+                "This enrolment code has expired; ask the protocol office for a new one",
+            ));
+        }
+        if password.len() < 8 || password.len() > 1024 {
+            return Err(Error::invalid_param(
+                "The password must have 8 to 1024 characters",
+            ));
+        }
+        let user_id = UserId::parse(o.user_id.as_str()).map_err(Error::internal)?;
+        let hash = self.accounts.hash_password(password).await?;
+        o.enrol_code_hash = None;
+        o.enrolled_ts = Some(now_ms());
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::SetPassword {
+            user_id: o.user_id.clone(),
+            password_hash: hash,
+        });
+        batch.push(audit(
+            &o.user_id,
+            "enrolment_redeemed",
+            &o.user_id,
+            json!({}),
+        ));
+        batch.push(WriteOp::PutOfficial(o));
+        self.store.write(batch).await?;
+        self.open_session(&user_id, device_id, device_name).await
+    }
+
+    // ----- vouching -----
+
+    /// `hotline admin vouch`: signs an attestation binding the official to
+    /// the master key the office compared in person.
+    pub async fn vouch(&self, user: &str, fingerprint: &str) -> Result<Value> {
+        let user_id = self.local_user_id(user)?;
+        let o = self
+            .store
+            .get_official(user_id.as_str())?
+            .ok_or_else(|| Error::not_found("Not an enrolled official"))?;
+        if o.enrolled_ts.is_none() {
+            return Err(Error::forbidden(
+                "The official has not redeemed their enrolment yet",
+            ));
+        }
+        let master = self
+            .store
+            .cross_signing_keys(user_id.as_str())?
+            .into_iter()
+            .find(|(k, _)| k == "master")
+            .and_then(|(_, j)| serde_json::from_str::<Value>(&j).ok())
+            .and_then(|m| {
+                m["keys"]
+                    .as_object()?
+                    .values()
+                    .next()?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| Error::forbidden("The official has no cross-signing master key yet"))?;
+        if normalise_fingerprint(fingerprint) != master {
+            return Err(Error::forbidden(
+                "The fingerprint does not match the official's current master key",
+            ));
+        }
+        let issued = now_ms();
+        let mut att = json!({
+            "type": "org.hotline.attestation.v1",
+            "issuer": self.server_name().as_str(),
+            "user_id": o.user_id,
+            "name": o.name,
+            "title": o.title,
+            "country": o.country,
+            "office": o.office,
+            "role": o.role,
+            "master_key": master,
+            "issued_ts": issued,
+            "expires_ts": issued + ATTESTATION_DAYS * 86_400_000,
+        });
+        if let Some(p) = &o.principal {
+            att["principal"] = json!(p);
+        }
+        self.server_key
+            .sign(self.server_name().as_str(), &mut att)?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutAttestation(AttestationRow {
+            user_id: o.user_id.clone(),
+            json: att.to_string(),
+            issued_ts: issued,
+            revoked_ts: None,
+        }));
+        batch.push(audit(
+            "protocol-office",
+            "vouch",
+            &o.user_id,
+            json!({"master_key": master}),
+        ));
+        // Everyone sharing a room re-reads the directory on this change.
+        batch.push(WriteOp::KeyChange {
+            user_id: o.user_id.clone(),
+        });
+        self.store.write(batch).await?;
+        Ok(att)
+    }
+
+    /// `hotline admin revoke`: the attestation stops counting at once.
+    pub async fn revoke(&self, user: &str) -> Result<()> {
+        let user_id = self.local_user_id(user)?;
+        let has = self
+            .store
+            .list_attestations()?
+            .into_iter()
+            .any(|a| a.user_id == user_id.as_str() && a.revoked_ts.is_none());
+        if !has {
+            return Err(Error::not_found("No current attestation for this user"));
+        }
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::RevokeAttestation {
+            user_id: user_id.to_string(),
+            ts: now_ms(),
+        });
+        batch.push(audit(
+            "protocol-office",
+            "revoke",
+            user_id.as_str(),
+            json!({}),
+        ));
+        batch.push(WriteOp::KeyChange {
+            user_id: user_id.to_string(),
+        });
+        self.store.write(batch).await?;
+        Ok(())
+    }
+
+    /// `GET /_hotline/v1/directory`.
+    pub fn directory(&self) -> Result<Value> {
+        let mut attestations = Vec::new();
+        let mut revocations = Vec::new();
+        for a in self.store.list_attestations()? {
+            match a.revoked_ts {
+                Some(ts) => revocations.push(json!({"user_id": a.user_id, "revoked_ts": ts})),
+                None => attestations
+                    .push(serde_json::from_str::<Value>(&a.json).map_err(Error::internal)?),
+            }
+        }
+        Ok(json!({
+            "issuer": self.server_name().as_str(),
+            "verify_keys": { (self.server_key.key_id.clone()): {"key": self.server_key.public_key()} },
+            "attestations": attestations,
+            "revocations": revocations,
+        }))
+    }
+
+    /// `GET /_matrix/key/v2/server`.
+    pub fn server_keys(&self) -> Result<Value> {
+        let mut v = json!({
+            "server_name": self.server_name().as_str(),
+            "valid_until_ts": now_ms() + 7 * 86_400_000,
+            "verify_keys": { (self.server_key.key_id.clone()): {"key": self.server_key.public_key()} },
+            "old_verify_keys": {},
+        });
+        self.server_key.sign(self.server_name().as_str(), &mut v)?;
+        Ok(v)
+    }
+
+    /// `hotline admin audit`.
+    pub fn audit_entries(&self) -> Result<Vec<AuditRow>> {
+        Ok(self.store.audit_log()?)
+    }
+
+    // ----- impersonation guard -----
+
+    /// Refuses `text` (a display name, a username, a room name) when it looks
+    /// like an enrolled official's name and `actor` is not that official.
+    pub(crate) fn guard_name(&self, actor: &str, what: &str, text: &str) -> Result<()> {
+        let skel = name_skeleton(text);
+        if skel.is_empty() {
+            return Ok(());
+        }
+        for o in self.store.list_officials()? {
+            if o.skeleton == skel && o.user_id != actor {
+                // The refusal is answered now; its audit entry commits on its own.
+                let write = self.store.write(WriteBatch::one(audit(
+                    actor,
+                    "impersonation_refused",
+                    &o.user_id,
+                    json!({"field": what, "attempt": text}),
+                )));
+                tokio::spawn(async move {
+                    if let Err(e) = write.await {
+                        tracing::error!(error = %e, "audit write failed");
+                    }
+                });
+                return Err(Error::forbidden(format!(
+                    "This {what} is too close to the name of {}, {} of {}, an enrolled official",
+                    o.name, o.title, o.country
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- direct lines -----
+
+    /// Whether `sender` may reach `target` (invite, room, to-device):
+    /// anyone may reach a non-principal; a principal is reached by
+    /// themself, their aides, and the principals (and aides) holding a line
+    /// with them.
+    pub(crate) fn check_may_reach(&self, sender: &UserId, target: &UserId) -> Result<()> {
+        let Some(t) = self.store.get_official(target.as_str())? else {
+            return Ok(());
+        };
+        if t.role != "principal" || sender == target {
+            return Ok(());
+        }
+        if let Some(p) = self.principal_of(sender)? {
+            if p == target || self.store.get_line(p.as_str(), target.as_str())?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::forbidden(format!(
+            "{} can only be reached through a direct line: ask their office for a line invite",
+            t.name
+        )))
+    }
+
+    /// A line pauses (no messages, no calls) while either principal's
+    /// current cross-signing master key differs from the one their
+    /// attestation vouches for, until the office vouches again.
+    pub(crate) fn check_line_open(&self, line: &crate::pdu::PduEvent) -> Result<()> {
+        let content: Value = line.content().map_err(Error::internal)?;
+        let principals = content["principals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let attestations = self.store.list_attestations()?;
+        for p in principals.iter().filter_map(|p| p.as_str()) {
+            let Some(att) = attestations
+                .iter()
+                .find(|a| a.user_id == p && a.revoked_ts.is_none())
+            else {
+                continue;
+            };
+            let vouched: Value = serde_json::from_str(&att.json).map_err(Error::internal)?;
+            let current = self
+                .store
+                .cross_signing_keys(p)?
+                .into_iter()
+                .find(|(k, _)| k == "master")
+                .and_then(|(_, j)| serde_json::from_str::<Value>(&j).ok())
+                .and_then(|m| {
+                    m["keys"]
+                        .as_object()?
+                        .values()
+                        .next()?
+                        .as_str()
+                        .map(str::to_owned)
+                });
+            if current.as_deref() != vouched["master_key"].as_str() {
+                return Err(Error::forbidden(format!(
+                    "This line is paused: the identity key of {} changed since their office vouched for it. Their protocol office must vouch again.",
+                    vouched["name"].as_str().unwrap_or(p)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /_hotline/v1/line_invites`.
+    pub async fn create_line_invite(
+        &self,
+        sender: &UserId,
+        max_uses: Option<i64>,
+        expires_in_ms: Option<i64>,
+        for_user: Option<String>,
+    ) -> Result<LineInviteRow> {
+        let principal = self.principal_of(sender)?.ok_or_else(|| {
+            Error::forbidden("Only principals and their aides create line invites")
+        })?;
+        if max_uses.is_some_and(|n| n < 1) {
+            return Err(Error::invalid_param("max_uses must be at least 1"));
+        }
+        let for_user = match for_user {
+            Some(u) => Some(
+                UserId::parse(u.as_str())
+                    .map_err(|_| Error::invalid_param("for_user must be a user id"))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let expires_in = expires_in_ms.unwrap_or(7 * 86_400_000);
+        if !(1_000..=90 * 86_400_000).contains(&expires_in) {
+            return Err(Error::invalid_param(
+                "expires_in_ms must be between one second and 90 days",
+            ));
+        }
+        let row = LineInviteRow {
+            code: random_string(22),
+            principal: principal.to_string(),
+            created_by: sender.to_string(),
+            for_user,
+            uses_allowed: Some(max_uses.unwrap_or(1)),
+            uses: 0,
+            expires_ts: Some(now_ms() + expires_in),
+            revoked: false,
+            created_ts: now_ms(),
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutLineInvite(row.clone()));
+        batch.push(audit(
+            sender.as_str(),
+            "line_invite_created",
+            principal.as_str(),
+            json!({"uses_allowed": row.uses_allowed, "expires_ts": row.expires_ts, "for_user": row.for_user, "code_prefix": &row.code[..4]}),
+        ));
+        self.store.write(batch).await?;
+        Ok(row)
+    }
+
+    /// `GET /_hotline/v1/line_invites`: the invites of the sender's principal.
+    pub fn line_invites(&self, sender: &UserId) -> Result<Vec<LineInviteRow>> {
+        let principal = self
+            .principal_of(sender)?
+            .ok_or_else(|| Error::forbidden("Only principals and their aides have line invites"))?;
+        Ok(self.store.line_invites_of(principal.as_str())?)
+    }
+
+    /// `DELETE /_hotline/v1/line_invites/{code}`.
+    pub async fn revoke_line_invite(&self, sender: &UserId, code: &str) -> Result<()> {
+        let inv = self
+            .store
+            .get_line_invite(code)?
+            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
+        if self.principal_of(sender)?.as_ref().map(|p| p.as_str()) != Some(inv.principal.as_str()) {
+            return Err(Error::forbidden(
+                "Only the inviting office may revoke this invite",
+            ));
+        }
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::RevokeLineInvite {
+            code: code.to_owned(),
+        });
+        batch.push(audit(
+            sender.as_str(),
+            "line_invite_revoked",
+            &inv.principal,
+            json!({"code_prefix": &code[..4.min(code.len())]}),
+        ));
+        self.store.write(batch).await?;
+        Ok(())
+    }
+
+    /// `POST /_hotline/v1/line_invites/{code}/redeem`: opens the line (a
+    /// direct, encrypted room between the two principals) or returns the
+    /// existing one.
+    pub async fn redeem_line_invite(
+        &self,
+        sender: &Sender,
+        code: &str,
+    ) -> Result<ruma::OwnedRoomId> {
+        let me = &sender.user_id;
+        let inv = self
+            .store
+            .get_line_invite(code)?
+            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
+        let refuse = |why: &str| Error::forbidden(format!("This line invite {why}"));
+        if inv.revoked {
+            return Err(refuse("was revoked by its office"));
+        }
+        if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
+            return Err(refuse("has expired"));
+        }
+        if inv.uses_allowed.is_some_and(|n| inv.uses >= n) {
+            return Err(refuse("has been used up"));
+        }
+        if inv.for_user.as_deref().is_some_and(|u| u != me.as_str()) {
+            return Err(refuse("is meant for someone else"));
+        }
+        let mine = self.principal_of(me)?.filter(|p| p == me).ok_or_else(|| {
+            Error::forbidden("Only an enrolled principal can redeem a line invite")
+        })?;
+        let theirs = UserId::parse(inv.principal.as_str()).map_err(Error::internal)?;
+        if mine == theirs {
+            return Err(Error::invalid_param("This is your own line invite"));
+        }
+        if let Some(line) = self.store.get_line(mine.as_str(), theirs.as_str())? {
+            return ruma::OwnedRoomId::try_from(line.room_id).map_err(Error::internal);
+        }
+        let (a, b) = if mine.as_str() <= theirs.as_str() {
+            (&mine, &theirs)
+        } else {
+            (&theirs, &mine)
+        };
+        // The line exists before the room, so the invite passes the reach rule.
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::UseLineInvite {
+            code: code.to_owned(),
+        });
+        batch.push(audit(
+            me.as_str(),
+            "line_invite_redeemed",
+            theirs.as_str(),
+            json!({"code_prefix": &code[..4.min(code.len())]}),
+        ));
+        batch.push(WriteOp::PutLine(LineRow {
+            principal_a: a.to_string(),
+            principal_b: b.to_string(),
+            room_id: String::new(),
+            created_ts: now_ms(),
+        }));
+        self.store.write(batch).await?;
+        let room_id = self
+            .create_room(
+                me,
+                crate::rooms::CreateRoom {
+                    preset: Some("trusted_private_chat".into()),
+                    visibility_public: false,
+                    is_direct: true,
+                    invite: vec![theirs.clone()],
+                    name: None,
+                    topic: None,
+                    room_alias_name: None,
+                    room_version: None,
+                    creation_content: None,
+                    power_level_content_override: None,
+                    initial_state: vec![
+                        (
+                            "m.room.encryption".into(),
+                            String::new(),
+                            json!({"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 604800000u64, "rotation_period_msgs": 100}),
+                        ),
+                        (
+                            "org.hotline.line".into(),
+                            String::new(),
+                            json!({"principals": [a, b], "official": true, "opened_by": me, "invite_from": inv.created_by}),
+                        ),
+                    ],
+                },
+            )
+            .await?;
+        // The inviting office consented when it created the invite: its
+        // principal joins at once, so the line is usable on both sides.
+        self.join(&theirs, &room_id, None).await?;
+        self.add_direct_room(me, std::slice::from_ref(&theirs), &room_id)
+            .await?;
+        self.add_direct_room(&theirs, std::slice::from_ref(me), &room_id)
+            .await?;
+        self.store
+            .write(WriteBatch::one(WriteOp::PutLine(LineRow {
+                principal_a: a.to_string(),
+                principal_b: b.to_string(),
+                room_id: room_id.to_string(),
+                created_ts: now_ms(),
+            })))
+            .await?;
+        Ok(room_id)
+    }
+
+    /// Officials for the demo and the admin CLI: user id → (name, role).
+    pub fn officials(&self) -> Result<BTreeMap<String, OfficialRow>> {
+        Ok(self
+            .store
+            .list_officials()?
+            .into_iter()
+            .map(|o| (o.user_id.clone(), o))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skeletons_match_across_case_accents_homoglyphs_and_spacing() {
+        let real = name_skeleton("Emmanuel Macron");
+        for fake in [
+            "emmanuel macron",
+            "EMMANUEL  MACRON",
+            "Emmanuél Macrón",
+            "Emmanuel Macr\u{043E}n", // Cyrillic o
+            "Emmanue1 Macron",        // digit one for l
+            "Emmanuel.Macron",
+            "Ｅｍｍａｎｕｅｌ Ｍａｃｒｏｎ", // fullwidth
+        ] {
+            assert_eq!(name_skeleton(fake), real, "{fake}");
+        }
+        assert_ne!(name_skeleton("Emmanuel Marcon"), real);
+    }
+
+    #[test]
+    fn attestations_verify_and_alterations_fail() {
+        let dir = tempdir();
+        let key = ServerKey::load_or_create(&dir).unwrap();
+        let mut att = json!({"issuer": "gov.example", "user_id": "@p:gov.example", "name": "P", "title": "President",
+            "country": "Freedonia", "role": "principal", "master_key": "abc", "issued_ts": 1, "expires_ts": 4_000_000_000_000i64});
+        key.sign("gov.example", &mut att).unwrap();
+        let pk = key.public_key();
+        assert!(verify_attestation(&att, "gov.example", &key.key_id, &pk, 2).is_ok());
+        let mut altered = att.clone();
+        altered["title"] = json!("King");
+        assert!(verify_attestation(&altered, "gov.example", &key.key_id, &pk, 2).is_err());
+        let other = ServerKey::load_or_create(&tempdir()).unwrap();
+        assert!(
+            verify_attestation(&att, "gov.example", &key.key_id, &other.public_key(), 2).is_err()
+        );
+        // The same key is loaded again after a restart.
+        assert_eq!(ServerKey::load_or_create(&dir).unwrap().public_key(), pk);
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("hotline-key-{}", random_string(8)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
