@@ -18,12 +18,23 @@ if [ ! -f "$DATA/hotline.db" ]; then
     "$BIN" --data-dir "$DATA" admin create-user "$u" --password "hotline-demo" >/dev/null
   done
   "$BIN" --data-dir "$DATA" admin registration-token --uses 10 > "$DATA/demo-registration-token"
+  # Fictional officials: two principals and an aide, each with a one-time
+  # enrolment link (redeem it to set the password).
+  enrol() { "$BIN" --data-dir "$DATA" admin enroll "$@" --hours 720 | sed -n 's/^link //p'; }
+  {
+    echo "@president.avalon:localhost  $(enrol president.avalon --name 'Maria Castell' --title President --country Avalon --office 'Avalon Protocol Office' --role principal)"
+    echo "@pm.borduria:localhost       $(enrol pm.borduria --name 'Jon Varga' --title 'Prime Minister' --country Borduria --office 'Borduria Chancellery' --role principal)"
+    echo "@aide.avalon:localhost       $(enrol aide.avalon --name 'Lea Moreau' --title 'Diplomatic Adviser' --country Avalon --office 'Avalon Protocol Office' --role aide --principal president.avalon)"
+  } > "$DATA/demo-enrolment-links"
 fi
 cat <<MSG
 
   Hotline is starting on http://127.0.0.1:8008
   Demo accounts (password: hotline-demo): @alice:localhost  @bob:localhost  @carol:localhost
   Registration token for new accounts: $(cat "$DATA/demo-registration-token")
+  Demo officials (open the link to set a password; the office then vouches with
+  'hotline --data-dir $DATA admin vouch USER --master-key FINGERPRINT'):
+$(sed 's/^/    /' "$DATA/demo-enrolment-links")
   Any Matrix client works: homeserver http://127.0.0.1:8008
 
 MSG
