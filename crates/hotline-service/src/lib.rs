@@ -102,6 +102,8 @@ impl Services {
                 }
                 hotline_store::WriteOp::PutAccountData { user_id, .. } => {
                     if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        // Before the wake: the woken /sync must see it moved.
+                        self.rooms.touch_private(&u, *pos);
                         wake.push(u);
                     }
                 }

@@ -101,7 +101,18 @@ pub async fn change_password_route(
 }
 
 fn device_json(d: &hotline_store_rows::DeviceRow) -> Value {
-    json!({ "device_id": d.device_id, "display_name": d.display_name, "last_seen_ts": d.last_seen_ts, "last_seen_ip": d.last_seen_ip })
+    let mut v = json!({ "device_id": d.device_id });
+    // Absent fields are left out: the spec types them as strings/integers, not null.
+    if let Some(n) = &d.display_name {
+        v["display_name"] = json!(n);
+    }
+    if let Some(t) = d.last_seen_ts {
+        v["last_seen_ts"] = json!(t);
+    }
+    if let Some(ip) = &d.last_seen_ip {
+        v["last_seen_ip"] = json!(ip);
+    }
+    v
 }
 
 mod hotline_store_rows {

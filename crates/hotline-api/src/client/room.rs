@@ -161,7 +161,14 @@ pub async fn joined_members_route(
 ) -> ApiResult<Json<Value>> {
     let mut joined = Map::new();
     for (u, d, a) in s.services.joined_members(&sender.user_id, &room)? {
-        joined.insert(u.to_string(), json!({ "display_name": d, "avatar_url": a }));
+        let mut m = serde_json::Map::new();
+        if let Some(d) = d {
+            m.insert("display_name".into(), json!(d));
+        }
+        if let Some(a) = a {
+            m.insert("avatar_url".into(), json!(a));
+        }
+        joined.insert(u.to_string(), Value::Object(m));
     }
     Ok(Json(json!({ "joined": joined })))
 }
