@@ -154,9 +154,17 @@ fn writer_loop(
             }
         }
         let mut next = position.load(Ordering::Acquire);
+        let start = next;
         let mut results: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
         let outcome = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Another process (`hotline admin ...` beside a running server)
+            // may have committed positions: continue after the highest.
+            let stored: Option<i64> = tx
+                .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            next = next.max(stored.unwrap_or(0));
             for (batch, _) in &jobs {
                 let saved = next;
                 let mut sp = tx.unchecked_transaction_savepoint()?;
@@ -175,7 +183,7 @@ fn writer_loop(
             // Rows of some streams are deleted (delivered to-device
             // messages), so the high-water mark is kept: positions are never
             // reused after a restart.
-            if next != position.load(Ordering::Acquire) {
+            if next != start {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('stream_pos', ?1)",
                 )?

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The Hotline web app (web/): install, build, and end-to-end test.
+#
+#   scripts/web.sh install      apt deps (chromium, coturn) and npm ci, when missing or changed
+#   scripts/web.sh build        install + npm run build -> web/dist (skipped when up to date)
+#   scripts/web.sh test         install + build + real server + coturn + Playwright tests
+#   scripts/web.sh screenshots  like test, and writes the main screens to docs/*.png
+#
+# Tests start `hotline serve` on a free loopback port with a temporary data
+# dir, create users with `hotline admin create-user`, start coturn through
+# scripts/coturn.sh, run web/test/e2e.mjs (node's test runner, playwright-core
+# driving Debian's chromium), and stop everything on exit.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WEB="$ROOT/web"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
+BIN="${HOTLINE_BIN:-$CARGO_TARGET_DIR/release/hotline}"
+
+install() {
+  "$ROOT/scripts/deps.sh" chromium coturn
+  local stamp="$WEB/node_modules/.hotline-lock.md5" sum
+  sum="$(md5sum <"$WEB/package-lock.json")"
+  if [[ ! -d "$WEB/node_modules" || ! -f "$stamp" || "$(cat "$stamp")" != "$sum" ]]; then
+    (cd "$WEB" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$sum" >"$stamp"
+  fi
+}
+
+build() {
+  install
+  local newest
+  if [[ -f "$WEB/dist/index.html" && -f "$WEB/test-dist/index.html" ]]; then
+    newest="$(find "$WEB/src" "$WEB/interop" "$WEB/public" "$WEB/index.html" "$WEB/package-lock.json" \
+      "$WEB/vite.config.ts" "$WEB/vite.interop.config.ts" "$WEB/tsconfig.json" \
+      -newer "$WEB/dist/index.html" -print -quit)"
+    if [[ -z "$newest" ]]; then echo "web: dist is up to date"; return 0; fi
+  fi
+  (cd "$WEB" && npm run --silent build)
+  touch "$WEB/dist/index.html"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+test_e2e() {
+  build
+  if [[ ! -x "$BIN" ]]; then
+    (cd "$ROOT" && cargo build --release -p hotline)
+  fi
+  server_pid=""
+  tmp="$(mktemp -d /tmp/hotline-web-test.XXXXXX)"
+  port="$(free_port)"
+  turn_port="$(free_port)"
+  cleanup() {
+    [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+    "$ROOT/scripts/coturn.sh" stop "$tmp" >/dev/null 2>&1 || true
+    if [[ "${KEEP_TEST_DIR:-}" == 1 ]]; then echo "web: kept $tmp"; else rm -rf "$tmp"; fi
+  }
+  trap cleanup EXIT INT TERM
+  for u in alice bob carol; do
+    "$BIN" --data-dir "$tmp" admin create-user "$u" --password "hotline-test-pw" >/dev/null
+  done
+  local turn=0
+  if "$ROOT/scripts/coturn.sh" start "$tmp" "127.0.0.1:$turn_port" --allow-loopback-peers; then
+    turn=1
+  else
+    echo "web: coturn not started: the relay-only call test will be skipped" >&2
+  fi
+  "$BIN" --data-dir "$tmp" serve --listen "127.0.0.1:$port" --allow-registration --web-dir "$WEB/dist" \
+    >"$tmp/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/server.log" >&2; echo "web: server exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  HOTLINE_URL="http://127.0.0.1:$port" HOTLINE_BIN="$BIN" HOTLINE_DATA="$tmp" HOTLINE_TURN="$turn" \
+    HOTLINE_PASSWORD="hotline-test-pw" HOTLINE_SCREENSHOTS="${HOTLINE_SCREENSHOTS:-}" \
+    node --test --test-concurrency=1 "$WEB/test/e2e.mjs"
+}
+
+case "${1:-}" in
+  install) install ;;
+  build) build ;;
+  test) test_e2e ;;
+  screenshots) HOTLINE_SCREENSHOTS="$ROOT/docs" test_e2e ;;
+  *) echo "usage: scripts/web.sh install|build|test|screenshots" >&2; exit 2 ;;
+esac

@@ -1,0 +1,679 @@
+import { Fragment } from "preact";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import {
+  Direction,
+  EventStatus,
+  EventType,
+  KnownMembership,
+  MatrixClient,
+  MatrixEvent,
+  Room,
+} from "matrix-js-sdk";
+import { counterpartOf, displayName, isShown, markDirect, messageText } from "../lib/lines";
+import { mediaObjectUrl, sendFile } from "../lib/attachments";
+import { bytes, dayLabel, duration, iso, timeOfDay } from "../lib/format";
+import { navigate } from "../lib/hooks";
+import { CallView, placeCall } from "../lib/calls";
+import { Avatar } from "./Avatar";
+import { IdentityMark } from "./IdentityMark";
+import {
+  AlertIcon,
+  AttachIcon,
+  BackIcon,
+  CheckIcon,
+  ClockIcon,
+  DoubleCheckIcon,
+  EditIcon,
+  LockIcon,
+  MissedIcon,
+  PhoneIcon,
+  RetryIcon,
+  SendIcon,
+  TrashIcon,
+} from "./icons";
+
+interface CallRecord {
+  outgoing: boolean;
+  answeredAt: number | null;
+  endedAt: number | null;
+  reason: string | null;
+  rejected: boolean;
+}
+
+/** Call history from the room's m.call.* events, by call id. */
+function callRecords(mx: MatrixClient, events: MatrixEvent[]): Map<string, CallRecord> {
+  const me = mx.getUserId();
+  const calls = new Map<string, CallRecord>();
+  for (const ev of events) {
+    const t = ev.getType();
+    if (!t.startsWith("m.call.")) continue;
+    const id = ev.getContent().call_id as string | undefined;
+    if (!id) continue;
+    if (t === EventType.CallInvite) {
+      calls.set(id, { outgoing: ev.getSender() === me, answeredAt: null, endedAt: null, reason: null, rejected: false });
+      continue;
+    }
+    const rec = calls.get(id);
+    if (!rec) continue;
+    if (t === EventType.CallAnswer && !rec.answeredAt) rec.answeredAt = ev.getTs();
+    if (t === EventType.CallHangup || t === EventType.CallReject) {
+      if (!rec.endedAt) rec.endedAt = ev.getTs();
+      rec.reason = ev.getContent().reason || null;
+      if (t === EventType.CallReject) rec.rejected = true;
+    }
+  }
+  return calls;
+}
+
+function CallEntry({ ev, rec, active }: { ev: MatrixEvent; rec?: CallRecord; active: boolean }) {
+  const outgoing = rec?.outgoing ?? false;
+  let label: string;
+  let missed = false;
+  if (active && (!rec || !rec.endedAt)) label = "Call in progress";
+  else if (rec?.answeredAt && rec.endedAt) label = `${outgoing ? "Outgoing" : "Incoming"} call · ${duration(rec.endedAt - rec.answeredAt)}`;
+  else if (rec?.rejected || rec?.reason === "user_busy") label = outgoing ? "Call declined" : "Declined call";
+  else if (rec?.endedAt) {
+    label = outgoing ? "Cancelled call" : "Missed call";
+    missed = !outgoing;
+  } else if (Date.now() - ev.getTs() > ((ev.getContent().lifetime as number) || 60000)) {
+    label = outgoing ? "Unanswered call" : "Missed call";
+    missed = !outgoing;
+  } else label = outgoing ? "Calling…" : "Incoming call";
+  return (
+    <div class={"call-entry" + (missed ? " missed" : "")} data-testid="call-entry">
+      {missed ? <MissedIcon /> : <PhoneIcon size={16} />}
+      <span>{label}</span>
+      <time>{timeOfDay(ev.getTs())}</time>
+    </div>
+  );
+}
+
+function MediaImage({ mx, content }: { mx: MatrixClient; content: Record<string, any> }) {
+  const [src, setSrc] = useState<string | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    mediaObjectUrl(mx, content).then(
+      (u) => live && setSrc(u),
+      (e) => live && setErr(e.message),
+    );
+    return () => {
+      live = false;
+    };
+  }, [content.file?.url, content.url]);
+  const w = content.info?.w;
+  const h = content.info?.h;
+  const scale = w && h ? Math.min(1, 320 / w, 320 / h) : 1;
+  const style = w && h ? { width: `${Math.round(w * scale)}px`, aspectRatio: `${w} / ${h}` } : undefined;
+  if (err) return <span class="media-error">Image unavailable: {err}</span>;
+  return src ? (
+    <a href={src} target="_blank" rel="noopener" class="image-link">
+      <img class="image" src={src} alt={content.body || "Image"} style={style} data-testid="chat-image" />
+    </a>
+  ) : (
+    <span class="image placeholder" style={style} role="img" aria-label="Loading image" />
+  );
+}
+
+function MediaFile({ mx, content }: { mx: MatrixClient; content: Record<string, any> }) {
+  const [busy, setBusy] = useState(false);
+  const open = async () => {
+    setBusy(true);
+    try {
+      const url = await mediaObjectUrl(mx, content);
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = content.body || "file";
+      a.click();
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <button type="button" class="file" onClick={open} disabled={busy}>
+      <AttachIcon />
+      <span>
+        {content.body || "File"}
+        {content.info?.size ? <small> · {bytes(content.info.size)}</small> : null}
+      </span>
+    </button>
+  );
+}
+
+function Body({ mx, ev }: { mx: MatrixClient; ev: MatrixEvent }) {
+  if (ev.isRedacted()) return <span class="deleted">Message deleted</span>;
+  if (ev.isDecryptionFailure()) {
+    return (
+      <span class="utd" data-testid="utd">
+        <AlertIcon size={16} /> Unable to decrypt this message. It was encrypted for a device that has not shared its
+        keys with this one.
+      </span>
+    );
+  }
+  if (ev.getType() === EventType.RoomMessageEncrypted) return <span class="muted">Decrypting…</span>;
+  const c = ev.getContent();
+  if (c.msgtype === "m.image") return <MediaImage mx={mx} content={c} />;
+  if (c.msgtype === "m.file" || c.msgtype === "m.audio" || c.msgtype === "m.video") return <MediaFile mx={mx} content={c} />;
+  return <span class="text">{messageText(ev)}</span>;
+}
+
+function memberLine(mx: MatrixClient, ev: MatrixEvent, room: Room): string | null {
+  const c = ev.getContent();
+  const prev = ev.getPrevContent();
+  const who = displayName(mx, ev.getStateKey()!, room);
+  const by = displayName(mx, ev.getSender()!, room);
+  if (c.membership === "invite") return `${by} opened a line with ${who}`;
+  if (c.membership === "join" && prev.membership !== "join") {
+    return ev.getStateKey() === room.getCreator() ? null : `${who} joined the line`;
+  }
+  if (c.membership === "leave") return ev.getSender() === ev.getStateKey() ? `${who} left the line` : `${by} removed ${who}`;
+  return null;
+}
+
+export function Chat(props: {
+  mx: MatrixClient;
+  room: Room;
+  tick: number;
+  call: CallView | null;
+  cryptoOk: boolean;
+}) {
+  const { mx, room } = props;
+  const me = mx.getUserId()!;
+  const counterpart = counterpartOf(mx, room) || room.getMembers().find((m) => m.userId !== me)?.userId || me;
+  const name = displayName(mx, counterpart, room);
+  const member = room.getMember(counterpart);
+  const invited = room.getMyMembership() === KnownMembership.Invite;
+  const encrypted = room.hasEncryptionStateEvent();
+  const other = member?.membership;
+
+  const [text, setText] = useState("");
+  const [editing, setEditing] = useState<MatrixEvent | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [loadingOlder, setLoadingOlder] = useState(false);
+  const [atStart, setAtStart] = useState(false);
+  const [focused, setFocused] = useState<string | null>(null);
+  const [away, setAway] = useState(false);
+  const scroller = useRef<HTMLDivElement>(null);
+  const input = useRef<HTMLTextAreaElement>(null);
+  const fileInput = useRef<HTMLInputElement>(null);
+  const stick = useRef(true);
+  const prevHeight = useRef<number | null>(null);
+  const typingSent = useRef(0);
+
+  const live = room.getLiveTimeline().getEvents();
+  const pending = room.getPendingEvents();
+  const all = [...live, ...pending];
+  const calls = useMemo(() => callRecords(mx, all), [props.tick, room.roomId]);
+  const shown = all.filter(isShown);
+
+  // Reset per room.
+  useEffect(() => {
+    setText("");
+    setEditing(null);
+    setError(null);
+    setAtStart(false);
+    setAway(false);
+    stick.current = true;
+    if (!invited) setTimeout(() => input.current?.focus(), 0);
+  }, [room.roomId]);
+
+  // Keep at the bottom when already there; keep position when history arrives above.
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    if (prevHeight.current !== null) {
+      el.scrollTop += el.scrollHeight - prevHeight.current;
+      prevHeight.current = null;
+    } else if (stick.current) {
+      el.scrollTop = el.scrollHeight;
+    }
+  });
+
+  // Read receipt for the latest event from the other side while the chat is visible.
+  useEffect(() => {
+    if (invited || document.visibilityState !== "visible") return;
+    const lastOther = [...live].reverse().find((e) => e.getSender() !== me && e.getId() && !e.getId()!.startsWith("~"));
+    if (lastOther && room.getEventReadUpTo(me) !== lastOther.getId()) {
+      const mine = room.getUsersReadUpTo(lastOther).includes(me);
+      if (!mine || room.getEventReadUpTo(me) !== lastOther.getId()) mx.sendReadReceipt(lastOther).catch(() => undefined);
+    }
+  }, [props.tick, room.roomId, invited]);
+
+  // Stay at the bottom when the pane resizes (a call bar appears, the
+  // keyboard opens on a phone).
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    const ro = new ResizeObserver(() => {
+      if (stick.current) el.scrollTop = el.scrollHeight;
+    });
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, [room.roomId, invited]);
+
+  // Load older messages when the top is reached (and first, if the screen isn't full).
+  const loadOlder = async () => {
+    if (loadingOlder || atStart) return;
+    const el = scroller.current;
+    setLoadingOlder(true);
+    try {
+      if (el) prevHeight.current = el.scrollHeight;
+      await mx.scrollback(room, 30);
+      const tl = room.getLiveTimeline();
+      if (!tl.getPaginationToken(Direction.Backward) || room.oldState.paginationToken === null) setAtStart(true);
+    } catch {
+      prevHeight.current = null;
+    } finally {
+      setLoadingOlder(false);
+    }
+  };
+
+  useEffect(() => {
+    const el = scroller.current;
+    if (el && el.scrollHeight <= el.clientHeight + 40 && !atStart && !invited) loadOlder();
+  }, [room.roomId, props.tick, atStart]);
+
+  const onScroll = () => {
+    const el = scroller.current;
+    if (!el) return;
+    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
+    if (away === stick.current) setAway(!stick.current);
+    if (el.scrollTop < 120) loadOlder();
+  };
+
+  const typing = room
+    .getMembers()
+    .filter((m) => m.typing && m.userId !== me)
+    .map((m) => displayName(mx, m.userId, room));
+
+  const onInput = (e: Event) => {
+    const v = (e.target as HTMLTextAreaElement).value;
+    setText(v);
+    const now = Date.now();
+    if (v && now - typingSent.current > 3000) {
+      typingSent.current = now;
+      mx.sendTyping(room.roomId, true, 5000).catch(() => undefined);
+    } else if (!v && typingSent.current) {
+      typingSent.current = 0;
+      mx.sendTyping(room.roomId, false, 0).catch(() => undefined);
+    }
+  };
+
+  const send = async (e?: Event) => {
+    e?.preventDefault();
+    const body = text.trim();
+    if (!body) return;
+    setError(null);
+    setText("");
+    typingSent.current = 0;
+    mx.sendTyping(room.roomId, false, 0).catch(() => undefined);
+    stick.current = true;
+    try {
+      if (editing) {
+        const target = editing;
+        setEditing(null);
+        await mx.sendMessage(room.roomId, {
+          msgtype: "m.text",
+          body: `* ${body}`,
+          "m.new_content": { msgtype: "m.text", body },
+          "m.relates_to": { rel_type: "m.replace", event_id: target.getId()! },
+        } as any);
+      } else {
+        await mx.sendTextMessage(room.roomId, body);
+      }
+    } catch (err) {
+      // The local echo is kept as "failed" with a retry button; explain why.
+      setError(explainSend(err));
+    }
+  };
+
+  const onKey = (e: KeyboardEvent) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    } else if (e.key === "Escape" && editing) {
+      setEditing(null);
+      setText("");
+    } else if (e.key === "ArrowUp" && !text) {
+      const last = [...live].reverse().find((ev) => ev.getSender() === me && canEdit(ev));
+      if (last) {
+        e.preventDefault();
+        startEdit(last);
+      }
+    }
+  };
+
+  const canEdit = (ev: MatrixEvent) =>
+    ev.getSender() === me &&
+    !ev.isRedacted() &&
+    ev.status === null &&
+    ev.getType() !== EventType.RoomMessageEncrypted &&
+    ev.getContent().msgtype === "m.text";
+
+  const startEdit = (ev: MatrixEvent) => {
+    setEditing(ev);
+    setText(ev.getContent().body || "");
+    setTimeout(() => input.current?.focus(), 0);
+  };
+
+  const remove = async (ev: MatrixEvent) => {
+    if (!confirm("Delete this message for everyone?")) return;
+    try {
+      await mx.redactEvent(room.roomId, ev.getId()!);
+    } catch (err) {
+      setError(`Could not delete: ${(err as Error).message}`);
+    }
+  };
+
+  const onFile = async (e: Event) => {
+    const files = (e.target as HTMLInputElement).files;
+    if (!files?.length) return;
+    setError(null);
+    stick.current = true;
+    for (const f of Array.from(files)) {
+      try {
+        await sendFile(mx, room.roomId, f, encrypted);
+      } catch (err) {
+        setError(`Could not send ${f.name}: ${explainSend(err)}`);
+      }
+    }
+    (e.target as HTMLInputElement).value = "";
+  };
+
+  const accept = async () => {
+    try {
+      await mx.joinRoom(room.roomId);
+      await markDirect(mx, counterpart, room.roomId);
+    } catch (err) {
+      setError(`Could not accept: ${(err as Error).message}`);
+    }
+  };
+  const declineInvite = async () => {
+    try {
+      await mx.leave(room.roomId);
+      navigate();
+    } catch (err) {
+      setError(`Could not decline: ${(err as Error).message}`);
+    }
+  };
+
+  const call = async () => {
+    setError(null);
+    try {
+      await placeCall(mx, room.roomId);
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+
+  // Everything up to the other side's read receipt is read (receipts are
+  // "read up to": a receipt on a later event covers the earlier ones).
+  let readUpToIndex = -1;
+  const theirs = room.getEventReadUpTo(counterpart);
+  if (theirs) {
+    for (let i = shown.length - 1; i >= 0; i--) {
+      if (shown[i].getId() === theirs) {
+        readUpToIndex = i;
+        break;
+      }
+    }
+    if (readUpToIndex < 0) {
+      // The receipt is on an event we do not show (a call event, an edit):
+      // find it in the full timeline and count what precedes it.
+      const pos = all.findIndex((e) => e.getId() === theirs);
+      if (pos >= 0) readUpToIndex = shown.findLastIndex((e) => all.indexOf(e) <= pos);
+    }
+  }
+
+  const inCallHere = props.call && props.call.roomId === room.roomId && props.call.phase !== "ended";
+  let lastDay = "";
+
+  return (
+    <section class="chat" aria-labelledby="chat-title">
+      <header class="chat-head">
+        <button class="icon-button back" type="button" onClick={() => navigate()} aria-label="Back to lines">
+          <BackIcon />
+        </button>
+        <Avatar mx={mx} userId={counterpart} name={name} mxc={member?.getMxcAvatarUrl()} size={36} />
+        <div class="chat-who">
+          <h1 id="chat-title">
+            {name}
+            <IdentityMark userId={counterpart} />
+          </h1>
+          <p class="chat-sub">
+            {typing.length ? (
+              <span class="typing-inline">typing…</span>
+            ) : encrypted ? (
+              <span class="enc">
+                <LockIcon size={12} /> End-to-end encrypted · {counterpart}
+              </span>
+            ) : (
+              <span class="warn-text">Not encrypted · {counterpart}</span>
+            )}
+          </p>
+        </div>
+        <button
+          class="icon-button call-button"
+          type="button"
+          onClick={call}
+          disabled={invited || !!inCallHere || other !== "join"}
+          aria-label={`Call ${name}`}
+          title={other === "join" ? `Call ${name}` : `${name} has not joined yet`}
+        >
+          <PhoneIcon />
+        </button>
+      </header>
+
+      {!props.cryptoOk && encrypted && (
+        <div class="banner warn" role="alert">
+          <AlertIcon size={16} /> Encryption is unavailable on this device, so messages in this line can't be read or
+          sent. See Settings.
+        </div>
+      )}
+
+      <div class="timeline" ref={scroller} onScroll={onScroll} role="log" aria-label={`Messages with ${name}`} aria-live="polite" data-testid="timeline">
+        {loadingOlder && (
+          <p class="history-note" role="status">
+            Loading earlier messages…
+          </p>
+        )}
+        {atStart && <p class="history-note">This is the beginning of your line with {name}.</p>}
+        {shown.map((ev, i) => (
+          <Fragment key={ev.getTxnId() || ev.getId() || String(i)}>{((): any => {
+          const day = dayLabel(ev.getTs());
+          const sep = day !== lastDay ? <div class="day" role="separator">{day}</div> : null;
+          lastDay = day;
+          const t = ev.getType();
+          if (t === EventType.RoomMember) {
+            const line = memberLine(mx, ev, room);
+            return line ? (
+              <>
+                {sep}
+                <p class="system" key={ev.getId()}>
+                  {line}
+                </p>
+              </>
+            ) : (
+              sep
+            );
+          }
+          if (t === EventType.RoomEncryption) {
+            return (
+              <>
+                {sep}
+                <p class="system" key={ev.getId()}>
+                  <LockIcon size={12} /> Messages and calls in this line are end-to-end encrypted.
+                </p>
+              </>
+            );
+          }
+          if (t === EventType.CallInvite) {
+            const id = ev.getContent().call_id;
+            return (
+              <>
+                {sep}
+                <CallEntry ev={ev} rec={calls.get(id)} active={!!inCallHere && props.call?.call.callId === id} />
+              </>
+            );
+          }
+          const mine = ev.getSender() === me;
+          const failed = ev.status === EventStatus.NOT_SENT;
+          const sending = ev.status !== null && !failed && ev.status !== EventStatus.SENT;
+          const edited = !!ev.replacingEvent() && !ev.isRedacted();
+          const key = ev.getTxnId() || ev.getId()!;
+          const actionsOpen = focused === key;
+          return (
+            <>
+              {sep}
+              <div
+                key={key}
+                class={
+                  "msg" +
+                  (mine ? " mine" : " theirs") +
+                  (failed ? " failed" : "") +
+                  (ev.isDecryptionFailure() ? " undecryptable" : "") +
+                  (actionsOpen ? " actions-open" : "")
+                }
+                data-testid="message"
+                data-event-id={ev.getId()}
+                data-status={failed ? "failed" : sending ? "sending" : i <= readUpToIndex && mine ? "read" : "sent"}
+                onClick={() => setFocused(actionsOpen ? null : key)}
+              >
+                <div class="bubble">
+                  <Body mx={mx} ev={ev} />
+                  <span class="meta">
+                    {edited && <span class="edited">edited · </span>}
+                    <time dateTime={iso(ev.getTs())}>{timeOfDay(ev.getTs())}</time>
+                    {mine && !failed && (
+                      <span class="state" aria-label={sending ? "Sending" : i <= readUpToIndex ? "Read" : "Sent"} title={sending ? "Sending" : i <= readUpToIndex ? "Read" : "Sent"}>
+                        {sending ? <ClockIcon /> : i <= readUpToIndex ? <DoubleCheckIcon /> : <CheckIcon />}
+                      </span>
+                    )}
+                  </span>
+                </div>
+                {failed && (
+                  <div class="failed-row" role="alert">
+                    <AlertIcon size={14} /> Not sent
+                    <button type="button" class="link" onClick={(e) => {
+                        e.stopPropagation();
+                        setError(null);
+                        mx.resendEvent(ev, room).catch((err) => setError(explainSend(err)));
+                      }}>
+                      <RetryIcon /> Retry
+                    </button>
+                    <button type="button" class="link" onClick={() => mx.cancelPendingEvent(ev)}>
+                      Discard
+                    </button>
+                  </div>
+                )}
+                {mine && ev.status === null && !ev.isRedacted() && (
+                  <div class="actions">
+                    {canEdit(ev) && (
+                      <button type="button" class="icon-button small" onClick={(e) => (e.stopPropagation(), startEdit(ev))} aria-label="Edit message" title="Edit">
+                        <EditIcon />
+                      </button>
+                    )}
+                    <button type="button" class="icon-button small" onClick={(e) => (e.stopPropagation(), remove(ev))} aria-label="Delete message" title="Delete">
+                      <TrashIcon />
+                    </button>
+                  </div>
+                )}
+              </div>
+            </>
+          );
+        })()}</Fragment>))}
+      </div>
+
+      {away && (
+        <button
+          type="button"
+          class="jump"
+          onClick={() => {
+            const el = scroller.current;
+            if (el) el.scrollTop = el.scrollHeight;
+            stick.current = true;
+            setAway(false);
+          }}
+        >
+          Jump to latest ↓
+        </button>
+      )}
+      <div class="typing" aria-live="polite" data-testid="typing">
+        {typing.length ? `${typing.join(", ")} ${typing.length > 1 ? "are" : "is"} typing…` : ""}
+      </div>
+
+      {invited ? (
+        <div class="invite-bar">
+          <p>
+            <strong>{name}</strong> wants to open a line with you.
+          </p>
+          <div class="row">
+            <button type="button" onClick={declineInvite}>
+              Decline
+            </button>
+            <button type="button" class="primary" onClick={accept}>
+              Accept
+            </button>
+          </div>
+          {error && (
+            <p class="error" role="alert">
+              {error}
+            </p>
+          )}
+        </div>
+      ) : (
+        <form class="composer" onSubmit={send}>
+          {error && (
+            <p class="error composer-error" role="alert">
+              {error}
+            </p>
+          )}
+          {editing && (
+            <div class="editing-bar">
+              <EditIcon /> Editing message
+              <button
+                type="button"
+                class="link"
+                onClick={() => {
+                  setEditing(null);
+                  setText("");
+                }}
+              >
+                Cancel
+              </button>
+            </div>
+          )}
+          <div class="composer-row">
+            <button type="button" class="icon-button" onClick={() => fileInput.current?.click()} aria-label="Attach a file" title="Attach a file">
+              <AttachIcon />
+            </button>
+            <input ref={fileInput} type="file" class="visually-hidden" tabIndex={-1} aria-hidden="true" multiple onChange={onFile} data-testid="file-input" />
+            <label for="composer-input" class="visually-hidden">
+              Message {name}
+            </label>
+            <textarea
+              id="composer-input"
+              ref={input}
+              rows={1}
+              placeholder={`Message ${name}`}
+              value={text}
+              onInput={onInput}
+              onKeyDown={onKey}
+            />
+            <button type="submit" class="icon-button accent" disabled={!text.trim()} aria-label={editing ? "Save edit" : "Send"}>
+              <SendIcon />
+            </button>
+          </div>
+        </form>
+      )}
+    </section>
+  );
+}
+
+function explainSend(err: unknown): string {
+  const msg = (err as Error)?.message || String(err);
+  if (/encryption/i.test(msg)) return "This line is encrypted, but encryption isn't available on this device.";
+  if ((err as any)?.errcode === "M_LIMIT_EXCEEDED") return "Sending too fast. Wait a moment and retry.";
+  if ((err as any)?.name === "ConnectionError" || /fetch/i.test(msg)) return "Not sent: the server could not be reached. Retry when you're back online.";
+  return msg;
+}

@@ -1,0 +1,83 @@
+import type { MatrixClient } from "matrix-js-sdk";
+import { LineSummary } from "../lib/lines";
+import { iso, shortWhen } from "../lib/format";
+import { Avatar } from "./Avatar";
+import { IdentityMark } from "./IdentityMark";
+import { GearIcon, PlusIcon } from "./icons";
+import { navigate } from "../lib/hooks";
+
+export function LineList(props: {
+  mx: MatrixClient;
+  lines: LineSummary[];
+  selected: string | null;
+  onNewLine: () => void;
+  loading: boolean;
+}) {
+  const { mx, lines, selected } = props;
+  const me = mx.getUserId()!;
+  const dn = mx.getUser(me)?.displayName;
+  const myName = dn && dn !== me ? dn : me.replace(/^@/, "").replace(/:.*/, "");
+  return (
+    <nav class="sidebar" aria-label="Lines">
+      <header class="sidebar-head">
+        <button class="me" type="button" onClick={() => navigate("settings")} aria-label="Settings and account">
+          <Avatar mx={mx} userId={me} name={myName} mxc={mx.getUser(me)?.avatarUrl} size={32} />
+          <span class="me-name">{myName}</span>
+          <GearIcon />
+        </button>
+        <button class="icon-button accent" type="button" onClick={props.onNewLine} aria-label="New line" title="New line">
+          <PlusIcon />
+        </button>
+      </header>
+      <h2 class="visually-hidden" id="lines-heading">
+        Lines
+      </h2>
+      {props.loading ? (
+        <p class="empty" role="status">
+          Loading your lines…
+        </p>
+      ) : lines.length === 0 ? (
+        <div class="empty">
+          <p>No lines yet.</p>
+          <button class="primary" type="button" onClick={props.onNewLine}>
+            Open a line
+          </button>
+        </div>
+      ) : (
+        <ul class="lines" aria-labelledby="lines-heading" data-testid="lines">
+          {lines.map((l) => (
+            <li key={l.roomId}>
+              <a
+                href={`#/line/${encodeURIComponent(l.roomId)}`}
+                class={"line" + (l.roomId === selected ? " selected" : "") + (l.unread ? " unread" : "")}
+                aria-current={l.roomId === selected ? "page" : undefined}
+                data-counterpart={l.counterpart}
+              >
+                <Avatar mx={mx} userId={l.counterpart} name={l.name} mxc={l.avatarMxc} size={44} />
+                <span class="line-main">
+                  <span class="line-top">
+                    <span class="line-name">
+                      {l.name}
+                      <IdentityMark userId={l.counterpart} compact />
+                    </span>
+                    <time class="line-time" dateTime={iso(l.previewTs)}>
+                      {shortWhen(l.previewTs)}
+                    </time>
+                  </span>
+                  <span class="line-bottom">
+                    <span class="line-preview">{l.preview || "\u00a0"}</span>
+                    {l.unread > 0 && (
+                      <span class="badge" aria-label={l.invite ? "New invitation" : `${l.unread} unread`}>
+                        {l.invite ? "new" : l.unread}
+                      </span>
+                    )}
+                  </span>
+                </span>
+              </a>
+            </li>
+          ))}
+        </ul>
+      )}
+    </nav>
+  );
+}

@@ -1,0 +1,206 @@
+import { useEffect, useState } from "preact/hooks";
+import type { IMyDevice, MatrixClient } from "matrix-js-sdk";
+import { loadSettings, saveSettings } from "../lib/session";
+import { navigate } from "../lib/hooks";
+import { shortWhen } from "../lib/format";
+import { BackIcon } from "./icons";
+import type { CryptoInfo } from "../main";
+
+export function Settings(props: {
+  mx: MatrixClient;
+  crypto: CryptoInfo;
+  onSignOut: () => void;
+  onVerify: () => void;
+}) {
+  const { mx } = props;
+  const [settings, setSettings] = useState(loadSettings());
+  const [devices, setDevices] = useState<IMyDevice[] | null>(null);
+  const [removing, setRemoving] = useState<IMyDevice | null>(null);
+  const [password, setPassword] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [turn, setTurn] = useState<string>("checking");
+
+  const refresh = () =>
+    mx.getDevices().then(
+      (r) => setDevices(r.devices.sort((a, b) => (b.last_seen_ts || 0) - (a.last_seen_ts || 0))),
+      (e) => setError(`Could not list sessions: ${e.message}`),
+    );
+
+  useEffect(() => {
+    refresh();
+    mx.turnServer().then(
+      (r: any) => setTurn(r?.uris?.length ? `available (${r.uris.length} address${r.uris.length > 1 ? "es" : ""})` : "not configured"),
+      () => setTurn("not available on this server"),
+    );
+  }, []);
+
+  const setRelay = (on: boolean) => {
+    const s = { ...settings, relayOnly: on };
+    setSettings(s);
+    saveSettings(s);
+    mx.setForceTURN(on);
+  };
+
+  const remove = async (e: Event) => {
+    e.preventDefault();
+    if (!removing) return;
+    setBusy(true);
+    setError(null);
+    const auth = {
+      type: "m.login.password",
+      identifier: { type: "m.id.user", user: mx.getUserId()! },
+      password,
+    };
+    try {
+      try {
+        await mx.deleteDevice(removing.device_id);
+      } catch (err: any) {
+        if (err?.httpStatus !== 401) throw err;
+        await mx.deleteDevice(removing.device_id, { ...auth, session: err.data?.session } as any);
+      }
+      setRemoving(null);
+      setPassword("");
+      refresh();
+    } catch (err: any) {
+      setError(err?.httpStatus === 401 || err?.errcode === "M_FORBIDDEN" ? "Wrong password." : err?.message || String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const mine = mx.getDeviceId();
+  return (
+    <section class="settings" aria-labelledby="settings-title">
+      <header class="chat-head">
+        <button class="icon-button back" type="button" onClick={() => navigate()} aria-label="Back to lines">
+          <BackIcon />
+        </button>
+        <h1 id="settings-title">Settings</h1>
+      </header>
+      <div class="settings-body">
+        <section aria-labelledby="acct-h">
+          <h2 id="acct-h">Account</h2>
+          <p>
+            Signed in as <strong>{mx.getUserId()}</strong>
+          </p>
+          <button type="button" class="danger-outline" onClick={props.onSignOut}>
+            Sign out
+          </button>
+        </section>
+
+        <section aria-labelledby="enc-h">
+          <h2 id="enc-h">Encryption</h2>
+          {props.crypto.state === "ready" ? (
+            <>
+              <p data-testid="crypto-state">
+                {props.crypto.verified ? "This device is verified and backs up its message keys." : "This device is not verified yet."}
+              </p>
+              {!props.crypto.verified && (
+                <button type="button" onClick={props.onVerify}>
+                  Verify with recovery key
+                </button>
+              )}
+            </>
+          ) : (
+            <p class="warn-text" data-testid="crypto-state">
+              {props.crypto.state === "unsupported"
+                ? "This server does not support end-to-end encryption yet. Encrypted lines can't be used."
+                : `Encryption could not start: ${props.crypto.error}`}
+            </p>
+          )}
+        </section>
+
+        <section aria-labelledby="calls-h">
+          <h2 id="calls-h">Calls</h2>
+          <label class="toggle">
+            <input
+              type="checkbox"
+              role="switch"
+              checked={settings.relayOnly}
+              onChange={(e) => setRelay((e.target as HTMLInputElement).checked)}
+              data-testid="relay-only"
+            />
+            <span>
+              <strong>Relay calls through the server</strong>
+              <br />
+              <span class="muted">Hides your IP address from the other side. Calls may use a little more delay.</span>
+            </span>
+          </label>
+          <p class="muted">Relay (TURN): {turn}</p>
+          <p class="muted">
+            Notifications for incoming calls:{" "}
+            {typeof Notification === "undefined" ? (
+              "not supported"
+            ) : Notification.permission === "granted" ? (
+              "on"
+            ) : Notification.permission === "denied" ? (
+              "blocked in the browser"
+            ) : (
+              <button type="button" class="link" onClick={() => Notification.requestPermission().then(() => setSettings({ ...settings }))}>
+                turn on
+              </button>
+            )}
+          </p>
+        </section>
+
+        <section aria-labelledby="sessions-h">
+          <h2 id="sessions-h">Sessions</h2>
+          <p class="muted">Devices signed in to your account. Remove any you don't recognise.</p>
+          {error && (
+            <p class="error" role="alert">
+              {error}
+            </p>
+          )}
+          {devices === null ? (
+            <p role="status">Loading…</p>
+          ) : (
+            <ul class="devices" data-testid="devices">
+              {devices.map((d) => (
+                <li key={d.device_id}>
+                  <div>
+                    <strong>{d.display_name || "Unnamed device"}</strong>
+                    {d.device_id === mine && <span class="pill">This device</span>}
+                    <br />
+                    <span class="muted">
+                      {d.device_id}
+                      {d.last_seen_ts ? ` · last active ${shortWhen(d.last_seen_ts)}` : ""}
+                      {d.last_seen_ip ? ` · ${d.last_seen_ip}` : ""}
+                    </span>
+                  </div>
+                  {d.device_id !== mine && (
+                    <button type="button" onClick={() => (setRemoving(d), setError(null))} aria-label={`Remove ${d.display_name || d.device_id}`}>
+                      Remove
+                    </button>
+                  )}
+                </li>
+              ))}
+            </ul>
+          )}
+          {removing && (
+            <form class="form inline-dialog" onSubmit={remove} role="dialog" aria-labelledby="rm-h">
+              <h3 id="rm-h">Remove “{removing.display_name || removing.device_id}”</h3>
+              <label for="rm-password">Confirm with your password</label>
+              <input
+                id="rm-password"
+                type="password"
+                autoComplete="current-password"
+                value={password}
+                autoFocus
+                onInput={(e) => setPassword((e.target as HTMLInputElement).value)}
+              />
+              <div class="row">
+                <button type="button" onClick={() => setRemoving(null)}>
+                  Cancel
+                </button>
+                <button type="submit" class="primary danger" disabled={!password || busy}>
+                  {busy ? "Removing…" : "Remove session"}
+                </button>
+              </div>
+            </form>
+          )}
+        </section>
+      </div>
+    </section>
+  );
+}

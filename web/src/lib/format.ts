@@ -1,0 +1,43 @@
+export function timeOfDay(ts: number): string {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** "14:05" today, "Mon" this week, else "12 Mar". */
+export function shortWhen(ts: number, now = Date.now()): string {
+  if (!ts) return "";
+  const d = new Date(ts);
+  const n = new Date(now);
+  if (d.toDateString() === n.toDateString()) return timeOfDay(ts);
+  if (now - ts < 6 * 86400_000) return d.toLocaleDateString([], { weekday: "short" });
+  return d.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+export function dayLabel(ts: number, now = Date.now()): string {
+  const d = new Date(ts);
+  const n = new Date(now);
+  if (d.toDateString() === n.toDateString()) return "Today";
+  const y = new Date(now - 86400_000);
+  if (d.toDateString() === y.toDateString()) return "Yesterday";
+  return d.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" });
+}
+
+export function duration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+export function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** ISO time for <time dateTime>, or undefined when the timestamp is unknown. */
+export function iso(ts: number | undefined | null): string | undefined {
+  if (!ts || !Number.isFinite(ts) || ts <= 0) return undefined;
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
+}

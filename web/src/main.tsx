@@ -1,0 +1,294 @@
+import { render } from "preact";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import type { MatrixClient } from "matrix-js-sdk";
+import "./styles.css";
+import {
+  Credentials,
+  firstSync,
+  forgetRevokedSession,
+  loadCredentials,
+  saveCredentials,
+  signOut,
+  startSession,
+  stopSession,
+} from "./lib/session";
+import { createLine, findLine, lineSummaries, normaliseUserId } from "./lib/lines";
+import { askNotificationPermission, CallView, onCall, watchIncomingCalls } from "./lib/calls";
+import { navigate, useClientTick, useRoute } from "./lib/hooks";
+import { SignIn } from "./components/SignIn";
+import { KeySetup, keyStatus, KeyStatus, skippedRecovery } from "./components/KeySetup";
+import { LineList } from "./components/LineList";
+import { Chat } from "./components/Chat";
+import { Settings } from "./components/Settings";
+import { ActiveCall, IncomingCall } from "./components/CallPanel";
+import { AlertIcon, CloseIcon, LockIcon } from "./components/icons";
+
+export interface CryptoInfo {
+  state: "ready" | "unsupported" | "failed";
+  error?: string;
+  verified: boolean;
+}
+
+type Phase =
+  | { kind: "signed-out"; notice?: string }
+  | { kind: "starting"; creds: Credentials }
+  | { kind: "keys"; mx: MatrixClient; status: Exclude<KeyStatus, "ready">; crypto: CryptoInfo }
+  | { kind: "ready"; mx: MatrixClient; crypto: CryptoInfo };
+
+let signInPassword: string | null = null;
+
+function App() {
+  const [phase, setPhase] = useState<Phase>(() => {
+    const c = loadCredentials();
+    return c ? { kind: "starting", creds: c } : { kind: "signed-out" };
+  });
+
+  useEffect(() => {
+    if (phase.kind !== "starting") return;
+    let cancelled = false;
+    (async () => {
+      try {
+        const { client, crypto, cryptoError } = await startSession(phase.creds);
+        const info: CryptoInfo = { state: crypto, error: cryptoError, verified: false };
+        if (crypto === "ready") {
+          const status = await keyStatus(client).catch(() => "ready" as const);
+          info.verified = status === "ready";
+          if (status !== "ready" && !(status === "needs-recovery" && skippedRecovery(client))) {
+            if (!cancelled) setPhase({ kind: "keys", mx: client, status, crypto: info });
+            return;
+          }
+        }
+        if (!cancelled) setPhase({ kind: "ready", mx: client, crypto: info });
+      } catch (e: any) {
+        if (e?.errcode === "M_UNKNOWN_TOKEN" || e?.httpStatus === 401) {
+          stopSession();
+          await signOut();
+          setPhase({ kind: "signed-out", notice: "Your session ended. Sign in again." });
+        } else {
+          setPhase({ kind: "signed-out", notice: `Could not start: ${e?.message || e}` });
+        }
+      }
+    })();
+    return () => {
+      cancelled = true;
+    };
+  }, [phase.kind === "starting" ? phase.creds : null]);
+
+  // The server forgot this device (signed out elsewhere, or removed).
+  useEffect(() => {
+    if (phase.kind !== "ready") return;
+    const onLogout = () => {
+      forgetRevokedSession();
+      setPhase({ kind: "signed-out", notice: "This device was signed out." });
+    };
+    phase.mx.on("Session.logged_out" as any, onLogout);
+    return () => phase.mx.off("Session.logged_out" as any, onLogout);
+  }, [phase.kind === "ready" ? phase.mx : null]);
+
+  if (phase.kind === "signed-out") {
+    return (
+      <SignIn
+        notice={phase.notice}
+        onSignedIn={(c, password) => {
+          signInPassword = password;
+          saveCredentials(c);
+          askNotificationPermission();
+          setPhase({ kind: "starting", creds: c });
+        }}
+      />
+    );
+  }
+  if (phase.kind === "starting") {
+    return (
+      <main class="splash" aria-busy="true">
+        <span class="brand-mark big" aria-hidden="true">
+          <LockIcon size={30} />
+        </span>
+        <p role="status">Opening your lines…</p>
+      </main>
+    );
+  }
+  if (phase.kind === "keys") {
+    return (
+      <KeySetup
+        mx={phase.mx}
+        status={phase.status}
+        password={signInPassword}
+        onDone={async () => {
+          signInPassword = null;
+          const verified = (await keyStatus(phase.mx).catch(() => "needs-recovery")) === "ready";
+          setPhase({ kind: "ready", mx: phase.mx, crypto: { ...phase.crypto, verified } });
+        }}
+      />
+    );
+  }
+  return (
+    <Main
+      mx={phase.mx}
+      crypto={phase.crypto}
+      onSignOut={async () => {
+        await signOut();
+        setPhase({ kind: "signed-out", notice: "You signed out." });
+      }}
+      onVerify={() => setPhase({ kind: "keys", mx: phase.mx, status: "needs-recovery", crypto: phase.crypto })}
+    />
+  );
+}
+
+function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => void; onVerify: () => void }) {
+  const { mx } = props;
+  const tick = useClientTick(mx);
+  const route = useRoute();
+  const [synced, setSynced] = useState(mx.isInitialSyncComplete());
+  const [call, setCall] = useState<CallView | null>(null);
+  const [newLine, setNewLine] = useState(false);
+  const [dismissed, setDismissed] = useState(false);
+
+  useEffect(() => {
+    firstSync(mx).then(() => setSynced(true));
+    const stopIncoming = watchIncomingCalls(mx);
+    const stopCall = onCall(setCall);
+    return () => {
+      stopIncoming();
+      stopCall();
+    };
+  }, [mx]);
+
+  const lines = useMemo(() => (synced ? lineSummaries(mx) : []), [tick, synced]);
+
+  useEffect(() => {
+    if (synced && !performance.getEntriesByName("hotline:lines").length) performance.mark("hotline:lines");
+  }, [synced]);
+
+  // Unread total in the tab title.
+  useEffect(() => {
+    const n = lines.reduce((a, l) => a + l.unread, 0);
+    document.title = call?.phase === "ringing-in" ? `Incoming call · Hotline` : n ? `(${n}) Hotline` : "Hotline";
+  }, [lines, call?.phase]);
+
+  const selected = route[0] === "line" ? route[1] : null;
+  const room = selected ? mx.getRoom(selected) : null;
+  const view = route[0] === "settings" ? "settings" : room ? "chat" : "list";
+
+  const banner =
+    !dismissed &&
+    (props.crypto.state !== "ready"
+      ? props.crypto.state === "unsupported"
+        ? "This server does not support end-to-end encryption yet: encrypted lines can't be read or sent."
+        : `Encryption could not start on this device: ${props.crypto.error}`
+      : !props.crypto.verified
+        ? "This device is not verified: earlier messages may be unreadable. Verify it in Settings."
+        : null);
+
+  return (
+    <div class={"shell view-" + view + (call ? " has-call" : "")}>
+      {call && call.phase === "ringing-in" && <IncomingCall mx={mx} call={call} />}
+      <LineList mx={mx} lines={lines} selected={selected} onNewLine={() => setNewLine(true)} loading={!synced} />
+      <main class="pane">
+        {banner && (
+          <div class="banner warn" role="status" data-testid="crypto-banner">
+            <AlertIcon size={16} /> <span>{banner}</span>
+            <button type="button" class="icon-button small" onClick={() => setDismissed(true)} aria-label="Dismiss">
+              <CloseIcon />
+            </button>
+          </div>
+        )}
+        {call && call.phase !== "ringing-in" && <ActiveCall mx={mx} call={call} />}
+        {view === "settings" ? (
+          <Settings mx={mx} crypto={props.crypto} onSignOut={props.onSignOut} onVerify={props.onVerify} />
+        ) : room ? (
+          <Chat mx={mx} room={room} tick={tick} call={call} cryptoOk={props.crypto.state === "ready"} />
+        ) : (
+          <div class="placeholder-pane">
+            <span class="brand-mark big" aria-hidden="true">
+              <LockIcon size={30} />
+            </span>
+            <h1>Hotline</h1>
+            <p class="muted">Choose a line, or open a new one. Texts and calls are end-to-end encrypted.</p>
+          </div>
+        )}
+      </main>
+      {newLine && <NewLineDialog mx={mx} onClose={() => setNewLine(false)} />}
+    </div>
+  );
+}
+
+function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void }) {
+  const [who, setWho] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const ref = useRef<HTMLDialogElement>(null);
+  useEffect(() => {
+    ref.current?.showModal();
+  }, []);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const userId = normaliseUserId(who, mx.getUserId()!);
+    if (!/^@[^:\s]+:\S+$/.test(userId)) {
+      setError("Enter a user id like @name:server.");
+      return;
+    }
+    if (userId === mx.getUserId()) {
+      setError("That's you. Enter someone else's user id.");
+      return;
+    }
+    setBusy(true);
+    setError(null);
+    try {
+      const existing = findLine(mx, userId);
+      if (existing) {
+        onClose();
+        navigate("line", existing.roomId);
+        return;
+      }
+      try {
+        await mx.getProfileInfo(userId);
+      } catch (err: any) {
+        if (err?.httpStatus === 404) {
+          setError(`There is no user ${userId}.`);
+          setBusy(false);
+          return;
+        }
+      }
+      const roomId = await createLine(mx, userId);
+      onClose();
+      navigate("line", roomId);
+    } catch (err: any) {
+      setError(err?.message || String(err));
+      setBusy(false);
+    }
+  };
+  return (
+    <dialog ref={ref} class="dialog" aria-labelledby="newline-title" onClose={onClose} onCancel={onClose}>
+      <form onSubmit={submit} class="form">
+        <h2 id="newline-title">New line</h2>
+        <p class="muted">Open an end-to-end encrypted line with one person.</p>
+        <label for="newline-user">User id</label>
+        <input
+          id="newline-user"
+          autoFocus
+          autoCapitalize="none"
+          spellcheck={false}
+          placeholder="@name:server"
+          value={who}
+          onInput={(e) => setWho((e.target as HTMLInputElement).value)}
+        />
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        <div class="row end">
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" class="primary" disabled={!who.trim() || busy}>
+            {busy ? "Opening…" : "Open line"}
+          </button>
+        </div>
+      </form>
+    </dialog>
+  );
+}
+
+render(<App />, document.getElementById("app")!);
