@@ -346,19 +346,7 @@ impl Services {
             ));
         }
         let master = self
-            .store
-            .cross_signing_keys(user_id.as_str())?
-            .into_iter()
-            .find(|(k, _)| k == "master")
-            .and_then(|(_, j)| serde_json::from_str::<Value>(&j).ok())
-            .and_then(|m| {
-                m["keys"]
-                    .as_object()?
-                    .values()
-                    .next()?
-                    .as_str()
-                    .map(str::to_owned)
-            })
+            .master_public_key(user_id.as_str())?
             .ok_or_else(|| Error::forbidden("The official has no cross-signing master key yet"))?;
         if normalise_fingerprint(fingerprint) != master {
             return Err(Error::forbidden(
@@ -544,20 +532,7 @@ impl Services {
                 continue;
             };
             let vouched: Value = serde_json::from_str(&att.json).map_err(Error::internal)?;
-            let current = self
-                .store
-                .cross_signing_keys(p)?
-                .into_iter()
-                .find(|(k, _)| k == "master")
-                .and_then(|(_, j)| serde_json::from_str::<Value>(&j).ok())
-                .and_then(|m| {
-                    m["keys"]
-                        .as_object()?
-                        .values()
-                        .next()?
-                        .as_str()
-                        .map(str::to_owned)
-                });
+            let current = self.master_public_key(p)?;
             if current.as_deref() != vouched["master_key"].as_str() {
                 return Err(Error::forbidden(format!(
                     "This line is paused: the identity key of {} changed since their office vouched for it. Their protocol office must vouch again.",

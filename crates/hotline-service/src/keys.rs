@@ -176,6 +176,42 @@ fn same_key(old: &str, new: &Value) -> bool {
 }
 
 impl Services {
+    /// Whether `user` lives here. Users of other servers (no federation) are
+    /// noted in `failures` by server name, as `/keys/query|claim` report them;
+    /// malformed ids are skipped.
+    fn is_local_or_failure(&self, user: &str, failures: &mut Map<String, Value>) -> bool {
+        let Ok(user_id) = UserId::parse(user) else {
+            return false;
+        };
+        if user_id.server_name() == self.server_name() {
+            return true;
+        }
+        failures.insert(
+            user_id.server_name().to_string(),
+            json!({"errcode": "M_UNAVAILABLE", "error": "Federation is not enabled"}),
+        );
+        false
+    }
+
+    /// The user's cross-signing keys by type (`master`, `self_signing`,
+    /// `user_signing`), parsed.
+    pub(crate) fn cross_signing_key_map(&self, user: &str) -> Result<HashMap<String, Value>> {
+        Ok(self
+            .store
+            .cross_signing_keys(user)?
+            .into_iter()
+            .filter_map(|(k, j)| Some((k, serde_json::from_str(&j).ok()?)))
+            .collect())
+    }
+
+    /// The user's current cross-signing master public key (unpadded base64).
+    pub(crate) fn master_public_key(&self, user: &str) -> Result<Option<String>> {
+        Ok(self
+            .cross_signing_key_map(user)?
+            .get("master")
+            .and_then(cross_signing_public_key))
+    }
+
     // ----- upload -----
 
     /// `POST /keys/upload`: returns the device's one-time key counts.
@@ -319,14 +355,7 @@ impl Services {
         let mut user_signing = Map::new();
         let mut failures = Map::new();
         for (user, wanted) in device_keys {
-            let Ok(user_id) = UserId::parse(user.as_str()) else {
-                continue;
-            };
-            if user_id.server_name() != self.server_name() {
-                failures.insert(
-                    user_id.server_name().to_string(),
-                    json!({"errcode": "M_UNAVAILABLE", "error": "Federation is not enabled"}),
-                );
+            if !self.is_local_or_failure(&user, &mut failures) {
                 continue;
             }
             let sigs = self.store.key_signatures(&user)?;
@@ -412,14 +441,7 @@ impl Services {
         let mut failures = Map::new();
         let mut batch = WriteBatch::new();
         for (user, devices) in wanted {
-            let Ok(user_id) = UserId::parse(user.as_str()) else {
-                continue;
-            };
-            if user_id.server_name() != self.server_name() {
-                failures.insert(
-                    user_id.server_name().to_string(),
-                    json!({"errcode": "M_UNAVAILABLE", "error": "Federation is not enabled"}),
-                );
+            if !self.is_local_or_failure(&user, &mut failures) {
                 continue;
             }
             let mut per_user = Map::new();
@@ -549,12 +571,7 @@ impl Services {
     pub async fn upload_signatures(&self, sender: &Sender, body: Value) -> Result<Value> {
         let body = parse_object(&body, "Request body")?;
         let me = sender.user_id.as_str();
-        let my_keys: HashMap<String, Value> = self
-            .store
-            .cross_signing_keys(me)?
-            .into_iter()
-            .filter_map(|(k, j)| Some((k, serde_json::from_str(&j).ok()?)))
-            .collect();
+        let my_keys = self.cross_signing_key_map(me)?;
         let my_ssk = my_keys
             .get("self_signing")
             .and_then(cross_signing_public_key);
@@ -584,11 +601,7 @@ impl Services {
             let target_keys: HashMap<String, Value> = if target_user == me {
                 my_keys.clone()
             } else {
-                self.store
-                    .cross_signing_keys(&target_user)?
-                    .into_iter()
-                    .filter_map(|(k, j)| Some((k, serde_json::from_str(&j).ok()?)))
-                    .collect()
+                self.cross_signing_key_map(&target_user)?
             };
             let target_master = target_keys.get("master").and_then(cross_signing_public_key);
             for (key_id, signed) in objects {
@@ -845,12 +858,12 @@ impl Services {
     pub(crate) fn device_list_changes(
         &self,
         user: &UserId,
+        user_rooms: &crate::rooms::UserRooms,
         since: i64,
         upto: i64,
     ) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
         let mut changed: BTreeSet<OwnedUserId> = BTreeSet::new();
         let mut gone: BTreeSet<OwnedUserId> = BTreeSet::new();
-        let user_rooms = self.user_rooms(user)?;
         for (room_id, (membership, mpos)) in &user_rooms.rooms {
             let room = self.room(room_id)?;
             let i_moved = *mpos > since && *mpos <= upto;
@@ -937,6 +950,7 @@ impl Services {
         from: i64,
         to: i64,
     ) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
-        self.device_list_changes(user, from, to.min(self.visible_pos()))
+        let user_rooms = self.user_rooms(user)?;
+        self.device_list_changes(user, &user_rooms, from, to.min(self.visible_pos()))
     }
 }

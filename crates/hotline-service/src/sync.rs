@@ -321,11 +321,11 @@ impl Services {
         let counts = self.key_counts(user.as_str(), sender.device_id.as_str())?;
         resp.device_one_time_keys_count = counts.one_time_keys;
         resp.device_unused_fallback_key_types = counts.unused_fallback;
+        let user_rooms = self.user_rooms(user)?;
         if let Some(since) = since {
-            let (changed, left) = self.device_list_changes(user, since.pos, upto)?;
+            let (changed, left) = self.device_list_changes(user, &user_rooms, since.pos, upto)?;
             resp.device_lists = DeviceLists { changed, left };
         }
-        let user_rooms = self.user_rooms(user)?;
 
         // Account data: global and per room, one indexed read when it moved.
         let mut room_account_data: BTreeMap<String, Vec<Box<RawValue>>> = BTreeMap::new();
