@@ -12,30 +12,55 @@ if [ -f web/package.json ] && [ -x scripts/web.sh ]; then
   WEB_ARGS=(--web-dir web/dist)
 fi
 DATA="${HOTLINE_DATA_DIR:-$PWD/data}"
+LISTEN="${HOTLINE_LISTEN:-127.0.0.1:8008}"
+DEMO_PW="hotline-demo"
 if [ ! -f "$DATA/hotline.db" ]; then
   echo "Creating the demo deployment in $DATA"
   for u in alice bob carol; do
-    "$BIN" --data-dir "$DATA" admin create-user "$u" --password "hotline-demo" >/dev/null
+    "$BIN" --data-dir "$DATA" admin create-user "$u" --password "$DEMO_PW" >/dev/null
   done
   "$BIN" --data-dir "$DATA" admin registration-token --uses 10 > "$DATA/demo-registration-token"
-  # Fictional officials: two principals and an aide, each with a one-time
-  # enrolment link (redeem it to set the password).
-  enrol() { "$BIN" --data-dir "$DATA" admin enroll "$@" --hours 720 | sed -n 's/^link //p'; }
-  {
-    echo "@president.avalon:localhost  $(enrol president.avalon --name 'Maria Castell' --title President --country Avalon --office 'Avalon Protocol Office' --role principal)"
-    echo "@pm.borduria:localhost       $(enrol pm.borduria --name 'Jon Varga' --title 'Prime Minister' --country Borduria --office 'Borduria Chancellery' --role principal)"
-    echo "@aide.avalon:localhost       $(enrol aide.avalon --name 'Lea Moreau' --title 'Diplomatic Adviser' --country Avalon --office 'Avalon Protocol Office' --role aide --principal president.avalon)"
-  } > "$DATA/demo-enrolment-links"
+  # Fictional officials. Each gets a one-time enrolment code from the
+  # protocol office; web/scripts/demo-officials.mjs redeems it, creates the
+  # official's cross-signing keys on a first device (like the web app's
+  # enrolment screen), has the office vouch for that master key, and opens
+  # a line between two principals. The last one stays pending, to try the
+  # enrolment screen with.
+  enrol() { "$BIN" --data-dir "$DATA" admin enroll "$@" --hours 720 --base-url "http://$LISTEN" | sed -n 's/^code //p'; }
+  codes=(
+    "president.avalon=$(enrol president.avalon --name 'Maria Castell' --title President --country Avalon --office 'Avalon Protocol Office' --role principal)"
+    "pm.borduria=$(enrol pm.borduria --name 'Jon Varga' --title 'Prime Minister' --country Borduria --office 'Borduria Chancellery' --role principal)"
+    "aide.avalon=$(enrol aide.avalon --name 'Lea Moreau' --title 'Diplomatic Adviser' --country Avalon --office 'Avalon Protocol Office' --role aide --principal president.avalon)"
+    "chancellor.syldavia=$(enrol chancellor.syldavia --name 'Anna Kovic' --title Chancellor --country Syldavia --office 'Syldavia Federal Chancellery' --role principal)"
+  )
+  "$BIN" --data-dir "$DATA" admin enroll envoy.syldavia --name 'Tomas Hald' --title 'Special Envoy' --country Syldavia \
+    --office 'Syldavia Federal Chancellery' --role aide --principal chancellor.syldavia --hours 720 --base-url "http://$LISTEN" \
+    | sed -n 's/^link //p' > "$DATA/demo-enrolment-link"
+  if [ -f web/scripts/demo-officials.mjs ] && command -v node >/dev/null; then
+    "$BIN" --data-dir "$DATA" serve --listen "$LISTEN" > "$DATA/demo-setup.log" 2>&1 &
+    setup_pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://$LISTEN/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    if ! (cd web && node scripts/demo-officials.mjs --homeserver "http://$LISTEN" --bin "$BIN" --data-dir "$DATA" \
+        --password "$DEMO_PW" --out "$DATA/demo-officials" --line president.avalon,pm.borduria "${codes[@]}"); then
+      echo "The demo officials could not be set up (see above); they stay enrolled but unvouched." >&2
+    fi
+    kill "$setup_pid"; wait "$setup_pid" 2>/dev/null || true
+  fi
 fi
 cat <<MSG
 
-  Hotline is starting on http://127.0.0.1:8008
-  Demo accounts (password: hotline-demo): @alice:localhost  @bob:localhost  @carol:localhost
+  Hotline is starting on http://$LISTEN
+  Demo accounts (password: $DEMO_PW): @alice:localhost  @bob:localhost  @carol:localhost
   Registration token for new accounts: $(cat "$DATA/demo-registration-token")
-  Demo officials (open the link to set a password; the office then vouches with
-  'hotline --data-dir $DATA admin vouch USER --master-key FINGERPRINT'):
-$(sed 's/^/    /' "$DATA/demo-enrolment-links")
-  Any Matrix client works: homeserver http://127.0.0.1:8008
+
+  Demo officials, vouched by their offices (user, password, recovery key: the
+  web app asks for it after sign-in, to unlock the official's keys):
+$(sed 's/^/    /' "$DATA/demo-officials" 2>/dev/null)
+  President Castell and Prime Minister Varga have a direct line. Chancellor
+  Kovic has none yet: sign in as her, open "Line invites", and share one.
+  An envoy's enrolment is pending: $(cat "$DATA/demo-enrolment-link")
+
+  Any Matrix client works: homeserver http://$LISTEN
 
 MSG
-exec "$BIN" --data-dir "$DATA" serve --listen "${HOTLINE_LISTEN:-127.0.0.1:8008}" "${WEB_ARGS[@]}" "$@"
+exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN" "${WEB_ARGS[@]}" "$@"

@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+// Sets up the demo deployment's officials the way real ones are set up,
+// so a newcomer sees verified lines at once:
+//
+//   1. redeem each official's enrolment code (sets the password),
+//   2. on that first device (matrix-js-sdk with its Rust crypto, in
+//      memory), create the cross-signing keys, secret storage and key
+//      backup, protected by a new recovery key,
+//   3. have the office vouch: `hotline admin vouch USER --master-key KEY`
+//      with the master key the device just created (in a real deployment
+//      the office compares that fingerprint in person),
+//   4. open the demo's lines: one principal's office creates a line invite
+//      (POST /_hotline/v1/line_invites) and the other principal redeems it.
+//
+// Usage: node demo-officials.mjs --homeserver URL --bin HOTLINE --data-dir DIR
+//          --password PW --out FILE --line A,B [--line C,D ...]
+//          USER=CODE [USER=CODE ...]
+// Writes one line per official to FILE: user id, password, recovery key.
+// The recovery key unlocks the official's keys on any new device (the web
+// app asks for it after sign-in).
+import { parseArgs, format } from "node:util";
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { createClient, ClientEvent } from "matrix-js-sdk";
+import { CrossSigningKey } from "matrix-js-sdk/lib/crypto-api/index.js";
+import { logger } from "matrix-js-sdk/lib/logger.js";
+
+logger.setLevel(process.env.SDK_LOG ?? "silent");
+for (const m of ["log", "debug", "info", "trace", "warn", "error"]) {
+  console[m] = process.env.SDK_LOG ? (...a) => process.stderr.write(`${format(...a)}\n`) : () => {};
+}
+
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    homeserver: { type: "string" },
+    bin: { type: "string" },
+    "data-dir": { type: "string" },
+    password: { type: "string" },
+    out: { type: "string" },
+    line: { type: "string", multiple: true, default: [] },
+  },
+});
+for (const k of ["homeserver", "bin", "data-dir", "password", "out"]) {
+  if (!args[k]) throw new Error(`missing --${k}`);
+}
+const hs = args.homeserver.replace(/\/$/, "");
+
+async function api(method, path, token, body) {
+  const res = await fetch(`${hs}${path}`, {
+    method,
+    headers: {
+      ...(token ? { Authorization: `Bearer ${token}` } : {}),
+      ...(body ? { "Content-Type": "application/json" } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${json.errcode ?? ""} ${json.error ?? ""}`);
+  return json;
+}
+
+/** Enrols one official's first device and returns their keys. */
+async function setUpOfficial(localpart, code) {
+  let key;
+  const session = await api("POST", `/_hotline/v1/enrol/${encodeURIComponent(code)}`, null, {
+    password: args.password,
+    initial_device_display_name: "Protocol office set-up",
+  });
+  const client = createClient({
+    baseUrl: hs,
+    userId: session.user_id,
+    deviceId: session.device_id,
+    accessToken: session.access_token,
+    // Secret storage asks for its key when it stores the cross-signing
+    // and backup keys; it is the recovery key created below.
+    cryptoCallbacks: { getSecretStorageKey: async ({ keys }) => [Object.keys(keys)[0], key.privateKey] },
+  });
+  await client.initRustCrypto({ useIndexedDB: false });
+  const synced = new Promise((resolve) =>
+    client.on(ClientEvent.Sync, (state) => (state === "PREPARED" || state === "SYNCING") && resolve()),
+  );
+  await client.startClient({ initialSyncLimit: 1 });
+  await synced;
+  const crypto = client.getCrypto();
+  key = await crypto.createRecoveryKeyFromPassphrase();
+  await crypto.bootstrapCrossSigning({
+    setupNewCrossSigning: true,
+    authUploadDeviceSigningKeys: async (makeRequest) => {
+      await makeRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: session.user_id },
+        password: args.password,
+      });
+    },
+  });
+  await crypto.bootstrapSecretStorage({
+    createSecretStorageKey: async () => key,
+    setupNewSecretStorage: true,
+    setupNewKeyBackup: true,
+  });
+  const master = await crypto.getCrossSigningKeyId(CrossSigningKey.Master);
+  if (!master) throw new Error(`${session.user_id}: no master key after bootstrap`);
+  // The client keeps running until the process exits: stopping it frees
+  // the crypto machine under the key-backup task still working on it.
+  return { client, localpart, userId: session.user_id, token: session.access_token, master, recoveryKey: key.encodedPrivateKey };
+}
+
+function hotline(...a) {
+  return execFileSync(args.bin, ["--data-dir", args["data-dir"], ...a], { encoding: "utf8" });
+}
+
+const officials = new Map();
+for (const p of positionals) {
+  const [localpart, code] = p.split("=");
+  const o = await setUpOfficial(localpart, code);
+  hotline("admin", "vouch", localpart, "--master-key", o.master);
+  officials.set(localpart, o);
+  process.stderr.write(`demo: ${o.userId} enrolled and vouched\n`);
+}
+
+for (const pair of args.line) {
+  const [a, b] = pair.split(",").map((l) => officials.get(l));
+  if (!a || !b) throw new Error(`--line ${pair}: both must be officials set up here`);
+  const invite = await api("POST", "/_hotline/v1/line_invites", a.token, { max_uses: 1, for_user: b.userId });
+  const { room_id } = await api("POST", `/_hotline/v1/line_invites/${encodeURIComponent(invite.code)}/redeem`, b.token, {});
+  process.stderr.write(`demo: line ${a.userId} <-> ${b.userId} (${room_id})\n`);
+}
+
+// The set-up device is the office's, not the official's: sign it out. The
+// keys stay in the official's secret storage, behind the recovery key.
+for (const o of officials.values()) await api("POST", "/_matrix/client/v3/logout", o.token, {});
+
+writeFileSync(
+  args.out,
+  [...officials.values()].map((o) => `${o.userId.padEnd(32)} ${args.password}  ${o.recoveryKey}\n`).join(""),
+);
+process.exit(0);
