@@ -362,3 +362,117 @@ async fn key_backup_keeps_the_better_session_and_checks_versions() {
     let (s, v) = http.call("GET", &path, Some(&alice), None).await;
     assert_eq!((s, v["errcode"].as_str().unwrap()), (404, "M_NOT_FOUND"));
 }
+
+/// Sends `{"n": i}` to `@bob:localhost`'s device `LAPTOP` for each `i` in
+/// `range`, one `/sendToDevice` transaction per message (the API takes one
+/// message per device per request), 16 at a time; each must answer 200.
+async fn send_numbered_to_bob(
+    http: &std::sync::Arc<Http>,
+    token: &str,
+    range: std::ops::Range<usize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = std::sync::Arc::new(AtomicUsize::new(range.start));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (http, token, next, end) = (http.clone(), token.to_owned(), next.clone(), range.end);
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                let body = json!({"messages": {"@bob:localhost": {"LAPTOP": {"n": i}}}});
+                let (s, v) = http
+                    .call(
+                        "PUT",
+                        &format!("/_matrix/client/v3/sendToDevice/org.example.ping/cap{i}"),
+                        Some(&token),
+                        Some(&body.to_string()),
+                    )
+                    .await;
+                assert_eq!(s, 200, "message {i}: {v}");
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+}
+
+/// Reads the device's to-device queue with `/sync` until a response brings
+/// none; the `n` of each message in order, and the last token.
+async fn drain_to_device(
+    http: &Http,
+    token: &str,
+    mut since: Option<String>,
+) -> (Vec<usize>, String) {
+    let mut got = Vec::new();
+    // 100 per response (TO_DEVICE_PER_SYNC); the bound only stops a loop.
+    for _ in 0..200 {
+        let v = sync(http, token, since.as_deref()).await;
+        let events = v["to_device"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        since = Some(v["next_batch"].as_str().unwrap().to_owned());
+        if events.is_empty() {
+            return (got, since.unwrap());
+        }
+        for e in events {
+            assert_eq!(e["sender"], "@alice:localhost", "{e}");
+            assert_eq!(e["type"], "org.example.ping", "{e}");
+            got.push(e["content"]["n"].as_u64().unwrap() as usize);
+        }
+    }
+    panic!("the to-device queue did not drain in 200 /sync calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_devices_to_device_queue_holds_at_most_10000_messages_and_more_are_dropped() {
+    // keys::MAX_QUEUED_TO_DEVICE.
+    const CAP: usize = 10_000;
+    const OVER: usize = 100;
+    // The per-user rate limit (200/s, burst 1000) is raised for this test
+    // only: it sends 10,100 messages in a few seconds.
+    let conf = tempfile::tempdir().unwrap();
+    let conf_path = conf.path().join("hotline.toml");
+    std::fs::write(
+        &conf_path,
+        "[rate_limits]\nper_user_per_second = 1000000.0\nper_user_burst = 1000000.0\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&[
+        "--allow-registration",
+        "--config",
+        conf_path.to_str().unwrap(),
+    ])
+    .await;
+    let http = std::sync::Arc::new(Http::new(&server.url));
+    let alice = http.register("alice").await;
+    http.register("bob").await;
+    let bob = login_device(&http, "bob", "LAPTOP").await;
+
+    // Bob's laptop is offline: its queue fills to the cap, then messages
+    // are dropped, and the sender is told 200 either way.
+    send_numbered_to_bob(&http, &alice, 0..CAP).await;
+    send_numbered_to_bob(&http, &alice, CAP..CAP + OVER).await;
+
+    let (mut got, token) = drain_to_device(&http, &bob, None).await;
+    assert_eq!(got.len(), CAP, "the device receives exactly the cap");
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..CAP).collect::<Vec<_>>(),
+        "the first {CAP} messages are kept (each once), the later ones dropped"
+    );
+
+    // Read and acknowledged, the queue is empty again and takes messages.
+    send_numbered_to_bob(&http, &alice, CAP + OVER..CAP + OVER + 1).await;
+    let (after, _) = drain_to_device(&http, &bob, Some(token)).await;
+    assert_eq!(
+        after,
+        [CAP + OVER],
+        "a message sent after the queue was read arrives"
+    );
+}
