@@ -133,6 +133,7 @@ pub fn app(services: Arc<Services>) -> Router {
 async fn web_app(
     axum::extract::State(state): axum::extract::State<AppState>,
     method: http::Method,
+    headers: http::HeaderMap,
     uri: http::Uri,
 ) -> Response {
     let path = uri.path();
@@ -145,18 +146,14 @@ async fn web_app(
     }
     let rel = path.trim_start_matches('/');
     let safe = !rel.split('/').any(|s| s == ".." || s.starts_with('.'));
-    let file = if rel.is_empty() || !safe {
+    let mut file = if rel.is_empty() || !safe {
         dir.join("index.html")
     } else {
         dir.join(rel)
     };
-    let (file, bytes) = match tokio::fs::read(&file).await {
-        Ok(b) => (file, b),
-        Err(_) => match tokio::fs::read(dir.join("index.html")).await {
-            Ok(b) => (dir.join("index.html"), b),
-            Err(_) => return unrecognized().await,
-        },
-    };
+    if !tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) {
+        file = dir.join("index.html");
+    }
     let mime = match file.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") | Some("mjs") => "text/javascript",
@@ -169,7 +166,48 @@ async fn web_app(
         Some("ico") => "image/x-icon",
         _ => "application/octet-stream",
     };
-    ([(http::header::CONTENT_TYPE, mime)], bytes).into_response()
+    // Vite names everything under assets/ by content hash: it never changes
+    // under the same name. The page itself is revalidated every time.
+    let cache = if file.starts_with(dir.join("assets")) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    // The build writes a gzip twin (`NAME.gz`) beside large files; the
+    // crypto WebAssembly shrinks from 5.4 to 1.8 MB.
+    let gzip_ok = headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let mut gz = file.clone().into_os_string();
+    gz.push(".gz");
+    if gzip_ok {
+        if let Ok(bytes) = tokio::fs::read(&gz).await {
+            return (
+                [
+                    (http::header::CONTENT_TYPE, mime),
+                    (http::header::CONTENT_ENCODING, "gzip"),
+                    (http::header::CACHE_CONTROL, cache),
+                    (http::header::VARY, "Accept-Encoding"),
+                ],
+                bytes,
+            )
+                .into_response();
+        }
+    }
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => (
+            [
+                (http::header::CONTENT_TYPE, mime),
+                (http::header::CACHE_CONTROL, cache),
+                (http::header::VARY, "Accept-Encoding"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => unrecognized().await,
+    }
 }
 
 /// Matrix clients in browsers need CORS on every endpoint.

@@ -235,12 +235,35 @@ impl Services {
         txn_id: &str,
         content: Box<RawValue>,
     ) -> Result<OwnedEventId> {
-        if let Some(id) =
-            self.store
-                .find_txn(sender.user_id.as_str(), sender.device_id.as_str(), txn_id)?
+        // No lookup of the transaction id first: the commit refuses a second
+        // (user, device, txn) row, and any refused send looks the first one
+        // up. Retries are rare; a database read on every send is not.
+        match self
+            .send_message_once(sender, room_id, kind, txn_id, content)
+            .await
         {
-            return OwnedEventId::try_from(id).map_err(Error::internal);
+            Ok(id) => Ok(id),
+            // A retry (even after leaving the room), or one racing the
+            // first attempt: answer like the first.
+            Err(e) => match self.store.find_txn(
+                sender.user_id.as_str(),
+                sender.device_id.as_str(),
+                txn_id,
+            )? {
+                Some(id) => OwnedEventId::try_from(id).map_err(Error::internal),
+                None => Err(e),
+            },
         }
+    }
+
+    async fn send_message_once(
+        &self,
+        sender: &crate::accounts::Sender,
+        room_id: &RoomId,
+        kind: &str,
+        txn_id: &str,
+        content: Box<RawValue>,
+    ) -> Result<OwnedEventId> {
         let room = self.room(room_id)?;
         self.require_joined(&room, &sender.user_id)?;
         if let Some(line) = room.state_event("org.hotline.line", "") {
@@ -259,21 +282,10 @@ impl Services {
             redacts: None,
         };
         let txn = Some((sender.device_id.to_string(), txn_id.to_owned()));
-        match self
+        Ok(self
             .append_events(&room, &sender.user_id, vec![draft], txn)
-            .await
-        {
-            Ok(mut ids) => Ok(ids.remove(0)),
-            // A retry racing the first attempt lost the uniqueness race: answer like the first.
-            Err(e) => match self.store.find_txn(
-                sender.user_id.as_str(),
-                sender.device_id.as_str(),
-                txn_id,
-            )? {
-                Some(id) => OwnedEventId::try_from(id).map_err(Error::internal),
-                None => Err(e),
-            },
-        }
+            .await?
+            .remove(0))
     }
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
