@@ -3,13 +3,17 @@
 #
 #   scripts/web.sh install      apt deps (chromium, coturn) and npm ci, when missing or changed
 #   scripts/web.sh build        install + npm run build -> web/dist (skipped when up to date)
-#   scripts/web.sh test         install + build + real server + coturn + Playwright tests
+#   scripts/web.sh test [ARGS]  install + build + real server + coturn + unit and Playwright tests
+#                               (ARGS go to `node --test`, e.g. --test-name-pattern='official')
+#   scripts/web.sh unit         the unit tests alone (no server: the committed fixtures)
 #   scripts/web.sh screenshots  like test, and writes the main screens to docs/*.png
 #
 # Tests start `hotline serve` on a free loopback port with a temporary data
 # dir, create users with `hotline admin create-user`, start coturn through
-# scripts/coturn.sh, run web/test/e2e.mjs (node's test runner, playwright-core
-# driving Debian's chromium), and stop everything on exit.
+# scripts/coturn.sh, run web/test/attestation.test.mjs (attestation
+# verification against a fixture the running server signs) and
+# web/test/e2e.mjs (node's test runner, playwright-core driving Debian's
+# chromium), and stop everything on exit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEB="$ROOT/web"
@@ -36,6 +40,10 @@ build() {
     if [[ -z "$newest" ]]; then echo "web: dist is up to date"; return 0; fi
   fi
   (cd "$WEB" && npm run --silent build)
+  # Gzip twins the server sends to browsers that accept gzip (the crypto
+  # WebAssembly: 5.4 MB -> 1.8 MB).
+  find "$WEB/dist" -type f \( -name '*.js' -o -name '*.wasm' -o -name '*.css' -o -name '*.html' -o -name '*.svg' -o -name '*.json' \) \
+    -size +1k -exec gzip -9kf {} \;
   touch "$WEB/dist/index.html"
 }
 
@@ -75,13 +83,19 @@ test_e2e() {
   done
   HOTLINE_URL="http://127.0.0.1:$port" HOTLINE_BIN="$BIN" HOTLINE_DATA="$tmp" HOTLINE_TURN="$turn" \
     HOTLINE_PASSWORD="hotline-test-pw" HOTLINE_SCREENSHOTS="${HOTLINE_SCREENSHOTS:-}" \
-    node --test --test-concurrency=1 "$WEB/test/e2e.mjs"
+    node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/e2e.mjs"
+}
+
+unit() {
+  install
+  (cd "$WEB" && node --test test/attestation.test.mjs)
 }
 
 case "${1:-}" in
   install) install ;;
   build) build ;;
-  test) test_e2e ;;
-  screenshots) HOTLINE_SCREENSHOTS="$ROOT/docs" test_e2e ;;
-  *) echo "usage: scripts/web.sh install|build|test|screenshots" >&2; exit 2 ;;
+  test) shift; test_e2e "$@" ;;
+  unit) unit ;;
+  screenshots) shift; HOTLINE_SCREENSHOTS="$ROOT/docs" test_e2e "$@" ;;
+  *) echo "usage: scripts/web.sh install|build|test [node --test args]|unit|screenshots" >&2; exit 2 ;;
 esac

@@ -16,6 +16,7 @@ export default defineConfig({
   server: {
     proxy: {
       "/_matrix": "http://127.0.0.1:8008",
+      "/_hotline": "http://127.0.0.1:8008",
     },
   },
 });

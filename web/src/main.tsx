@@ -13,6 +13,8 @@ import {
   stopSession,
 } from "./lib/session";
 import { createLine, findLine, lineSummaries, normaliseUserId } from "./lib/lines";
+import { startIdentity, stopIdentity, useIdentity } from "./lib/identity";
+import { isInviteCode, listInvites } from "./lib/lineInvites";
 import { askNotificationPermission, CallView, onCall, watchIncomingCalls } from "./lib/calls";
 import { navigate, useClientTick, useRoute } from "./lib/hooks";
 import { SignIn } from "./components/SignIn";
@@ -21,6 +23,8 @@ import { LineList } from "./components/LineList";
 import { Chat } from "./components/Chat";
 import { Settings } from "./components/Settings";
 import { ActiveCall, IncomingCall } from "./components/CallPanel";
+import { EnrolForm, FingerprintStep } from "./components/Enrol";
+import { LineInvites, RedeemInvite } from "./components/LineInvites";
 import { AlertIcon, CloseIcon, LockIcon } from "./components/icons";
 
 export interface CryptoInfo {
@@ -33,15 +37,26 @@ type Phase =
   | { kind: "signed-out"; notice?: string }
   | { kind: "starting"; creds: Credentials }
   | { kind: "keys"; mx: MatrixClient; status: Exclude<KeyStatus, "ready">; crypto: CryptoInfo }
+  | { kind: "fingerprint"; mx: MatrixClient; crypto: CryptoInfo }
   | { kind: "ready"; mx: MatrixClient; crypto: CryptoInfo };
 
 let signInPassword: string | null = null;
+/** Set while an official goes through enrolment: key set-up ends on their fingerprint. */
+let enrolling = false;
 
 function App() {
+  const route = useRoute();
   const [phase, setPhase] = useState<Phase>(() => {
     const c = loadCredentials();
     return c ? { kind: "starting", creds: c } : { kind: "signed-out" };
   });
+
+  // The directory of officials is read once per session, for every screen.
+  const sessionClient = "mx" in phase ? phase.mx : null;
+  useEffect(() => {
+    if (sessionClient) startIdentity(sessionClient);
+    else if (phase.kind === "signed-out") stopIdentity();
+  }, [sessionClient, phase.kind]);
 
   useEffect(() => {
     if (phase.kind !== "starting") return;
@@ -59,6 +74,7 @@ function App() {
           }
         }
         if (!cancelled) setPhase({ kind: "ready", mx: client, crypto: info });
+        enrolling = false;
       } catch (e: any) {
         if (e?.errcode === "M_UNKNOWN_TOKEN" || e?.httpStatus === 401) {
           stopSession();
@@ -86,9 +102,24 @@ function App() {
   }, [phase.kind === "ready" ? phase.mx : null]);
 
   if (phase.kind === "signed-out") {
+    if (route[0] === "enrol" && route[1]) {
+      return (
+        <EnrolForm
+          code={route[1]}
+          onEnrolled={(c, password) => {
+            signInPassword = password;
+            enrolling = true;
+            saveCredentials(c);
+            askNotificationPermission();
+            setPhase({ kind: "starting", creds: c });
+          }}
+        />
+      );
+    }
+    const inviteNotice = route[0] === "line" && isInviteCode(route[1]) ? "Sign in to open the direct line you were invited to." : undefined;
     return (
       <SignIn
-        notice={phase.notice}
+        notice={[phase.notice, inviteNotice].filter(Boolean).join(" ") || undefined}
         onSignedIn={(c, password) => {
           signInPassword = password;
           saveCredentials(c);
@@ -117,7 +148,20 @@ function App() {
         onDone={async () => {
           signInPassword = null;
           const verified = (await keyStatus(phase.mx).catch(() => "needs-recovery")) === "ready";
-          setPhase({ kind: "ready", mx: phase.mx, crypto: { ...phase.crypto, verified } });
+          const crypto = { ...phase.crypto, verified };
+          setPhase(enrolling ? { kind: "fingerprint", mx: phase.mx, crypto } : { kind: "ready", mx: phase.mx, crypto });
+        }}
+      />
+    );
+  }
+  if (phase.kind === "fingerprint") {
+    return (
+      <FingerprintStep
+        mx={phase.mx}
+        onDone={() => {
+          enrolling = false;
+          navigate();
+          setPhase({ kind: "ready", mx: phase.mx, crypto: phase.crypto });
         }}
       />
     );
@@ -143,6 +187,8 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   const [call, setCall] = useState<CallView | null>(null);
   const [newLine, setNewLine] = useState(false);
   const [dismissed, setDismissed] = useState(false);
+  const [canInvite, setCanInvite] = useState(false);
+  const own = useIdentity(mx.getUserId()!);
 
   useEffect(() => {
     firstSync(mx).then(() => setSynced(true));
@@ -156,6 +202,20 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
 
   const lines = useMemo(() => (synced ? lineSummaries(mx) : []), [tick, synced]);
 
+  // Line invites are for principals and their aides: the server says who
+  // is (a 403 for everyone else), asked again when our attestation changes.
+  const ownRole = own.kind === "verified" ? own.att.role : null;
+  useEffect(() => {
+    let live = true;
+    listInvites(mx).then(
+      () => live && setCanInvite(true),
+      () => live && setCanInvite(ownRole === "principal" || ownRole === "aide"),
+    );
+    return () => {
+      live = false;
+    };
+  }, [mx, ownRole]);
+
   useEffect(() => {
     if (synced && !performance.getEntriesByName("hotline:lines").length) performance.mark("hotline:lines");
   }, [synced]);
@@ -166,9 +226,11 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
     document.title = call?.phase === "ringing-in" ? `Incoming call · Hotline` : n ? `(${n}) Hotline` : "Hotline";
   }, [lines, call?.phase]);
 
-  const selected = route[0] === "line" ? route[1] : null;
+  const inviteCode = route[0] === "line" && isInviteCode(route[1]) ? route[1] : null;
+  const selected = route[0] === "line" && !inviteCode ? route[1] : null;
   const room = selected ? mx.getRoom(selected) : null;
-  const view = route[0] === "settings" ? "settings" : room ? "chat" : "list";
+  const page = inviteCode ? "redeem" : route[0] === "invites" ? "invites" : route[0] === "enrol" ? "enrol" : null;
+  const view = route[0] === "settings" ? "settings" : page ? "page" : room ? "chat" : "list";
 
   const banner =
     !dismissed &&
@@ -183,7 +245,15 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   return (
     <div class={"shell view-" + view + (call ? " has-call" : "")}>
       {call && call.phase === "ringing-in" && <IncomingCall mx={mx} call={call} />}
-      <LineList mx={mx} lines={lines} selected={selected} onNewLine={() => setNewLine(true)} loading={!synced} />
+      <LineList
+        mx={mx}
+        lines={lines}
+        selected={selected}
+        onNewLine={() => setNewLine(true)}
+        loading={!synced}
+        canInvite={canInvite}
+        invitesOpen={page === "invites"}
+      />
       <main class="pane">
         {banner && (
           <div class="banner warn" role="status" data-testid="crypto-banner">
@@ -195,7 +265,30 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
         )}
         {call && call.phase !== "ringing-in" && <ActiveCall mx={mx} call={call} />}
         {view === "settings" ? (
-          <Settings mx={mx} crypto={props.crypto} onSignOut={props.onSignOut} onVerify={props.onVerify} />
+          <Settings mx={mx} crypto={props.crypto} onSignOut={props.onSignOut} onVerify={props.onVerify} canInvite={canInvite} />
+        ) : page === "invites" ? (
+          <LineInvites mx={mx} />
+        ) : page === "redeem" ? (
+          <RedeemInvite key={inviteCode} mx={mx} code={inviteCode!} />
+        ) : page === "enrol" ? (
+          <div class="placeholder-pane">
+            <span class="brand-mark big" aria-hidden="true">
+              <LockIcon size={30} />
+            </span>
+            <h1>Enrolment link</h1>
+            <p class="muted">
+              This link sets up a new official's account. You are signed in as {mx.getUserId()}: sign out first to use
+              it on this device.
+            </p>
+            <div class="row center">
+              <button type="button" onClick={() => navigate()}>
+                Back to my lines
+              </button>
+              <button type="button" class="danger-outline" onClick={props.onSignOut}>
+                Sign out
+              </button>
+            </div>
+          </div>
         ) : room ? (
           <Chat mx={mx} room={room} tick={tick} call={call} cryptoOk={props.crypto.state === "ready"} />
         ) : (

@@ -14,6 +14,8 @@ import { readFileSync, readdirSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import qrcode from "qrcode-generator";
+import * as ed from "@noble/ed25519";
 
 const URL_ = process.env.HOTLINE_URL;
 const PW = process.env.HOTLINE_PASSWORD || "hotline-test-pw";
@@ -651,6 +653,334 @@ test("load time: page load to the lines list (loopback)", async () => {
   await shot(alice, "lines.png");
   console.log(`# load-to-lines ms (signed in, 3 loads): ${samples.join(", ")} (median ${samples[1]})`);
   assert.ok(samples[1] < 10_000, "lines list within 10 s on loopback");
+});
+
+// ---- official identity and direct lines (DESIGN.md capabilities 4 and 5) ----
+
+const OFFICIALS = {
+  a: { user: "avalon-president", name: "Alma Reyes", title: "President", country: "Avalon", office: "Office of the President of Avalon", password: "alma-reyes-pw-1" },
+  b: { user: "borduria-chancellor", name: "Bruno Keller", title: "Chancellor", country: "Borduria", office: "Federal Chancellery of Borduria", password: "bruno-keller-pw-1" },
+};
+const official = {}; // key -> { page, userId, masterKey }
+
+function admin(...args) {
+  return execFileSync(BIN, ["--data-dir", DATA, "admin", ...args]).toString();
+}
+
+const tokenOf = (page) => page.evaluate(() => JSON.parse(localStorage.getItem("hotline.session")).accessToken);
+
+/** Asserts that a rendered QR code (our SVG) holds exactly `text`. */
+async function assertQrEncodes(svg, text) {
+  const { n, d } = await svg.evaluate((el) => ({ n: Number(el.dataset.modules), d: el.querySelector("path").getAttribute("d") }));
+  const q = qrcode(0, "M");
+  q.addData(text, "Byte");
+  q.make();
+  assert.equal(n, q.getModuleCount(), "QR size");
+  const dark = new Set();
+  for (const m of d.matchAll(/M(\d+) (\d+)h(\d+)v1h-\d+z/g)) {
+    for (let i = 0; i < Number(m[3]); i++) dark.add(`${Number(m[2]) - 4},${Number(m[1]) - 4 + i}`);
+  }
+  let wrong = 0;
+  for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) if (dark.has(`${r},${c}`) !== q.isDark(r, c)) wrong++;
+  assert.equal(wrong, 0, `QR modules differ from the encoding of ${text}`);
+}
+
+/** The identity mark next to a counterpart in a scope (list row, chat header, call UI). */
+const mark = (scope) => scope.getByTestId("identity-mark");
+
+test("official enrolment: set a password, key set-up, fingerprint, vouched by the office", async () => {
+  for (const key of ["a", "b"]) {
+    const o = OFFICIALS[key];
+    const out = admin("enroll", o.user, "--name", o.name, "--title", o.title, "--country", o.country, "--office", o.office, "--role", "principal", "--base-url", URL_);
+    const code = /^code (\S+)$/m.exec(out)?.[1];
+    const link = /^link (\S+)$/m.exec(out)?.[1];
+    const userId = /^enrolled (\S+)$/m.exec(out)?.[1];
+    assert.equal(link, `${URL_}/#/enrol/${code}`, out);
+    const page = await newPage(`official-${key}`);
+    await page.goto(link);
+    await page.getByRole("heading", { name: "Set your password" }).waitFor();
+    await page.getByLabel("New password").fill(o.password);
+    await page.getByLabel("Confirm password").fill(o.password + "-typo");
+    await page.getByRole("button", { name: "Set password and continue" }).click();
+    await page.getByRole("alert").filter({ hasText: "do not match" }).waitFor();
+    await page.getByLabel("Confirm password").fill(o.password);
+    await page.getByRole("button", { name: "Set password and continue" }).click();
+    if (E2EE) {
+      // Key set-up reuses the password just set: no second prompt.
+      await page.getByRole("heading", { name: "Set up secure keys" }).waitFor();
+      assert.equal(await page.getByLabel("Confirm your password").count(), 0);
+      await page.getByRole("button", { name: "Create my recovery key" }).click();
+      await page.getByTestId("recovery-key").waitFor({ timeout: 60_000 });
+      await page.getByLabel("I have stored my recovery key").check();
+      await page.getByRole("button", { name: "Continue" }).click();
+    }
+    await page.getByRole("heading", { name: "Your identity fingerprint" }).waitFor();
+    await page.getByText("Show this to your protocol office to be vouched for.").waitFor();
+    const fp = (await page.getByTestId("fingerprint").textContent()).trim();
+    assert.match(fp, /^([A-Za-z0-9+/]{4} ){10}[A-Za-z0-9+/]{3}$/, "43 base64 characters in groups of four");
+    // It is the master key the server holds for the account.
+    const token = await tokenOf(page);
+    const q = await api("POST", "/_matrix/client/v3/keys/query", { device_keys: { [userId]: [] } }, token);
+    assert.equal(Object.values(q.json.master_keys[userId].keys)[0], fp.replaceAll(" ", ""));
+    await page.getByTestId("own-identity").filter({ hasText: "Not vouched for yet" }).waitFor();
+    if (key === "a") await shot(page, "enrol-fingerprint.png", { bottom: false });
+    // The office compares the fingerprint in person and vouches, typing it as read aloud.
+    const att = JSON.parse(admin("vouch", userId, "--master-key", fp));
+    assert.equal(att.master_key, fp.replaceAll(" ", ""));
+    await page.getByTestId("own-identity").filter({ hasText: `Vouched for by ${o.office}: ${o.name}, ${o.title} · ${o.country}` }).waitFor();
+    await page.getByRole("button", { name: "Continue to Hotline" }).click();
+    await page.getByRole("navigation", { name: "Lines" }).waitFor();
+    assert.equal(new URL(page.url()).hash, "#/");
+    official[key] = { page, userId, masterKey: att.master_key };
+
+    // The code worked once: the same link is refused, in words.
+    const again = await newPage(`enrol-again-${key}`);
+    await again.goto(link);
+    await again.getByLabel("New password").fill("some-other-password");
+    await again.getByLabel("Confirm password").fill("some-other-password");
+    await again.getByRole("button", { name: "Set password and continue" }).click();
+    await again.getByRole("alert").filter({ hasText: "Unknown or already used enrolment code" }).waitFor();
+    await again.context().close();
+  }
+  // Settings shows one's own fingerprint and vouched-for state.
+  const a = official.a.page;
+  await a.goto(URL_ + "/#/settings");
+  await a.getByTestId("own-identity").filter({ hasText: `Vouched for by ${OFFICIALS.a.office}` }).waitFor();
+  assert.equal((await a.getByTestId("fingerprint").textContent()).replaceAll(" ", ""), official.a.masterKey);
+  await a.getByRole("link", { name: "Manage line invites" }).waitFor();
+});
+
+async function createInvite(page, { forUser = "" } = {}) {
+  const created = page.getByTestId("created-invite");
+  const before = (await created.count()) ? await created.getByTestId("invite-link").inputValue() : null;
+  await page.getByLabel("Only for (optional)").fill(forUser);
+  await page.getByRole("button", { name: "Create invite" }).click();
+  const link = created.getByTestId("invite-link");
+  await page.waitForFunction(
+    ([b]) => {
+      const v = document.querySelector('[data-testid="created-invite"] [data-testid="invite-link"]')?.value;
+      return v && v !== b;
+    },
+    [before],
+  );
+  return link.inputValue();
+}
+
+async function redeemError(page, link, expected) {
+  await page.goto(link);
+  await page.getByRole("heading", { name: "Open a direct line" }).waitFor();
+  await page.getByRole("button", { name: "Open the line" }).click();
+  await page.getByTestId("redeem-error").filter({ hasText: expected }).waitFor();
+}
+
+test("line invites: a principal creates, shares (link + QR) and revokes; refusals are explained", async () => {
+  const A = official.a.page;
+  const B = official.b.page;
+  // Only principals and aides see the entry: Alice (no official) doesn't.
+  if (alice) {
+    await alice.goto(URL_ + "/#/");
+    await alice.getByRole("navigation", { name: "Lines" }).waitFor();
+    assert.equal(await alice.getByRole("link", { name: "Line invites" }).count(), 0);
+  }
+  await A.goto(URL_ + "/#/");
+  await A.getByRole("link", { name: "Line invites" }).click();
+  await A.getByRole("heading", { name: "Line invites" }).waitFor();
+
+  // Bound to someone else: Bruno is refused.
+  const bound = await createInvite(A, { forUser: "@someone-else:localhost" });
+  await A.getByTestId("created-invite").getByText("only for @someone-else:localhost").waitFor();
+  await redeemError(B, bound, "This line invite is meant for someone else");
+
+  // Revoked in the list: refused.
+  const revoked = await createInvite(A);
+  const revokedCode = revoked.split("/").pop();
+  const row = A.locator(`[data-testid="invites"] li[data-code="${revokedCode}"]`);
+  A.once("dialog", (d) => d.accept());
+  await row.getByRole("button", { name: /^Revoke invite/ }).click();
+  await A.locator(`[data-testid="invites"] li[data-code="${revokedCode}"][data-state="revoked"]`).getByText("Revoked").waitFor();
+  await redeemError(B, revoked, "This line invite was revoked by its office");
+
+  // Expired (made through the API with a one-second lifetime): refused.
+  const short = await api("POST", "/_hotline/v1/line_invites", { expires_in_ms: 1000 }, await tokenOf(A));
+  assert.equal(short.status, 200);
+  await A.waitForTimeout(1200);
+  await redeemError(B, short.json.url, "This line invite has expired");
+
+  // The real one: single use, 7 days; its link and QR code.
+  const link = await createInvite(A);
+  const code = link.split("/").pop();
+  assert.equal(link, `${URL_}/#/line/${code}`);
+  const created = A.getByTestId("created-invite");
+  await created.getByText("single use · expires in 7 days").waitFor();
+  await assertQrEncodes(created.getByTestId("invite-qr"), link);
+  await A.locator(`[data-testid="invites"] li[data-code="${code}"][data-state="active"]`).waitFor();
+  await shot(A, "line-invite.png", { bottom: false });
+
+  await B.goto(link);
+  await B.getByRole("button", { name: "Open the line" }).click();
+  await B.locator("#composer-input").waitFor();
+  const roomId = decodeURIComponent(new URL(B.url()).hash.replace(/^#\/line\//, ""));
+  assert.match(roomId, /^!/);
+  official.roomId = roomId;
+  // The server's line: both principals, official, encrypted.
+  const line = await api("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/org.hotline.line/`, undefined, await tokenOf(B));
+  assert.deepEqual([...line.json.principals].sort(), [official.a.userId, official.b.userId].sort());
+  assert.equal(line.json.official, true);
+
+  // Used once: the same link is refused now, and listed as used up.
+  await redeemError(B, link, "This line invite has been used up");
+  await A.locator(`[data-testid="invites"] li[data-code="${code}"][data-state="used"]`).getByText("Used up").waitFor();
+});
+
+test("line invite opened signed out: sign in first, then a non-principal is refused", async () => {
+  const token = await tokenOf(official.a.page);
+  const inv = await api("POST", "/_hotline/v1/line_invites", {}, token);
+  assert.equal(inv.status, 200);
+  admin("create-user", "erin", "--password", PW);
+  const page = await newPage("erin");
+  await page.goto(inv.json.url);
+  await page.getByText("Sign in to open the direct line you were invited to.").waitFor();
+  await page.getByLabel("User name").fill("erin");
+  await page.getByLabel("Password", { exact: true }).fill(PW);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  if (E2EE) {
+    await page.getByRole("heading", { name: "Set up secure keys" }).waitFor();
+    await page.getByRole("button", { name: "Create my recovery key" }).click();
+    await page.getByLabel("I have stored my recovery key").check({ timeout: 60_000 });
+    await page.getByRole("button", { name: "Continue" }).click();
+  }
+  // Back where the link pointed, signed in.
+  await page.getByRole("heading", { name: "Open a direct line" }).waitFor();
+  await page.getByRole("button", { name: "Open the line" }).click();
+  await page.getByTestId("redeem-error").filter({ hasText: "Only an enrolled principal can redeem a line invite" }).waitFor();
+  await page.context().close();
+});
+
+test("direct line: verified badges (title, country) in list, header and call; texts both ways; voice call", async () => {
+  const A = official.a.page;
+  const B = official.b.page;
+  const { a, b } = OFFICIALS;
+  // The list shows the line, with the counterpart's verified badge.
+  for (const [page, other, o] of [[A, official.b.userId, b], [B, official.a.userId, a]]) {
+    await page.goto(URL_ + "/#/");
+    const row = page.locator(`a.line[data-counterpart="${other}"]`);
+    await row.and(page.locator('[data-official="true"]')).waitFor();
+    await mark(row).and(page.locator('[data-status="verified"]')).filter({ hasText: `${o.title} · ${o.country}` }).waitFor();
+    await row.getByText(o.name).waitFor();
+    assert.equal(await mark(row).getAttribute("title"), `Verified by ${o.office}: ${o.name}, ${o.title} of ${o.country}`);
+    await row.click();
+    const header = page.locator(".chat-head");
+    await mark(header).and(page.locator('[data-status="verified"]')).filter({ hasText: `${o.title} · ${o.country}` }).waitFor();
+    await header.getByText("Official line · End-to-end encrypted").waitFor();
+  }
+  // Regular users stay plainly unverified (Alice's line with Bob).
+  if (alice && lineRoomId) {
+    await alice.goto(URL_ + `/#/line/${encodeURIComponent(lineRoomId)}`);
+    await mark(alice.locator(".chat-head")).and(alice.locator('[data-status="unverified"]')).filter({ hasText: "unverified" }).waitFor();
+  }
+
+  await send(A, "Good evening, Chancellor. This is the line we agreed.");
+  await message(B, "Good evening, Chancellor. This is the line we agreed.").waitFor();
+  await send(B, "Good evening, Madam President. Loud and clear.");
+  await message(A, "Good evening, Madam President. Loud and clear.").waitFor();
+  await shot(A, "verified-line.png");
+
+  // A voice call: the badge is on the ringing dialog and in the call bar.
+  await A.getByRole("button", { name: `Call ${b.name}` }).click();
+  const incoming = B.getByTestId("incoming-call");
+  await incoming.waitFor();
+  await mark(incoming).filter({ hasText: `${a.title} · ${a.country}` }).and(B.locator('[data-status="verified"]')).waitFor();
+  await B.getByRole("button", { name: "Answer call" }).click();
+  for (const [page, o] of [[A, b], [B, a]]) {
+    const bar = page.locator('[data-testid="active-call"][data-phase="connected"]');
+    await bar.waitFor();
+    await mark(bar).filter({ hasText: `${o.title} · ${o.country}` }).and(page.locator('[data-status="verified"]')).waitFor();
+  }
+  await assertAudioBothWays(A, B);
+  await shot(A, "verified-call.png");
+  await A.getByRole("button", { name: "Hang up" }).click();
+  await A.getByTestId("active-call").waitFor({ state: "detached", timeout: 10_000 });
+  await B.getByTestId("active-call").waitFor({ state: "detached", timeout: 10_000 });
+});
+
+const b64 = (bytes) => Buffer.from(bytes).toString("base64").replace(/=+$/, "");
+const canonical = (v) =>
+  v && typeof v === "object" && !Array.isArray(v)
+    ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`
+    : Array.isArray(v) ? `[${v.map(canonical).join(",")}]` : JSON.stringify(v);
+
+/**
+ * Replaces a user's cross-signing keys on the server with a new, consistent
+ * set (master; self-signing and user-signing keys signed by it), as a reset
+ * on another device (or an attacker holding the password) would.
+ * Returns the new master public key.
+ */
+async function replaceCrossSigning(userId, password, token) {
+  const master = ed.utils.randomSecretKey();
+  const masterPub = b64(await ed.getPublicKeyAsync(master));
+  const key = async (usage, secret) => {
+    const pub = b64(await ed.getPublicKeyAsync(secret));
+    const obj = { user_id: userId, usage: [usage], keys: { [`ed25519:${pub}`]: pub } };
+    if (usage === "master") return obj;
+    const sig = b64(await ed.signAsync(new TextEncoder().encode(canonical(obj)), master));
+    return { ...obj, signatures: { [userId]: { [`ed25519:${masterPub}`]: sig } } };
+  };
+  const body = {
+    master_key: await key("master", master),
+    self_signing_key: await key("self_signing", ed.utils.randomSecretKey()),
+    user_signing_key: await key("user_signing", ed.utils.randomSecretKey()),
+  };
+  const first = await api("POST", "/_matrix/client/v3/keys/device_signing/upload", body, token);
+  assert.equal(first.status, 401, "replacing the master key needs the password");
+  const auth = { type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password, session: first.json.session };
+  const second = await api("POST", "/_matrix/client/v3/keys/device_signing/upload", { ...body, auth }, token);
+  assert.equal(second.status, 200, JSON.stringify(second.json));
+  return masterPub;
+}
+
+test("a changed identity key pauses the line until the office vouches again", async () => {
+  const A = official.a.page;
+  const B = official.b.page;
+  const { b } = OFFICIALS;
+  const room = `/#/line/${encodeURIComponent(official.roomId)}`;
+  await A.goto(URL_ + room);
+  await B.goto(URL_ + room);
+  await A.locator("#composer-input:not([disabled])").waitFor();
+
+  const newKey = await replaceCrossSigning(official.b.userId, b.password, await tokenOf(B));
+  const changedAt = Date.now();
+
+  // Alma's side: a blocking banner, composer and call button off, the badge turns to a warning.
+  const banner = A.getByTestId("identity-banner");
+  await banner.filter({ hasText: "This line is paused" }).waitFor();
+  console.log(`# key change shown in the counterpart's line after ${Date.now() - changedAt} ms`);
+  assert.match(await banner.textContent(), new RegExp(`${b.name}'s identity key changed since ${b.office} vouched for them as ${b.title} · ${b.country}`));
+  assert.equal(await A.locator("#composer-input").isDisabled(), true, "composer disabled");
+  assert.equal(await A.getByRole("button", { name: `Call ${b.name}` }).isDisabled(), true, "call button disabled");
+  assert.equal(await A.getByRole("button", { name: "Send" }).isDisabled(), true, "send disabled");
+  await mark(A.locator(".chat-head")).and(A.locator('[data-status="key-mismatch"]')).filter({ hasText: "Identity key changed" }).waitFor();
+  await mark(A.locator(`a.line[data-counterpart="${official.b.userId}"]`)).and(A.locator('[data-status="key-mismatch"]')).waitFor();
+  await shot(A, "line-paused.png");
+  // The server agrees: the line is paused.
+  const refused = await api("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(official.roomId)}/send/m.room.message/paused-${Date.now()}`, { msgtype: "m.text", body: "x" }, await tokenOf(A));
+  assert.equal(refused.status, 403);
+  assert.match(refused.json.error, /paused/);
+  // Bruno's side: his own key is not the vouched one; his composer is off too.
+  await B.getByTestId("identity-banner").filter({ hasText: "Your identity key is not the one" }).waitFor();
+  assert.equal(await B.locator("#composer-input").isDisabled(), true);
+
+  // The office compares the new fingerprint in person and vouches again: the line resumes.
+  admin("vouch", official.b.userId, "--master-key", newKey);
+  const vouchedAt = Date.now();
+  await A.getByRole("button", { name: "Check again" }).click();
+  await banner.waitFor({ state: "detached" });
+  await mark(A.locator(".chat-head")).and(A.locator('[data-status="verified"]')).filter({ hasText: `${b.title} · ${b.country}` }).waitFor();
+  await A.locator("#composer-input:not([disabled])").waitFor();
+  // Bruno's page notices by itself (a paused line looks again every 10 s).
+  await B.getByTestId("identity-banner").waitFor({ state: "detached" });
+  console.log(`# vouched again: pause lifted on the other side after ${Date.now() - vouchedAt} ms`);
+  await send(A, "Back on the line after your office vouched again.");
+  await message(B, "Back on the line after your office vouched again.").waitFor();
 });
 
 test("no console errors or page errors in any page", () => {

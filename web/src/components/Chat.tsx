@@ -9,7 +9,9 @@ import {
   MatrixEvent,
   Room,
 } from "matrix-js-sdk";
-import { counterpartOf, displayName, isShown, markDirect, messageText } from "../lib/lines";
+import { counterpartOf, displayName, isShown, lineState, markDirect, messageText } from "../lib/lines";
+import { blocksLine, IdentityStatus, refreshIdentity, titleLine, useIdentity } from "../lib/identity";
+import { dateTime } from "../lib/format";
 import { mediaObjectUrl, sendFile } from "../lib/attachments";
 import { bytes, dayLabel, duration, iso, timeOfDay } from "../lib/format";
 import { navigate } from "../lib/hooks";
@@ -26,6 +28,7 @@ import {
   EditIcon,
   LockIcon,
   MissedIcon,
+  ShieldAlertIcon,
   PhoneIcon,
   RetryIcon,
   SendIcon,
@@ -185,6 +188,13 @@ export function Chat(props: {
   const invited = room.getMyMembership() === KnownMembership.Invite;
   const encrypted = room.hasEncryptionStateEvent();
   const other = member?.membership;
+  const line = lineState(room);
+  const them = useIdentity(counterpart);
+  const self = useIdentity(me);
+  // A line stops while the counterpart's identity can't be trusted (key
+  // changed since their office vouched, or revoked), and while our own key
+  // differs from our attestation (the server refuses our sends then).
+  const paused = !!line && (blocksLine(them) || self.kind === "key-mismatch");
 
   const [text, setText] = useState("");
   const [editing, setEditing] = useState<MatrixEvent | null>(null);
@@ -302,7 +312,7 @@ export function Chat(props: {
   const send = async (e?: Event) => {
     e?.preventDefault();
     const body = text.trim();
-    if (!body) return;
+    if (!body || paused) return;
     setError(null);
     setText("");
     typingSent.current = 0;
@@ -445,7 +455,7 @@ export function Chat(props: {
               <span class="typing-inline">typing…</span>
             ) : encrypted ? (
               <span class="enc">
-                <LockIcon size={12} /> End-to-end encrypted · {counterpart}
+                <LockIcon size={12} /> {line ? "Official line · " : ""}End-to-end encrypted · {counterpart}
               </span>
             ) : (
               <span class="warn-text">Not encrypted · {counterpart}</span>
@@ -456,13 +466,15 @@ export function Chat(props: {
           class="icon-button call-button"
           type="button"
           onClick={call}
-          disabled={invited || !!inCallHere || other !== "join"}
+          disabled={invited || !!inCallHere || other !== "join" || paused}
           aria-label={`Call ${name}`}
-          title={other === "join" ? `Call ${name}` : `${name} has not joined yet`}
+          title={paused ? "This line is paused" : other === "join" ? `Call ${name}` : `${name} has not joined yet`}
         >
           <PhoneIcon />
         </button>
       </header>
+
+      <IdentityBanner name={name} them={them} self={self} line={!!line} />
 
       {!props.cryptoOk && encrypted && (
         <div class="banner warn" role="alert">
@@ -644,7 +656,14 @@ export function Chat(props: {
             </div>
           )}
           <div class="composer-row">
-            <button type="button" class="icon-button" onClick={() => fileInput.current?.click()} aria-label="Attach a file" title="Attach a file">
+            <button
+              type="button"
+              class="icon-button"
+              onClick={() => fileInput.current?.click()}
+              aria-label="Attach a file"
+              title="Attach a file"
+              disabled={paused}
+            >
               <AttachIcon />
             </button>
             <input ref={fileInput} type="file" class="visually-hidden" tabIndex={-1} aria-hidden="true" multiple onChange={onFile} data-testid="file-input" />
@@ -655,18 +674,79 @@ export function Chat(props: {
               id="composer-input"
               ref={input}
               rows={1}
-              placeholder={`Message ${name}`}
+              placeholder={paused ? "This line is paused" : `Message ${name}`}
+              disabled={paused}
               value={text}
               onInput={onInput}
               onKeyDown={onKey}
             />
-            <button type="submit" class="icon-button accent" disabled={!text.trim()} aria-label={editing ? "Save edit" : "Send"}>
+            <button type="submit" class="icon-button accent" disabled={!text.trim() || paused} aria-label={editing ? "Save edit" : "Send"}>
               <SendIcon />
             </button>
           </div>
         </form>
       )}
     </section>
+  );
+}
+
+/**
+ * Why a conversation can't be trusted right now, above its timeline. In a
+ * line it is blocking (the composer and call button are off) until the
+ * office vouches again; a "Check again" reads the directory at once.
+ */
+function IdentityBanner(props: { name: string; them: IdentityStatus; self: IdentityStatus; line: boolean }) {
+  const { name, them, self, line } = props;
+  const [checking, setChecking] = useState(false);
+  const shown = them.kind === "key-mismatch" || them.kind === "revoked" || (line && self.kind === "key-mismatch");
+  // While a line waits for the office, look more often than the usual minute.
+  useEffect(() => {
+    if (!shown || !line) return;
+    const t = setInterval(() => document.visibilityState === "visible" && refreshIdentity(), 10_000);
+    return () => clearInterval(t);
+  }, [shown, line]);
+  let title: string;
+  let text: string;
+  if (them.kind === "key-mismatch") {
+    title = line ? "This line is paused" : `${name}'s identity changed`;
+    text =
+      `${name}'s identity key changed since ${them.att.office} vouched for them as ${titleLine(them.att)}. ` +
+      "Whoever holds this account now may not be them. " +
+      (line
+        ? "Messages and calls stay off until their protocol office checks the new key in person and vouches again."
+        : "Don't share anything sensitive until their protocol office vouches again.");
+  } else if (them.kind === "revoked") {
+    title = line ? "This line is closed" : `${name}'s identity was revoked`;
+    text =
+      `${them.att?.office || "Their protocol office"} revoked its attestation of ${name}'s identity on ${dateTime(them.revokedTs)}. ` +
+      (line ? "Messages and calls stay off unless the office vouches for them again." : "Treat this account as unverified.");
+  } else if (line && self.kind === "key-mismatch") {
+    title = "This line is paused";
+    text =
+      `Your identity key is not the one ${self.att.office} vouched for. Show your new fingerprint (Settings → Official identity) ` +
+      "to your protocol office; the line resumes once they vouch again.";
+  } else {
+    return null;
+  }
+  const check = async () => {
+    setChecking(true);
+    try {
+      await refreshIdentity();
+    } finally {
+      setChecking(false);
+    }
+  };
+  return (
+    <div class={"banner id-banner" + (line ? " blocking" : "")} role="alert" data-testid="identity-banner">
+      <ShieldAlertIcon size={20} />
+      <div>
+        <strong>{title}</strong>
+        <p>{text}</p>
+      </div>
+      <button type="button" onClick={check} disabled={checking}>
+        {checking ? "Checking…" : "Check again"}
+      </button>
+    </div>
   );
 }
 

@@ -1,8 +1,70 @@
+import { useIdentity, titleLine } from "../lib/identity";
+import { dateTime } from "../lib/format";
+import { SealCheckIcon, ShieldAlertIcon } from "./icons";
+
 /**
- * The place for a counterpart's official identity next to their name:
- * "verified: title, country" or an "unverified" mark. Attestations come
- * with issue 5; until then nothing is claimed, so nothing is shown.
+ * A counterpart's official identity next to their name (line list, chat
+ * header, call UI): a seal with "President · Avalon" when their office's
+ * attestation verifies and matches their current identity key, a plain
+ * "unverified" when nothing is vouched for, and a warning when the
+ * attestation was revoked or their identity key changed since.
  */
-export function IdentityMark(_props: { userId: string; compact?: boolean }) {
-  return null;
+export function IdentityMark({ userId, compact = false }: { userId: string; compact?: boolean }) {
+  const s = useIdentity(userId);
+  const size = compact ? 14 : 16;
+  switch (s.kind) {
+    case "unknown":
+      return null;
+    case "verified": {
+      const a = s.att;
+      const aide = a.role === "aide" && a.principal ? `, aide to ${a.principal}` : "";
+      return (
+        <span
+          class={"idmark verified" + (compact ? " compact" : "")}
+          data-testid="identity-mark"
+          data-status="verified"
+          title={`Verified by ${a.office}: ${a.name}, ${a.title} of ${a.country}${aide}`}
+        >
+          <SealCheckIcon size={size} />
+          <span class="visually-hidden">Verified: </span>
+          <span class="idmark-text">{titleLine(a)}</span>
+        </span>
+      );
+    }
+    case "unverified":
+      return (
+        <span
+          class={"idmark unverified" + (compact ? " compact" : "")}
+          data-testid="identity-mark"
+          data-status="unverified"
+          title={s.reason ? `Not verified: ${s.reason}` : "No protocol office vouches for this account's identity"}
+        >
+          unverified
+        </span>
+      );
+    case "revoked":
+      return (
+        <span
+          class={"idmark warning" + (compact ? " compact" : "")}
+          data-testid="identity-mark"
+          data-status="revoked"
+          title={`The protocol office revoked this identity on ${dateTime(s.revokedTs)}`}
+        >
+          <ShieldAlertIcon size={size} />
+          <span class="idmark-text">Identity revoked</span>
+        </span>
+      );
+    case "key-mismatch":
+      return (
+        <span
+          class={"idmark warning" + (compact ? " compact" : "")}
+          data-testid="identity-mark"
+          data-status="key-mismatch"
+          title={`${s.att.name}'s identity key changed since ${s.att.office} vouched for it`}
+        >
+          <ShieldAlertIcon size={size} />
+          <span class="idmark-text">Identity key changed</span>
+        </span>
+      );
+  }
 }

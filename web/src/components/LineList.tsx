@@ -1,10 +1,12 @@
+import { useEffect, useState } from "preact/hooks";
 import type { MatrixClient } from "matrix-js-sdk";
 import { LineSummary } from "../lib/lines";
 import { iso, shortWhen } from "../lib/format";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
-import { GearIcon, PlusIcon } from "./icons";
+import { GearIcon, PlusIcon, TicketIcon } from "./icons";
 import { navigate } from "../lib/hooks";
+import { identityOf, useIdentityVersion } from "../lib/identity";
 
 export function LineList(props: {
   mx: MatrixClient;
@@ -12,10 +14,24 @@ export function LineList(props: {
   selected: string | null;
   onNewLine: () => void;
   loading: boolean;
+  /** Show the line invites entry (principals and their aides). */
+  canInvite?: boolean;
+  invitesOpen?: boolean;
 }) {
   const { mx, lines, selected } = props;
+  useIdentityVersion();
   const me = mx.getUserId()!;
-  const dn = mx.getUser(me)?.displayName;
+  // Our display name comes with our room memberships; without any rooms yet
+  // (a freshly enrolled official), ask for the profile.
+  const [profileName, setProfileName] = useState<string | null>(null);
+  useEffect(() => {
+    if (mx.getUser(me)?.displayName && mx.getUser(me)?.displayName !== me) return;
+    mx.getProfileInfo(me).then(
+      (p) => setProfileName(p.displayname || null),
+      () => undefined,
+    );
+  }, [mx]);
+  const dn = mx.getUser(me)?.displayName || profileName;
   const myName = dn && dn !== me ? dn : me.replace(/^@/, "").replace(/:.*/, "");
   return (
     <nav class="sidebar" aria-label="Lines">
@@ -25,9 +41,22 @@ export function LineList(props: {
           <span class="me-name">{myName}</span>
           <GearIcon />
         </button>
-        <button class="icon-button accent" type="button" onClick={props.onNewLine} aria-label="New line" title="New line">
-          <PlusIcon />
-        </button>
+        <span class="head-actions">
+          {props.canInvite && (
+            <a
+              class={"icon-button accent" + (props.invitesOpen ? " current" : "")}
+              href="#/invites"
+              aria-label="Line invites"
+              title="Line invites"
+              aria-current={props.invitesOpen ? "page" : undefined}
+            >
+              <TicketIcon />
+            </a>
+          )}
+          <button class="icon-button accent" type="button" onClick={props.onNewLine} aria-label="New line" title="New line">
+            <PlusIcon />
+          </button>
+        </span>
       </header>
       <h2 class="visually-hidden" id="lines-heading">
         Lines
@@ -45,37 +74,49 @@ export function LineList(props: {
         </div>
       ) : (
         <ul class="lines" aria-labelledby="lines-heading" data-testid="lines">
-          {lines.map((l) => (
-            <li key={l.roomId}>
-              <a
-                href={`#/line/${encodeURIComponent(l.roomId)}`}
-                class={"line" + (l.roomId === selected ? " selected" : "") + (l.unread ? " unread" : "")}
-                aria-current={l.roomId === selected ? "page" : undefined}
-                data-counterpart={l.counterpart}
-              >
-                <Avatar mx={mx} userId={l.counterpart} name={l.name} mxc={l.avatarMxc} size={44} />
-                <span class="line-main">
-                  <span class="line-top">
-                    <span class="line-name">
-                      {l.name}
-                      <IdentityMark userId={l.counterpart} compact />
+          {lines.map((l) => {
+            // An official's title and country get a line of their own (as
+            // do warnings); "unverified" fits beside the name.
+            const id = identityOf(l.counterpart).kind;
+            const ownLine = id === "verified" || id === "revoked" || id === "key-mismatch";
+            return (
+              <li key={l.roomId}>
+                <a
+                  href={`#/line/${encodeURIComponent(l.roomId)}`}
+                  class={"line" + (l.roomId === selected ? " selected" : "") + (l.unread ? " unread" : "")}
+                  aria-current={l.roomId === selected ? "page" : undefined}
+                  data-counterpart={l.counterpart}
+                  data-official={l.official ? "true" : undefined}
+                >
+                  <Avatar mx={mx} userId={l.counterpart} name={l.name} mxc={l.avatarMxc} size={44} />
+                  <span class="line-main">
+                    <span class="line-top">
+                      <span class="line-name">
+                        <span class="line-name-text">{l.name}</span>
+                        {!ownLine && <IdentityMark userId={l.counterpart} compact />}
+                      </span>
+                      <time class="line-time" dateTime={iso(l.previewTs)}>
+                        {shortWhen(l.previewTs)}
+                      </time>
                     </span>
-                    <time class="line-time" dateTime={iso(l.previewTs)}>
-                      {shortWhen(l.previewTs)}
-                    </time>
-                  </span>
-                  <span class="line-bottom">
-                    <span class="line-preview">{l.preview || "\u00a0"}</span>
-                    {l.unread > 0 && (
-                      <span class="badge" aria-label={l.invite ? "New invitation" : `${l.unread} unread`}>
-                        {l.invite ? "new" : l.unread}
+                    {ownLine && (
+                      <span class="line-id">
+                        <IdentityMark userId={l.counterpart} compact />
                       </span>
                     )}
+                    <span class="line-bottom">
+                      <span class="line-preview">{l.preview || "\u00a0"}</span>
+                      {l.unread > 0 && (
+                        <span class="badge" aria-label={l.invite ? "New invitation" : `${l.unread} unread`}>
+                          {l.invite ? "new" : l.unread}
+                        </span>
+                      )}
+                    </span>
                   </span>
-                </span>
-              </a>
-            </li>
-          ))}
+                </a>
+              </li>
+            );
+          })}
         </ul>
       )}
     </nav>

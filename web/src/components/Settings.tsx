@@ -3,16 +3,21 @@ import type { IMyDevice, MatrixClient } from "matrix-js-sdk";
 import { loadSettings, saveSettings } from "../lib/session";
 import { navigate } from "../lib/hooks";
 import { shortWhen } from "../lib/format";
-import { BackIcon } from "./icons";
+import { BackIcon, TicketIcon } from "./icons";
 import type { CryptoInfo } from "../main";
+import { FingerprintBox, OwnIdentityStatus } from "./Enrol";
+import { ownMasterKey, refreshIdentity, useIdentity } from "../lib/identity";
 
 export function Settings(props: {
   mx: MatrixClient;
   crypto: CryptoInfo;
   onSignOut: () => void;
   onVerify: () => void;
+  canInvite?: boolean;
 }) {
   const { mx } = props;
+  const [fingerprint, setFingerprint] = useState<string | null>(null);
+  const own = useIdentity(mx.getUserId()!);
   const [settings, setSettings] = useState(loadSettings());
   const [devices, setDevices] = useState<IMyDevice[] | null>(null);
   const [removing, setRemoving] = useState<IMyDevice | null>(null);
@@ -28,6 +33,8 @@ export function Settings(props: {
     );
 
   useEffect(() => {
+    ownMasterKey(mx).then(setFingerprint);
+    refreshIdentity();
     refresh();
     mx.turnServer().then(
       (r: any) => setTurn(r?.uris?.length ? `available (${r.uris.length} address${r.uris.length > 1 ? "es" : ""})` : "not configured"),
@@ -88,6 +95,29 @@ export function Settings(props: {
             Sign out
           </button>
         </section>
+
+        {(fingerprint || own.kind !== "unknown") && (
+          <section aria-labelledby="id-h">
+            <h2 id="id-h">Official identity</h2>
+            <OwnIdentityStatus mx={mx} fingerprint={fingerprint} />
+            {fingerprint && (
+              <>
+                <p class="muted">
+                  Your identity key fingerprint. Your protocol office compares it with you in person before vouching for
+                  you; read it to them in groups of four.
+                </p>
+                <FingerprintBox fingerprint={fingerprint} />
+              </>
+            )}
+            {props.canInvite && (
+              <p>
+                <a href="#/invites" class="button-link">
+                  <TicketIcon size={16} /> Manage line invites
+                </a>
+              </p>
+            )}
+          </section>
+        )}
 
         <section aria-labelledby="enc-h">
           <h2 id="enc-h">Encryption</h2>

@@ -63,3 +63,28 @@ export const TrashIcon = () => <Icon size={16} d="M3 6h18M8 6V4h8v2M19 6l-1 14H6
 export const CloseIcon = () => <Icon d="M18 6L6 18M6 6l12 12" />;
 export const RetryIcon = () => <Icon size={14} d="M1 4v6h6M3.5 15a9 9 0 1 0 2.1-9.4L1 10" />;
 export const MissedIcon = (p: { size?: number }) => <Icon size={p.size || 16} d="M23 1l-6 6M17 1l6 6M22 16.9v3a2 2 0 0 1-2.2 2A19.8 19.8 0 0 1 2.1 4.2 2 2 0 0 1 4.1 2h3" />;
+/** A seal with a check: an identity vouched for by a protocol office. */
+export const SealCheckIcon = (p: { size?: number }) => (
+  <svg width={p.size || 16} height={p.size || 16} viewBox="0 0 24 24" aria-hidden="true" focusable="false">
+    <path
+      fill="currentColor"
+      d="M3.85 8.62a4 4 0 0 1 4.78-4.77 4 4 0 0 1 6.74 0 4 4 0 0 1 4.78 4.78 4 4 0 0 1 0 6.74 4 4 0 0 1-4.77 4.78 4 4 0 0 1-6.75 0 4 4 0 0 1-4.78-4.77 4 4 0 0 1 0-6.76z"
+    />
+    <path class="seal-check" d="M8.5 12.2l2.4 2.4 4.6-4.9" fill="none" stroke="#fff" stroke-width="2.2" stroke-linecap="round" stroke-linejoin="round" />
+  </svg>
+);
+export const ShieldAlertIcon = (p: { size?: number }) => (
+  <Icon size={p.size || 16} d="M12 22s8-4 8-10V5l-8-3-8 3v7c0 6 8 10 8 10zM12 8v4M12 16h.01" />
+);
+export const TicketIcon = (p: { size?: number }) => (
+  <Icon
+    size={p.size}
+    d="M3 7a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2v2a3 3 0 0 0 0 6v2a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2v-2a3 3 0 0 0 0-6zM13 5v2M13 11v2M13 17v2"
+  />
+);
+export const CopyIcon = (p: { size?: number }) => (
+  <Icon size={p.size || 16} d="M9 9h11v11H9zM5 15H4V4h11v1" />
+);
+export const QrIcon = (p: { size?: number }) => (
+  <Icon size={p.size || 16} d="M3 3h7v7H3zM14 3h7v7h-7zM3 14h7v7H3zM14 14h3v3h-3zM20 14v.01M14 20h.01M17 20h4v-3M6 6h1v1H6zM17 6h1v1h-1zM6 17h1v1H6z" />
+);

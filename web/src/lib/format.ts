@@ -41,3 +41,22 @@ export function iso(ts: number | undefined | null): string | undefined {
   const d = new Date(ts);
   return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
 }
+
+/** "25 Nov 2026, 14:05". */
+export function dateTime(ts: number): string {
+  return new Date(ts).toLocaleString([], { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+/** "in 7 days", "in 3 hours", "in 12 minutes" (or "… ago" for the past). */
+export function relative(ts: number, now = Date.now()): string {
+  const d = ts - now;
+  const a = Math.abs(d);
+  const [n, unit] =
+    a >= 2 * 86400_000
+      ? [Math.round(a / 86400_000), "day"]
+      : a >= 2 * 3600_000
+        ? [Math.round(a / 3600_000), "hour"]
+        : [Math.max(1, Math.round(a / 60_000)), "minute"];
+  const s = `${n} ${unit}${n === 1 ? "" : "s"}`;
+  return d >= 0 ? `in ${s}` : `${s} ago`;
+}

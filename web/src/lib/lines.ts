@@ -21,6 +21,18 @@ export interface LineSummary {
   preview: string;
   previewTs: number;
   encrypted: boolean;
+  /** An official direct line opened from a line invite (`org.hotline.line`). */
+  official: boolean;
+}
+
+/** State event of a direct line between two principals, set by the server. */
+export const LINE_EVENT = "org.hotline.line";
+
+/** A line room's `org.hotline.line` content, or null for other rooms. */
+export function lineState(room: Room): { principals: string[]; official: boolean } | null {
+  const c = room.currentState.getStateEvents(LINE_EVENT, "")?.getContent();
+  if (!c || !Array.isArray(c.principals)) return null;
+  return { principals: c.principals.filter((p: unknown) => typeof p === "string"), official: c.official !== false };
 }
 
 /** m.direct account data inverted: room id -> user id. */
@@ -36,6 +48,13 @@ export function directMap(mx: MatrixClient): Map<string, string> {
 /** The other party of a direct room, or null when the room is not a line. */
 export function counterpartOf(mx: MatrixClient, room: Room, direct?: Map<string, string>): string | null {
   const me = mx.getUserId()!;
+  // A direct line between two principals: the other principal, whether or
+  // not the room is in our m.direct yet.
+  const line = lineState(room);
+  if (line && line.principals.includes(me)) {
+    const others = line.principals.filter((p) => p !== me);
+    if (others.length === 1) return others[0];
+  }
   const d = (direct || directMap(mx)).get(room.roomId);
   if (d) return d;
   const mine = room.getMember(me);
@@ -177,6 +196,7 @@ export function lineSummaries(mx: MatrixClient): LineSummary[] {
       preview: invite ? "Wants to open a line with you" : p.text,
       previewTs: p.ts || Math.max(0, room.getLastActiveTimestamp() || 0),
       encrypted: mx.isRoomEncrypted?.(room.roomId) ?? room.hasEncryptionStateEvent(),
+      official: !!lineState(room)?.official,
     });
   }
   out.sort((a, b) => (a.invite !== b.invite ? (a.invite ? -1 : 1) : b.previewTs - a.previewTs));

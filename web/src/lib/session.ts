@@ -5,6 +5,7 @@ import {
   createClient,
   IndexedDBStore,
   MatrixClient,
+  MemoryStore,
   PendingEventOrdering,
 } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger";
@@ -173,7 +174,7 @@ export async function registerAccount(
   return { baseUrl, userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token };
 }
 
-function deviceName(): string {
+export function deviceName(): string {
   const ua = navigator.userAgent;
   const browser = /Edg\//.test(ua)
     ? "Edge"
@@ -238,6 +239,40 @@ export function hasClient(): boolean {
   return client !== null;
 }
 
+// ---- device-list changes, as /sync reports them ----
+
+type DeviceListListener = (changed: string[]) => void;
+const deviceListListeners = new Set<DeviceListListener>();
+
+/**
+ * Calls `fn` with the users whose devices or cross-signing keys changed,
+ * from each /sync response's `device_lists.changed` (the crypto layer
+ * re-queries them, but tells nothing when an unverified user's identity
+ * changes; the identity view wants to know at once).
+ */
+export function onDeviceListsChanged(fn: DeviceListListener): () => void {
+  deviceListListeners.add(fn);
+  return () => deviceListListeners.delete(fn);
+}
+
+/** Every /sync response passes through the store's `setSyncData`: look at it there. */
+function watchSyncData(store: IndexedDBStore | MemoryStore): void {
+  const persist = store.setSyncData.bind(store);
+  store.setSyncData = (data) => {
+    const changed = data?.device_lists?.changed;
+    if (Array.isArray(changed) && changed.length) {
+      for (const fn of [...deviceListListeners]) {
+        try {
+          fn(changed);
+        } catch {
+          /* a listener's problem is not the sync's */
+        }
+      }
+    }
+    return persist(data);
+  };
+}
+
 export type CryptoState = "ready" | "unsupported" | "failed";
 
 export interface Started {
@@ -266,6 +301,8 @@ export async function startSession(c: Credentials): Promise<Started> {
   if (window.indexedDB) {
     store = new IndexedDBStore({ indexedDB: window.indexedDB, dbName: `hotline-sync:${c.userId}:${c.deviceId}` });
   }
+  const clientStore = store || new MemoryStore({ localStorage: window.localStorage });
+  watchSyncData(clientStore);
   const mx = createClient({
     baseUrl: c.baseUrl,
     userId: c.userId,
@@ -274,7 +311,7 @@ export async function startSession(c: Credentials): Promise<Started> {
     timelineSupport: true,
     forceTURN: settings.relayOnly,
     fallbackICEServerAllowed: false,
-    store,
+    store: clientStore,
     cryptoCallbacks: { getSecretStorageKey },
   });
   client = mx;

@@ -1,0 +1,224 @@
+import { useEffect, useRef, useState } from "preact/hooks";
+import type { MatrixClient } from "matrix-js-sdk";
+import { api, Credentials, defaultBaseUrl, deviceName, MatrixError } from "../lib/session";
+import { groupFingerprint } from "../lib/attestation";
+import { ownMasterKey, refreshIdentity, titleLine, useIdentity } from "../lib/identity";
+import { navigate } from "../lib/hooks";
+import { LockIcon, SealCheckIcon, ShieldAlertIcon } from "./icons";
+
+function Brand() {
+  return (
+    <div class="brand">
+      <span class="brand-mark" aria-hidden="true">
+        <LockIcon size={22} />
+      </span>
+      <span class="brand-name">Hotline</span>
+    </div>
+  );
+}
+
+/**
+ * `#/enrol/{code}`: the one-time link from the protocol office. The
+ * official sets a password; the server signs in a first device.
+ */
+export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, password: string) => void }) {
+  const [password, setPassword] = useState("");
+  const [confirm, setConfirm] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    if (password.length < 8) {
+      setError("Use at least 8 characters for your password.");
+      return;
+    }
+    if (password !== confirm) {
+      setError("The passwords do not match.");
+      return;
+    }
+    setBusy(true);
+    const baseUrl = defaultBaseUrl();
+    try {
+      const r = await api(baseUrl, "POST", `/_hotline/v1/enrol/${encodeURIComponent(props.code)}`, {
+        password,
+        initial_device_display_name: deviceName(),
+      });
+      props.onEnrolled({ baseUrl, userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token }, password);
+    } catch (err) {
+      setError(
+        err instanceof MatrixError
+          ? err.errcode === "M_LIMIT_EXCEEDED"
+            ? "Too many attempts. Wait a moment and try again."
+            : err.message
+          : String(err),
+      );
+      setBusy(false);
+    }
+  };
+
+  return (
+    <main class="auth" aria-labelledby="enrol-title">
+      <div class="auth-card">
+        <Brand />
+        <h1 id="enrol-title">Set your password</h1>
+        <p class="muted">
+          Your protocol office enrolled you in Hotline. Choose a password to finish setting up your account; this
+          link works only once.
+        </p>
+        <form class="form" onSubmit={submit} noValidate>
+          <label for="enrol-password">New password</label>
+          <input
+            id="enrol-password"
+            type="password"
+            autoComplete="new-password"
+            autoFocus
+            required
+            value={password}
+            onInput={(e) => setPassword((e.target as HTMLInputElement).value)}
+          />
+          <label for="enrol-confirm">Confirm password</label>
+          <input
+            id="enrol-confirm"
+            type="password"
+            autoComplete="new-password"
+            required
+            value={confirm}
+            onInput={(e) => setConfirm((e.target as HTMLInputElement).value)}
+          />
+          {error && (
+            <p class="error" role="alert">
+              {error}
+            </p>
+          )}
+          <button class="primary wide" type="submit" disabled={busy || !password || !confirm}>
+            {busy ? "Setting up…" : "Set password and continue"}
+          </button>
+        </form>
+        <p class="switch">
+          Already set up?{" "}
+          <button class="link" type="button" onClick={() => navigate()}>
+            Sign in
+          </button>
+        </p>
+      </div>
+    </main>
+  );
+}
+
+/** The master key fingerprint, grouped in fours for reading aloud. */
+export function FingerprintBox({ fingerprint }: { fingerprint: string }) {
+  return (
+    <output class="fingerprint" aria-label="Identity key fingerprint" data-testid="fingerprint">
+      {groupFingerprint(fingerprint)}
+    </output>
+  );
+}
+
+/** One's own vouched-for state, in words (enrolment, Settings). */
+export function OwnIdentityStatus({ mx, fingerprint }: { mx: MatrixClient; fingerprint: string | null }) {
+  const s = useIdentity(mx.getUserId()!);
+  let body;
+  switch (s.kind) {
+    case "verified":
+      body = (
+        <p class="own-id ok" data-status="verified">
+          <SealCheckIcon size={18} />
+          <span>
+            Vouched for by <strong>{s.att.office}</strong>: {s.att.name}, {titleLine(s.att)}.
+          </span>
+        </p>
+      );
+      break;
+    case "key-mismatch":
+      body = (
+        <p class="own-id bad" data-status="key-mismatch">
+          <ShieldAlertIcon size={18} />
+          <span>
+            Your identity key is not the one {s.att.office} vouched for. Your lines are paused until you show the
+            fingerprint below to your protocol office and they vouch again.
+          </span>
+        </p>
+      );
+      break;
+    case "revoked":
+      body = (
+        <p class="own-id bad" data-status="revoked">
+          <ShieldAlertIcon size={18} />
+          <span>Your protocol office revoked its attestation of your identity.</span>
+        </p>
+      );
+      break;
+    case "unverified":
+      body = (
+        <p class="own-id pending" data-status="unverified">
+          <span class="dot" aria-hidden="true" />
+          <span>
+            {fingerprint ? "Not vouched for yet." : "No identity key yet."}
+            {s.reason ? ` (${s.reason})` : ""}
+          </span>
+        </p>
+      );
+      break;
+    default:
+      body = (
+        <p class="own-id pending" data-status="unknown">
+          <span class="dot" aria-hidden="true" />
+          <span>Checking…</span>
+        </p>
+      );
+  }
+  return (
+    <div role="status" data-testid="own-identity">
+      {body}
+    </div>
+  );
+}
+
+/**
+ * After enrolment and key set-up: the fingerprint the official shows the
+ * protocol office, who compare it in person and vouch. Updates live once
+ * they have.
+ */
+export function FingerprintStep({ mx, onDone }: { mx: MatrixClient; onDone: () => void }) {
+  const [fp, setFp] = useState<string | null>(null);
+  const s = useIdentity(mx.getUserId()!);
+  const heading = useRef<HTMLHeadingElement>(null);
+  useEffect(() => {
+    ownMasterKey(mx).then(setFp);
+    heading.current?.focus();
+  }, [mx]);
+  // Until vouched for, look again every few seconds.
+  const vouched = s.kind === "verified";
+  useEffect(() => {
+    if (vouched) return;
+    const t = setInterval(() => refreshIdentity(), 4000);
+    return () => clearInterval(t);
+  }, [vouched]);
+  return (
+    <main class="auth" aria-labelledby="fp-title">
+      <div class="auth-card">
+        <Brand />
+        <h1 id="fp-title" tabIndex={-1} ref={heading}>
+          Your identity fingerprint
+        </h1>
+        <p class="muted">
+          <strong>Show this to your protocol office to be vouched for.</strong> They compare it, in person, with the
+          key their system shows for your account, then vouch for you: your counterparts then see you as verified.
+        </p>
+        {fp ? (
+          <FingerprintBox fingerprint={fp} />
+        ) : (
+          <p class="error" role="alert">
+            This device has no identity key yet. Set up secure keys first.
+          </p>
+        )}
+        <OwnIdentityStatus mx={mx} fingerprint={fp} />
+        <button class={"wide" + (vouched ? " primary" : "")} type="button" onClick={onDone}>
+          {vouched ? "Continue to Hotline" : "Continue without waiting"}
+        </button>
+      </div>
+    </main>
+  );
+}

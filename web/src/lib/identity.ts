@@ -1,0 +1,261 @@
+// Who is who: the server's directory of attestations, verified here, and
+// compared with each official's current cross-signing master key.
+//
+// Per user the status is one of
+//   verified      a valid attestation whose master key is the user's current one
+//   key-mismatch  a valid attestation, but the user's master key changed since
+//                 (or is gone): their line pauses until the office vouches again
+//   revoked       the office revoked the attestation
+//   unverified    no (valid) attestation: nothing is claimed
+//   unknown       not loaded yet, or the server has no directory
+//
+// Refreshed on start, when /sync reports changed device lists (the server
+// reports a vouch, a revocation and a new identity key that way), when the
+// crypto layer reports a changed identity, when the window regains focus,
+// and every minute while the page is visible.
+import { useEffect, useState } from "preact/hooks";
+import type { MatrixClient } from "matrix-js-sdk";
+import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api";
+import { api, MatrixError, onDeviceListsChanged } from "./session";
+import {
+  Attestation,
+  DirectoryEntry,
+  ServerKeys,
+  verifyDirectory,
+  verifyServerKeys,
+} from "./attestation";
+
+export type IdentityStatus =
+  | { kind: "unknown" }
+  | { kind: "unverified"; reason?: string }
+  | { kind: "verified"; att: Attestation }
+  | { kind: "revoked"; att?: Attestation; revokedTs: number }
+  | { kind: "key-mismatch"; att: Attestation; currentKey: string | null };
+
+const REFRESH_MS = 60_000;
+
+class IdentityStore {
+  private entries = new Map<string, DirectoryEntry>();
+  /** Current master public key per attested user (null: none uploaded). */
+  private masterKeys = new Map<string, string | null>();
+  private serverKeys: ServerKeys | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private debounce: ReturnType<typeof setTimeout> | null = null;
+  private offDeviceLists: (() => void) | null = null;
+  /** False when the server has no directory (not a Hotline server). */
+  available = true;
+  loaded = false;
+  lastError: string | null = null;
+
+  constructor(
+    private mx: MatrixClient,
+    private onChange: () => void,
+  ) {}
+
+  start(): void {
+    this.refresh();
+    this.timer = setInterval(() => {
+      if (document.visibilityState === "visible") this.refresh();
+    }, REFRESH_MS);
+    window.addEventListener("focus", this.onFocus);
+    document.addEventListener("visibilitychange", this.onFocus);
+    this.mx.on(CryptoEvent.UserTrustStatusChanged, this.onCrypto);
+    this.mx.on(CryptoEvent.DevicesUpdated, this.onCrypto);
+    this.mx.on(CryptoEvent.KeysChanged, this.onCrypto);
+    // A vouch, a revocation or a new identity key of someone we share a
+    // room with (or of ourselves) shows up in /sync's device_lists.
+    this.offDeviceLists = onDeviceListsChanged(() => this.soon());
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.debounce) clearTimeout(this.debounce);
+    window.removeEventListener("focus", this.onFocus);
+    document.removeEventListener("visibilitychange", this.onFocus);
+    this.mx.off(CryptoEvent.UserTrustStatusChanged, this.onCrypto);
+    this.mx.off(CryptoEvent.DevicesUpdated, this.onCrypto);
+    this.mx.off(CryptoEvent.KeysChanged, this.onCrypto);
+    this.offDeviceLists?.();
+  }
+
+  private onFocus = () => {
+    if (document.visibilityState === "visible") this.soon();
+  };
+
+  private onCrypto = () => this.soon();
+
+  /** A refresh shortly: several triggers in a row make one request. */
+  private soon(): void {
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = null;
+      this.refresh();
+    }, 250);
+  }
+
+  private changed(): void {
+    this.onChange();
+  }
+
+  /** Fetches and verifies the directory and the attested users' current master keys. */
+  refresh(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.load();
+        } while (this.again);
+      } finally {
+        this.running = null;
+      }
+    })();
+    return this.running;
+  }
+
+  private async load(): Promise<void> {
+    const base = this.mx.getHomeserverUrl();
+    const token = this.mx.getAccessToken() || undefined;
+    let dir: Record<string, any>;
+    try {
+      dir = await api(base, "GET", "/_hotline/v1/directory", undefined, token);
+    } catch (e) {
+      if (e instanceof MatrixError && (e.status === 404 || e.errcode === "M_UNRECOGNIZED")) {
+        this.available = false;
+        this.loaded = true;
+        this.changed();
+      } else {
+        this.lastError = e instanceof Error ? e.message : String(e);
+      }
+      return;
+    }
+    this.available = true;
+    try {
+      // Only our own server's attestations can be checked: its key comes
+      // from its own (self-signed) key document, fetched again when an
+      // attestation names a key we don't hold.
+      const issuer = dir.issuer;
+      if (issuer !== this.mx.getDomain()) throw new Error(`the directory's issuer ${issuer} is not this server`);
+      const keyIds = new Set<string>();
+      for (const a of Array.isArray(dir.attestations) ? dir.attestations : []) {
+        for (const id of Object.keys(a?.signatures?.[issuer] || {})) keyIds.add(id);
+      }
+      if (!this.serverKeys || [...keyIds].some((id) => !this.serverKeys!.keys.has(id))) {
+        const doc = await api(base, "GET", "/_matrix/key/v2/server");
+        delete doc.__status;
+        this.serverKeys = await verifyServerKeys(doc, issuer);
+      }
+      const entries = await verifyDirectory(dir, this.serverKeys, Date.now());
+      const attested = [...entries].filter(([, e]) => e.status === "verified").map(([u]) => u);
+      const masterKeys = new Map<string, string | null>();
+      if (attested.length) {
+        const r = await this.mx.downloadKeysForUsers(attested);
+        for (const u of attested) {
+          const keys = r.master_keys?.[u]?.keys;
+          masterKeys.set(u, keys ? (Object.values(keys)[0] as string) : null);
+        }
+      }
+      this.entries = entries;
+      this.masterKeys = masterKeys;
+      this.lastError = null;
+    } catch (e) {
+      this.lastError = e instanceof Error ? e.message : String(e);
+      // Nothing is trusted that could not be checked.
+      this.entries = new Map();
+    }
+    this.loaded = true;
+    this.changed();
+  }
+
+  status(userId: string): IdentityStatus {
+    if (!this.loaded || !this.available) return { kind: "unknown" };
+    const e = this.entries.get(userId);
+    if (!e) return { kind: "unverified" };
+    if (e.status === "invalid") return { kind: "unverified", reason: e.reason };
+    if (e.status === "revoked") return { kind: "revoked", att: e.attestation, revokedTs: e.revokedTs };
+    const current = this.masterKeys.has(userId) ? this.masterKeys.get(userId)! : e.attestation.master_key;
+    if (current !== e.attestation.master_key) return { kind: "key-mismatch", att: e.attestation, currentKey: current };
+    return { kind: "verified", att: e.attestation };
+  }
+}
+
+let store: IdentityStore | null = null;
+let version = 0;
+const listeners = new Set<() => void>();
+
+function notify(): void {
+  version++;
+  for (const fn of [...listeners]) fn();
+}
+
+/** Starts watching the directory for this client (once per session). */
+export function startIdentity(mx: MatrixClient): void {
+  if (store) stopIdentity();
+  store = new IdentityStore(mx, notify);
+  store.start();
+  notify();
+}
+
+export function stopIdentity(): void {
+  store?.stop();
+  store = null;
+  notify();
+}
+
+/** Whether the directory has been read (or found missing) at least once. */
+export function identityLoaded(): boolean {
+  return !!store?.loaded;
+}
+
+/** Refreshes now (a "Check again" button); resolves when done. */
+export function refreshIdentity(): Promise<void> {
+  return store ? store.refresh() : Promise.resolve();
+}
+
+export function identityOf(userId: string): IdentityStatus {
+  return store ? store.status(userId) : { kind: "unknown" };
+}
+
+/** Re-renders when the directory (or a master key) changes; returns a version number. */
+export function useIdentityVersion(): number {
+  const [v, setV] = useState(version);
+  useEffect(() => {
+    const fn = () => setV(version);
+    listeners.add(fn);
+    fn();
+    return () => {
+      listeners.delete(fn);
+    };
+  }, []);
+  return v;
+}
+
+/** The identity status of one user, kept current. */
+export function useIdentity(userId: string): IdentityStatus {
+  useIdentityVersion();
+  return identityOf(userId);
+}
+
+/** Whether a status stops a line: the counterpart's identity can't be trusted now. */
+export function blocksLine(s: IdentityStatus): boolean {
+  return s.kind === "key-mismatch" || s.kind === "revoked";
+}
+
+/** "President · Avalon". */
+export function titleLine(att: Attestation): string {
+  return `${att.title} · ${att.country}`;
+}
+
+/** The cross-signing master public key this device holds for its own user. */
+export async function ownMasterKey(mx: MatrixClient): Promise<string | null> {
+  try {
+    return (await mx.getCrypto()?.getCrossSigningKeyId()) ?? null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,79 @@
+// Direct-line invites (DESIGN.md capability 5): a principal's revocable
+// "personal number". `/_hotline/v1/line_invites`, documented in
+// docs/hotline-api.yaml. Errors are Matrix error bodies whose `error` is
+// written for people ("This line invite has been used up"): shown as is.
+import type { MatrixClient } from "matrix-js-sdk";
+import { api } from "./session";
+
+export interface LineInvite {
+  code: string;
+  url: string;
+  principal: string;
+  created_by: string;
+  for_user: string | null;
+  max_uses: number | null;
+  uses: number;
+  expires_ts: number | null;
+  revoked: boolean;
+  created_ts: number;
+}
+
+export type InviteState = "active" | "used" | "expired" | "revoked";
+
+function call(mx: MatrixClient, method: string, path: string, body?: unknown) {
+  return api(mx.getHomeserverUrl(), method, path, body, mx.getAccessToken() || undefined);
+}
+
+/** The invites of our principal (we are the principal or one of their aides). Throws 403 otherwise. */
+export async function listInvites(mx: MatrixClient): Promise<LineInvite[]> {
+  const r = await call(mx, "GET", "/_hotline/v1/line_invites");
+  return (r.invites || []) as LineInvite[];
+}
+
+export async function createInvite(
+  mx: MatrixClient,
+  opts: { maxUses: number; expiresInMs: number; forUser?: string },
+): Promise<LineInvite> {
+  const body: Record<string, unknown> = { max_uses: opts.maxUses, expires_in_ms: opts.expiresInMs };
+  if (opts.forUser) body.for_user = opts.forUser;
+  const r = await call(mx, "POST", "/_hotline/v1/line_invites", body);
+  delete r.__status;
+  return r as LineInvite;
+}
+
+export async function revokeInvite(mx: MatrixClient, code: string): Promise<void> {
+  await call(mx, "DELETE", `/_hotline/v1/line_invites/${encodeURIComponent(code)}`);
+}
+
+/** Redeems an invite: the server opens the line (or returns the existing one). */
+export async function redeemInvite(mx: MatrixClient, code: string): Promise<string> {
+  const r = await call(mx, "POST", `/_hotline/v1/line_invites/${encodeURIComponent(code)}/redeem`, {});
+  return r.room_id as string;
+}
+
+export function inviteState(inv: LineInvite, now = Date.now()): InviteState {
+  if (inv.revoked) return "revoked";
+  if (inv.max_uses !== null && inv.uses >= inv.max_uses) return "used";
+  if (inv.expires_ts !== null && inv.expires_ts <= now) return "expired";
+  return "active";
+}
+
+/**
+ * The link to share. The server builds it from its public base URL; when
+ * that is an unspecified listen address (0.0.0.0, [::]) this page's own
+ * address is the one that works.
+ */
+export function shareUrl(inv: LineInvite): string {
+  try {
+    const u = new URL(inv.url);
+    if (u.hostname === "0.0.0.0" || u.hostname === "[::]") throw new Error("unspecified address");
+    return inv.url;
+  } catch {
+    return `${window.location.origin}${window.location.pathname}#/line/${inv.code}`;
+  }
+}
+
+/** Whether a route's argument is a line invite code (room ids start with "!"). */
+export function isInviteCode(arg: string | undefined): arg is string {
+  return !!arg && !arg.startsWith("!") && /^[A-Za-z0-9_-]{6,128}$/.test(arg);
+}
