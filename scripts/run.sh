@@ -59,6 +59,7 @@ $(sed 's/^/    /' "$DATA/demo-officials" 2>/dev/null)
   President Castell and Prime Minister Varga have a direct line. Chancellor
   Kovic has none yet: sign in as her, open "Line invites", and share one.
   An envoy's enrolment is pending: $(cat "$DATA/demo-enrolment-link")
+  (after it, the office vouches with: $BIN --data-dir $DATA admin vouch envoy.syldavia --master-key 'FINGERPRINT')
 
   Any Matrix client works: homeserver http://$LISTEN
 

@@ -407,6 +407,107 @@ test("logging out a device ends its access token", async () => {
     assert.equal(who.body.errcode, "M_UNKNOWN_TOKEN");
 });
 
+test("room tags reach alice's client as m.tag room account data, read back, and are hers alone", async () => {
+    const tagsPath = `/_matrix/client/v3/user/${enc(s.aliceCreds.userId)}/rooms/${enc(s.roomId)}/tags`;
+    const tagged = waitForEvent(s.alice, RoomEvent.Tags, (ev, room) => room.roomId === s.roomId && ev.getContent().tags?.["u.interop"], "m.tag at alice");
+    await s.alice.setRoomTag(s.roomId, "u.interop", { order: 0.5 });
+    const [ev] = await tagged;
+    assert.deepEqual(ev.getContent().tags["u.interop"], { order: 0.5 });
+    assert.deepEqual(s.alice.getRoom(s.roomId).tags["u.interop"], { order: 0.5 }, "the room model has the tag");
+    const got = await raw(s.alice, "GET", tagsPath);
+    assert.equal(got.status, 200);
+    assert.deepEqual(got.body, { tags: { "u.interop": { order: 0.5 } } });
+    const bad = await raw(s.alice, "PUT", `${tagsPath}/u.bad`, { order: 7 });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.errcode, "M_INVALID_PARAM", "order outside [0, 1]");
+    const theirs = await raw(s.bob, "GET", tagsPath);
+    assert.equal(theirs.status, 403);
+    assert.equal(theirs.body.errcode, "M_FORBIDDEN");
+    const untagged = waitForEvent(s.alice, RoomEvent.Tags, (ev, room) => room.roomId === s.roomId && !ev.getContent().tags?.["u.interop"], "m.tag without the tag at alice");
+    await s.alice.deleteRoomTag(s.roomId, "u.interop");
+    await untagged;
+    assert.deepEqual((await raw(s.alice, "GET", tagsPath)).body, { tags: {} });
+});
+
+test("push rules are added, read, switched, retuned and deleted; each change reaches the client as m.push_rules", async () => {
+    const rule = "/_matrix/client/v3/pushrules/global/content/interop-cake";
+    const added = waitForEvent(s.alice, ClientEvent.AccountData, (ev) => ev.getType() === "m.push_rules" && ev.getContent().global?.content?.some((r) => r.rule_id === "interop-cake"), "m.push_rules with the new rule at alice");
+    await s.alice.addPushRule("global", "content", "interop-cake", { pattern: "cake", actions: ["notify", { set_tweak: "highlight" }] });
+    await added;
+    assert.ok(s.alice.pushRules.global.content.some((r) => r.rule_id === "interop-cake"), "the client's rules have it");
+    const got = await raw(s.alice, "GET", rule);
+    assert.equal(got.status, 200);
+    assert.deepEqual(got.body, { rule_id: "interop-cake", pattern: "cake", actions: ["notify", { set_tweak: "highlight" }], default: false, enabled: true });
+    await s.alice.setPushRuleEnabled("global", "content", "interop-cake", false);
+    assert.deepEqual((await raw(s.alice, "GET", `${rule}/enabled`)).body, { enabled: false });
+    const message = "/_matrix/client/v3/pushrules/global/underride/.m.rule.message";
+    const before = (await raw(s.alice, "GET", `${message}/actions`)).body.actions;
+    await s.alice.setPushRuleActions("global", "underride", ".m.rule.message", ["notify", { set_tweak: "sound", value: "bing" }]);
+    assert.deepEqual((await raw(s.alice, "GET", `${message}/actions`)).body, { actions: ["notify", { set_tweak: "sound", value: "bing" }] });
+    await s.alice.setPushRuleActions("global", "underride", ".m.rule.message", before);
+    const replaceDefault = await raw(s.alice, "PUT", message, { actions: [] });
+    assert.equal(replaceDefault.status, 400, "a server-default rule is not replaced");
+    assert.equal(replaceDefault.body.errcode, "M_INVALID_PARAM");
+    const removed = waitForEvent(s.alice, ClientEvent.AccountData, (ev) => ev.getType() === "m.push_rules" && !ev.getContent().global?.content?.some((r) => r.rule_id === "interop-cake"), "m.push_rules without the rule at alice");
+    await s.alice.deletePushRule("global", "content", "interop-cake");
+    await removed;
+    const gone = await raw(s.alice, "GET", rule);
+    assert.equal(gone.status, 404);
+    assert.equal(gone.body.errcode, "M_NOT_FOUND");
+    const global = await raw(s.alice, "GET", "/_matrix/client/v3/pushrules/global/");
+    assert.equal(global.status, 200);
+    for (const kind of ["override", "content", "room", "sender", "underride"]) assert.ok(Array.isArray(global.body[kind]), `${kind} is an array`);
+});
+
+test("alice's presence reaches bob over /sync; a stranger may not read it", async () => {
+    const seen = waitForEvent(
+        s.bob,
+        ClientEvent.Event,
+        (ev) => ev.getType() === "m.presence" && ev.getSender() === s.aliceCreds.userId && ev.getContent().presence === "unavailable",
+        "alice's m.presence at bob",
+    );
+    await s.alice.setPresence({ presence: "unavailable", status_msg: "in the interop tests" });
+    const [ev] = await seen;
+    assert.equal(ev.getContent().status_msg, "in the interop tests");
+    const user = s.bob.getUser(s.aliceCreds.userId);
+    assert.equal(user.presence, "unavailable");
+    assert.equal(user.presenceStatusMsg, "in the interop tests");
+    const got = await s.bob.getPresence(s.aliceCreds.userId);
+    assert.equal(got.presence, "unavailable");
+    assert.equal(typeof got.last_active_ago, "number");
+    const stranger = await raw(s.carol, "GET", `/_matrix/client/v3/presence/${enc(s.aliceCreds.userId)}/status`);
+    assert.equal(stranger.status, 403);
+    assert.equal(stranger.body.errcode, "M_FORBIDDEN");
+    const notMine = await raw(s.bob, "PUT", `/_matrix/client/v3/presence/${enc(s.aliceCreds.userId)}/status`, { presence: "online" });
+    assert.equal(notMine.status, 403);
+});
+
+test("a room created with visibility public is listed in the directory, and its creator can unlist it", async () => {
+    const { room_id } = await s.alice.createRoom({ visibility: "public", preset: "public_chat", name: `Interop square ${RUN}`, topic: "All welcome" });
+    s.publicRoomId = room_id;
+    const vis = await vfetch(`${HS}/_matrix/client/v3/directory/list/room/${enc(room_id)}`);
+    assert.equal(vis.status, 200);
+    assert.deepEqual(await vis.json(), { visibility: "public" });
+    const anon = await vfetch(`${HS}/_matrix/client/v3/publicRooms?limit=10`);
+    assert.equal(anon.status, 200, "GET /publicRooms needs no access token");
+    const page = await anon.json();
+    const entry = page.chunk.find((r) => r.room_id === room_id);
+    assert.ok(entry, "the room is listed");
+    assert.equal(entry.name, `Interop square ${RUN}`);
+    assert.equal(entry.topic, "All welcome");
+    assert.equal(entry.num_joined_members, 1);
+    assert.equal(entry.join_rule, "public");
+    const searched = await s.bob.publicRooms({ filter: { generic_search_term: `square ${RUN}` } });
+    assert.deepEqual(searched.chunk.map((r) => r.room_id), [room_id], "POST /publicRooms finds it by name");
+    const refused = await raw(s.bob, "PUT", `/_matrix/client/v3/directory/list/room/${enc(room_id)}`, { visibility: "private" });
+    assert.equal(refused.status, 403, "bob is not in the room");
+    assert.equal(refused.body.errcode, "M_FORBIDDEN");
+    await s.alice.setRoomDirectoryVisibility(room_id, "private");
+    assert.deepEqual(await s.alice.getRoomDirectoryVisibility(room_id), { visibility: "private" });
+    const after = await s.bob.publicRooms({ filter: { generic_search_term: `square ${RUN}` } });
+    assert.deepEqual(after.chunk, [], "unlisted");
+});
+
 test("a user outside the room gets 403 M_FORBIDDEN for its /messages and /state", async () => {
     for (const path of [`/rooms/${enc(s.roomId)}/messages?dir=b`, `/rooms/${enc(s.roomId)}/state`, `/rooms/${enc(s.roomId)}/state/m.room.create/`, `/rooms/${enc(s.roomId)}/members`]) {
         const res = await raw(s.carol, "GET", `/_matrix/client/v3${path}`);
@@ -435,7 +536,8 @@ test("bob leaves: alice sees it, and bob can no longer send", async () => {
     assert.equal(send.body?.errcode, "M_FORBIDDEN");
 });
 
-// The operations issue 2 names; each must have had a 2xx response validated.
+// The operations issue 2 names, then those of room tags, push rules, presence
+// and the room directory; each must have had a 2xx response validated.
 const REQUIRED = [
     "getVersions", "getCapabilities", "getPushRules", "sync", "createRoom", "getJoinedRooms",
     "sendMessage", "getRoomState", "getRoomStateWithKey", "getRoomEvents", "getMembersByRoom",
@@ -445,6 +547,11 @@ const REQUIRED = [
     "postReceipt", "uploadContent", "setProfileField", "setAccountData", "getAccountData", "setAccountDataPerRoom", "getAccountDataPerRoom", "setReadMarker",
     "getLoginFlows", "getProfileField", "getDevice", "updateDevice", "checkUsernameAvailability", "getConfigAuthed",
     "queryKeys", "logout",
+    "getRoomTags", "setRoomTag", "deleteRoomTag",
+    "getPushRulesGlobal", "getPushRule", "setPushRule", "deletePushRule", "isPushRuleEnabled", "setPushRuleEnabled",
+    "getPushRuleActions", "setPushRuleActions",
+    "getPresence", "setPresence",
+    "getRoomVisibilityOnDirectory", "setRoomVisibilityOnDirectory", "getPublicRooms", "queryPublicRooms",
 ];
 
 test("every response above validates against the spec's schema for its operation", () => {
@@ -468,6 +575,7 @@ test("the validated /sync responses included every section issue 2 names", () =>
         "rooms.invite invite_state": any((x) => rooms(x.b, "invite").some((r) => r.invite_state?.events?.length)),
         "rooms.leave": any((x) => rooms(x.b, "leave").length),
         account_data: any((x) => x.b.account_data?.events?.length),
+        presence: any((x) => x.b.presence?.events?.some((e) => e.type === "m.presence")),
     };
     const missing = Object.entries(seen).filter(([, v]) => !v).map(([k]) => k);
     assert.deepEqual(missing, [], `sections never seen in ${syncs.length} validated /sync responses`);

@@ -21,7 +21,7 @@ export const API_FILES = [
     "account-data.yaml", "authed-content-repo.yaml", "capabilities.yaml", "content-repo.yaml",
     "create_room.yaml", "cross_signing.yaml", "device_management.yaml", "directory.yaml",
     "event_context.yaml", "filter.yaml", "inviting.yaml", "joining.yaml", "key_backup.yaml",
-    "keys.yaml", "kicking.yaml", "banning.yaml", "leaving.yaml", "list_joined_rooms.yaml",
+    "keys.yaml", "kicking.yaml", "banning.yaml", "leaving.yaml", "list_joined_rooms.yaml", "list_public_rooms.yaml",
     "login.yaml", "logout.yaml", "message_pagination.yaml", "presence.yaml", "profile.yaml",
     "pushrules.yaml", "read_markers.yaml", "receipts.yaml", "redaction.yaml", "registration.yaml",
     "relations.yaml", "room_send.yaml", "room_state.yaml", "rooms.yaml", "sync.yaml", "tags.yaml",

@@ -40,6 +40,7 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         BadState(_) => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
         RegistrationDisabled => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
         Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
+        ServerControlled(_) => (StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
         WrongRoomKeysVersion { .. } => (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
     }

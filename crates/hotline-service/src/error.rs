@@ -51,6 +51,10 @@ pub enum Error {
     /// A key backup write named a version that is not the current one.
     #[error("Wrong backup version")]
     WrongRoomKeysVersion { current_version: Option<String> },
+    /// The data is the server's to keep (`m.push_rules` account data): clients
+    /// change it through its own API.
+    #[error("{0}")]
+    ServerControlled(String),
     /// Something broke inside. Logged in full; clients see a generic message.
     #[error("Internal error: {0}")]
     Internal(String),

@@ -21,9 +21,12 @@ pub mod keys;
 pub mod media;
 mod notifier;
 pub mod pdu;
+pub mod presence;
+pub mod push_rules;
 pub mod ratelimit;
 pub mod rooms;
 pub mod sync;
+pub mod tags;
 pub mod user_data;
 pub mod voip;
 
@@ -43,6 +46,9 @@ pub struct Services {
     pub notifier: notifier::Notifier,
     pub media: media::Media,
     pub keys: keys::Keys,
+    pub presence: presence::Presence,
+    /// Serialises edits of a user's account data documents.
+    pub(crate) doc_locks: user_data::DocLocks,
     /// Signs attestations; published at `/_matrix/key/v2/server`.
     pub server_key: identity::ServerKey,
     pub ratelimit: ratelimit::RateLimiter,
@@ -64,6 +70,8 @@ impl Services {
             ratelimit: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             media,
             keys: keys::Keys::new(store.current_position()),
+            presence: presence::Presence::new(store.current_position()),
+            doc_locks: Default::default(),
             server_key,
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),
@@ -110,6 +118,9 @@ impl Services {
                 op @ hotline_store::WriteOp::PutReceipt { .. } => {
                     self.rooms.apply_receipt(*pos, op, &mut wake)
                 }
+                op @ hotline_store::WriteOp::PutPresence { .. } => {
+                    self.apply_presence(*pos, op, &mut wake)
+                }
                 hotline_store::WriteOp::KeyChange { user_id } => {
                     self.keys.note_key_change(*pos);
                     if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
@@ -146,12 +157,65 @@ impl Services {
                 _ => {}
             }
         }
-        if let Some(max) = committed.max_position() {
-            self.visible_pos.fetch_max(max, Ordering::AcqRel);
+        let upto = committed
+            .max_position()
+            .unwrap_or(0)
+            .max(committed.high_water);
+        let before = self.visible_pos.fetch_max(upto, Ordering::AcqRel);
+        if committed.high_water > committed.max_position().unwrap_or(0) && upto > before {
+            // Positions this process did not write: another process's
+            // commits (the admin CLI vouching or revoking). Their key
+            // changes reach `device_lists` now; wake whom they concern.
+            self.external_key_changes(before, upto, &mut wake);
         }
         for user in wake {
             self.notifier.wake(&user);
         }
+    }
+
+    /// Key changes committed by another process in `(from, to]`: noted for
+    /// `device_lists`, and everyone sharing a room with those users woken.
+    fn external_key_changes(&self, from: i64, to: i64, wake: &mut Vec<ruma::OwnedUserId>) {
+        let users = match self.store.key_changes(from, to) {
+            Ok(users) => users,
+            Err(e) => return tracing::warn!(error = %e, "reading another process's key changes"),
+        };
+        if users.is_empty() {
+            return;
+        }
+        self.keys.note_key_change(to);
+        for u in users.iter().filter_map(|u| ruma::UserId::parse(u.as_str()).ok()) {
+            match self.users_sharing_rooms(&u) {
+                Ok(others) => wake.extend(others),
+                Err(e) => tracing::warn!(error = %e, "device list wake-up"),
+            }
+            wake.push(u);
+        }
+    }
+
+    /// Notices commits made by another process on the same database (the
+    /// `hotline admin` CLI beside a running server) within `every`: when
+    /// the stored high-water mark passed ours, an empty commit through our
+    /// own writer carries it into the commit hook, in commit order.
+    pub fn watch_other_processes(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                match s.store.stored_position() {
+                    Ok(stored) if stored > s.store.current_position() => {
+                        if let Err(e) = s.store.write(hotline_store::WriteBatch::new()).await {
+                            tracing::warn!(error = %e, "catching up with another process");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading the stored position"),
+                }
+            }
+        });
     }
 
     /// Bumps the typing serial and wakes the room's members.

@@ -45,17 +45,21 @@ fn type_matches(pattern: &str, kind: &str) -> bool {
 
 impl RoomEventFilter {
     pub fn matches(&self, e: &PduEvent) -> bool {
-        let kind = e.pdu.kind.to_string();
-        let sender = e.pdu.sender.as_str();
+        self.matches_type_and_sender(&e.pdu.kind.to_string(), Some(e.pdu.sender.as_str()))
+    }
+
+    /// Whether events of `kind` (from `sender`, when known) pass the filter.
+    pub fn matches_type_and_sender(&self, kind: &str, sender: Option<&str>) -> bool {
         self.types
             .as_ref()
-            .is_none_or(|t| t.iter().any(|p| type_matches(p, &kind)))
-            && !self.not_types.iter().any(|p| type_matches(p, &kind))
-            && self
-                .senders
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|x| x == sender))
-            && !self.not_senders.iter().any(|x| x == sender)
+            .is_none_or(|t| t.iter().any(|p| type_matches(p, kind)))
+            && !self.not_types.iter().any(|p| type_matches(p, kind))
+            && sender.is_none_or(|sender| {
+                self.senders
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|x| x == sender))
+                    && !self.not_senders.iter().any(|x| x == sender)
+            })
     }
 
     /// Reads the spec's `RoomEventFilter` JSON.
@@ -91,6 +95,8 @@ pub struct SyncFilter {
     pub include_leave: bool,
     pub account_data_types: Option<Vec<String>>,
     pub ephemeral_off: bool,
+    /// The filter's `presence` part (types and senders).
+    pub presence: RoomEventFilter,
 }
 
 impl SyncFilter {
@@ -117,6 +123,7 @@ impl SyncFilter {
                 .and_then(|b| b.as_bool())
                 .unwrap_or(false),
             account_data_types: strings(v.get("account_data").and_then(|a| a.get("types"))),
+            presence: RoomEventFilter::from_json(v.get("presence").unwrap_or(&json!({}))),
             ephemeral_off: room
                 .get("ephemeral")
                 .and_then(|e| e.get("limit"))
@@ -243,6 +250,7 @@ impl SyncResponse {
             && self.rooms.invite.is_empty()
             && self.rooms.leave.is_empty()
             && self.account_data.events.is_empty()
+            && self.presence.events.is_empty()
             && self.to_device.events.is_empty()
             && self.device_lists.changed.is_empty()
             && self.device_lists.left.is_empty()
@@ -326,13 +334,47 @@ impl Services {
             let (changed, left) = self.device_list_changes(user, &user_rooms, since.pos, upto)?;
             resp.device_lists = DeviceLists { changed, left };
         }
+        // Presence: everything on a fresh (or full-state) sync; otherwise
+        // what changed, and the current state of users newly sharing a room
+        // (exactly the `changed` device-list users, already computed).
+        let presence_since = since.filter(|_| !req.full_state).map(|s| s.pos);
+        resp.presence.events = self.presence_for_sync(
+            user,
+            presence_since,
+            upto,
+            &resp.device_lists.changed,
+            &req.filter.presence,
+        )?;
 
         // Account data: global and per room, one indexed read when it moved.
         let mut room_account_data: BTreeMap<String, Vec<Box<RawValue>>> = BTreeMap::new();
         if since.is_none() || user_rooms.last_private_pos > since_pos {
-            let rows = self.store.account_data_since(user.as_str(), since_pos)?;
+            let mut rows = self.store.account_data_since(user.as_str(), since_pos)?;
             let max = rows.iter().map(|r| r.pos).max().unwrap_or(0);
             self.note_private_pos(user, max);
+            let push_rules_stored = rows
+                .iter()
+                .any(|r| r.room_id.is_empty() && r.kind == crate::push_rules::PUSH_RULES);
+            if push_rules_stored {
+                // Refreshed against the server defaults, as GET serves them.
+                let content = self.push_rules_content(user)?.to_string();
+                for r in rows
+                    .iter_mut()
+                    .filter(|r| r.room_id.is_empty() && r.kind == crate::push_rules::PUSH_RULES)
+                {
+                    r.content = content.clone();
+                }
+            } else if since.is_none() {
+                // A fresh client gets the rules in force, defaults included,
+                // as with a stored document (as Synapse does).
+                rows.push(hotline_store::AccountDataRow {
+                    user_id: user.to_string(),
+                    room_id: String::new(),
+                    kind: crate::push_rules::PUSH_RULES.to_owned(),
+                    content: self.push_rules_content(user)?.to_string(),
+                    pos: 0,
+                });
+            }
             for row in rows.into_iter().filter(|r| r.pos <= upto) {
                 if req
                     .filter

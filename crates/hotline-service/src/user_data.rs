@@ -10,6 +10,29 @@ use crate::{Error, Result, Services};
 /// Largest account data or filter document accepted.
 const MAX_DOC: usize = 64 * 1024;
 
+/// Serialises read-modify-write of a user's account data documents
+/// (`m.tag`, `m.push_rules`, `m.direct`): two concurrent edits of one
+/// document must not lose either. Striped by user, so users do not wait on
+/// each other (beyond a rare shared stripe).
+pub struct DocLocks([tokio::sync::Mutex<()>; 32]);
+
+impl Default for DocLocks {
+    fn default() -> Self {
+        DocLocks(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl DocLocks {
+    pub(crate) async fn lock(&self, user: &UserId) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        self.0[(h.finish() % self.0.len() as u64) as usize]
+            .lock()
+            .await
+    }
+}
+
 impl Services {
     /// `PUT /user/{userId}/account_data/{type}` and the room variant.
     pub async fn put_account_data(
@@ -19,11 +42,27 @@ impl Services {
         kind: &str,
         content: String,
     ) -> Result<()> {
-        if content.len() > MAX_DOC {
-            return Err(Error::TooLarge("Account data too large".into()));
-        }
         if kind == "m.fully_read" && room.is_none() {
             return Err(Error::bad_json("m.fully_read is room account data"));
+        }
+        if kind == crate::push_rules::PUSH_RULES && room.is_none() {
+            return Err(Error::ServerControlled(
+                "Cannot set m.push_rules through this API: use /pushrules".into(),
+            ));
+        }
+        self.write_account_data(user, room, kind, content).await
+    }
+
+    /// Stores an account data document (no client-facing type checks).
+    pub(crate) async fn write_account_data(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        kind: &str,
+        content: String,
+    ) -> Result<()> {
+        if content.len() > MAX_DOC {
+            return Err(Error::TooLarge("Account data too large".into()));
         }
         if let Some(room_id) = room {
             // Account data for a room the user cannot see would leak nothing, but
@@ -52,6 +91,10 @@ impl Services {
         room: Option<&RoomId>,
         kind: &str,
     ) -> Result<String> {
+        if kind == crate::push_rules::PUSH_RULES && room.is_none() {
+            // The rules in force, the server defaults included.
+            return Ok(self.push_rules_content(user)?.to_string());
+        }
         let room = room.map(|r| r.to_string()).unwrap_or_default();
         self.store
             .get_account_data(user.as_str(), &room, kind)?
@@ -66,6 +109,7 @@ impl Services {
         others: &[OwnedUserId],
         room: &RoomId,
     ) -> Result<()> {
+        let _edit = self.doc_locks.lock(user).await;
         let mut direct: serde_json::Map<String, serde_json::Value> = self
             .store
             .get_account_data(user.as_str(), "", "m.direct")?

@@ -54,6 +54,10 @@ pub trait Store: Send + Sync + 'static {
     /// The highest stream position committed so far.
     fn current_position(&self) -> i64;
 
+    /// The highest stream position in the database, including positions
+    /// committed by another process since this one last wrote.
+    fn stored_position(&self) -> Result<i64>;
+
     // ----- accounts -----
     fn get_user(&self, user_id: &str) -> Result<Option<UserRow>>;
     fn count_users(&self) -> Result<i64>;
@@ -82,6 +86,10 @@ pub trait Store: Send + Sync + 'static {
     fn memberships_of_user(&self, user_id: &str) -> Result<Vec<MembershipRow>>;
     fn find_txn(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
     fn get_alias(&self, alias: &str) -> Result<Option<AliasRow>>;
+    /// Whether the room is listed in the published room directory.
+    fn is_room_published(&self, room_id: &str) -> Result<bool>;
+    /// Every room in the published room directory.
+    fn published_rooms(&self) -> Result<Vec<String>>;
 
     // ----- per-user streams -----
     fn account_data_since(&self, user_id: &str, since: i64) -> Result<Vec<AccountDataRow>>;
@@ -93,6 +101,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<AccountDataRow>>;
     fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<ReceiptRow>>;
     fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>>;
+    /// The user's latest presence, if they ever set one.
+    fn get_presence(&self, user_id: &str) -> Result<Option<PresenceRow>>;
 
     // ----- end-to-end encryption keys -----
     /// `(device_id, json)` of every device of the user that uploaded keys.

@@ -92,3 +92,9 @@ CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
   BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
   BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+-- Presence: each user's latest state; `pos` is its place in the sync stream.
+CREATE TABLE IF NOT EXISTS presence (
+  user_id TEXT PRIMARY KEY, state TEXT NOT NULL, status_msg TEXT, last_active_ts INTEGER NOT NULL,
+  pos INTEGER NOT NULL);
+-- The published room directory: a room is listed while it has a row here.
+CREATE TABLE IF NOT EXISTS published_rooms (room_id TEXT PRIMARY KEY);

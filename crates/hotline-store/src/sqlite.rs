@@ -5,6 +5,11 @@
 //! (so one failing batch does not fail its neighbours), commits once, then runs
 //! the commit hook and answers the writers. Readers use a small pool of
 //! read-only connections; WAL lets them run beside the writer.
+//!
+//! WAL checkpoints (copying committed pages into the main file) run on their
+//! own thread and connection, not in the writer's commit: SQLite's automatic
+//! checkpoint would stall every commit that crosses the WAL size threshold,
+//! and with it every request waiting on that commit.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,7 +35,14 @@ pub struct SqliteStore {
     hook: Arc<RwLock<Option<CommitHook>>>,
     position: Arc<AtomicI64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+/// Pause between background checkpoints while writes keep coming: pages
+/// rewritten within it (index leaves, the stream position) are copied once.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The WAL file is truncated back to this size after a checkpoint resets it.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How hard a commit waits for the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +81,23 @@ impl SqliteStore {
         let path = path.into();
         let conn = open(&path, durability)?;
         conn.execute_batch(SCHEMA).map_err(engine)?;
+        // Checkpoints are the checkpointer thread's job (module docs).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(engine)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(engine)?;
+        let (dirty_tx, dirty_rx) = mpsc::sync_channel::<()>(1);
+        let checkpointer = {
+            let conn = open(&path, durability)?;
+            std::thread::Builder::new()
+                .name("sqlite-checkpt".into())
+                .spawn(move || checkpoint_loop(conn, dirty_rx))
+                .map_err(engine)?
+        };
         let position: i64 = conn
             .query_row(
                 "SELECT MAX(p) FROM (SELECT MAX(pos) AS p FROM events UNION ALL SELECT MAX(pos) FROM account_data UNION ALL SELECT MAX(pos) FROM receipts
-                 UNION ALL SELECT MAX(pos) FROM key_changes UNION ALL SELECT MAX(pos) FROM to_device
+                 UNION ALL SELECT MAX(pos) FROM key_changes UNION ALL SELECT MAX(pos) FROM to_device UNION ALL SELECT MAX(pos) FROM presence
                  UNION ALL SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos')",
                 [],
                 |r| r.get::<_, Option<i64>>(0),
@@ -86,8 +111,8 @@ impl SqliteStore {
             let position = position.clone();
             let hook = hook.clone();
             std::thread::Builder::new()
-                .name("hotline-sqlite-writer".into())
-                .spawn(move || writer_loop(conn, rx, position, hook))
+                .name("sqlite-writer".into())
+                .spawn(move || writer_loop(conn, rx, position, hook, dirty_tx))
                 .map_err(engine)?
         };
         Ok(Arc::new(Self {
@@ -97,6 +122,7 @@ impl SqliteStore {
             hook,
             position,
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
         }))
     }
 
@@ -104,6 +130,11 @@ impl SqliteStore {
     pub fn close(&self) {
         self.tx.lock().take();
         if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        // The writer's exit closed the checkpointer's channel: it copies
+        // what is left and stops.
+        if let Some(h) = self.checkpointer.lock().take() {
             let _ = h.join();
         }
     }
@@ -139,11 +170,26 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Copies committed WAL pages into the main file whenever the writer has
+/// committed since the last round, at most every [`CHECKPOINT_EVERY`].
+/// PASSIVE: it never blocks the writer or readers, and a later round picks
+/// up whatever a busy reader kept it from copying.
+fn checkpoint_loop(conn: Connection, dirty: mpsc::Receiver<()>) {
+    while dirty.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint");
+        }
+        std::thread::sleep(CHECKPOINT_EVERY);
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
 fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Job>,
     position: Arc<AtomicI64>,
     hook: Arc<RwLock<Option<CommitHook>>>,
+    dirty: mpsc::SyncSender<()>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -193,7 +239,12 @@ fn writer_loop(
         })();
         match outcome {
             Ok(()) => {
+                // Full means a round is already due.
+                let _ = dirty.try_send(());
                 position.store(next, Ordering::Release);
+                if let Some(Ok(last)) = results.iter_mut().rev().find(|r| r.is_ok()) {
+                    last.high_water = next;
+                }
                 let hook = hook.read().clone();
                 for ((_, reply), result) in jobs.into_iter().zip(results) {
                     if let (Some(h), Ok(c)) = (&hook, &result) {
@@ -276,7 +327,10 @@ fn apply_batch(sp: &mut Sp<'_>, batch: &WriteBatch, next: &mut i64) -> Result<Co
         apply_op(c, op, pos).map_err(conflict_or_engine)?;
         items.push((pos, op.clone()));
     }
-    Ok(Committed { items })
+    Ok(Committed {
+        items,
+        high_water: 0,
+    })
 }
 
 fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
@@ -451,6 +505,25 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
                  ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos",
             )?
             .execute(params![room_id, user_id, receipt_type, thread_id, event_id, ts, pos])?;
+        }
+        WriteOp::PutPresence {
+            user_id,
+            state,
+            status_msg,
+            last_active_ts,
+        } => {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO presence (user_id, state, status_msg, last_active_ts, pos) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![user_id, state, status_msg, last_active_ts, pos])?;
+        }
+        WriteOp::SetRoomPublished { room_id, published } => {
+            let sql = if *published {
+                "INSERT OR IGNORE INTO published_rooms (room_id) VALUES (?1)"
+            } else {
+                "DELETE FROM published_rooms WHERE room_id = ?1"
+            };
+            c.prepare_cached(sql)?.execute(params![room_id])?;
         }
         WriteOp::PutMedia(m) => {
             c.prepare_cached(
@@ -781,6 +854,15 @@ impl Store for SqliteStore {
         self.position.load(Ordering::Acquire)
     }
 
+    fn stored_position(&self) -> Result<i64> {
+        let stored: Option<i64> = self.read(|c| {
+            c.prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos'")?
+                .query_row([], |r| r.get(0))
+                .optional()
+        })?;
+        Ok(stored.unwrap_or(0).max(self.current_position()))
+    }
+
     fn get_user(&self, user_id: &str) -> Result<Option<UserRow>> {
         self.read(|c| {
             c.prepare_cached(
@@ -990,6 +1072,23 @@ impl Store for SqliteStore {
         })
     }
 
+    fn is_room_published(&self, room_id: &str) -> Result<bool> {
+        self.read(|c| {
+            c.prepare_cached("SELECT 1 FROM published_rooms WHERE room_id = ?1")?
+                .query_row(params![room_id], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_some())
+        })
+    }
+
+    fn published_rooms(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT room_id FROM published_rooms")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+    }
+
     fn account_data_since(&self, user_id: &str, since: i64) -> Result<Vec<AccountDataRow>> {
         self.read(|c| {
             c.prepare_cached(
@@ -1027,6 +1126,24 @@ impl Store for SqliteStore {
 
     fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>> {
         self.receipts_since(room_id, 0)
+    }
+
+    fn get_presence(&self, user_id: &str) -> Result<Option<PresenceRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT user_id, state, status_msg, last_active_ts, pos FROM presence WHERE user_id = ?1",
+            )?
+            .query_row(params![user_id], |r| {
+                Ok(PresenceRow {
+                    user_id: r.get(0)?,
+                    state: r.get(1)?,
+                    status_msg: r.get(2)?,
+                    last_active_ts: r.get(3)?,
+                    pos: r.get(4)?,
+                })
+            })
+            .optional()
+        })
     }
 
     fn device_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {

@@ -99,6 +99,18 @@ pub struct ReceiptRow {
     pub pos: i64,
 }
 
+/// A user's latest presence.
+#[derive(Clone, Debug)]
+pub struct PresenceRow {
+    pub user_id: String,
+    /// `online`, `unavailable` or `offline`.
+    pub state: String,
+    pub status_msg: Option<String>,
+    pub last_active_ts: i64,
+    /// Stream position of the change.
+    pub pos: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct MediaRow {
     pub media_id: String,
@@ -308,6 +320,18 @@ pub enum WriteOp {
         ts: i64,
     },
     PutMedia(MediaRow),
+    /// Gets a stream position: replaces the user's presence.
+    PutPresence {
+        user_id: String,
+        state: String,
+        status_msg: Option<String>,
+        last_active_ts: i64,
+    },
+    /// Lists the room in the published room directory, or takes it out.
+    SetRoomPublished {
+        room_id: String,
+        published: bool,
+    },
     /// Records a client transaction that produced no event (to-device
     /// sends), so a retry is answered without acting twice.
     RecordTxn {
@@ -420,6 +444,7 @@ impl WriteOp {
                 | WriteOp::PutReceipt { .. }
                 | WriteOp::KeyChange { .. }
                 | WriteOp::PutToDevice { .. }
+                | WriteOp::PutPresence { .. }
         )
     }
 }
@@ -448,6 +473,11 @@ impl WriteBatch {
 #[derive(Clone, Debug, Default)]
 pub struct Committed {
     pub items: Vec<(i64, WriteOp)>,
+    /// On the last batch of a group commit: the stream's high-water mark
+    /// after it. Every position up to it is committed, by this process or by
+    /// another one on the same database (the `hotline admin` CLI), whose
+    /// positions the writer skips past. `0` on the other batches.
+    pub high_water: i64,
 }
 
 impl Committed {

@@ -374,6 +374,8 @@ async fn turn_config(config: Config, args: TurnConfigArgs) -> anyhow_lite::Resul
 async fn serve(config: Config) -> anyhow_lite::Result<()> {
     let listen = config.listen.clone();
     let (services, store) = open(config)?;
+    // `hotline admin vouch|revoke` write beside the running server.
+    services.watch_other_processes(std::time::Duration::from_secs(1));
     let app = hotline_api::app(services.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

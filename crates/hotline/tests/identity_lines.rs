@@ -638,3 +638,80 @@ async fn vouching_signs_a_verifiable_attestation_and_a_key_change_pauses_the_lin
     );
     drop((m, m2));
 }
+
+/// The office runs `hotline admin vouch` as its own process beside the
+/// running server; clients sharing a room with the official hear of it in
+/// `device_lists.changed` at once (their waiting `/sync` returns), not at
+/// the server's next unrelated write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vouching_from_the_cli_wakes_the_syncs_of_those_sharing_a_room() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let macron = enrolled(&server, &http, "macron", "Emmanuel Macron", "principal", None).await;
+    let alice = http.register("alice").await;
+    let (s, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&macron),
+            Some(&json!({"invite": ["@alice:localhost"]}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    let (s, v) = http
+        .call("POST", &format!("/_matrix/client/v3/join/{room}"), Some(&alice), Some("{}"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let m = sdk_login(&server.url, "macron").await;
+    m.encryption()
+        .bootstrap_cross_signing(Some(password("@macron:localhost")))
+        .await
+        .unwrap();
+    let key = master_key(&http, &macron, "@macron:localhost").await;
+
+    // Alice's sync position after the cross-signing upload.
+    let (s, v) = http
+        .call("GET", "/_matrix/client/v3/sync?timeout=0", Some(&alice), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let since = v["next_batch"].as_str().unwrap().to_owned();
+    let (s, v) = http
+        .call("GET", &format!("/_matrix/client/v3/sync?timeout=0&since={since}"), Some(&alice), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !v["device_lists"]["changed"].to_string().contains("@macron:localhost"),
+        "nothing new before the vouch: {v}"
+    );
+    let since = v["next_batch"].as_str().unwrap().to_owned();
+
+    let poll = {
+        let http = Http::new(&server.url);
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = http
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/sync?timeout=30000&since={since}"),
+                    Some(&alice),
+                    None,
+                )
+                .await;
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.admin(&["vouch", "macron", "--master-key", &key]);
+    let ((s, v), waited) = poll.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["device_lists"]["changed"].to_string().contains("@macron:localhost"),
+        "the vouch reaches device_lists: {v}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "the waiting sync returned at the vouch, not at its 30 s timeout ({waited:?})"
+    );
+}

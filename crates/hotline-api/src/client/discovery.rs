@@ -1,11 +1,11 @@
-//! Discovery: versions, well-known, capabilities, push rules.
+//! Discovery: versions, well-known, capabilities, TURN servers.
 
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
 use crate::extract::Auth;
-use crate::{ApiResult, AppState};
+use crate::AppState;
 
 /// Spec versions this server speaks.
 const VERSIONS: &[&str] = &[
@@ -50,12 +50,6 @@ pub async fn get_capabilities_route(Auth(_): Auth) -> Json<Value> {
             "m.get_login_token": { "enabled": false }
         }
     }))
-}
-
-/// `GET /pushrules/`: the spec's default rule set for the user.
-pub async fn get_pushrules_all_route(Auth(sender): Auth) -> ApiResult<Json<Value>> {
-    let rules = ruma::push::Ruleset::server_default(&sender.user_id);
-    Ok(Json(json!({ "global": rules })))
 }
 
 /// `GET /voip/turnServer`: time-limited TURN credentials for calls.

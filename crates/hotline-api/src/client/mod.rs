@@ -2,11 +2,14 @@
 
 mod account;
 mod backup;
+mod directory;
 mod discovery;
 mod keys;
 mod media;
 mod membership;
 mod message;
+mod presence;
+mod push;
 mod room;
 mod session;
 mod sync;
@@ -28,9 +31,6 @@ pub fn routes() -> Router<AppState> {
         )
         .endpoint::<c::discovery::get_capabilities::v3::Request, _, _>(
             discovery::get_capabilities_route,
-        )
-        .endpoint::<c::push::get_pushrules_all::v3::Request, _, _>(
-            discovery::get_pushrules_all_route,
         )
         .endpoint::<c::voip::get_turn_server_info::v3::Request, _, _>(
             discovery::get_turn_server_info_route,
@@ -72,8 +72,47 @@ pub fn routes() -> Router<AppState> {
         .endpoint::<c::config::get_room_account_data::v3::Request, _, _>(
             user_data::get_room_account_data_route,
         )
+        .endpoint::<c::tag::get_tags::v3::Request, _, _>(user_data::get_room_tags_route)
+        .endpoint::<c::tag::create_tag::v3::Request, _, _>(user_data::set_room_tag_route)
+        .endpoint::<c::tag::delete_tag::v3::Request, _, _>(user_data::delete_room_tag_route)
         .endpoint::<c::filter::create_filter::v3::Request, _, _>(user_data::create_filter_route)
         .endpoint::<c::filter::get_filter::v3::Request, _, _>(user_data::get_filter_route)
+        // push rules
+        .endpoint::<c::push::get_pushrules_all::v3::Request, _, _>(push::get_pushrules_all_route)
+        .endpoint::<c::push::get_pushrules_global_scope::v3::Request, _, _>(
+            push::get_push_rules_global_route,
+        )
+        .endpoint::<c::push::get_pushrule::v3::Request, _, _>(push::get_push_rule_route)
+        .endpoint::<c::push::set_pushrule::v3::Request, _, _>(push::set_push_rule_route)
+        .endpoint::<c::push::delete_pushrule::v3::Request, _, _>(push::delete_push_rule_route)
+        .endpoint::<c::push::get_pushrule_enabled::v3::Request, _, _>(
+            push::is_push_rule_enabled_route,
+        )
+        .endpoint::<c::push::set_pushrule_enabled::v3::Request, _, _>(
+            push::set_push_rule_enabled_route,
+        )
+        .endpoint::<c::push::get_pushrule_actions::v3::Request, _, _>(
+            push::get_push_rule_actions_route,
+        )
+        .endpoint::<c::push::set_pushrule_actions::v3::Request, _, _>(
+            push::set_push_rule_actions_route,
+        )
+        // presence
+        .endpoint::<c::presence::get_presence::v3::Request, _, _>(presence::get_presence_route)
+        .endpoint::<c::presence::set_presence::v3::Request, _, _>(presence::set_presence_route)
+        // published room directory
+        .endpoint::<c::directory::get_room_visibility::v3::Request, _, _>(
+            directory::get_room_visibility_on_directory_route,
+        )
+        .endpoint::<c::directory::set_room_visibility::v3::Request, _, _>(
+            directory::set_room_visibility_on_directory_route,
+        )
+        .endpoint::<c::directory::get_public_rooms::v3::Request, _, _>(
+            directory::get_public_rooms_route,
+        )
+        .endpoint::<c::directory::get_public_rooms_filtered::v3::Request, _, _>(
+            directory::query_public_rooms_route,
+        )
         // rooms
         .endpoint::<c::room::create_room::v3::Request, _, _>(room::create_room_route)
         .endpoint::<c::membership::joined_rooms::v3::Request, _, _>(room::joined_rooms_route)

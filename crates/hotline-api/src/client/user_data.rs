@@ -148,3 +148,36 @@ pub async fn get_filter_route(
     own(&sender, &user)?;
     raw(s.services.get_filter(&user, &id)?)
 }
+
+/// `GET /user/{userId}/rooms/{roomId}/tags`.
+pub async fn get_room_tags_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs((user, room)): PathArgs<(OwnedUserId, OwnedRoomId)>,
+) -> ApiResult<Json<Value>> {
+    own(&sender, &user)?;
+    Ok(Json(json!({ "tags": s.services.room_tags(&user, &room)? })))
+}
+
+/// `PUT /user/{userId}/rooms/{roomId}/tags/{tag}`.
+pub async fn set_room_tag_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs((user, room, tag)): PathArgs<(OwnedUserId, OwnedRoomId, String)>,
+    JsonBody(info): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    own(&sender, &user)?;
+    s.services.set_room_tag(&user, &room, &tag, info).await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`.
+pub async fn delete_room_tag_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs((user, room, tag)): PathArgs<(OwnedUserId, OwnedRoomId, String)>,
+) -> ApiResult<Json<Value>> {
+    own(&sender, &user)?;
+    s.services.delete_room_tag(&user, &room, &tag).await?;
+    Ok(Json(json!({})))
+}

@@ -212,6 +212,13 @@ impl Services {
             room_id: room_id.to_string(),
             room_version: version.to_string(),
         }));
+        if req.visibility_public {
+            // Published in the room directory in the same transaction.
+            batch.push(WriteOp::SetRoomPublished {
+                room_id: room_id.to_string(),
+                published: true,
+            });
+        }
         if let Some(alias) = &alias {
             batch.push(WriteOp::PutAlias(AliasRow {
                 alias: alias.to_string(),

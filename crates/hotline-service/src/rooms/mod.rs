@@ -6,6 +6,7 @@
 //! room's send lock, so state and `prev_events` are never raced.
 
 mod create;
+mod directory;
 mod ephemeral;
 mod membership;
 mod read;
@@ -25,6 +26,7 @@ use ruma::{
 };
 
 pub use create::CreateRoom;
+pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
 pub use read::{parse_position_token, position_token, Direction, MessagesPage};
 
 /// The pagination token just before the event at `pos`.

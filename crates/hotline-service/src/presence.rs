@@ -1,0 +1,259 @@
+//! Presence (`/presence/{userId}/status`) and the `presence` section of
+//! `/sync`.
+//!
+//! A change is a stream item (`WriteOp::PutPresence`): its `200` follows the
+//! commit, and the commit hook updates the cache, notes the change for every
+//! user who shares a room with the changer and wakes them.
+//!
+//! **Architecture Invariant:** presence adds no per-sync scan that grows
+//! with history. An incremental `/sync` looks at presence only when the
+//! hook noted a change by someone sharing a room with the user since the
+//! token (one map lookup otherwise), then reads the latest state of those
+//! users from the cache; users new to the syncing user (the `changed` list
+//! of `device_lists`: joined a shared room, or in a room the user joined)
+//! get their current state too.
+//!
+//! Presence is what users set with `PUT`; `/sync` itself does not mark
+//! anyone online (no idle timers), so `set_presence` on `/sync` is ignored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use hotline_store::{PresenceRow, WriteBatch, WriteOp};
+use parking_lot::Mutex;
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedUserId, UserId};
+use serde::Serialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::sync::RoomEventFilter;
+use crate::{now_ms, Error, Result, Services};
+
+/// A user last active this recently (and online) is `currently_active`.
+const ACTIVE_WINDOW_MS: i64 = 60_000;
+/// Longest status message accepted: it is sent to every contact.
+const MAX_STATUS_MSG: usize = 1024;
+
+/// Presence caches, changed only by the commit hook.
+pub struct Presence {
+    /// Latest state per user (`None`: never set). Filled on first use.
+    states: Mutex<HashMap<OwnedUserId, Option<Arc<PresenceRow>>>>,
+    /// Per user: newest position of a presence change by someone sharing a
+    /// room with them.
+    heard: Mutex<HashMap<OwnedUserId, i64>>,
+    /// Stream position at start: a token older than this may predate
+    /// changes that `heard` never saw.
+    start_pos: i64,
+}
+
+impl Presence {
+    pub fn new(current_position: i64) -> Self {
+        Presence {
+            states: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
+            start_pos: current_position,
+        }
+    }
+
+    /// Newest presence change the user may not have been told of.
+    fn heard_upto(&self, user: &UserId) -> i64 {
+        self.heard
+            .lock()
+            .get(user)
+            .copied()
+            .unwrap_or(self.start_pos)
+    }
+}
+
+/// `GET /presence/{userId}/status`.
+#[derive(Debug, Serialize)]
+pub struct PresenceStatus {
+    pub presence: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_ago: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_msg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currently_active: Option<bool>,
+}
+
+impl PresenceStatus {
+    fn of(row: Option<&PresenceRow>, now: i64) -> Self {
+        let Some(row) = row else {
+            return PresenceStatus {
+                presence: "offline".into(),
+                last_active_ago: None,
+                status_msg: None,
+                currently_active: None,
+            };
+        };
+        let ago = (now - row.last_active_ts).max(0);
+        PresenceStatus {
+            presence: row.state.clone(),
+            last_active_ago: Some(ago),
+            status_msg: row.status_msg.clone(),
+            currently_active: (row.state == "online").then_some(ago < ACTIVE_WINDOW_MS),
+        }
+    }
+}
+
+impl Services {
+    /// `PUT /presence/{userId}/status`: answers after the change is durable.
+    pub async fn set_presence(
+        &self,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<String>,
+    ) -> Result<()> {
+        if !matches!(state, "online" | "unavailable" | "offline") {
+            return Err(Error::invalid_param(
+                "presence must be online, unavailable or offline",
+            ));
+        }
+        if status_msg
+            .as_ref()
+            .is_some_and(|m| m.len() > MAX_STATUS_MSG)
+        {
+            return Err(Error::invalid_param("status_msg is too long"));
+        }
+        self.store
+            .write(WriteBatch::one(WriteOp::PutPresence {
+                user_id: user.to_string(),
+                state: state.to_owned(),
+                status_msg,
+                last_active_ts: now_ms(),
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /presence/{userId}/status`: the user's own, or that of someone
+    /// they share a room with; anyone else (existing or not) is refused alike.
+    pub fn get_presence(&self, asker: &UserId, target: &UserId) -> Result<PresenceStatus> {
+        if asker != target && !self.shares_room(asker, target)? {
+            return Err(Error::forbidden(
+                "You are not allowed to see their presence",
+            ));
+        }
+        Ok(PresenceStatus::of(
+            self.presence_of(target)?.as_deref(),
+            now_ms(),
+        ))
+    }
+
+    fn shares_room(&self, a: &UserId, b: &UserId) -> Result<bool> {
+        for (room_id, (m, _)) in self.user_rooms(a)?.rooms {
+            if m == MembershipState::Join && self.room(&room_id)?.is_joined(b) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The user's latest presence, from the cache (loaded on first use).
+    fn presence_of(&self, user: &UserId) -> Result<Option<Arc<PresenceRow>>> {
+        // Loaded under the lock: the commit hook waits for it, so a row
+        // read before a commit cannot overwrite the hook's newer one.
+        let mut states = self.presence.states.lock();
+        if let Some(s) = states.get(user) {
+            return Ok(s.clone());
+        }
+        let row = self.store.get_presence(user.as_str())?.map(Arc::new);
+        states.insert(user.to_owned(), row.clone());
+        Ok(row)
+    }
+
+    /// Commit hook: a presence change at `pos`; everyone sharing a room with
+    /// the changer (and the changer) hears of it and is woken.
+    pub(crate) fn apply_presence(&self, pos: i64, op: &WriteOp, wake: &mut Vec<OwnedUserId>) {
+        let WriteOp::PutPresence {
+            user_id,
+            state,
+            status_msg,
+            last_active_ts,
+        } = op
+        else {
+            return;
+        };
+        let Ok(user) = UserId::parse(user_id.as_str()) else {
+            return;
+        };
+        let row = PresenceRow {
+            user_id: user_id.clone(),
+            state: state.clone(),
+            status_msg: status_msg.clone(),
+            last_active_ts: *last_active_ts,
+            pos,
+        };
+        self.presence
+            .states
+            .lock()
+            .insert(user.clone(), Some(Arc::new(row)));
+        match self.users_sharing_rooms(&user) {
+            Ok(users) => {
+                let mut heard = self.presence.heard.lock();
+                for u in users {
+                    let h = heard.entry(u.clone()).or_insert(pos);
+                    *h = (*h).max(pos);
+                    wake.push(u);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "presence wake-up"),
+        }
+    }
+
+    /// The `m.presence` events for a `/sync` up to `upto`: every contact's
+    /// state when `since` is `None` (initial or full-state sync); otherwise
+    /// the contacts whose presence changed after `since`, and `new_contacts`.
+    pub(crate) fn presence_for_sync(
+        &self,
+        user: &UserId,
+        since: Option<i64>,
+        upto: i64,
+        new_contacts: &[OwnedUserId],
+        filter: &RoomEventFilter,
+    ) -> Result<Vec<Box<RawValue>>> {
+        if !filter.matches_type_and_sender("m.presence", None) {
+            return Ok(Vec::new());
+        }
+        let mut found: BTreeMap<OwnedUserId, Arc<PresenceRow>> = BTreeMap::new();
+        let mut consider = |u: &UserId, changed_after: Option<i64>| -> Result<()> {
+            if let Some(row) = self.presence_of(u)? {
+                if row.pos <= upto && changed_after.is_none_or(|s| row.pos > s) {
+                    found.insert(u.to_owned(), row);
+                }
+            }
+            Ok(())
+        };
+        match since {
+            None => {
+                for u in self.users_sharing_rooms(user)? {
+                    consider(&u, None)?;
+                }
+            }
+            Some(since) => {
+                if self.presence.heard_upto(user) > since {
+                    for u in self.users_sharing_rooms(user)? {
+                        consider(&u, Some(since))?;
+                    }
+                }
+                for u in new_contacts {
+                    consider(u, None)?;
+                }
+            }
+        }
+        let now = now_ms();
+        let mut events = Vec::with_capacity(found.len());
+        for (u, row) in found {
+            if !filter.matches_type_and_sender("m.presence", Some(u.as_str())) {
+                continue;
+            }
+            let content = PresenceStatus::of(Some(&row), now);
+            events.push(serde_json::value::to_raw_value(
+                &json!({"type": "m.presence", "sender": u, "content": content}),
+            )?);
+        }
+        Ok(events)
+    }
+}
