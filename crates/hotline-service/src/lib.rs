@@ -184,7 +184,10 @@ impl Services {
             return;
         }
         self.keys.note_key_change(to);
-        for u in users.iter().filter_map(|u| ruma::UserId::parse(u.as_str()).ok()) {
+        for u in users
+            .iter()
+            .filter_map(|u| ruma::UserId::parse(u.as_str()).ok())
+        {
             match self.users_sharing_rooms(&u) {
                 Ok(others) => wake.extend(others),
                 Err(e) => tracing::warn!(error = %e, "device list wake-up"),

@@ -647,7 +647,15 @@ async fn vouching_signs_a_verifiable_attestation_and_a_key_change_pauses_the_lin
 async fn vouching_from_the_cli_wakes_the_syncs_of_those_sharing_a_room() {
     let server = Server::start().await;
     let http = Http::new(&server.url);
-    let macron = enrolled(&server, &http, "macron", "Emmanuel Macron", "principal", None).await;
+    let macron = enrolled(
+        &server,
+        &http,
+        "macron",
+        "Emmanuel Macron",
+        "principal",
+        None,
+    )
+    .await;
     let alice = http.register("alice").await;
     let (s, v) = http
         .call(
@@ -660,7 +668,12 @@ async fn vouching_from_the_cli_wakes_the_syncs_of_those_sharing_a_room() {
     assert_eq!(s, 200, "{v}");
     let room = v["room_id"].as_str().unwrap().to_owned();
     let (s, v) = http
-        .call("POST", &format!("/_matrix/client/v3/join/{room}"), Some(&alice), Some("{}"))
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&alice),
+            Some("{}"),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let m = sdk_login(&server.url, "macron").await;
@@ -672,16 +685,28 @@ async fn vouching_from_the_cli_wakes_the_syncs_of_those_sharing_a_room() {
 
     // Alice's sync position after the cross-signing upload.
     let (s, v) = http
-        .call("GET", "/_matrix/client/v3/sync?timeout=0", Some(&alice), None)
+        .call(
+            "GET",
+            "/_matrix/client/v3/sync?timeout=0",
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let since = v["next_batch"].as_str().unwrap().to_owned();
     let (s, v) = http
-        .call("GET", &format!("/_matrix/client/v3/sync?timeout=0&since={since}"), Some(&alice), None)
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/sync?timeout=0&since={since}"),
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert!(
-        !v["device_lists"]["changed"].to_string().contains("@macron:localhost"),
+        !v["device_lists"]["changed"]
+            .to_string()
+            .contains("@macron:localhost"),
         "nothing new before the vouch: {v}"
     );
     let since = v["next_batch"].as_str().unwrap().to_owned();
@@ -707,7 +732,9 @@ async fn vouching_from_the_cli_wakes_the_syncs_of_those_sharing_a_room() {
     let ((s, v), waited) = poll.await.unwrap();
     assert_eq!(s, 200, "{v}");
     assert!(
-        v["device_lists"]["changed"].to_string().contains("@macron:localhost"),
+        v["device_lists"]["changed"]
+            .to_string()
+            .contains("@macron:localhost"),
         "the vouch reaches device_lists: {v}"
     );
     assert!(

@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::{AlgorithmInfo, EncryptionInfo};
-use matrix_sdk::ruma::api::client::account::register::v3::Request as RegisterRequest;
-use matrix_sdk::ruma::api::client::uiaa::{AuthData, Dummy};
+
 use matrix_sdk::ruma::events::room::message::{
     OriginalSyncRoomMessageEvent, RoomMessageEventContent,
 };
@@ -229,13 +228,7 @@ impl Drop for RustDevice {
 }
 
 async fn register_rust(url: &str, name: &str) {
-    let client = Client::builder().homeserver_url(url).build().await.unwrap();
-    let mut req = RegisterRequest::new();
-    req.username = Some(name.to_owned());
-    req.password = Some(PASSWORD.to_owned());
-    req.auth = Some(AuthData::Dummy(Dummy::new()));
-    req.inhibit_login = true;
-    client.matrix_auth().register(req).await.unwrap();
+    common::sdk_register(url, name, PASSWORD).await;
 }
 
 async fn login_rust(url: &str, name: &str, device: &str) -> RustDevice {

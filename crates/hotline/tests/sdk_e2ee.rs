@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::encryption::verification::Verification;
 use matrix_sdk::room::MessagesOptions;
-use matrix_sdk::ruma::api::client::account::register::v3::Request as RegisterRequest;
-use matrix_sdk::ruma::api::client::uiaa::{AuthData, Dummy, Password, UserIdentifier};
+use matrix_sdk::ruma::api::client::uiaa::{AuthData, Password, UserIdentifier};
 use matrix_sdk::ruma::events::room::message::{
     OriginalSyncRoomMessageEvent, RoomMessageEventContent,
 };
@@ -40,13 +39,7 @@ impl Drop for Device {
 }
 
 async fn register(url: &str, name: &str) {
-    let client = Client::builder().homeserver_url(url).build().await.unwrap();
-    let mut req = RegisterRequest::new();
-    req.username = Some(name.to_owned());
-    req.password = Some(PASSWORD.to_owned());
-    req.auth = Some(AuthData::Dummy(Dummy::new()));
-    req.inhibit_login = true;
-    client.matrix_auth().register(req).await.unwrap();
+    common::sdk_register(url, name, PASSWORD).await;
 }
 
 async fn login(url: &str, name: &str, device: &str) -> Device {

@@ -6,7 +6,13 @@ mod common;
 
 use common::{Http, Server};
 
-async fn send(http: &Http, token: &str, room: &str, txn: &str, body: &str) -> (u16, serde_json::Value) {
+async fn send(
+    http: &Http,
+    token: &str,
+    room: &str,
+    txn: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     http.call(
         "PUT",
         &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
@@ -76,7 +82,10 @@ async fn transaction_ids_are_scoped_to_the_device() {
 
     let (_, a) = send(&http, &alice, &room, "same", "from the first device").await;
     let (_, b) = send(&http, alice2, &room, "same", "from the second device").await;
-    assert!(a["event_id"].is_string() && b["event_id"].is_string(), "{a} {b}");
+    assert!(
+        a["event_id"].is_string() && b["event_id"].is_string(),
+        "{a} {b}"
+    );
     assert_ne!(a["event_id"], b["event_id"]);
     assert_eq!(
         bodies(&http, &alice, &room).await,
@@ -93,7 +102,12 @@ async fn a_retry_after_leaving_the_room_still_answers_with_the_first_event() {
     let (_, first) = send(&http, &alice, &room, "t1", "hello").await;
     assert!(first["event_id"].is_string(), "{first}");
     let (status, v) = http
-        .call("POST", &format!("/_matrix/client/v3/rooms/{room}/leave"), Some(&alice), Some("{}"))
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&alice),
+            Some("{}"),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
 

@@ -203,3 +203,21 @@ pub fn scan_for_plaintext(dir: &std::path::Path, needles: &[&str]) -> Vec<(PathB
     assert!(files > 0, "the scan read no files in {}", dir.display());
     found
 }
+
+/// Registers `name` with `password` through a `matrix-sdk` client (open
+/// registration, `m.login.dummy`), without signing in.
+pub async fn sdk_register(url: &str, name: &str, password: &str) {
+    use matrix_sdk::ruma::api::client::account::register::v3::Request;
+    use matrix_sdk::ruma::api::client::uiaa::{AuthData, Dummy};
+    let client = matrix_sdk::Client::builder()
+        .homeserver_url(url)
+        .build()
+        .await
+        .unwrap();
+    let mut req = Request::new();
+    req.username = Some(name.to_owned());
+    req.password = Some(password.to_owned());
+    req.auth = Some(AuthData::Dummy(Dummy::new()));
+    req.inhibit_login = true;
+    client.matrix_auth().register(req).await.unwrap();
+}
