@@ -31,8 +31,10 @@ export function LineList(props: {
       () => undefined,
     );
   }, [mx]);
-  const dn = mx.getUser(me)?.displayName || profileName;
-  const myName = dn && dn !== me ? dn : me.replace(/^@/, "").replace(/:.*/, "");
+  // matrix-js-sdk's User starts with the user id as its display name.
+  const fromRooms = mx.getUser(me)?.displayName;
+  const dn = (fromRooms && fromRooms !== me ? fromRooms : null) || profileName;
+  const myName = dn || me.replace(/^@/, "").replace(/:.*/, "");
   return (
     <nav class="sidebar" aria-label="Lines">
       <header class="sidebar-head">
