@@ -33,7 +33,8 @@ install() {
 build() {
   install
   local newest
-  if [[ -f "$WEB/dist/index.html" && -f "$WEB/test-dist/index.html" ]]; then
+  # (a dist from before the build wrote gzip twins is rebuilt)
+  if [[ -f "$WEB/dist/index.html" && -f "$WEB/test-dist/index.html" ]] && compgen -G "$WEB/dist/assets/*.wasm.gz" >/dev/null; then
     newest="$(find "$WEB/src" "$WEB/interop" "$WEB/public" "$WEB/index.html" "$WEB/package-lock.json" \
       "$WEB/vite.config.ts" "$WEB/vite.interop.config.ts" "$WEB/tsconfig.json" \
       -newer "$WEB/dist/index.html" -print -quit)"
