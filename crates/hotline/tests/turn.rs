@@ -43,8 +43,11 @@ fn relay_works(port: u16, username: &str, password: &str) -> bool {
         .args(["-u", username, "-w", password, "127.0.0.1"])
         .output()
         .expect("turnutils_uclient runs (scripts/deps.sh installs coturn)");
-    let log =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.status.success() && log.contains("tot_recv_msgs=") && !log.contains("tot_recv_msgs=0\n")
 }
 
