@@ -396,12 +396,11 @@ impl Services {
     /// `hotline admin revoke`: the attestation stops counting at once.
     pub async fn revoke(&self, user: &str) -> Result<()> {
         let user_id = self.local_user_id(user)?;
-        let has = self
+        let current = self
             .store
-            .list_attestations()?
-            .into_iter()
-            .any(|a| a.user_id == user_id.as_str() && a.revoked_ts.is_none());
-        if !has {
+            .get_attestation(user_id.as_str())?
+            .is_some_and(|a| a.revoked_ts.is_none());
+        if !current {
             return Err(Error::not_found("No current attestation for this user"));
         }
         let mut batch = WriteBatch::new();
@@ -516,18 +515,19 @@ impl Services {
 
     /// A line pauses (no messages, no calls) while either principal's
     /// current cross-signing master key differs from the one their
-    /// attestation vouches for, until the office vouches again.
+    /// attestation vouches for, until the office vouches again. Runs on
+    /// every send in a line: two indexed reads per principal.
     pub(crate) fn check_line_open(&self, line: &crate::pdu::PduEvent) -> Result<()> {
         let content: Value = line.content().map_err(Error::internal)?;
         let principals = content["principals"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let attestations = self.store.list_attestations()?;
         for p in principals.iter().filter_map(|p| p.as_str()) {
-            let Some(att) = attestations
-                .iter()
-                .find(|a| a.user_id == p && a.revoked_ts.is_none())
+            let Some(att) = self
+                .store
+                .get_attestation(p)?
+                .filter(|a| a.revoked_ts.is_none())
             else {
                 continue;
             };

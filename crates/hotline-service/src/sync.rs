@@ -352,19 +352,17 @@ impl Services {
             let mut rows = self.store.account_data_since(user.as_str(), since_pos)?;
             let max = rows.iter().map(|r| r.pos).max().unwrap_or(0);
             self.note_private_pos(user, max);
-            let push_rules_stored = rows
-                .iter()
-                .any(|r| r.room_id.is_empty() && r.kind == crate::push_rules::PUSH_RULES);
-            if push_rules_stored {
-                // Refreshed against the server defaults, as GET serves them.
-                let content = self.push_rules_content(user)?.to_string();
-                for r in rows
-                    .iter_mut()
-                    .filter(|r| r.room_id.is_empty() && r.kind == crate::push_rules::PUSH_RULES)
-                {
-                    r.content = content.clone();
-                }
-            } else if since.is_none() {
+            // The stored rules (one row at most), refreshed against the
+            // server defaults, as GET serves them.
+            let mut push_rules_stored = false;
+            for r in rows
+                .iter_mut()
+                .filter(|r| r.room_id.is_empty() && r.kind == crate::push_rules::PUSH_RULES)
+            {
+                r.content = self.push_rules_content(user)?.to_string();
+                push_rules_stored = true;
+            }
+            if !push_rules_stored && since.is_none() {
                 // A fresh client gets the rules in force, defaults included,
                 // as with a stored document (as Synapse does).
                 rows.push(hotline_store::AccountDataRow {

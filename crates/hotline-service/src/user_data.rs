@@ -69,8 +69,8 @@ impl Services {
             // the spec asks for a clear error on unknown rooms.
             self.room(room_id)?;
         }
-        let committed = self
-            .store
+        // The commit hook moves the user's private position and wakes /sync.
+        self.store
             .write(WriteBatch::one(WriteOp::PutAccountData {
                 user_id: user.to_string(),
                 room_id: room.map(|r| r.to_string()).unwrap_or_default(),
@@ -78,9 +78,6 @@ impl Services {
                 content,
             }))
             .await?;
-        if let Some(pos) = committed.max_position() {
-            self.rooms.touch_private(user, pos);
-        }
         Ok(())
     }
 

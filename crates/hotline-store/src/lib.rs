@@ -161,6 +161,8 @@ pub trait Store: Send + Sync + 'static {
     fn list_officials(&self) -> Result<Vec<OfficialRow>>;
     fn official_by_enrol_code(&self, code_hash: &str) -> Result<Option<OfficialRow>>;
     fn list_attestations(&self) -> Result<Vec<AttestationRow>>;
+    /// The user's attestation, current or revoked.
+    fn get_attestation(&self, user_id: &str) -> Result<Option<AttestationRow>>;
     fn get_line_invite(&self, code: &str) -> Result<Option<LineInviteRow>>;
     fn line_invites_of(&self, principal: &str) -> Result<Vec<LineInviteRow>>;
     /// The line between two principals, in either order.

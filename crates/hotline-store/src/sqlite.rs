@@ -748,6 +748,17 @@ fn official_row(r: &Row<'_>) -> rusqlite::Result<OfficialRow> {
     })
 }
 
+const ATTESTATION_COLS: &str = "user_id, json, issued_ts, revoked_ts";
+
+fn attestation_row(r: &Row<'_>) -> rusqlite::Result<AttestationRow> {
+    Ok(AttestationRow {
+        user_id: r.get(0)?,
+        json: r.get(1)?,
+        issued_ts: r.get(2)?,
+        revoked_ts: r.get(3)?,
+    })
+}
+
 const INVITE_COLS: &str =
     "code, principal, created_by, for_user, uses_allowed, uses, expires_ts, revoked, created_ts";
 
@@ -1362,18 +1373,21 @@ impl Store for SqliteStore {
 
     fn list_attestations(&self) -> Result<Vec<AttestationRow>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT user_id, json, issued_ts, revoked_ts FROM attestations ORDER BY user_id",
-            )?
-            .query_map([], |r| {
-                Ok(AttestationRow {
-                    user_id: r.get(0)?,
-                    json: r.get(1)?,
-                    issued_ts: r.get(2)?,
-                    revoked_ts: r.get(3)?,
-                })
-            })?
+            c.prepare_cached(&format!(
+                "SELECT {ATTESTATION_COLS} FROM attestations ORDER BY user_id"
+            ))?
+            .query_map([], attestation_row)?
             .collect()
+        })
+    }
+
+    fn get_attestation(&self, user_id: &str) -> Result<Option<AttestationRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {ATTESTATION_COLS} FROM attestations WHERE user_id = ?1"
+            ))?
+            .query_row(params![user_id], attestation_row)
+            .optional()
         })
     }
 

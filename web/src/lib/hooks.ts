@@ -25,7 +25,8 @@ export function useClientTick(mx: MatrixClient): number {
         setTick((t) => t + 1);
       });
     };
-    const roomEvents = [
+    // Room events are re-emitted by the client, so all are heard on it.
+    const events = [
       RoomEvent.Timeline,
       RoomEvent.Receipt,
       RoomEvent.Name,
@@ -34,26 +35,18 @@ export function useClientTick(mx: MatrixClient): number {
       RoomEvent.MyMembership,
       RoomEvent.TimelineReset,
       RoomEvent.Tags,
+      ClientEvent.Room,
+      ClientEvent.AccountData,
+      ClientEvent.Sync,
+      RoomMemberEvent.Typing,
+      RoomMemberEvent.Name,
+      RoomStateEvent.Members,
+      MatrixEventEvent.Decrypted,
+      MatrixEventEvent.Replaced,
     ] as const;
-    for (const e of roomEvents) mx.on(e as any, bump);
-    mx.on(ClientEvent.Room, bump);
-    mx.on(ClientEvent.AccountData, bump);
-    mx.on(ClientEvent.Sync, bump);
-    mx.on(RoomMemberEvent.Typing, bump);
-    mx.on(RoomMemberEvent.Name, bump);
-    mx.on(RoomStateEvent.Members, bump);
-    mx.on(MatrixEventEvent.Decrypted, bump);
-    mx.on(MatrixEventEvent.Replaced, bump);
+    for (const e of events) mx.on(e as any, bump);
     return () => {
-      for (const e of roomEvents) mx.off(e as any, bump);
-      mx.off(ClientEvent.Room, bump);
-      mx.off(ClientEvent.AccountData, bump);
-      mx.off(ClientEvent.Sync, bump);
-      mx.off(RoomMemberEvent.Typing, bump);
-      mx.off(RoomMemberEvent.Name, bump);
-      mx.off(RoomStateEvent.Members, bump);
-      mx.off(MatrixEventEvent.Decrypted, bump);
-      mx.off(MatrixEventEvent.Replaced, bump);
+      for (const e of events) mx.off(e as any, bump);
     };
   }, [mx]);
   return tick;
