@@ -206,7 +206,7 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         )));
     }
     let mut senders = Vec::new();
-    for p in &pairs {
+    for (i, p) in pairs.iter().enumerate() {
         let url = format!(
             "/_matrix/client/v3/rooms/{}/send/m.room.message/{run_tag}.",
             enc(&p.room_id)
@@ -215,11 +215,16 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         senders.push(match a.rate {
             Some(rate) => {
                 let period = Duration::from_secs_f64(a.pairs as f64 / rate.max(0.001));
+                // Senders are spread evenly over the period: started in
+                // step, every sender would fire at the same instant and
+                // the offered load would arrive as one burst per period.
+                let phase = period.mul_f64(i as f64 / pairs.len() as f64);
                 tokio::spawn(send_open(
                     api.clone(),
                     url,
                     tok,
                     period,
+                    phase,
                     a.max_inflight,
                     ctrl.clone(),
                 ))
@@ -454,12 +459,13 @@ async fn send_open(
     url: String,
     token: String,
     period: Duration,
+    phase: Duration,
     cap: usize,
     ctrl: Arc<Ctrl>,
 ) -> SendOut {
     let mut all = SendOut::default();
     let mut set = JoinSet::new();
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0u64;
     // Idle connections of this sender, reused like a client's small pool.

@@ -2,17 +2,32 @@
 //!
 //! One writer thread owns the write connection and commits in groups: it takes
 //! every batch waiting in its queue, applies each inside its own savepoint
-//! (so one failing batch does not fail its neighbours), commits once, then runs
-//! the commit hook and answers the writers. Readers use a small pool of
-//! read-only connections; WAL lets them run beside the writer.
+//! (so one failing batch does not fail its neighbours) and commits once.
+//! Readers use a small pool of read-only connections; WAL lets them run beside
+//! the writer.
+//!
+//! Making a commit durable is another thread's job, the syncer's. The writer's
+//! connection runs with `synchronous = NORMAL` (SQLite syncs only around
+//! checkpoints and when the WAL restarts) and hands each committed group to the
+//! syncer; the syncer `fdatasync`s the WAL file, once for every group that
+//! committed meanwhile, and only then runs the commit hook and answers the
+//! writers. So the disk flush of one group overlaps the work of the next
+//! instead of stalling the only writer, and still nothing is acknowledged, or
+//! shown to readers through the hook, before it is on disk. While a flush is
+//! under way the writer lets the next group grow rather than commit it in
+//! pieces: it would wait for the next flush either way, and every commit
+//! rewrites some pages (the stream position, index interiors) whatever its
+//! size.
 //!
 //! WAL checkpoints (copying committed pages into the main file) run on their
 //! own thread and connection, not in the writer's commit: SQLite's automatic
 //! checkpoint would stall every commit that crosses the WAL size threshold,
-//! and with it every request waiting on that commit.
+//! and with it every request waiting on that commit. That connection keeps the
+//! configured `synchronous` level, so the WAL is synced before its pages are
+//! copied and the main file after, before the WAL may be reused.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use parking_lot::{Mutex, RwLock};
@@ -24,18 +39,39 @@ use crate::*;
 const SCHEMA: &str = include_str!("schema.sql");
 /// How many waiting batches one commit takes at most.
 const MAX_GROUP: usize = 256;
+/// While the syncer flushes, the writer holds back a group smaller than this.
+const GROUP_WHILE_FLUSHING: usize = 16;
 
 type Job = (WriteBatch, oneshot::Sender<Result<Committed>>);
+
+/// What reaches the writer thread.
+enum ToWriter {
+    Job(Job),
+    /// The syncer has flushed every group handed to it.
+    SyncerIdle,
+    /// Commit what is queued, then stop. (The syncer holds a sender too, so
+    /// the channel alone never reports the store closed.)
+    Close,
+}
 
 /// SQLite engine.
 pub struct SqliteStore {
     path: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    tx: Mutex<Option<mpsc::Sender<ToWriter>>>,
     readers: Mutex<Vec<Connection>>,
     hook: Arc<RwLock<Option<CommitHook>>>,
     position: Arc<AtomicI64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// One committed (or failed) group on its way from the writer to the syncer.
+struct Group {
+    jobs: Vec<Job>,
+    results: Vec<Result<Committed>>,
+    /// The stream position after this group: published once it is durable.
+    position: i64,
 }
 
 /// Pause between background checkpoints while writes keep coming: pages
@@ -57,15 +93,11 @@ fn engine<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
-fn open(path: &Path, durability: Durability) -> Result<Connection> {
+fn open(path: &Path, synchronous: &str) -> Result<Connection> {
     let conn = Connection::open(path).map_err(engine)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(engine)?;
-    let sync = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync)
+    conn.pragma_update(None, "synchronous", synchronous)
         .map_err(engine)?;
     conn.pragma_update(None, "foreign_keys", "OFF")
         .map_err(engine)?;
@@ -79,7 +111,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Arc<Self>> {
         let path = path.into();
-        let conn = open(&path, durability)?;
+        // The syncer makes each commit durable (module docs).
+        let conn = open(&path, "NORMAL")?;
         conn.execute_batch(SCHEMA).map_err(engine)?;
         // Checkpoints are the checkpointer thread's job (module docs).
         conn.pragma_update(None, "wal_autocheckpoint", 0)
@@ -88,7 +121,11 @@ impl SqliteStore {
             .map_err(engine)?;
         let (dirty_tx, dirty_rx) = mpsc::sync_channel::<()>(1);
         let checkpointer = {
-            let conn = open(&path, durability)?;
+            let sync = match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            };
+            let conn = open(&path, sync)?;
             std::thread::Builder::new()
                 .name("sqlite-checkpt".into())
                 .spawn(move || checkpoint_loop(conn, dirty_rx))
@@ -106,13 +143,28 @@ impl SqliteStore {
             .unwrap_or(0);
         let position = Arc::new(AtomicI64::new(position));
         let hook: Arc<RwLock<Option<CommitHook>>> = Arc::new(RwLock::new(None));
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<ToWriter>();
+        let (done_tx, done_rx) = mpsc::channel::<Group>();
+        let unsynced = Arc::new(AtomicUsize::new(0));
+        let syncer = {
+            let syncer = Syncer {
+                wal: wal_path(&path),
+                flush: durability == Durability::Full,
+                position: position.clone(),
+                hook: hook.clone(),
+                unsynced: unsynced.clone(),
+                writer: tx.clone(),
+            };
+            std::thread::Builder::new()
+                .name("sqlite-syncer".into())
+                .spawn(move || syncer.run(done_rx))
+                .map_err(engine)?
+        };
         let writer = {
-            let position = position.clone();
-            let hook = hook.clone();
+            let start = position.load(Ordering::Acquire);
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || writer_loop(conn, rx, position, hook, dirty_tx))
+                .spawn(move || writer_loop(conn, rx, start, done_tx, unsynced, dirty_tx))
                 .map_err(engine)?
         };
         Ok(Arc::new(Self {
@@ -122,14 +174,22 @@ impl SqliteStore {
             hook,
             position,
             writer: Mutex::new(Some(writer)),
+            syncer: Mutex::new(Some(syncer)),
             checkpointer: Mutex::new(Some(checkpointer)),
         }))
     }
 
     /// Stops the writer after the queued batches are committed.
     pub fn close(&self) {
-        self.tx.lock().take();
+        if let Some(tx) = self.tx.lock().take() {
+            let _ = tx.send(ToWriter::Close);
+        }
         if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        // The writer's exit closed the syncer's channel: it answers the
+        // groups still waiting for the disk and stops.
+        if let Some(h) = self.syncer.lock().take() {
             let _ = h.join();
         }
         // The writer's exit closed the checkpointer's channel: it copies
@@ -186,20 +246,48 @@ fn checkpoint_loop(conn: Connection, dirty: mpsc::Receiver<()>) {
 
 fn writer_loop(
     mut conn: Connection,
-    rx: mpsc::Receiver<Job>,
-    position: Arc<AtomicI64>,
-    hook: Arc<RwLock<Option<CommitHook>>>,
+    rx: mpsc::Receiver<ToWriter>,
+    mut position: i64,
+    done: mpsc::Sender<Group>,
+    unsynced: Arc<AtomicUsize>,
     dirty: mpsc::SyncSender<()>,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut open = true;
+    while open || !jobs.is_empty() {
+        // A group committed while the syncer is still flushing an earlier
+        // one would only wait for the next flush anyway: let it grow until
+        // the syncer is free (it says so through this channel), or until it
+        // is big enough that committing it now saves the next flush work.
+        let flushing = unsynced.load(Ordering::Acquire) > 0;
+        if open && (jobs.is_empty() || (flushing && jobs.len() < GROUP_WHILE_FLUSHING)) {
+            match rx.recv() {
+                Ok(ToWriter::Job(j)) => jobs.push(j),
+                Ok(ToWriter::SyncerIdle) => {}
+                Ok(ToWriter::Close) | Err(_) => open = false,
             }
         }
-        let mut next = position.load(Ordering::Acquire);
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(ToWriter::Job(j)) => jobs.push(j),
+                Ok(ToWriter::SyncerIdle) => {}
+                Err(mpsc::TryRecvError::Empty) => break,
+                Ok(ToWriter::Close) | Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let ready = !open
+            || unsynced.load(Ordering::Acquire) == 0
+            || jobs.len() >= GROUP_WHILE_FLUSHING;
+        if jobs.is_empty() || !ready {
+            continue;
+        }
+        let jobs = std::mem::take(&mut jobs);
+        // `position` is this thread's own: commits the syncer has not made
+        // durable yet already took theirs.
+        let mut next = position;
         let start = next;
         let mut results: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
         let outcome = (|| -> rusqlite::Result<()> {
@@ -237,30 +325,119 @@ fn writer_loop(
             }
             tx.commit()
         })();
-        match outcome {
+        let group = match outcome {
             Ok(()) => {
                 // Full means a round is already due.
                 let _ = dirty.try_send(());
-                position.store(next, Ordering::Release);
+                position = next;
                 if let Some(Ok(last)) = results.iter_mut().rev().find(|r| r.is_ok()) {
                     last.high_water = next;
                 }
-                let hook = hook.read().clone();
-                for ((_, reply), result) in jobs.into_iter().zip(results) {
-                    if let (Some(h), Ok(c)) = (&hook, &result) {
-                        h(c);
-                    }
-                    let _ = reply.send(result);
+                Group {
+                    jobs,
+                    results,
+                    position,
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
-                for (_, reply) in jobs {
-                    let _ = reply.send(Err(engine(&e)));
+                let results = jobs.iter().map(|_| Err(engine(&e))).collect();
+                Group {
+                    jobs,
+                    results,
+                    position,
                 }
+            }
+        };
+        // Failed groups go the same way, so answers keep commit order.
+        unsynced.fetch_add(1, Ordering::AcqRel);
+        if done.send(group).is_err() {
+            return;
+        }
+    }
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Makes committed groups durable, then publishes them: one `fdatasync` of
+/// the WAL file covers every group that arrived meanwhile. fdatasync acts on
+/// the file, not the descriptor, so its own descriptor flushes the frames
+/// the writer's connection wrote.
+struct Syncer {
+    wal: PathBuf,
+    /// `Durability::Full`; otherwise groups are answered without a flush.
+    flush: bool,
+    position: Arc<AtomicI64>,
+    hook: Arc<RwLock<Option<CommitHook>>>,
+    /// Groups handed over by the writer and not yet answered.
+    unsynced: Arc<AtomicUsize>,
+    writer: mpsc::Sender<ToWriter>,
+}
+
+impl Syncer {
+    fn run(self, rx: mpsc::Receiver<Group>) {
+        let mut file: Option<std::fs::File> = None;
+        while let Ok(first) = rx.recv() {
+            let mut groups = vec![first];
+            while let Ok(g) = rx.try_recv() {
+                groups.push(g);
+            }
+            let wrote = groups
+                .iter()
+                .any(|g| g.results.iter().any(|r| matches!(r, Ok(c) if !c.items.is_empty())));
+            let synced = if self.flush && wrote {
+                sync_file(&mut file, &self.wal)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = &synced {
+                // Durability unknown: nothing in these groups is acknowledged.
+                tracing::error!(error = %e, "fdatasync of the WAL failed");
+                file = None;
+            }
+            let n = groups.len();
+            self.answer(groups, &synced);
+            if self.unsynced.fetch_sub(n, Ordering::AcqRel) == n {
+                // Ignored once the store is closing: the writer is draining.
+                let _ = self.writer.send(ToWriter::SyncerIdle);
             }
         }
     }
+
+    fn answer(&self, groups: Vec<Group>, synced: &std::io::Result<()>) {
+        let hook = self.hook.read().clone();
+        for Group {
+            jobs,
+            results,
+            position: upto,
+        } in groups
+        {
+            if synced.is_ok() {
+                self.position.fetch_max(upto, Ordering::AcqRel);
+            }
+            for ((_, reply), result) in jobs.into_iter().zip(results) {
+                let result = match (synced, result) {
+                    (Err(e), Ok(_)) => Err(StoreError::Engine(format!("flushing the commit: {e}"))),
+                    (_, r) => r,
+                };
+                if let (Some(h), Ok(c)) = (&hook, &result) {
+                    h(c);
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+fn sync_file(file: &mut Option<std::fs::File>, path: &Path) -> std::io::Result<()> {
+    if file.is_none() {
+        *file = Some(std::fs::OpenOptions::new().read(true).open(path)?);
+    }
+    file.as_ref().map_or(Ok(()), |f| f.sync_data())
 }
 
 /// Savepoint helper: rusqlite's savepoint needs `&mut Connection`; inside the
@@ -845,7 +1022,7 @@ impl Store for SqliteStore {
     fn write(&self, batch: WriteBatch) -> WriteFuture {
         let (reply, rx) = oneshot::channel();
         let sent = match self.tx.lock().as_ref() {
-            Some(tx) => tx.send((batch, reply)).is_ok(),
+            Some(tx) => tx.send(ToWriter::Job((batch, reply))).is_ok(),
             None => false,
         };
         Box::pin(async move {
