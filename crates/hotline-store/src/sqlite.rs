@@ -278,9 +278,8 @@ fn writer_loop(
                 }
             }
         }
-        let ready = !open
-            || unsynced.load(Ordering::Acquire) == 0
-            || jobs.len() >= GROUP_WHILE_FLUSHING;
+        let ready =
+            !open || unsynced.load(Ordering::Acquire) == 0 || jobs.len() >= GROUP_WHILE_FLUSHING;
         if jobs.is_empty() || !ready {
             continue;
         }
@@ -386,9 +385,11 @@ impl Syncer {
             while let Ok(g) = rx.try_recv() {
                 groups.push(g);
             }
-            let wrote = groups
-                .iter()
-                .any(|g| g.results.iter().any(|r| matches!(r, Ok(c) if !c.items.is_empty())));
+            let wrote = groups.iter().any(|g| {
+                g.results
+                    .iter()
+                    .any(|r| matches!(r, Ok(c) if !c.items.is_empty()))
+            });
             let synced = if self.flush && wrote {
                 sync_file(&mut file, &self.wal)
             } else {
