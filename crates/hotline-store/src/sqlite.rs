@@ -89,6 +89,16 @@ pub enum Durability {
     Normal,
 }
 
+impl Durability {
+    /// SQLite's `synchronous` level for this durability.
+    fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
 fn engine<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Engine(e.to_string())
 }
@@ -112,7 +122,7 @@ impl SqliteStore {
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Arc<Self>> {
         let path = path.into();
         // The syncer makes each commit durable (module docs).
-        let conn = open(&path, "NORMAL")?;
+        let conn = open(&path, Durability::Normal.synchronous())?;
         conn.execute_batch(SCHEMA).map_err(engine)?;
         // Checkpoints are the checkpointer thread's job (module docs).
         conn.pragma_update(None, "wal_autocheckpoint", 0)
@@ -121,11 +131,7 @@ impl SqliteStore {
             .map_err(engine)?;
         let (dirty_tx, dirty_rx) = mpsc::sync_channel::<()>(1);
         let checkpointer = {
-            let sync = match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
-            };
-            let conn = open(&path, sync)?;
+            let conn = open(&path, durability.synchronous())?;
             std::thread::Builder::new()
                 .name("sqlite-checkpt".into())
                 .spawn(move || checkpoint_loop(conn, dirty_rx))
@@ -254,33 +260,36 @@ fn writer_loop(
 ) {
     let mut jobs: Vec<Job> = Vec::new();
     let mut open = true;
+    // A group committed while the syncer is still flushing an earlier one
+    // would only wait for the next flush anyway: it grows until the syncer
+    // is free (which it says through this channel), or until it is big
+    // enough that committing it now saves the next flush work.
+    let ready = |jobs: &[Job], open: bool| {
+        !jobs.is_empty()
+            && (!open
+                || unsynced.load(Ordering::Acquire) == 0
+                || jobs.len() >= GROUP_WHILE_FLUSHING)
+    };
+    let take = |msg: ToWriter, jobs: &mut Vec<Job>, open: &mut bool| match msg {
+        ToWriter::Job(j) => jobs.push(j),
+        ToWriter::SyncerIdle => {}
+        ToWriter::Close => *open = false,
+    };
     while open || !jobs.is_empty() {
-        // A group committed while the syncer is still flushing an earlier
-        // one would only wait for the next flush anyway: let it grow until
-        // the syncer is free (it says so through this channel), or until it
-        // is big enough that committing it now saves the next flush work.
-        let flushing = unsynced.load(Ordering::Acquire) > 0;
-        if open && (jobs.is_empty() || (flushing && jobs.len() < GROUP_WHILE_FLUSHING)) {
+        if open && !ready(&jobs, open) {
             match rx.recv() {
-                Ok(ToWriter::Job(j)) => jobs.push(j),
-                Ok(ToWriter::SyncerIdle) => {}
-                Ok(ToWriter::Close) | Err(_) => open = false,
+                Ok(msg) => take(msg, &mut jobs, &mut open),
+                Err(_) => open = false,
             }
         }
-        while jobs.len() < MAX_GROUP {
+        while open && jobs.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(ToWriter::Job(j)) => jobs.push(j),
-                Ok(ToWriter::SyncerIdle) => {}
+                Ok(msg) => take(msg, &mut jobs, &mut open),
                 Err(mpsc::TryRecvError::Empty) => break,
-                Ok(ToWriter::Close) | Err(mpsc::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
+                Err(mpsc::TryRecvError::Disconnected) => open = false,
             }
         }
-        let ready =
-            !open || unsynced.load(Ordering::Acquire) == 0 || jobs.len() >= GROUP_WHILE_FLUSHING;
-        if jobs.is_empty() || !ready {
+        if !ready(&jobs, open) {
             continue;
         }
         let jobs = std::mem::take(&mut jobs);
@@ -324,7 +333,7 @@ fn writer_loop(
             }
             tx.commit()
         })();
-        let group = match outcome {
+        let results = match outcome {
             Ok(()) => {
                 // Full means a round is already due.
                 let _ = dirty.try_send(());
@@ -332,21 +341,17 @@ fn writer_loop(
                 if let Some(Ok(last)) = results.iter_mut().rev().find(|r| r.is_ok()) {
                     last.high_water = next;
                 }
-                Group {
-                    jobs,
-                    results,
-                    position,
-                }
+                results
             }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
-                let results = jobs.iter().map(|_| Err(engine(&e))).collect();
-                Group {
-                    jobs,
-                    results,
-                    position,
-                }
+                jobs.iter().map(|_| Err(engine(&e))).collect()
             }
+        };
+        let group = Group {
+            jobs,
+            results,
+            position,
         };
         // Failed groups go the same way, so answers keep commit order.
         unsynced.fetch_add(1, Ordering::AcqRel);
