@@ -47,6 +47,7 @@ pub struct Services {
     pub media: media::Media,
     pub keys: keys::Keys,
     pub presence: presence::Presence,
+    pub(crate) filters: sync::FilterCache,
     /// Serialises edits of a user's account data documents.
     pub(crate) doc_locks: user_data::DocLocks,
     /// Signs attestations; published at `/_matrix/key/v2/server`.
@@ -72,6 +73,7 @@ impl Services {
             keys: keys::Keys::new(store.current_position()),
             presence: presence::Presence::new(store.current_position()),
             doc_locks: Default::default(),
+            filters: Default::default(),
             server_key,
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),

@@ -7,13 +7,20 @@
 
 use std::collections::BTreeMap;
 
+use base64::{
+    engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
+    Engine,
+};
 use ruma::{
-    canonical_json::redact, events::TimelineEventType, CanonicalJsonObject, EventId,
-    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId,
-    UInt, UserId,
+    canonical_json::{redact, redact_content_in_place},
+    events::TimelineEventType,
+    room_version_rules::EventIdFormatVersion,
+    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
@@ -25,6 +32,9 @@ pub struct EventHashes {
 
 /// A PDU in federation format (without `event_id`, which room version 11
 /// derives from the content).
+///
+/// The fields are declared in key order so that serialising a PDU whose
+/// content is canonical gives its canonical JSON (see [`PduEvent::seal`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Pdu {
     pub auth_events: Vec<OwnedEventId>,
@@ -37,12 +47,12 @@ pub struct Pdu {
     pub redacts: Option<OwnedEventId>,
     pub room_id: OwnedRoomId,
     pub sender: OwnedUserId,
+    #[serde(default)]
+    pub signatures: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_key: Option<String>,
     #[serde(rename = "type")]
     pub kind: TimelineEventType,
-    #[serde(default)]
-    pub signatures: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A persisted (or about to be persisted) event with its id and position.
@@ -91,19 +101,53 @@ pub fn rules(version: &RoomVersionId) -> Result<ruma::room_version_rules::RoomVe
 impl PduEvent {
     /// Hashes `pdu`, derives its event id and returns the event and its
     /// canonical JSON for storage.
+    ///
+    /// The spec's algorithm (what `ruma::signatures::content_hash` and
+    /// `reference_hash` do) works on a JSON tree: it clones the whole event
+    /// twice and serialises it three times. Here the content is parsed once,
+    /// which yields both its canonical and its redacted form (ruma's
+    /// redaction rules), and the rest is written straight from the typed
+    /// fields, whose serialisation is canonical by construction (fields in
+    /// key order, no floats). A test checks every event kind the server
+    /// builds against ruma's functions.
     pub fn seal(mut pdu: Pdu, version: &RoomVersionId) -> Result<(PduEvent, String)> {
         let rules = rules(version)?;
-        let mut object = to_canonical(&pdu)?;
-        let hash = ruma::signatures::content_hash(&object).map_err(Error::internal)?;
-        pdu.hashes.sha256 = hash.encode();
-        object.insert(
-            "hashes".into(),
-            ruma::CanonicalJsonValue::Object(to_canonical(&pdu.hashes)?),
-        );
-        let reference =
-            ruma::signatures::reference_hash(&object, &rules).map_err(Error::internal)?;
+        // Room versions 1 and 2 name events differently; 3 uses standard base64.
+        if rules.event_id_format != EventIdFormatVersion::V3 {
+            return Err(Error::UnsupportedRoomVersion(format!(
+                "Room version {version} is not supported"
+            )));
+        }
+        let mut content: CanonicalJsonObject = serde_json::from_str(pdu.content.get())
+            .map_err(|e| Error::bad_json(format!("Event content is not canonical JSON: {e}")))?;
+        pdu.content = RawValue::from_string(serde_json::to_string(&content)?)?;
+        // Both hashes leave `signatures` out; a new event has none anyway.
+        debug_assert!(pdu.signatures.is_empty());
+        let hashed = serde_json::to_string(&Essentials {
+            hashes: None,
+            content: &pdu.content,
+            redacts: pdu.redacts.as_deref(),
+            ..Essentials::of(&pdu)
+        })?;
+        if hashed.len() > MAX_PDU_BYTES {
+            return Err(Error::TooLarge(format!(
+                "Events are limited to {MAX_PDU_BYTES} bytes"
+            )));
+        }
+        pdu.hashes.sha256 = STANDARD_NO_PAD.encode(Sha256::digest(hashed.as_bytes()));
+
+        redact_content_in_place(&mut content, &rules.redaction, pdu.kind.to_string());
+        let redacted_content = serde_json::value::to_raw_value(&content)?;
+        // Redaction keeps no top-level `redacts` in any room version.
+        let essential = serde_json::to_string(&Essentials {
+            hashes: Some(&pdu.hashes),
+            content: &redacted_content,
+            redacts: None,
+            ..Essentials::of(&pdu)
+        })?;
+        let reference = URL_SAFE_NO_PAD.encode(Sha256::digest(essential.as_bytes()));
         let event_id = EventId::parse(format!("${reference}")).map_err(Error::internal)?;
-        let json = serde_json::to_string(&object)?;
+        let json = serde_json::to_string(&pdu)?;
         Ok((
             PduEvent {
                 event_id,
@@ -202,6 +246,49 @@ impl PduEvent {
     }
 }
 
+/// The spec's limit on a PDU's canonical JSON.
+const MAX_PDU_BYTES: usize = 65_536;
+
+/// The fields both event hashes cover, in key order: with `hashes` and
+/// `redacts` and the full content for the content hash; with `hashes`, no
+/// `redacts` and the redacted content for the reference hash.
+#[derive(Serialize)]
+struct Essentials<'a> {
+    auth_events: &'a [OwnedEventId],
+    content: &'a RawValue,
+    depth: UInt,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hashes: Option<&'a EventHashes>,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    prev_events: &'a [OwnedEventId],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redacts: Option<&'a EventId>,
+    room_id: &'a RoomId,
+    sender: &'a UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_key: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'a TimelineEventType,
+}
+
+impl<'a> Essentials<'a> {
+    fn of(pdu: &'a Pdu) -> Self {
+        Essentials {
+            auth_events: &pdu.auth_events,
+            content: &pdu.content,
+            depth: pdu.depth,
+            hashes: None,
+            origin_server_ts: pdu.origin_server_ts,
+            prev_events: &pdu.prev_events,
+            redacts: None,
+            room_id: &pdu.room_id,
+            sender: &pdu.sender,
+            state_key: pdu.state_key.as_deref(),
+            kind: &pdu.kind,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ClientEvent<'a> {
     content: &'a RawValue,
@@ -272,5 +359,153 @@ impl ruma::state_res::Event for PduEvent {
     }
     fn rejected(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_event_id, owned_room_id, owned_user_id, CanonicalJsonValue};
+    use serde_json::json;
+
+    use super::*;
+
+    fn pdu(kind: &str, state_key: Option<&str>, content: serde_json::Value) -> Pdu {
+        Pdu {
+            auth_events: vec![owned_event_id!("$aaaa"), owned_event_id!("$bbbb")],
+            content: serde_json::value::to_raw_value(&content).unwrap(),
+            depth: UInt::from(7u32),
+            hashes: EventHashes {
+                sha256: String::new(),
+            },
+            origin_server_ts: MilliSecondsSinceUnixEpoch(UInt::new(1_700_000_000_000).unwrap()),
+            prev_events: vec![owned_event_id!("$cccc")],
+            redacts: None,
+            room_id: owned_room_id!("!room:hotline.test"),
+            sender: owned_user_id!("@alice:hotline.test"),
+            state_key: state_key.map(str::to_owned),
+            kind: kind.into(),
+            signatures: Default::default(),
+        }
+    }
+
+    /// The spec's algorithm as ruma implements it, on a JSON tree.
+    fn sealed_by_ruma(pdu: &Pdu, version: &RoomVersionId) -> (String, String, String) {
+        let rules = rules(version).unwrap();
+        let mut object = to_canonical(pdu).unwrap();
+        object.remove("hashes");
+        object.remove("signatures");
+        let hash = ruma::signatures::content_hash(&object).unwrap().encode();
+        object.insert(
+            "hashes".into(),
+            CanonicalJsonValue::Object(
+                [(
+                    "sha256".to_owned(),
+                    CanonicalJsonValue::String(hash.clone()),
+                )]
+                .into(),
+            ),
+        );
+        let reference = ruma::signatures::reference_hash(&object, &rules).unwrap();
+        object.insert(
+            "signatures".into(),
+            CanonicalJsonValue::Object(Default::default()),
+        );
+        (
+            hash,
+            format!("${reference}"),
+            serde_json::to_string(&object).unwrap(),
+        )
+    }
+
+    #[test]
+    fn seal_matches_the_spec_hashes_for_every_kind_of_event() {
+        let mut redaction = pdu(
+            "m.room.redaction",
+            None,
+            json!({"redacts": "$cccc", "reason": "oops"}),
+        );
+        redaction.redacts = Some(owned_event_id!("$cccc"));
+        let cases = [
+            pdu(
+                "m.room.message",
+                None,
+                json!({"msgtype": "m.text", "body": "héllo \"quoted\" \n\t \u{1} 🌍 </script>"}),
+            ),
+            pdu(
+                "m.room.encrypted",
+                None,
+                json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnAC", "device_id": "DEV", "sender_key": "k", "session_id": "s"}),
+            ),
+            pdu(
+                "m.room.create",
+                Some(""),
+                json!({"room_version": "11", "creator": "@alice:hotline.test", "m.federate": false, "z": [1, {"b": 2, "a": 1}]}),
+            ),
+            pdu(
+                "m.room.member",
+                Some("@bob:hotline.test"),
+                json!({"membership": "invite", "displayname": "Bob", "is_direct": true}),
+            ),
+            pdu(
+                "m.room.power_levels",
+                Some(""),
+                json!({"users": {"@alice:hotline.test": 100}, "invite": 50, "events": {"m.room.name": 50}, "ban": 50, "notifications": {"room": 50}}),
+            ),
+            pdu(
+                "m.room.join_rules",
+                Some(""),
+                json!({"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": "!x:y"}], "extra": 1}),
+            ),
+            pdu(
+                "m.room.history_visibility",
+                Some(""),
+                json!({"history_visibility": "shared", "extra": "x"}),
+            ),
+            pdu("m.room.name", Some(""), json!({"name": "Line"})),
+            pdu(
+                "org.hotline.custom",
+                Some("key with spaces"),
+                json!({"nested": {"deep": {"z": -9007199254740991i64, "a": null}}, "empty": {}}),
+            ),
+            redaction,
+        ];
+        for version in [RoomVersionId::V10, RoomVersionId::V11] {
+            for case in &cases {
+                let (hash, event_id, json) = sealed_by_ruma(case, &version);
+                let (event, stored) = PduEvent::seal(case.clone(), &version).unwrap();
+                assert_eq!(event.pdu.hashes.sha256, hash, "{} in {version}", case.kind);
+                assert_eq!(
+                    event.event_id.as_str(),
+                    event_id,
+                    "{} in {version}",
+                    case.kind
+                );
+                assert_eq!(stored, json, "{} in {version}", case.kind);
+                assert_eq!(
+                    event.pdu.content.get(),
+                    serde_json::to_string(&to_canonical(&case.content).unwrap()).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn seal_refuses_content_that_is_not_canonical_json() {
+        for content in [json!({"n": 1.5}), json!({"n": 9007199254740992u64})] {
+            let err = PduEvent::seal(pdu("m.room.message", None, content), &RoomVersionId::V11)
+                .unwrap_err();
+            assert!(matches!(err, Error::BadJson(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn seal_refuses_events_over_the_spec_size_limit() {
+        let big = "x".repeat(MAX_PDU_BYTES);
+        let err = PduEvent::seal(
+            pdu("m.room.message", None, json!({"body": big})),
+            &RoomVersionId::V11,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::TooLarge(_)), "{err:?}");
     }
 }

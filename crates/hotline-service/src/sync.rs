@@ -9,12 +9,13 @@
 //! Tokens are `s{P}_{T}`: everything up to stream position `P` and typing
 //! serial `T` has been delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -262,7 +263,67 @@ pub struct SyncRequest {
     pub since: Option<SyncToken>,
     pub full_state: bool,
     pub timeout: Duration,
-    pub filter: SyncFilter,
+    pub filter: Arc<SyncFilter>,
+}
+
+/// Parsed `/sync` filters, so that a client's every long-poll does not
+/// re-read and re-parse the same one. Filters never change once uploaded
+/// (a new definition gets a new id), so an entry is never stale: inline
+/// filters are keyed by their JSON text, stored ones by user and id.
+#[derive(Default)]
+pub struct FilterCache {
+    /// Entries and the bytes of their keys.
+    inner: Mutex<(HashMap<String, Arc<SyncFilter>>, usize)>,
+}
+
+/// Key bytes past which the cache starts over: it holds what the clients
+/// of the moment use, and a client sending ever-new inline filters cannot
+/// grow it without bound.
+const FILTER_CACHE_BYTES: usize = 256 * 1024;
+
+impl FilterCache {
+    fn get(&self, key: &str) -> Option<Arc<SyncFilter>> {
+        self.inner.lock().0.get(key).cloned()
+    }
+
+    fn insert(&self, key: String, filter: Arc<SyncFilter>) {
+        let mut inner = self.inner.lock();
+        if inner.1 + key.len() > FILTER_CACHE_BYTES {
+            *inner = Default::default();
+        }
+        inner.1 += key.len();
+        inner.0.insert(key, filter);
+    }
+}
+
+impl Services {
+    /// The filter a `/sync` names: none, inline JSON, or the id of one the
+    /// user uploaded.
+    pub fn sync_filter(&self, user: &UserId, filter: Option<&str>) -> Result<Arc<SyncFilter>> {
+        let Some(filter) = filter else {
+            return Ok(Default::default());
+        };
+        let inline = filter.trim_start().starts_with('{');
+        let key = if inline {
+            std::borrow::Cow::Borrowed(filter)
+        } else {
+            std::borrow::Cow::Owned(format!("{user}\n{filter}"))
+        };
+        if let Some(parsed) = self.filters.get(&key) {
+            return Ok(parsed);
+        }
+        let parsed = if inline {
+            let v: serde_json::Value =
+                serde_json::from_str(filter).map_err(|e| Error::bad_json(e.to_string()))?;
+            SyncFilter::from_json(&v)?
+        } else {
+            let json = self.get_filter(user, filter)?;
+            SyncFilter::from_json(&serde_json::from_str(&json).map_err(Error::internal)?)?
+        };
+        let parsed = Arc::new(parsed);
+        self.filters.insert(key.into_owned(), parsed.clone());
+        Ok(parsed)
+    }
 }
 
 /// Default timeline length when the filter names none.
@@ -636,4 +697,24 @@ fn stripped(e: &PduEvent) -> Box<RawValue> {
         "content": e.pdu.content,
     }))
     .expect("stripped event serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_cache_starts_over_past_its_byte_budget() {
+        let cache = FilterCache::default();
+        let key = |i: usize| format!("{{\"n\":{i:0>1000}}}");
+        let fit = FILTER_CACHE_BYTES / key(0).len();
+        for i in 0..fit {
+            cache.insert(key(i), Default::default());
+        }
+        assert!(cache.get(&key(0)).is_some() && cache.get(&key(fit - 1)).is_some());
+        cache.insert(key(fit), Default::default());
+        assert!(cache.get(&key(0)).is_none(), "old entries are dropped");
+        assert!(cache.get(&key(fit)).is_some(), "the new one is kept");
+        assert!(cache.inner.lock().1 <= FILTER_CACHE_BYTES);
+    }
 }

@@ -19,6 +19,8 @@ async fn each_error_has_its_errcode_and_status() {
         )
         .await;
     let room = v["room_id"].as_str().unwrap().to_owned();
+    // Under the request limit (1 MiB) but over the spec's 64 KiB per event.
+    let big_event = format!(r#"{{"msgtype":"m.text","body":"{}"}}"#, "x".repeat(70_000));
 
     let cases: Vec<(&str, String, Option<&str>, Option<String>, u16, &str)> = vec![
         ("GET", "/_matrix/client/v3/account/whoami".into(), None, None, 401, "M_MISSING_TOKEN"),
@@ -46,6 +48,9 @@ async fn each_error_has_its_errcode_and_status() {
             400,
             "M_INVALID_USERNAME",
         ),
+        // Events are canonical JSON: no floats.
+        ("PUT", format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/f1"), Some(&alice), Some(r#"{"body":"x","n":1.5}"#.into()), 400, "M_BAD_JSON"),
+        ("PUT", format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/f2"), Some(&alice), Some(big_event), 413, "M_TOO_LARGE"),
         ("GET", "/_matrix/client/v3/sync?since=garbage".into(), Some(&alice), None, 400, "M_INVALID_PARAM"),
         ("GET", format!("/_matrix/client/v3/rooms/{room}/messages?dir=sideways"), Some(&alice), None, 400, "M_INVALID_PARAM"),
         (

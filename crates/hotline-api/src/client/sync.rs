@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use hotline_service::sync::{SyncFilter, SyncRequest, SyncResponse, SyncToken};
+use hotline_service::sync::{SyncRequest, SyncResponse, SyncToken};
 use serde::Deserialize;
 
 use crate::extract::{Auth, QueryArgs};
@@ -27,20 +27,9 @@ pub async fn sync_events_route(
     Auth(sender): Auth,
     QueryArgs(q): QueryArgs<SyncQuery>,
 ) -> ApiResult<Json<SyncResponse>> {
-    let filter = match q.filter.as_deref() {
-        None => SyncFilter::default(),
-        Some(f) if f.trim_start().starts_with('{') => {
-            let v: serde_json::Value = serde_json::from_str(f)
-                .map_err(|e| hotline_service::Error::bad_json(e.to_string()))?;
-            SyncFilter::from_json(&v)?
-        }
-        Some(id) => {
-            let json = s.services.get_filter(&sender.user_id, id)?;
-            SyncFilter::from_json(
-                &serde_json::from_str(&json).map_err(hotline_service::Error::internal)?,
-            )?
-        }
-    };
+    let filter = s
+        .services
+        .sync_filter(&sender.user_id, q.filter.as_deref())?;
     let since = q.since.as_deref().map(SyncToken::parse).transpose()?;
     let req = SyncRequest {
         since,
