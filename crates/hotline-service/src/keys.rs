@@ -876,7 +876,8 @@ impl Services {
                 gone.extend(room.joined_members());
                 continue;
             }
-            if *membership != MembershipState::Join || room.last_event_pos() <= since {
+            // Only membership events change who shares the room.
+            if *membership != MembershipState::Join || room.last_member_pos() <= since {
                 continue;
             }
             let events = match room.recent_window(since, upto) {

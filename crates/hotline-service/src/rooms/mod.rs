@@ -63,6 +63,9 @@ struct RoomInner {
     recent: VecDeque<Arc<PduEvent>>,
     recent_floor: i64,
     last_event_pos: i64,
+    /// Position of the newest `m.room.member` event: the newest event of
+    /// each member is in `state`, so this is exact from load on.
+    last_member_pos: i64,
     last_receipt_pos: i64,
     /// Typing users and when their typing expires.
     typing: HashMap<OwnedUserId, Instant>,
@@ -123,6 +126,10 @@ impl Room {
 
     pub fn last_event_pos(&self) -> i64 {
         self.inner.read().last_event_pos
+    }
+
+    pub fn last_member_pos(&self) -> i64 {
+        self.inner.read().last_member_pos
     }
 
     pub fn last_receipt_pos(&self) -> i64 {
@@ -204,6 +211,7 @@ impl Rooms {
                     .state
                     .insert((event.pdu.kind.to_string(), key.clone()), event.clone());
                 if event.pdu.kind == TimelineEventType::RoomMember {
+                    inner.last_member_pos = pos;
                     if let (Ok(user), Ok(c)) = (
                         UserId::parse(key.as_str()),
                         event.content::<RoomMemberEventContent>(),
@@ -307,6 +315,9 @@ impl Services {
         for row in self.store.room_state(room_id.as_str())? {
             let e = Arc::new(self.load_event(&row)?);
             if let Some(k) = &e.pdu.state_key {
+                if e.pdu.kind == TimelineEventType::RoomMember {
+                    inner.last_member_pos = inner.last_member_pos.max(e.pos());
+                }
                 if e.pdu.kind == TimelineEventType::RoomMember
                     && e.content::<RoomMemberEventContent>()
                         .is_ok_and(|c| c.membership == MembershipState::Join)
