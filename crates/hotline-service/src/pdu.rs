@@ -125,8 +125,6 @@ impl PduEvent {
         // Both hashes leave `signatures` out; a new event has none anyway.
         debug_assert!(pdu.signatures.is_empty());
         let hashed = serde_json::to_string(&Essentials {
-            hashes: None,
-            content: &pdu.content,
             redacts: pdu.redacts.as_deref(),
             ..Essentials::of(&pdu)
         })?;
@@ -250,9 +248,10 @@ impl PduEvent {
 /// The spec's limit on a PDU's canonical JSON.
 const MAX_PDU_BYTES: usize = 65_536;
 
-/// The fields both event hashes cover, in key order: with `hashes` and
+/// The fields both event hashes cover, in key order: without `hashes`, with
 /// `redacts` and the full content for the content hash; with `hashes`, no
-/// `redacts` and the redacted content for the reference hash.
+/// `redacts` and the redacted content for the reference hash. [`Self::of`]
+/// gives the full content and neither `hashes` nor `redacts`.
 #[derive(Serialize)]
 struct Essentials<'a> {
     auth_events: &'a [OwnedEventId],

@@ -317,13 +317,12 @@ impl Services {
             if let Some(k) = &e.pdu.state_key {
                 if e.pdu.kind == TimelineEventType::RoomMember {
                     inner.last_member_pos = inner.last_member_pos.max(e.pos());
-                }
-                if e.pdu.kind == TimelineEventType::RoomMember
-                    && e.content::<RoomMemberEventContent>()
+                    if e.content::<RoomMemberEventContent>()
                         .is_ok_and(|c| c.membership == MembershipState::Join)
-                {
-                    if let Ok(u) = UserId::parse(k.as_str()) {
-                        inner.joined.insert(u);
+                    {
+                        if let Ok(u) = UserId::parse(k.as_str()) {
+                            inner.joined.insert(u);
+                        }
                     }
                 }
                 inner.state.insert((e.pdu.kind.to_string(), k.clone()), e);
