@@ -83,7 +83,7 @@ pub struct SqliteStore {
 /// One committed (or failed) group on its way from the writer to the syncer.
 struct Group {
     jobs: Vec<Job>,
-    results: Vec<Result<Committed>>,
+    results: Vec<Placed>,
     /// The stream position after this group: published once it is durable.
     position: i64,
 }
@@ -341,56 +341,23 @@ fn writer_loop(
             continue;
         }
         let jobs = std::mem::take(&mut jobs);
-        // `position` is this thread's own: commits the syncer has not made
-        // durable yet already took theirs.
-        let mut next = position;
-        let start = next;
-        let mut results: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
-        let outcome = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Another process (`hotline admin ...` beside a running server)
-            // may have committed positions: continue after the highest.
-            let stored: Option<i64> = tx
-                .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos'")?
-                .query_row([], |r| r.get(0))
-                .optional()?;
-            next = next.max(stored.unwrap_or(0));
-            for (batch, _) in &jobs {
-                let saved = next;
-                let mut sp = tx.unchecked_transaction_savepoint()?;
-                match apply_batch(&mut sp, batch, &mut next) {
-                    Ok(c) => {
-                        sp.commit()?;
-                        results.push(Ok(c));
-                    }
-                    Err(e) => {
-                        sp.rollback()?;
-                        next = saved;
-                        results.push(Err(e));
-                    }
-                }
-            }
-            // Rows of some streams are deleted (delivered to-device
-            // messages), so the high-water mark is kept: positions are never
-            // reused after a restart.
-            if next != start {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('stream_pos', ?1)",
-                )?
-                .execute(params![next.to_string()])?;
-            }
-            tx.commit()
-        })();
+        // Batches rarely fail (a retried transaction id, a lost race for a
+        // name), so the group first runs without a savepoint per batch,
+        // which would copy every page it touches into a statement journal.
+        // If one fails, the whole transaction is rolled back and the group
+        // runs again with each batch isolated.
+        let outcome = match commit_group(&mut conn, &jobs, position, false) {
+            Ok(None) => commit_group(&mut conn, &jobs, position, true),
+            other => other,
+        };
         let results = match outcome {
-            Ok(()) => {
+            Ok(Some((results, next))) => {
                 // Full means a round is already due.
                 let _ = dirty.try_send(());
                 position = next;
-                if let Some(Ok(last)) = results.iter_mut().rev().find(|r| r.is_ok()) {
-                    last.high_water = next;
-                }
                 results
             }
+            Ok(None) => unreachable!("isolated batches never fail the group"),
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
                 jobs.iter().map(|_| Err(engine(&e))).collect()
@@ -407,6 +374,66 @@ fn writer_loop(
             return;
         }
     }
+}
+
+/// Positions given to each operation of a committed batch (`0` for
+/// operations that take none), or why the batch failed.
+type Placed = Result<Vec<i64>>;
+
+/// Commits one group in one transaction, continuing the stream after
+/// `position`. With `isolate`, each batch runs in its own savepoint, and a
+/// failing batch is rolled back alone; without, the first failure rolls the
+/// whole transaction back and answers `Ok(None)`.
+fn commit_group(
+    conn: &mut Connection,
+    jobs: &[Job],
+    position: i64,
+    isolate: bool,
+) -> rusqlite::Result<Option<(Vec<Placed>, i64)>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process (`hotline admin ...` beside a running server) may have
+    // committed positions: continue after the highest. (`position` is this
+    // thread's own: commits the syncer has not made durable yet already took
+    // theirs.)
+    let stored: Option<i64> = tx
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let start = position.max(stored.unwrap_or(0));
+    let mut next = start;
+    let mut results: Vec<Placed> = Vec::with_capacity(jobs.len());
+    for (batch, _) in jobs {
+        if !isolate {
+            match apply_batch(&tx, batch, &mut next) {
+                Ok(placed) => results.push(Ok(placed)),
+                // Dropping the transaction rolls it back.
+                Err(_) => return Ok(None),
+            }
+            continue;
+        }
+        let saved = next;
+        let sp = tx.unchecked_transaction_savepoint()?;
+        match apply_batch(sp.conn, batch, &mut next) {
+            Ok(placed) => {
+                sp.commit()?;
+                results.push(Ok(placed));
+            }
+            Err(e) => {
+                sp.rollback()?;
+                next = saved;
+                results.push(Err(e));
+            }
+        }
+    }
+    // Rows of some streams are deleted (delivered to-device messages), so
+    // the high-water mark is kept: positions are never reused after a
+    // restart.
+    if next != start {
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('stream_pos', ?1)")?
+            .execute(params![next.to_string()])?;
+    }
+    tx.commit()?;
+    Ok(Some((results, next)))
 }
 
 fn wal_path(db: &Path) -> PathBuf {
@@ -441,7 +468,7 @@ impl Syncer {
             let wrote = groups.iter().any(|g| {
                 g.results
                     .iter()
-                    .any(|r| matches!(r, Ok(c) if !c.items.is_empty()))
+                    .any(|r| matches!(r, Ok(placed) if !placed.is_empty()))
             });
             let synced = if self.flush && wrote {
                 sync_file(&mut file, &self.wal)
@@ -473,10 +500,16 @@ impl Syncer {
             if synced.is_ok() {
                 self.position.fetch_max(upto, Ordering::AcqRel);
             }
-            for ((_, reply), result) in jobs.into_iter().zip(results) {
+            // The last batch that committed carries the high-water mark.
+            let last_ok = results.iter().rposition(|r| r.is_ok());
+            for (i, ((batch, reply), result)) in jobs.into_iter().zip(results).enumerate() {
                 let result = match (synced, result) {
                     (Err(e), Ok(_)) => Err(StoreError::Engine(format!("flushing the commit: {e}"))),
-                    (_, r) => r,
+                    (_, Err(e)) => Err(e),
+                    (Ok(()), Ok(placed)) => Ok(Committed {
+                        items: placed.into_iter().zip(batch.ops).collect(),
+                        high_water: if Some(i) == last_ok { upto } else { 0 },
+                    }),
                 };
                 if let (Some(h), Ok(c)) = (&hook, &result) {
                     h(c);
@@ -545,9 +578,8 @@ fn conflict_or_engine(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn apply_batch(sp: &mut Sp<'_>, batch: &WriteBatch, next: &mut i64) -> Result<Committed> {
-    let c = sp.conn;
-    let mut items = Vec::with_capacity(batch.ops.len());
+fn apply_batch(c: &Connection, batch: &WriteBatch, next: &mut i64) -> Placed {
+    let mut placed = Vec::with_capacity(batch.ops.len());
     for op in &batch.ops {
         let pos = if op.takes_position() {
             *next += 1;
@@ -556,12 +588,9 @@ fn apply_batch(sp: &mut Sp<'_>, batch: &WriteBatch, next: &mut i64) -> Result<Co
             0
         };
         apply_op(c, op, pos).map_err(conflict_or_engine)?;
-        items.push((pos, op.clone()));
+        placed.push(pos);
     }
-    Ok(Committed {
-        items,
-        high_water: 0,
-    })
+    Ok(placed)
 }
 
 fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
@@ -1736,5 +1765,70 @@ mod tests {
             largest < 3 * WAL_SIZE_LIMIT as u64,
             "WAL reached {largest} bytes after {written} written"
         );
+    }
+
+    /// One group: two batches that commit around one that conflicts (a
+    /// registration token that exists already), each with an account-data
+    /// write that takes a stream position.
+    fn group_with_a_conflict() -> Vec<Job> {
+        let batch = |token: &str, kind: &str| {
+            let mut b = WriteBatch::new();
+            b.push(WriteOp::PutAccountData {
+                user_id: "@a:test".into(),
+                room_id: String::new(),
+                kind: kind.into(),
+                content: "{}".into(),
+            });
+            b.push(WriteOp::CreateRegistrationToken(RegistrationTokenRow {
+                token: token.into(),
+                uses_allowed: None,
+                completed: 0,
+                expiry_ts: None,
+            }));
+            (b, oneshot::channel().0)
+        };
+        vec![batch("t1", "k1"), batch("t1", "k2"), batch("t2", "k3")]
+    }
+
+    fn kinds_stored(conn: &Connection) -> Vec<(String, i64)> {
+        conn.prepare("SELECT kind, pos FROM account_data ORDER BY pos")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A failing batch costs the group its fast path, never its neighbours:
+    /// without savepoints the whole transaction is rolled back, and run
+    /// again isolated, only the failing batch is left out, and the stream
+    /// positions stay contiguous.
+    #[test]
+    fn a_conflicting_batch_fails_alone_in_its_group() {
+        let dir = std::env::temp_dir().join(format!("hotline-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conn = open(&dir.join("hotline.db"), "NORMAL").unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let jobs = group_with_a_conflict();
+
+        assert!(commit_group(&mut conn, &jobs, 10, false).unwrap().is_none());
+        assert_eq!(kinds_stored(&conn), vec![], "the fast path left rows");
+
+        let (results, next) = commit_group(&mut conn, &jobs, 10, true).unwrap().unwrap();
+        assert_eq!(results[0].as_ref().unwrap(), &vec![11, 0]);
+        assert!(
+            matches!(results[1], Err(StoreError::Conflict(_))),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(results[2].as_ref().unwrap(), &vec![12, 0]);
+        assert_eq!(next, 12);
+        assert_eq!(
+            kinds_stored(&conn),
+            vec![("k1".to_owned(), 11), ("k3".to_owned(), 12)]
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+
+mod alloc;
 use hotline_service::{Config, Services};
 use hotline_store::{Durability, SqliteStore};
 
@@ -176,23 +178,11 @@ mod anyhow_lite {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 }
 
-/// Large allocations (argon2's 7 MiB per password hash, big request
-/// bodies) come from `mmap` and go back to the system when freed. Without
-/// this, glibc raises its mmap threshold after the first such free and
-/// serves later ones from per-thread arenas that keep the memory: each
-/// registration or login on a new thread then held on to 7 MiB, and the
-/// server's resident memory grew to ~130 MB under a registration burst.
-fn return_large_allocations_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator parameters; it runs first in
-    // main, before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 fn main() {
-    return_large_allocations_to_the_system();
+    alloc::return_large_allocations_to_the_system();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -198,12 +198,14 @@ impl Services {
             creator,
             drafts,
             None,
+            None,
         )?;
         let room = Arc::new(Room {
             id: room_id.clone(),
             version: version.clone(),
             send_lock: tokio::sync::Mutex::new(()),
             inner: RwLock::new(RoomInner::default()),
+            auth_memo: Default::default(),
         });
         // The hook finds the room in the map and fills it as the events commit.
         self.rooms.rooms.lock().insert(room_id.clone(), room);

@@ -50,6 +50,60 @@ pub struct Room {
     /// Serialises event creation: build, check, write, in one order.
     send_lock: tokio::sync::Mutex<()>,
     inner: RwLock<RoomInner>,
+    auth_memo: AuthMemo,
+}
+
+/// The state an ordinary event last passed the auth rules against, by sender
+/// and event type.
+///
+/// For an event without a state key whose type has no rules of its own (not
+/// create, member, power levels, third-party invite, or redaction, which
+/// early room versions check against its target), the room version's
+/// auth rules read nothing but its type, its sender and the state events
+/// [`ruma::state_res::auth_types_for_event`] names: the create event, the
+/// power levels and the sender's membership. So when those are the very same
+/// events (compared by identity: the entry holds them, so they cannot be
+/// freed and their addresses reused) the verdict is the same, and ruma's
+/// check, which re-reads the power levels' JSON each time, is skipped. Every
+/// state change swaps in a new event, which misses the memo.
+#[derive(Default)]
+pub(crate) struct AuthMemo(Mutex<HashMap<(OwnedUserId, String), AuthEvents>>);
+
+/// The state events an event's auth rules read, in `auth_types` order.
+type AuthEvents = Vec<Arc<PduEvent>>;
+
+impl AuthMemo {
+    /// Entries beyond this are dropped wholesale: the memo only saves work.
+    const MAX_ENTRIES: usize = 256;
+
+    fn applies_to(kind: &TimelineEventType, state_key: Option<&str>) -> bool {
+        state_key.is_none()
+            && !matches!(
+                kind,
+                TimelineEventType::RoomCreate
+                    | TimelineEventType::RoomMember
+                    | TimelineEventType::RoomPowerLevels
+                    | TimelineEventType::RoomThirdPartyInvite
+                    | TimelineEventType::RoomRedaction
+            )
+    }
+
+    fn passed(&self, sender: &UserId, kind: &TimelineEventType, auth: &[Arc<PduEvent>]) -> bool {
+        self.0
+            .lock()
+            .get(&(sender.to_owned(), kind.to_string()))
+            .is_some_and(|seen| {
+                seen.len() == auth.len() && seen.iter().zip(auth).all(|(a, b)| Arc::ptr_eq(a, b))
+            })
+    }
+
+    fn remember(&self, sender: &UserId, kind: &TimelineEventType, auth: AuthEvents) {
+        let mut memo = self.0.lock();
+        if memo.len() >= Self::MAX_ENTRIES {
+            memo.clear();
+        }
+        memo.insert((sender.to_owned(), kind.to_string()), auth);
+    }
 }
 
 #[derive(Default)]
@@ -355,6 +409,7 @@ impl Services {
             version,
             send_lock: tokio::sync::Mutex::new(()),
             inner: RwLock::new(inner),
+            auth_memo: AuthMemo::default(),
         });
         rooms.insert(room_id.to_owned(), room.clone());
         Ok(room)
@@ -468,6 +523,7 @@ impl Services {
                 sender,
                 drafts,
                 txn,
+                Some(&room.auth_memo),
             )?
         };
         if let Some(last) = built.last_mut() {
@@ -500,6 +556,7 @@ impl Services {
 /// Builds and authorizes `drafts` in order on top of `base`, each seeing the
 /// state left by the ones before it (kept in a small overlay, so `base` is
 /// only borrowed).
+#[allow(clippy::too_many_arguments)] // one call site per caller; a struct would only rename them
 pub(crate) fn build_events(
     version: &RoomVersionId,
     room_id: &RoomId,
@@ -508,6 +565,7 @@ pub(crate) fn build_events(
     sender: &UserId,
     drafts: Vec<EventDraft>,
     mut txn: Option<(String, String)>,
+    memo: Option<&AuthMemo>,
 ) -> Result<Vec<(Arc<PduEvent>, NewEvent)>> {
     let rules = rules(version)?;
     let mut overlay: StateMap = HashMap::new();
@@ -525,10 +583,12 @@ pub(crate) fn build_events(
             &rules.authorization,
         )
         .map_err(Error::bad_json)?;
-        let auth_events = auth_types
+        let auth: AuthEvents = auth_types
             .iter()
-            .filter_map(|(t, k)| lookup(&overlay, &t.to_string(), k).map(|e| e.event_id.clone()))
+            .filter_map(|(t, k)| lookup(&overlay, &t.to_string(), k))
             .collect();
+        let auth_events = auth.iter().map(|e| e.event_id.clone()).collect();
+        let memo = memo.filter(|_| AuthMemo::applies_to(&draft.kind, draft.state_key.as_deref()));
         let (prev_events, depth) = match &latest {
             Some((id, depth)) => (vec![id.clone()], depth.saturating_add(UInt::from(1u32))),
             None => (vec![], UInt::from(1u32)),
@@ -552,12 +612,19 @@ pub(crate) fn build_events(
         let (mut event, json) = PduEvent::seal(pdu, version)?;
         event.txn = txn.take();
         let event = Arc::new(event);
-        ruma::state_res::check_state_dependent_auth_rules(
-            &rules.authorization,
-            &event,
-            |t: &StateEventType, k: &str| lookup(&overlay, &t.to_string(), k),
-        )
-        .map_err(|reason| Error::forbidden(format!("Not allowed by the room's rules: {reason}")))?;
+        if !memo.is_some_and(|m| m.passed(sender, &event.pdu.kind, &auth)) {
+            ruma::state_res::check_state_dependent_auth_rules(
+                &rules.authorization,
+                &event,
+                |t: &StateEventType, k: &str| lookup(&overlay, &t.to_string(), k),
+            )
+            .map_err(|reason| {
+                Error::forbidden(format!("Not allowed by the room's rules: {reason}"))
+            })?;
+            if let Some(m) = memo {
+                m.remember(sender, &event.pdu.kind, auth);
+            }
+        }
         let membership = if event.pdu.kind == TimelineEventType::RoomMember {
             let c: RoomMemberEventContent = event.content()?;
             event
@@ -587,4 +654,162 @@ pub(crate) fn build_events(
         out.push((event, new));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_room_id, owned_user_id};
+    use serde_json::json;
+
+    use super::*;
+
+    fn draft(kind: &str, state_key: Option<&str>, content: serde_json::Value) -> EventDraft {
+        EventDraft::new(kind.into(), &content, state_key.map(str::to_owned)).unwrap()
+    }
+
+    /// A room's state and newest event, as the send path sees them.
+    #[derive(Default)]
+    struct Head {
+        state: StateMap,
+        latest: Option<(OwnedEventId, UInt)>,
+    }
+
+    /// Builds one event as `sender` on top of `head`, and advances it.
+    fn build(
+        head: &mut Head,
+        sender: &UserId,
+        draft: EventDraft,
+        memo: Option<&AuthMemo>,
+    ) -> Result<Arc<PduEvent>> {
+        let (event, _) = build_events(
+            &RoomVersionId::V11,
+            &owned_room_id!("!memo:hotline.test"),
+            &head.state,
+            head.latest.clone(),
+            sender,
+            vec![draft],
+            None,
+            memo,
+        )?
+        .remove(0);
+        if let Some(k) = &event.pdu.state_key {
+            head.state
+                .insert((event.pdu.kind.to_string(), k.clone()), event.clone());
+        }
+        head.latest = Some((event.event_id.clone(), event.pdu.depth));
+        Ok(event)
+    }
+
+    fn message() -> EventDraft {
+        draft(
+            "m.room.message",
+            None,
+            json!({"msgtype": "m.text", "body": "hi"}),
+        )
+    }
+
+    #[test]
+    fn auth_memo_never_outlives_the_state_it_saw() {
+        let alice = owned_user_id!("@alice:hotline.test");
+        let bob = owned_user_id!("@bob:hotline.test");
+        let mut state = Head::default();
+        let pl = |events_default: i64| {
+            draft(
+                "m.room.power_levels",
+                Some(""),
+                json!({"users": {alice.as_str(): 100}, "events_default": events_default}),
+            )
+        };
+        build(
+            &mut state,
+            &alice,
+            draft("m.room.create", Some(""), json!({"room_version": "11"})),
+            None,
+        )
+        .unwrap();
+        build(
+            &mut state,
+            &alice,
+            draft(
+                "m.room.member",
+                Some(alice.as_str()),
+                json!({"membership": "join"}),
+            ),
+            None,
+        )
+        .unwrap();
+        build(&mut state, &alice, pl(0), None).unwrap();
+        build(
+            &mut state,
+            &alice,
+            draft(
+                "m.room.join_rules",
+                Some(""),
+                json!({"join_rule": "public"}),
+            ),
+            None,
+        )
+        .unwrap();
+        build(
+            &mut state,
+            &bob,
+            draft(
+                "m.room.member",
+                Some(bob.as_str()),
+                json!({"membership": "join"}),
+            ),
+            None,
+        )
+        .unwrap();
+
+        let memo = AuthMemo::default();
+        build(&mut state, &bob, message(), Some(&memo)).unwrap();
+        assert_eq!(memo.0.lock().len(), 1, "an allowed message is remembered");
+        build(&mut state, &bob, message(), Some(&memo)).unwrap();
+
+        // New power levels: Bob's level 0 no longer reaches events_default.
+        build(&mut state, &alice, pl(50), None).unwrap();
+        let refused = build(&mut state, &bob, message(), Some(&memo));
+        assert!(
+            matches!(refused, Err(Error::Forbidden(_))),
+            "{:?}",
+            refused.err()
+        );
+
+        // Back to 0, allowed again; then Bob leaves and is refused.
+        build(&mut state, &alice, pl(0), None).unwrap();
+        build(&mut state, &bob, message(), Some(&memo)).unwrap();
+        build(
+            &mut state,
+            &bob,
+            draft(
+                "m.room.member",
+                Some(bob.as_str()),
+                json!({"membership": "leave"}),
+            ),
+            None,
+        )
+        .unwrap();
+        let refused = build(&mut state, &bob, message(), Some(&memo));
+        assert!(
+            matches!(refused, Err(Error::Forbidden(_))),
+            "{:?}",
+            refused.err()
+        );
+    }
+
+    #[test]
+    fn auth_memo_leaves_state_and_redaction_events_to_the_rules() {
+        let kinds = [
+            ("m.room.message", None, true),
+            ("m.room.encrypted", None, true),
+            ("m.room.redaction", None, false),
+            ("m.room.member", None, false),
+            ("m.room.power_levels", None, false),
+            ("m.room.topic", Some(""), false),
+        ];
+        for (kind, key, memoised) in kinds {
+            assert_eq!(AuthMemo::applies_to(&kind.into(), key), memoised, "{kind}");
+        }
+    }
 }
