@@ -93,3 +93,40 @@ pub fn return_large_allocations_to_the_system() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE as libc::c_int);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block that grows past [`LARGE`] and shrinks back moves between the
+    /// two allocators with its bytes, and each frees what it made.
+    #[test]
+    fn realloc_across_the_large_boundary_keeps_the_bytes() {
+        let a = Allocator;
+        let small = Layout::from_size_align(1000, 16).unwrap();
+        unsafe {
+            let p = a.alloc(small);
+            assert!(!p.is_null());
+            for i in 0..small.size() {
+                *p.add(i) = (i % 251) as u8;
+            }
+            let big = a.realloc(p, small, 3 * LARGE);
+            assert!(!big.is_null());
+            assert_eq!(big as usize % 16, 0, "alignment kept");
+            for i in 0..small.size() {
+                assert_eq!(*big.add(i), (i % 251) as u8);
+            }
+            *big.add(3 * LARGE - 1) = 7;
+            let big_layout = Layout::from_size_align(3 * LARGE, 16).unwrap();
+            let back = a.realloc(big, big_layout, 500);
+            assert!(!back.is_null());
+            for i in 0..500 {
+                assert_eq!(*back.add(i), (i % 251) as u8);
+            }
+            a.dealloc(back, Layout::from_size_align(500, 16).unwrap());
+            let zeroed = a.alloc_zeroed(big_layout);
+            assert!((0..big_layout.size()).all(|i| *zeroed.add(i) == 0));
+            a.dealloc(zeroed, big_layout);
+        }
+    }
+}
