@@ -376,6 +376,13 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
         data_dir = %services.config.data_dir.display(),
         "hotline is serving"
     );
+    // Answers leave at once: a response written in two parts (a large body)
+    // must not wait for the client's delayed ACK of the first.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
