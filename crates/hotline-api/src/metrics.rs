@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::Method;
 use parking_lot::Mutex;
 
 use crate::AppState;
@@ -21,30 +22,44 @@ struct Histogram {
     count: u64,
 }
 
+/// One route's numbers.
+#[derive(Default)]
+struct Route {
+    /// (method, status) → count; a route sees few of each.
+    requests: Vec<((Method, u16), u64)>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    /// (method, path, status class) → count; path → latency histogram.
-    inner: Mutex<(
-        BTreeMap<(String, String, u16), u64>,
-        BTreeMap<String, Histogram>,
-    )>,
+    /// By route (the matched path pattern): keyed by `str` so that a request
+    /// on a known route allocates nothing here.
+    inner: Mutex<BTreeMap<Box<str>, Route>>,
 }
 
 /// Middleware recording each request.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let path = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
     let secs = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    let mut m = state.metrics.inner.lock();
-    *m.0.entry((method, path.clone(), status)).or_default() += 1;
-    let h = m.1.entry(path).or_default();
+    let path = path.as_ref().map_or("unmatched", |p| p.as_str());
+    let mut routes = state.metrics.inner.lock();
+    let route = match routes.get_mut(path) {
+        Some(r) => r,
+        None => routes.entry(path.into()).or_default(),
+    };
+    match route
+        .requests
+        .iter_mut()
+        .find(|(k, _)| k.0 == method && k.1 == status)
+    {
+        Some((_, n)) => *n += 1,
+        None => route.requests.push(((method, status), 1)),
+    }
+    let h = &mut route.latency;
     for (i, b) in BUCKETS.iter().enumerate() {
         if secs <= *b {
             h.counts[i] += 1;
@@ -59,13 +74,18 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 pub async fn metrics_route(State(state): State<AppState>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let m = state.metrics.inner.lock();
+    let routes = state.metrics.inner.lock();
     out.push_str("# TYPE hotline_http_requests_total counter\n");
-    for ((method, path, status), n) in &m.0 {
-        let _ = writeln!(out, "hotline_http_requests_total{{method=\"{method}\",path=\"{path}\",status=\"{status}\"}} {n}");
+    for (path, route) in routes.iter() {
+        let mut requests = route.requests.clone();
+        requests.sort_by(|a, b| (a.0 .0.as_str(), a.0 .1).cmp(&(b.0 .0.as_str(), b.0 .1)));
+        for ((method, status), n) in requests {
+            let _ = writeln!(out, "hotline_http_requests_total{{method=\"{method}\",path=\"{path}\",status=\"{status}\"}} {n}");
+        }
     }
     out.push_str("# TYPE hotline_http_request_duration_seconds histogram\n");
-    for (path, h) in &m.1 {
+    for (path, route) in routes.iter() {
+        let h = &route.latency;
         for (i, b) in BUCKETS.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -89,7 +109,7 @@ pub async fn metrics_route(State(state): State<AppState>) -> String {
             h.count
         );
     }
-    drop(m);
+    drop(routes);
     out.push_str("# TYPE hotline_sync_waiters gauge\n");
     let _ = writeln!(
         out,

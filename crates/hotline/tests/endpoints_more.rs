@@ -1426,3 +1426,69 @@ mod sdk {
         assert_eq!(u64::from(page.chunk[0].num_joined_members), 2);
     }
 }
+
+/// The value of the exposition line starting with `prefix`, if any.
+fn metric(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_method_and_status() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let room = http.create_room(&alice).await;
+    for i in 0..3 {
+        let r = put(
+            &http,
+            &alice,
+            &format!("/rooms/{room}/send/m.room.message/m{i}"),
+            r#"{"msgtype":"m.text","body":"hi"}"#,
+        )
+        .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+    let r = put(
+        &http,
+        &alice,
+        "/rooms/!nowhere:localhost/send/m.room.message/x",
+        "{}",
+    )
+    .await;
+    assert_eq!(code(&r), (404, Some("M_NOT_FOUND")), "{}", r.1);
+    let r = http
+        .call("GET", "/_matrix/client/v3/account/whoami", None, None)
+        .await;
+    assert_eq!(r.0, 401);
+
+    let (status, text) = http.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().expect("plain text");
+    let send = "/_matrix/client/v3/rooms/{room_id}/send/{event_type}/{txn_id}";
+    let counter = |method: &str, path: &str, status: u16| {
+        metric(
+            text,
+            &format!("hotline_http_requests_total{{method=\"{method}\",path=\"{path}\",status=\"{status}\"}} "),
+        )
+    };
+    assert_eq!(counter("PUT", send, 200), Some(3), "{text}");
+    assert_eq!(counter("PUT", send, 404), Some(1), "{text}");
+    assert_eq!(
+        counter("GET", "/_matrix/client/v3/account/whoami", 401),
+        Some(1),
+        "{text}"
+    );
+    let count = format!("hotline_http_request_duration_seconds_count{{path=\"{send}\"}} ");
+    assert_eq!(metric(text, &count), Some(4), "{text}");
+    let inf =
+        format!("hotline_http_request_duration_seconds_bucket{{path=\"{send}\",le=\"+Inf\"}} ");
+    assert_eq!(metric(text, &inf), Some(4), "{text}");
+    assert_eq!(metric(text, "hotline_sync_waiters "), Some(0), "{text}");
+    assert!(
+        metric(text, "hotline_stream_position ").is_some_and(|p| p >= 3),
+        "{text}"
+    );
+}
