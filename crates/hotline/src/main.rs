@@ -193,8 +193,9 @@ fn main() {
 async fn async_main() {
     tracing_subscriber::fmt()
         .with_env_filter(
+            // ruma's auth checks log every event they allow at `info`.
             tracing_subscriber::EnvFilter::try_from_env("HOTLINE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,ruma_state_res=warn".into()),
         )
         .with_target(false)
         .init();
