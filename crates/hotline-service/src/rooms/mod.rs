@@ -720,47 +720,29 @@ mod tests {
                 json!({"users": {alice.as_str(): 100}, "events_default": events_default}),
             )
         };
-        build(
-            &mut state,
-            &alice,
-            draft("m.room.create", Some(""), json!({"room_version": "11"})),
-            None,
-        )
-        .unwrap();
-        build(
-            &mut state,
-            &alice,
+        let member = |user: &UserId, membership: &str| {
             draft(
                 "m.room.member",
-                Some(alice.as_str()),
-                json!({"membership": "join"}),
-            ),
-            None,
-        )
-        .unwrap();
-        build(&mut state, &alice, pl(0), None).unwrap();
-        build(
-            &mut state,
-            &alice,
-            draft(
-                "m.room.join_rules",
-                Some(""),
-                json!({"join_rule": "public"}),
-            ),
-            None,
-        )
-        .unwrap();
-        build(
-            &mut state,
-            &bob,
-            draft(
-                "m.room.member",
-                Some(bob.as_str()),
-                json!({"membership": "join"}),
-            ),
-            None,
-        )
-        .unwrap();
+                Some(user.as_str()),
+                json!({ "membership": membership }),
+            )
+        };
+        let create = draft("m.room.create", Some(""), json!({"room_version": "11"}));
+        let join_rules = draft(
+            "m.room.join_rules",
+            Some(""),
+            json!({"join_rule": "public"}),
+        );
+        for (sender, event) in [
+            (&alice, create),
+            (&alice, member(&alice, "join")),
+            (&alice, pl(0)),
+            (&alice, join_rules),
+            (&bob, member(&bob, "join")),
+        ] {
+            build(&mut state, sender, event, None).unwrap();
+        }
+        let refused = |r: Result<Arc<PduEvent>>| matches!(r, Err(Error::Forbidden(_)));
 
         let memo = AuthMemo::default();
         build(&mut state, &bob, message(), Some(&memo)).unwrap();
@@ -769,33 +751,13 @@ mod tests {
 
         // New power levels: Bob's level 0 no longer reaches events_default.
         build(&mut state, &alice, pl(50), None).unwrap();
-        let refused = build(&mut state, &bob, message(), Some(&memo));
-        assert!(
-            matches!(refused, Err(Error::Forbidden(_))),
-            "{:?}",
-            refused.err()
-        );
+        assert!(refused(build(&mut state, &bob, message(), Some(&memo))));
 
         // Back to 0, allowed again; then Bob leaves and is refused.
         build(&mut state, &alice, pl(0), None).unwrap();
         build(&mut state, &bob, message(), Some(&memo)).unwrap();
-        build(
-            &mut state,
-            &bob,
-            draft(
-                "m.room.member",
-                Some(bob.as_str()),
-                json!({"membership": "leave"}),
-            ),
-            None,
-        )
-        .unwrap();
-        let refused = build(&mut state, &bob, message(), Some(&memo));
-        assert!(
-            matches!(refused, Err(Error::Forbidden(_))),
-            "{:?}",
-            refused.err()
-        );
+        build(&mut state, &bob, member(&bob, "leave"), None).unwrap();
+        assert!(refused(build(&mut state, &bob, message(), Some(&memo))));
     }
 
     #[test]
