@@ -13,8 +13,14 @@
 //! of `device_lists`: joined a shared room, or in a room the user joined)
 //! get their current state too.
 //!
-//! Presence is what users set with `PUT`; `/sync` itself does not mark
-//! anyone online (no idle timers), so `set_presence` on `/sync` is ignored.
+//! Presence is what users set with `PUT`, and what their syncing clients say
+//! with `/sync`'s `set_presence` (omitted means `online`): a sync marks its
+//! user online if they were offline or never set, and refreshes their
+//! `last_active` at most every [`SYNC_REFRESH_MS`] (a write per sync would
+//! cost a commit each); `unavailable` marks them idle; `offline` changes
+//! nothing. An `unavailable` the user set stays until they change it. There
+//! are no idle timers: a client that stops syncing keeps its last state,
+//! with a `last_active_ago` that keeps growing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,6 +38,8 @@ use crate::{now_ms, Error, Result, Services};
 
 /// A user last active this recently (and online) is `currently_active`.
 const ACTIVE_WINDOW_MS: i64 = 60_000;
+/// A syncing user's `last_active` is rewritten once it is this old.
+const SYNC_REFRESH_MS: i64 = ACTIVE_WINDOW_MS / 2;
 /// Longest status message accepted: it is sent to every contact.
 const MAX_STATUS_MSG: usize = 1024;
 
@@ -45,6 +53,10 @@ pub struct Presence {
     /// Stream position at start: a token older than this may predate
     /// changes that `heard` never saw.
     start_pos: i64,
+    /// One presence write at a time: a sync's decision to mark its user
+    /// online is taken and written under it, so it never overwrites a
+    /// `PUT` that committed in between.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Presence {
@@ -53,6 +65,7 @@ impl Presence {
             states: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             start_pos: current_position,
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -117,11 +130,58 @@ impl Services {
         {
             return Err(Error::invalid_param("status_msg is too long"));
         }
+        let _one_at_a_time = self.presence.writes.lock().await;
         self.store
             .write(WriteBatch::one(WriteOp::PutPresence {
                 user_id: user.to_string(),
                 state: state.to_owned(),
                 status_msg,
+                last_active_ts: now_ms(),
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// `/sync`'s `set_presence` (module docs): answers once any change it
+    /// makes is durable, before the sync looks for news.
+    pub async fn presence_from_sync(
+        &self,
+        user: &UserId,
+        set_presence: Option<&str>,
+    ) -> Result<()> {
+        let wanted = match set_presence {
+            None | Some("online") => "online",
+            Some("unavailable") => "unavailable",
+            Some("offline") => return Ok(()),
+            Some(_) => {
+                return Err(Error::invalid_param(
+                    "set_presence must be online, unavailable or offline",
+                ))
+            }
+        };
+        let due = |row: Option<&PresenceRow>, now: i64| match row {
+            None => true,
+            Some(r) => match (wanted, r.state.as_str()) {
+                ("online", "online") => now - r.last_active_ts >= SYNC_REFRESH_MS,
+                ("online", "unavailable") => false,
+                ("unavailable", "unavailable") => false,
+                _ => true,
+            },
+        };
+        // Nearly every sync stops here, on the cache, without the lock.
+        if !due(self.presence_of(user)?.as_deref(), now_ms()) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.presence.writes.lock().await;
+        let current = self.presence_of(user)?;
+        if !due(current.as_deref(), now_ms()) {
+            return Ok(());
+        }
+        self.store
+            .write(WriteBatch::one(WriteOp::PutPresence {
+                user_id: user.to_string(),
+                state: wanted.to_owned(),
+                status_msg: current.and_then(|r| r.status_msg.clone()),
                 last_active_ts: now_ms(),
             }))
             .await?;

@@ -1492,3 +1492,83 @@ async fn metrics_count_requests_by_route_method_and_status() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_syncing_client_marks_its_user_online_unless_told_otherwise() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let bob = http.register("bob").await;
+    let room = public_room(&http, &alice).await;
+    join(&http, &bob, &room).await;
+    let status = "/presence/@alice:localhost/status";
+    let presence = |r: (u16, Value)| {
+        assert_eq!(r.0, 200, "{}", r.1);
+        r.1
+    };
+    let bob_since = next_batch(&sync(&http, &bob, None, 0).await);
+
+    // `offline` changes nothing; an unknown value is refused.
+    let (st, _) = get(&http, &alice, "/sync?timeout=0&set_presence=offline").await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        presence(get(&http, &bob, status).await)["presence"],
+        "offline"
+    );
+    let r = get(&http, &alice, "/sync?timeout=0&set_presence=away").await;
+    assert_eq!(code(&r), (400, Some("M_INVALID_PARAM")), "{}", r.1);
+
+    // A plain sync marks alice online, and bob hears of it.
+    sync(&http, &alice, None, 0).await;
+    let p = presence(get(&http, &bob, status).await);
+    assert_eq!(
+        (&p["presence"], &p["currently_active"]),
+        (&json!("online"), &json!(true)),
+        "{p}"
+    );
+    let s = sync(&http, &bob, Some(&bob_since), 0).await;
+    let ev = presence_of(&s, "@alice:localhost").expect("alice online at bob");
+    assert_eq!(ev["content"]["presence"], "online");
+
+    // Syncing again within the refresh interval writes nothing new.
+    let bob_since = next_batch(&s);
+    sync(&http, &alice, None, 0).await;
+    let s = sync(&http, &bob, Some(&bob_since), 0).await;
+    assert!(presence_of(&s, "@alice:localhost").is_none(), "{s}");
+
+    // What she sets herself stays; her status message survives her syncs.
+    let r = put(
+        &http,
+        &alice,
+        status,
+        r#"{"presence": "unavailable", "status_msg": "away"}"#,
+    )
+    .await;
+    assert_eq!(r.0, 200);
+    sync(&http, &alice, None, 0).await;
+    let p = presence(get(&http, &bob, status).await);
+    assert_eq!(
+        (&p["presence"], &p["status_msg"]),
+        (&json!("unavailable"), &json!("away")),
+        "{p}"
+    );
+    put(
+        &http,
+        &alice,
+        status,
+        r#"{"presence": "offline", "status_msg": "back soon"}"#,
+    )
+    .await;
+    sync(&http, &alice, None, 0).await;
+    let p = presence(get(&http, &bob, status).await);
+    assert_eq!(
+        (&p["presence"], &p["status_msg"]),
+        (&json!("online"), &json!("back soon")),
+        "{p}"
+    );
+    get(&http, &alice, "/sync?timeout=0&set_presence=unavailable").await;
+    assert_eq!(
+        presence(get(&http, &bob, status).await)["presence"],
+        "unavailable"
+    );
+}

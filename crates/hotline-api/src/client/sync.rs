@@ -17,7 +17,6 @@ pub struct SyncQuery {
     #[serde(default)]
     full_state: bool,
     timeout: Option<u64>,
-    #[allow(dead_code)]
     set_presence: Option<String>,
 }
 
@@ -31,6 +30,9 @@ pub async fn sync_events_route(
         .services
         .sync_filter(&sender.user_id, q.filter.as_deref())?;
     let since = q.since.as_deref().map(SyncToken::parse).transpose()?;
+    s.services
+        .presence_from_sync(&sender.user_id, q.set_presence.as_deref())
+        .await?;
     let req = SyncRequest {
         since,
         full_state: q.full_state,
