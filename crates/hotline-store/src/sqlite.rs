@@ -357,7 +357,12 @@ fn writer_loop(
                 position = next;
                 results
             }
-            Ok(None) => unreachable!("isolated batches never fail the group"),
+            // Only the fast path answers `None`; should the isolated run
+            // ever do so, nothing of the group was committed.
+            Ok(None) => jobs
+                .iter()
+                .map(|_| Err(StoreError::Engine("group not committed".into())))
+                .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
                 jobs.iter().map(|_| Err(engine(&e))).collect()

@@ -67,13 +67,14 @@ pub struct Room {
 /// check, which re-reads the power levels' JSON each time, is skipped. Every
 /// state change swaps in a new event, which misses the memo.
 #[derive(Default)]
-pub(crate) struct AuthMemo(Mutex<HashMap<(OwnedUserId, String), AuthEvents>>);
+pub(crate) struct AuthMemo(Mutex<HashMap<OwnedUserId, HashMap<TimelineEventType, AuthEvents>>>);
 
 /// The state events an event's auth rules read, in `auth_types` order.
 type AuthEvents = Vec<Arc<PduEvent>>;
 
 impl AuthMemo {
-    /// Entries beyond this are dropped wholesale: the memo only saves work.
+    /// Senders, and event types per sender, beyond which the map is dropped
+    /// wholesale: the memo only saves work.
     const MAX_ENTRIES: usize = 256;
 
     fn applies_to(kind: &TimelineEventType, state_key: Option<&str>) -> bool {
@@ -88,10 +89,12 @@ impl AuthMemo {
             )
     }
 
+    /// Looked up by reference: a send allocates nothing here.
     fn passed(&self, sender: &UserId, kind: &TimelineEventType, auth: &[Arc<PduEvent>]) -> bool {
         self.0
             .lock()
-            .get(&(sender.to_owned(), kind.to_string()))
+            .get(sender)
+            .and_then(|kinds| kinds.get(kind))
             .is_some_and(|seen| {
                 seen.len() == auth.len() && seen.iter().zip(auth).all(|(a, b)| Arc::ptr_eq(a, b))
             })
@@ -99,10 +102,14 @@ impl AuthMemo {
 
     fn remember(&self, sender: &UserId, kind: &TimelineEventType, auth: AuthEvents) {
         let mut memo = self.0.lock();
-        if memo.len() >= Self::MAX_ENTRIES {
+        if memo.len() >= Self::MAX_ENTRIES && !memo.contains_key(sender) {
             memo.clear();
         }
-        memo.insert((sender.to_owned(), kind.to_string()), auth);
+        let kinds = memo.entry(sender.to_owned()).or_default();
+        if kinds.len() >= Self::MAX_ENTRIES {
+            kinds.clear();
+        }
+        kinds.insert(kind.clone(), auth);
     }
 }
 
@@ -746,7 +753,11 @@ mod tests {
 
         let memo = AuthMemo::default();
         build(&mut state, &bob, message(), Some(&memo)).unwrap();
-        assert_eq!(memo.0.lock().len(), 1, "an allowed message is remembered");
+        assert_eq!(
+            memo.0.lock()[&*bob].len(),
+            1,
+            "an allowed message is remembered"
+        );
         build(&mut state, &bob, message(), Some(&memo)).unwrap();
 
         // New power levels: Bob's level 0 no longer reaches events_default.
