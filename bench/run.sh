@@ -26,6 +26,8 @@
 #                                use to drop below QUIET_PCT [25]% of a core
 #   CARGO_TARGET_DIR [$HOME/.cache/hotline/target]
 #   HOTLINE_BIN [$CARGO_TARGET_DIR/release/hotline]  server binary to run as "hotline"
+#   HOTLINE_TOML [""]            extra top-level hotline.toml lines, for
+#                                experiments (durability = "normal")
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -158,7 +160,10 @@ run_hotline() {
     wait_quiet
     mkdir -p "$DATA_ROOT/hotline"
     # Same treatment as Synapse: rate limits out of the way, WARNING logs.
-    cat >"$DATA_ROOT/hotline.toml" <<'EOF'
+    # HOTLINE_TOML: extra top-level settings, for experiments (e.g.
+    # durability = "normal"); the published runs leave it empty.
+    printf '%s\n' "${HOTLINE_TOML:-}" >"$DATA_ROOT/hotline.toml"
+    cat >>"$DATA_ROOT/hotline.toml" <<'EOF'
 [rate_limits]
 per_user_per_second = 1000000.0
 per_user_burst = 1000000.0
