@@ -198,6 +198,10 @@ async fn async_main() {
                 .unwrap_or_else(|_| "info,ruma_state_res=warn".into()),
         )
         .with_target(false)
+        // stdout is for what a command prints (`admin` answers, tokens).
+        .with_writer(std::io::stderr)
+        // Colours for a terminal, plain text for a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {

@@ -236,3 +236,125 @@ async fn devices_need_password_auth_to_delete() {
         "deleted device's token is dead"
     );
 }
+
+/// Non-negotiable: secrets and message bodies never reach the log, at any
+/// level. The server runs at `trace` for its own crates and `debug` for the
+/// libraries under it, and signs up, signs in (body and query-string
+/// tokens), sends a message, fails and passes password checks and changes
+/// the password.
+#[tokio::test]
+async fn the_log_never_holds_passwords_tokens_or_message_bodies() {
+    let server = Server::start_logging(
+        "debug,hotline=trace,hotline_api=trace,hotline_service=trace,hotline_store=trace",
+    )
+    .await;
+    let http = Http::new(&server.url);
+    let (password, new_password, body) = (
+        "lamplight-orchard-9071",
+        "harbour-lantern-5520",
+        "budget-figures-3317",
+    );
+    let reg = serde_json::json!({"username": "frank", "password": password, "auth": {"type": "m.login.dummy"}});
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/register",
+            None,
+            Some(&reg.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "register: {v}");
+    let token1 = v["access_token"].as_str().unwrap().to_owned();
+    let login = |pw: &str| {
+        serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "frank"}, "password": pw})
+            .to_string()
+    };
+    let (status, _) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(&login("wrong-guess-1")),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(&login(password)),
+        )
+        .await;
+    assert_eq!(status, 200, "login: {v}");
+    let token2 = v["access_token"].as_str().unwrap().to_owned();
+
+    let room = http.create_room(&token2).await;
+    let msg = serde_json::json!({"msgtype": "m.text", "body": body});
+    let (status, _) = http
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+            Some(&token2),
+            Some(&msg.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The token in the query string, as older clients send it.
+    let (status, v) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/sync?timeout=0&access_token={token1}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "sync: {v}");
+    assert!(v.to_string().contains(body), "the message is in the sync");
+
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/account/password",
+            Some(&token2),
+            Some(&serde_json::json!({"new_password": new_password}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 401, "password change asks for auth: {v}");
+    let session = v["session"].as_str().unwrap();
+    let change = serde_json::json!({"new_password": new_password, "logout_devices": false, "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "frank"}, "password": password, "session": session}});
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/account/password",
+            Some(&token2),
+            Some(&change.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "password change: {v}");
+    let (status, _) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            Some(&login(new_password)),
+        )
+        .await;
+    assert_eq!(status, 200, "the new password works");
+
+    let log = server.log_text();
+    assert!(
+        log.contains("hotline is serving") && log.contains("DEBUG"),
+        "the log was written, at debug level:\n{log}"
+    );
+    for secret in [
+        password,
+        new_password,
+        "wrong-guess-1",
+        body,
+        &token1,
+        &token2,
+    ] {
+        assert!(!log.contains(secret), "{secret:?} is in the server log");
+    }
+}

@@ -357,9 +357,13 @@ async fn cross_signing_and_emoji_verification_of_a_new_device() {
     assert_eq!(e1, e2, "both devices show the same seven emoji");
     sas1.confirm().await.unwrap();
     // As two people would, one device confirms a moment after the other.
-    // Confirmed in the same instant, the flow stalled before `done` in
-    // about 1 run in 10 (3 of 28; 0 of 15 with this gap); which side
-    // loses a step is not yet traced.
+    // Confirmed in the same instant, the flow stalls in about 1 run in 10,
+    // on the client's side: traced through the server's to-device log,
+    // ALICE2's sync task, handling ALICE1's `mac`, sends its `done` on one
+    // request while `confirm()` sends its own `mac` on another, and the
+    // `done` reaches the server ~0.1 ms first. The server delivers in the
+    // order it receives, so ALICE1 sees `done` before `mac` and its SAS
+    // stays `Confirmed`.
     tokio::time::sleep(Duration::from_millis(500)).await;
     sas2.confirm().await.unwrap();
     eventually("the verification completes on both sides", || async {

@@ -14,6 +14,9 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Where the server's log (its stderr) goes, with the filter it runs
+    /// at; `None` passes it through at `HOTLINE_TEST_LOG` (default `warn`).
+    log: Option<(PathBuf, String)>,
 }
 
 fn free_port() -> u16 {
@@ -39,9 +42,34 @@ impl Server {
             _tmp: Some(tmp),
             child: None,
             extra: args.iter().map(|s| s.to_string()).collect(),
+            log: None,
         };
         s.spawn().await;
         s
+    }
+
+    /// Like [`Server::start`], with the server's log written to a file
+    /// beside the data directory at the given `HOTLINE_LOG` filter.
+    pub async fn start_logging(filter: &str) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server {
+            url: String::new(),
+            port: 0,
+            log: Some((tmp.path().join("server.log"), filter.to_owned())),
+            data,
+            _tmp: Some(tmp),
+            child: None,
+            extra: vec!["--allow-registration".into()],
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Everything the server has logged so far (see [`Server::start_logging`]).
+    pub fn log_text(&self) -> String {
+        let (path, _) = self.log.as_ref().expect("started with start_logging");
+        std::fs::read_to_string(path).unwrap()
     }
 
     /// Runs `hotline admin ...` against this server's data directory.
@@ -73,10 +101,23 @@ impl Server {
             .args(&self.extra)
             .env(
                 "HOTLINE_LOG",
-                std::env::var("HOTLINE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                match &self.log {
+                    Some((_, filter)) => filter.clone(),
+                    None => std::env::var("HOTLINE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                },
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.log {
+                // Appended: a restarted server adds to the same log.
+                Some((path, _)) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .unwrap(),
+                ),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("hotline binary runs");
         self.child = Some(child);
