@@ -29,6 +29,9 @@ pub struct Config {
     /// Public base URL advertised in `.well-known` (default: from the request).
     pub public_base_url: Option<String>,
     pub rate_limits: RateLimits,
+    /// A user shows as offline this long after the last of their clients
+    /// stopped syncing.
+    pub offline_after_seconds: u64,
     /// TURN for calls. Unset: `hotline turn-config` stores the secret and
     /// URIs in the database, and those are used.
     pub turn: Option<Turn>,
@@ -86,6 +89,7 @@ impl Default for Config {
             web_dir: None,
             public_base_url: None,
             rate_limits: RateLimits::default(),
+            offline_after_seconds: 30,
             turn: None,
         }
     }

@@ -18,9 +18,17 @@
 //! user online if they were offline or never set, and refreshes their
 //! `last_active` at most every [`SYNC_REFRESH_MS`] (a write per sync would
 //! cost a commit each); `unavailable` marks them idle; `offline` changes
-//! nothing. An `unavailable` the user set stays until they change it. There
-//! are no idle timers: a client that stops syncing keeps its last state,
-//! with a `last_active_ago` that keeps growing.
+//! nothing. An `unavailable` the user set stays until they change it.
+//!
+//! A user whose clients all stop syncing goes `offline`
+//! (`offline_after_seconds` after the last sync ended, 30 by default, as
+//! Synapse does), keeping their status message. [`Presence`] counts each
+//! user's syncs in flight and when the last one ended, in memory, for the
+//! users who are not offline: those who synced or set a presence since the
+//! start, and those stored as present at the start (so a restart times out
+//! who never comes back). A background task ([`Services::time_out_presence`])
+//! writes one batch for all who timed out. Idle (`unavailable`) is left to
+//! clients, which know when their user is away from the keyboard.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,6 +65,46 @@ pub struct Presence {
     /// online is taken and written under it, so it never overwrites a
     /// `PUT` that committed in between.
     writes: tokio::sync::Mutex<()>,
+    /// Users who may be shown present, with their syncs (module docs).
+    syncing: Arc<Mutex<HashMap<OwnedUserId, Syncing>>>,
+}
+
+/// A user's syncs, for the offline timeout.
+#[derive(Clone, Copy)]
+struct Syncing {
+    in_flight: u32,
+    /// When the last sync ended (or the user was last seen otherwise).
+    last_seen_ms: i64,
+}
+
+/// Held for the life of one `/sync` request: counts it as in flight, and
+/// notes when it ended, however it ends (a client that hangs up drops it).
+pub struct SyncInFlight {
+    syncing: Arc<Mutex<HashMap<OwnedUserId, Syncing>>>,
+    user: OwnedUserId,
+}
+
+impl Drop for SyncInFlight {
+    fn drop(&mut self) {
+        let now = now_ms();
+        let mut map = self.syncing.lock();
+        match map.get_mut(&self.user) {
+            Some(s) => {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.last_seen_ms = now;
+            }
+            // Timed out while this sync ran: it still counts as seen.
+            None => {
+                map.insert(
+                    self.user.clone(),
+                    Syncing {
+                        in_flight: 0,
+                        last_seen_ms: now,
+                    },
+                );
+            }
+        }
+    }
 }
 
 impl Presence {
@@ -66,7 +114,42 @@ impl Presence {
             heard: Mutex::new(HashMap::new()),
             start_pos: current_position,
             writes: tokio::sync::Mutex::new(()),
+            syncing: Arc::default(),
         }
+    }
+
+    /// Counts a `/sync` of `user` as in flight until the guard drops.
+    pub fn sync_started(&self, user: &UserId) -> SyncInFlight {
+        let mut map = self.syncing.lock();
+        match map.get_mut(user) {
+            Some(s) => s.in_flight += 1,
+            None => {
+                map.insert(
+                    user.to_owned(),
+                    Syncing {
+                        in_flight: 1,
+                        last_seen_ms: now_ms(),
+                    },
+                );
+            }
+        }
+        SyncInFlight {
+            syncing: self.syncing.clone(),
+            user: user.to_owned(),
+        }
+    }
+
+    /// Notes `user` as seen now, so their presence times out from here.
+    fn seen(&self, user: &UserId) {
+        let now = now_ms();
+        self.syncing
+            .lock()
+            .entry(user.to_owned())
+            .and_modify(|s| s.last_seen_ms = now)
+            .or_insert(Syncing {
+                in_flight: 0,
+                last_seen_ms: now,
+            });
     }
 
     /// Newest presence change the user may not have been told of.
@@ -131,6 +214,9 @@ impl Services {
             return Err(Error::invalid_param("status_msg is too long"));
         }
         let _one_at_a_time = self.presence.writes.lock().await;
+        if state != "offline" {
+            self.presence.seen(user);
+        }
         self.store
             .write(WriteBatch::one(WriteOp::PutPresence {
                 user_id: user.to_string(),
@@ -185,6 +271,95 @@ impl Services {
                 last_active_ts: now_ms(),
             }))
             .await?;
+        Ok(())
+    }
+
+    /// Starts the offline timeout (module docs): users stored as present
+    /// count as seen now, and a task checks every quarter of the timeout
+    /// (at least every 5 s) for users whose syncs all ended longer ago.
+    pub fn time_out_presence(self: &Arc<Self>) -> Result<()> {
+        let after_ms = i64::try_from(self.config.offline_after_seconds.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        for user in self.store.users_present()? {
+            if let Ok(u) = UserId::parse(user.as_str()) {
+                self.presence.seen(&u);
+            }
+        }
+        let every =
+            std::time::Duration::from_millis((after_ms / 4).clamp(100, 5_000).unsigned_abs());
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                if let Err(e) = s.mark_offline(after_ms).await {
+                    tracing::warn!(error = %e, "presence timeout");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// One round of the offline timeout: every user with no sync in flight
+    /// and none ended within `after_ms` goes offline, in one commit.
+    async fn mark_offline(&self, after_ms: i64) -> Result<()> {
+        let now = now_ms();
+        let due = |s: &Syncing| s.in_flight == 0 && now - s.last_seen_ms >= after_ms;
+        if !self.presence.syncing.lock().values().any(due) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.presence.writes.lock().await;
+        let gone: Vec<OwnedUserId> = {
+            let mut map = self.presence.syncing.lock();
+            let gone = map
+                .iter()
+                .filter(|(_, s)| due(s))
+                .map(|(u, _)| u.clone())
+                .collect::<Vec<_>>();
+            for u in &gone {
+                map.remove(u);
+            }
+            gone
+        };
+        let mut batch = WriteBatch::new();
+        for user in &gone {
+            if let Some(row) = self.presence_of(user)? {
+                if row.state != "offline" {
+                    batch.push(WriteOp::PutPresence {
+                        user_id: user.to_string(),
+                        state: "offline".to_owned(),
+                        status_msg: row.status_msg.clone(),
+                        last_active_ts: row.last_active_ts,
+                    });
+                }
+            }
+        }
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.store.write(batch).await?;
+        // A sync that began meanwhile saw its user still online in the cache
+        // and wrote nothing: put those users back.
+        let back: Vec<OwnedUserId> = {
+            let map = self.presence.syncing.lock();
+            gone.into_iter().filter(|u| map.contains_key(u)).collect()
+        };
+        if back.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for user in back {
+            let status_msg = self.presence_of(&user)?.and_then(|r| r.status_msg.clone());
+            batch.push(WriteOp::PutPresence {
+                user_id: user.to_string(),
+                state: "online".to_owned(),
+                status_msg,
+                last_active_ts: now_ms(),
+            });
+        }
+        self.store.write(batch).await?;
         Ok(())
     }
 

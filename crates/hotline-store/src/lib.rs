@@ -103,6 +103,8 @@ pub trait Store: Send + Sync + 'static {
     fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>>;
     /// The user's latest presence, if they ever set one.
     fn get_presence(&self, user_id: &str) -> Result<Option<PresenceRow>>;
+    /// Users whose stored presence is not `offline` (read once at start).
+    fn users_present(&self) -> Result<Vec<String>>;
 
     // ----- end-to-end encryption keys -----
     /// `(device_id, json)` of every device of the user that uploaded keys.

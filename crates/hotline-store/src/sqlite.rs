@@ -1410,6 +1410,14 @@ impl Store for SqliteStore {
         self.receipts_since(room_id, 0)
     }
 
+    fn users_present(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT user_id FROM presence WHERE state <> 'offline'")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+    }
+
     fn get_presence(&self, user_id: &str) -> Result<Option<PresenceRow>> {
         self.read(|c| {
             c.prepare_cached(

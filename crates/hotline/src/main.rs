@@ -371,6 +371,7 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
     let (services, store) = open(config)?;
     // `hotline admin vouch|revoke` write beside the running server.
     services.watch_other_processes(std::time::Duration::from_secs(1));
+    services.time_out_presence()?;
     let app = hotline_api::app(services.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

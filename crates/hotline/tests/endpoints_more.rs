@@ -1572,3 +1572,96 @@ async fn a_syncing_client_marks_its_user_online_unless_told_otherwise() {
         "unavailable"
     );
 }
+
+#[tokio::test]
+async fn a_user_whose_clients_stop_syncing_goes_offline_keeping_the_status_message() {
+    let conf = tempfile::tempdir().unwrap();
+    let conf_path = conf.path().join("hotline.toml");
+    std::fs::write(&conf_path, "offline_after_seconds = 1\n").unwrap();
+    let mut server = Server::start_with(&[
+        "--allow-registration",
+        "--config",
+        conf_path.to_str().unwrap(),
+    ])
+    .await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let bob = http.register("bob").await;
+    let room = public_room(&http, &alice).await;
+    join(&http, &bob, &room).await;
+    let status = "/presence/@alice:localhost/status";
+    let alice_state = |http: &Http| {
+        let http = Http::new(&http.base);
+        let bob = bob.clone();
+        async move {
+            let (st, v) = get(&http, &bob, status).await;
+            assert_eq!(st, 200, "{v}");
+            v
+        }
+    };
+    let r = put(
+        &http,
+        &alice,
+        status,
+        r#"{"presence": "online", "status_msg": "on the line"}"#,
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+
+    // A long-poll in flight keeps her present past the timeout.
+    let alice_since = next_batch(&sync(&http, &alice, None, 0).await);
+    let started = Instant::now();
+    let poll = {
+        let (http, alice) = (Http::new(&server.url), alice.clone());
+        tokio::spawn(async move { sync(&http, &alice, Some(&alice_since), 2_500).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    assert_eq!(alice_state(&http).await["presence"], "online");
+    let polled = poll.await.unwrap();
+    // Nothing flickered meanwhile: her own presence change would have
+    // ended the poll early.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_400),
+        "alice's long-poll ended after {:?}: {polled}",
+        started.elapsed()
+    );
+
+    // Once it ended, she goes offline within the timeout and a check
+    // round; bob's long-poll is woken with it; her status message stays.
+    let bob_since = next_batch(&sync(&http, &bob, None, 0).await);
+    let ended = Instant::now();
+    let s = sync(&http, &bob, Some(&bob_since), 5_000).await;
+    let ev = presence_of(&s, "@alice:localhost").expect("bob hears alice went offline");
+    assert_eq!(ev["content"]["presence"], "offline", "{ev}");
+    assert!(
+        ended.elapsed() < Duration::from_millis(4_000),
+        "offline after {:?}",
+        ended.elapsed()
+    );
+    let v = alice_state(&http).await;
+    assert_eq!(
+        (&v["presence"], &v["status_msg"]),
+        (&json!("offline"), &json!("on the line")),
+        "{v}"
+    );
+
+    // Syncing brings her back.
+    sync(&http, &alice, None, 0).await;
+    assert_eq!(alice_state(&http).await["presence"], "online");
+
+    // Stored as online when the server stops, she is timed out after a
+    // restart if no client of hers comes back.
+    server.kill9();
+    server.spawn().await;
+    let http = Http::new(&server.url);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = alice_state(&http).await;
+        if v["presence"] == "offline" {
+            assert_eq!(v["status_msg"], "on the line", "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {v} after a restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -30,6 +30,9 @@ pub async fn sync_events_route(
         .services
         .sync_filter(&sender.user_id, q.filter.as_deref())?;
     let since = q.since.as_deref().map(SyncToken::parse).transpose()?;
+    // A client syncing as `offline` does not keep its user present.
+    let _in_flight = (q.set_presence.as_deref() != Some("offline"))
+        .then(|| s.services.presence.sync_started(&sender.user_id));
     s.services
         .presence_from_sync(&sender.user_id, q.set_presence.as_deref())
         .await?;
