@@ -17,6 +17,7 @@
 
 mod sqlite;
 mod types;
+mod walbuf;
 
 pub use sqlite::{Durability, SqliteStore};
 pub use types::*;

@@ -50,6 +50,7 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
+use crate::walbuf;
 use crate::*;
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -132,7 +133,29 @@ fn engine<E: std::fmt::Display>(e: E) -> StoreError {
 }
 
 fn open(path: &Path, synchronous: &str) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(engine)?;
+    configure(Connection::open(path).map_err(engine)?, synchronous)
+}
+
+/// The writer's connection: through [`walbuf`], which writes each commit's
+/// WAL frames in one go, at `synchronous = NORMAL` as that VFS requires.
+fn open_writer(path: &Path) -> Result<Connection> {
+    walbuf::register().map_err(StoreError::Engine)?;
+    let conn =
+        Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), walbuf::VFS_NAME)
+            .map_err(engine)?;
+    let conn = configure(conn, Durability::Normal.synchronous())?;
+    let level: i64 = conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .map_err(engine)?;
+    if level > 1 {
+        return Err(StoreError::Engine(format!(
+            "the writer's connection must run at synchronous NORMAL, not {level}"
+        )));
+    }
+    Ok(conn)
+}
+
+fn configure(conn: Connection, synchronous: &str) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(engine)?;
     conn.pragma_update(None, "synchronous", synchronous)
@@ -165,7 +188,7 @@ impl SqliteStore {
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Arc<Self>> {
         let path = path.into();
         // The syncer makes each commit durable (module docs).
-        let conn = open(&path, Durability::Normal.synchronous())?;
+        let conn = open_writer(&path)?;
         conn.execute_batch(SCHEMA).map_err(engine)?;
         // Checkpoints are the checkpointer thread's job (module docs).
         conn.pragma_update(None, "wal_autocheckpoint", 0)
@@ -173,11 +196,12 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(engine)?;
         let (dirty_tx, dirty_rx) = mpsc::sync_channel::<()>(1);
+        let (long_tx, long_rx) = mpsc::sync_channel::<()>(1);
         let checkpointer = {
             let conn = open(&path, durability.synchronous())?;
             std::thread::Builder::new()
                 .name("sqlite-checkpt".into())
-                .spawn(move || checkpoint_loop(conn, dirty_rx))
+                .spawn(move || checkpoint_loop(conn, dirty_rx, long_rx))
                 .map_err(engine)?
         };
         let position: i64 = conn
@@ -213,7 +237,7 @@ impl SqliteStore {
             let start = position.load(Ordering::Acquire);
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || writer_loop(conn, rx, start, done_tx, unsynced, dirty_tx))
+                .spawn(move || writer_loop(conn, rx, start, done_tx, unsynced, dirty_tx, long_tx))
                 .map_err(engine)?
         };
         Ok(Arc::new(Self {
@@ -280,12 +304,13 @@ impl Drop for SqliteStore {
 }
 
 /// Copies committed WAL pages into the main file whenever the writer has
-/// committed since the last round, at most every [`CHECKPOINT_EVERY`].
+/// committed since the last round, at most every [`CHECKPOINT_EVERY`]
+/// unless the writer reports the log past [`WAL_RESTART_FRAMES`] (`long`).
 /// PASSIVE: it never blocks the writer or readers, and a later round picks
 /// up whatever a busy reader kept it from copying.
 /// Once the log is longer than [`WAL_RESTART_FRAMES`], a RESTART round
 /// follows so that the next commit rewinds it (module docs).
-fn checkpoint_loop(conn: Connection, dirty: mpsc::Receiver<()>) {
+fn checkpoint_loop(conn: Connection, dirty: mpsc::Receiver<()>, long: mpsc::Receiver<()>) {
     // Column 1 of the pragma's row: frames in the log.
     let checkpoint = |mode: &str| {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -299,19 +324,70 @@ fn checkpoint_loop(conn: Connection, dirty: mpsc::Receiver<()>) {
             let _ = checkpoint("RESTART");
             let _ = conn.busy_handler(Some(wait_briefly));
         }
-        std::thread::sleep(CHECKPOINT_EVERY);
+        // A signal sent during the round is stale: the round saw its log.
+        let _ = long.try_recv();
+        if let Err(mpsc::RecvTimeoutError::Disconnected) = long.recv_timeout(CHECKPOINT_EVERY) {
+            std::thread::sleep(CHECKPOINT_EVERY);
+        }
     }
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
+/// The writer's connection, told by SQLite's WAL hook how long the log is
+/// after each commit. The hook is removed before the connection closes.
+struct CountedWal {
+    conn: Connection,
+    frames: Box<AtomicI64>,
+}
+
+/// `sqlite3_wal_hook` callback: `arg` is the [`CountedWal`]'s counter.
+unsafe extern "C" fn note_wal_frames(
+    arg: *mut std::ffi::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _name: *const std::ffi::c_char,
+    frames: std::ffi::c_int,
+) -> std::ffi::c_int {
+    // SAFETY: the counter outlives the hook (`CountedWal`'s drop).
+    unsafe { (*arg.cast::<AtomicI64>()).store(frames.into(), Ordering::Relaxed) };
+    rusqlite::ffi::SQLITE_OK
+}
+
+impl CountedWal {
+    fn new(conn: Connection) -> Self {
+        let frames = Box::new(AtomicI64::new(0));
+        // SAFETY: the connection is open; the counter is boxed, so its
+        // address is stable for as long as the hook is installed.
+        unsafe {
+            let arg: *const AtomicI64 = &*frames;
+            rusqlite::ffi::sqlite3_wal_hook(
+                conn.handle(),
+                Some(note_wal_frames),
+                arg.cast_mut().cast(),
+            );
+        }
+        CountedWal { conn, frames }
+    }
+}
+
+impl Drop for CountedWal {
+    fn drop(&mut self) {
+        // SAFETY: removes the hook before the counter goes.
+        unsafe {
+            rusqlite::ffi::sqlite3_wal_hook(self.conn.handle(), None, std::ptr::null_mut());
+        }
+    }
+}
+
 fn writer_loop(
-    mut conn: Connection,
+    conn: Connection,
     rx: mpsc::Receiver<ToWriter>,
     mut position: i64,
     done: mpsc::Sender<Group>,
     unsynced: Arc<AtomicUsize>,
     dirty: mpsc::SyncSender<()>,
+    long: mpsc::SyncSender<()>,
 ) {
+    let mut wal = CountedWal::new(conn);
     let mut jobs: Vec<Job> = Vec::new();
     let mut open = true;
     // A group committed while the syncer is still flushing an earlier one
@@ -352,14 +428,18 @@ fn writer_loop(
         // which would copy every page it touches into a statement journal.
         // If one fails, the whole transaction is rolled back and the group
         // runs again with each batch isolated.
-        let outcome = match commit_group(&mut conn, &jobs, position, false) {
-            Ok(None) => commit_group(&mut conn, &jobs, position, true),
+        let outcome = match commit_group(&mut wal.conn, &jobs, position, false) {
+            Ok(None) => commit_group(&mut wal.conn, &jobs, position, true),
             other => other,
         };
         let results = match outcome {
             Ok(Some((results, next))) => {
                 // Full means a round is already due.
                 let _ = dirty.try_send(());
+                // A fast writer fills the log long before the next round.
+                if wal.frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+                    let _ = long.try_send(());
+                }
                 position = next;
                 results
             }
