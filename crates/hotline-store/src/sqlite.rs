@@ -34,13 +34,12 @@
 //! The log would grow without bound, and every commit would extend the file,
 //! so each `fdatasync` would also commit the file system's journal (about
 //! three times the cost of syncing overwritten blocks). So once the log passes
-//! [`WAL_RESTART_FRAMES`], the checkpointer follows its passive round with a
+//! [`WAL_SIZE_LIMIT`], the checkpointer follows its passive round with a
 //! RESTART one: it holds the writer back while it copies the frames committed
 //! since, and the next commit rewinds the log and overwrites blocks the file
-//! already has. At the benchmark's full load that stall is 5–40 ms about once
-//! a second (the copy barely keeps pace with the writer), which the p99 pays;
-//! a 16 MiB threshold measured worse, its stalls costing more than the
-//! cheaper syncs saved.
+//! already has. At the benchmark's full load that stall is 5–40 ms, which
+//! the p99 pays, so the threshold is large (see [`WAL_SIZE_LIMIT`]); the
+//! writer wakes the checkpointer as soon as the log passes it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -96,16 +95,17 @@ struct Group {
 /// Each round ends in an `fsync` of the main file that the WAL's own
 /// flushes queue behind; at the benchmark's full load 400 ms took the p99
 /// from ~18 to ~14 ms against 100 ms (1 s: ~12 ms, but the log then outgrows
-/// [`WAL_SIZE_LIMIT`] between rounds).
+/// [`WAL_SIZE_LIMIT`] between rounds; the writer then wakes the
+/// checkpointer early).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(400);
-/// The WAL file is truncated back to this size after a checkpoint resets it.
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
-/// WAL length, in frames, past which a checkpoint round also rewinds the log
-/// (module docs): [`WAL_SIZE_LIMIT`] in 4 KiB pages. Only sustained writes
-/// reach it (any pause lets a passive round copy the whole log, and the next
-/// commit rewinds it), and then a RESTART round stalls the writer about once a
-/// second at the benchmark's full load.
-const WAL_RESTART_FRAMES: i64 = WAL_SIZE_LIMIT / 4096;
+/// The WAL file is truncated back to this size after a checkpoint resets it,
+/// and a log this long (in 4 KiB frames) is rewound by a RESTART round
+/// (module docs). Only sustained writes reach it (any pause lets a passive
+/// round copy the whole log, and the next commit rewinds it); then each
+/// RESTART round stalls the writer. At the benchmark's full load the log
+/// grows ~200 MB/s: 256 MiB is a stall every ~1.3 s, and measured a p99 of
+/// ~12 ms against ~21 ms at 64 MiB (~14 ms at 128 MiB).
+const WAL_SIZE_LIMIT: i64 = 256 * 1024 * 1024;
 /// Busy handlers retry this often.
 const BUSY_STEP: std::time::Duration = std::time::Duration::from_micros(50);
 
@@ -186,14 +186,23 @@ fn wait_for_restart(tries: i32) -> bool {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> Result<Arc<Self>> {
-        let path = path.into();
+        Self::open_with_wal_limit(path.into(), durability, WAL_SIZE_LIMIT)
+    }
+
+    /// [`SqliteStore::open`] with another [`WAL_SIZE_LIMIT`] (tests).
+    fn open_with_wal_limit(
+        path: PathBuf,
+        durability: Durability,
+        wal_limit: i64,
+    ) -> Result<Arc<Self>> {
+        let restart_frames = wal_limit / 4096;
         // The syncer makes each commit durable (module docs).
         let conn = open_writer(&path)?;
         conn.execute_batch(SCHEMA).map_err(engine)?;
         // Checkpoints are the checkpointer thread's job (module docs).
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(engine)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        conn.pragma_update(None, "journal_size_limit", wal_limit)
             .map_err(engine)?;
         let (dirty_tx, dirty_rx) = mpsc::sync_channel::<()>(1);
         let (long_tx, long_rx) = mpsc::sync_channel::<()>(1);
@@ -201,7 +210,7 @@ impl SqliteStore {
             let conn = open(&path, durability.synchronous())?;
             std::thread::Builder::new()
                 .name("sqlite-checkpt".into())
-                .spawn(move || checkpoint_loop(conn, dirty_rx, long_rx))
+                .spawn(move || checkpoint_loop(conn, dirty_rx, long_rx, restart_frames))
                 .map_err(engine)?
         };
         let position: i64 = conn
@@ -237,7 +246,18 @@ impl SqliteStore {
             let start = position.load(Ordering::Acquire);
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || writer_loop(conn, rx, start, done_tx, unsynced, dirty_tx, long_tx))
+                .spawn(move || {
+                    writer_loop(
+                        conn,
+                        rx,
+                        start,
+                        done_tx,
+                        unsynced,
+                        dirty_tx,
+                        long_tx,
+                        restart_frames,
+                    )
+                })
                 .map_err(engine)?
         };
         Ok(Arc::new(Self {
@@ -305,12 +325,17 @@ impl Drop for SqliteStore {
 
 /// Copies committed WAL pages into the main file whenever the writer has
 /// committed since the last round, at most every [`CHECKPOINT_EVERY`]
-/// unless the writer reports the log past [`WAL_RESTART_FRAMES`] (`long`).
+/// unless the writer reports the log past `restart_frames` (`long`).
 /// PASSIVE: it never blocks the writer or readers, and a later round picks
 /// up whatever a busy reader kept it from copying.
-/// Once the log is longer than [`WAL_RESTART_FRAMES`], a RESTART round
+/// Once the log is longer than `restart_frames`, a RESTART round
 /// follows so that the next commit rewinds it (module docs).
-fn checkpoint_loop(conn: Connection, dirty: mpsc::Receiver<()>, long: mpsc::Receiver<()>) {
+fn checkpoint_loop(
+    conn: Connection,
+    dirty: mpsc::Receiver<()>,
+    long: mpsc::Receiver<()>,
+    restart_frames: i64,
+) {
     // Column 1 of the pragma's row: frames in the log.
     let checkpoint = |mode: &str| {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -319,7 +344,7 @@ fn checkpoint_loop(conn: Connection, dirty: mpsc::Receiver<()>, long: mpsc::Rece
         .inspect_err(|e| tracing::warn!(error = %e, mode, "WAL checkpoint"))
     };
     while dirty.recv().is_ok() {
-        if checkpoint("PASSIVE").is_ok_and(|frames| frames >= WAL_RESTART_FRAMES) {
+        if checkpoint("PASSIVE").is_ok_and(|frames| frames >= restart_frames) {
             let _ = conn.busy_handler(Some(wait_for_restart));
             let _ = checkpoint("RESTART");
             let _ = conn.busy_handler(Some(wait_briefly));
@@ -386,6 +411,7 @@ fn writer_loop(
     unsynced: Arc<AtomicUsize>,
     dirty: mpsc::SyncSender<()>,
     long: mpsc::SyncSender<()>,
+    restart_frames: i64,
 ) {
     let mut wal = CountedWal::new(conn);
     let mut jobs: Vec<Job> = Vec::new();
@@ -437,7 +463,7 @@ fn writer_loop(
                 // Full means a round is already due.
                 let _ = dirty.try_send(());
                 // A fast writer fills the log long before the next round.
-                if wal.frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+                if wal.frames.load(Ordering::Relaxed) >= restart_frames {
                     let _ = long.try_send(());
                 }
                 position = next;
@@ -1829,19 +1855,21 @@ mod tests {
 
     /// Under writes that never pause, passive checkpoints alone never let
     /// SQLite rewind the WAL: it would grow by everything written. The
-    /// RESTART rounds keep it near [`WAL_SIZE_LIMIT`].
+    /// RESTART rounds keep it near the limit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wal_stays_bounded_under_sustained_writes() {
         let dir = std::env::temp_dir().join(format!("hotline-wal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("hotline.db");
-        let store = SqliteStore::open(&db, Durability::Normal).unwrap();
+        let limit = 16 * 1024 * 1024;
+        let store =
+            SqliteStore::open_with_wal_limit(db.clone(), Durability::Normal, limit).unwrap();
         // Rows rewritten in place: the log gains frames as fast as with new
         // rows, while the main file (and each checkpoint's copy) stays small.
         let json = "x".repeat(16 * 1024);
         let (mut written, mut largest) = (0u64, 0u64);
-        while written < 6 * WAL_SIZE_LIMIT as u64 {
+        while written < 6 * limit as u64 {
             let mut batch = WriteBatch::new();
             for device in 0..16 {
                 batch.push(WriteOp::PutDeviceKeys {
@@ -1861,7 +1889,7 @@ mod tests {
         // catches the writer between commits (this writer never rests): about
         // 1.7 times the limit here, against over 6 times without them.
         assert!(
-            largest < 3 * WAL_SIZE_LIMIT as u64,
+            largest < 3 * limit as u64,
             "WAL reached {largest} bytes after {written} written"
         );
     }
