@@ -171,23 +171,20 @@ unsafe extern "C" fn x_open(
         if name.is_null() {
             return ffi::SQLITE_CANTOPEN;
         }
-        let path = std::ffi::OsStr::from_bytes(CStr::from_ptr(name).to_bytes());
-        let out = match std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(_) => return ffi::SQLITE_CANTOPEN,
-        };
         let size = (*unix).szOsFile;
         let inner = ffi::sqlite3_malloc(size).cast::<ffi::sqlite3_file>();
         if inner.is_null() {
             return ffi::SQLITE_NOMEM;
         }
         ptr::write_bytes(inner.cast::<u8>(), 0, size.unsigned_abs() as usize);
-        let rc = unix_open(unix, name, inner, flags, out_flags);
+        let mut rc = unix_open(unix, name, inner, flags, out_flags);
+        // Opened after SQLite's own open, which creates the file with the
+        // database's permissions.
+        let path = std::ffi::OsStr::from_bytes(CStr::from_ptr(name).to_bytes());
+        let out = std::fs::OpenOptions::new().write(true).open(path);
+        if rc == ffi::SQLITE_OK && out.is_err() {
+            rc = ffi::SQLITE_CANTOPEN;
+        }
         if rc != ffi::SQLITE_OK {
             // A file whose open failed is still closed if it got methods.
             if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
@@ -197,6 +194,9 @@ unsafe extern "C" fn x_open(
             (*file).pMethods = ptr::null();
             return rc;
         }
+        let Ok(out) = out else {
+            return ffi::SQLITE_CANTOPEN;
+        };
         ptr::write(
             file.cast::<WalFile>(),
             WalFile {
@@ -561,6 +561,26 @@ mod tests {
         let copy = recovered_copy(&dir, &db);
         assert_eq!(count_and_check(&copy), (rows, "ok".into()));
         drop((w, reader, copy));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The log holds the messages' ciphertext and everything else: it is
+    /// created with the database's permissions, as SQLite creates it.
+    #[test]
+    fn the_log_gets_the_permissions_of_the_database() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("mode");
+        let db = dir.join("w.db");
+        std::fs::write(&db, b"").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let w = writer(&db);
+        w.execute("INSERT INTO t (k, v) VALUES (1, 'x')", [])
+            .unwrap();
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the log is {mode:o}");
+        drop(w);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
