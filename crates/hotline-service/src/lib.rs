@@ -203,6 +203,26 @@ impl Services {
     /// the stored high-water mark passed ours, an empty commit through our
     /// own writer carries it into the commit hook, in commit order.
     pub fn watch_other_processes(self: &Arc<Self>, every: std::time::Duration) {
+        self.run_every(every, |s| async move {
+            match s.store.stored_position() {
+                Ok(stored) if stored > s.store.current_position() => {
+                    if let Err(e) = s.store.write(hotline_store::WriteBatch::new()).await {
+                        tracing::warn!(error = %e, "catching up with another process");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the stored position"),
+            }
+        });
+    }
+
+    /// Runs `round` every `every` on the runtime, for as long as the
+    /// services live (the task holds them only during a round).
+    pub(crate) fn run_every<F, Fut>(self: &Arc<Self>, every: std::time::Duration, round: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -210,15 +230,7 @@ impl Services {
             loop {
                 tick.tick().await;
                 let Some(s) = weak.upgrade() else { return };
-                match s.store.stored_position() {
-                    Ok(stored) if stored > s.store.current_position() => {
-                        if let Err(e) = s.store.write(hotline_store::WriteBatch::new()).await {
-                            tracing::warn!(error = %e, "catching up with another process");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "reading the stored position"),
-                }
+                round(s).await;
             }
         });
     }

@@ -287,16 +287,9 @@ impl Services {
         }
         let every =
             std::time::Duration::from_millis((after_ms / 4).clamp(100, 5_000).unsigned_abs());
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(s) = weak.upgrade() else { return };
-                if let Err(e) = s.mark_offline(after_ms).await {
-                    tracing::warn!(error = %e, "presence timeout");
-                }
+        self.run_every(every, move |s| async move {
+            if let Err(e) = s.mark_offline(after_ms).await {
+                tracing::warn!(error = %e, "presence timeout");
             }
         });
         Ok(())

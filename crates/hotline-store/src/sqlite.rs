@@ -247,16 +247,14 @@ impl SqliteStore {
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
                 .spawn(move || {
-                    writer_loop(
-                        conn,
-                        rx,
-                        start,
-                        done_tx,
+                    let links = WriterLinks {
+                        done: done_tx,
                         unsynced,
-                        dirty_tx,
-                        long_tx,
+                        dirty: dirty_tx,
+                        long: long_tx,
                         restart_frames,
-                    )
+                    };
+                    writer_loop(conn, rx, start, links)
                 })
                 .map_err(engine)?
         };
@@ -403,16 +401,29 @@ impl Drop for CountedWal {
     }
 }
 
-fn writer_loop(
-    conn: Connection,
-    rx: mpsc::Receiver<ToWriter>,
-    mut position: i64,
+/// Where the writer's commits go: the syncer, and the checkpointer's two
+/// signals (a commit happened; the log is past `restart_frames`).
+struct WriterLinks {
     done: mpsc::Sender<Group>,
     unsynced: Arc<AtomicUsize>,
     dirty: mpsc::SyncSender<()>,
     long: mpsc::SyncSender<()>,
     restart_frames: i64,
+}
+
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<ToWriter>,
+    mut position: i64,
+    links: WriterLinks,
 ) {
+    let WriterLinks {
+        done,
+        unsynced,
+        dirty,
+        long,
+        restart_frames,
+    } = links;
     let mut wal = CountedWal::new(conn);
     let mut jobs: Vec<Job> = Vec::new();
     let mut open = true;

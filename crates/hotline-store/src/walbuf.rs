@@ -322,6 +322,24 @@ unsafe extern "C" fn x_write(
     rc
 }
 
+/// Writes the buffer out, then calls the unix file's method through
+/// `call`; the write-out's error instead if it failed.
+///
+/// # Safety
+/// As for [`wal`]; `call` gets the unix file and its methods.
+unsafe fn after_flush(
+    f: *mut ffi::sqlite3_file,
+    call: impl FnOnce(&ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> c_int,
+) -> c_int {
+    unsafe {
+        let w = wal(f);
+        match flush(w) {
+            ffi::SQLITE_OK => call(inner(w), w.inner),
+            rc => rc,
+        }
+    }
+}
+
 unsafe extern "C" fn x_read(
     f: *mut ffi::sqlite3_file,
     out: *mut c_void,
@@ -330,13 +348,10 @@ unsafe extern "C" fn x_read(
 ) -> c_int {
     // SAFETY: forwarded as received, after the buffer is written out.
     unsafe {
-        let w = wal(f);
-        let rc = flush(w);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        inner(w).xRead.map_or(ffi::SQLITE_IOERR_READ, |read| {
-            read(w.inner, out, amount, offset)
+        after_flush(f, |m, file| {
+            m.xRead.map_or(ffi::SQLITE_IOERR_READ, |read| {
+                read(file, out, amount, offset)
+            })
         })
     }
 }
@@ -344,42 +359,29 @@ unsafe extern "C" fn x_read(
 unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
     // SAFETY: as for `x_read`.
     unsafe {
-        let w = wal(f);
-        let rc = flush(w);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        inner(w)
-            .xTruncate
-            .map_or(ffi::SQLITE_IOERR_TRUNCATE, |t| t(w.inner, size))
+        after_flush(f, |m, file| {
+            m.xTruncate
+                .map_or(ffi::SQLITE_IOERR_TRUNCATE, |t| t(file, size))
+        })
     }
 }
 
 unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: as for `x_read`.
     unsafe {
-        let w = wal(f);
-        let rc = flush(w);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        inner(w)
-            .xSync
-            .map_or(ffi::SQLITE_IOERR_FSYNC, |s| s(w.inner, flags))
+        after_flush(f, |m, file| {
+            m.xSync.map_or(ffi::SQLITE_IOERR_FSYNC, |s| s(file, flags))
+        })
     }
 }
 
 unsafe extern "C" fn x_file_size(f: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
     // SAFETY: as for `x_read`.
     unsafe {
-        let w = wal(f);
-        let rc = flush(w);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        inner(w)
-            .xFileSize
-            .map_or(ffi::SQLITE_IOERR_FSTAT, |s| s(w.inner, size))
+        after_flush(f, |m, file| {
+            m.xFileSize
+                .map_or(ffi::SQLITE_IOERR_FSTAT, |s| s(file, size))
+        })
     }
 }
 
@@ -418,14 +420,10 @@ unsafe extern "C" fn x_file_control(
 ) -> c_int {
     // SAFETY: as for `x_read`.
     unsafe {
-        let w = wal(f);
-        let rc = flush(w);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        inner(w)
-            .xFileControl
-            .map_or(ffi::SQLITE_NOTFOUND, |c| c(w.inner, op, arg))
+        after_flush(f, |m, file| {
+            m.xFileControl
+                .map_or(ffi::SQLITE_NOTFOUND, |c| c(file, op, arg))
+        })
     }
 }
 
