@@ -86,25 +86,28 @@ pub struct SyncInFlight {
 
 impl Drop for SyncInFlight {
     fn drop(&mut self) {
-        let now = now_ms();
+        // A user timed out while this sync ran is back as seen now.
         let mut map = self.syncing.lock();
-        match map.get_mut(&self.user) {
-            Some(s) => {
-                s.in_flight = s.in_flight.saturating_sub(1);
-                s.last_seen_ms = now;
-            }
-            // Timed out while this sync ran: it still counts as seen.
-            None => {
-                map.insert(
-                    self.user.clone(),
-                    Syncing {
-                        in_flight: 0,
-                        last_seen_ms: now,
-                    },
-                );
-            }
-        }
+        let s = seen_now(&mut map, &self.user);
+        s.in_flight = s.in_flight.saturating_sub(1);
     }
+}
+
+/// `user`'s entry, (re)created if needed, marked as seen now.
+fn seen_now<'a>(map: &'a mut HashMap<OwnedUserId, Syncing>, user: &UserId) -> &'a mut Syncing {
+    let now = now_ms();
+    if !map.contains_key(user) {
+        map.insert(
+            user.to_owned(),
+            Syncing {
+                in_flight: 0,
+                last_seen_ms: now,
+            },
+        );
+    }
+    let s = map.get_mut(user).expect("inserted above");
+    s.last_seen_ms = now;
+    s
 }
 
 impl Presence {
@@ -120,19 +123,7 @@ impl Presence {
 
     /// Counts a `/sync` of `user` as in flight until the guard drops.
     pub fn sync_started(&self, user: &UserId) -> SyncInFlight {
-        let mut map = self.syncing.lock();
-        match map.get_mut(user) {
-            Some(s) => s.in_flight += 1,
-            None => {
-                map.insert(
-                    user.to_owned(),
-                    Syncing {
-                        in_flight: 1,
-                        last_seen_ms: now_ms(),
-                    },
-                );
-            }
-        }
+        seen_now(&mut self.syncing.lock(), user).in_flight += 1;
         SyncInFlight {
             syncing: self.syncing.clone(),
             user: user.to_owned(),
@@ -141,15 +132,7 @@ impl Presence {
 
     /// Notes `user` as seen now, so their presence times out from here.
     fn seen(&self, user: &UserId) {
-        let now = now_ms();
-        self.syncing
-            .lock()
-            .entry(user.to_owned())
-            .and_modify(|s| s.last_seen_ms = now)
-            .or_insert(Syncing {
-                in_flight: 0,
-                last_seen_ms: now,
-            });
+        seen_now(&mut self.syncing.lock(), user);
     }
 
     /// Newest presence change the user may not have been told of.
@@ -304,18 +287,13 @@ impl Services {
             return Ok(());
         }
         let _one_at_a_time = self.presence.writes.lock().await;
-        let gone: Vec<OwnedUserId> = {
-            let mut map = self.presence.syncing.lock();
-            let gone = map
-                .iter()
-                .filter(|(_, s)| due(s))
-                .map(|(u, _)| u.clone())
-                .collect::<Vec<_>>();
-            for u in &gone {
-                map.remove(u);
-            }
-            gone
-        };
+        let gone: Vec<OwnedUserId> = self
+            .presence
+            .syncing
+            .lock()
+            .extract_if(|_, s| due(s))
+            .map(|(u, _)| u)
+            .collect();
         let mut batch = WriteBatch::new();
         for user in &gone {
             if let Some(row) = self.presence_of(user)? {

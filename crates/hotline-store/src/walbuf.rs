@@ -239,6 +239,9 @@ fn flush(w: &mut WalFile) -> c_int {
     }
     let rc = write_at(&w.out, &w.buf, w.start);
     w.buf.clear();
+    // A commit group's frames fit well under this; a rare huge
+    // transaction's buffer is not kept for the life of the connection.
+    w.buf.shrink_to(MAX_BUFFERED / 4);
     w.commit_pending = false;
     rc
 }
