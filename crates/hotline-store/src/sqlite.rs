@@ -42,10 +42,10 @@
 //! writer wakes the checkpointer as soon as the log passes it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
@@ -60,20 +60,127 @@ const GROUP_WHILE_FLUSHING: usize = 16;
 
 type Job = (WriteBatch, oneshot::Sender<Result<Committed>>);
 
-/// What reaches the writer thread.
-enum ToWriter {
-    Job(Job),
-    /// The syncer has flushed every group handed to it.
-    SyncerIdle,
-    /// Commit what is queued, then stop. (The syncer holds a sender too, so
-    /// the channel alone never reports the store closed.)
-    Close,
+/// The writer's queue. Batches wait here until the writer takes them as a
+/// group, and a sender wakes the writer only when that group may be
+/// committed now: while the syncer flushes an earlier group, the queue
+/// grows silently until it reaches [`GROUP_WHILE_FLUSHING`] or the syncer
+/// reports the flush done. (A channel would wake the writer for every batch,
+/// only for it to go back to sleep.)
+struct Inbox {
+    state: Mutex<InboxState>,
+    wake: Condvar,
+}
+
+struct InboxState {
+    jobs: Vec<Job>,
+    /// Cleared by [`Inbox::close`]: what is queued is still committed.
+    open: bool,
+    /// Groups the writer has taken and the syncer not yet answered.
+    unsynced: usize,
+    /// The writer is blocked in [`Inbox::take`].
+    writer_waiting: bool,
+}
+
+impl InboxState {
+    /// Whether the writer should commit what is queued now: a group
+    /// committed while the syncer is still flushing an earlier one would
+    /// only wait for the next flush anyway, so it grows until the syncer is
+    /// free or it is big enough that committing it now saves the next flush
+    /// work.
+    fn ready(&self) -> bool {
+        !self.jobs.is_empty()
+            && (!self.open || self.unsynced == 0 || self.jobs.len() >= GROUP_WHILE_FLUSHING)
+    }
+
+    fn wake_writer_if_ready(&mut self, wake: &Condvar) {
+        if self.writer_waiting && self.ready() {
+            self.writer_waiting = false;
+            wake.notify_one();
+        }
+    }
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Inbox {
+            state: Mutex::new(InboxState {
+                jobs: Vec::new(),
+                open: true,
+                unsynced: 0,
+                writer_waiting: false,
+            }),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Queues a batch; gives it back once the store is closed.
+    fn push(&self, job: Job) -> std::result::Result<(), Job> {
+        let mut s = self.state.lock();
+        if !s.open {
+            return Err(job);
+        }
+        s.jobs.push(job);
+        s.wake_writer_if_ready(&self.wake);
+        Ok(())
+    }
+
+    /// No more batches: the writer commits what is queued and stops.
+    fn close(&self) {
+        let mut s = self.state.lock();
+        s.open = false;
+        if s.writer_waiting {
+            s.writer_waiting = false;
+            self.wake.notify_one();
+        }
+    }
+
+    /// The syncer has answered `n` groups.
+    fn synced(&self, n: usize) {
+        let mut s = self.state.lock();
+        s.unsynced -= n;
+        s.wake_writer_if_ready(&self.wake);
+    }
+
+    /// The writer has stopped (the syncer went away, or a panic): nothing
+    /// more is accepted, and dropping the queued batches' reply senders
+    /// fails their requests instead of leaving them waiting.
+    fn abandon(&self) {
+        let jobs = {
+            let mut s = self.state.lock();
+            s.open = false;
+            std::mem::take(&mut s.jobs)
+        };
+        drop(jobs);
+    }
+
+    /// The next group to commit, once [`InboxState::ready`]; `None` once the
+    /// store is closed and everything queued was taken. The group counts as
+    /// unsynced from here until the syncer answers it.
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut s = self.state.lock();
+        loop {
+            if s.ready() {
+                let jobs = if s.jobs.len() <= MAX_GROUP {
+                    std::mem::take(&mut s.jobs)
+                } else {
+                    s.jobs.drain(..MAX_GROUP).collect()
+                };
+                s.unsynced += 1;
+                return Some(jobs);
+            }
+            if !s.open && s.jobs.is_empty() {
+                return None;
+            }
+            s.writer_waiting = true;
+            self.wake.wait(&mut s);
+        }
+    }
 }
 
 /// SQLite engine.
 pub struct SqliteStore {
     path: PathBuf,
-    tx: Mutex<Option<mpsc::Sender<ToWriter>>>,
+    inbox: Arc<Inbox>,
     readers: Mutex<Vec<Connection>>,
     hook: Arc<RwLock<Option<CommitHook>>>,
     position: Arc<AtomicI64>,
@@ -225,17 +332,15 @@ impl SqliteStore {
             .unwrap_or(0);
         let position = Arc::new(AtomicI64::new(position));
         let hook: Arc<RwLock<Option<CommitHook>>> = Arc::new(RwLock::new(None));
-        let (tx, rx) = mpsc::channel::<ToWriter>();
+        let inbox = Arc::new(Inbox::new());
         let (done_tx, done_rx) = mpsc::channel::<Group>();
-        let unsynced = Arc::new(AtomicUsize::new(0));
         let syncer = {
             let syncer = Syncer {
                 wal: wal_path(&path),
                 flush: durability == Durability::Full,
                 position: position.clone(),
                 hook: hook.clone(),
-                unsynced: unsynced.clone(),
-                writer: tx.clone(),
+                inbox: inbox.clone(),
             };
             std::thread::Builder::new()
                 .name("sqlite-syncer".into())
@@ -246,21 +351,23 @@ impl SqliteStore {
             let start = position.load(Ordering::Acquire);
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || {
-                    let links = WriterLinks {
-                        done: done_tx,
-                        unsynced,
-                        dirty: dirty_tx,
-                        long: long_tx,
-                        restart_frames,
-                    };
-                    writer_loop(conn, rx, start, links)
+                .spawn({
+                    let inbox = inbox.clone();
+                    move || {
+                        let links = WriterLinks {
+                            done: done_tx,
+                            dirty: dirty_tx,
+                            long: long_tx,
+                            restart_frames,
+                        };
+                        writer_loop(conn, &inbox, start, links)
+                    }
                 })
                 .map_err(engine)?
         };
         Ok(Arc::new(Self {
             path,
-            tx: Mutex::new(Some(tx)),
+            inbox,
             readers: Mutex::new(Vec::new()),
             hook,
             position,
@@ -272,9 +379,7 @@ impl SqliteStore {
 
     /// Stops the writer after the queued batches are committed.
     pub fn close(&self) {
-        if let Some(tx) = self.tx.lock().take() {
-            let _ = tx.send(ToWriter::Close);
-        }
+        self.inbox.close();
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
@@ -405,61 +510,27 @@ impl Drop for CountedWal {
 /// signals (a commit happened; the log is past `restart_frames`).
 struct WriterLinks {
     done: mpsc::Sender<Group>,
-    unsynced: Arc<AtomicUsize>,
     dirty: mpsc::SyncSender<()>,
     long: mpsc::SyncSender<()>,
     restart_frames: i64,
 }
 
-fn writer_loop(
-    conn: Connection,
-    rx: mpsc::Receiver<ToWriter>,
-    mut position: i64,
-    links: WriterLinks,
-) {
+fn writer_loop(conn: Connection, inbox: &Inbox, mut position: i64, links: WriterLinks) {
     let WriterLinks {
         done,
-        unsynced,
         dirty,
         long,
         restart_frames,
     } = links;
+    struct Abandon<'a>(&'a Inbox);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            self.0.abandon();
+        }
+    }
+    let _abandon = Abandon(inbox);
     let mut wal = CountedWal::new(conn);
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut open = true;
-    // A group committed while the syncer is still flushing an earlier one
-    // would only wait for the next flush anyway: it grows until the syncer
-    // is free (which it says through this channel), or until it is big
-    // enough that committing it now saves the next flush work.
-    let ready = |jobs: &[Job], open: bool| {
-        !jobs.is_empty()
-            && (!open
-                || unsynced.load(Ordering::Acquire) == 0
-                || jobs.len() >= GROUP_WHILE_FLUSHING)
-    };
-    let take = |msg: ToWriter, jobs: &mut Vec<Job>, open: &mut bool| match msg {
-        ToWriter::Job(j) => jobs.push(j),
-        ToWriter::SyncerIdle => {}
-        ToWriter::Close => *open = false,
-    };
-    while open || !jobs.is_empty() {
-        if open && !ready(&jobs, open) {
-            match rx.recv() {
-                Ok(msg) => take(msg, &mut jobs, &mut open),
-                Err(_) => open = false,
-            }
-        }
-        while open && jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(msg) => take(msg, &mut jobs, &mut open),
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => open = false,
-            }
-        }
-        if !ready(&jobs, open) {
-            continue;
-        }
-        let jobs = std::mem::take(&mut jobs);
+    while let Some(jobs) = inbox.take() {
         // Batches rarely fail (a retried transaction id, a lost race for a
         // name), so the group first runs without a savepoint per batch,
         // which would copy every page it touches into a statement journal.
@@ -497,7 +568,6 @@ fn writer_loop(
             position,
         };
         // Failed groups go the same way, so answers keep commit order.
-        unsynced.fetch_add(1, Ordering::AcqRel);
         if done.send(group).is_err() {
             return;
         }
@@ -580,9 +650,8 @@ struct Syncer {
     flush: bool,
     position: Arc<AtomicI64>,
     hook: Arc<RwLock<Option<CommitHook>>>,
-    /// Groups handed over by the writer and not yet answered.
-    unsynced: Arc<AtomicUsize>,
-    writer: mpsc::Sender<ToWriter>,
+    /// Told of every group answered, so the writer knows the disk is free.
+    inbox: Arc<Inbox>,
 }
 
 impl Syncer {
@@ -610,10 +679,7 @@ impl Syncer {
             }
             let n = groups.len();
             self.answer(groups, &synced);
-            if self.unsynced.fetch_sub(n, Ordering::AcqRel) == n {
-                // Ignored once the store is closing: the writer is draining.
-                let _ = self.writer.send(ToWriter::SyncerIdle);
-            }
+            self.inbox.synced(n);
         }
     }
 
@@ -1232,10 +1298,7 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
 impl Store for SqliteStore {
     fn write(&self, batch: WriteBatch) -> WriteFuture {
         let (reply, rx) = oneshot::channel();
-        let sent = match self.tx.lock().as_ref() {
-            Some(tx) => tx.send(ToWriter::Job((batch, reply))).is_ok(),
-            None => false,
-        };
+        let sent = self.inbox.push((batch, reply)).is_ok();
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::Engine("store is closed".into()));
@@ -1968,5 +2031,85 @@ mod tests {
         );
         drop(conn);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn job() -> (Job, oneshot::Receiver<Result<Committed>>) {
+        let (tx, rx) = oneshot::channel();
+        ((WriteBatch::new(), tx), rx)
+    }
+
+    #[test]
+    fn a_group_waits_for_the_flush_of_the_last_unless_it_grows_big() {
+        let inbox = Inbox::new();
+        inbox.push(job().0).ok().unwrap();
+        assert_eq!(inbox.take().map(|g| g.len()), Some(1), "idle disk: at once");
+        for _ in 0..GROUP_WHILE_FLUSHING - 1 {
+            inbox.push(job().0).ok().unwrap();
+        }
+        assert!(!inbox.state.lock().ready(), "held while the syncer flushes");
+        inbox.synced(1);
+        assert!(
+            inbox.state.lock().ready(),
+            "released when the flush is done"
+        );
+        assert_eq!(
+            inbox.take().map(|g| g.len()),
+            Some(GROUP_WHILE_FLUSHING - 1)
+        );
+        for _ in 0..GROUP_WHILE_FLUSHING {
+            inbox.push(job().0).ok().unwrap();
+        }
+        assert!(
+            inbox.state.lock().ready(),
+            "a big group goes during a flush"
+        );
+    }
+
+    #[test]
+    fn a_blocked_writer_is_woken_by_the_end_of_the_flush() {
+        let inbox = Arc::new(Inbox::new());
+        inbox.push(job().0).ok().unwrap();
+        inbox.take().unwrap();
+        inbox.push(job().0).ok().unwrap();
+        let writer = std::thread::spawn({
+            let inbox = inbox.clone();
+            move || inbox.take().map(|g| g.len())
+        });
+        while !inbox.state.lock().writer_waiting {
+            std::thread::yield_now();
+        }
+        inbox.synced(1);
+        assert_eq!(writer.join().unwrap(), Some(1));
+    }
+
+    #[test]
+    fn a_closed_inbox_refuses_batches_and_hands_over_the_queued_ones() {
+        let inbox = Inbox::new();
+        inbox.push(job().0).ok().unwrap();
+        inbox.take().unwrap();
+        inbox.push(job().0).ok().unwrap();
+        inbox.close();
+        assert!(inbox.push(job().0).is_err());
+        assert_eq!(
+            inbox.take().map(|g| g.len()),
+            Some(1),
+            "closing commits the rest without waiting for the flush"
+        );
+        assert!(inbox.take().is_none());
+    }
+
+    #[test]
+    fn batches_left_by_a_stopped_writer_fail_instead_of_hanging() {
+        let inbox = Inbox::new();
+        inbox.push(job().0).ok().unwrap();
+        inbox.take().unwrap();
+        let (queued, mut answer) = job();
+        inbox.push(queued).ok().unwrap();
+        inbox.abandon();
+        assert!(matches!(
+            answer.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        assert!(inbox.push(job().0).is_err());
     }
 }
