@@ -26,6 +26,7 @@
 #                                use to drop below QUIET_PCT [25]% of a core
 #   CARGO_TARGET_DIR [$HOME/.cache/hotline/target]
 #   HOTLINE_BIN [$CARGO_TARGET_DIR/release/hotline]  server binary to run as "hotline"
+#   LOADGEN_BIN [$CARGO_TARGET_DIR/release/hotline-loadgen]  generator binary
 #   HOTLINE_TOML [""]            extra top-level hotline.toml lines, for
 #                                experiments (durability = "normal")
 set -euo pipefail
@@ -50,7 +51,7 @@ QUIET_PCT="${QUIET_PCT:-25}"
 DATA_ROOT="${BENCH_DATA_ROOT:-$(mktemp -d /tmp/hotline-bench.XXXXXX)}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 RESULTS="$ROOT/bench/results/$STAMP"
-LOADGEN="$TARGET/release/hotline-loadgen"
+LOADGEN="${LOADGEN_BIN:-$TARGET/release/hotline-loadgen}"
 HOTLINE="${HOTLINE_BIN:-$TARGET/release/hotline}"
 PY="$(command -v python3)"
 
