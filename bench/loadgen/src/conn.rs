@@ -81,10 +81,14 @@ impl Conn {
             Err(_) => Err(Failure::Timeout),
         };
         if res.is_err() {
-            self.stream = None;
-            self.rbuf.clear();
+            self.disconnect();
         }
         res
+    }
+
+    fn disconnect(&mut self) {
+        self.stream = None;
+        self.rbuf.clear();
     }
 
     async fn exchange(
@@ -127,6 +131,7 @@ impl Conn {
             read_more(stream, &mut self.rbuf).await?;
         };
         self.rbuf.drain(..head_len);
+        let close = close || matches!(end, BodyEnd::Close);
         let body = match end {
             BodyEnd::Length(n) => {
                 while self.rbuf.len() < n {
@@ -148,9 +153,8 @@ impl Conn {
                 Bytes::from(std::mem::take(&mut self.rbuf))
             }
         };
-        if close || matches!(end, BodyEnd::Close) {
-            self.stream = None;
-            self.rbuf.clear();
+        if close {
+            self.disconnect();
         }
         Ok((status, body))
     }

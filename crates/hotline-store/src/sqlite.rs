@@ -145,6 +145,7 @@ impl Inbox {
     /// more is accepted, and dropping the queued batches' reply senders
     /// fails their requests instead of leaving them waiting.
     fn abandon(&self) {
+        // Dropped outside the lock: each drop wakes a waiting request.
         let jobs = {
             let mut s = self.state.lock();
             s.open = false;

@@ -177,25 +177,30 @@ unsafe extern "C" fn x_open(
             return ffi::SQLITE_NOMEM;
         }
         ptr::write_bytes(inner.cast::<u8>(), 0, size.unsigned_abs() as usize);
-        let mut rc = unix_open(unix, name, inner, flags, out_flags);
-        // Opened after SQLite's own open, which creates the file with the
-        // database's permissions.
-        let path = std::ffi::OsStr::from_bytes(CStr::from_ptr(name).to_bytes());
-        let out = std::fs::OpenOptions::new().write(true).open(path);
-        if rc == ffi::SQLITE_OK && out.is_err() {
-            rc = ffi::SQLITE_CANTOPEN;
-        }
-        if rc != ffi::SQLITE_OK {
-            // A file whose open failed is still closed if it got methods.
-            if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
-                close(inner);
+        let rc = unix_open(unix, name, inner, flags, out_flags);
+        // Our own descriptor is opened after SQLite's open, which creates the
+        // file with the database's permissions.
+        let out = match rc {
+            ffi::SQLITE_OK => {
+                let path = std::ffi::OsStr::from_bytes(CStr::from_ptr(name).to_bytes());
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|_| ffi::SQLITE_CANTOPEN)
             }
-            ffi::sqlite3_free(inner.cast::<c_void>());
-            (*file).pMethods = ptr::null();
-            return rc;
-        }
-        let Ok(out) = out else {
-            return ffi::SQLITE_CANTOPEN;
+            rc => Err(rc),
+        };
+        let out = match out {
+            Ok(out) => out,
+            Err(rc) => {
+                // A file whose open failed is still closed if it got methods.
+                if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
+                    close(inner);
+                }
+                ffi::sqlite3_free(inner.cast::<c_void>());
+                (*file).pMethods = ptr::null();
+                return rc;
+            }
         };
         ptr::write(
             file.cast::<WalFile>(),
