@@ -536,8 +536,134 @@ test("bob leaves: alice sees it, and bob can no longer send", async () => {
     assert.equal(send.body?.errcode, "M_FORBIDDEN");
 });
 
-// The operations issue 2 names, then those of room tags, push rules, presence
-// and the room directory; each must have had a 2xx response validated.
+// Room moderation in a group room (invite-only, alice the admin, bob a
+// member): invite, PUT state, kick, ban, unban, forget, each seen by the
+// other side through /sync.
+const isGroup = (room) => room?.roomId === s.groupId;
+const forbidden = (what) => (e) => {
+    assert.equal(e.httpStatus, 403, `${what}: ${e.httpStatus} ${e.errcode}`);
+    assert.equal(e.errcode, "M_FORBIDDEN", what);
+    return true;
+};
+const myMembership = (client, membership, what) =>
+    waitForEvent(client, RoomEvent.MyMembership, (room, m) => isGroup(room) && m === membership, what);
+const bobAtAlice = (membership, what) =>
+    waitForEvent(
+        s.alice,
+        RoomMemberEvent.Membership,
+        (ev, member) => member.roomId === s.groupId && member.userId === s.bobCreds.userId && member.membership === membership,
+        what,
+    );
+
+test("alice invites bob to an invite-only group room with /invite; bob sees the invite and joins", async () => {
+    const { room_id } = await s.alice.createRoom({ preset: "private_chat", name: `Interop group ${RUN}` });
+    s.groupId = room_id;
+    const invited = myMembership(s.bob, "invite", "bob's group invite");
+    await s.alice.invite(s.groupId, s.bobCreds.userId, "join us");
+    const [room] = await invited;
+    const member = room.getMember(s.bobCreds.userId);
+    assert.equal(member.events.member.getSender(), s.aliceCreds.userId);
+    assert.equal(member.events.member.getContent().reason, "join us");
+    const joined = bobAtAlice("join", "bob's group join at alice");
+    await s.bob.joinRoom(s.groupId);
+    await joined;
+});
+
+test("alice sets the topic with PUT state and bob sees it; bob, below state_default, may not", async () => {
+    const topic = waitForEvent(s.bob, RoomEvent.Timeline, (ev, room) => isGroup(room) && ev.getType() === "m.room.topic", "the topic at bob");
+    const { event_id } = await s.alice.sendStateEvent(s.groupId, "m.room.topic", { topic: "moderation drill" }, "");
+    const [ev] = await topic;
+    assert.equal(ev.getId(), event_id);
+    assert.equal(ev.getSender(), s.aliceCreds.userId);
+    assert.equal(ev.getStateKey(), "");
+    assert.equal(s.bob.getRoom(s.groupId).currentState.getStateEvents("m.room.topic", "").getContent().topic, "moderation drill");
+    await assert.rejects(s.bob.sendStateEvent(s.groupId, "m.room.topic", { topic: "bob's topic" }, ""), forbidden("bob puts the topic"));
+    const back = await raw(s.bob, "GET", `/_matrix/client/v3/rooms/${enc(s.groupId)}/state/m.room.topic/`);
+    assert.equal(back.status, 200);
+    assert.deepEqual(back.body, { topic: "moderation drill" }, "bob's refused topic changed nothing");
+});
+
+test("bob may not kick alice; alice kicks bob, who sees it and may not rejoin uninvited", async () => {
+    await assert.rejects(s.bob.kick(s.groupId, s.aliceCreds.userId, "coup"), forbidden("bob kicks the admin"));
+    const kicked = myMembership(s.bob, "leave", "bob's kick at bob");
+    const atAlice = bobAtAlice("leave", "bob's kick at alice");
+    await s.alice.kick(s.groupId, s.bobCreds.userId, "drill: kick");
+    const [[room]] = await Promise.all([kicked, atAlice]);
+    const ev = room.getMember(s.bobCreds.userId).events.member;
+    assert.equal(ev.getSender(), s.aliceCreds.userId, "the leave was sent by alice: a kick");
+    assert.equal(ev.getContent().membership, "leave");
+    assert.equal(ev.getContent().reason, "drill: kick");
+    await assert.rejects(s.bob.joinRoom(s.groupId), forbidden("a kicked user rejoins an invite-only room"));
+    const send = await raw(s.bob, "PUT", `/_matrix/client/v3/rooms/${enc(s.groupId)}/send/m.room.message/kicked-${RUN}`, { msgtype: "m.text", body: "still here?" });
+    assert.equal(send.status, 403);
+    assert.equal(send.body?.errcode, "M_FORBIDDEN");
+    // Invited again, he may.
+    const invited = myMembership(s.bob, "invite", "bob's second invite");
+    await s.alice.invite(s.groupId, s.bobCreds.userId);
+    await invited;
+    const joined = bobAtAlice("join", "bob's rejoin at alice");
+    await s.bob.joinRoom(s.groupId);
+    await joined;
+});
+
+test("alice bans bob: bob sees the ban and can neither join nor be invited", async () => {
+    await assert.rejects(s.bob.ban(s.groupId, s.aliceCreds.userId, "coup"), forbidden("bob bans the admin"));
+    const banned = myMembership(s.bob, "ban", "bob's ban at bob");
+    const atAlice = bobAtAlice("ban", "bob's ban at alice");
+    await s.alice.ban(s.groupId, s.bobCreds.userId, "drill: ban");
+    const [[room]] = await Promise.all([banned, atAlice]);
+    const ev = room.getMember(s.bobCreds.userId).events.member;
+    assert.equal(ev.getSender(), s.aliceCreds.userId);
+    assert.equal(ev.getContent().reason, "drill: ban");
+    await assert.rejects(s.bob.joinRoom(s.groupId), forbidden("a banned user joins"));
+    await assert.rejects(s.alice.invite(s.groupId, s.bobCreds.userId), forbidden("a banned user is invited"));
+    const member = await s.alice.getStateEvent(s.groupId, "m.room.member", s.bobCreds.userId);
+    assert.equal(member.membership, "ban", "still banned");
+});
+
+test("alice unbans bob: both see his membership return to leave, and he may be invited again", async () => {
+    const unbanned = waitForEvent(s.bob, RoomEvent.MyMembership, (room, m, prev) => isGroup(room) && m === "leave" && prev === "ban", "bob's unban at bob");
+    const atAlice = bobAtAlice("leave", "bob's unban at alice");
+    await s.alice.unban(s.groupId, s.bobCreds.userId);
+    await Promise.all([unbanned, atAlice]);
+    const member = await s.alice.getStateEvent(s.groupId, "m.room.member", s.bobCreds.userId);
+    assert.equal(member.membership, "leave", "unban means leave, not join");
+    const invited = myMembership(s.bob, "invite", "bob's invite after the unban");
+    await s.alice.invite(s.groupId, s.bobCreds.userId);
+    await invited;
+    const joined = bobAtAlice("join", "bob's join after the unban at alice");
+    await s.bob.joinRoom(s.groupId);
+    await joined;
+});
+
+test("bob may forget the group only after leaving; then it is gone from his /sync and /messages", async () => {
+    const forgetPath = `/_matrix/client/v3/rooms/${enc(s.groupId)}/forget`;
+    const early = await raw(s.bob, "POST", forgetPath, {});
+    assert.equal(early.status, 400, `forget while joined: ${JSON.stringify(early.body)}`);
+    const leaveRooms = async () => {
+        const filter = enc(JSON.stringify({ room: { include_leave: true } }));
+        const res = await raw(s.bob, "GET", `/_matrix/client/v3/sync?timeout=0&filter=${filter}`);
+        assert.equal(res.status, 200);
+        return Object.keys(res.body.rooms?.leave ?? {});
+    };
+    const left = bobAtAlice("leave", "bob's leave from the group at alice");
+    await s.bob.leave(s.groupId);
+    await left;
+    assert.ok((await leaveRooms()).includes(s.groupId), "before forgetting, the left group is in the leave section");
+    const history = await raw(s.bob, "GET", `/_matrix/client/v3/rooms/${enc(s.groupId)}/messages?dir=b&limit=5`);
+    assert.equal(history.status, 200, "a left room's history up to the leave is readable");
+    assert.deepEqual(await s.bob.forget(s.groupId), {});
+    assert.equal(s.bob.getRoom(s.groupId), null, "bob's client dropped the room");
+    assert.ok(!(await leaveRooms()).includes(s.groupId), "a forgotten room is gone from the leave section");
+    const after = await raw(s.bob, "GET", `/_matrix/client/v3/rooms/${enc(s.groupId)}/messages?dir=b&limit=5`);
+    assert.equal(after.status, 403, "a forgotten room's history is refused");
+    assert.equal(after.body?.errcode, "M_FORBIDDEN");
+    const member = await s.alice.getStateEvent(s.groupId, "m.room.member", s.bobCreds.userId);
+    assert.equal(member.membership, "leave", "alice still sees bob's leave");
+});
+
+// The operations issue 2 names, then those of room tags, push rules, presence,
+// the room directory and moderation; each must have had a 2xx response validated.
 const REQUIRED = [
     "getVersions", "getCapabilities", "getPushRules", "sync", "createRoom", "getJoinedRooms",
     "sendMessage", "getRoomState", "getRoomStateWithKey", "getRoomEvents", "getMembersByRoom",
@@ -552,6 +678,7 @@ const REQUIRED = [
     "getPushRuleActions", "setPushRuleActions",
     "getPresence", "setPresence",
     "getRoomVisibilityOnDirectory", "setRoomVisibilityOnDirectory", "getPublicRooms", "queryPublicRooms",
+    "inviteUser", "kick", "ban", "unban", "forgetRoom", "setRoomStateWithKey",
 ];
 
 test("every response above validates against the spec's schema for its operation", () => {

@@ -4,7 +4,12 @@
 //! **Architecture Invariant:** internal causes are logged with the request's
 //! path, never shown to the client; clients get a clean message.
 
+use std::panic::AssertUnwindSafe;
+
+use axum::extract::Request;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use hotline_service::Error;
 use http::StatusCode;
 use serde_json::json;
@@ -57,13 +62,15 @@ impl IntoResponse for ApiError {
             Error::WrongRoomKeysVersion { current_version } => {
                 json!({"errcode": code, "error": self.0.to_string(), "current_version": current_version})
             }
-            Error::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                json!({"errcode": code, "error": "Internal server error"})
-            }
+            // The cause travels to `contain_failures`, which logs it
+            // with the request's method and path.
+            Error::Internal(_) => json!({"errcode": code, "error": "Internal server error"}),
             e => json!({"errcode": code, "error": e.to_string()}),
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        if let Error::Internal(cause) = &self.0 {
+            resp.extensions_mut().insert(InternalCause(cause.clone()));
+        }
         if let Error::LimitExceeded { retry_after_ms } = &self.0 {
             let secs = retry_after_ms.div_ceil(1000).to_string();
             if let Ok(v) = http::HeaderValue::from_str(&secs) {
@@ -82,3 +89,88 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The cause of a `500`, kept from the client and handed to the log.
+#[derive(Clone)]
+struct InternalCause(String);
+
+/// Middleware around every handler: logs internal errors with the request's
+/// method and path (never its query, which may hold an access token, nor its
+/// body), and turns a panicking handler into `500 M_UNKNOWN` instead of a
+/// dropped connection.
+pub async fn contain_failures(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    // `Uri` clones share its bytes: no copy on the hot path.
+    let uri = req.uri().clone();
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => {
+            if let Some(InternalCause(cause)) = resp.extensions().get::<InternalCause>() {
+                tracing::error!(%method, path = uri.path(), %cause, "internal error");
+            }
+            resp
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%method, path = uri.path(), panic = %what, "handler panicked");
+            let (status, code) = errcode(&Error::Internal(String::new()));
+            (
+                status,
+                axum::Json(json!({"errcode": code, "error": "Internal server error"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn call(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let resp = app
+            .oneshot(http::Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_m_unknown_instead_of_dropping_the_connection() {
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .layer(axum::middleware::from_fn(contain_failures));
+        let (status, body) = call(app, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["errcode"], "M_UNKNOWN");
+        assert!(!body["error"].as_str().unwrap().contains("a bug"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_shows_the_client_no_cause() {
+        async fn fails() -> Result<&'static str, ApiError> {
+            Err(ApiError(Error::internal("disk /secret/path is full")))
+        }
+        let app = Router::new()
+            .route("/fails", get(fails))
+            .layer(axum::middleware::from_fn(contain_failures));
+        let (status, body) = call(app, "/fails").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["errcode"], "M_UNKNOWN");
+        assert_eq!(body["error"], "Internal server error");
+    }
+}

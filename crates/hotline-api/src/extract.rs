@@ -34,13 +34,25 @@ impl FromRequestParts<AppState> for Auth {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(Error::MissingToken)?;
-        let sender = state.services.authenticate(&token)?;
+        let sender = authenticate(parts, state, &token)?;
         state
             .services
             .ratelimit
             .check_user(sender.user_id.as_str())?;
         Ok(Auth(sender))
     }
+}
+
+/// The client's address (absent only when served without connection info).
+fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn authenticate(parts: &Parts, state: &AppState, token: &str) -> Result<Sender, ApiError> {
+    Ok(state.services.authenticate(token, client_ip(parts))?)
 }
 
 /// The sender if a token was given (for endpoints where it is optional).
@@ -55,7 +67,7 @@ impl FromRequestParts<AppState> for MaybeAuth {
     ) -> Result<Self, Self::Rejection> {
         match bearer(parts) {
             None => Ok(MaybeAuth(None)),
-            Some(t) => Ok(MaybeAuth(Some(state.services.authenticate(&t)?))),
+            Some(t) => Ok(MaybeAuth(Some(authenticate(parts, state, &t)?))),
         }
     }
 }
@@ -70,10 +82,8 @@ impl FromRequestParts<AppState> for IpLimited {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
+        let ip = client_ip(parts)
+            .map(|ip| ip.to_string())
             .unwrap_or_default();
         state.services.ratelimit.check_ip(&ip)?;
         Ok(IpLimited)

@@ -119,6 +119,7 @@ pub fn app(services: Arc<Services>) -> Router {
         .route("/metrics", axum::routing::get(metrics::metrics_route))
         .fallback(web_app)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(error::contain_failures))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -116,6 +116,13 @@ pub async fn metrics_route(State(state): State<AppState>) -> String {
         "hotline_sync_waiters {}",
         state.services.notifier.waiters()
     );
+    out.push_str("# HELP hotline_events_stored Room events in the store.\n");
+    out.push_str("# TYPE hotline_events_stored gauge\n");
+    let _ = writeln!(
+        out,
+        "hotline_events_stored {}",
+        state.services.events_stored()
+    );
     out.push_str("# TYPE hotline_stream_position gauge\n");
     let _ = writeln!(
         out,

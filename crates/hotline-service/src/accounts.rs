@@ -161,6 +161,19 @@ impl Services {
         password: Option<String>,
         displayname: Option<String>,
     ) -> Result<()> {
+        self.create_user_using(user_id, password, displayname, None)
+            .await
+    }
+
+    /// [`Self::create_user`], counting a use of `registration_token` in the
+    /// same commit: a token past its uses or expiry refuses the account.
+    async fn create_user_using(
+        &self,
+        user_id: &UserId,
+        password: Option<String>,
+        displayname: Option<String>,
+        registration_token: Option<String>,
+    ) -> Result<()> {
         let password_hash = match password {
             Some(p) => Some(self.accounts.hash_password(p).await?),
             None => None,
@@ -173,12 +186,23 @@ impl Services {
             created_ts: now_ms(),
             deactivated: false,
         };
-        match self
-            .store
-            .write(WriteBatch::one(WriteOp::CreateUser(row)))
-            .await
-        {
+        let mut batch = WriteBatch::one(WriteOp::CreateUser(row));
+        if let Some(token) = &registration_token {
+            batch.push(WriteOp::UseRegistrationToken {
+                token: token.clone(),
+                now_ms: now_ms(),
+            });
+        }
+        match self.store.write(batch).await {
             Ok(_) => Ok(()),
+            // Two registrations raced for the last use of the token.
+            Err(hotline_store::StoreError::Conflict(_))
+                if registration_token
+                    .as_deref()
+                    .is_some_and(|t| !self.registration_token_valid(t).unwrap_or(false)) =>
+            {
+                Err(Error::forbidden("Invalid registration token"))
+            }
             Err(hotline_store::StoreError::Conflict(_)) => Err(Error::UserInUse),
             Err(e) => Err(e.into()),
         }
@@ -272,12 +296,8 @@ impl Services {
         if password.len() > 1024 {
             return Err(Error::invalid_param("Password too long"));
         }
-        self.create_user(&user_id, Some(password), None).await?;
-        if let Some(token) = used_token {
-            self.store
-                .write(WriteBatch::one(WriteOp::UseRegistrationToken { token }))
-                .await?;
-        }
+        self.create_user_using(&user_id, Some(password), None, used_token)
+            .await?;
         if inhibit_login {
             return Ok((user_id, None));
         }
@@ -387,13 +407,24 @@ impl Services {
         }
     }
 
-    /// Resolves an access token to its user and device.
-    pub fn authenticate(&self, token: &str) -> Result<Sender> {
+    /// Resolves an access token to its user and device. `client` is the
+    /// address the request came from: an address that has failed too many
+    /// token checks is refused before its token reaches the database, and
+    /// an unknown token counts against it.
+    pub fn authenticate(&self, token: &str, client: Option<std::net::IpAddr>) -> Result<Sender> {
         let hash = digest(token);
         if let Some(s) = self.accounts.tokens.lock().get(&hash) {
             return Ok(s.clone());
         }
-        let row = self.store.find_token(&hash)?.ok_or(Error::UnknownToken)?;
+        // Tokens are 40 random alphanumerics: nobody guesses one. The limit
+        // keeps a prober from costing a database read per guess, and only
+        // tokens not already known are checked, so others behind the same
+        // address keep working.
+        self.ratelimit.check_auth_failures(client)?;
+        let Some(row) = self.store.find_token(&hash)? else {
+            self.ratelimit.note_auth_failure(client);
+            return Err(Error::UnknownToken);
+        };
         let sender = Sender {
             user_id: UserId::parse(row.user_id).map_err(Error::internal)?,
             device_id: row.device_id.into(),

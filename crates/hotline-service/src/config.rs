@@ -60,7 +60,8 @@ pub struct RateLimits {
     /// Requests per second per user (authenticated requests).
     pub per_user_per_second: f64,
     pub per_user_burst: f64,
-    /// Requests per second per client IP (unauthenticated requests: login, register).
+    /// Requests per second per client IP: unauthenticated requests (login,
+    /// register, the public room directory) and failed token checks.
     pub per_ip_per_second: f64,
     pub per_ip_burst: f64,
 }
@@ -92,5 +93,150 @@ impl Default for Config {
             offline_after_seconds: 30,
             turn: None,
         }
+    }
+}
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Bool,
+    Integer,
+    Float,
+    /// Comma-separated.
+    List,
+}
+
+/// Every setting an environment variable can set: `HOTLINE_` and the key's
+/// path in capitals, `__` between a table and its key
+/// (`HOTLINE_RATE_LIMITS__PER_IP_BURST`).
+const ENV_SETTINGS: &[(&str, Kind)] = &[
+    ("server_name", Kind::Text),
+    ("listen", Kind::Text),
+    ("data_dir", Kind::Text),
+    ("allow_registration", Kind::Bool),
+    ("max_request_bytes", Kind::Integer),
+    ("max_upload_bytes", Kind::Integer),
+    ("durability", Kind::Text),
+    ("web_dir", Kind::Text),
+    ("public_base_url", Kind::Text),
+    ("offline_after_seconds", Kind::Integer),
+    ("rate_limits.per_user_per_second", Kind::Float),
+    ("rate_limits.per_user_burst", Kind::Float),
+    ("rate_limits.per_ip_per_second", Kind::Float),
+    ("rate_limits.per_ip_burst", Kind::Float),
+    ("turn.uris", Kind::List),
+    ("turn.shared_secret", Kind::Text),
+    ("turn.ttl_seconds", Kind::Integer),
+];
+
+impl Config {
+    /// The environment variable that sets `key` (a dotted TOML path).
+    pub fn env_name(key: &str) -> String {
+        format!("HOTLINE_{}", key.replace('.', "__").to_uppercase())
+    }
+
+    /// Reads a configuration: the TOML text (if any), then each setting
+    /// named in `env` on top of it. Errors name the file's problem or the
+    /// variable at fault, for the operator.
+    pub fn load(
+        toml_text: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<Config, String> {
+        let mut table: toml::Table = match toml_text {
+            Some(text) => toml::from_str(text).map_err(|e| e.to_string())?,
+            None => toml::Table::new(),
+        };
+        for (key, kind) in ENV_SETTINGS {
+            let name = Self::env_name(key);
+            let Some(raw) = env(&name) else { continue };
+            let bad = |what: &str| format!("{name}={raw:?} is not {what}");
+            let value = match kind {
+                Kind::Text => toml::Value::String(raw.clone()),
+                Kind::Bool => match raw.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+                    "0" | "false" | "no" | "off" | "" => toml::Value::Boolean(false),
+                    _ => return Err(bad("true or false")),
+                },
+                Kind::Integer => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?)
+                }
+                Kind::Float => toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+                Kind::List => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                ),
+            };
+            let mut at = &mut table;
+            let mut parts = key.split('.').peekable();
+            while let Some(part) = parts.next() {
+                if parts.peek().is_none() {
+                    at.insert(part.to_owned(), value);
+                    break;
+                }
+                let next = at
+                    .entry(part.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                at = next
+                    .as_table_mut()
+                    .ok_or_else(|| format!("{part} must be a table to take {name}"))?;
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_reach_nested_tables() {
+        let file = "max_upload_bytes = 10\n[rate_limits]\nper_ip_burst = 5.0\n";
+        let c = Config::load(
+            Some(file),
+            env(&[
+                ("HOTLINE_MAX_UPLOAD_BYTES", "2048"),
+                ("HOTLINE_RATE_LIMITS__PER_USER_BURST", "7.5"),
+                ("HOTLINE_DURABILITY", "normal"),
+                ("HOTLINE_TURN__URIS", "turn:a:3478, turns:b:5349"),
+                ("HOTLINE_TURN__SHARED_SECRET", "s3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.max_upload_bytes, 2048);
+        assert_eq!(c.rate_limits.per_user_burst, 7.5);
+        assert_eq!(c.rate_limits.per_ip_burst, 5.0, "from the file");
+        assert_eq!(c.rate_limits.per_user_per_second, 200.0, "the default");
+        assert_eq!(c.durability, "normal");
+        let turn = c.turn.unwrap();
+        assert_eq!(turn.uris, ["turn:a:3478", "turns:b:5349"]);
+        assert_eq!(turn.ttl_seconds, 86_400);
+    }
+
+    #[test]
+    fn a_malformed_variable_is_an_error_that_names_it() {
+        let e = Config::load(None, env(&[("HOTLINE_MAX_REQUEST_BYTES", "lots")])).unwrap_err();
+        assert!(e.contains("HOTLINE_MAX_REQUEST_BYTES"), "{e}");
+        let e = Config::load(None, env(&[("HOTLINE_ALLOW_REGISTRATION", "maybe")])).unwrap_err();
+        assert!(e.contains("HOTLINE_ALLOW_REGISTRATION"), "{e}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(Config::load(Some("listne = \"x\""), env(&[])).is_err());
     }
 }

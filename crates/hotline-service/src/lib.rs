@@ -57,6 +57,8 @@ pub struct Services {
     visible_pos: AtomicI64,
     /// Serial of ephemeral (typing) changes; part of sync tokens.
     typing_serial: AtomicU64,
+    /// Room events in the store: counted once at start, then per commit.
+    events_stored: AtomicU64,
 }
 
 impl Services {
@@ -77,6 +79,7 @@ impl Services {
             server_key,
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),
+            events_stored: AtomicU64::new(store.count_events()?),
             config,
             store,
         });
@@ -98,6 +101,12 @@ impl Services {
         self.visible_pos.load(Ordering::Acquire)
     }
 
+    /// Room events stored, for `/metrics`. Events another process (the
+    /// `hotline admin` CLI) wrote since this one started are not included.
+    pub fn events_stored(&self) -> u64 {
+        self.events_stored.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn typing_serial(&self) -> u64 {
         self.typing_serial.load(Ordering::Acquire)
     }
@@ -108,6 +117,7 @@ impl Services {
         for (pos, op) in &committed.items {
             match op {
                 hotline_store::WriteOp::AppendEvent(e) => {
+                    self.events_stored.fetch_add(1, Ordering::Relaxed);
                     self.rooms.apply_committed(*pos, e, &mut wake)
                 }
                 hotline_store::WriteOp::PutAccountData { user_id, .. } => {

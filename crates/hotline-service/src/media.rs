@@ -39,20 +39,36 @@ impl Media {
         Ok(self.dir.join(media_id))
     }
 
-    /// Writes the file and fsyncs it before the metadata is committed, so a
-    /// `200` never points at a missing file.
-    pub fn write_file(&self, media_id: &str, bytes: &[u8]) -> Result<()> {
+    /// Writes the file and makes it durable (its bytes, then its name in
+    /// the directory) before the metadata is committed, so a `200` never
+    /// points at a missing file. Off the async runtime: a 50 MB write and
+    /// its fsync would stall every request on the worker.
+    pub async fn write_file(
+        &self,
+        media_id: &str,
+        bytes: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<()> {
         let path = self.path(media_id)?;
-        let tmp = path.with_extension("part");
-        let mut f = std::fs::File::create(&tmp).map_err(Error::internal)?;
-        f.write_all(bytes).map_err(Error::internal)?;
-        f.sync_all().map_err(Error::internal)?;
-        std::fs::rename(&tmp, &path).map_err(Error::internal)?;
-        Ok(())
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let tmp = path.with_extension("part");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes.as_ref())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)
     }
 
-    pub fn read_file(&self, media_id: &str) -> Result<Vec<u8>> {
-        std::fs::read(self.path(media_id)?).map_err(|_| Error::not_found("Unknown media"))
+    pub async fn read_file(&self, media_id: &str) -> Result<Vec<u8>> {
+        let path = self.path(media_id)?;
+        tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(Error::internal)?
+            .map_err(|_| Error::not_found("Unknown media"))
     }
 }
 
@@ -63,13 +79,14 @@ impl crate::Services {
         uploader: &ruma::UserId,
         content_type: Option<String>,
         filename: Option<String>,
-        bytes: &[u8],
+        bytes: impl AsRef<[u8]> + Send + 'static,
     ) -> Result<String> {
-        if bytes.len() > self.config.max_upload_bytes {
+        let size = bytes.as_ref().len();
+        if size > self.config.max_upload_bytes {
             return Err(Error::TooLarge("Upload too large".into()));
         }
         let media_id = Media::new_id();
-        self.media.write_file(&media_id, bytes)?;
+        self.media.write_file(&media_id, bytes).await?;
         self.store
             .write(hotline_store::WriteBatch::one(
                 hotline_store::WriteOp::PutMedia(hotline_store::MediaRow {
@@ -77,7 +94,7 @@ impl crate::Services {
                     uploader: uploader.to_string(),
                     content_type,
                     filename,
-                    size: bytes.len() as i64,
+                    size: size as i64,
                     created_ts: crate::now_ms(),
                 }),
             ))
@@ -85,11 +102,14 @@ impl crate::Services {
         Ok(media_id)
     }
 
-    pub fn download_media(&self, media_id: &str) -> Result<(hotline_store::MediaRow, Vec<u8>)> {
+    pub async fn download_media(
+        &self,
+        media_id: &str,
+    ) -> Result<(hotline_store::MediaRow, Vec<u8>)> {
         let meta = self
             .store
             .get_media(media_id)?
             .ok_or_else(|| Error::not_found("Unknown media"))?;
-        Ok((meta, self.media.read_file(media_id)?))
+        Ok((meta, self.media.read_file(media_id).await?))
     }
 }

@@ -8,15 +8,25 @@
 //!
 //! Tokens are `s{P}_{T}`: everything up to stream position `P` and typing
 //! serial `T` has been delivered.
+//!
+//! Filters apply before limits: a timeline keeps the newest `limit`
+//! matching events (a bounded scan below the in-memory window), so
+//! `limited` and `prev_batch` describe what the client asked for. Lazy
+//! loading sends the member events of the timeline's senders that the
+//! device was not yet sent ([`SyncCaches`]), and unread counts are kept per
+//! user and room and moved on by the events each sync brings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
-use serde::Serialize;
+use ruma::events::TimelineEventType;
+use ruma::{DeviceId, EventId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -25,8 +35,8 @@ use crate::pdu::PduEvent;
 use crate::rooms::Room;
 use crate::{Error, Result, Services};
 
-/// Which events of a room a client wants (a typed subset of the spec's
-/// `RoomEventFilter`).
+/// Which events of a room a client wants: the spec's `RoomEventFilter`
+/// (also read for `EventFilter`s, whose fields are a subset).
 #[derive(Clone, Debug, Default)]
 pub struct RoomEventFilter {
     pub limit: Option<usize>,
@@ -34,7 +44,13 @@ pub struct RoomEventFilter {
     pub not_types: Vec<String>,
     pub senders: Option<Vec<String>>,
     pub not_senders: Vec<String>,
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+    /// `Some(true)`: only events whose content has a `url` string;
+    /// `Some(false)`: only events without one.
+    pub contains_url: Option<bool>,
     pub lazy_load_members: bool,
+    pub include_redundant_members: bool,
 }
 
 fn type_matches(pattern: &str, kind: &str) -> bool {
@@ -44,23 +60,113 @@ fn type_matches(pattern: &str, kind: &str) -> bool {
     }
 }
 
+/// Calls `f` with the name of an event type, written into a stack buffer
+/// (ruma's event types only show their name through `Display`), so that
+/// matching a filter allocates nothing for ordinary names.
+fn with_kind_str<R>(kind: &TimelineEventType, f: impl FnOnce(&str) -> R) -> R {
+    use std::fmt::Write;
+    struct Buf {
+        bytes: [u8; 128],
+        len: usize,
+        spill: Option<String>,
+    }
+    impl Write for Buf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            if let Some(spill) = &mut self.spill {
+                spill.push_str(s);
+            } else if self.len + s.len() <= self.bytes.len() {
+                self.bytes[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+                self.len += s.len();
+            } else {
+                let mut spill = String::with_capacity(self.len + s.len());
+                spill.push_str(std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default());
+                spill.push_str(s);
+                self.spill = Some(spill);
+            }
+            Ok(())
+        }
+    }
+    let mut buf = Buf {
+        bytes: [0; 128],
+        len: 0,
+        spill: None,
+    };
+    let _ = write!(buf, "{kind}");
+    match &buf.spill {
+        Some(s) => f(s),
+        // Whole `str`s were copied in, so the bytes are UTF-8.
+        None => f(std::str::from_utf8(&buf.bytes[..buf.len]).unwrap_or_default()),
+    }
+}
+
+/// Whether an event's content has a `url` string (`contains_url`).
+fn content_has_url(content: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        url: Option<&'a RawValue>,
+    }
+    serde_json::from_str::<Probe>(content.get())
+        .ok()
+        .and_then(|p| p.url)
+        .is_some_and(|u| u.get().starts_with('"'))
+}
+
 impl RoomEventFilter {
-    pub fn matches(&self, e: &PduEvent) -> bool {
-        self.matches_type_and_sender(&e.pdu.kind.to_string(), Some(e.pdu.sender.as_str()))
+    /// Whether every event passes (room lists aside): nothing to look at
+    /// per event.
+    pub fn passes_all(&self) -> bool {
+        self.types.is_none()
+            && self.not_types.is_empty()
+            && self.senders.is_none()
+            && self.not_senders.is_empty()
+            && self.contains_url.is_none()
     }
 
-    /// Whether events of `kind` (from `sender`, when known) pass the filter.
-    pub fn matches_type_and_sender(&self, kind: &str, sender: Option<&str>) -> bool {
+    /// Whether no event can pass (`types: []` or `senders: []`).
+    pub fn passes_none(&self) -> bool {
+        self.types.as_ref().is_some_and(|t| t.is_empty())
+            || self.senders.as_ref().is_some_and(|s| s.is_empty())
+    }
+
+    /// Whether the filter's `rooms` / `not_rooms` let `room` through.
+    pub fn room_ok(&self, room: &str) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|x| x == room))
+            && !self.not_rooms.iter().any(|x| x == room)
+    }
+
+    pub fn matches(&self, e: &PduEvent) -> bool {
+        if self.passes_all() {
+            return true;
+        }
+        let type_ok = (self.types.is_none() && self.not_types.is_empty())
+            || with_kind_str(&e.pdu.kind, |k| self.type_ok(k));
+        type_ok
+            && self.sender_ok(e.pdu.sender.as_str())
+            && self
+                .contains_url
+                .is_none_or(|want| content_has_url(&e.pdu.content) == want)
+    }
+
+    fn type_ok(&self, kind: &str) -> bool {
         self.types
             .as_ref()
             .is_none_or(|t| t.iter().any(|p| type_matches(p, kind)))
             && !self.not_types.iter().any(|p| type_matches(p, kind))
-            && sender.is_none_or(|sender| {
-                self.senders
-                    .as_ref()
-                    .is_none_or(|s| s.iter().any(|x| x == sender))
-                    && !self.not_senders.iter().any(|x| x == sender)
-            })
+    }
+
+    fn sender_ok(&self, sender: &str) -> bool {
+        self.senders
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == sender))
+            && !self.not_senders.iter().any(|x| x == sender)
+    }
+
+    /// Whether events of `kind` (from `sender`, when known) pass the filter.
+    pub fn matches_type_and_sender(&self, kind: &str, sender: Option<&str>) -> bool {
+        self.type_ok(kind) && sender.is_none_or(|sender| self.sender_ok(sender))
     }
 
     /// Reads the spec's `RoomEventFilter` JSON.
@@ -72,16 +178,18 @@ impl RoomEventFilter {
                     .collect()
             })
         };
+        let flag = |k: &str| v.get(k).and_then(|l| l.as_bool());
         RoomEventFilter {
             limit: v.get("limit").and_then(|l| l.as_u64()).map(|l| l as usize),
             types: strings("types"),
             not_types: strings("not_types").unwrap_or_default(),
             senders: strings("senders"),
             not_senders: strings("not_senders").unwrap_or_default(),
-            lazy_load_members: v
-                .get("lazy_load_members")
-                .and_then(|l| l.as_bool())
-                .unwrap_or(false),
+            rooms: strings("rooms"),
+            not_rooms: strings("not_rooms").unwrap_or_default(),
+            contains_url: flag("contains_url"),
+            lazy_load_members: flag("lazy_load_members").unwrap_or(false),
+            include_redundant_members: flag("include_redundant_members").unwrap_or(false),
         }
     }
 }
@@ -91,13 +199,20 @@ impl RoomEventFilter {
 pub struct SyncFilter {
     pub timeline: RoomEventFilter,
     pub state: RoomEventFilter,
+    pub ephemeral: RoomEventFilter,
+    /// `room.account_data`: per-room account data.
+    pub room_account_data: RoomEventFilter,
+    /// `account_data`: global account data.
+    pub account_data: RoomEventFilter,
     pub rooms: Option<Vec<String>>,
     pub not_rooms: Vec<String>,
     pub include_leave: bool,
-    pub account_data_types: Option<Vec<String>>,
-    pub ephemeral_off: bool,
     /// The filter's `presence` part (types and senders).
     pub presence: RoomEventFilter,
+    /// Whether `m.typing` / `m.receipt` are filtered out of `ephemeral`
+    /// (worked out once: the filter is cached and read at every sync).
+    pub typing_off: bool,
+    pub receipts_off: bool,
 }
 
 impl SyncFilter {
@@ -106,7 +221,8 @@ impl SyncFilter {
         if !v.is_object() {
             return Err(Error::bad_json("Filter must be an object"));
         }
-        let room = v.get("room").cloned().unwrap_or(json!({}));
+        let empty = json!({});
+        let room = v.get("room").unwrap_or(&empty);
         let strings = |x: Option<&serde_json::Value>| -> Option<Vec<String>> {
             x.and_then(|x| x.as_array()).map(|a| {
                 a.iter()
@@ -114,8 +230,11 @@ impl SyncFilter {
                     .collect()
             })
         };
-        let timeline = RoomEventFilter::from_json(room.get("timeline").unwrap_or(&json!({})));
-        let state = RoomEventFilter::from_json(room.get("state").unwrap_or(&json!({})));
+        let part = |parent: &serde_json::Value, k: &str| {
+            RoomEventFilter::from_json(parent.get(k).unwrap_or(&empty))
+        };
+        let ephemeral = part(room, "ephemeral");
+        let ephemeral_on = ephemeral.limit != Some(0) && !ephemeral.passes_none();
         Ok(SyncFilter {
             rooms: strings(room.get("rooms")),
             not_rooms: strings(room.get("not_rooms")).unwrap_or_default(),
@@ -123,15 +242,14 @@ impl SyncFilter {
                 .get("include_leave")
                 .and_then(|b| b.as_bool())
                 .unwrap_or(false),
-            account_data_types: strings(v.get("account_data").and_then(|a| a.get("types"))),
-            presence: RoomEventFilter::from_json(v.get("presence").unwrap_or(&json!({}))),
-            ephemeral_off: room
-                .get("ephemeral")
-                .and_then(|e| e.get("limit"))
-                .and_then(|l| l.as_u64())
-                == Some(0),
-            timeline,
-            state,
+            account_data: part(v, "account_data"),
+            room_account_data: part(room, "account_data"),
+            presence: part(v, "presence"),
+            typing_off: !(ephemeral_on && ephemeral.matches_type_and_sender("m.typing", None)),
+            receipts_off: !(ephemeral_on && ephemeral.matches_type_and_sender("m.receipt", None)),
+            ephemeral,
+            timeline: part(room, "timeline"),
+            state: part(room, "state"),
         })
     }
 
@@ -140,6 +258,15 @@ impl SyncFilter {
             .as_ref()
             .is_none_or(|r| r.iter().any(|x| x == room))
             && !self.not_rooms.iter().any(|x| x == room)
+    }
+
+    /// Whether `m.room.member` events are lazy-loaded.
+    fn lazy_members(&self) -> bool {
+        self.state.lazy_load_members || self.timeline.lazy_load_members
+    }
+
+    fn redundant_members(&self) -> bool {
+        self.state.include_redundant_members || self.timeline.include_redundant_members
     }
 }
 
@@ -249,6 +376,7 @@ impl SyncResponse {
     fn is_empty(&self) -> bool {
         self.rooms.join.is_empty()
             && self.rooms.invite.is_empty()
+            && self.rooms.knock.is_empty()
             && self.rooms.leave.is_empty()
             && self.account_data.events.is_empty()
             && self.presence.events.is_empty()
@@ -266,14 +394,27 @@ pub struct SyncRequest {
     pub filter: Arc<SyncFilter>,
 }
 
+/// The caches `/sync` keeps between calls: parsed filters, the member
+/// events each device was sent (lazy loading), and unread counts.
+pub type FilterCache = SyncCaches;
+
 /// Parsed `/sync` filters, so that a client's every long-poll does not
 /// re-read and re-parse the same one. Filters never change once uploaded
 /// (a new definition gets a new id), so an entry is never stale: inline
 /// filters are keyed by their JSON text, stored ones by user and id.
+///
+/// Also, per device, which `m.room.member` events it was sent (so lazy
+/// loading sends each once), and per user and room the unread counts,
+/// kept up to date from the events each sync brings. Both only save work
+/// or repetition: when an entry is dropped (they are bounded), the next
+/// sync sends a member event again (redundant members are allowed) or
+/// counts again from the read marker.
 #[derive(Default)]
-pub struct FilterCache {
+pub struct SyncCaches {
     /// Entries and the bytes of their keys.
     inner: Mutex<(HashMap<String, Arc<SyncFilter>>, usize)>,
+    lazy: Shards<LazyShard>,
+    unread: Shards<UnreadShard>,
 }
 
 /// Key bytes past which the cache starts over: it holds what the clients
@@ -281,7 +422,83 @@ pub struct FilterCache {
 /// grow it without bound.
 const FILTER_CACHE_BYTES: usize = 256 * 1024;
 
-impl FilterCache {
+const SHARDS: usize = 16;
+
+/// A map split by user, so that syncs of different users rarely wait on
+/// one another.
+struct Shards<T>([Mutex<T>; SHARDS]);
+
+impl<T: Default> Default for Shards<T> {
+    fn default() -> Self {
+        Shards(std::array::from_fn(|_| Mutex::default()))
+    }
+}
+
+impl<T> Shards<T> {
+    fn of(&self, user: &UserId) -> &Mutex<T> {
+        // FNV-1a: cheap, and users spread well enough.
+        let h = user.as_bytes().iter().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x100000001b3)
+        });
+        &self.0[(h % SHARDS as u64) as usize]
+    }
+}
+
+/// A member event a device was sent: its position, and the position of the
+/// sync response that carried it (`at`). A client that syncs from a token
+/// at or past `at` has it; a response lost on the way proves nothing.
+#[derive(Clone, Copy)]
+struct LazySent {
+    pos: i64,
+    at: i64,
+}
+
+/// Per device: a hash of (room, member) → what it was sent. A hash
+/// collision can only make a member event look unsent (two events never
+/// share a position), so it costs a redundant send, never a missing one.
+#[derive(Default)]
+struct LazyShard {
+    devices: HashMap<OwnedUserId, HashMap<OwnedDeviceId, HashMap<u64, LazySent>>>,
+    entries: usize,
+}
+
+/// Members remembered per device, and per shard, past which the device's
+/// (or the shard's) memory starts over.
+const LAZY_PER_DEVICE: usize = 4096;
+const LAZY_PER_SHARD: usize = 32 * 1024;
+
+fn member_key(room: &RoomId, member: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    room.as_str().hash(&mut h);
+    member.hash(&mut h);
+    h.finish()
+}
+
+/// A user's unread counts in a room, counted through `counted_upto`.
+#[derive(Clone, Default)]
+struct Unread {
+    /// Position of the event the user last read (0: none).
+    marker: i64,
+    /// The room's newest receipt position when `marker` was read.
+    receipts_at: i64,
+    counted_upto: i64,
+    notifications: u64,
+    highlights: u64,
+    /// The room's newest member position when `name` was read.
+    members_at: i64,
+    /// The user's display name in the room (mentions by name).
+    name: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct UnreadShard {
+    users: HashMap<OwnedUserId, HashMap<OwnedRoomId, Unread>>,
+    entries: usize,
+}
+
+const UNREAD_PER_SHARD: usize = 16 * 1024;
+
+impl SyncCaches {
     fn get(&self, key: &str) -> Option<Arc<SyncFilter>> {
         self.inner.lock().0.get(key).cloned()
     }
@@ -293,6 +510,90 @@ impl FilterCache {
         }
         inner.1 += key.len();
         inner.0.insert(key, filter);
+    }
+
+    /// Forgets what a device was sent (it starts a new sync sequence).
+    fn lazy_forget(&self, user: &UserId, device: &DeviceId) {
+        let mut shard = self.lazy.of(user).lock();
+        let removed = shard
+            .devices
+            .get_mut(user)
+            .and_then(|d| d.remove(device))
+            .map_or(0, |m| m.len());
+        shard.entries = shard.entries.saturating_sub(removed);
+    }
+
+    fn lazy_sent(&self, user: &UserId, device: &DeviceId, key: u64) -> Option<LazySent> {
+        self.lazy
+            .of(user)
+            .lock()
+            .devices
+            .get(user)
+            .and_then(|d| d.get(device))
+            .and_then(|m| m.get(&key))
+            .copied()
+    }
+
+    fn lazy_record(&self, user: &UserId, device: &DeviceId, sent: &[(u64, i64)], at: i64) {
+        if sent.is_empty() {
+            return;
+        }
+        let mut guard = self.lazy.of(user).lock();
+        let shard = &mut *guard;
+        if shard.entries + sent.len() > LAZY_PER_SHARD {
+            shard.devices.clear();
+            shard.entries = 0;
+        }
+        if !shard.devices.contains_key(user) {
+            shard.devices.insert(user.to_owned(), HashMap::new());
+        }
+        let Some(devices) = shard.devices.get_mut(user) else {
+            return;
+        };
+        if !devices.contains_key(device) {
+            devices.insert(device.to_owned(), HashMap::new());
+        }
+        let Some(map) = devices.get_mut(device) else {
+            return;
+        };
+        if map.len() + sent.len() > LAZY_PER_DEVICE {
+            shard.entries = shard.entries.saturating_sub(map.len());
+            map.clear();
+        }
+        for &(key, pos) in sent {
+            if map.insert(key, LazySent { pos, at }).is_none() {
+                shard.entries += 1;
+            }
+        }
+    }
+
+    fn unread_get(&self, user: &UserId, room: &RoomId) -> Option<Unread> {
+        self.unread
+            .of(user)
+            .lock()
+            .users
+            .get(user)
+            .and_then(|r| r.get(room))
+            .cloned()
+    }
+
+    fn unread_put(&self, user: &UserId, room: &RoomId, u: Unread) {
+        let mut guard = self.unread.of(user).lock();
+        let shard = &mut *guard;
+        if let Some(slot) = shard.users.get_mut(user).and_then(|r| r.get_mut(room)) {
+            *slot = u;
+            return;
+        }
+        if shard.entries >= UNREAD_PER_SHARD {
+            shard.users.clear();
+            shard.entries = 0;
+        }
+        shard
+            .users
+            .entry(user.to_owned())
+            .or_default()
+            .insert(room.to_owned(), u);
+        shard.entries += 1;
     }
 }
 
@@ -329,6 +630,20 @@ impl Services {
 /// Default timeline length when the filter names none.
 const DEFAULT_TIMELINE: usize = 10;
 
+/// Rows read per store query when a filtered timeline is looked for below
+/// the in-memory window, and the most rows one timeline reads: past that,
+/// it is `limited` and `prev_batch` continues from where it stopped.
+const TIMELINE_SCAN_BATCH: usize = 100;
+const TIMELINE_SCAN_MAX: usize = 500;
+
+/// Steps back through a member's earlier member events (each a few reads
+/// of auth events) to find the one in force at the start of a timeline.
+const MEMBER_WALK: usize = 4;
+
+/// Events read from the store to count unread messages when the read
+/// marker is older than the room's in-memory window.
+const UNREAD_SCAN: usize = 100;
+
 /// Stripped state shown to invitees.
 const INVITE_STATE: &[&str] = &[
     "m.room.create",
@@ -339,6 +654,29 @@ const INVITE_STATE: &[&str] = &[
     "m.room.encryption",
     "m.room.topic",
 ];
+
+/// A room's timeline for one response.
+struct Window {
+    events: Vec<Arc<PduEvent>>,
+    /// Matching events older than `events` were left out (or not looked at).
+    limited: bool,
+    /// The position `prev_batch` paginates back from, when known.
+    prev: Option<i64>,
+}
+
+impl Window {
+    fn empty() -> Self {
+        Window {
+            events: Vec::new(),
+            limited: false,
+            prev: None,
+        }
+    }
+}
+
+fn is_member_event_of(e: &PduEvent, user: &UserId) -> bool {
+    e.pdu.kind == TimelineEventType::RoomMember && e.pdu.state_key.as_deref() == Some(user.as_str())
+}
 
 impl Services {
     /// `GET /sync`.
@@ -375,6 +713,7 @@ impl Services {
         let user = &sender.user_id;
         let since = req.since;
         let since_pos = since.map(|s| s.pos).unwrap_or(0);
+        let filter = &req.filter;
         let (to_device, to_device_pos) =
             self.to_device_for_sync(sender, since.map(|s| s.to_device).unwrap_or(0), upto)?;
         let mut resp = SyncResponse {
@@ -391,6 +730,10 @@ impl Services {
         resp.device_one_time_keys_count = counts.one_time_keys;
         resp.device_unused_fallback_key_types = counts.unused_fallback;
         let user_rooms = self.user_rooms(user)?;
+        if since.is_none() && filter.lazy_members() {
+            // A new sync sequence: the client remembers no member events.
+            self.filters.lazy_forget(user, &sender.device_id);
+        }
         if let Some(since) = since {
             let (changed, left) = self.device_list_changes(user, &user_rooms, since.pos, upto)?;
             resp.device_lists = DeviceLists { changed, left };
@@ -404,15 +747,22 @@ impl Services {
             presence_since,
             upto,
             &resp.device_lists.changed,
-            &req.filter.presence,
+            &filter.presence,
         )?;
 
-        // Account data: global and per room, one indexed read when it moved.
+        // Account data: global and per room, one indexed read when it moved
+        // (none when the filters want neither).
+        let global_ad = !filter.account_data.passes_none();
+        let room_ad = !filter.room_account_data.passes_none();
         let mut room_account_data: BTreeMap<String, Vec<Box<RawValue>>> = BTreeMap::new();
-        if since.is_none() || user_rooms.last_private_pos > since_pos {
+        if (global_ad || room_ad) && (since.is_none() || user_rooms.last_private_pos > since_pos) {
             let mut rows = self.store.account_data_since(user.as_str(), since_pos)?;
             let max = rows.iter().map(|r| r.pos).max().unwrap_or(0);
             self.note_private_pos(user, max);
+            let push_rules_wanted = global_ad
+                && filter
+                    .account_data
+                    .matches_type_and_sender(crate::push_rules::PUSH_RULES, None);
             // The stored rules (one row at most), refreshed against the
             // server defaults, as GET serves them.
             let mut push_rules_stored = false;
@@ -420,10 +770,12 @@ impl Services {
                 .iter_mut()
                 .filter(|r| r.room_id.is_empty() && r.kind == crate::push_rules::PUSH_RULES)
             {
-                r.content = self.push_rules_content(user)?.to_string();
+                if push_rules_wanted {
+                    r.content = self.push_rules_content(user)?.to_string();
+                }
                 push_rules_stored = true;
             }
-            if !push_rules_stored && since.is_none() {
+            if !push_rules_stored && since.is_none() && push_rules_wanted {
                 // A fresh client gets the rules in force, defaults included,
                 // as with a stored document (as Synapse does).
                 rows.push(hotline_store::AccountDataRow {
@@ -435,12 +787,16 @@ impl Services {
                 });
             }
             for row in rows.into_iter().filter(|r| r.pos <= upto) {
-                if req
-                    .filter
-                    .account_data_types
-                    .as_ref()
-                    .is_some_and(|t| !t.iter().any(|p| type_matches(p, &row.kind)))
-                {
+                let wanted = if row.room_id.is_empty() {
+                    global_ad && filter.account_data.matches_type_and_sender(&row.kind, None)
+                } else {
+                    room_ad
+                        && filter.room_account_data.room_ok(&row.room_id)
+                        && filter
+                            .room_account_data
+                            .matches_type_and_sender(&row.kind, None)
+                };
+                if !wanted {
                     continue;
                 }
                 let Ok(content) = RawValue::from_string(row.content) else {
@@ -458,7 +814,7 @@ impl Services {
         }
 
         for (room_id, (membership, mpos)) in &user_rooms.rooms {
-            if !req.filter.room_wanted(room_id.as_str()) || *mpos > upto {
+            if !filter.room_wanted(room_id.as_str()) || *mpos > upto {
                 continue;
             }
             let newly = since.is_none() || *mpos > since_pos || req.full_state;
@@ -494,28 +850,34 @@ impl Services {
                         },
                     );
                 }
+                // A knock waiting for an answer: the room's public face
+                // and the knock itself, like an invite's.
+                MembershipState::Knock if newly => {
+                    let room = self.room(room_id)?;
+                    let mut events: Vec<Box<RawValue>> = INVITE_STATE
+                        .iter()
+                        .filter_map(|k| room.state_event(k, ""))
+                        .map(|e| stripped(&e))
+                        .collect();
+                    if let Some(m) = room.state_event("m.room.member", user.as_str()) {
+                        events.push(stripped(&m));
+                    }
+                    resp.rooms
+                        .knock
+                        .insert(room_id.clone(), json!({"knock_state": {"events": events}}));
+                }
+                // Left since the token; or, when the client asks for left
+                // rooms, on a fresh or full-state sync.
                 MembershipState::Leave | MembershipState::Ban
                     if (since.is_some() && *mpos > since_pos)
-                        || (since.is_none() && req.filter.include_leave) =>
+                        || ((since.is_none() || req.full_state) && filter.include_leave) =>
                 {
                     let room = self.room(room_id)?;
-                    let limit = req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE);
-                    let (events, limited) = self.timeline_window(&room, since_pos, *mpos, limit)?;
-                    let prev_batch = events
-                        .first()
-                        .map(|e| crate::rooms::position_token_before(e.pos()));
-                    resp.rooms.leave.insert(
-                        room_id.clone(),
-                        LeftRoom {
-                            timeline: Timeline {
-                                events: Services::to_client_events(&events, sender, false),
-                                limited,
-                                prev_batch,
-                            },
-                            state: Events::default(),
-                            account_data: Events::default(),
-                        },
-                    );
+                    let ad = room_account_data
+                        .remove(room_id.as_str())
+                        .unwrap_or_default();
+                    let left = self.left_room(sender, &room, req, since, *mpos, ad)?;
+                    resp.rooms.leave.insert(room_id.clone(), left);
                 }
                 _ => {}
             }
@@ -527,35 +889,105 @@ impl Services {
         self.set_private_pos_if_unknown(user, seen_max);
     }
 
-    /// Events of `room` with `after < pos <= upto`, the newest `limit` of
-    /// them, and whether older ones were left out.
+    /// The events of `room` with `after < pos <= upto` that pass `filter`,
+    /// the newest `limit` of them, and whether older matching ones were
+    /// left out. The filter runs before the limit, so `limited` and
+    /// `prev_batch` describe the filtered timeline. `known` are the events
+    /// of that range when the caller already holds them.
+    #[allow(clippy::too_many_arguments)] // two callers; a struct would only rename them
     fn timeline_window(
         &self,
         room: &Room,
+        user: &UserId,
         after: i64,
         upto: i64,
         limit: usize,
-    ) -> Result<(Vec<Arc<PduEvent>>, bool)> {
+        filter: &RoomEventFilter,
+        known: Option<Vec<Arc<PduEvent>>>,
+    ) -> Result<Window> {
         let limit = limit.clamp(1, 500);
-        if let Some(mut events) = room.recent_window(after, upto) {
+        if !filter.room_ok(room.id.as_str()) || filter.passes_none() {
+            return Ok(Window::empty());
+        }
+        // History visibility, like the filter, runs before the limit. A
+        // member joined since before `after` sees it all: no read.
+        let visibility = self.timeline_visibility(room, user, after)?;
+        let visible = |e: &PduEvent| visibility.as_ref().is_none_or(|v| v.allows(e.pos()));
+        if let Some(mut events) = known.or_else(|| room.recent_window(after, upto)) {
+            if !filter.passes_all() || visibility.is_some() {
+                events.retain(|e| visible(e) && filter.matches(e));
+            }
             let limited = events.len() > limit;
             if limited {
                 events.drain(..events.len() - limit);
             }
-            return Ok((events, limited));
+            let prev = events.first().map(|e| e.pos() - 1);
+            return Ok(Window {
+                events,
+                limited,
+                prev,
+            });
         }
-        let rows = self
-            .store
-            .room_events_backward(room.id.as_str(), upto + 1, limit + 1)?;
-        let mut events: Vec<_> = rows
-            .iter()
-            .filter(|r| r.pos > after)
-            .map(|r| self.load_event(r).map(Arc::new))
-            .collect::<Result<_>>()?;
-        let limited = events.len() > limit;
-        events.truncate(limit);
-        events.reverse();
-        Ok((events, limited))
+        // Below the in-memory window: read back from the store, in batches
+        // when a filter may skip rows, up to a bound.
+        let passes_all = filter.passes_all();
+        let batch = if passes_all {
+            limit + 1
+        } else {
+            (limit + 1).max(TIMELINE_SCAN_BATCH)
+        };
+        let mut before = upto + 1;
+        let mut scanned = 0;
+        let mut found: Vec<Arc<PduEvent>> = Vec::new(); // newest first
+        let limited = 'scan: loop {
+            let rows = self
+                .store
+                .room_events_backward(room.id.as_str(), before, batch)?;
+            let exhausted = rows.len() < batch;
+            for r in &rows {
+                if r.pos <= after {
+                    break 'scan false;
+                }
+                before = r.pos;
+                scanned += 1;
+                let keep = if visibility.as_ref().is_some_and(|v| !v.allows(r.pos)) {
+                    None
+                } else if passes_all {
+                    Some(self.load_event(r)?)
+                } else {
+                    let e = PduEvent::from_row(r)?;
+                    match (filter.matches(&e), r.redacted_by.is_some()) {
+                        (false, _) => None,
+                        (true, false) => Some(e),
+                        (true, true) => Some(self.load_event(r)?),
+                    }
+                };
+                if let Some(e) = keep {
+                    found.push(Arc::new(e));
+                    if found.len() > limit {
+                        break 'scan true;
+                    }
+                }
+            }
+            if exhausted {
+                break false;
+            }
+            if scanned >= TIMELINE_SCAN_MAX {
+                break true;
+            }
+        };
+        found.truncate(limit);
+        found.reverse();
+        let prev = match found.first() {
+            Some(e) => Some(e.pos() - 1),
+            None if limited => Some(before - 1),
+            None => None,
+        };
+        Ok(Window {
+            events: found,
+            limited,
+            prev,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -571,19 +1003,34 @@ impl Services {
     ) -> Result<Option<JoinedRoom>> {
         let since_pos = since.map(|s| s.pos).unwrap_or(0);
         let filter = &req.filter;
+        let room_id = room.id.as_str();
         let limit = filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE);
         let has_new_events = room.last_event_pos() > since_pos;
-        let (mut events, limited) = if newly {
-            self.timeline_window(room, 0, upto, limit)?
-        } else if has_new_events {
-            self.timeline_window(room, since_pos, upto, limit)?
+        // Without a gap, every new event is in memory: read them once, for
+        // the unread counts and then (filtered) the timeline.
+        let fresh = if !newly && has_new_events {
+            room.recent_window(since_pos, upto)
         } else {
-            (vec![], false)
+            None
         };
-        events.retain(|e| filter.timeline.matches(e));
+        let mut counts = None;
+        if let Some(fresh) = &fresh {
+            counts =
+                Some(self.unread_counts(room, &sender.user_id, upto, Some((since_pos, fresh)))?);
+        }
+        let window = if newly {
+            let user = &sender.user_id;
+            self.timeline_window(room, user, 0, upto, limit, &filter.timeline, None)?
+        } else if has_new_events {
+            let user = &sender.user_id;
+            self.timeline_window(room, user, since_pos, upto, limit, &filter.timeline, fresh)?
+        } else {
+            Window::empty()
+        };
 
         let mut ephemeral = Vec::new();
-        if !filter.ephemeral_off {
+        let ephemeral_room = filter.ephemeral.room_ok(room_id);
+        if !filter.typing_off && ephemeral_room {
             let (typing_users, serial) = self.typing_users(room);
             if newly || since.is_some_and(|s| serial > s.typing) {
                 if newly && typing_users.is_empty() {
@@ -594,82 +1041,70 @@ impl Services {
                     )?);
                 }
             }
-            if newly || room.last_receipt_pos() > since_pos {
-                let rows = self
-                    .store
-                    .receipts_since(room.id.as_str(), if newly { 0 } else { since_pos })?;
-                let mut content: BTreeMap<
-                    String,
-                    BTreeMap<String, BTreeMap<String, serde_json::Value>>,
-                > = BTreeMap::new();
-                for r in rows.into_iter().filter(|r| r.pos <= upto) {
-                    if r.receipt_type == "m.read.private" && r.user_id != sender.user_id.as_str() {
-                        continue;
-                    }
-                    let mut receipt = json!({"ts": r.ts});
-                    if !r.thread_id.is_empty() {
-                        receipt["thread_id"] = json!(r.thread_id);
-                    }
-                    content
-                        .entry(r.event_id)
-                        .or_default()
-                        .entry(r.receipt_type)
-                        .or_default()
-                        .insert(r.user_id, receipt);
+        }
+        if !filter.receipts_off && ephemeral_room && (newly || room.last_receipt_pos() > since_pos)
+        {
+            let rows = self
+                .store
+                .receipts_since(room_id, if newly { 0 } else { since_pos })?;
+            let mut content: BTreeMap<
+                String,
+                BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+            > = BTreeMap::new();
+            for r in rows.into_iter().filter(|r| r.pos <= upto) {
+                if r.receipt_type == "m.read.private" && r.user_id != sender.user_id.as_str() {
+                    continue;
                 }
-                if !content.is_empty() {
-                    ephemeral.push(serde_json::value::to_raw_value(
-                        &json!({"type": "m.receipt", "content": content}),
-                    )?);
+                let mut receipt = json!({"ts": r.ts});
+                if !r.thread_id.is_empty() {
+                    receipt["thread_id"] = json!(r.thread_id);
                 }
+                content
+                    .entry(r.event_id)
+                    .or_default()
+                    .entry(r.receipt_type)
+                    .or_default()
+                    .insert(r.user_id, receipt);
+            }
+            if !content.is_empty() {
+                ephemeral.push(serde_json::value::to_raw_value(
+                    &json!({"type": "m.receipt", "content": content}),
+                )?);
             }
         }
 
-        // State: everything for a room new to this client; after a gap, the
-        // state that changed in it.
-        let in_timeline: std::collections::HashSet<&ruma::EventId> =
-            events.iter().map(|e| &*e.event_id).collect();
-        let lazy = filter.state.lazy_load_members || filter.timeline.lazy_load_members;
-        let mut wanted_members: std::collections::HashSet<&ruma::UserId> =
-            events.iter().map(|e| &*e.pdu.sender).collect();
-        wanted_members.insert(&sender.user_id);
-        let state: Vec<Arc<PduEvent>> = if newly || limited {
-            room.state()
-                .into_iter()
-                .filter(|e| !in_timeline.contains(&*e.event_id) && e.pos() <= upto)
-                .filter(|e| newly || e.pos() > since_pos)
-                .filter(|e| {
-                    !lazy
-                        || e.pdu.kind.to_string() != "m.room.member"
-                        || e.pdu
-                            .state_key
-                            .as_deref()
-                            .and_then(|k| ruma::UserId::parse(k).ok())
-                            .is_some_and(|u| wanted_members.contains(&*u))
-                })
-                .collect()
-        } else {
-            vec![]
-        };
+        let state = self.room_state(
+            sender,
+            room,
+            filter,
+            since.map(|s| s.pos),
+            upto,
+            newly,
+            window.limited,
+            &window.events,
+        )?;
 
         if !newly
-            && events.is_empty()
+            && window.events.is_empty()
             && ephemeral.is_empty()
             && account_data.is_empty()
             && state.is_empty()
         {
             return Ok(None);
         }
-        let notification_count = self.unread_count(room, &sender.user_id);
+        let (notification_count, highlight_count) = match counts {
+            Some(c) => c,
+            None => self.unread_counts(room, &sender.user_id, upto, None)?,
+        };
         let joined_count = room.joined_members().len();
-        let prev_batch = events
-            .first()
-            .map(|e| crate::rooms::position_token_before(e.pos()))
-            .or_else(|| Some(crate::rooms::position_token(since_pos.min(upto))));
+        let prev_batch = Some(match window.prev {
+            Some(p) => crate::rooms::position_token(p),
+            None => crate::rooms::position_token(since_pos.min(upto)),
+        });
         Ok(Some(JoinedRoom {
             timeline: Timeline {
-                events: Services::to_client_events(&events, sender, false),
-                limited,
+                events: Services::to_client_events(&window.events, sender, false),
+                limited: window.limited,
                 prev_batch,
             },
             state: Events {
@@ -681,10 +1116,411 @@ impl Services {
             },
             unread_notifications: UnreadCounts {
                 notification_count,
-                highlight_count: 0,
+                highlight_count,
             },
             summary: json!({ "m.joined_member_count": joined_count }),
         }))
+    }
+
+    /// A room the user left (or was banned from) at `left_at`: its timeline
+    /// up to the leave, the state before that timeline, its account data.
+    /// Nothing after the leave is shown.
+    fn left_room(
+        &self,
+        sender: &Sender,
+        room: &Room,
+        req: &SyncRequest,
+        since: Option<SyncToken>,
+        left_at: i64,
+        account_data: Vec<Box<RawValue>>,
+    ) -> Result<LeftRoom> {
+        let filter = &req.filter;
+        let limit = filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE);
+        let full = since.is_none() || req.full_state;
+        let since_pos = since.map(|s| s.pos).filter(|_| !full);
+        let window = self.timeline_window(
+            room,
+            &sender.user_id,
+            since_pos.unwrap_or(0),
+            left_at,
+            limit,
+            &filter.timeline,
+            None,
+        )?;
+        let state = self.room_state(
+            sender,
+            room,
+            filter,
+            since_pos,
+            left_at,
+            full,
+            window.limited,
+            &window.events,
+        )?;
+        let prev_batch = match window.prev {
+            Some(p) => Some(crate::rooms::position_token(p)),
+            None => since_pos.map(|p| crate::rooms::position_token(p.min(left_at))),
+        };
+        Ok(LeftRoom {
+            timeline: Timeline {
+                events: Services::to_client_events(&window.events, sender, false),
+                limited: window.limited,
+                prev_batch,
+            },
+            state: Events {
+                events: Services::to_client_events(&state, sender, false),
+            },
+            account_data: Events {
+                events: account_data,
+            },
+        })
+    }
+
+    /// The `state` of a room's entry: the state up to the start of
+    /// `timeline` that the client lacks, as of position `upto`. `full`: all
+    /// of it (a room new to the client, or `full_state`); after a gap
+    /// (`limited`), what changed since `since`; otherwise nothing but
+    /// lazy-loaded members. Everything passes the `state` filter.
+    ///
+    /// With lazy-loaded members, member events are sent only for the senders
+    /// of the timeline (and, in a full view, the user), as of the start of
+    /// the timeline, each once per device unless redundant members are
+    /// asked for; after a gap, every member event of the gap is sent.
+    #[allow(clippy::too_many_arguments)]
+    fn room_state(
+        &self,
+        sender: &Sender,
+        room: &Room,
+        filter: &SyncFilter,
+        since: Option<i64>,
+        upto: i64,
+        full: bool,
+        limited: bool,
+        timeline: &[Arc<PduEvent>],
+    ) -> Result<Vec<Arc<PduEvent>>> {
+        let sf = &filter.state;
+        if sf.passes_none() || !sf.room_ok(room.id.as_str()) {
+            return Ok(Vec::new());
+        }
+        let lazy = filter.lazy_members();
+        let since_pos = since.unwrap_or(0);
+        let start = timeline.first().map_or(upto + 1, |e| e.pos());
+        let mut state = Vec::new();
+        if full || limited {
+            let in_timeline: HashSet<&EventId> = timeline.iter().map(|e| &*e.event_id).collect();
+            for e in room.state() {
+                if e.pos() > upto
+                    || (!full && e.pos() <= since_pos)
+                    || in_timeline.contains(&*e.event_id)
+                {
+                    continue;
+                }
+                // Lazy: members are chosen below, except the gap's changes.
+                if lazy && e.pdu.kind == TimelineEventType::RoomMember && (full || e.pos() >= start)
+                {
+                    continue;
+                }
+                if sf.matches(&e) {
+                    state.push(e);
+                }
+            }
+        }
+        if lazy && (full || !timeline.is_empty()) {
+            let members =
+                self.lazy_members(sender, room, filter, since, upto, full, timeline, &state)?;
+            state.extend(members);
+        }
+        Ok(state)
+    }
+
+    /// The member events a lazy-loading client needs for `timeline`.
+    #[allow(clippy::too_many_arguments)]
+    fn lazy_members(
+        &self,
+        sender: &Sender,
+        room: &Room,
+        filter: &SyncFilter,
+        since: Option<i64>,
+        upto: i64,
+        full: bool,
+        timeline: &[Arc<PduEvent>],
+        state: &[Arc<PduEvent>],
+    ) -> Result<Vec<Arc<PduEvent>>> {
+        let (user, device) = (&*sender.user_id, &*sender.device_id);
+        let redundant = filter.redundant_members();
+        // Only an incremental view of a room the client already holds skips
+        // what it was sent; a full one sends every member it needs.
+        let skip_sent = !redundant && !full;
+        let since_pos = since.unwrap_or(0);
+        let start = timeline.first().map_or(upto + 1, |e| e.pos());
+        let mut wanted: Vec<&UserId> = Vec::new();
+        if full {
+            wanted.push(user);
+        }
+        for e in timeline {
+            if !wanted.contains(&&*e.pdu.sender) {
+                wanted.push(&e.pdu.sender);
+            }
+        }
+        let last_member = room.last_member_pos();
+        let mut out = Vec::new();
+        for s in wanted {
+            // A member event of theirs in the timeline before anything they
+            // sent introduces them there.
+            if timeline
+                .iter()
+                .find(|e| e.pdu.sender == s || is_member_event_of(e, s))
+                .is_some_and(|e| is_member_event_of(e, s))
+            {
+                continue;
+            }
+            let sent = if skip_sent {
+                self.filters
+                    .lazy_sent(user, device, member_key(&room.id, s.as_str()))
+                    .filter(|x| x.at <= since_pos)
+            } else {
+                None
+            };
+            // No member event at all since the one sent: still current.
+            if sent.is_some_and(|x| last_member <= x.pos) {
+                continue;
+            }
+            let Some(m) = self.member_at(room, s, start)? else {
+                continue;
+            };
+            if sent.is_some_and(|x| x.pos == m.pos())
+                || timeline.iter().any(|e| e.event_id == m.event_id)
+                || state.iter().any(|e| e.event_id == m.event_id)
+                || !filter.state.matches(&m)
+            {
+                continue;
+            }
+            out.push(m);
+        }
+        if !redundant {
+            // Whatever member events this response carries, the device has.
+            let sent: Vec<(u64, i64)> = out
+                .iter()
+                .chain(state)
+                .chain(timeline)
+                .filter(|e| e.pdu.kind == TimelineEventType::RoomMember)
+                .filter_map(|e| {
+                    let key = e.pdu.state_key.as_deref()?;
+                    Some((member_key(&room.id, key), e.pos()))
+                })
+                .collect();
+            self.filters.lazy_record(user, device, &sent, upto);
+        }
+        Ok(out)
+    }
+
+    /// The member event of `user` in force just before position `before`:
+    /// the current one, or, when it changed since, an earlier one found
+    /// through the auth events (a member event's auth events hold the
+    /// target's previous one). When they had none before (they joined
+    /// later), their first one; after a few steps, the oldest reached.
+    fn member_at(&self, room: &Room, user: &UserId, before: i64) -> Result<Option<Arc<PduEvent>>> {
+        let Some(mut m) = room.state_event("m.room.member", user.as_str()) else {
+            return Ok(None);
+        };
+        for _ in 0..MEMBER_WALK {
+            if m.pos() < before {
+                break;
+            }
+            let mut prev = None;
+            for id in &m.pdu.auth_events {
+                let Some(row) = self.store.get_event(id.as_str())? else {
+                    continue;
+                };
+                let e = PduEvent::from_row(&row)?;
+                if is_member_event_of(&e, user) {
+                    prev = Some(if row.redacted_by.is_some() {
+                        self.load_event(&row)?
+                    } else {
+                        e
+                    });
+                    break;
+                }
+            }
+            match prev {
+                Some(p) => m = Arc::new(p),
+                None => break,
+            }
+        }
+        Ok(Some(m))
+    }
+
+    /// `(notification_count, highlight_count)` of `user` in `room` as of
+    /// `upto`: messages from others after the user's read marker (the newer
+    /// of their `m.read` and `m.read.private` receipts), and those of them
+    /// that mention the user. Counted incrementally from the events each
+    /// sync brings (`fresh`: the events after a position, when the caller
+    /// holds them); counted afresh when the read marker moves, within the
+    /// in-memory window or the last `UNREAD_SCAN` events.
+    fn unread_counts(
+        &self,
+        room: &Room,
+        user: &UserId,
+        upto: i64,
+        fresh: Option<(i64, &[Arc<PduEvent>])>,
+    ) -> Result<(u64, u64)> {
+        let receipts_at = room.last_receipt_pos();
+        let members_at = room.last_member_pos();
+        let cached = self.filters.unread_get(user, &room.id);
+        let known = cached.is_some();
+        let mut u = cached.unwrap_or_default();
+        let mut recount = !known;
+        let mut dirty = !known;
+        if !known || u.receipts_at < receipts_at {
+            dirty = true;
+            let marker = self
+                .store
+                .read_marker_pos(room.id.as_str(), user.as_str())?
+                .unwrap_or(0);
+            recount |= marker != u.marker;
+            u.marker = marker;
+            u.receipts_at = receipts_at;
+        }
+        if !known || u.members_at < members_at {
+            dirty = true;
+            #[derive(Deserialize)]
+            struct Name {
+                displayname: Option<String>,
+            }
+            u.name = room
+                .state_event("m.room.member", user.as_str())
+                .and_then(|m| m.content::<Name>().ok())
+                .and_then(|n| n.displayname)
+                .filter(|n| !n.trim().is_empty())
+                .map(Arc::from);
+            u.members_at = members_at;
+        }
+        if !recount && u.counted_upto < upto {
+            dirty = true;
+            let new = match fresh {
+                Some((from, events)) if from == u.counted_upto => Some(Cow::Borrowed(events)),
+                _ => room.recent_window(u.counted_upto, upto).map(Cow::Owned),
+            };
+            match new {
+                Some(events) => {
+                    for e in events.iter() {
+                        let (n, h) = self.unread_weight(room, user, u.name.as_deref(), e);
+                        u.notifications += n;
+                        u.highlights += h;
+                    }
+                    u.counted_upto = upto;
+                }
+                None => recount = true,
+            }
+        }
+        if recount {
+            let (mut n, mut h) = (0, 0);
+            let mut add = |e: &PduEvent| {
+                let (dn, dh) = self.unread_weight(room, user, u.name.as_deref(), e);
+                n += dn;
+                h += dh;
+            };
+            match room.recent_window(u.marker, upto) {
+                Some(events) => events.iter().for_each(|e| add(e)),
+                None => {
+                    for row in
+                        self.store
+                            .room_events_backward(room.id.as_str(), upto + 1, UNREAD_SCAN)?
+                    {
+                        if row.pos > u.marker {
+                            add(&PduEvent::from_row(&row)?);
+                        }
+                    }
+                }
+            }
+            (u.notifications, u.highlights, u.counted_upto) = (n, h, upto);
+        }
+        let counts = (u.notifications, u.highlights);
+        if dirty || recount {
+            self.filters.unread_put(user, &room.id, u);
+        }
+        Ok(counts)
+    }
+
+    /// What one event adds to `(notification_count, highlight_count)`: a
+    /// message from someone else counts; it is a highlight when it mentions
+    /// the user. Encrypted content cannot be read, so it never is.
+    fn unread_weight(
+        &self,
+        room: &Room,
+        user: &UserId,
+        name: Option<&str>,
+        e: &PduEvent,
+    ) -> (u64, u64) {
+        if e.pdu.sender == user {
+            return (0, 0);
+        }
+        match e.pdu.kind {
+            TimelineEventType::RoomEncrypted => (1, 0),
+            TimelineEventType::RoomMessage => (1, mentions(room, user, name, e) as u64),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// Whether an unencrypted message mentions `user`: with `m.mentions`, by
+/// its `user_ids` (or `room`, from a sender allowed to notify the room);
+/// without, by their display name or localpart in the body, as whole words
+/// (the spec's legacy mention rules).
+fn mentions(room: &Room, user: &UserId, name: Option<&str>, e: &PduEvent) -> bool {
+    #[derive(Deserialize)]
+    struct Content<'a> {
+        #[serde(borrow, default)]
+        body: Option<Cow<'a, str>>,
+        #[serde(borrow, rename = "m.mentions", default)]
+        mentions: Option<MentionsField<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct MentionsField<'a> {
+        #[serde(borrow, default)]
+        user_ids: Vec<Cow<'a, str>>,
+        #[serde(default)]
+        room: bool,
+    }
+    let Ok(c) = serde_json::from_str::<Content>(e.pdu.content.get()) else {
+        return false;
+    };
+    match c.mentions {
+        Some(m) => {
+            m.user_ids.iter().any(|u| u == user.as_str())
+                || (m.room && {
+                    let pl = room.power_levels();
+                    room.user_power(&e.pdu.sender) >= i64::from(pl.notifications.room)
+                })
+        }
+        None => c.body.is_some_and(|body| {
+            name.is_some_and(|n| contains_word(&body, n)) || contains_word(&body, user.localpart())
+        }),
+    }
+}
+
+/// Whether `word` occurs in `text`, ignoring case, with no letter, digit or
+/// `_` right before or after it.
+fn contains_word(text: &str, word: &str) -> bool {
+    let word = word.trim();
+    if word.is_empty() {
+        return false;
+    }
+    let is_word_char = |c: char| c.is_alphanumeric() || c == '_';
+    let bounded = |text: &str, at: usize, len: usize| {
+        !text[..at].chars().next_back().is_some_and(is_word_char)
+            && !text[at + len..].chars().next().is_some_and(is_word_char)
+    };
+    if word.is_ascii() {
+        let (t, w) = (text.as_bytes(), word.as_bytes());
+        // An ASCII match starts and ends on character boundaries.
+        (0..t.len().saturating_sub(w.len() - 1))
+            .filter(|&i| t[i..i + w.len()].eq_ignore_ascii_case(w))
+            .any(|i| bounded(text, i, w.len()))
+    } else {
+        let (text, word) = (text.to_lowercase(), word.to_lowercase());
+        text.match_indices(word.as_str())
+            .any(|(i, m)| bounded(&text, i, m.len()))
     }
 }
 
@@ -702,6 +1538,62 @@ fn stripped(e: &PduEvent) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mention_by_word_needs_word_boundaries_and_ignores_case() {
+        assert!(contains_word("hey Bob!", "bob"));
+        assert!(contains_word("BOB", "bob"));
+        assert!(contains_word("ask robert tables", "Robert Tables"));
+        assert!(!contains_word("bobcat", "bob"));
+        assert!(!contains_word("kebob", "bob"));
+        assert!(!contains_word("bob_x", "bob"));
+        assert!(contains_word("ça va, Élodie?", "élodie"));
+        assert!(!contains_word("", "bob"));
+        assert!(!contains_word("bo", "bob"));
+        assert!(!contains_word("anything", " "));
+    }
+
+    #[test]
+    fn event_types_are_matched_without_allocating_and_with_wildcards() {
+        let f = RoomEventFilter::from_json(&json!({
+            "types": ["m.room.*", "org.example.custom"],
+            "not_types": ["m.room.member"],
+        }));
+        let ok = |k: &str| with_kind_str(&TimelineEventType::from(k), |s| f.type_ok(s));
+        assert!(ok("m.room.message"));
+        assert!(ok("org.example.custom"));
+        assert!(!ok("m.room.member"));
+        assert!(!ok("m.reaction"));
+        let long = format!("org.example.{}", "x".repeat(300));
+        assert_eq!(
+            with_kind_str(&TimelineEventType::from(long.as_str()), str::to_owned),
+            long
+        );
+        assert!(RoomEventFilter::from_json(&json!({"types": []})).passes_none());
+        assert!(RoomEventFilter::default().passes_all());
+    }
+
+    #[test]
+    fn contains_url_looks_for_a_url_string() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        assert!(content_has_url(&raw(r#"{"body":"x","url":"mxc://a/b"}"#)));
+        assert!(!content_has_url(&raw(r#"{"body":"x"}"#)));
+        assert!(!content_has_url(&raw(r#"{"url":null}"#)));
+        assert!(!content_has_url(&raw(r#"{"url":{"a":1}}"#)));
+    }
+
+    #[test]
+    fn the_ephemeral_filter_is_worked_out_once() {
+        let f = SyncFilter::from_json(&json!({})).unwrap();
+        assert!(!f.typing_off && !f.receipts_off);
+        let f = SyncFilter::default();
+        assert!(!f.typing_off && !f.receipts_off, "no filter: everything");
+        let f = SyncFilter::from_json(&json!({"room": {"ephemeral": {"limit": 0}}})).unwrap();
+        assert!(f.typing_off && f.receipts_off);
+        let f = SyncFilter::from_json(&json!({"room": {"ephemeral": {"types": ["m.receipt"]}}}))
+            .unwrap();
+        assert!(f.typing_off && !f.receipts_off);
+    }
 
     #[test]
     fn filter_cache_starts_over_past_its_byte_budget() {

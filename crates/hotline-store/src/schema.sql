@@ -19,6 +19,10 @@ CREATE TABLE IF NOT EXISTS events (
   sender TEXT NOT NULL, event_type TEXT NOT NULL, state_key TEXT, json TEXT NOT NULL,
   redacted_by TEXT, txn_device TEXT, txn_id TEXT);
 CREATE INDEX IF NOT EXISTS events_room_pos ON events (room_id, pos);
+-- State events by key, for the state of a room at a past position and the
+-- history of one key (a user's memberships, the history visibility).
+CREATE INDEX IF NOT EXISTS events_room_state ON events (room_id, event_type, state_key, pos)
+  WHERE state_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS txns (
   user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL,
   PRIMARY KEY (user_id, device_id, txn_id));

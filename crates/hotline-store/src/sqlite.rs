@@ -863,11 +863,20 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             )?
             .execute(params![t.token, t.uses_allowed, t.completed, t.expiry_ts])?;
         }
-        WriteOp::UseRegistrationToken { token } => {
-            c.prepare_cached(
-                "UPDATE registration_tokens SET completed = completed + 1 WHERE token = ?1",
-            )?
-            .execute(params![token])?;
+        WriteOp::UseRegistrationToken { token, now_ms } => {
+            let counted = c
+                .prepare_cached(
+                    "UPDATE registration_tokens SET completed = completed + 1 WHERE token = ?1
+                     AND (uses_allowed IS NULL OR completed < uses_allowed)
+                     AND (expiry_ts IS NULL OR expiry_ts > ?2)",
+                )?
+                .execute(params![token, now_ms])?;
+            if counted == 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some("registration token used up or expired".into()),
+                ));
+            }
         }
         WriteOp::PutFilter {
             user_id,
@@ -889,16 +898,16 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
         }
         WriteOp::AppendEvent(e) => {
             let (txn_device, txn_id) = match &e.txn {
-                Some((d, t)) => (Some(d.as_str()), Some(t.as_str())),
+                Some(t) => (Some(t.device_id.as_str()), Some(t.txn_id.as_str())),
                 None => (None, None),
             };
             c.prepare_cached(
                 "INSERT INTO events (pos, event_id, room_id, sender, event_type, state_key, json, txn_device, txn_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![pos, e.event_id, e.room_id, e.sender, e.event_type, e.state_key, e.json, txn_device, txn_id])?;
-            if let Some((device, txn)) = &e.txn {
+            if let Some(t) = &e.txn {
                 c.prepare_cached("INSERT INTO txns (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![e.sender, device, txn, e.event_id])?;
+                    .execute(params![e.sender, t.device_id, t.key, e.event_id])?;
             }
             if let Some(state_key) = &e.state_key {
                 c.prepare_cached(
@@ -1492,6 +1501,70 @@ impl Store for SqliteStore {
         })
     }
 
+    fn state_history(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Vec<EventRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events INDEXED BY events_room_state
+                 WHERE room_id = ?1 AND event_type = ?2 AND state_key = ?3 ORDER BY pos ASC"
+            ))?
+            .query_map(params![room_id, event_type, state_key], event_row)?
+            .collect()
+        })
+    }
+
+    fn room_state_at(
+        &self,
+        room_id: &str,
+        at: i64,
+        event_type: Option<&str>,
+    ) -> Result<Vec<EventRow>> {
+        // One index entry per state event of the room (or of the type):
+        // the newest at or before `at` per key, then those rows.
+        self.read(|c| match event_type {
+            Some(kind) => c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLS} FROM events WHERE pos IN (
+                       SELECT MAX(pos) FROM events INDEXED BY events_room_state
+                       WHERE room_id = ?1 AND event_type = ?3 AND state_key IS NOT NULL AND pos <= ?2
+                       GROUP BY state_key)"
+                ))?
+                .query_map(params![room_id, at, kind], event_row)?
+                .collect(),
+            None => c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLS} FROM events WHERE pos IN (
+                       SELECT MAX(pos) FROM events INDEXED BY events_room_state
+                       WHERE room_id = ?1 AND state_key IS NOT NULL AND pos <= ?2
+                       GROUP BY event_type, state_key)"
+                ))?
+                .query_map(params![room_id, at], event_row)?
+                .collect(),
+        })
+    }
+
+    fn state_event_at(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        at: i64,
+    ) -> Result<Option<EventRow>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events INDEXED BY events_room_state
+                 WHERE room_id = ?1 AND event_type = ?2 AND state_key = ?3 AND pos <= ?4
+                 ORDER BY pos DESC LIMIT 1"
+            ))?
+            .query_row(params![room_id, event_type, state_key, at], event_row)
+            .optional()
+        })
+    }
+
     fn memberships_of_user(&self, user_id: &str) -> Result<Vec<MembershipRow>> {
         self.read(|c| {
             c.prepare_cached(
@@ -1519,6 +1592,14 @@ impl Store for SqliteStore {
             .query_row(params![user_id, device_id, txn_id], |r| r.get(0))
             .optional()
         })
+    }
+
+    fn count_events(&self) -> Result<u64> {
+        self.read(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM events")?
+                .query_row([], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| n.max(0) as u64)
     }
 
     fn get_alias(&self, alias: &str) -> Result<Option<AliasRow>> {
@@ -1920,6 +2001,17 @@ impl Store for SqliteStore {
                     })
                 })
                 .optional()
+        })
+    }
+
+    fn read_marker_pos(&self, room_id: &str, user_id: &str) -> Result<Option<i64>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT MAX(e.pos) FROM receipts r JOIN events e ON e.event_id = r.event_id \
+                 WHERE r.room_id = ?1 AND r.user_id = ?2 \
+                 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')",
+            )?
+            .query_row(params![room_id, user_id], |r| r.get(0))
         })
     }
 }

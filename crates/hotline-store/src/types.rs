@@ -222,6 +222,19 @@ pub struct AuditRow {
 }
 
 /// A new event to persist. The store assigns `pos`.
+/// The client transaction behind a new event.
+#[derive(Clone, Debug)]
+pub struct NewTxn {
+    pub device_id: String,
+    /// The client's own transaction id, echoed back in `unsigned`.
+    pub txn_id: String,
+    /// What makes the request unique for its device: the endpoint and its
+    /// path parameters with the transaction id (the spec scopes transaction
+    /// ids to a device and an endpoint). Recorded in the transactions table;
+    /// a second event with the same `(sender, device_id, key)` is refused.
+    pub key: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewEvent {
     pub event_id: String,
@@ -230,8 +243,8 @@ pub struct NewEvent {
     pub event_type: String,
     pub state_key: Option<String>,
     pub json: String,
-    /// `(device_id, txn_id)` of a client send, for idempotency.
-    pub txn: Option<(String, String)>,
+    /// The client transaction that made this event, for idempotency.
+    pub txn: Option<NewTxn>,
     /// If this is a redaction: the target, whose stored JSON is replaced by
     /// `redacted_json` in the same transaction.
     pub redacts: Option<(String, String)>,
@@ -280,8 +293,13 @@ pub enum WriteOp {
         device_id: String,
     },
     CreateRegistrationToken(RegistrationTokenRow),
+    /// Counts one use of a registration token, which must still be valid
+    /// at `now_ms`; otherwise the batch fails with a conflict. In the batch
+    /// that creates the user, so a use is counted exactly when an account
+    /// was made with it.
     UseRegistrationToken {
         token: String,
+        now_ms: i64,
     },
     PutFilter {
         user_id: String,

@@ -19,28 +19,31 @@ use hotline_store::{Durability, SqliteStore};
 struct Cli {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
-/// Settings shared by every subcommand. Each has an environment override.
+/// Settings shared by every subcommand. Flags win over environment
+/// variables (`HOTLINE_DATA_DIR`, ...), which win over the file.
 #[derive(Args, Clone)]
 struct Common {
     /// TOML configuration file.
     #[arg(long, global = true, env = "HOTLINE_CONFIG")]
     config: Option<PathBuf>,
     /// Directory for the database, media and keys.
-    #[arg(long, global = true, env = "HOTLINE_DATA_DIR")]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// The server name in user ids (`@user:NAME`).
-    #[arg(long, global = true, env = "HOTLINE_SERVER_NAME")]
+    #[arg(long, global = true)]
     server_name: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the homeserver (the default).
-    Serve(ServeArgs),
+    Serve,
     /// Administration: accounts and registration tokens.
     #[command(subcommand)]
     Admin(Admin),
@@ -68,16 +71,20 @@ struct TurnConfigArgs {
     allow_loopback_peers: bool,
 }
 
-#[derive(Args, Default)]
+/// Settings of `serve`, which is also what a bare `hotline` runs; given
+/// before or after `serve`. Their environment variables (`HOTLINE_LISTEN`,
+/// `HOTLINE_ALLOW_REGISTRATION`, `HOTLINE_WEB_DIR`) are read with every
+/// other setting's in `Config::load`.
+#[derive(Args)]
 struct ServeArgs {
     /// `ADDR:PORT` to listen on.
-    #[arg(long, env = "HOTLINE_LISTEN")]
+    #[arg(long, global = true)]
     listen: Option<String>,
     /// Allow open registration (`m.login.dummy`).
-    #[arg(long, env = "HOTLINE_ALLOW_REGISTRATION")]
+    #[arg(long, global = true)]
     allow_registration: bool,
     /// Directory of the built web app, served at `/`.
-    #[arg(long, env = "HOTLINE_WEB_DIR")]
+    #[arg(long, global = true)]
     web_dir: Option<PathBuf>,
 }
 
@@ -87,8 +94,10 @@ enum Admin {
     CreateUser {
         /// Localpart or full user id.
         username: String,
+        /// The password. Without it, the first line of standard input is
+        /// read, which keeps it out of `ps` and shell history.
         #[arg(long)]
-        password: String,
+        password: Option<String>,
         #[arg(long)]
         displayname: Option<String>,
     },
@@ -142,14 +151,19 @@ enum Admin {
 }
 
 fn load_config(common: &Common) -> anyhow_lite::Result<Config> {
-    let mut config = match &common.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?
-        }
-        None => Config::default(),
+    let text = match &common.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?,
+        ),
+        None => None,
     };
+    let mut config = Config::load(text.as_deref(), |name| std::env::var(name).ok()).map_err(
+        |e| match &common.config {
+            Some(path) => format!("configuration ({}): {e}", path.display()),
+            None => format!("configuration: {e}"),
+        },
+    )?;
     if let Some(d) = &common.data_dir {
         config.data_dir = d.clone();
     }
@@ -171,6 +185,21 @@ fn open(config: Config) -> anyhow_lite::Result<(Arc<Services>, Arc<SqliteStore>)
         .map_err(|e| e.to_string())?;
     let services = Services::new(config, store.clone()).map_err(|e| e.to_string())?;
     Ok((services, store))
+}
+
+/// The first line of standard input, without its line ending.
+fn read_password() -> anyhow_lite::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (the input is shown; pipe it in to hide it): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err("no password given (--password, or a line on standard input)".into());
+    }
+    Ok(password)
 }
 
 /// A tiny error type for the binary: messages for the operator.
@@ -212,8 +241,9 @@ async fn async_main() {
 
 async fn run(cli: Cli) -> anyhow_lite::Result<()> {
     let mut config = load_config(&cli.common)?;
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Serve(args) => {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let args = cli.serve;
             if let Some(l) = args.listen {
                 config.listen = l;
             }
@@ -231,6 +261,10 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             password,
             displayname,
         }) => {
+            let password = match password {
+                Some(p) => p,
+                None => read_password()?,
+            };
             let (services, store) = open(config)?;
             let user_id = services
                 .local_user_id(&username)

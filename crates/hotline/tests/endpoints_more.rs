@@ -1437,10 +1437,19 @@ fn metric(text: &str, prefix: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_method_and_status() {
-    let server = Server::start().await;
+    let mut server = Server::start().await;
     let http = Http::new(&server.url);
     let alice = http.register("alice").await;
     let room = http.create_room(&alice).await;
+    let events_before = {
+        let (status, text) = http.call("GET", "/metrics", None, None).await;
+        assert_eq!(status, 200);
+        let text = text.as_str().expect("plain text").to_owned();
+        // createRoom wrote the room's first events.
+        metric(&text, "hotline_events_stored ")
+            .filter(|n| *n >= 5)
+            .expect(&text)
+    };
     for i in 0..3 {
         let r = put(
             &http,
@@ -1489,6 +1498,25 @@ async fn metrics_count_requests_by_route_method_and_status() {
     assert_eq!(metric(text, "hotline_sync_waiters "), Some(0), "{text}");
     assert!(
         metric(text, "hotline_stream_position ").is_some_and(|p| p >= 3),
+        "{text}"
+    );
+    // Three messages stored; the refused send stored nothing.
+    assert_eq!(
+        metric(text, "hotline_events_stored "),
+        Some(events_before + 3),
+        "{text}"
+    );
+
+    // After a restart the count starts from what the database holds.
+    server.kill9();
+    server.spawn().await;
+    let http = Http::new(&server.url);
+    let (status, text) = http.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().expect("plain text");
+    assert_eq!(
+        metric(text, "hotline_events_stored "),
+        Some(events_before + 3),
         "{text}"
     );
 }

@@ -163,6 +163,53 @@ async fn open_registration_is_off_by_default_and_tokens_work() {
 }
 
 #[tokio::test]
+async fn a_registration_token_makes_no_more_accounts_than_its_uses_even_when_raced() {
+    let server = Server::start_with(&[]).await;
+    let http = Http::new(&server.url);
+    let token = server.admin(&["registration-token", "--uses", "2"]);
+    let validity = |t: String| {
+        let http = &http;
+        async move {
+            let path = format!(
+                "/_matrix/client/v1/register/m.login.registration_token/validity?token={t}"
+            );
+            let (status, v) = http.call("GET", &path, None, None).await;
+            assert_eq!(status, 200, "{v}");
+            v["valid"].as_bool().expect("a boolean `valid`")
+        }
+    };
+    assert!(validity(token.clone()).await);
+    assert!(!validity("no-such-token".into()).await);
+
+    // Six registrations at once, for two uses.
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let body = serde_json::json!({"username": format!("racer{i}"), "password": "pw",
+            "auth": {"type": "m.login.registration_token", "token": token}});
+        let http = Http::new(&server.url);
+        attempts.spawn(async move {
+            http.call(
+                "POST",
+                "/_matrix/client/v3/register",
+                None,
+                Some(&body.to_string()),
+            )
+            .await
+        });
+    }
+    let results = attempts.join_all().await;
+    let made = results.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(made, 2, "{results:?}");
+    for (status, v) in results.iter().filter(|(status, _)| *status != 200) {
+        assert!(
+            matches!(*status, 401 | 403) && v["errcode"] == "M_FORBIDDEN",
+            "{status} {v}"
+        );
+    }
+    assert!(!validity(token).await, "both uses are spent");
+}
+
+#[tokio::test]
 async fn rate_limit_answers_m_limit_exceeded() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("hotline.toml");
@@ -191,6 +238,113 @@ async fn rate_limit_answers_m_limit_exceeded() {
     let v = limited.expect("login is rate limited per address");
     assert_eq!(v["errcode"], "M_LIMIT_EXCEEDED");
     assert!(v["retry_after_ms"].as_u64().unwrap() > 0);
+}
+
+/// A server whose rate limits come from `toml`.
+async fn server_with_limits(toml: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hotline.toml");
+    std::fs::write(&cfg, format!("[rate_limits]\n{toml}")).unwrap();
+    let server =
+        Server::start_with(&["--allow-registration", "--config", cfg.to_str().unwrap()]).await;
+    (server, dir)
+}
+
+#[tokio::test]
+async fn a_user_past_their_request_limit_gets_m_limit_exceeded_and_others_do_not() {
+    let (server, _dir) =
+        server_with_limits("per_user_per_second = 0.2\nper_user_burst = 5.0\n").await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let bob = http.register("bob").await;
+    let whoami = |token: String| {
+        let http = &http;
+        async move {
+            http.call(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    let mut answered = 0;
+    let limited = loop {
+        let (status, v) = whoami(alice.clone()).await;
+        match status {
+            200 => answered += 1,
+            429 => break v,
+            other => panic!("unexpected {other}: {v}"),
+        }
+        assert!(answered <= 5, "the burst is 5 requests");
+    };
+    assert_eq!(answered, 5, "the whole burst was served first");
+    assert_eq!(limited["errcode"], "M_LIMIT_EXCEEDED");
+    let retry = limited["retry_after_ms"].as_u64().unwrap();
+    assert!(
+        (1..=5000).contains(&retry),
+        "one token comes back within 5 s: {retry}"
+    );
+    // The limit is alice's, not the address's: bob, from the same address,
+    // is served.
+    let (status, v) = whoami(bob).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_presenting_unknown_tokens_is_slowed_down() {
+    let (server, _dir) = server_with_limits("per_ip_per_second = 0.01\nper_ip_burst = 3.0\n").await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let guess = |n: usize| {
+        let http = &http;
+        async move {
+            let token = format!("hl_guess{n:034}");
+            http.call(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    let (status, v) = http
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for n in 0..3 {
+        let (status, v) = guess(n).await;
+        assert_eq!(
+            (status, v["errcode"].as_str()),
+            (401, Some("M_UNKNOWN_TOKEN")),
+            "{v}"
+        );
+    }
+    let (status, v) = guess(3).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (429, Some("M_LIMIT_EXCEEDED")),
+        "{v}"
+    );
+    assert!(v["retry_after_ms"].as_u64().unwrap() > 0);
+    // A token in use keeps working from that address: others behind it
+    // are not locked out by a prober.
+    let (status, v) = http
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
 }
 
 #[tokio::test]

@@ -155,6 +155,20 @@ async fn enrolment_guard_lines_and_invites() {
         (403, Some("M_FORBIDDEN")),
         "room name: {v}"
     );
+    // Nor through createRoom's initial_state.
+    let (s, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&stranger),
+            Some(r#"{"initial_state": [{"type": "m.room.name", "state_key": "", "content": {"name": "OLAF SCH0LZ"}}]}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "room name in initial_state: {v}"
+    );
     let (s, v) = http
         .call(
             "POST",

@@ -19,7 +19,7 @@ use matrix_sdk::ruma::events::room::message::{
     RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
 };
 use matrix_sdk::ruma::events::room::MediaSource;
-use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, UInt};
 use matrix_sdk::Client;
 
 async fn client(url: &str, name: &str) -> Client {
@@ -38,33 +38,57 @@ async fn sync(c: &Client) {
         .unwrap();
 }
 
-/// Text bodies of the room's history, oldest first, read with `/messages`.
-async fn history(c: &Client, room: &OwnedRoomId) -> Vec<String> {
+/// The room's history read backwards with `/messages`, `limit` events per
+/// request: each page's events (raw JSON, newest first), in page order.
+async fn pages(c: &Client, room: &OwnedRoomId, limit: u32) -> Vec<Vec<serde_json::Value>> {
     let room = c.get_room(room).unwrap();
-    let mut bodies = Vec::new();
+    let mut pages = Vec::new();
     let mut from: Option<String> = None;
     loop {
-        let opts = MessagesOptions::backward().from(from.as_deref());
+        let mut opts = MessagesOptions::backward().from(from.as_deref());
+        opts.limit = UInt::from(limit);
         let page = room.messages(opts).await.unwrap();
-        for ev in &page.chunk {
-            let raw = ev.raw().json().get();
-            let v: serde_json::Value = serde_json::from_str(raw).unwrap();
-            if v["type"] == "m.room.message" {
-                bodies.push(
-                    v["content"]["body"]
-                        .as_str()
-                        .unwrap_or("<redacted>")
-                        .to_owned(),
-                );
-            }
+        let events: Vec<serde_json::Value> = page
+            .chunk
+            .iter()
+            .map(|ev| serde_json::from_str(ev.raw().json().get()).unwrap())
+            .collect();
+        let done = events.is_empty();
+        if !done {
+            pages.push(events);
         }
         match page.end {
-            Some(end) if !page.chunk.is_empty() => from = Some(end),
+            Some(end) if !done => from = Some(end),
             _ => break,
         }
+        assert!(pages.len() < 1000, "pagination does not end");
     }
+    pages
+}
+
+/// Text bodies of the room's history, oldest first, read with `/messages`.
+async fn history(c: &Client, room: &OwnedRoomId) -> Vec<String> {
+    let mut bodies: Vec<String> = pages(c, room, 10)
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "m.room.message")
+        .map(|v| {
+            v["content"]["body"]
+                .as_str()
+                .unwrap_or("<redacted>")
+                .to_owned()
+        })
+        .collect();
     bodies.reverse();
     bodies
+}
+
+fn event_ids(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|v| v["event_id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,6 +124,37 @@ async fn two_users_converse_in_a_dm_and_a_stranger_is_kept_out() {
         .send(RoomMessageEventContent::text_plain("bob says hi"))
         .await
         .unwrap();
+    // History in pages of at most 3 events: several pages, each within the
+    // limit, and together exactly the events of one big page, in order.
+    let small = pages(&alice, &room_id, 3).await;
+    assert!(small.len() > 1, "history came in {} page(s)", small.len());
+    for (i, page) in small.iter().enumerate() {
+        assert!(
+            !page.is_empty() && page.len() <= 3,
+            "page {i} has {} events, limit 3",
+            page.len()
+        );
+    }
+    let paged: Vec<serde_json::Value> = small.into_iter().flatten().collect();
+    let paged_ids = event_ids(&paged);
+    let unique: std::collections::HashSet<&String> = paged_ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        paged_ids.len(),
+        "no event twice: {paged_ids:?}"
+    );
+    let whole = pages(&alice, &room_id, 1000).await;
+    assert_eq!(whole.len(), 1, "limit 1000 gives one page");
+    assert_eq!(
+        paged_ids,
+        event_ids(&whole[0]),
+        "pages of 3 miss or reorder nothing"
+    );
+    assert_eq!(
+        paged.last().unwrap()["type"],
+        "m.room.create",
+        "paging ends at the room's creation"
+    );
     let h = history(&alice, &room_id).await;
     let expected: Vec<String> = (0..15)
         .map(|i| format!("alice {i}"))
@@ -148,14 +203,55 @@ async fn two_users_converse_in_a_dm_and_a_stranger_is_kept_out() {
         .send(RoomMessageEventContent::text_plain("typo"))
         .await
         .unwrap();
-    let edit = RoomMessageEventContent::text_plain("* fixed").make_replacement(
+    let edit = RoomMessageEventContentWithoutRelation::text_plain("fixed").make_replacement(
         matrix_sdk::ruma::events::room::message::ReplacementMetadata::new(
             original.response.event_id.clone(),
             None,
         ),
     );
-    let _ = RoomMessageEventContentWithoutRelation::text_plain("unused");
-    alice_room.send(edit).await.unwrap();
+    let edit_id = alice_room.send(edit).await.unwrap().response.event_id;
+    // Bob gets the edit back as an m.replace of the original, with the new
+    // content, both from /event and in his /messages history.
+    let raw_edit = reqwest::Client::new()
+        .get(format!(
+            "{}/_matrix/client/v3/rooms/{}/event/{}",
+            server.url, room_id, edit_id
+        ))
+        .bearer_auth(bob.access_token().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let paged_edit = pages(&bob, &room_id, 10)
+        .await
+        .into_iter()
+        .flatten()
+        .find(|v| v["event_id"] == edit_id.as_str())
+        .expect("the edit is in bob's history");
+    for (source, ev) in [("/event", &raw_edit), ("/messages", &paged_edit)] {
+        let content = &ev["content"];
+        assert_eq!(ev["sender"], "@alice:localhost", "{source}: {ev}");
+        assert_eq!(
+            content["m.relates_to"]["rel_type"], "m.replace",
+            "{source}: {ev}"
+        );
+        assert_eq!(
+            content["m.relates_to"]["event_id"],
+            original.response.event_id.as_str(),
+            "{source}: the edit points at the original: {ev}"
+        );
+        assert_eq!(content["m.new_content"]["body"], "fixed", "{source}: {ev}");
+        assert_eq!(
+            content["m.new_content"]["msgtype"], "m.text",
+            "{source}: {ev}"
+        );
+        assert_eq!(
+            content["body"], "* fixed",
+            "{source}: the fallback body: {ev}"
+        );
+    }
     let secret = alice_room
         .send(RoomMessageEventContent::text_plain("delete me"))
         .await

@@ -119,3 +119,74 @@ async fn a_retry_after_leaving_the_room_still_answers_with_the_first_event() {
     assert_eq!(status, 403, "{refused}");
     assert_eq!(refused["errcode"], "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn transaction_ids_are_scoped_to_the_endpoint_so_two_rooms_get_two_events() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let room_a = http.create_room(&alice).await;
+    let room_b = http.create_room(&alice).await;
+
+    let (s1, in_a) = send(&http, &alice, &room_a, "same", "to a").await;
+    assert_eq!(s1, 200, "{in_a}");
+    let (s2, in_b) = send(&http, &alice, &room_b, "same", "to b").await;
+    assert_eq!(s2, 200, "{in_b}");
+    assert_ne!(in_a["event_id"], in_b["event_id"]);
+    assert_eq!(bodies(&http, &alice, &room_a).await, ["to a"]);
+    assert_eq!(bodies(&http, &alice, &room_b).await, ["to b"]);
+
+    // Another event type is another endpoint too.
+    let (s3, reaction) = http
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room_a}/send/m.reaction/same"),
+            Some(&alice),
+            Some(&serde_json::json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": in_a["event_id"], "key": "👍"}}).to_string()),
+        )
+        .await;
+    assert_eq!(s3, 200, "{reaction}");
+    assert_ne!(reaction["event_id"], in_a["event_id"]);
+}
+
+#[tokio::test]
+async fn a_redaction_reusing_a_message_transaction_id_still_redacts() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let room = http.create_room(&alice).await;
+
+    let (s1, sent) = send(&http, &alice, &room, "t1", "secret").await;
+    assert_eq!(s1, 200, "{sent}");
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/redact/{event_id}/t1");
+    let (s2, redaction) = http.call("PUT", &path, Some(&alice), Some("{}")).await;
+    assert_eq!(s2, 200, "{redaction}");
+    assert_ne!(
+        redaction["event_id"], sent["event_id"],
+        "a redaction, not the message"
+    );
+    // Retrying the redaction answers with the same redaction.
+    let (s3, again) = http.call("PUT", &path, Some(&alice), Some("{}")).await;
+    assert_eq!(s3, 200, "{again}");
+    assert_eq!(again["event_id"], redaction["event_id"]);
+
+    let (s4, event) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s4, 200, "{event}");
+    assert_eq!(
+        event["content"],
+        serde_json::json!({}),
+        "the message was redacted: {event}"
+    );
+    assert_eq!(
+        event["unsigned"]["redacted_because"]["event_id"],
+        redaction["event_id"]
+    );
+}

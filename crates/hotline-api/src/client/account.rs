@@ -74,6 +74,23 @@ pub async fn get_username_availability_route(
 }
 
 #[derive(Deserialize)]
+pub struct TokenValidityQuery {
+    token: String,
+}
+
+/// `GET /register/m.login.registration_token/validity`: whether a token
+/// can still be used, before the user fills in the rest of the form.
+pub async fn check_registration_token_validity_route(
+    State(s): State<AppState>,
+    _: IpLimited,
+    QueryArgs(q): QueryArgs<TokenValidityQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "valid": s.services.registration_token_valid(&q.token)? }),
+    ))
+}
+
+#[derive(Deserialize)]
 pub struct ChangePasswordBody {
     new_password: String,
     #[serde(default = "yes")]

@@ -31,7 +31,7 @@ pub async fn create_content_route(
     let bytes = read_body(req, s.services.config.max_upload_bytes).await?;
     let media_id = s
         .services
-        .upload_media(&sender.user_id, content_type, q.filename, &bytes)
+        .upload_media(&sender.user_id, content_type, q.filename, bytes)
         .await?;
     Ok(Json(
         json!({ "content_uri": format!("mxc://{}/{}", s.services.server_name(), media_id) }),
@@ -47,7 +47,7 @@ async fn serve(
     if server != s.services.server_name().as_str() {
         return Err(Error::not_found("Remote media is not available").into());
     }
-    let (meta, bytes) = s.services.download_media(media_id)?;
+    let (meta, bytes) = s.services.download_media(media_id).await?;
     let ct = meta
         .content_type
         .unwrap_or_else(|| "application/octet-stream".into());

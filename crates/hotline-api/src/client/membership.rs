@@ -1,4 +1,4 @@
-//! Membership: invite, join, leave, kick, ban, unban, forget.
+//! Membership: invite, join, knock, leave, kick, ban, unban, forget.
 
 use axum::extract::State;
 use axum::Json;
@@ -53,6 +53,20 @@ pub async fn join_room_by_id_or_alias_route(
 ) -> ApiResult<Json<Value>> {
     let room_id = s.services.resolve_room(&room)?;
     s.services.join(&sender.user_id, &room_id, b.reason).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// `POST /knock/{roomIdOrAlias}`.
+pub async fn knock_room_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room): PathArgs<OwnedRoomOrAliasId>,
+    JsonBody(b): JsonBody<ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id = s.services.resolve_room(&room)?;
+    s.services
+        .knock(&sender.user_id, &room_id, b.reason)
+        .await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 

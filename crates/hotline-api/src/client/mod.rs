@@ -46,6 +46,9 @@ pub fn routes() -> Router<AppState> {
         .endpoint::<c::account::get_username_availability::v3::Request, _, _>(
             account::get_username_availability_route,
         )
+        .endpoint::<c::account::check_registration_token_validity::v1::Request, _, _>(
+            account::check_registration_token_validity_route,
+        )
         .endpoint::<c::account::change_password::v3::Request, _, _>(account::change_password_route)
         .endpoint::<c::device::get_devices::v3::Request, _, _>(account::get_devices_route)
         .endpoint::<c::device::get_device::v3::Request, _, _>(account::get_device_route)
@@ -150,6 +153,7 @@ pub fn routes() -> Router<AppState> {
         .endpoint::<c::membership::join_room_by_id_or_alias::v3::Request, _, _>(
             membership::join_room_by_id_or_alias_route,
         )
+        .endpoint::<c::knock::knock_room::v3::Request, _, _>(membership::knock_room_route)
         .endpoint::<c::membership::leave_room::v3::Request, _, _>(membership::leave_room_route)
         .endpoint::<c::membership::kick_user::v3::Request, _, _>(membership::kick_user_route)
         .endpoint::<c::membership::ban_user::v3::Request, _, _>(membership::ban_user_route)

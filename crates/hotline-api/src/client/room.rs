@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::Json;
 use hotline_service::pdu::PduEvent;
 use hotline_service::rooms::CreateRoom;
+use hotline_service::sync::RoomEventFilter;
 use hotline_service::{Error, Services};
 use ruma::{OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
@@ -107,25 +108,34 @@ pub async fn get_room_event_route(
 #[derive(Deserialize)]
 pub struct ContextQuery {
     limit: Option<usize>,
+    filter: Option<String>,
 }
 
-/// `GET /rooms/{roomId}/context/{eventId}`.
+/// `GET /rooms/{roomId}/context/{eventId}`: the `filter` (a JSON
+/// `RoomEventFilter`) applies to the events around the event and the state.
 pub async fn get_context_route(
     State(s): State<AppState>,
     Auth(sender): Auth,
     PathArgs((room, event)): PathArgs<(OwnedRoomId, OwnedEventId)>,
     QueryArgs(q): QueryArgs<ContextQuery>,
 ) -> ApiResult<Json<Value>> {
-    let (event, before, after, start, end, state) =
-        s.services
-            .context(&sender.user_id, &room, &event, q.limit.unwrap_or(10))?;
+    let filter = match &q.filter {
+        Some(f) => RoomEventFilter::from_json(
+            &serde_json::from_str(f).map_err(|e| Error::bad_json(e.to_string()))?,
+        ),
+        None => RoomEventFilter::default(),
+    };
+    let limit = q.limit.or(filter.limit).unwrap_or(10);
+    let c = s
+        .services
+        .context(&sender.user_id, &room, &event, limit, &filter)?;
     Ok(Json(json!({
-        "event": event.to_client(Some((&sender.user_id, sender.device_id.as_str())), true),
-        "events_before": events_json(&before, &sender),
-        "events_after": events_json(&after, &sender),
-        "start": start,
-        "end": end,
-        "state": events_json(&state, &sender),
+        "event": c.event.to_client(Some((&sender.user_id, sender.device_id.as_str())), true),
+        "events_before": events_json(&c.before, &sender),
+        "events_after": events_json(&c.after, &sender),
+        "start": c.start,
+        "end": c.end,
+        "state": events_json(&c.state, &sender),
     })))
 }
 
@@ -133,7 +143,6 @@ pub async fn get_context_route(
 pub struct MembersQuery {
     membership: Option<String>,
     not_membership: Option<String>,
-    #[allow(dead_code)]
     at: Option<String>,
 }
 
@@ -147,6 +156,7 @@ pub async fn get_member_events_route(
     let events = s.services.members(
         &sender.user_id,
         &room,
+        q.at.as_deref(),
         q.membership.as_deref(),
         q.not_membership.as_deref(),
     )?;

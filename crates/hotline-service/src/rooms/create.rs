@@ -164,6 +164,13 @@ impl Services {
                     "initial_state may not set m.room.create or m.room.member",
                 ));
             }
+            if kind == "m.room.name" {
+                // The same guard as the `name` field: no impersonating name
+                // slips in through the state list.
+                if let Some(name) = content.get("name").and_then(|n| n.as_str()) {
+                    self.check_room_name(creator, name)?;
+                }
+            }
             drafts.push(draft(kind, key, content.clone())?);
         }
         if let Some(name) = &req.name {

@@ -110,6 +110,42 @@ impl Services {
         Ok(())
     }
 
+    /// `POST /knock/{roomIdOrAlias}`: asks to be let into a room whose join
+    /// rule is `knock` (the auth rules refuse it anywhere else); a member
+    /// with invite power answers with an invite, or a kick to refuse.
+    pub async fn knock(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let room = self
+            .room(room_id)
+            .map_err(|_| Error::not_found("Unknown room"))?;
+        match room.membership(sender) {
+            Some(MembershipState::Join) => {
+                return Err(Error::forbidden("You are already in this room"))
+            }
+            Some(MembershipState::Invite) => {
+                return Err(Error::forbidden("You are already invited; join instead"))
+            }
+            Some(MembershipState::Ban) => {
+                return Err(Error::forbidden("You are banned from this room"))
+            }
+            _ => {}
+        }
+        self.set_membership(
+            sender,
+            room_id,
+            sender,
+            MembershipState::Knock,
+            reason,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// `POST /rooms/{roomId}/leave`.
     pub async fn leave(
         &self,
@@ -145,7 +181,7 @@ impl Services {
         let room = self.room(room_id)?;
         if !matches!(
             room.membership(target),
-            Some(MembershipState::Join | MembershipState::Invite)
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
         ) {
             return Err(Error::forbidden("User is not in the room"));
         }
@@ -203,7 +239,7 @@ impl Services {
         let room = self.room(room_id)?;
         if matches!(
             room.membership(sender),
-            Some(MembershipState::Join | MembershipState::Invite)
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
         ) {
             return Err(Error::BadState(
                 "Leave the room before forgetting it".into(),
@@ -248,7 +284,7 @@ impl Services {
             Err(e) => match self.store.find_txn(
                 sender.user_id.as_str(),
                 sender.device_id.as_str(),
-                txn_id,
+                &super::txn_key(room_id, &TimelineEventType::from(kind), None, txn_id),
             )? {
                 Some(id) => OwnedEventId::try_from(id).map_err(Error::internal),
                 None => Err(e),
@@ -346,9 +382,15 @@ impl Services {
         txn_id: &str,
         reason: Option<String>,
     ) -> Result<OwnedEventId> {
+        let key = super::txn_key(
+            room_id,
+            &TimelineEventType::RoomRedaction,
+            Some(target),
+            txn_id,
+        );
         if let Some(id) =
             self.store
-                .find_txn(sender.user_id.as_str(), sender.device_id.as_str(), txn_id)?
+                .find_txn(sender.user_id.as_str(), sender.device_id.as_str(), &key)?
         {
             return OwnedEventId::try_from(id).map_err(Error::internal);
         }

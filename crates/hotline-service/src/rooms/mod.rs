@@ -10,24 +10,27 @@ mod directory;
 mod ephemeral;
 mod membership;
 mod read;
+mod visibility;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hotline_store::{Attachment, NewEvent, WriteBatch, WriteOp};
+use hotline_store::{Attachment, NewEvent, NewTxn, WriteBatch, WriteOp};
 use parking_lot::{Mutex, RwLock};
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::events::room::power_levels::RoomPowerLevelsEventContent;
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId,
-    UInt, UserId,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UInt, UserId,
 };
 
 pub use create::CreateRoom;
 pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
-pub use read::{parse_position_token, position_token, Direction, MessagesPage};
+pub use read::{
+    parse_position_token, position_token, Direction, EventContext, MessagesPage, MAX_SCAN,
+};
 
 /// The pagination token just before the event at `pos`.
 pub fn position_token_before(pos: i64) -> String {
@@ -287,18 +290,33 @@ impl Rooms {
                 }
             }
             if let Some((target, redacted_json)) = &new.redacts {
+                let redact = |old: &PduEvent| -> Option<Arc<PduEvent>> {
+                    let mut pdu = serde_json::from_str::<Pdu>(redacted_json).ok()?;
+                    pdu.hashes = old.pdu.hashes.clone();
+                    let mut redacted = PduEvent::new(old.event_id.clone(), old.pos(), pdu);
+                    redacted.redacted_because = Some(event.to_client(None, true));
+                    redacted.txn = old.txn.clone();
+                    Some(Arc::new(redacted))
+                };
                 if let Some(slot) = inner
                     .recent
                     .iter_mut()
                     .find(|e| e.event_id.as_str() == target)
                 {
-                    if let Ok(mut pdu) = serde_json::from_str::<Pdu>(redacted_json) {
-                        pdu.hashes = slot.pdu.hashes.clone();
-                        let mut redacted = PduEvent::new(slot.event_id.clone(), slot.pos(), pdu);
-                        redacted.redacted_because = Some(event.to_client(None, true));
-                        redacted.txn = slot.txn.clone();
-                        *slot = Arc::new(redacted);
+                    if let Some(redacted) = redact(slot) {
+                        *slot = redacted;
                     }
+                }
+                // A redacted state event that is still current state is
+                // current in its redacted form: what `/state` shows and what
+                // the auth rules read next (a new `Arc`, so `AuthMemo` misses).
+                let current = inner
+                    .state
+                    .iter()
+                    .find(|(_, e)| e.event_id.as_str() == target)
+                    .map(|(k, e)| (k.clone(), redact(e)));
+                if let Some((key, Some(redacted))) = current {
+                    inner.state.insert(key, redacted);
                 }
             }
             inner.latest = Some((event.event_id.clone(), event.pdu.depth));
@@ -560,6 +578,24 @@ impl Services {
     }
 }
 
+/// The key a client transaction is recorded under. The spec scopes a
+/// transaction id to its device and its endpoint, so the key holds the
+/// endpoint's path parameters too: the same id sent to two rooms, or used
+/// once for a message and once for a redaction, names two requests.
+pub(crate) fn txn_key(
+    room_id: &RoomId,
+    kind: &TimelineEventType,
+    redacts: Option<&EventId>,
+    txn_id: &str,
+) -> String {
+    // A JSON array keeps the parts apart whatever characters they hold.
+    let key = match redacts {
+        Some(target) => serde_json::to_string(&("redact", room_id, target, txn_id)),
+        None => serde_json::to_string(&("send", room_id, kind.to_string(), txn_id)),
+    };
+    key.expect("a tuple of strings always serializes")
+}
+
 /// Builds and authorizes `drafts` in order on top of `base`, each seeing the
 /// state left by the ones before it (kept in a small overlay, so `base` is
 /// only borrowed).
@@ -617,7 +653,19 @@ pub(crate) fn build_events(
             signatures: Default::default(),
         };
         let (mut event, json) = PduEvent::seal(pdu, version)?;
-        event.txn = txn.take();
+        let new_txn = txn.take().map(|(device_id, txn_id)| NewTxn {
+            key: txn_key(
+                room_id,
+                &event.pdu.kind,
+                event.pdu.redacts.as_deref(),
+                &txn_id,
+            ),
+            device_id,
+            txn_id,
+        });
+        event.txn = new_txn
+            .as_ref()
+            .map(|t| (t.device_id.clone(), t.txn_id.clone()));
         let event = Arc::new(event);
         if !memo.is_some_and(|m| m.passed(sender, &event.pdu.kind, &auth)) {
             ruma::state_res::check_state_dependent_auth_rules(
@@ -653,7 +701,7 @@ pub(crate) fn build_events(
             event_type: event.pdu.kind.to_string(),
             state_key: event.pdu.state_key.clone(),
             json,
-            txn: event.txn.clone(),
+            txn: new_txn,
             redacts: None,
             membership,
             parsed: Attachment(Some(event.clone())),
