@@ -4,6 +4,7 @@
 //! access tokens only as SHA-256 digests; neither is ever logged.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -26,11 +27,29 @@ pub struct Sender {
     pub device_id: OwnedDeviceId,
 }
 
+/// A resolved token, with when its device was last noted as seen.
+struct CachedToken {
+    sender: Sender,
+    noted_ms: AtomicI64,
+}
+
+/// A device's `last_seen_ts` moves in steps of this much: a request notes
+/// its device at most once a minute, so the hot path is one clock read and
+/// one atomic load.
+const SEEN_STEP_MS: i64 = 60_000;
+
+/// How often noted devices are written to the store.
+pub const SEEN_FLUSH: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Caches and settings for accounts.
 pub struct Accounts {
     server_name: OwnedServerName,
     /// token digest → sender; filled on first use, emptied on logout.
-    tokens: Mutex<HashMap<String, Sender>>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+    /// Devices seen since the last flush: `(user, device)` → when and from
+    /// where. Written to the store every [`SEEN_FLUSH`] and merged into
+    /// `/devices` answers meanwhile.
+    seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), (i64, Option<String>)>>,
     /// Open user-interactive auth sessions: session id → completed stages.
     uiaa: Mutex<HashMap<String, Vec<String>>>,
     /// argon2 takes several MiB per hash: one at a time bounds memory.
@@ -87,6 +106,7 @@ impl Accounts {
             server_name: ServerName::parse(&config.server_name)
                 .unwrap_or_else(|_| ServerName::parse("localhost").unwrap()),
             tokens: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             uiaa: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(1),
         }
@@ -413,8 +433,13 @@ impl Services {
     /// an unknown token counts against it.
     pub fn authenticate(&self, token: &str, client: Option<std::net::IpAddr>) -> Result<Sender> {
         let hash = digest(token);
-        if let Some(s) = self.accounts.tokens.lock().get(&hash) {
-            return Ok(s.clone());
+        if let Some(t) = self.accounts.tokens.lock().get(&hash) {
+            let now = now_ms();
+            if now - t.noted_ms.load(Ordering::Relaxed) >= SEEN_STEP_MS {
+                t.noted_ms.store(now, Ordering::Relaxed);
+                self.note_seen(&t.sender, now, client);
+            }
+            return Ok(t.sender.clone());
         }
         // Tokens are 40 random alphanumerics: nobody guesses one. The limit
         // keeps a prober from costing a database read per guess, and only
@@ -429,16 +454,80 @@ impl Services {
             user_id: UserId::parse(row.user_id).map_err(Error::internal)?,
             device_id: row.device_id.into(),
         };
+        let now = now_ms();
+        self.note_seen(&sender, now, client);
         let mut tokens = self.accounts.tokens.lock();
         if tokens.len() > 100_000 {
             tokens.clear();
         }
-        tokens.insert(hash, sender.clone());
+        tokens.insert(
+            hash,
+            CachedToken {
+                sender: sender.clone(),
+                noted_ms: AtomicI64::new(now),
+            },
+        );
         Ok(sender)
     }
 
+    fn note_seen(&self, sender: &Sender, now: i64, client: Option<std::net::IpAddr>) {
+        let key = (sender.user_id.clone(), sender.device_id.clone());
+        let mut seen = self.accounts.seen.lock();
+        // Bounded: past this, the oldest news is the least worth keeping.
+        if seen.len() >= 100_000 {
+            seen.clear();
+        }
+        seen.insert(key, (now, client.map(|ip| ip.to_string())));
+    }
+
+    /// Writes the devices noted as seen since the last flush.
+    pub async fn flush_seen_devices(&self) -> Result<()> {
+        let noted: Vec<_> = self.accounts.seen.lock().drain().collect();
+        if noted.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for ((user, device), (ts, ip)) in noted {
+            batch.push(WriteOp::SetDeviceSeen {
+                user_id: user.to_string(),
+                device_id: device.to_string(),
+                ts,
+                ip,
+            });
+        }
+        self.store.write(batch).await?;
+        Ok(())
+    }
+
+    /// Flushes noted devices every [`SEEN_FLUSH`] (the server's task).
+    pub fn flush_seen_devices_regularly(self: &std::sync::Arc<Self>) {
+        self.run_every(SEEN_FLUSH, |s| async move {
+            if let Err(e) = s.flush_seen_devices().await {
+                tracing::warn!(error = %e, "recording when devices were last seen");
+            }
+        });
+    }
+
+    /// `row` with what was noted since the last flush.
+    fn with_seen(&self, mut row: DeviceRow) -> DeviceRow {
+        let Ok(user) = UserId::parse(row.user_id.as_str()) else {
+            return row;
+        };
+        let key = (user, OwnedDeviceId::from(row.device_id.as_str()));
+        if let Some((ts, ip)) = self.accounts.seen.lock().get(&key) {
+            if row.last_seen_ts.is_none_or(|t| t <= *ts) {
+                row.last_seen_ts = Some(*ts);
+                if ip.is_some() {
+                    row.last_seen_ip = ip.clone();
+                }
+            }
+        }
+        row
+    }
+
     fn forget_cached_tokens(&self, user_id: &UserId, device_id: Option<&str>) {
-        self.accounts.tokens.lock().retain(|_, s| {
+        self.accounts.tokens.lock().retain(|_, t| {
+            let s = &t.sender;
             !(s.user_id == user_id && device_id.is_none_or(|d| s.device_id.as_str() == d))
         });
     }
@@ -552,7 +641,7 @@ impl Services {
             self.accounts
                 .tokens
                 .lock()
-                .retain(|_, s| s.user_id != sender.user_id || s.device_id == keep);
+                .retain(|_, t| t.sender.user_id != sender.user_id || t.sender.device_id == keep);
         }
         Ok(())
     }
@@ -575,11 +664,19 @@ impl Services {
     }
 
     pub fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRow>> {
-        Ok(self.store.list_devices(user_id.as_str())?)
+        Ok(self
+            .store
+            .list_devices(user_id.as_str())?
+            .into_iter()
+            .map(|d| self.with_seen(d))
+            .collect())
     }
 
     pub fn device(&self, user_id: &UserId, device_id: &str) -> Result<Option<DeviceRow>> {
-        Ok(self.store.get_device(user_id.as_str(), device_id)?)
+        Ok(self
+            .store
+            .get_device(user_id.as_str(), device_id)?
+            .map(|d| self.with_seen(d)))
     }
 
     pub fn user_exists(&self, user_id: &UserId) -> Result<bool> {

@@ -857,6 +857,18 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             c.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2")?
                 .execute(params![user_id, device_id])?;
         }
+        WriteOp::SetDeviceSeen {
+            user_id,
+            device_id,
+            ts,
+            ip,
+        } => {
+            c.prepare_cached(
+                "UPDATE devices SET last_seen_ts = MAX(COALESCE(last_seen_ts, 0), ?3), last_seen_ip = COALESCE(?4, last_seen_ip)
+                 WHERE user_id = ?1 AND device_id = ?2",
+            )?
+            .execute(params![user_id, device_id, ts, ip])?;
+        }
         WriteOp::CreateRegistrationToken(t) => {
             c.prepare_cached(
                 "INSERT INTO registration_tokens (token, uses_allowed, completed, expiry_ts) VALUES (?1, ?2, ?3, ?4)",

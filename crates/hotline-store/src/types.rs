@@ -292,6 +292,14 @@ pub enum WriteOp {
         user_id: String,
         device_id: String,
     },
+    /// When and from where a device was last seen; nothing if the device
+    /// is gone.
+    SetDeviceSeen {
+        user_id: String,
+        device_id: String,
+        ts: i64,
+        ip: Option<String>,
+    },
     CreateRegistrationToken(RegistrationTokenRow),
     /// Counts one use of a registration token, which must still be valid
     /// at `now_ms`; otherwise the batch fails with a conflict. In the batch

@@ -406,6 +406,7 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
     // `hotline admin vouch|revoke` write beside the running server.
     services.watch_other_processes(std::time::Duration::from_secs(1));
     services.time_out_presence()?;
+    services.flush_seen_devices_regularly();
     let app = hotline_api::app(services.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -437,6 +438,10 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
         tracing::info!("shutting down");
     })
     .await?;
+    // What was noted since the last round, so a restart loses none of it.
+    if let Err(e) = services.flush_seen_devices().await {
+        tracing::warn!(error = %e, "recording when devices were last seen");
+    }
     store.close();
     Ok(())
 }

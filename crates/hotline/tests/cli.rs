@@ -203,3 +203,109 @@ async fn create_user_reads_the_password_from_stdin_when_not_given() {
     );
     assert_eq!(login("from stdin\n").await, 403);
 }
+
+async fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut r = reqwest::Client::new().request(
+        method.parse().unwrap(),
+        format!("http://127.0.0.1:{port}/_matrix/client/v3{path}"),
+    );
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.body(b.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    assert!(
+        resp.status().is_success(),
+        "{method} {path}: {}",
+        resp.status()
+    );
+    resp.json().await.unwrap()
+}
+
+fn serve(dir: &std::path::Path, port: u16) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "serve",
+                "--allow-registration",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("HOTLINE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn devices_show_when_and_from_where_they_were_last_seen_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = serve(dir.path(), port);
+    answers(port, &mut server.0).await;
+    let reg = call(
+        port,
+        "POST",
+        "/register",
+        None,
+        Some(serde_json::json!(
+        {"username": "alice", "password": "pw", "auth": {"type": "m.login.dummy"}})),
+    )
+    .await;
+    let (first, first_device) = (
+        reg["access_token"].as_str().unwrap().to_owned(),
+        reg["device_id"].clone(),
+    );
+    let login = call(port, "POST", "/login", None, Some(serde_json::json!(
+        {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"}))).await;
+    let second = login["access_token"].as_str().unwrap().to_owned();
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let devices = call(port, "GET", "/devices", Some(&first), None).await;
+    let d = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == first_device)
+        .unwrap()
+        .clone();
+    assert_eq!(d["last_seen_ip"], "127.0.0.1", "{devices}");
+    assert!(
+        d["last_seen_ts"].as_i64().unwrap() >= before - 60_000,
+        "{devices}"
+    );
+
+    // A clean stop writes what was noted; the other device reads it back.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(server.0.wait().unwrap().success());
+    let mut server = serve(dir.path(), port);
+    answers(port, &mut server.0).await;
+    let d = call(
+        port,
+        "GET",
+        &format!("/devices/{}", first_device.as_str().unwrap()),
+        Some(&second),
+        None,
+    )
+    .await;
+    assert_eq!(d["last_seen_ip"], "127.0.0.1", "{d}");
+}
