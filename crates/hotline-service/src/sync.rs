@@ -830,19 +830,7 @@ impl Services {
                 }
                 MembershipState::Invite if newly => {
                     let room = self.room(room_id)?;
-                    let mut events: Vec<Box<RawValue>> = INVITE_STATE
-                        .iter()
-                        .filter_map(|k| room.state_event(k, ""))
-                        .map(|e| stripped(&e))
-                        .collect();
-                    if let Some(m) = room.state_event("m.room.member", user.as_str()) {
-                        if let Some(inviter) =
-                            room.state_event("m.room.member", m.pdu.sender.as_str())
-                        {
-                            events.push(stripped(&inviter));
-                        }
-                        events.push(stripped(&m));
-                    }
+                    let events = stripped_state(&room, user, true);
                     resp.rooms.invite.insert(
                         room_id.clone(),
                         InvitedRoom {
@@ -854,14 +842,7 @@ impl Services {
                 // and the knock itself, like an invite's.
                 MembershipState::Knock if newly => {
                     let room = self.room(room_id)?;
-                    let mut events: Vec<Box<RawValue>> = INVITE_STATE
-                        .iter()
-                        .filter_map(|k| room.state_event(k, ""))
-                        .map(|e| stripped(&e))
-                        .collect();
-                    if let Some(m) = room.state_event("m.room.member", user.as_str()) {
-                        events.push(stripped(&m));
-                    }
+                    let events = stripped_state(&room, user, false);
                     resp.rooms
                         .knock
                         .insert(room_id.clone(), json!({"knock_state": {"events": events}}));
@@ -1522,6 +1503,26 @@ fn contains_word(text: &str, word: &str) -> bool {
         text.match_indices(word.as_str())
             .any(|(i, m)| bounded(&text, i, m.len()))
     }
+}
+
+/// What an invitee or a knocker is shown of a room: its public face
+/// ([`INVITE_STATE`]), the member event of whoever sent theirs (the inviter,
+/// when `with_sender`), and their own member event.
+fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> Vec<Box<RawValue>> {
+    let mut events: Vec<Box<RawValue>> = INVITE_STATE
+        .iter()
+        .filter_map(|k| room.state_event(k, ""))
+        .map(|e| stripped(&e))
+        .collect();
+    if let Some(m) = room.state_event("m.room.member", user.as_str()) {
+        if with_sender {
+            if let Some(sender) = room.state_event("m.room.member", m.pdu.sender.as_str()) {
+                events.push(stripped(&sender));
+            }
+        }
+        events.push(stripped(&m));
+    }
+    events
 }
 
 /// The stripped form of a state event, for invites.
