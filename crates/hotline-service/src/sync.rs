@@ -1189,7 +1189,9 @@ impl Services {
         let mut state = Vec::new();
         if full || limited {
             let in_timeline: HashSet<&EventId> = timeline.iter().map(|e| &*e.event_id).collect();
-            for e in room.state() {
+            // As of `upto`: a left room's state as it was at the leave, even
+            // where it changed since (read from the store only then).
+            for e in self.state_at(room, Some(upto), None)? {
                 if e.pos() > upto
                     || (!full && e.pos() <= since_pos)
                     || in_timeline.contains(&*e.event_id)

@@ -635,6 +635,16 @@ async fn include_leave_shows_left_rooms_on_a_fresh_sync_with_their_state() {
     let room = public_room(&http, &alice).await;
     join(&http, &bob, &room).await;
     text(&http, &alice, &room, "hello").await;
+    put_state(
+        &http,
+        &alice,
+        &room,
+        "m.room.topic",
+        "",
+        json!({"topic": "earlier"}),
+    )
+    .await;
+    text(&http, &alice, &room, "more").await;
     call(
         &http,
         "POST",
@@ -676,10 +686,16 @@ async fn include_leave_shows_left_rooms_on_a_fresh_sync_with_their_state() {
         ),
         "the timeline ends at the leave: {s}"
     );
+    let mut kinds = types(&left["state"]);
+    kinds.sort();
+    assert_eq!(kinds, ["m.room.name", "m.room.topic"], "{s}");
+    let topic = events(&left["state"])
+        .into_iter()
+        .find(|e| e["type"] == "m.room.topic")
+        .unwrap();
     assert_eq!(
-        types(&left["state"]),
-        ["m.room.name"],
-        "not the later topic: {s}"
+        topic["content"]["topic"], "earlier",
+        "the topic as it was at the leave, not the later one: {s}"
     );
 }
 

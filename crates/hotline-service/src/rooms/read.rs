@@ -399,7 +399,7 @@ impl Services {
     /// The room's state just after `pos` (`None`: now), only of `kind` when
     /// given. The cached current state answers unless something of it
     /// changed since `pos`.
-    fn state_at(
+    pub(crate) fn state_at(
         &self,
         room: &Room,
         pos: Option<i64>,
