@@ -240,18 +240,7 @@ impl Services {
         };
         let state = if filter.lazy_load_members {
             let at = chunk.iter().map(|e| e.pos()).max().unwrap_or(from_pos);
-            let mut senders: Vec<_> = chunk.iter().map(|e| e.pdu.sender.clone()).collect();
-            senders.sort();
-            senders.dedup();
-            let mut state = Vec::with_capacity(senders.len());
-            for s in &senders {
-                if let Some(e) =
-                    self.state_event_at(&room, "m.room.member", s.as_str(), Some(at))?
-                {
-                    state.push(e);
-                }
-            }
-            state
+            self.senders_members_at(&room, &chunk, at)?
         } else {
             vec![]
         };
@@ -261,6 +250,26 @@ impl Services {
             chunk,
             state,
         })
+    }
+
+    /// The member events, as of `at`, of the senders of `events` (each
+    /// sender once): the state a lazy-loading client needs for them.
+    fn senders_members_at<'a>(
+        &self,
+        room: &Room,
+        events: impl IntoIterator<Item = &'a Arc<PduEvent>>,
+        at: i64,
+    ) -> Result<Vec<Arc<PduEvent>>> {
+        let mut senders: Vec<_> = events.into_iter().map(|e| e.pdu.sender.clone()).collect();
+        senders.sort();
+        senders.dedup();
+        let mut state = Vec::with_capacity(senders.len());
+        for s in &senders {
+            if let Some(e) = self.state_event_at(room, "m.room.member", s.as_str(), Some(at))? {
+                state.push(e);
+            }
+        }
+        Ok(state)
     }
 
     /// The event `event_id` of `room`, if `vis` lets the reader see it.
@@ -344,22 +353,8 @@ impl Services {
 
         let at = after.last().map_or(pos, |e| e.pos());
         let mut state = if filter.lazy_load_members {
-            let mut senders: Vec<_> = std::iter::once(&event)
-                .chain(&before)
-                .chain(&after)
-                .map(|e| e.pdu.sender.clone())
-                .collect();
-            senders.sort();
-            senders.dedup();
-            let mut state = Vec::with_capacity(senders.len());
-            for s in &senders {
-                if let Some(e) =
-                    self.state_event_at(&room, "m.room.member", s.as_str(), Some(at))?
-                {
-                    state.push(e);
-                }
-            }
-            state
+            let shown = std::iter::once(&event).chain(&before).chain(&after);
+            self.senders_members_at(&room, shown, at)?
         } else {
             self.state_at(&room, Some(at), None)?
         };
