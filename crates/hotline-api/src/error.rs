@@ -46,6 +46,7 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         RegistrationDisabled => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
         Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
         ServerControlled(_) => (StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
+        CannotThumbnail => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
         WrongRoomKeysVersion { .. } => (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
     }

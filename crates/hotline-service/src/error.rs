@@ -55,6 +55,10 @@ pub enum Error {
     /// change it through its own API.
     #[error("{0}")]
     ServerControlled(String),
+    /// The media is not an image the server can thumbnail (the spec's `400`
+    /// with `M_UNKNOWN`): an encrypted attachment, a PDF, a corrupt file.
+    #[error("Cannot generate a thumbnail of this content")]
+    CannotThumbnail,
     /// Something broke inside. Logged in full; clients see a generic message.
     #[error("Internal error: {0}")]
     Internal(String),
