@@ -42,6 +42,9 @@ const SEEN_STEP_MS: i64 = 60_000;
 pub const SEEN_FLUSH: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Caches and settings for accounts.
+/// When (ms) and from which address a device was last seen.
+type SeenAt = (i64, Option<String>);
+
 pub struct Accounts {
     server_name: OwnedServerName,
     /// token digest → sender; filled on first use, emptied on logout.
@@ -49,7 +52,7 @@ pub struct Accounts {
     /// Devices seen since the last flush: `(user, device)` → when and from
     /// where. Written to the store every [`SEEN_FLUSH`] and merged into
     /// `/devices` answers meanwhile.
-    seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), (i64, Option<String>)>>,
+    seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), SeenAt>>,
     /// Open user-interactive auth sessions: session id → completed stages.
     uiaa: Mutex<HashMap<String, Vec<String>>>,
     /// argon2 takes several MiB per hash: one at a time bounds memory.

@@ -48,6 +48,8 @@ pub struct Services {
     pub keys: keys::Keys,
     pub presence: presence::Presence,
     pub(crate) filters: sync::FilterCache,
+    /// Each user's push rules in force, for unread counts.
+    pub(crate) push_rules_cache: push_rules::RulesCache,
     /// Serialises edits of a user's account data documents.
     pub(crate) doc_locks: user_data::DocLocks,
     /// Signs attestations; published at `/_matrix/key/v2/server`.
@@ -76,6 +78,7 @@ impl Services {
             presence: presence::Presence::new(store.current_position()),
             doc_locks: Default::default(),
             filters: Default::default(),
+            push_rules_cache: Default::default(),
             server_key,
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),

@@ -32,6 +32,7 @@ use serde_json::value::RawValue;
 
 use crate::accounts::Sender;
 use crate::pdu::PduEvent;
+use crate::push_rules::PushEval;
 use crate::rooms::Room;
 use crate::{Error, Result, Services};
 
@@ -488,6 +489,11 @@ struct Unread {
     members_at: i64,
     /// The user's display name in the room (mentions by name).
     name: Option<Arc<str>>,
+    /// The generation of the push rules the counts were taken under.
+    rules_generation: u64,
+    /// The push rules with the room's context, and what that context was
+    /// built from: `(rules generation, members_at, power levels position)`.
+    eval: Option<((u64, i64, i64), Arc<PushEval>)>,
 }
 
 #[derive(Default)]
@@ -671,6 +677,94 @@ impl Window {
             limited: false,
             prev: None,
         }
+    }
+}
+
+/// A room's `summary`: member counts and heroes.
+struct Summary {
+    joined: usize,
+    invited: usize,
+    heroes: Vec<OwnedUserId>,
+}
+
+/// Heroes a summary names at most (the spec's "first 5 members").
+const HEROES: usize = 5;
+
+/// The state a room is named by; without either, clients name it after its
+/// heroes.
+const NAMED_BY: [&str; 2] = ["m.room.name", "m.room.canonical_alias"];
+
+impl Summary {
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "m.heroes": self.heroes,
+            "m.joined_member_count": self.joined,
+            "m.invited_member_count": self.invited,
+        })
+    }
+}
+
+/// The summary `user` is shown of `room`: the counts of joined and invited
+/// members and, when the room has neither a name nor a canonical alias, its
+/// heroes, whom clients name the room after: the first five other joined or
+/// invited members by the order of their member events (or, when there are
+/// none, the first five who left or were banned). A named room has none, as
+/// in Synapse: a lazy-loading client is then not sent their member events.
+fn room_summary(room: &Room, user: &UserId) -> Summary {
+    #[derive(Deserialize)]
+    struct Member {
+        membership: MembershipState,
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        name: Option<String>,
+        alias: Option<String>,
+    }
+    let named = NAMED_BY.iter().any(|k| {
+        room.state_event(k, "")
+            .and_then(|e| e.content::<Named>().ok())
+            .is_some_and(|c| c.name.or(c.alias).is_some_and(|n| !n.is_empty()))
+    });
+    let (mut joined, mut invited) = (0, 0);
+    let mut present: Vec<(i64, &UserId)> = Vec::new();
+    let mut gone: Vec<(i64, &UserId)> = Vec::new();
+    let state = room.state();
+    for e in &state {
+        if e.pdu.kind != TimelineEventType::RoomMember {
+            continue;
+        }
+        let (Some(key), Ok(m)) = (e.pdu.state_key.as_deref(), e.content::<Member>()) else {
+            continue;
+        };
+        let Ok(member) = <&UserId>::try_from(key) else {
+            continue;
+        };
+        let here = match m.membership {
+            MembershipState::Join => {
+                joined += 1;
+                true
+            }
+            MembershipState::Invite => {
+                invited += 1;
+                true
+            }
+            MembershipState::Leave | MembershipState::Ban => false,
+            _ => continue,
+        };
+        if member != user && !named {
+            if here { &mut present } else { &mut gone }.push((e.pos(), member));
+        }
+    }
+    let mut heroes = if present.is_empty() { gone } else { present };
+    heroes.sort_unstable();
+    Summary {
+        joined,
+        invited,
+        heroes: heroes
+            .into_iter()
+            .take(HEROES)
+            .map(|(_, u)| u.to_owned())
+            .collect(),
     }
 }
 
@@ -1054,6 +1148,17 @@ impl Services {
             }
         }
 
+        // Sent whole when the room is new to the client, or its members or
+        // what it is named by changed; otherwise left out, which the spec
+        // reads as unchanged.
+        let renamed = || {
+            NAMED_BY
+                .iter()
+                .any(|k| room.state_event(k, "").is_some_and(|e| e.pos() > since_pos))
+        };
+        let summary = (newly || room.last_member_pos() > since_pos || renamed())
+            .then(|| room_summary(room, &sender.user_id));
+        let heroes = summary.as_ref().map_or(&[][..], |s| &s.heroes[..]);
         let state = self.room_state(
             sender,
             room,
@@ -1063,6 +1168,7 @@ impl Services {
             newly,
             window.limited,
             &window.events,
+            heroes,
         )?;
 
         if !newly
@@ -1077,7 +1183,6 @@ impl Services {
             Some(c) => c,
             None => self.unread_counts(room, &sender.user_id, upto, None)?,
         };
-        let joined_count = room.joined_members().len();
         let prev_batch = Some(match window.prev {
             Some(p) => crate::rooms::position_token(p),
             None => crate::rooms::position_token(since_pos.min(upto)),
@@ -1099,7 +1204,7 @@ impl Services {
                 notification_count,
                 highlight_count,
             },
-            summary: json!({ "m.joined_member_count": joined_count }),
+            summary: summary.map_or_else(|| json!({}), |s| s.to_json()),
         }))
     }
 
@@ -1137,6 +1242,7 @@ impl Services {
             full,
             window.limited,
             &window.events,
+            &[],
         )?;
         let prev_batch = match window.prev {
             Some(p) => Some(crate::rooms::position_token(p)),
@@ -1178,6 +1284,7 @@ impl Services {
         full: bool,
         limited: bool,
         timeline: &[Arc<PduEvent>],
+        heroes: &[OwnedUserId],
     ) -> Result<Vec<Arc<PduEvent>>> {
         let sf = &filter.state;
         if sf.passes_none() || !sf.room_ok(room.id.as_str()) {
@@ -1208,9 +1315,10 @@ impl Services {
                 }
             }
         }
-        if lazy && (full || !timeline.is_empty()) {
-            let members =
-                self.lazy_members(sender, room, filter, since, upto, full, timeline, &state)?;
+        if lazy && (full || !timeline.is_empty() || !heroes.is_empty()) {
+            let members = self.lazy_members(
+                sender, room, filter, since, upto, full, timeline, heroes, &state,
+            )?;
             state.extend(members);
         }
         Ok(state)
@@ -1227,6 +1335,7 @@ impl Services {
         upto: i64,
         full: bool,
         timeline: &[Arc<PduEvent>],
+        heroes: &[OwnedUserId],
         state: &[Arc<PduEvent>],
     ) -> Result<Vec<Arc<PduEvent>>> {
         let (user, device) = (&*sender.user_id, &*sender.device_id);
@@ -1240,9 +1349,12 @@ impl Services {
         if full {
             wanted.push(user);
         }
-        for e in timeline {
-            if !wanted.contains(&&*e.pdu.sender) {
-                wanted.push(&e.pdu.sender);
+        // The timeline's senders, and the heroes a client names the room
+        // after (the spec requires their member events with lazy loading).
+        let senders = timeline.iter().map(|e| &*e.pdu.sender);
+        for s in senders.chain(heroes.iter().map(|h| &**h)) {
+            if !wanted.contains(&s) {
+                wanted.push(s);
             }
         }
         let last_member = room.last_member_pos();
@@ -1334,12 +1446,13 @@ impl Services {
     }
 
     /// `(notification_count, highlight_count)` of `user` in `room` as of
-    /// `upto`: messages from others after the user's read marker (the newer
-    /// of their `m.read` and `m.read.private` receipts), and those of them
-    /// that mention the user. Counted incrementally from the events each
-    /// sync brings (`fresh`: the events after a position, when the caller
-    /// holds them); counted afresh when the read marker moves, within the
-    /// in-memory window or the last `UNREAD_SCAN` events.
+    /// `upto`: the events after the user's read marker (the newer of their
+    /// `m.read` and `m.read.private` receipts) whose push rules say
+    /// `notify`, and those of them that also set `highlight`. Counted
+    /// incrementally from the events each sync brings (`fresh`: the events
+    /// after a position, when the caller holds them); counted afresh when the
+    /// read marker moves or the user's rules change, within the in-memory
+    /// window or the last `UNREAD_SCAN` events.
     fn unread_counts(
         &self,
         room: &Room,
@@ -1349,11 +1462,13 @@ impl Services {
     ) -> Result<(u64, u64)> {
         let receipts_at = room.last_receipt_pos();
         let members_at = room.last_member_pos();
+        let rules = self.push_rules_in_force(user)?;
         let cached = self.filters.unread_get(user, &room.id);
         let known = cached.is_some();
         let mut u = cached.unwrap_or_default();
-        let mut recount = !known;
-        let mut dirty = !known;
+        let mut recount = !known || u.rules_generation != rules.generation;
+        let mut dirty = recount;
+        u.rules_generation = rules.generation;
         if !known || u.receipts_at < receipts_at {
             dirty = true;
             let marker = self
@@ -1378,6 +1493,30 @@ impl Services {
                 .map(Arc::from);
             u.members_at = members_at;
         }
+        // The rules' context holds the room's power levels, member count and
+        // the user's name: kept while none of them changed, and built on the
+        // first event from someone else (most syncs weigh none, or only the
+        // user's own).
+        let eval_key = (
+            rules.generation,
+            members_at,
+            room.state_event("m.room.power_levels", "")
+                .map_or(0, |e| e.pos()),
+        );
+        let mut eval = u.eval.take().filter(|(key, _)| *key == eval_key);
+        let built = std::cell::Cell::new(false);
+        let mut weigh = |e: &PduEvent| -> (u64, u64) {
+            if e.pdu.sender == user {
+                return (0, 0);
+            }
+            let (_, eval) = eval.get_or_insert_with(|| {
+                let eval = PushEval::new(rules.rules.clone(), room, user, u.name.as_deref());
+                built.set(true);
+                (eval_key, Arc::new(eval))
+            });
+            let (notify, highlight) = eval.weigh(e);
+            (notify as u64, (notify && highlight) as u64)
+        };
         if !recount && u.counted_upto < upto {
             dirty = true;
             let new = match fresh {
@@ -1387,7 +1526,7 @@ impl Services {
             match new {
                 Some(events) => {
                     for e in events.iter() {
-                        let (n, h) = self.unread_weight(room, user, u.name.as_deref(), e);
+                        let (n, h) = weigh(e);
                         u.notifications += n;
                         u.highlights += h;
                     }
@@ -1399,7 +1538,7 @@ impl Services {
         if recount {
             let (mut n, mut h) = (0, 0);
             let mut add = |e: &PduEvent| {
-                let (dn, dh) = self.unread_weight(room, user, u.name.as_deref(), e);
+                let (dn, dh) = weigh(e);
                 n += dn;
                 h += dh;
             };
@@ -1418,92 +1557,13 @@ impl Services {
             }
             (u.notifications, u.highlights, u.counted_upto) = (n, h, upto);
         }
+        u.eval = eval;
+        dirty |= built.get();
         let counts = (u.notifications, u.highlights);
         if dirty || recount {
             self.filters.unread_put(user, &room.id, u);
         }
         Ok(counts)
-    }
-
-    /// What one event adds to `(notification_count, highlight_count)`: a
-    /// message from someone else counts; it is a highlight when it mentions
-    /// the user. Encrypted content cannot be read, so it never is.
-    fn unread_weight(
-        &self,
-        room: &Room,
-        user: &UserId,
-        name: Option<&str>,
-        e: &PduEvent,
-    ) -> (u64, u64) {
-        if e.pdu.sender == user {
-            return (0, 0);
-        }
-        match e.pdu.kind {
-            TimelineEventType::RoomEncrypted => (1, 0),
-            TimelineEventType::RoomMessage => (1, mentions(room, user, name, e) as u64),
-            _ => (0, 0),
-        }
-    }
-}
-
-/// Whether an unencrypted message mentions `user`: with `m.mentions`, by
-/// its `user_ids` (or `room`, from a sender allowed to notify the room);
-/// without, by their display name or localpart in the body, as whole words
-/// (the spec's legacy mention rules).
-fn mentions(room: &Room, user: &UserId, name: Option<&str>, e: &PduEvent) -> bool {
-    #[derive(Deserialize)]
-    struct Content<'a> {
-        #[serde(borrow, default)]
-        body: Option<Cow<'a, str>>,
-        #[serde(borrow, rename = "m.mentions", default)]
-        mentions: Option<MentionsField<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct MentionsField<'a> {
-        #[serde(borrow, default)]
-        user_ids: Vec<Cow<'a, str>>,
-        #[serde(default)]
-        room: bool,
-    }
-    let Ok(c) = serde_json::from_str::<Content>(e.pdu.content.get()) else {
-        return false;
-    };
-    match c.mentions {
-        Some(m) => {
-            m.user_ids.iter().any(|u| u == user.as_str())
-                || (m.room && {
-                    let pl = room.power_levels();
-                    room.user_power(&e.pdu.sender) >= i64::from(pl.notifications.room)
-                })
-        }
-        None => c.body.is_some_and(|body| {
-            name.is_some_and(|n| contains_word(&body, n)) || contains_word(&body, user.localpart())
-        }),
-    }
-}
-
-/// Whether `word` occurs in `text`, ignoring case, with no letter, digit or
-/// `_` right before or after it.
-fn contains_word(text: &str, word: &str) -> bool {
-    let word = word.trim();
-    if word.is_empty() {
-        return false;
-    }
-    let is_word_char = |c: char| c.is_alphanumeric() || c == '_';
-    let bounded = |text: &str, at: usize, len: usize| {
-        !text[..at].chars().next_back().is_some_and(is_word_char)
-            && !text[at + len..].chars().next().is_some_and(is_word_char)
-    };
-    if word.is_ascii() {
-        let (t, w) = (text.as_bytes(), word.as_bytes());
-        // An ASCII match starts and ends on character boundaries.
-        (0..t.len().saturating_sub(w.len() - 1))
-            .filter(|&i| t[i..i + w.len()].eq_ignore_ascii_case(w))
-            .any(|i| bounded(text, i, w.len()))
-    } else {
-        let (text, word) = (text.to_lowercase(), word.to_lowercase());
-        text.match_indices(word.as_str())
-            .any(|(i, m)| bounded(&text, i, m.len()))
     }
 }
 
@@ -1541,49 +1601,6 @@ fn stripped(e: &PduEvent) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_mention_by_word_needs_word_boundaries_and_ignores_case() {
-        assert!(contains_word("hey Bob!", "bob"));
-        assert!(contains_word("BOB", "bob"));
-        assert!(contains_word("ask robert tables", "Robert Tables"));
-        assert!(!contains_word("bobcat", "bob"));
-        assert!(!contains_word("kebob", "bob"));
-        assert!(!contains_word("bob_x", "bob"));
-        assert!(contains_word("ça va, Élodie?", "élodie"));
-        assert!(!contains_word("", "bob"));
-        assert!(!contains_word("bo", "bob"));
-        assert!(!contains_word("anything", " "));
-    }
-
-    #[test]
-    fn event_types_are_matched_without_allocating_and_with_wildcards() {
-        let f = RoomEventFilter::from_json(&json!({
-            "types": ["m.room.*", "org.example.custom"],
-            "not_types": ["m.room.member"],
-        }));
-        let ok = |k: &str| with_kind_str(&TimelineEventType::from(k), |s| f.type_ok(s));
-        assert!(ok("m.room.message"));
-        assert!(ok("org.example.custom"));
-        assert!(!ok("m.room.member"));
-        assert!(!ok("m.reaction"));
-        let long = format!("org.example.{}", "x".repeat(300));
-        assert_eq!(
-            with_kind_str(&TimelineEventType::from(long.as_str()), str::to_owned),
-            long
-        );
-        assert!(RoomEventFilter::from_json(&json!({"types": []})).passes_none());
-        assert!(RoomEventFilter::default().passes_all());
-    }
-
-    #[test]
-    fn contains_url_looks_for_a_url_string() {
-        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
-        assert!(content_has_url(&raw(r#"{"body":"x","url":"mxc://a/b"}"#)));
-        assert!(!content_has_url(&raw(r#"{"body":"x"}"#)));
-        assert!(!content_has_url(&raw(r#"{"url":null}"#)));
-        assert!(!content_has_url(&raw(r#"{"url":{"a":1}}"#)));
-    }
 
     #[test]
     fn the_ephemeral_filter_is_worked_out_once() {

@@ -222,9 +222,10 @@ fn main() {
 async fn async_main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            // ruma's auth checks log every event they allow at `info`.
+            // ruma's auth checks log every event they allow at `info`, and
+            // its push rule matching opens spans there for every event.
             tracing_subscriber::EnvFilter::try_from_env("HOTLINE_LOG")
-                .unwrap_or_else(|_| "info,ruma_state_res=warn".into()),
+                .unwrap_or_else(|_| "info,ruma_state_res=warn,ruma_common::push=warn".into()),
         )
         .with_target(false)
         // stdout is for what a command prints (`admin` answers, tokens).

@@ -1,7 +1,7 @@
 //! `/sync` filters over HTTP against the real binary: lazy-loaded members,
 //! timeline filters applied before the limit, the `state`, `ephemeral` and
 //! `room.account_data` filters, `contains_url`, left rooms, and unread
-//! counts (highlights, private read receipts).
+//! counts (highlights, private read receipts, push rules).
 
 mod common;
 
@@ -786,4 +786,244 @@ async fn a_private_read_receipt_resets_the_unread_count() {
     assert!(!joined(&a, &room)["ephemeral"]
         .to_string()
         .contains("m.read.private"));
+}
+
+// ----- unread counts follow the user's push rules -----
+
+/// Alice's public room with bob joined, and bob's first sync.
+async fn bob_reads_alices_room() -> (Server, Http, String, String, String, Value) {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let bob = http.register("bob").await;
+    let room = public_room(&http, &alice).await;
+    join(&http, &bob, &room).await;
+    let first = sync(&http, &bob, None, None).await;
+    assert_eq!(counts(&first, &room), (0, 0));
+    (server, http, alice, bob, room, first)
+}
+
+async fn put_rule(http: &Http, token: &str, kind: &str, rule_id: &str, body: Value) {
+    call(
+        http,
+        "PUT",
+        token,
+        &format!("/pushrules/global/{kind}/{}", urlencode(rule_id)),
+        Some(body),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn notices_reactions_and_edits_do_not_notify_by_the_default_rules() {
+    let (_server, http, alice, bob, room, first) = bob_reads_alices_room().await;
+    let original = text(&http, &alice, &room, "a message").await;
+    send(
+        &http,
+        &alice,
+        &room,
+        json!({"msgtype": "m.notice", "body": "a bot's notice"}),
+    )
+    .await;
+    send_kind(
+        &http,
+        &alice,
+        &room,
+        "m.reaction",
+        json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": original, "key": "👍"}}),
+    )
+    .await;
+    send(
+        &http,
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "* an edit",
+               "m.new_content": {"msgtype": "m.text", "body": "an edit"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
+    )
+    .await;
+    send_kind(
+        &http,
+        &alice,
+        &room,
+        "m.room.encrypted",
+        json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "sender_key": "k",
+               "device_id": "D", "session_id": "s"}),
+    )
+    .await;
+    let s = sync(&http, &bob, Some(&next_batch(&first)), None).await;
+    assert_eq!(
+        counts(&s, &room),
+        (2, 0),
+        "the message and the encrypted event notify; the notice, reaction and edit do not: {s}"
+    );
+}
+
+#[tokio::test]
+async fn a_muted_room_counts_no_notifications_and_unmuting_counts_again() {
+    let (_server, http, alice, bob, room, first) = bob_reads_alices_room().await;
+    text(&http, &alice, &room, "before the mute").await;
+    let s = sync(&http, &bob, Some(&next_batch(&first)), None).await;
+    assert_eq!(counts(&s, &room), (1, 0), "{s}");
+
+    // What Element's "Mute" writes: an override rule for the room with no
+    // actions.
+    put_rule(
+        &http,
+        &bob,
+        "override",
+        &room,
+        json!({"actions": [], "conditions": [
+            {"kind": "event_match", "key": "room_id", "pattern": room}
+        ]}),
+    )
+    .await;
+    text(&http, &alice, &room, "bob, while muted").await;
+    let s2 = sync(&http, &bob, Some(&next_batch(&s)), None).await;
+    assert_eq!(counts(&s2, &room), (0, 0), "{s2}");
+
+    call(
+        &http,
+        "DELETE",
+        &bob,
+        &format!("/pushrules/global/override/{}", urlencode(&room)),
+        None,
+    )
+    .await;
+    text(&http, &alice, &room, "after").await;
+    let s3 = sync(&http, &bob, Some(&next_batch(&s2)), None).await;
+    assert_eq!(
+        counts(&s3, &room),
+        (3, 1),
+        "unmuted, every unread message counts again: {s3}"
+    );
+}
+
+#[tokio::test]
+async fn a_keyword_rule_highlights_and_a_disabled_default_rule_stops_counting() {
+    let (_server, http, alice, bob, room, first) = bob_reads_alices_room().await;
+    put_rule(
+        &http,
+        &bob,
+        "content",
+        "budget",
+        json!({"pattern": "budget", "actions": ["notify", {"set_tweak": "highlight"}]}),
+    )
+    .await;
+    text(&http, &alice, &room, "the Budget is ready").await;
+    text(&http, &alice, &room, "lunch?").await;
+    let s = sync(&http, &bob, Some(&next_batch(&first)), None).await;
+    assert_eq!(counts(&s, &room), (2, 1), "the keyword highlights: {s}");
+
+    // In a room of two, `.m.rule.room_one_to_one` comes first.
+    for rule in [".m.rule.room_one_to_one", ".m.rule.message"] {
+        call(
+            &http,
+            "PUT",
+            &bob,
+            &format!("/pushrules/global/underride/{rule}/enabled"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    }
+    text(&http, &alice, &room, "tea?").await;
+    let s2 = sync(&http, &bob, Some(&next_batch(&s)), None).await;
+    assert_eq!(
+        counts(&s2, &room),
+        (1, 1),
+        "without the message rules only the keyword message notifies: {s2}"
+    );
+}
+
+// ----- the room summary -----
+
+fn sorted(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn the_summary_names_the_heroes_and_counts_and_comes_again_when_members_change() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let alice = http.register("alice").await;
+    let bob = http.register("bob").await;
+    http.register("carol").await;
+    http.register("dave").await;
+    let v = call(
+        &http,
+        "POST",
+        &alice,
+        "/createRoom",
+        Some(json!({"preset": "private_chat", "invite": ["@bob:localhost", "@carol:localhost"]})),
+    )
+    .await;
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    join(&http, &bob, &room).await;
+    text(&http, &bob, &room, "hello").await;
+
+    // A lazy-loading client with a one-event timeline: carol sent nothing,
+    // yet as a hero her member event comes with the state.
+    let filter = json!({"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": true}}});
+    let first = sync(&http, &alice, None, Some(&filter)).await;
+    let entry = joined(&first, &room);
+    let summary = &entry["summary"];
+    assert_eq!(
+        sorted(&summary["m.heroes"]),
+        ["@bob:localhost", "@carol:localhost"],
+        "the other members, never the user: {summary}"
+    );
+    assert_eq!(summary["m.joined_member_count"], 2, "{summary}");
+    assert_eq!(summary["m.invited_member_count"], 1, "{summary}");
+    assert_eq!(
+        state_members(entry),
+        ["@alice:localhost", "@bob:localhost", "@carol:localhost"],
+        "{entry}"
+    );
+
+    text(&http, &bob, &room, "no member changes").await;
+    let s = sync(&http, &alice, Some(&next_batch(&first)), Some(&filter)).await;
+    let summary = &joined(&s, &room)["summary"];
+    assert!(
+        summary.get("m.heroes").is_none() && summary.get("m.joined_member_count").is_none(),
+        "unchanged, the summary is left out: {s}"
+    );
+
+    call(
+        &http,
+        "POST",
+        &alice,
+        &format!("/rooms/{room}/invite"),
+        Some(json!({"user_id": "@dave:localhost"})),
+    )
+    .await;
+    let s2 = sync(&http, &alice, Some(&next_batch(&s)), Some(&filter)).await;
+    let summary = &joined(&s2, &room)["summary"];
+    assert_eq!(
+        sorted(&summary["m.heroes"]),
+        ["@bob:localhost", "@carol:localhost", "@dave:localhost"],
+        "{s2}"
+    );
+    assert_eq!(summary["m.invited_member_count"], 2, "{summary}");
+
+    // Named, the room needs no heroes, and the client is told.
+    put_state(
+        &http,
+        &alice,
+        &room,
+        "m.room.name",
+        "",
+        json!({"name": "Summit"}),
+    )
+    .await;
+    let s3 = sync(&http, &alice, Some(&next_batch(&s2)), Some(&filter)).await;
+    let summary = &joined(&s3, &room)["summary"];
+    assert_eq!(summary["m.heroes"], json!([]), "{s3}");
+    assert_eq!(summary["m.joined_member_count"], 2, "{summary}");
 }

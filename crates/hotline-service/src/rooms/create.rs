@@ -278,9 +278,7 @@ impl Services {
         let mut c = RoomMemberEventContent::new(membership);
         if let Some(p) = self.store.get_user(user.as_str())? {
             c.displayname = p.displayname;
-            c.avatar_url = p
-                .avatar_url
-                .and_then(|a| ruma::OwnedMxcUri::try_from(a).ok());
+            c.avatar_url = p.avatar_url.map(ruma::OwnedMxcUri::from);
         }
         Ok(c)
     }

@@ -134,8 +134,6 @@ struct RoomInner {
     /// Typing users and when their typing expires.
     typing: HashMap<OwnedUserId, Instant>,
     typing_serial: u64,
-    /// Each member's public `m.read` receipt, for unread counts.
-    read_receipts: HashMap<OwnedUserId, OwnedEventId>,
 }
 
 /// All loaded rooms, and each user's memberships.
@@ -170,6 +168,10 @@ impl Room {
 
     pub fn is_joined(&self, user: &UserId) -> bool {
         self.inner.read().joined.contains(user)
+    }
+
+    pub fn joined_count(&self) -> usize {
+        self.inner.read().joined.len()
     }
 
     pub fn joined_members(&self) -> Vec<OwnedUserId> {
@@ -341,14 +343,7 @@ impl Rooms {
     }
 
     pub(crate) fn apply_receipt(&self, pos: i64, op: &WriteOp, wake: &mut Vec<OwnedUserId>) {
-        let WriteOp::PutReceipt {
-            room_id,
-            user_id,
-            receipt_type,
-            event_id,
-            ..
-        } = op
-        else {
+        let WriteOp::PutReceipt { room_id, .. } = op else {
             return;
         };
         let Ok(room_id) = RoomId::parse(room_id.as_str()) else {
@@ -357,13 +352,6 @@ impl Rooms {
         if let Some(room) = self.loaded(&room_id) {
             let mut inner = room.inner.write();
             inner.last_receipt_pos = pos;
-            if let (true, Ok(u), Ok(e)) = (
-                receipt_type == "m.read",
-                UserId::parse(user_id.as_str()),
-                ruma::EventId::parse(event_id.as_str()),
-            ) {
-                inner.read_receipts.insert(u, e);
-            }
             wake.extend(inner.joined.iter().cloned());
         }
     }
@@ -422,12 +410,6 @@ impl Services {
         }
         for r in self.store.latest_receipts(room_id.as_str())? {
             inner.last_receipt_pos = inner.last_receipt_pos.max(r.pos);
-            if let (Ok(u), Ok(e)) = (
-                UserId::parse(r.user_id.as_str()),
-                ruma::EventId::parse(r.event_id.as_str()),
-            ) {
-                inner.read_receipts.insert(u, e);
-            }
         }
         let room = Arc::new(Room {
             id: room_id.to_owned(),
@@ -486,30 +468,6 @@ impl Services {
                 r.last_private_pos.max(pos)
             };
         }
-    }
-
-    /// Messages from others after the user's read receipt, counted within
-    /// the in-memory window (so at most its size).
-    pub fn unread_count(&self, room: &Room, user: &UserId) -> u64 {
-        let inner = room.inner.read();
-        let start = inner
-            .read_receipts
-            .get(user)
-            .and_then(|id| inner.recent.iter().position(|e| &e.event_id == id))
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        inner
-            .recent
-            .iter()
-            .skip(start)
-            .filter(|e| e.pdu.sender != user)
-            .filter(|e| {
-                matches!(
-                    e.pdu.kind,
-                    TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted
-                )
-            })
-            .count() as u64
     }
 
     /// Builds, authorizes and commits events in `room`, in order. Returns
