@@ -29,7 +29,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use ruma::events::{AnySyncTimelineEvent, TimelineEventType};
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx};
-use ruma::room_version_rules::{AuthorizationRules, RoomPowerLevelsRules};
+use ruma::room_version_rules::RoomPowerLevelsRules;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, OwnedUserId, UInt, UserId};
 use serde_json::value::RawValue;
@@ -455,6 +455,23 @@ impl Prepared {
         }
         pruned
     }
+
+    /// `event` with only the content fields some rule reads.
+    fn matched_form(&self, event: Matched<'_, &RawValue>) -> Option<Raw<AnySyncTimelineEvent>> {
+        let full = event.content;
+        let fields = self.content_keys.as_ref().and_then(|keys| {
+            let mut fields =
+                serde_json::from_str::<BTreeMap<Cow<'_, str>, &RawValue>>(full.get()).ok()?;
+            fields.retain(|k, _| keys.iter().any(|kept| kept == k));
+            Some(fields)
+        });
+        let raw = match &fields {
+            Some(fields) => event.with_content(fields),
+            // Not an object, or a rule reads all of it: as it is.
+            None => event.with_content(full),
+        };
+        raw.ok().map(Raw::from_json)
+    }
 }
 
 /// The top-level content keys the conditions of `rules` read, besides
@@ -530,17 +547,11 @@ impl PushEval {
         display_name: Option<&str>,
     ) -> Self {
         let pl = room.power_levels();
-        let version_rules = crate::pdu::rules(&room.version)
-            .map(|r| r.authorization)
-            .unwrap_or(AuthorizationRules::V11);
-        let creators = room
-            .state_event("m.room.create", "")
-            .map(|e| e.pdu.sender.clone());
         let power = PushConditionPowerLevelsCtx::new(
             pl.users,
             pl.users_default,
             pl.notifications,
-            RoomPowerLevelsRules::new(&version_rules, creators),
+            RoomPowerLevelsRules::new(&room.authorization_rules(), room.creator()),
         );
         let members = UInt::try_from(room.joined_count()).unwrap_or(UInt::MAX);
         let ctx = PushConditionRoomCtx::new(
@@ -559,7 +570,13 @@ impl PushEval {
         if event.pdu.sender == self.ctx.user_id {
             return (false, false);
         }
-        let Some(raw) = self.matched_form(event) else {
+        let Some(raw) = self.rules.matched_form(Matched {
+            kind: &event.pdu.kind,
+            sender: &event.pdu.sender,
+            content: &*event.pdu.content,
+            state_key: event.pdu.state_key.as_deref(),
+            room_id: &event.pdu.room_id,
+        }) else {
             return (false, false);
         };
         let rules = self.rules.for_type(&event.pdu.kind);
@@ -575,40 +592,10 @@ impl PushEval {
             actions.iter().any(Action::is_highlight),
         )
     }
-
-    /// The event as the rules see it: its type, sender, state key, room and
-    /// the content fields some rule reads.
-    fn matched_form(&self, event: &PduEvent) -> Option<Raw<AnySyncTimelineEvent>> {
-        self.rules.matched_form(Matched {
-            kind: &event.pdu.kind,
-            sender: &event.pdu.sender,
-            content: &*event.pdu.content,
-            state_key: event.pdu.state_key.as_deref(),
-            room_id: &event.pdu.room_id,
-        })
-    }
 }
 
-impl Prepared {
-    /// `event` with only the content fields some rule reads.
-    fn matched_form(&self, event: Matched<'_, &RawValue>) -> Option<Raw<AnySyncTimelineEvent>> {
-        let full = event.content;
-        let fields = self.content_keys.as_ref().and_then(|keys| {
-            let mut fields =
-                serde_json::from_str::<BTreeMap<Cow<'_, str>, &RawValue>>(full.get()).ok()?;
-            fields.retain(|k, _| keys.iter().any(|kept| kept == k));
-            Some(fields)
-        });
-        let raw = match &fields {
-            Some(fields) => event.with_content(fields),
-            // Not an object, or a rule reads all of it: as it is.
-            None => event.with_content(full),
-        };
-        raw.ok().map(Raw::from_json)
-    }
-}
-
-/// What [`PushEval::matched_form`] serializes.
+/// The event as the rules see it: its type, sender, state key, room and
+/// content (cut by [`Prepared::matched_form`]).
 #[derive(serde::Serialize)]
 struct Matched<'a, C: serde::Serialize> {
     #[serde(rename = "type")]

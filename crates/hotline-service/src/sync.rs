@@ -1494,26 +1494,30 @@ impl Services {
             u.members_at = members_at;
         }
         // The rules' context holds the room's power levels, member count and
-        // the user's name: kept while none of them changed, and built on the
-        // first event from someone else (most syncs weigh none, or only the
-        // user's own).
-        let eval_key = (
-            rules.generation,
-            members_at,
-            room.state_event("m.room.power_levels", "")
-                .map_or(0, |e| e.pos()),
-        );
-        let mut eval = u.eval.take().filter(|(key, _)| *key == eval_key);
-        let built = std::cell::Cell::new(false);
+        // the user's name: kept while none of them changed, and checked (or
+        // built) on the first event from someone else, since most syncs
+        // weigh none, or only the user's own.
+        let mut eval = u.eval.take();
+        let (mut checked, mut built) = (false, false);
         let mut weigh = |e: &PduEvent| -> (u64, u64) {
             if e.pdu.sender == user {
                 return (0, 0);
             }
-            let (_, eval) = eval.get_or_insert_with(|| {
-                let eval = PushEval::new(rules.rules.clone(), room, user, u.name.as_deref());
-                built.set(true);
-                (eval_key, Arc::new(eval))
-            });
+            if !checked {
+                checked = true;
+                let pl_at = room
+                    .state_event("m.room.power_levels", "")
+                    .map_or(0, |e| e.pos());
+                let key = (rules.generation, members_at, pl_at);
+                if eval.as_ref().is_none_or(|(k, _)| *k != key) {
+                    let fresh = PushEval::new(rules.rules.clone(), room, user, u.name.as_deref());
+                    eval = Some((key, Arc::new(fresh)));
+                    built = true;
+                }
+            }
+            let Some((_, eval)) = &eval else {
+                return (0, 0);
+            };
             let (notify, highlight) = eval.weigh(e);
             (notify as u64, (notify && highlight) as u64)
         };
@@ -1558,7 +1562,7 @@ impl Services {
             (u.notifications, u.highlights, u.counted_upto) = (n, h, upto);
         }
         u.eval = eval;
-        dirty |= built.get();
+        dirty |= built;
         let counts = (u.notifications, u.highlights);
         if dirty || recount {
             self.filters.unread_put(user, &room.id, u);

@@ -150,9 +150,7 @@ impl Services {
             .copied()
             .unwrap_or(pl.state_default)
             .into();
-        let creator = room
-            .state_event("m.room.create", "")
-            .is_some_and(|e| e.pdu.sender == user);
+        let creator = room.creator().as_deref() == Some(user);
         if !creator && room.user_power(user) < needed {
             return Err(Error::forbidden(
                 "You need the power to set the room's canonical alias to change its directory visibility",

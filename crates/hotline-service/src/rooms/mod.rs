@@ -202,25 +202,31 @@ impl Room {
         self.inner.read().last_receipt_pos
     }
 
-    /// The power level of `user` and the level needed for `action`.
+    /// The authorization rules of the room's version (version 11's for a
+    /// version ruma does not know, which the server never creates).
+    pub fn authorization_rules(&self) -> ruma::room_version_rules::AuthorizationRules {
+        rules(&self.version)
+            .map(|r| r.authorization)
+            .unwrap_or(ruma::room_version_rules::AuthorizationRules::V11)
+    }
+
+    /// Who created the room: the sender of its `m.room.create`.
+    pub fn creator(&self) -> Option<OwnedUserId> {
+        self.state_event("m.room.create", "")
+            .map(|e| e.pdu.sender.clone())
+    }
+
+    /// The room's power levels, or the defaults when it has none.
     pub fn power_levels(&self) -> RoomPowerLevelsEventContent {
         self.state_event("m.room.power_levels", "")
             .and_then(|e| e.content::<RoomPowerLevelsEventContent>().ok())
-            .unwrap_or_else(|| {
-                RoomPowerLevelsEventContent::new(
-                    &rules(&self.version)
-                        .map(|r| r.authorization)
-                        .unwrap_or(ruma::room_version_rules::AuthorizationRules::V11),
-                )
-            })
+            .unwrap_or_else(|| RoomPowerLevelsEventContent::new(&self.authorization_rules()))
     }
 
     pub fn user_power(&self, user: &UserId) -> i64 {
         let pl = self.power_levels();
-        let creator = self
-            .state_event("m.room.create", "")
-            .map(|e| e.pdu.sender.clone());
-        if self.state_event("m.room.power_levels", "").is_none() && creator.as_deref() == Some(user)
+        if self.state_event("m.room.power_levels", "").is_none()
+            && self.creator().as_deref() == Some(user)
         {
             return 100;
         }
