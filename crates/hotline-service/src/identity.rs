@@ -28,6 +28,7 @@ use unicode_normalization::UnicodeNormalization;
 pub use hotline_store::{AuditRow, LineInviteRow, OfficialRow};
 
 use crate::accounts::{random_string, Sender, Session};
+use crate::policy::Origin;
 use crate::{now_ms, Error, Result, Services};
 
 /// How long an attestation is valid.
@@ -222,15 +223,6 @@ fn normalise_fingerprint(f: &str) -> String {
 }
 
 impl Services {
-    /// The principal an official acts for: themself, or the one they serve.
-    pub fn principal_of(&self, user: &UserId) -> Result<Option<OwnedUserId>> {
-        Ok(match self.store.get_official(user.as_str())? {
-            Some(o) if o.role == "principal" => Some(user.to_owned()),
-            Some(o) if o.role == "aide" => o.principal.and_then(|p| UserId::parse(p).ok()),
-            _ => None,
-        })
-    }
-
     // ----- enrolment -----
 
     /// `hotline admin enroll`: creates the pending account; returns
@@ -491,58 +483,6 @@ impl Services {
 
     // ----- direct lines -----
 
-    /// Whether `sender` may reach `target` (invite, room, to-device):
-    /// anyone may reach a non-principal; a principal is reached by
-    /// themself, their aides, and the principals (and aides) holding a line
-    /// with them.
-    pub(crate) fn check_may_reach(&self, sender: &UserId, target: &UserId) -> Result<()> {
-        let Some(t) = self.store.get_official(target.as_str())? else {
-            return Ok(());
-        };
-        if t.role != "principal" || sender == target {
-            return Ok(());
-        }
-        if let Some(p) = self.principal_of(sender)? {
-            if p == target || self.store.get_line(p.as_str(), target.as_str())?.is_some() {
-                return Ok(());
-            }
-        }
-        Err(Error::forbidden(format!(
-            "{} can only be reached through a direct line: ask their office for a line invite",
-            t.name
-        )))
-    }
-
-    /// A line pauses (no messages, no calls) while either principal's
-    /// current cross-signing master key differs from the one their
-    /// attestation vouches for, until the office vouches again. Runs on
-    /// every send in a line: two indexed reads per principal.
-    pub(crate) fn check_line_open(&self, line: &crate::pdu::PduEvent) -> Result<()> {
-        let content: Value = line.content().map_err(Error::internal)?;
-        let principals = content["principals"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for p in principals.iter().filter_map(|p| p.as_str()) {
-            let Some(att) = self
-                .store
-                .get_attestation(p)?
-                .filter(|a| a.revoked_ts.is_none())
-            else {
-                continue;
-            };
-            let vouched: Value = serde_json::from_str(&att.json).map_err(Error::internal)?;
-            let current = self.master_public_key(p)?;
-            if current.as_deref() != vouched["master_key"].as_str() {
-                return Err(Error::forbidden(format!(
-                    "This line is paused: the identity key of {} changed since their office vouched for it. Their protocol office must vouch again.",
-                    vouched["name"].as_str().unwrap_or(p)
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// `POST /_hotline/v1/line_invites`.
     pub async fn create_line_invite(
         &self,
@@ -630,26 +570,28 @@ impl Services {
     /// `POST /_hotline/v1/line_invites/{code}/redeem`: opens the line (a
     /// direct, encrypted room between the two principals) or returns the
     /// existing one.
+    ///
+    /// Redeeming is idempotent per principal: a principal who already holds
+    /// a line with the inviting office gets that line again (with the
+    /// office's principal joined, should an earlier redeem have stopped
+    /// short of it). The invite's use is counted by a conditional write in
+    /// the transaction that creates the room and the line, so concurrent
+    /// redeems never open more lines than the invite allows.
     pub async fn redeem_line_invite(
         &self,
         sender: &Sender,
         code: &str,
     ) -> Result<ruma::OwnedRoomId> {
         let me = &sender.user_id;
+        // One redemption at a time in this process, so a principal's second
+        // redeem finds the line their first one opened. Redeems are rare
+        // human acts; the conditional write still guards other processes.
+        let _one_at_a_time = self.line_redeem_lock.lock().await;
         let inv = self
             .store
             .get_line_invite(code)?
             .ok_or_else(|| Error::not_found("Unknown line invite"))?;
         let refuse = |why: &str| Error::forbidden(format!("This line invite {why}"));
-        if inv.revoked {
-            return Err(refuse("was revoked by its office"));
-        }
-        if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
-            return Err(refuse("has expired"));
-        }
-        if inv.uses_allowed.is_some_and(|n| inv.uses >= n) {
-            return Err(refuse("has been used up"));
-        }
         if inv.for_user.as_deref().is_some_and(|u| u != me.as_str()) {
             return Err(refuse("is meant for someone else"));
         }
@@ -660,77 +602,114 @@ impl Services {
         if mine == theirs {
             return Err(Error::invalid_param("This is your own line invite"));
         }
-        if let Some(line) = self.store.get_line(mine.as_str(), theirs.as_str())? {
-            return ruma::OwnedRoomId::try_from(line.room_id).map_err(Error::internal);
+        if let Some(room_id) = self.existing_line(&mine, &theirs).await? {
+            return Ok(room_id);
+        }
+        if inv.revoked {
+            return Err(refuse("was revoked by its office"));
+        }
+        if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
+            return Err(refuse("has expired"));
+        }
+        if inv.uses_allowed.is_some_and(|n| inv.uses >= n) {
+            return Err(refuse("has been used up"));
         }
         let (a, b) = if mine.as_str() <= theirs.as_str() {
             (&mine, &theirs)
         } else {
             (&theirs, &mine)
         };
-        // The line exists before the room, so the invite passes the reach rule.
-        let mut batch = WriteBatch::new();
-        batch.push(WriteOp::UseLineInvite {
-            code: code.to_owned(),
-        });
-        batch.push(audit(
-            me.as_str(),
-            "line_invite_redeemed",
-            theirs.as_str(),
-            json!({"code_prefix": &code[..4.min(code.len())]}),
-        ));
-        batch.push(WriteOp::PutLine(LineRow {
-            principal_a: a.to_string(),
-            principal_b: b.to_string(),
-            room_id: String::new(),
-            created_ts: now_ms(),
-        }));
-        self.store.write(batch).await?;
-        let room_id = self
-            .create_room(
+        let line_state = json!({"principals": [a, b], "official": true, "opened_by": me, "invite_from": inv.created_by});
+        let created = self
+            .create_room_as(
                 me,
                 crate::rooms::CreateRoom {
                     preset: Some("trusted_private_chat".into()),
-                    visibility_public: false,
                     is_direct: true,
                     invite: vec![theirs.clone()],
-                    name: None,
-                    topic: None,
-                    room_alias_name: None,
-                    room_version: None,
-                    creation_content: None,
-                    power_level_content_override: None,
                     initial_state: vec![
                         (
                             "m.room.encryption".into(),
                             String::new(),
                             json!({"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 604800000u64, "rotation_period_msgs": 100}),
                         ),
-                        (
-                            "org.hotline.line".into(),
-                            String::new(),
-                            json!({"principals": [a, b], "official": true, "opened_by": me, "invite_from": inv.created_by}),
-                        ),
+                        (crate::policy::LINE_STATE.into(), String::new(), line_state),
                     ],
+                    ..Default::default()
                 },
+                // The server writes the line's state and invites the office's
+                // principal on the consent the invite carries.
+                Origin::Server,
+                |room_id| {
+                    vec![
+                        WriteOp::UseLineInvite {
+                            code: code.to_owned(),
+                            now_ms: now_ms(),
+                        },
+                        audit(
+                            me.as_str(),
+                            "line_invite_redeemed",
+                            theirs.as_str(),
+                            json!({"code_prefix": &code[..4.min(code.len())], "room_id": room_id}),
+                        ),
+                        WriteOp::PutLine(LineRow {
+                            principal_a: a.to_string(),
+                            principal_b: b.to_string(),
+                            room_id: room_id.to_string(),
+                            created_ts: now_ms(),
+                        }),
+                    ]
+                },
+                || refuse("has been used up"),
             )
-            .await?;
-        // The inviting office consented when it created the invite: its
-        // principal joins at once, so the line is usable on both sides.
-        self.join(&theirs, &room_id, None).await?;
+            .await;
+        let room_id = match created {
+            Ok(room_id) => room_id,
+            // Another process opened this line meanwhile.
+            Err(e) => match self.existing_line(&mine, &theirs).await? {
+                Some(room_id) => return Ok(room_id),
+                None => return Err(e),
+            },
+        };
+        self.join_line(&theirs, &room_id).await?;
         self.add_direct_room(me, std::slice::from_ref(&theirs), &room_id)
             .await?;
         self.add_direct_room(&theirs, std::slice::from_ref(me), &room_id)
             .await?;
-        self.store
-            .write(WriteBatch::one(WriteOp::PutLine(LineRow {
-                principal_a: a.to_string(),
-                principal_b: b.to_string(),
-                room_id: room_id.to_string(),
-                created_ts: now_ms(),
-            })))
-            .await?;
         Ok(room_id)
+    }
+
+    /// The line between two principals, if they hold one, with both joined.
+    async fn existing_line(
+        &self,
+        mine: &UserId,
+        theirs: &UserId,
+    ) -> Result<Option<ruma::OwnedRoomId>> {
+        let Some(line) = self.store.get_line(mine.as_str(), theirs.as_str())? else {
+            return Ok(None);
+        };
+        let room_id = ruma::OwnedRoomId::try_from(line.room_id).map_err(Error::internal)?;
+        self.join_line(theirs, &room_id).await?;
+        Ok(Some(room_id))
+    }
+
+    /// The inviting office consented when it created the invite: its
+    /// principal joins the line at once, so it is usable on both sides.
+    async fn join_line(&self, principal: &UserId, room_id: &ruma::RoomId) -> Result<()> {
+        let room = self.room(room_id)?;
+        if room.membership(principal) != Some(ruma::events::room::member::MembershipState::Invite) {
+            return Ok(());
+        }
+        let content =
+            self.member_content(principal, ruma::events::room::member::MembershipState::Join)?;
+        let draft = crate::pdu::EventDraft::new(
+            ruma::events::TimelineEventType::RoomMember,
+            &content,
+            Some(principal.to_string()),
+        )?;
+        self.append_server_events(&room, principal, vec![draft])
+            .await?;
+        Ok(())
     }
 
     /// Officials for the demo and the admin CLI: user id → (name, role).

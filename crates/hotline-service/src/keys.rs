@@ -431,9 +431,12 @@ impl Services {
     // ----- claim -----
 
     /// `POST /keys/claim`: one one-time key per requested device, else its
-    /// fallback key.
+    /// fallback key. A principal's keys go only to those who may reach them
+    /// (the reach rule): a stranger cannot open an Olm session with a
+    /// principal, nor drain their one-time keys.
     pub async fn claim_keys(
         &self,
+        sender: &UserId,
         wanted: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Value> {
         let _one_at_a_time = self.keys.claim_lock.lock().await;
@@ -442,6 +445,12 @@ impl Services {
         let mut batch = WriteBatch::new();
         for (user, devices) in wanted {
             if !self.is_local_or_failure(&user, &mut failures) {
+                continue;
+            }
+            let may_reach = UserId::parse(user.as_str())
+                .map_err(|_| ())
+                .and_then(|u| self.check_may_reach(sender, &u).map_err(|_| ()));
+            if may_reach.is_err() {
                 continue;
             }
             let mut per_user = Map::new();

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod media;
 mod notifier;
 pub mod pdu;
+pub mod policy;
 pub mod presence;
 pub mod push_rules;
 pub mod ratelimit;
@@ -55,6 +56,8 @@ pub struct Services {
     /// Signs attestations; published at `/_matrix/key/v2/server`.
     pub server_key: identity::ServerKey,
     pub ratelimit: ratelimit::RateLimiter,
+    /// Serialises line invite redemptions (see `redeem_line_invite`).
+    pub(crate) line_redeem_lock: tokio::sync::Mutex<()>,
     /// Highest stream position whose effects are visible in the caches.
     visible_pos: AtomicI64,
     /// Serial of ephemeral (typing) changes; part of sync tokens.
@@ -73,6 +76,7 @@ impl Services {
             rooms: rooms::Rooms::default(),
             notifier: notifier::Notifier::default(),
             ratelimit: ratelimit::RateLimiter::new(config.rate_limits.clone()),
+            line_redeem_lock: Default::default(),
             media,
             keys: keys::Keys::new(store.current_position()),
             presence: presence::Presence::new(store.current_position()),

@@ -1030,9 +1030,20 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             )?
             .execute(params![i.code, i.principal, i.created_by, i.for_user, i.uses_allowed, i.uses, i.expires_ts, i.revoked, i.created_ts])?;
         }
-        WriteOp::UseLineInvite { code } => {
-            c.prepare_cached("UPDATE line_invites SET uses = uses + 1 WHERE code = ?1")?
-                .execute(params![code])?;
+        WriteOp::UseLineInvite { code, now_ms } => {
+            let counted = c
+                .prepare_cached(
+                    "UPDATE line_invites SET uses = uses + 1 WHERE code = ?1 AND revoked = 0
+                     AND (uses_allowed IS NULL OR uses < uses_allowed)
+                     AND (expires_ts IS NULL OR expires_ts > ?2)",
+                )?
+                .execute(params![code, now_ms])?;
+            if counted == 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some("line invite revoked, used up or expired".into()),
+                ));
+            }
         }
         WriteOp::RevokeLineInvite { code } => {
             c.prepare_cached("UPDATE line_invites SET revoked = 1 WHERE code = ?1")?
@@ -1040,7 +1051,7 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
         }
         WriteOp::PutLine(l) => {
             c.prepare_cached(
-                "INSERT OR REPLACE INTO lines (principal_a, principal_b, room_id, created_ts) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO lines (principal_a, principal_b, room_id, created_ts) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![l.principal_a, l.principal_b, l.room_id, l.created_ts])?;
         }

@@ -373,12 +373,19 @@ pub enum WriteOp {
         ts: i64,
     },
     PutLineInvite(LineInviteRow),
+    /// Counts one use of a line invite, and fails the commit (a
+    /// [`StoreError::Conflict`]) when the invite is revoked, used up or
+    /// expired at `now_ms`: check and count in one conditional write, so
+    /// concurrent redeems never use it past its limit.
     UseLineInvite {
         code: String,
+        now_ms: i64,
     },
     RevokeLineInvite {
         code: String,
     },
+    /// Opens a line; fails the commit (a [`StoreError::Conflict`]) when the
+    /// two principals already have one.
     PutLine(LineRow),
     /// Appends to the audit log (`seq` is assigned by the store).
     AppendAudit(AuditRow),

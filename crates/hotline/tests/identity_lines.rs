@@ -7,72 +7,10 @@
 
 mod common;
 
+use common::{master_key, official_password as password, sdk_login_official as sdk_login};
 use common::{Http, Server};
 use hotline_service::identity::verify_attestation;
-use matrix_sdk::ruma::api::client::uiaa::{AuthData, Password, UserIdentifier};
-use matrix_sdk::Client;
 use serde_json::{json, Value};
-
-const PW: &str = "long enough password";
-
-/// Enrols an official with `hotline admin enroll`; returns the code.
-fn enroll(
-    server: &Server,
-    user: &str,
-    name: &str,
-    role: &str,
-    principal: Option<&str>,
-    hours: &str,
-) -> String {
-    let mut args = vec![
-        "enroll",
-        user,
-        "--name",
-        name,
-        "--title",
-        "President",
-        "--country",
-        "Freedonia",
-        "--office",
-        "Office of the President",
-        "--role",
-        role,
-        "--hours",
-        hours,
-    ];
-    if let Some(p) = principal {
-        args.extend(["--principal", p]);
-    }
-    let out = server.admin(&args);
-    out.lines()
-        .find_map(|l| l.strip_prefix("code "))
-        .unwrap()
-        .to_owned()
-}
-
-async fn redeem(http: &Http, code: &str) -> (u16, Value) {
-    http.call(
-        "POST",
-        &format!("/_hotline/v1/enrol/{code}"),
-        None,
-        Some(&json!({"password": PW}).to_string()),
-    )
-    .await
-}
-
-async fn enrolled(
-    server: &Server,
-    http: &Http,
-    user: &str,
-    name: &str,
-    role: &str,
-    principal: Option<&str>,
-) -> String {
-    let code = enroll(server, user, name, role, principal, "72");
-    let (s, v) = redeem(http, &code).await;
-    assert_eq!(s, 200, "{v}");
-    v["access_token"].as_str().unwrap().to_owned()
-}
 
 async fn errcode(r: (u16, Value)) -> (u16, String) {
     (r.0, r.1["errcode"].as_str().unwrap_or("").to_owned())
@@ -84,37 +22,28 @@ async fn enrolment_guard_lines_and_invites() {
     let http = Http::new(&server.url);
 
     // Enrolment codes: one use, and they expire.
-    let code = enroll(
-        &server,
-        "macron",
-        "Emmanuel Macron",
-        "principal",
-        None,
-        "72",
-    );
-    let (s, v) = redeem(&http, &code).await;
+    let code = server.enroll("macron", "Emmanuel Macron", "principal", None, "72");
+    let (s, v) = http.redeem_enrolment(&code).await;
     assert_eq!(s, 200, "{v}");
     let macron = v["access_token"].as_str().unwrap().to_owned();
     assert_eq!(
-        errcode(redeem(&http, &code).await).await,
+        errcode(http.redeem_enrolment(&code).await).await,
         (403, "M_FORBIDDEN".into()),
         "a code works once"
     );
-    let stale = enroll(&server, "late", "Late Comer", "principal", None, "0");
-    let (s, v) = redeem(&http, &stale).await;
+    let stale = server.enroll("late", "Late Comer", "principal", None, "0");
+    let (s, v) = http.redeem_enrolment(&stale).await;
     assert_eq!(s, 403);
     assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
-    let scholz = enrolled(&server, &http, "scholz", "Olaf Scholz", "principal", None).await;
-    let aide = enrolled(&server, &http, "aide", "Marie Aide", "aide", Some("macron")).await;
-    let meloni = enrolled(
-        &server,
-        &http,
-        "meloni",
-        "Giorgia Meloni",
-        "principal",
-        None,
-    )
-    .await;
+    let scholz = http
+        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
+        .await;
+    let aide = http
+        .enrolled(&server, "aide", "Marie Aide", "aide", Some("macron"))
+        .await;
+    let meloni = http
+        .enrolled(&server, "meloni", "Giorgia Meloni", "principal", None)
+        .await;
 
     // The impersonation guard: case, accents, homoglyphs, spacing.
     let stranger = http.register("stranger").await;
@@ -474,58 +403,16 @@ async fn enrolment_guard_lines_and_invites() {
     }
 }
 
-async fn sdk_login(url: &str, user: &str) -> Client {
-    let c = Client::builder().homeserver_url(url).build().await.unwrap();
-    c.matrix_auth()
-        .login_username(user, PW)
-        .send()
-        .await
-        .unwrap();
-    c.encryption().wait_for_e2ee_initialization_tasks().await;
-    c
-}
-
-fn password(user: &str) -> AuthData {
-    AuthData::Password(Password::new(
-        UserIdentifier::from(matrix_sdk::ruma::UserId::parse(user).unwrap()),
-        PW.to_owned(),
-    ))
-}
-
-async fn master_key(http: &Http, token: &str, user: &str) -> String {
-    let (_, v) = http
-        .call(
-            "POST",
-            "/_matrix/client/v3/keys/query",
-            Some(token),
-            Some(&json!({"device_keys": {user: []}}).to_string()),
-        )
-        .await;
-    v["master_keys"][user]["keys"]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vouching_signs_a_verifiable_attestation_and_a_key_change_pauses_the_line() {
     let server = Server::start().await;
     let http = Http::new(&server.url);
-    let macron = enrolled(
-        &server,
-        &http,
-        "macron",
-        "Emmanuel Macron",
-        "principal",
-        None,
-    )
-    .await;
-    let scholz = enrolled(&server, &http, "scholz", "Olaf Scholz", "principal", None).await;
+    let macron = http
+        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
+        .await;
+    let scholz = http
+        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
+        .await;
     let m = sdk_login(&server.url, "macron").await;
     m.encryption()
         .bootstrap_cross_signing(Some(password("@macron:localhost")))
@@ -661,15 +548,9 @@ async fn vouching_signs_a_verifiable_attestation_and_a_key_change_pauses_the_lin
 async fn vouching_from_the_cli_wakes_the_syncs_of_those_sharing_a_room() {
     let server = Server::start().await;
     let http = Http::new(&server.url);
-    let macron = enrolled(
-        &server,
-        &http,
-        "macron",
-        "Emmanuel Macron",
-        "principal",
-        None,
-    )
-    .await;
+    let macron = http
+        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
+        .await;
     let alice = http.register("alice").await;
     let (s, v) = http
         .call(

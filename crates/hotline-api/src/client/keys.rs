@@ -49,10 +49,14 @@ pub struct ClaimKeysBody {
 /// `POST /keys/claim`.
 pub async fn claim_keys_route(
     State(s): State<AppState>,
-    Auth(_sender): Auth,
+    Auth(sender): Auth,
     JsonBody(body): JsonBody<ClaimKeysBody>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(s.services.claim_keys(body.one_time_keys).await?))
+    Ok(Json(
+        s.services
+            .claim_keys(&sender.user_id, body.one_time_keys)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]

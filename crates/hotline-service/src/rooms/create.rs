@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value as JsonValue};
 
 use super::{build_events, Room, RoomInner};
 use crate::pdu::EventDraft;
+use crate::policy::{Origin, Seam};
 use crate::{Error, Result, Services};
 
 /// What a client asked `createRoom` for, already typed.
@@ -41,6 +42,28 @@ fn draft(kind: &str, state_key: &str, content: JsonValue) -> Result<EventDraft> 
 impl Services {
     /// Creates a room with `creator` joined; returns its id once committed.
     pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
+        self.create_room_as(
+            creator,
+            req,
+            Origin::Client,
+            |_| Vec::new(),
+            || Error::RoomInUse,
+        )
+        .await
+    }
+
+    /// [`create_room`] as `origin`, with the ops `extra` makes for the new
+    /// room's id committed in the same transaction as the room (a line's
+    /// row, its invite's use); a conflict in that transaction is answered
+    /// with `conflict()`.
+    pub(crate) async fn create_room_as(
+        &self,
+        creator: &UserId,
+        req: CreateRoom,
+        origin: Origin,
+        extra: impl FnOnce(&RoomId) -> Vec<WriteOp>,
+        conflict: impl FnOnce() -> Error,
+    ) -> Result<OwnedRoomId> {
         let version = match req.room_version.as_deref() {
             None => RoomVersionId::V11,
             Some(v) => {
@@ -164,20 +187,12 @@ impl Services {
                     "initial_state may not set m.room.create or m.room.member",
                 ));
             }
-            if kind == "m.room.name" {
-                // The same guard as the `name` field: no impersonating name
-                // slips in through the state list.
-                if let Some(name) = content.get("name").and_then(|n| n.as_str()) {
-                    self.check_room_name(creator, name)?;
-                }
-            }
             drafts.push(draft(kind, key, content.clone())?);
         }
         if let Some(name) = &req.name {
             if name.len() > 255 {
                 return Err(Error::invalid_param("Room name too long"));
             }
-            self.check_room_name(creator, name)?;
             drafts.push(draft("m.room.name", "", json!({"name": name}))?);
         }
         if let Some(topic) = &req.topic {
@@ -193,7 +208,6 @@ impl Services {
                     content["displayname"] = json!(d);
                 }
             }
-            self.check_may_invite(creator, u)?;
             drafts.push(draft("m.room.member", u.as_str(), content)?);
         }
 
@@ -206,6 +220,10 @@ impl Services {
             drafts,
             None,
             None,
+            Some(&Seam {
+                services: self,
+                origin,
+            }),
         )?;
         let room = Arc::new(Room {
             id: room_id.clone(),
@@ -238,10 +256,11 @@ impl Services {
         for (_, new) in built {
             batch.push(WriteOp::AppendEvent(new));
         }
+        batch.ops.extend(extra(&room_id));
         if let Err(e) = self.store.write(batch).await {
             self.rooms.rooms.lock().remove(&room_id);
             return Err(match e {
-                hotline_store::StoreError::Conflict(_) => Error::RoomInUse,
+                hotline_store::StoreError::Conflict(_) => conflict(),
                 e => e.into(),
             });
         }
@@ -258,16 +277,6 @@ impl Services {
         } else {
             Err(Error::forbidden("You are not joined to this room"))
         }
-    }
-
-    /// Who may be invited: principals only through a direct line.
-    pub(crate) fn check_may_invite(&self, inviter: &UserId, invitee: &UserId) -> Result<()> {
-        self.check_may_reach(inviter, invitee)
-    }
-
-    /// Room names may not pass for an enrolled official's name.
-    pub(crate) fn check_room_name(&self, sender: &UserId, name: &str) -> Result<()> {
-        self.guard_name(sender.as_str(), "room name", name)
     }
 
     pub(crate) fn member_content(

@@ -56,7 +56,6 @@ impl Services {
         if room.membership(target) == Some(MembershipState::Join) {
             return Err(Error::forbidden("User is already in the room"));
         }
-        self.check_may_invite(sender, target)?;
         self.set_membership(
             sender,
             room_id,
@@ -302,9 +301,6 @@ impl Services {
     ) -> Result<OwnedEventId> {
         let room = self.room(room_id)?;
         self.require_joined(&room, &sender.user_id)?;
-        if let Some(line) = room.state_event("org.hotline.line", "") {
-            self.check_line_open(&line)?;
-        }
         let kind = TimelineEventType::from(kind);
         if kind == TimelineEventType::RoomRedaction {
             return Err(Error::invalid_param(
@@ -338,23 +334,6 @@ impl Services {
         let kind = TimelineEventType::from(kind);
         if kind == TimelineEventType::RoomCreate {
             return Err(Error::forbidden("The create event cannot be replaced"));
-        }
-        if kind == TimelineEventType::RoomMember {
-            // Membership goes through the membership endpoints' checks too.
-            let target =
-                UserId::parse(state_key).map_err(|_| Error::invalid_param("Invalid state key"))?;
-            let m: ruma::events::room::member::RoomMemberEventContent =
-                serde_json::from_str(content.get()).map_err(|e| Error::bad_json(e.to_string()))?;
-            if m.membership == MembershipState::Invite {
-                self.check_may_invite(sender, &target)?;
-            }
-        }
-        if kind == TimelineEventType::RoomName {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(content.get()) {
-                if let Some(n) = v.get("name").and_then(|n| n.as_str()) {
-                    self.check_room_name(sender, n)?;
-                }
-            }
         }
         // Setting the same content again is a no-op that returns the existing event.
         if let Some(existing) = room.state_event(kind.to_string().as_str(), state_key) {

@@ -38,6 +38,7 @@ pub fn position_token_before(pos: i64) -> String {
 }
 
 use crate::pdu::{rules, EventDraft, Pdu, PduEvent};
+use crate::policy::{Origin, Seam};
 use crate::{Error, Result, Services};
 
 /// How many recent events each loaded room keeps in memory for `/sync`.
@@ -489,6 +490,18 @@ impl Services {
             .await
     }
 
+    /// [`append_events`] for events the server makes on a consent it has
+    /// checked itself (see [`Origin::Server`]).
+    pub(crate) async fn append_server_events(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        drafts: Vec<EventDraft>,
+    ) -> Result<Vec<OwnedEventId>> {
+        self.append_events_as(room, sender, drafts, None, None, Origin::Server)
+            .await
+    }
+
     /// [`append_events`], where the last event redacts `redacts`
     /// (`(target id, target's redacted JSON)`), replaced in the same commit.
     pub(crate) async fn append_events_redacting(
@@ -498,6 +511,19 @@ impl Services {
         drafts: Vec<EventDraft>,
         txn: Option<(String, String)>,
         redacts: Option<(String, String)>,
+    ) -> Result<Vec<OwnedEventId>> {
+        self.append_events_as(room, sender, drafts, txn, redacts, Origin::Client)
+            .await
+    }
+
+    async fn append_events_as(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        drafts: Vec<EventDraft>,
+        txn: Option<(String, String)>,
+        redacts: Option<(String, String)>,
+        origin: Origin,
     ) -> Result<Vec<OwnedEventId>> {
         let _guard = room.send_lock.lock().await;
         // Built under the read lock: the send lock keeps other writers out, and
@@ -513,6 +539,10 @@ impl Services {
                 drafts,
                 txn,
                 Some(&room.auth_memo),
+                Some(&Seam {
+                    services: self,
+                    origin,
+                }),
             )?
         };
         if let Some(last) = built.last_mut() {
@@ -573,6 +603,7 @@ pub(crate) fn build_events(
     drafts: Vec<EventDraft>,
     mut txn: Option<(String, String)>,
     memo: Option<&AuthMemo>,
+    seam: Option<&Seam<'_>>,
 ) -> Result<Vec<(Arc<PduEvent>, NewEvent)>> {
     let rules = rules(version)?;
     let mut overlay: StateMap = HashMap::new();
@@ -644,6 +675,10 @@ pub(crate) fn build_events(
                 m.remember(sender, &event.pdu.kind, auth);
             }
         }
+        // Hotline's rules, for every event whatever its endpoint.
+        if let Some(seam) = seam {
+            seam.check(&event, &|t: &str, k: &str| lookup(&overlay, t, k))?;
+        }
         let membership = if event.pdu.kind == TimelineEventType::RoomMember {
             let c: RoomMemberEventContent = event.content()?;
             event
@@ -709,6 +744,7 @@ mod tests {
             vec![draft],
             None,
             memo,
+            None,
         )?
         .remove(0);
         if let Some(k) = &event.pdu.state_key {

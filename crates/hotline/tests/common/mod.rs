@@ -262,3 +262,173 @@ pub async fn sdk_register(url: &str, name: &str, password: &str) {
     req.inhibit_login = true;
     client.matrix_auth().register(req).await.unwrap();
 }
+
+/// The password officials set when they redeem their enrolment in tests.
+pub const OFFICIAL_PW: &str = "long enough password";
+
+impl Server {
+    /// Enrols an official with `hotline admin enroll` (`role` is
+    /// `principal` or `aide`; an aide serves `principal`), valid for
+    /// `hours`; returns the one-time enrolment code.
+    pub fn enroll(
+        &self,
+        user: &str,
+        name: &str,
+        role: &str,
+        principal: Option<&str>,
+        hours: &str,
+    ) -> String {
+        let mut args = vec![
+            "enroll",
+            user,
+            "--name",
+            name,
+            "--title",
+            "President",
+            "--country",
+            "Freedonia",
+            "--office",
+            "Office of the President",
+            "--role",
+            role,
+            "--hours",
+            hours,
+        ];
+        if let Some(p) = principal {
+            args.extend(["--principal", p]);
+        }
+        let out = self.admin(&args);
+        out.lines()
+            .find_map(|l| l.strip_prefix("code "))
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Http {
+    /// Redeems an enrolment code with [`OFFICIAL_PW`].
+    pub async fn redeem_enrolment(&self, code: &str) -> (u16, serde_json::Value) {
+        self.call(
+            "POST",
+            &format!("/_hotline/v1/enrol/{code}"),
+            None,
+            Some(&serde_json::json!({ "password": OFFICIAL_PW }).to_string()),
+        )
+        .await
+    }
+
+    /// Enrols an official and redeems the code; returns their access token.
+    pub async fn enrolled(
+        &self,
+        server: &Server,
+        user: &str,
+        name: &str,
+        role: &str,
+        principal: Option<&str>,
+    ) -> String {
+        let code = server.enroll(user, name, role, principal, "72");
+        let (s, v) = self.redeem_enrolment(&code).await;
+        assert_eq!(s, 200, "{v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a line invite as `office` and redeems it as `principal`;
+    /// returns the line's room id.
+    pub async fn open_line(&self, office: &str, principal: &str) -> String {
+        let (s, inv) = self
+            .call(
+                "POST",
+                "/_hotline/v1/line_invites",
+                Some(office),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(s, 200, "{inv}");
+        let (s, v) = self
+            .call(
+                "POST",
+                &format!(
+                    "/_hotline/v1/line_invites/{}/redeem",
+                    inv["code"].as_str().unwrap()
+                ),
+                Some(principal),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["room_id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The status and `errcode` of a response.
+pub fn status_errcode(r: &(u16, serde_json::Value)) -> (u16, &str) {
+    (r.0, r.1["errcode"].as_str().unwrap_or(""))
+}
+
+/// Signs an official in with `matrix-sdk` ([`OFFICIAL_PW`]), its end-to-end
+/// encryption set up.
+pub async fn sdk_login_official(url: &str, user: &str) -> matrix_sdk::Client {
+    let c = matrix_sdk::Client::builder()
+        .homeserver_url(url)
+        .build()
+        .await
+        .unwrap();
+    c.matrix_auth()
+        .login_username(user, OFFICIAL_PW)
+        .send()
+        .await
+        .unwrap();
+    c.encryption().wait_for_e2ee_initialization_tasks().await;
+    c
+}
+
+/// User-interactive auth with an official's password.
+pub fn official_password(user: &str) -> matrix_sdk::ruma::api::client::uiaa::AuthData {
+    use matrix_sdk::ruma::api::client::uiaa::{AuthData, Password, UserIdentifier};
+    AuthData::Password(Password::new(
+        UserIdentifier::from(matrix_sdk::ruma::UserId::parse(user).unwrap()),
+        OFFICIAL_PW.to_owned(),
+    ))
+}
+
+/// The user's current cross-signing master key, as `/keys/query` shows it.
+pub async fn master_key(http: &Http, token: &str, user: &str) -> String {
+    let (_, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/query",
+            Some(token),
+            Some(&serde_json::json!({"device_keys": {user: []}}).to_string()),
+        )
+        .await;
+    v["master_keys"][user]["keys"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Signs the official `localpart` in with `matrix-sdk`, creates their
+/// cross-signing keys, and has their office vouch for the master key
+/// (`hotline admin vouch`). Keep the client while the device is needed.
+pub async fn vouched(
+    server: &Server,
+    http: &Http,
+    token: &str,
+    localpart: &str,
+) -> matrix_sdk::Client {
+    let user = format!("@{localpart}:localhost");
+    let client = sdk_login_official(&server.url, localpart).await;
+    client
+        .encryption()
+        .bootstrap_cross_signing(Some(official_password(&user)))
+        .await
+        .unwrap();
+    let key = master_key(http, token, &user).await;
+    server.admin(&["vouch", localpart, "--master-key", &key]);
+    client
+}
