@@ -279,7 +279,9 @@ impl Services {
         if self.store.get_user(user_id.as_str())?.is_some() {
             return Err(Error::UserInUse);
         }
-        self.guard_name(user_id.as_str(), "username", user_id.localpart())?;
+        self.guard_username(user_id.as_str(), user_id.localpart())?;
+        // Before the account exists, so a refused device name leaves nothing behind.
+        self.check_device_name(&user_id, device_name.as_deref())?;
         let flows = self.registration_flows();
         let Some(auth) = auth else {
             return Err(self.uiaa_challenge(flows, None, None));
@@ -413,6 +415,7 @@ impl Services {
             .local_user_id(user)
             .map_err(|_| Error::forbidden("Invalid username or password"))?;
         self.check_password(&user_id, password).await?;
+        self.check_device_name(&user_id, device_name.as_deref())?;
         self.open_session(&user_id, device_id, device_name).await
     }
 
@@ -659,11 +662,21 @@ impl Services {
             .store
             .get_device(user_id.as_str(), device_id)?
             .ok_or_else(|| Error::not_found("Unknown device"))?;
+        self.check_device_name(user_id, name.as_deref())?;
         device.display_name = name;
         self.store
             .write(WriteBatch::one(WriteOp::UpsertDevice(device)))
             .await?;
         Ok(())
+    }
+
+    /// Device names are shown to everyone who shares a room (`/keys/query`),
+    /// so they may not pass for an official's name either.
+    pub(crate) fn check_device_name(&self, user_id: &UserId, name: Option<&str>) -> Result<()> {
+        match name {
+            Some(name) => self.guard_name(user_id.as_str(), "device name", name),
+            None => Ok(()),
+        }
     }
 
     pub fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRow>> {

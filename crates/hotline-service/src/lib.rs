@@ -19,6 +19,7 @@ pub mod error;
 pub mod identity;
 pub mod keys;
 pub mod media;
+pub mod names;
 mod notifier;
 pub mod pdu;
 pub mod policy;

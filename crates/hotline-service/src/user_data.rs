@@ -223,6 +223,9 @@ impl Services {
         }
         let room = self.room(room_id)?;
         self.require_joined(&room, user)?;
+        // An alias is shown as the room's address: `#president.avalon` may
+        // not pass for an official any more than a display name may.
+        self.guard_name(user.as_str(), "room alias", alias.alias())?;
         let row = AliasRow {
             alias: alias.to_string(),
             room_id: room_id.to_string(),

@@ -7,7 +7,9 @@
 //!
 //! **Architecture Invariant:** state is the current state for a joined
 //! member (or anyone, in a room that is world-readable now) and the state
-//! just after their leave, kick or ban for one who left; others get `403`.
+//! just after their leave, kick or ban for one who left; others (never in
+//! the room, forgot it, banned without ever joining) get `403`
+//! ([`Services::state_position`]).
 //!
 //! **Architecture Invariant:** filters apply before the limit, and a request
 //! examines at most [`MAX_SCAN`] rows: a page that ran out of rows to look
@@ -16,7 +18,7 @@
 use std::sync::Arc;
 
 use hotline_store::EventRow;
-use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
+use ruma::events::room::member::RoomMemberEventContent;
 use ruma::{EventId, RoomId, UserId};
 use serde_json::value::RawValue;
 
@@ -367,28 +369,6 @@ impl Services {
             end,
             state,
         })
-    }
-
-    /// Which state `user` reads in `room`: `None` for the current state (a
-    /// joined member, or anyone while the room is world-readable), the
-    /// position of their leave, kick or ban for one who left; others are
-    /// refused.
-    fn state_position(&self, room: &Room, user: &UserId) -> Result<Option<i64>> {
-        let member = room.state_event("m.room.member", user.as_str());
-        let membership = member
-            .as_ref()
-            .and_then(|e| e.content::<RoomMemberEventContent>().ok())
-            .map(|c| c.membership);
-        let world_readable = room
-            .state_event("m.room.history_visibility", "")
-            .and_then(|e| e.content::<serde_json::Value>().ok())
-            .is_some_and(|c| c["history_visibility"] == "world_readable");
-        match (membership, member) {
-            (Some(MembershipState::Join), _) => Ok(None),
-            _ if world_readable => Ok(None),
-            (Some(MembershipState::Leave | MembershipState::Ban), Some(e)) => Ok(Some(e.pos())),
-            _ => Err(Error::forbidden("You are not in this room")),
-        }
     }
 
     /// The room's state just after `pos` (`None`: now), only of `kind` when

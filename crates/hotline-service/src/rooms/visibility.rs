@@ -13,6 +13,11 @@
 //! join, a leaver their leave), and a visibility change is judged with the
 //! more open of the old and new settings.
 //!
+//! Two kinds of former member count as never having been in the room, as in
+//! Synapse: one who forgot it, and one banned without ever having joined
+//! (they read nothing of it, not even their own ban). Like anyone, they
+//! still read what is world-readable.
+//!
 //! Both inputs are short histories (the room's visibility changes, the
 //! user's membership changes in that room), read by index per request, so
 //! the check costs no more as the room's history grows. Between two of those
@@ -87,8 +92,15 @@ pub(crate) struct Visibility {
 impl Visibility {
     pub(crate) fn new(
         history: Vec<(i64, HistoryVisibility)>,
-        memberships: Vec<(i64, Membership)>,
+        mut memberships: Vec<(i64, Membership)>,
     ) -> Self {
+        let banned = memberships
+            .last()
+            .is_some_and(|(_, m)| *m == Membership::Ban);
+        if banned && !memberships.iter().any(|(_, m)| *m == Membership::Join) {
+            // Banned before ever joining: an outsider, not a former member.
+            memberships.clear();
+        }
         let last_join = memberships
             .iter()
             .rev()
@@ -99,6 +111,12 @@ impl Visibility {
             memberships,
             last_join,
         }
+    }
+
+    /// Whether the user counts as a former or present member: some
+    /// membership, not forgotten, and not banned without ever joining.
+    pub(crate) fn is_member_once(&self) -> bool {
+        !self.memberships.is_empty()
     }
 
     /// Whether the user may see anything at all: they have had some
@@ -240,6 +258,34 @@ impl Services {
         }
     }
 
+    /// Which state `user` reads in `room`: `None` for the current state (a
+    /// joined member, or anyone while the room is world-readable), the
+    /// position of their leave, kick or ban for a former member; others
+    /// (never in the room, forgot it, banned without ever joining) are
+    /// refused.
+    pub(crate) fn state_position(&self, room: &Room, user: &UserId) -> Result<Option<i64>> {
+        if room.is_joined(user) {
+            return Ok(None);
+        }
+        let world_readable = room
+            .state_event("m.room.history_visibility", "")
+            .and_then(|e| e.content::<Value>().ok())
+            .is_some_and(|c| c["history_visibility"] == "world_readable");
+        if world_readable {
+            return Ok(None);
+        }
+        let member = room.state_event("m.room.member", user.as_str());
+        let departed = member.filter(|e| {
+            e.content::<Value>()
+                .ok()
+                .is_some_and(|c| matches!(c["membership"].as_str(), Some("leave" | "ban")))
+        });
+        match departed {
+            Some(e) if self.visibility(room, user)?.is_member_once() => Ok(Some(e.pos())),
+            _ => Err(Error::forbidden("You are not in this room")),
+        }
+    }
+
     /// For a timeline of `room` with positions above `after`: `None` when
     /// `user` may see all of it (joined now, since before `after`; decided
     /// on the room cache, no read), else their [`Visibility`], to check
@@ -342,6 +388,23 @@ mod tests {
         let expected: Vec<i64> = [1, 2].into_iter().chain(10..=20).chain([30]).collect();
         assert_eq!(visible(&h, &m), expected);
         runs_agree(&h, &m);
+    }
+
+    #[test]
+    fn a_banned_user_who_never_joined_sees_nothing_but_world_readable_events() {
+        let v = Visibility::new(vec![(2, Shared)], vec![(10, Invite), (20, Ban)]);
+        assert!(!v.may_see_any() && !v.is_member_once());
+        assert_eq!(
+            visible(&[(2, Invited)], &[(10, Invite), (20, Ban)]),
+            Vec::<i64>::new()
+        );
+        assert_eq!(visible(&[(2, Shared)], &[(20, Ban)]), Vec::<i64>::new());
+        let h = [(2, Joined), (12, WorldReadable), (18, Joined)];
+        assert_eq!(visible(&h, &[(5, Ban)]), (12..=18).collect::<Vec<_>>());
+        runs_agree(&h, &[(5, Ban)]);
+        // Banned after joining: still a former member, who sees up to the ban.
+        let v = Visibility::new(vec![(2, Joined)], vec![(10, Join), (20, Ban)]);
+        assert!(v.is_member_once());
     }
 
     #[test]
