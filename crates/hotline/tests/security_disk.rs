@@ -164,6 +164,12 @@ async fn a_full_disk_refuses_writes_with_503_keeps_what_was_acknowledged_and_rec
         i += 1;
     }
     assert!(acked.len() > 10, "only {} sends fit", acked.len());
+    eprintln!(
+        "{} sends fit in 3 MB; then {} refused of {}",
+        acked.len(),
+        refused.len(),
+        i - acked.len()
+    );
 
     // An upload on the full disk is refused alike and leaves no file.
     let before = media_files(&data);
