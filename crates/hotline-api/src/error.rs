@@ -48,6 +48,11 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         ServerControlled(_) => (StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
         CannotThumbnail => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
         WrongRoomKeysVersion { .. } => (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
+        // 503, not Synapse's 403 for its user limits: the condition is the
+        // server's and passes, and clients retry a 5xx (with the same
+        // transaction id, so a message is sent once) where they give up on
+        // a 4xx.
+        StorageFull => (StatusCode::SERVICE_UNAVAILABLE, "M_RESOURCE_LIMIT_EXCEEDED"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
     }
 }

@@ -59,6 +59,10 @@ pub enum Error {
     /// with `M_UNKNOWN`): an encrypted attachment, a PDF, a corrupt file.
     #[error("Cannot generate a thumbnail of this content")]
     CannotThumbnail,
+    /// The server's storage is out of space: nothing of the request was
+    /// kept, and the same request may succeed once space returns.
+    #[error("The server's storage is full; try again later")]
+    StorageFull,
     /// Something broke inside. Logged in full; clients see a generic message.
     #[error("Internal error: {0}")]
     Internal(String),
@@ -84,7 +88,11 @@ impl Error {
 
 impl From<hotline_store::StoreError> for Error {
     fn from(e: hotline_store::StoreError) -> Self {
-        Error::Internal(e.to_string())
+        match e {
+            // Logged once per episode by the store, not per request.
+            hotline_store::StoreError::Full(_) => Error::StorageFull,
+            e => Error::Internal(e.to_string()),
+        }
     }
 }
 

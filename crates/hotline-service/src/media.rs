@@ -78,6 +78,17 @@ pub struct Media {
     dir: PathBuf,
     thumbnails: PathBuf,
     thumbnailers: tokio::sync::Semaphore,
+    /// Uploads are failing for want of space (see [`Media::note_full`]).
+    full: std::sync::atomic::AtomicBool,
+}
+
+/// Whether an I/O error means the disk (`ENOSPC`) or a quota (`EDQUOT`) is
+/// full.
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 impl Media {
@@ -88,6 +99,7 @@ impl Media {
             dir,
             thumbnails,
             thumbnailers: tokio::sync::Semaphore::new(THUMBNAILERS),
+            full: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -114,7 +126,8 @@ impl Media {
     /// Writes the file and makes it durable (its bytes, then its name in
     /// the directory) before the metadata is committed, so a `200` never
     /// points at a missing file. Off the async runtime: a 50 MB write and
-    /// its fsync would stall every request on the worker.
+    /// its fsync would stall every request on the worker. A write that
+    /// fails (a full disk: [`Error::StorageFull`]) leaves no file behind.
     pub async fn write_file(
         &self,
         media_id: &str,
@@ -122,17 +135,60 @@ impl Media {
     ) -> Result<()> {
         let path = self.path(media_id)?;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let tmp = path.with_extension("part");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes.as_ref())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
+            let written = (|| {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(bytes.as_ref())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&dir)?.sync_all()
+            })();
+            if written.is_err() {
+                // Whichever step failed, neither name may keep a file the
+                // store has no row for (a half-written one least of all).
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(&path);
+            }
+            written
         })
         .await
-        .map_err(Error::internal)?
-        .map_err(Error::internal)
+        .map_err(Error::internal)?;
+        written.map_err(|e| {
+            if is_no_space(&e) {
+                self.note_full(&e);
+                Error::StorageFull
+            } else {
+                Error::internal(e)
+            }
+        })?;
+        self.note_space();
+        Ok(())
+    }
+
+    /// Removes a stored file whose metadata could not be committed.
+    async fn remove_file(&self, media_id: &str) {
+        if let Ok(path) = self.path(media_id) {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+        }
+    }
+
+    /// An upload failed for want of space: logged when an episode starts,
+    /// not for every upload refused during it.
+    fn note_full(&self, e: &std::io::Error) {
+        if !self.full.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                error = %e,
+                "media storage full: uploads are refused (M_RESOURCE_LIMIT_EXCEEDED) until space returns"
+            );
+        }
+    }
+
+    /// An upload was stored: an episode of a full disk, if any, is over.
+    fn note_space(&self) {
+        if self.full.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("media storage has space again: uploads succeed");
+        }
     }
 
     pub async fn read_file(&self, media_id: &str) -> Result<Vec<u8>> {
@@ -384,7 +440,8 @@ impl crate::Services {
         }
         let media_id = Media::new_id();
         self.media.write_file(&media_id, bytes).await?;
-        self.store
+        let stored = self
+            .store
             .write(hotline_store::WriteBatch::one(
                 hotline_store::WriteOp::PutMedia(hotline_store::MediaRow {
                     media_id: media_id.clone(),
@@ -395,7 +452,16 @@ impl crate::Services {
                     created_ts: crate::now_ms(),
                 }),
             ))
-            .await?;
+            .await;
+        if let Err(e) = stored {
+            // A full disk committed nothing: no row names the file, which
+            // would only take space. (Other failures may come after the
+            // commit, when the file is needed.)
+            if matches!(e, hotline_store::StoreError::Full(_)) {
+                self.media.remove_file(&media_id).await;
+            }
+            return Err(e.into());
+        }
         Ok(media_id)
     }
 

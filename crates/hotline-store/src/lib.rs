@@ -15,10 +15,12 @@
 //! **API Boundary:** nothing engine-specific (SQL, connection types, SQLite
 //! error codes) crosses this crate's public interface.
 
+mod backup;
 mod sqlite;
 mod types;
 mod walbuf;
 
+pub use backup::BackupReport;
 pub use sqlite::{Durability, SqliteStore};
 pub use types::*;
 
@@ -33,6 +35,10 @@ pub enum StoreError {
     /// A uniqueness constraint was hit (user id taken, alias taken, ...).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The storage ran out of space (the disk or a quota is full). Nothing
+    /// of the write was kept; the same write may succeed once space returns.
+    #[error("storage full: {0}")]
+    Full(String),
     /// The engine failed (I/O, corruption, closed).
     #[error("storage engine: {0}")]
     Engine(String),

@@ -440,12 +440,22 @@ fn checkpoint_loop(
     long: mpsc::Receiver<()>,
     restart_frames: i64,
 ) {
+    // A checkpoint that fails (a full disk: the main file cannot grow)
+    // fails again every round until it is fixed: logged when it starts
+    // failing and when it works again. The log keeps every frame meanwhile.
+    let failing = std::cell::Cell::new(false);
     // Column 1 of the pragma's row: frames in the log.
     let checkpoint = |mode: &str| {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        let done = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
             r.get::<_, i64>(1)
-        })
-        .inspect_err(|e| tracing::warn!(error = %e, mode, "WAL checkpoint"))
+        });
+        match (&done, failing.get()) {
+            (Err(e), false) => tracing::warn!(error = %e, mode, "WAL checkpoint failed"),
+            (Ok(_), true) => tracing::info!(mode, "WAL checkpoint works again"),
+            _ => {}
+        }
+        failing.set(done.is_err());
+        done
     };
     while dirty.recv().is_ok() {
         if checkpoint("PASSIVE").is_ok_and(|frames| frames >= restart_frames) {
@@ -531,6 +541,9 @@ fn writer_loop(conn: Connection, inbox: &Inbox, mut position: i64, links: Writer
     }
     let _abandon = Abandon(inbox);
     let mut wal = CountedWal::new(conn);
+    // Since when commits fail for want of space: logged once when it starts
+    // and once when it ends, not for every group in between.
+    let mut full_since: Option<std::time::Instant> = None;
     while let Some(jobs) = inbox.take() {
         // Batches rarely fail (a retried transaction id, a lost race for a
         // name), so the group first runs without a savepoint per batch,
@@ -541,6 +554,35 @@ fn writer_loop(conn: Connection, inbox: &Inbox, mut position: i64, links: Writer
             Ok(None) => commit_group(&mut wal.conn, &jobs, position, true),
             other => other,
         };
+        // SQLite rolls a transaction back by itself after some I/O errors
+        // (a full disk among them) but not all: a group that failed must
+        // not leave one open, or the next group would run inside it.
+        if outcome.is_err() && !wal.conn.is_autocommit() {
+            if let Err(e) = wal.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a failed commit");
+            }
+        }
+        match (&outcome, full_since) {
+            (Ok(Some(_)), Some(since)) => {
+                tracing::warn!(
+                    after_seconds = since.elapsed().as_secs(),
+                    "storage has space again: writes succeed"
+                );
+                full_since = None;
+            }
+            (Err(StoreError::Full(e)), None) => {
+                tracing::error!(
+                    error = %e,
+                    "storage full: writes are refused (M_RESOURCE_LIMIT_EXCEEDED) until space returns"
+                );
+                full_since = Some(std::time::Instant::now());
+            }
+            (Err(StoreError::Full(e)), Some(_)) => {
+                tracing::debug!(error = %e, "storage still full")
+            }
+            (Err(e), _) => tracing::error!(error = %e, "commit failed"),
+            _ => {}
+        }
         let results = match outcome {
             Ok(Some((results, next))) => {
                 // Full means a round is already due.
@@ -558,10 +600,8 @@ fn writer_loop(conn: Connection, inbox: &Inbox, mut position: i64, links: Writer
                 .iter()
                 .map(|_| Err(StoreError::Engine("group not committed".into())))
                 .collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "commit failed");
-                jobs.iter().map(|_| Err(engine(&e))).collect()
-            }
+            // Nothing of the group was committed: every batch fails alike.
+            Err(e) => jobs.iter().map(|_| Err(again(&e))).collect(),
         };
         let group = Group {
             jobs,
@@ -582,22 +622,28 @@ type Placed = Result<Vec<i64>>;
 /// Commits one group in one transaction, continuing the stream after
 /// `position`. With `isolate`, each batch runs in its own savepoint, and a
 /// failing batch is rolled back alone; without, the first failure rolls the
-/// whole transaction back and answers `Ok(None)`.
+/// whole transaction back and answers `Ok(None)`. A failure of the storage
+/// itself (a full disk, an I/O error) fails the whole group either way: the
+/// other batches would fail alike, and SQLite may already have rolled the
+/// transaction back.
 fn commit_group(
     conn: &mut Connection,
     jobs: &[Job],
     position: i64,
     isolate: bool,
-) -> rusqlite::Result<Option<(Vec<Placed>, i64)>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+) -> Result<Option<(Vec<Placed>, i64)>> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(engine)?;
+    let fail = |e: rusqlite::Error| failure(&tx, e);
     // Another process (`hotline admin ...` beside a running server) may have
     // committed positions: continue after the highest. (`position` is this
     // thread's own: commits the syncer has not made durable yet already took
     // theirs.)
     let stored: Option<i64> = tx
-        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos'")
+        .and_then(|mut q| q.query_row([], |r| r.get(0)).optional())
+        .map_err(fail)?;
     let start = position.max(stored.unwrap_or(0));
     let mut next = start;
     let mut results: Vec<Placed> = Vec::with_capacity(jobs.len());
@@ -606,21 +652,29 @@ fn commit_group(
             match apply_batch(&tx, batch, &mut next) {
                 Ok(placed) => results.push(Ok(placed)),
                 // Dropping the transaction rolls it back.
+                Err(Failed {
+                    error,
+                    storage: true,
+                }) => return Err(error),
                 Err(_) => return Ok(None),
             }
             continue;
         }
         let saved = next;
-        let sp = tx.unchecked_transaction_savepoint()?;
+        let sp = tx.unchecked_transaction_savepoint().map_err(fail)?;
         match apply_batch(sp.conn, batch, &mut next) {
             Ok(placed) => {
-                sp.commit()?;
+                sp.commit().map_err(fail)?;
                 results.push(Ok(placed));
             }
-            Err(e) => {
-                sp.rollback()?;
+            Err(Failed {
+                error,
+                storage: true,
+            }) => return Err(error),
+            Err(Failed { error, .. }) => {
+                sp.rollback().map_err(fail)?;
                 next = saved;
-                results.push(Err(e));
+                results.push(Err(error));
             }
         }
     }
@@ -628,10 +682,15 @@ fn commit_group(
     // the high-water mark is kept: positions are never reused after a
     // restart.
     if next != start {
-        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('stream_pos', ?1)")?
-            .execute(params![next.to_string()])?;
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('stream_pos', ?1)")
+            .and_then(|mut q| q.execute(params![next.to_string()]))
+            .map_err(fail)?;
     }
-    tx.commit()?;
+    // On failure the transaction is dropped, which rolls it back if SQLite
+    // has not already.
+    if let Err(e) = tx.commit() {
+        return Err(failure(conn, e));
+    }
     Ok(Some((results, next)))
 }
 
@@ -762,18 +821,63 @@ impl Drop for Sp<'_> {
     }
 }
 
-fn conflict_or_engine(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+/// The same failure again, for each batch of a failed group.
+fn again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Full(m) => StoreError::Full(m.clone()),
+        StoreError::Engine(m) => StoreError::Engine(m.clone()),
+    }
+}
+
+/// `errno` values of a storage out of space (Linux): the file system is
+/// full (`ENOSPC`), or the user's quota is (`EDQUOT`).
+const NO_SPACE_ERRNOS: [i32; 2] = [28, 122];
+
+/// What a failed statement on `c` means to the store's callers. SQLite
+/// reports a full disk as `SQLITE_FULL` when a file write falls short, but
+/// as an I/O error when growing the WAL index fails; the system error
+/// behind it tells.
+fn failure(c: &Connection, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => f.code,
+        _ => return engine(e),
+    };
+    match code {
+        ConstraintViolation => StoreError::Conflict(e.to_string()),
+        DiskFull => StoreError::Full(e.to_string()),
+        // SAFETY: the connection is open; this reads its last system error.
+        SystemIoFailure
+            if NO_SPACE_ERRNOS
+                .contains(&unsafe { rusqlite::ffi::sqlite3_system_errno(c.handle()) }) =>
         {
-            StoreError::Conflict(e.to_string())
+            StoreError::Full(e.to_string())
         }
         _ => engine(e),
     }
 }
 
-fn apply_batch(c: &Connection, batch: &WriteBatch, next: &mut i64) -> Placed {
+/// Whether a statement failed for want of storage (space, I/O) rather than
+/// because of what it wrote.
+fn storage_failed(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, DiskFull | SystemIoFailure | CannotOpen | DatabaseCorrupt | NotADatabase))
+}
+
+/// Why a batch failed, and whether the storage did (then the whole group
+/// fails; see [`commit_group`]).
+struct Failed {
+    error: StoreError,
+    storage: bool,
+}
+
+fn apply_batch(
+    c: &Connection,
+    batch: &WriteBatch,
+    next: &mut i64,
+) -> std::result::Result<Vec<i64>, Failed> {
     let mut placed = Vec::with_capacity(batch.ops.len());
     for op in &batch.ops {
         let pos = if op.takes_position() {
@@ -782,7 +886,10 @@ fn apply_batch(c: &Connection, batch: &WriteBatch, next: &mut i64) -> Placed {
         } else {
             0
         };
-        apply_op(c, op, pos).map_err(conflict_or_engine)?;
+        apply_op(c, op, pos).map_err(|e| Failed {
+            storage: storage_failed(&e),
+            error: failure(c, e),
+        })?;
         placed.push(pos);
     }
     Ok(placed)

@@ -22,7 +22,11 @@
 //!
 //! A failed write-out is reported as the failure of the write that triggered
 //! it: the commit fails as it would have without the buffer, and SQLite
-//! never publishes its frames.
+//! never publishes its frames. (A full disk: `ENOSPC` and `EDQUOT` are
+//! `SQLITE_FULL`, as the unix VFS reports them.) The next transaction
+//! writes its frames over the failed ones; those writes are below the
+//! furthest byte written, so they go straight to the file until they pass
+//! it, and a commit mark is followed whichever way its header went.
 //!
 //! **Precondition:** the connection runs at `synchronous = NORMAL` (or
 //! `OFF`). At `FULL`, SQLite may split a commit's last page around a sync
@@ -257,7 +261,9 @@ fn write_at(out: &std::fs::File, bytes: &[u8], offset: i64) -> c_int {
         .and_then(|at| out.write_all_at(bytes, at))
     {
         Ok(()) => ffi::SQLITE_OK,
-        Err(e) if e.raw_os_error() == Some(28) => ffi::SQLITE_FULL,
+        // ENOSPC, EDQUOT: the unix VFS's answer to a write that runs out
+        // of space, which the store tells its callers as "full".
+        Err(e) if matches!(e.raw_os_error(), Some(28 | 122)) => ffi::SQLITE_FULL,
         Err(_) => ffi::SQLITE_IOERR_WRITE,
     }
 }
@@ -304,15 +310,22 @@ unsafe extern "C" fn x_write(
     } else {
         offset == w.start + w.buf.len() as i64
     };
+    let commit_header = bytes.len() == FRAME_HEADER && bytes[4..8] != [0; 4];
     if !appends {
         // A rewrite of bytes already written: frame checksums SQLite fixes
-        // after a commit's last frame, or a page rewritten within a
-        // transaction. Straight to the file, after what is buffered.
+        // after a commit's last frame, a page rewritten within a
+        // transaction, or, after a commit that failed (a full disk), the
+        // next transaction's frames over the failed one's. Straight to the
+        // file, after what is buffered.
         let rc = flush(w);
         if rc != ffi::SQLITE_OK {
             return rc;
         }
         w.frontier = w.frontier.max(end);
+        // After a failed commit the frontier is where its frames ended, so
+        // a commit frame's header may go straight and its page be appended:
+        // the mark must carry over, or that page would stay buffered.
+        w.commit_pending = commit_header;
         return write_at(&w.out, bytes, offset);
     }
     if w.buf.is_empty() {
@@ -321,7 +334,6 @@ unsafe extern "C" fn x_write(
     w.buf.extend_from_slice(bytes);
     w.frontier = w.frontier.max(end);
     let completes_commit = w.commit_pending;
-    let commit_header = bytes.len() == FRAME_HEADER && bytes[4..8] != [0; 4];
     let mut rc = ffi::SQLITE_OK;
     if completes_commit || w.buf.len() >= MAX_BUFFERED {
         rc = flush(w);

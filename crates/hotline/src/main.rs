@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 mod alloc;
+mod backup;
 use hotline_service::{Config, Services};
 use hotline_store::{Durability, SqliteStore};
 
@@ -139,6 +140,14 @@ enum Admin {
     Revoke { user: String },
     /// Print the append-only audit log.
     Audit,
+    /// Copy the data directory while the server runs: the database as one
+    /// consistent snapshot (SQLite's online backup), then the signing key
+    /// and the media files. DEST must not exist or be empty. Restore by
+    /// serving from the copy: `hotline serve --data-dir DEST`.
+    Backup {
+        /// Directory to create the copy in.
+        dest: PathBuf,
+    },
     /// Create a registration token for `m.login.registration_token`.
     RegistrationToken {
         /// How many registrations it allows (default: unlimited).
@@ -335,6 +344,12 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 );
             }
             store.close();
+            Ok(())
+        }
+        Command::Admin(Admin::Backup { dest }) => {
+            let report =
+                tokio::task::spawn_blocking(move || backup::run(&config.data_dir, &dest)).await??;
+            println!("{report}");
             Ok(())
         }
         Command::Admin(Admin::RegistrationToken { uses, hours }) => {

@@ -432,3 +432,22 @@ pub async fn vouched(
     server.admin(&["vouch", localpart, "--master-key", &key]);
     client
 }
+impl Server {
+    /// Starts a server on an existing data directory that the caller owns
+    /// (a mount made by the test, a restored backup); nothing is removed
+    /// when the server is dropped. With `log`, its log is appended to that
+    /// file at that `HOTLINE_LOG` filter (see [`Server::log_text`]).
+    pub async fn start_in(data: PathBuf, args: &[&str], log: Option<(PathBuf, &str)>) -> Server {
+        let mut s = Server {
+            url: String::new(),
+            port: 0,
+            data,
+            _tmp: None,
+            child: None,
+            extra: args.iter().map(|s| s.to_string()).collect(),
+            log: log.map(|(path, filter)| (path, filter.to_owned())),
+        };
+        s.spawn().await;
+        s
+    }
+}
