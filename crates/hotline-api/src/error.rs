@@ -40,6 +40,7 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         RoomInUse => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
         TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
         LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+        RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
         Unrecognized => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
         UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
         BadState(_) => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
@@ -76,6 +77,12 @@ impl IntoResponse for ApiError {
         let mut resp = (status, axum::Json(body)).into_response();
         if let Error::Internal(cause) = &self.0 {
             resp.extensions_mut().insert(InternalCause(cause.clone()));
+        }
+        if let Error::RequestTimeout = &self.0 {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
         }
         if let Error::LimitExceeded { retry_after_ms } = &self.0 {
             let secs = retry_after_ms.div_ceil(1000).to_string();

@@ -14,15 +14,87 @@ use crate::AppState;
 /// `M_UNKNOWN_TOKEN`; rate-limits per user.
 pub struct Auth(pub Sender);
 
-fn bearer(parts: &Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(http::header::AUTHORIZATION) {
+fn bearer(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
+    if let Some(h) = headers.get(http::header::AUTHORIZATION) {
         let v = h.to_str().ok()?;
         return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
     }
     // Deprecated query-parameter form, still used by some clients.
-    parts.uri.query().and_then(|q| {
+    uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("access_token=").map(|t| t.to_owned()))
+    })
+}
+
+/// What the request's access token turned out to be, decided once by
+/// [`check_credentials`] for every request.
+#[derive(Clone)]
+enum Credentials {
+    /// No token.
+    Absent,
+    Valid(Sender),
+    /// A token nobody holds (counted against the address).
+    Unknown,
+}
+
+impl Credentials {
+    /// The sender, or the error an endpoint that needs one answers.
+    fn sender(&self) -> Result<Option<Sender>, ApiError> {
+        match self {
+            Credentials::Absent => Ok(None),
+            Credentials::Valid(s) => Ok(Some(s.clone())),
+            Credentials::Unknown => Err(Error::UnknownToken.into()),
+        }
+    }
+}
+
+/// The layer every request passes: resolves its access token once, and
+/// takes from the client address's bucket when the request carries no
+/// valid token, so every unauthenticated endpoint (`/login`, `/register`,
+/// `/profile`, `/versions`, `/_matrix/key/v2/server`, `/publicRooms`, the
+/// Hotline directory and enrolment, the web app's files ...) is limited per
+/// address in this one place. An unknown token is already limited per
+/// address by the failed token checks, so it is not charged twice. An
+/// unknown token on an endpoint that needs none is ignored there, as before.
+pub async fn check_credentials(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ip = client_ip(req.extensions());
+    let credentials = match bearer(req.headers(), req.uri()) {
+        None => Credentials::Absent,
+        Some(token) => match state.services.authenticate(&token, ip) {
+            Ok(sender) => Credentials::Valid(sender),
+            Err(Error::UnknownToken) => Credentials::Unknown,
+            Err(e) => return ApiError(e).into_response(),
+        },
+    };
+    if matches!(credentials, Credentials::Absent) {
+        let key = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        if let Err(e) = state.services.ratelimit.check_ip(&key) {
+            return ApiError(e).into_response();
+        }
+    }
+    req.extensions_mut().insert(credentials);
+    next.run(req).await
+}
+
+/// The request's credentials: from [`check_credentials`], or resolved here
+/// when the router runs without it.
+fn credentials(parts: &Parts, state: &AppState) -> Result<Credentials, ApiError> {
+    if let Some(c) = parts.extensions.get::<Credentials>() {
+        return Ok(c.clone());
+    }
+    let ip = client_ip(&parts.extensions);
+    Ok(match bearer(&parts.headers, &parts.uri) {
+        None => Credentials::Absent,
+        Some(token) => match state.services.authenticate(&token, ip) {
+            Ok(sender) => Credentials::Valid(sender),
+            Err(Error::UnknownToken) => Credentials::Unknown,
+            Err(e) => return Err(e.into()),
+        },
     })
 }
 
@@ -33,8 +105,9 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(Error::MissingToken)?;
-        let sender = authenticate(parts, state, &token)?;
+        let sender = credentials(parts, state)?
+            .sender()?
+            .ok_or(Error::MissingToken)?;
         state
             .services
             .ratelimit
@@ -44,18 +117,14 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// The client's address (absent only when served without connection info).
-fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
+fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
 }
 
-fn authenticate(parts: &Parts, state: &AppState, token: &str) -> Result<Sender, ApiError> {
-    Ok(state.services.authenticate(token, client_ip(parts))?)
-}
-
-/// The sender if a token was given (for endpoints where it is optional).
+/// The sender if a token was given (for endpoints where it is optional);
+/// an unknown token is refused. Rate-limits per user when there is one.
 pub struct MaybeAuth(pub Option<Sender>);
 
 impl FromRequestParts<AppState> for MaybeAuth {
@@ -65,14 +134,33 @@ impl FromRequestParts<AppState> for MaybeAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match bearer(parts) {
-            None => Ok(MaybeAuth(None)),
-            Some(t) => Ok(MaybeAuth(Some(authenticate(parts, state, &t)?))),
+        let sender = credentials(parts, state)?.sender()?;
+        if let Some(s) = &sender {
+            state.services.ratelimit.check_user(s.user_id.as_str())?;
         }
+        Ok(MaybeAuth(sender))
     }
 }
 
-/// Rate limit by client address, for unauthenticated endpoints.
+/// The address a request came from, for logs.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_ip(&parts.extensions)))
+    }
+}
+
+/// The client address's bucket also for callers with a valid token, on
+/// endpoints that guess at credentials or names (login, registration,
+/// enrolment, the room directory): one valid token must not lift the
+/// address's limit there. Callers without a token were charged once by
+/// [`check_credentials`] already.
 pub struct IpLimited;
 
 impl FromRequestParts<AppState> for IpLimited {
@@ -82,7 +170,10 @@ impl FromRequestParts<AppState> for IpLimited {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = client_ip(parts)
+        if let Some(Credentials::Absent) = parts.extensions.get::<Credentials>() {
+            return Ok(IpLimited);
+        }
+        let ip = client_ip(&parts.extensions)
             .map(|ip| ip.to_string())
             .unwrap_or_default();
         state.services.ratelimit.check_ip(&ip)?;
@@ -136,6 +227,7 @@ pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiEr
         {
             Err(Error::TooLarge("Request body too large".into()).into())
         }
+        Err(e) if crate::server::is_body_timeout(&*e) => Err(Error::RequestTimeout.into()),
         Err(_) => Err(Error::bad_json("Could not read the request body").into()),
     }
 }

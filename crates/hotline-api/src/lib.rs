@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 mod hotline;
 pub mod metrics;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ pub use error::{ApiError, ApiResult};
 pub struct AppState {
     pub services: Arc<Services>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The signed `/_matrix/key/v2/server` answer, re-signed when half its
+    /// validity is gone (signing on every request is work for anyone).
+    server_keys: Arc<parking_lot::Mutex<Option<hotline::SignedKeys>>>,
 }
 
 /// Every path a ruma endpoint is served at (stable and unstable).
@@ -109,16 +113,33 @@ async fn method_not_allowed() -> Response {
 
 /// The whole application.
 pub fn app(services: Arc<Services>) -> Router {
+    apps(services).0
+}
+
+/// The application, and a router serving only `/metrics` for the
+/// `metrics_listen` address; both count into the same metrics.
+///
+/// The main router serves `/metrics` only to a request bearing
+/// `metrics_token`; that route sits outside the layers below, so the
+/// metrics token is never taken for an access token.
+pub fn apps(services: Arc<Services>) -> (Router, Router) {
     let state = AppState {
         services,
         metrics: Arc::new(metrics::Metrics::default()),
+        server_keys: Default::default(),
     };
-    client::routes()
+    let metrics_only = Router::new()
+        .route("/metrics", axum::routing::get(metrics::metrics_route))
+        .with_state(state.clone());
+    let main = client::routes()
         .merge(hotline::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/metrics", axum::routing::get(metrics::metrics_route))
         .fallback(web_app)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::check_credentials,
+        ))
         .layer(axum::middleware::from_fn(error::contain_failures))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -126,7 +147,12 @@ pub fn app(services: Arc<Services>) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(cors))
-        .with_state(state)
+        .route(
+            "/metrics",
+            axum::routing::get(metrics::metrics_with_token_route),
+        )
+        .with_state(state);
+    (main, metrics_only)
 }
 
 /// Serves the web app's files; anything not a file falls back to

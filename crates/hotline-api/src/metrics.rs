@@ -1,5 +1,9 @@
 //! Prometheus metrics: requests and latencies by endpoint, open `/sync`
 //! waiters, events stored. Plain text exposition, no extra dependency.
+//!
+//! Not public: served on the `metrics_listen` address (only there, nothing
+//! else), and on the main listener only to a request bearing
+//! `metrics_token`; with neither set, nowhere.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -68,6 +72,45 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     h.sum += secs;
     h.count += 1;
     resp
+}
+
+/// Compares two secrets in time that depends on their length only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /metrics` on the main listener: `404 M_UNRECOGNIZED` unless
+/// `metrics_token` is set, then `401 M_MISSING_TOKEN` without a bearer
+/// token and `403 M_FORBIDDEN` with another one. Wrong tokens are charged to
+/// the address's bucket, so the token cannot be guessed at speed.
+pub async fn metrics_with_token_route(State(state): State<AppState>, req: Request) -> Response {
+    use axum::response::IntoResponse;
+    use hotline_service::Error;
+    let Some(expected) = state.services.config.metrics_token.as_deref() else {
+        return crate::ApiError(Error::Unrecognized).into_response();
+    };
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let refused = match given {
+        Some(t) if same_secret(t.as_bytes(), expected.as_bytes()) => {
+            return metrics_route(State(state)).await.into_response();
+        }
+        Some(_) => Error::forbidden("Wrong metrics token"),
+        None => Error::MissingToken,
+    };
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    if let Err(e) = state.services.ratelimit.check_ip(&ip) {
+        return crate::ApiError(e).into_response();
+    }
+    crate::ApiError(refused).into_response()
 }
 
 /// `GET /metrics`.

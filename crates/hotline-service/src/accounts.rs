@@ -403,34 +403,57 @@ impl Services {
         })
     }
 
-    /// `POST /login` with `m.login.password`.
+    /// `POST /login` with `m.login.password`. `client` is the address the
+    /// attempt came from, for the log of a lockout.
     pub async fn login_password(
         &self,
         user: &str,
         password: String,
         device_id: Option<String>,
         device_name: Option<String>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Session> {
         let user_id = self
             .local_user_id(user)
             .map_err(|_| Error::forbidden("Invalid username or password"))?;
-        self.check_password(&user_id, password).await?;
+        self.check_password(&user_id, password, client).await?;
         self.check_device_name(&user_id, device_name.as_deref())?;
         self.open_session(&user_id, device_id, device_name).await
     }
 
-    async fn check_password(&self, user_id: &UserId, password: String) -> Result<()> {
+    /// Checks `password` against the account's hash, under the account's
+    /// failed-login backoff (`ratelimit`): while it runs, the attempt is
+    /// refused before the password is looked at.
+    async fn check_password(
+        &self,
+        user_id: &UserId,
+        password: String,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<()> {
+        self.ratelimit.check_login(user_id.as_str())?;
         let hash = self
             .store
             .get_user(user_id.as_str())?
             .filter(|u| !u.deactivated)
-            .and_then(|u| u.password_hash)
-            .ok_or_else(|| Error::forbidden("Invalid username or password"))?;
-        if self.accounts.verify_password(password, hash).await? {
-            Ok(())
-        } else {
-            Err(Error::forbidden("Invalid username or password"))
+            .and_then(|u| u.password_hash);
+        let ok = match hash {
+            Some(hash) => self.accounts.verify_password(password, hash).await?,
+            None => false,
+        };
+        if ok {
+            self.ratelimit.note_login_success(user_id.as_str());
+            return Ok(());
         }
+        if let Some(lock) = self.ratelimit.note_login_failure(user_id.as_str()) {
+            tracing::warn!(
+                user_id = %user_id,
+                client = %client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+                failures = lock.failures,
+                wait_seconds = lock.wait.as_secs_f64(),
+                "failed logins: password attempts for this account paused"
+            );
+        }
+        Err(Error::forbidden("Invalid username or password"))
     }
 
     /// Resolves an access token to its user and device. `client` is the
@@ -598,10 +621,15 @@ impl Services {
             .unwrap_or_else(|| user_id.to_string());
         let claimed = self.local_user_id(&claimed).ok();
         let ok = claimed.as_deref() == Some(user_id)
-            && self
-                .check_password(user_id, auth.password.clone().unwrap_or_default())
+            && match self
+                .check_password(user_id, auth.password.clone().unwrap_or_default(), None)
                 .await
-                .is_ok();
+            {
+                Ok(()) => true,
+                // The account's failed-login backoff covers this check too.
+                Err(e @ Error::LimitExceeded { .. }) => return Err(e),
+                Err(_) => false,
+            };
         if !ok {
             return Err(self.uiaa_challenge(
                 flows,

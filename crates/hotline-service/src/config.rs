@@ -35,6 +35,24 @@ pub struct Config {
     /// TURN for calls. Unset: `hotline turn-config` stores the secret and
     /// URIs in the database, and those are used.
     pub turn: Option<Turn>,
+    /// Connections served at once; past it, new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// A client has this long to send a request's headers, counted from
+    /// the connection's first byte or, on a kept-alive connection, from the
+    /// end of the previous response (so it is also the idle keep-alive
+    /// time); past it the connection is closed.
+    pub header_read_timeout_seconds: u64,
+    /// A request body that sends nothing for this long is answered `408`
+    /// and its connection closed. It runs only while a body is being read,
+    /// so `/sync` long-polls (no body) are never cut by it.
+    pub body_read_timeout_seconds: u64,
+    /// `ADDR:PORT` of a listener serving only `/metrics` (keep it private).
+    pub metrics_listen: Option<String>,
+    /// Serves `/metrics` on the main listener to requests bearing this
+    /// token (`Authorization: Bearer ...`). Without it (and by default)
+    /// the main listener does not serve `/metrics`.
+    pub metrics_token: Option<String>,
 }
 
 /// A TURN server using coturn's REST API shared secret
@@ -64,6 +82,12 @@ pub struct RateLimits {
     /// register, the public room directory) and failed token checks.
     pub per_ip_per_second: f64,
     pub per_ip_burst: f64,
+    /// Failed logins an account takes before its backoff starts.
+    pub login_failures_allowed: u32,
+    /// The first backoff; it doubles with each further failure (0: off).
+    pub login_backoff_seconds: f64,
+    /// The longest backoff.
+    pub login_backoff_max_seconds: f64,
 }
 
 impl Default for RateLimits {
@@ -73,6 +97,9 @@ impl Default for RateLimits {
             per_user_burst: 1000.0,
             per_ip_per_second: 20.0,
             per_ip_burst: 100.0,
+            login_failures_allowed: 5,
+            login_backoff_seconds: 10.0,
+            login_backoff_max_seconds: 900.0,
         }
     }
 }
@@ -92,6 +119,11 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             offline_after_seconds: 30,
             turn: None,
+            max_connections: 4096,
+            header_read_timeout_seconds: 30,
+            body_read_timeout_seconds: 60,
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -125,6 +157,14 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("rate_limits.per_user_burst", Kind::Float),
     ("rate_limits.per_ip_per_second", Kind::Float),
     ("rate_limits.per_ip_burst", Kind::Float),
+    ("rate_limits.login_failures_allowed", Kind::Integer),
+    ("rate_limits.login_backoff_seconds", Kind::Float),
+    ("rate_limits.login_backoff_max_seconds", Kind::Float),
+    ("max_connections", Kind::Integer),
+    ("header_read_timeout_seconds", Kind::Integer),
+    ("body_read_timeout_seconds", Kind::Integer),
+    ("metrics_listen", Kind::Text),
+    ("metrics_token", Kind::Text),
     ("turn.uris", Kind::List),
     ("turn.shared_secret", Kind::Text),
     ("turn.ttl_seconds", Kind::Integer),

@@ -34,6 +34,10 @@ pub enum Error {
     TooLarge(String),
     #[error("Too many requests")]
     LimitExceeded { retry_after_ms: u64 },
+    /// The client stopped sending the request body (`408`; the connection
+    /// is closed, since the rest of the body is never read).
+    #[error("Timed out reading the request body")]
+    RequestTimeout,
     #[error("Unrecognized request")]
     Unrecognized,
     #[error("{0}")]

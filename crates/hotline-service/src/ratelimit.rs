@@ -1,11 +1,27 @@
-//! Token-bucket rate limits per user and per client address, and a bucket
-//! of failed token checks per address, so access tokens cannot be guessed
-//! at speed.
+//! Token-bucket rate limits per user and per client address, a bucket of
+//! failed token checks per address, so access tokens cannot be guessed at
+//! speed, and a failed-login backoff per account, so passwords cannot be
+//! either.
+//!
+//! Failed logins, per account (the user id the attempt names, whether or
+//! not it exists, so the backoff tells nothing about who has an account):
+//! the first `login_failures_allowed` (5) failures cost nothing more than
+//! the per-address limit. The next one locks the account's password for
+//! `login_backoff_seconds` (10 s), and each failure after a lock has run
+//! out doubles the wait (10, 20, 40 s ... ), capped at
+//! `login_backoff_max_seconds` (15 min): an attacker gets about a hundred
+//! guesses a day at the cap, and the real user is never locked out for
+//! longer than the cap. While locked, an attempt is refused with
+//! `M_LIMIT_EXCEEDED` and the time left, before the password is looked at:
+//! no argon2 work, and no answer that tells a right password from a wrong
+//! one. Attempts refused while locked do not extend the lock, so a flood
+//! cannot keep the user out; a correct password after the lock clears the
+//! count, and so do 24 hours without a failure.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -57,6 +73,26 @@ pub struct RateLimiter {
     /// checks one atomic per request.
     auth_failures: Mutex<HashMap<IpAddr, Bucket>>,
     failing_addresses: AtomicUsize,
+    /// Failed password checks per account (user id).
+    login_failures: Mutex<HashMap<String, LoginFailures>>,
+}
+
+/// An account's recent failed password checks.
+struct LoginFailures {
+    count: u32,
+    last_failure: Instant,
+    /// Passwords for the account are refused unchecked until then.
+    locked_until: Option<Instant>,
+}
+
+/// A failure count older than this starts over.
+const LOGIN_FAILURES_FORGOTTEN: Duration = Duration::from_secs(24 * 3600);
+
+/// A lock a failed login started: how long it lasts, and which failure it was.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoginLock {
+    pub wait: Duration,
+    pub failures: u32,
 }
 
 impl RateLimiter {
@@ -66,6 +102,79 @@ impl RateLimiter {
             buckets: Mutex::new(HashMap::new()),
             auth_failures: Mutex::new(HashMap::new()),
             failing_addresses: AtomicUsize::new(0),
+            login_failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses a password attempt for `account` while its backoff runs,
+    /// with the time left.
+    pub fn check_login(&self, account: &str) -> Result<()> {
+        self.check_login_at(account, Instant::now())
+    }
+
+    fn check_login_at(&self, account: &str, now: Instant) -> Result<()> {
+        let failures = self.login_failures.lock();
+        match failures.get(account).and_then(|f| f.locked_until) {
+            Some(until) if until > now => Err(Error::LimitExceeded {
+                retry_after_ms: (until - now).as_millis().max(1) as u64,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a wrong password for `account`; returns the lock this failure
+    /// starts, if it starts one.
+    pub fn note_login_failure(&self, account: &str) -> Option<LoginLock> {
+        self.note_login_failure_at(account, Instant::now())
+    }
+
+    fn note_login_failure_at(&self, account: &str, now: Instant) -> Option<LoginLock> {
+        let allowed = self.limits.login_failures_allowed;
+        let base = self.limits.login_backoff_seconds;
+        if base <= 0.0 {
+            return None;
+        }
+        let cap = self.limits.login_backoff_max_seconds.max(base);
+        let mut failures = self.login_failures.lock();
+        if failures.len() > 100_000 {
+            // Bounded memory: keep the locked and the recent.
+            failures.retain(|_, f| {
+                f.locked_until.is_some_and(|u| u > now)
+                    || now.duration_since(f.last_failure) < Duration::from_secs(3600)
+            });
+        }
+        let f = failures
+            .entry(account.to_owned())
+            .or_insert_with(|| LoginFailures {
+                count: 0,
+                last_failure: now,
+                locked_until: None,
+            });
+        if now.duration_since(f.last_failure) >= LOGIN_FAILURES_FORGOTTEN {
+            f.count = 0;
+            f.locked_until = None;
+        }
+        f.count += 1;
+        f.last_failure = now;
+        if f.count <= allowed {
+            return None;
+        }
+        // Doubling per failure past the allowance; the exponent is bounded
+        // before the power so it cannot overflow.
+        let doublings = (f.count - allowed - 1).min(32);
+        let wait = Duration::from_secs_f64((base * 2f64.powi(doublings as i32)).min(cap));
+        f.locked_until = Some(now + wait);
+        Some(LoginLock {
+            wait,
+            failures: f.count,
+        })
+    }
+
+    /// A correct password for `account`: its failures are forgotten.
+    pub fn note_login_success(&self, account: &str) {
+        let mut failures = self.login_failures.lock();
+        if !failures.is_empty() {
+            failures.remove(account);
         }
     }
 
@@ -152,7 +261,65 @@ mod tests {
             per_user_burst: burst,
             per_ip_per_second: per_second,
             per_ip_burst: burst,
+            ..RateLimits::default()
         })
+    }
+
+    fn login_limiter(allowed: u32, base: f64, cap: f64) -> RateLimiter {
+        RateLimiter::new(RateLimits {
+            login_failures_allowed: allowed,
+            login_backoff_seconds: base,
+            login_backoff_max_seconds: cap,
+            ..RateLimits::default()
+        })
+    }
+
+    fn retry_after(r: Result<()>) -> u64 {
+        match r {
+            Err(Error::LimitExceeded { retry_after_ms }) => retry_after_ms,
+            other => panic!("expected LimitExceeded, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_account_past_its_allowed_failures_waits_doubling_up_to_the_cap() {
+        let l = login_limiter(3, 10.0, 60.0);
+        let t0 = Instant::now();
+        let mut now = t0;
+        for _ in 0..3 {
+            l.check_login_at("@a:x", now).unwrap();
+            assert_eq!(l.note_login_failure_at("@a:x", now), None);
+        }
+        let mut waits = vec![];
+        for _ in 0..5 {
+            l.check_login_at("@a:x", now).unwrap();
+            let lock = l.note_login_failure_at("@a:x", now).expect("locked");
+            waits.push(lock.wait.as_secs());
+            let left = retry_after(l.check_login_at("@a:x", now + Duration::from_secs(1)));
+            assert_eq!(left, lock.wait.as_millis() as u64 - 1000);
+            // Refused attempts do not move the lock.
+            now += lock.wait;
+        }
+        assert_eq!(waits, [10, 20, 40, 60, 60]);
+        // Another account is untouched.
+        l.check_login_at("@b:x", now - Duration::from_secs(1))
+            .unwrap();
+        // Success clears the count: the next failures are free again.
+        l.note_login_success("@a:x");
+        for _ in 0..3 {
+            assert_eq!(l.note_login_failure_at("@a:x", now), None);
+        }
+    }
+
+    #[test]
+    fn failures_a_day_old_are_forgotten() {
+        let l = login_limiter(2, 10.0, 900.0);
+        let t0 = Instant::now();
+        l.note_login_failure_at("@a:x", t0);
+        l.note_login_failure_at("@a:x", t0);
+        let later = t0 + LOGIN_FAILURES_FORGOTTEN;
+        assert_eq!(l.note_login_failure_at("@a:x", later), None);
+        l.check_login_at("@a:x", later).unwrap();
     }
 
     #[test]

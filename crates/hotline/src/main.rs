@@ -418,33 +418,57 @@ async fn turn_config(config: Config, args: TurnConfigArgs) -> anyhow_lite::Resul
 
 async fn serve(config: Config) -> anyhow_lite::Result<()> {
     let listen = config.listen.clone();
+    let metrics_listen = config.metrics_listen.clone();
+    let limits = hotline_api::server::ServeLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout_seconds),
+        body_read_timeout: std::time::Duration::from_secs(config.body_read_timeout_seconds),
+    };
     let (services, store) = open(config)?;
     // `hotline admin vouch|revoke` write beside the running server.
     services.watch_other_processes(std::time::Duration::from_secs(1));
     services.time_out_presence()?;
     services.flush_seen_devices_regularly();
-    let app = hotline_api::app(services.clone());
+    let (app, metrics_app) = hotline_api::apps(services.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("listening on {listen}: {e}"))?;
+    let metrics_listener = match &metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("listening on {addr} (metrics_listen): {e}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         address = %listener.local_addr()?,
         server_name = %services.server_name(),
         data_dir = %services.config.data_dir.display(),
+        metrics = %metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "hotline is serving"
     );
-    // Answers leave at once: a response written in two parts (a large body)
-    // must not wait for the client's delayed ACK of the first.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let metrics_server = metrics_listener.map(|l| {
+        // A scraper or two: a small cap.
+        let metrics_limits = hotline_api::server::ServeLimits {
+            max_connections: 16,
+            ..limits
+        };
+        tokio::spawn(hotline_api::server::serve(
+            l,
+            metrics_app,
+            metrics_limits,
+            stop_signal(stopped.clone()),
+        ))
     });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
         tokio::select! {
@@ -452,8 +476,12 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
-    })
-    .await?;
+        let _ = stop.send(true);
+    });
+    hotline_api::server::serve(listener, app, limits, stop_signal(stopped)).await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     // What was noted since the last round, so a restart loses none of it.
     if let Err(e) = services.flush_seen_devices().await {
         tracing::warn!(error = %e, "recording when devices were last seen");

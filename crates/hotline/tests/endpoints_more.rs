@@ -1437,12 +1437,18 @@ fn metric(text: &str, prefix: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_method_and_status() {
-    let mut server = Server::start().await;
+    // `/metrics` is served on the main listener only with its token.
+    let mut server = Server::start_configured(
+        &["--allow-registration"],
+        "metrics_token = \"scrape\"\n",
+        None,
+    )
+    .await;
     let http = Http::new(&server.url);
     let alice = http.register("alice").await;
     let room = http.create_room(&alice).await;
     let events_before = {
-        let (status, text) = http.call("GET", "/metrics", None, None).await;
+        let (status, text) = http.call("GET", "/metrics", Some("scrape"), None).await;
         assert_eq!(status, 200);
         let text = text.as_str().expect("plain text").to_owned();
         // createRoom wrote the room's first events.
@@ -1473,7 +1479,7 @@ async fn metrics_count_requests_by_route_method_and_status() {
         .await;
     assert_eq!(r.0, 401);
 
-    let (status, text) = http.call("GET", "/metrics", None, None).await;
+    let (status, text) = http.call("GET", "/metrics", Some("scrape"), None).await;
     assert_eq!(status, 200);
     let text = text.as_str().expect("plain text");
     let send = "/_matrix/client/v3/rooms/{room_id}/send/{event_type}/{txn_id}";
@@ -1511,7 +1517,7 @@ async fn metrics_count_requests_by_route_method_and_status() {
     server.kill9();
     server.spawn().await;
     let http = Http::new(&server.url);
-    let (status, text) = http.call("GET", "/metrics", None, None).await;
+    let (status, text) = http.call("GET", "/metrics", Some("scrape"), None).await;
     assert_eq!(status, 200);
     let text = text.as_str().expect("plain text");
     assert_eq!(

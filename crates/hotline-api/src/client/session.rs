@@ -6,7 +6,7 @@ use hotline_service::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::extract::{Auth, IpLimited, JsonBody};
+use crate::extract::{Auth, ClientAddr, IpLimited, JsonBody};
 use crate::{ApiResult, AppState};
 
 /// `GET /login`.
@@ -29,6 +29,7 @@ pub struct LoginBody {
 pub async fn login_route(
     State(s): State<AppState>,
     _: IpLimited,
+    ClientAddr(client): ClientAddr,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Json<Value>> {
     if body.kind != "m.login.password" {
@@ -56,6 +57,7 @@ pub async fn login_route(
             password,
             body.device_id,
             body.initial_device_display_name,
+            client,
         )
         .await?;
     Ok(Json(json!({

@@ -451,3 +451,32 @@ impl Server {
         s
     }
 }
+impl Server {
+    /// Like [`Server::start_with`], with `toml` as its configuration file
+    /// (kept for restarts) and, given a `HOTLINE_LOG` filter, its log kept
+    /// for [`Server::log_text`].
+    pub async fn start_configured(args: &[&str], toml: &str, log_filter: Option<&str>) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("hotline.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let mut extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        extra.push("--config".into());
+        extra.push(cfg.to_str().unwrap().to_owned());
+        let mut s = Server {
+            url: String::new(),
+            port: 0,
+            data: tmp.path().join("data"),
+            log: log_filter.map(|f| (tmp.path().join("server.log"), f.to_owned())),
+            _tmp: Some(tmp),
+            child: None,
+            extra,
+        };
+        s.spawn().await;
+        s
+    }
+}
+
+/// A loopback port nothing listens on yet.
+pub fn unused_port() -> u16 {
+    free_port()
+}
