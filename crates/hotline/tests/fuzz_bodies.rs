@@ -833,7 +833,7 @@ impl Fx {
             "room_id" => self.room.clone(),
             "event_id" => self.event.clone(),
             "user_id" => {
-                if rng.gen_bool(0.85) {
+                if rng.gen_bool(0.9) {
                     self.alice.id.clone()
                 } else {
                     self.bob.id.clone()
@@ -953,7 +953,15 @@ fn bad_param(rng: &mut StdRng) -> String {
 
 /// Values of the wrong kind for almost any field.
 fn odd_value(rng: &mut StdRng) -> Value {
-    match rng.gen_range(0..24) {
+    let n = rng.gen_range(0..ODD_VALUES);
+    odd_value_n(n, rng)
+}
+
+const ODD_VALUES: u64 = 24;
+
+/// The `n`th kind of odd value (of [`ODD_VALUES`]).
+fn odd_value_n(n: u64, rng: &mut StdRng) -> Value {
+    match n {
         0 => Value::Null,
         1 => json!(true),
         2 => json!(0),
@@ -1052,7 +1060,16 @@ fn at_parent(v: &mut Value, path: &[Value], f: impl FnOnce(&mut Value, &Value)) 
 }
 
 /// A body and its content type, mutated from the route's valid shape.
-fn gen_body(rng: &mut StdRng, valid: &str, raw_route: bool, limit: usize) -> (Vec<u8>, String) {
+/// `nth` counts the route's single-field mutations: they walk every place
+/// in the shape with one kind of odd value, then the next kind, so a route's
+/// every field gets every kind of value within a few hundred cases.
+fn gen_body(
+    rng: &mut StdRng,
+    valid: &str,
+    raw_route: bool,
+    limit: usize,
+    nth: &mut u64,
+) -> (Vec<u8>, String) {
     let json_ct = "application/json".to_owned();
     let ct = match rng.gen_range(0..20) {
         0 => String::new(),
@@ -1090,8 +1107,9 @@ fn gen_body(rng: &mut StdRng, valid: &str, raw_route: bool, limit: usize) -> (Ve
         0..=14 => v.to_string().into_bytes(),
         // A wrong type (or odd value) at one field.
         15..=44 if !ps.is_empty() => {
-            let p = &ps[rng.gen_range(0..ps.len())];
-            let new = odd_value(rng);
+            let p = &ps[(*nth % ps.len() as u64) as usize];
+            let new = odd_value_n((*nth / ps.len() as u64) % ODD_VALUES, rng);
+            *nth += 1;
             at_parent(&mut v, p, |parent, last| match last {
                 Value::String(k) => parent[k.as_str()] = new,
                 Value::Number(i) => parent[i.as_u64().unwrap() as usize] = new,
@@ -1351,6 +1369,7 @@ async fn no_request_body_or_path_parameter_makes_any_endpoint_answer_5xx_or_an_e
     let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
     let start = Instant::now();
     let mut case = 0u64;
+    let mut mutations: std::collections::HashMap<usize, u64> = Default::default();
     loop {
         let over = match seconds {
             Some(s) => start.elapsed() >= Duration::from_secs(s),
@@ -1371,7 +1390,7 @@ async fn no_request_body_or_path_parameter_makes_any_endpoint_answer_5xx_or_an_e
                 uri.push('/');
             }
             if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                if rng.gen_bool(0.85) {
+                if rng.gen_bool(0.92) {
                     uri.push_str(&enc(&fx.param(name, path, &mut rng)));
                 } else {
                     uri.push_str(&bad_param(&mut rng));
@@ -1393,12 +1412,12 @@ async fn no_request_body_or_path_parameter_makes_any_endpoint_answer_5xx_or_an_e
             }
             q.push_str("timeout=0");
         }
-        let token = match rng.gen_range(0..20) {
-            0..=11 => Some(fx.alice.token.clone()),
-            12..=14 => Some(fx.bob.token.clone()),
-            15..=16 => None,
-            17 => Some("syt_bogus_token".to_owned()),
-            18 => Some(String::new()),
+        let token = match rng.gen_range(0..30) {
+            0..=22 => Some(fx.alice.token.clone()),
+            23..=25 => Some(fx.bob.token.clone()),
+            26 => None,
+            27 => Some("syt_bogus_token".to_owned()),
+            28 => Some(String::new()),
             _ => {
                 if !q.is_empty() {
                     q.push('&');
@@ -1412,7 +1431,8 @@ async fn no_request_body_or_path_parameter_makes_any_endpoint_answer_5xx_or_an_e
             uri.push_str(&q);
         }
         let valid = fx.subst(body_shape, json_escape);
-        let (body, ct) = gen_body(&mut rng, &valid, valid == "$RAW", limit);
+        let nth = mutations.entry(case as usize % routes.len()).or_default();
+        let (body, ct) = gen_body(&mut rng, &valid, valid == "$RAW", limit, nth);
         let mut headers: Vec<(&str, String)> = Vec::new();
         if let Some(t) = &token {
             headers.push(("authorization", format!("Bearer {t}")));
