@@ -1318,7 +1318,7 @@ async fn no_request_body_or_path_parameter_makes_any_endpoint_answer_5xx_or_an_e
 ) {
     let cases = env_u64("HOTLINE_FUZZ_CASES").unwrap_or(40_000);
     let seconds = env_u64("HOTLINE_FUZZ_SECONDS");
-    let seed = env_u64("HOTLINE_FUZZ_SEED").unwrap_or(0x486f_746c_696e_65);
+    let seed = env_u64("HOTLINE_FUZZ_SEED").unwrap_or(0x0048_6f74_6c69_6e65);
     let mut fx = Fx::new().await;
     let limit = hotline_service::Config::default().max_request_bytes;
 
@@ -1492,7 +1492,7 @@ async fn no_request_body_or_path_parameter_makes_any_endpoint_answer_5xx_or_an_e
         }
         fx.restore_sessions().await;
         case += 1;
-        if case % 400 == 0 {
+        if case.is_multiple_of(400) {
             fx.new_room().await;
         }
     }
