@@ -67,6 +67,13 @@ impl Conn {
         }
     }
 
+    /// A connection that sends no `Authorization` header.
+    pub fn anonymous(base: &str) -> Conn {
+        let mut c = Conn::new(base, "");
+        c.fixed_headers = format!("Host: {}\r\n", c.addr);
+        c
+    }
+
     /// One request; on any failure the connection is dropped so the next
     /// request starts on a fresh one.
     pub async fn request(

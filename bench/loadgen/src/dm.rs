@@ -60,6 +60,8 @@ pub struct DmArgs {
     /// Concurrent requests during setup (registration, room creation, joins).
     #[arg(long, default_value_t = 8)]
     pub setup_concurrency: usize,
+    #[command(flatten)]
+    pub abuse: crate::abuse::AbuseArgs,
 }
 
 struct Pair {
@@ -117,6 +119,7 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
     let names: Vec<String> = (0..a.pairs)
         .flat_map(|i| [format!("{prefix}s{i}"), format!("{prefix}r{i}")])
         .collect();
+    let localparts = names.clone();
     let sessions = {
         let (api, pw, tok) = (
             api.clone(),
@@ -135,6 +138,25 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         sessions.len(),
         secs(now_ns() - t_setup)
     );
+
+    // The abuse's targets: a real account of its own for the one-account
+    // brute force (the DM users keep their sessions either way), the DM
+    // users and accounts that do not exist for the many-account one.
+    let targets = if a.abuse.abuse {
+        let victim = format!("{prefix}victim");
+        api.register(&victim, &c.password, c.registration_token.as_deref())
+            .await?;
+        let mut many = localparts;
+        many.extend((0..100).map(|i| format!("{prefix}ghost{i}")));
+        Some(crate::abuse::Targets {
+            base: api.base.clone(),
+            victim,
+            many,
+            profile_user: sessions[0].user_id.clone(),
+        })
+    } else {
+        None
+    };
 
     let couples: Vec<(Session, Session)> = sessions
         .chunks(2)
@@ -239,6 +261,12 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         });
     }
 
+    let (abuse_stop, abuse_stop_rx) = watch::channel(false);
+    let abuse = targets.map(|t| {
+        eprintln!("dm: abuse starts with the warm-up");
+        tokio::spawn(crate::abuse::run(a.abuse.clone(), t, abuse_stop_rx))
+    });
+
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
     let (cpu0, srv0, mach0) = (
         self_cpu_s(),
@@ -274,6 +302,11 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         c.server_pid.and_then(proc_written_bytes),
     );
     ctrl.stop_send.store(true, Relaxed);
+    let _ = abuse_stop.send(true);
+    let abuse = match abuse {
+        Some(h) => Some(h.await.map_err(|e| e.to_string())?),
+        None => None,
+    };
 
     let mut sent = Vec::new();
     for h in senders {
@@ -299,7 +332,11 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         disk_written: disk0.zip(disk1).map(|(x, y)| y.saturating_sub(x)),
         server_written: srv_w0.zip(srv_w1).map(|(x, y)| y.saturating_sub(x)),
     };
-    Ok(report(c, a, &api, ws, we, cpu, setup_s, &sent, &recv))
+    let mut v = report(c, a, &api, ws, we, cpu, setup_s, &sent, &recv);
+    if let Some(abuse) = abuse {
+        v["abuse"] = abuse;
+    }
+    Ok(v)
 }
 
 fn secs(ns: u64) -> f64 {
@@ -821,6 +858,10 @@ pub fn summary(v: &Value) -> String {
     }
     if v["errors"].as_object().is_some_and(|e| !e.is_empty()) {
         s.push_str(&format!("\n  errors: {}", v["errors"]));
+    }
+    if v["abuse"].is_object() {
+        s.push('\n');
+        s.push_str(&crate::abuse::summary(&v["abuse"]));
     }
     s
 }

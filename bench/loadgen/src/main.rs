@@ -4,6 +4,7 @@
 //!
 //! Output: a human summary on stderr, one JSON object on stdout.
 
+mod abuse;
 mod conn;
 mod dm;
 mod keys;

@@ -201,10 +201,36 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if !value.is_object() {
             return Err(Error::bad_json("Request body must be a JSON object").into());
         }
+        check_depth(&value)?;
         serde_json::from_value(value)
             .map(JsonBody)
             .map_err(|e| Error::bad_json(e.to_string()).into())
     }
+}
+
+/// The deepest nesting a JSON body may have. serde_json reads at most 128
+/// levels, and what a client sends is read again inside larger documents
+/// (event content inside an event, inside a `/sync` response; push rule
+/// matching): a body at 127 levels parsed here would fail, or panic, there.
+/// No Matrix client nests anywhere near this.
+pub const MAX_BODY_DEPTH: usize = 64;
+
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn check_depth(v: &serde_json::Value) -> Result<(), ApiError> {
+    if depth(v) > MAX_BODY_DEPTH {
+        return Err(Error::bad_json(format!(
+            "JSON nested more than {MAX_BODY_DEPTH} levels deep"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Reads a body of at most `limit` bytes.
@@ -287,6 +313,7 @@ impl FromRequest<AppState> for RawJsonObject {
         if !value.is_object() {
             return Err(Error::bad_json("Request body must be a JSON object").into());
         }
+        check_depth(&value)?;
         // Re-serialised from the parsed value: no duplicate keys or odd
         // whitespace reach storage.
         Ok(RawJsonObject(

@@ -4,16 +4,16 @@
 
 use axum::extract::State;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use hotline_service::identity::LineInviteRow;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::extract::{Auth, IpLimited, JsonBody, PathArgs};
-use crate::{ApiResult, AppState};
+use crate::{ApiResult, AppState, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/_matrix/key/v2/server", get(get_server_keys_route))
         .route("/_hotline/v1/directory", get(get_directory_route))
         .route("/_hotline/v1/enrol/{code}", post(redeem_enrolment_route))

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{on, MethodFilter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use hotline_service::Services;
 use ruma::api::path_builder::{SinglePath, VersionHistory};
@@ -68,6 +68,43 @@ fn method_filter(m: &http::Method) -> MethodFilter {
     }
 }
 
+/// The routes being assembled, with every path they serve recorded, so
+/// [`served_paths`] lists them from the same code that builds the router (the
+/// fuzz test checks it covers each one).
+pub struct Routes {
+    router: Router<AppState>,
+    paths: Vec<&'static str>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    /// `Router::route`, recording the path.
+    pub fn route(mut self, path: &'static str, method_router: MethodRouter<AppState>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self.paths.push(path);
+        self
+    }
+
+    /// `Router::merge`, keeping both lists of paths.
+    pub fn merge(mut self, other: Routes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.paths.extend(other.paths);
+        self
+    }
+}
+
 /// Router extension: `.endpoint::<Request>(handler)` serves the handler at
 /// the endpoint's method and paths, as ruma defines them.
 pub trait RouterExt {
@@ -79,7 +116,7 @@ pub trait RouterExt {
         T: 'static;
 }
 
-impl RouterExt for Router<AppState> {
+impl RouterExt for Routes {
     fn endpoint<R, H, T>(mut self, handler: H) -> Self
     where
         R: Metadata,
@@ -111,6 +148,20 @@ async fn method_not_allowed() -> Response {
     r
 }
 
+/// Every route the application serves (the web app's files aside).
+fn routes() -> Routes {
+    client::routes()
+        .merge(hotline::routes())
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+}
+
+/// The path templates of every route [`app`] serves (axum syntax,
+/// `{param}`), each once per `route` call; the methods are whatever the
+/// router answers at them without `405`.
+pub fn served_paths() -> Vec<&'static str> {
+    routes().paths
+}
+
 /// The whole application.
 pub fn app(services: Arc<Services>) -> Router {
     apps(services).0
@@ -131,9 +182,8 @@ pub fn apps(services: Arc<Services>) -> (Router, Router) {
     let metrics_only = Router::new()
         .route("/metrics", axum::routing::get(metrics::metrics_route))
         .with_state(state.clone());
-    let main = client::routes()
-        .merge(hotline::routes())
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+    let main = routes()
+        .router
         .fallback(web_app)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

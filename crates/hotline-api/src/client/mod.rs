@@ -15,13 +15,12 @@ mod session;
 mod sync;
 mod user_data;
 
-use axum::Router;
 use ruma::api::client as c;
 
-use crate::{AppState, RouterExt};
+use crate::{RouterExt, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         // discovery
         .endpoint::<c::discovery::get_supported_versions::Request, _, _>(
             discovery::get_supported_versions_route,
