@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
+source scripts/node.sh   # node and npm (the web app's build, the demo set-up), installed when missing
 cargo build --release -p hotline
 BIN="$CARGO_TARGET_DIR/release/hotline"
 WEB_ARGS=()
@@ -36,11 +37,14 @@ if [ ! -f "$DATA/hotline.db" ]; then
   "$BIN" --data-dir "$DATA" admin enroll envoy.syldavia --name 'Tomas Hald' --title 'Special Envoy' --country Syldavia \
     --office 'Syldavia Federal Chancellery' --role aide --principal chancellor.syldavia --hours 720 --base-url "http://$LISTEN" \
     | sed -n 's/^link //p' > "$DATA/demo-enrolment-link"
-  if [ -f web/scripts/demo-officials.mjs ] && command -v node >/dev/null; then
-    "$BIN" --data-dir "$DATA" serve --listen "$LISTEN" > "$DATA/demo-setup.log" 2>&1 &
+  if [ -f web/scripts/demo-officials.mjs ]; then
+    # The set-up server listens on a port of its own: nothing that waits for
+    # Hotline on $LISTEN mistakes it for the real one, which starts below.
+    SETUP="127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "$BIN" --data-dir "$DATA" serve --listen "$SETUP" > "$DATA/demo-setup.log" 2>&1 &
     setup_pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://$LISTEN/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-    if ! (cd web && node scripts/demo-officials.mjs --homeserver "http://$LISTEN" --bin "$BIN" --data-dir "$DATA" \
+    for _ in $(seq 1 100); do curl -sf "http://$SETUP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    if ! (cd web && node scripts/demo-officials.mjs --homeserver "http://$SETUP" --bin "$BIN" --data-dir "$DATA" \
         --password "$DEMO_PW" --out "$DATA/demo-officials" --line president.avalon,pm.borduria "${codes[@]}"); then
       echo "The demo officials could not be set up (see above); they stay enrolled but unvouched." >&2
     fi

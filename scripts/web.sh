@@ -19,6 +19,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEB="$ROOT/web"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
 BIN="${HOTLINE_BIN:-$CARGO_TARGET_DIR/release/hotline}"
+source "$ROOT/scripts/node.sh"   # node and npm, installed when missing
 
 install() {
   "$ROOT/scripts/deps.sh" chromium coturn

@@ -11,6 +11,7 @@
 # The server binary is built by scripts/test.sh (cargo build --release -p hotline).
 set -euo pipefail
 cd "$(dirname "$0")"
+source ../../scripts/node.sh   # node and npm, installed when missing
 TARGET="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
 BIN="${HOTLINE_BIN:-$TARGET/release/hotline}"
 if [ ! -x "$BIN" ]; then

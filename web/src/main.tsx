@@ -1,4 +1,5 @@
 import { render } from "preact";
+import { humanError } from "./lib/errors";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { MatrixClient } from "matrix-js-sdk";
 import "./styles.css";
@@ -14,7 +15,7 @@ import {
 } from "./lib/session";
 import { createLine, findLine, lineSummaries, normaliseUserId } from "./lib/lines";
 import { startIdentity, stopIdentity, useIdentity } from "./lib/identity";
-import { isInviteCode, listInvites } from "./lib/lineInvites";
+import { isInviteCode } from "./lib/lineInvites";
 import { askNotificationPermission, CallView, onCall, watchIncomingCalls } from "./lib/calls";
 import { navigate, useClientTick, useRoute } from "./lib/hooks";
 import { SignIn } from "./components/SignIn";
@@ -81,7 +82,7 @@ function App() {
           await signOut();
           setPhase({ kind: "signed-out", notice: "Your session ended. Sign in again." });
         } else {
-          setPhase({ kind: "signed-out", notice: `Could not start: ${e?.message || e}` });
+          setPhase({ kind: "signed-out", notice: humanError(e, "Could not start") });
         }
       }
     })();
@@ -202,19 +203,13 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
 
   const lines = useMemo(() => (synced ? lineSummaries(mx) : []), [tick, synced]);
 
-  // Line invites are for principals and their aides: the server says who
-  // is (a 403 for everyone else), asked again when our attestation changes.
+  // Line invites are for principals and their aides, as our own verified
+  // attestation says (asking the server would be a 403 for everyone else,
+  // on every page load).
   const ownRole = own.kind === "verified" ? own.att.role : null;
   useEffect(() => {
-    let live = true;
-    listInvites(mx).then(
-      () => live && setCanInvite(true),
-      () => live && setCanInvite(ownRole === "principal" || ownRole === "aide"),
-    );
-    return () => {
-      live = false;
-    };
-  }, [mx, ownRole]);
+    setCanInvite(ownRole === "principal" || ownRole === "aide");
+  }, [ownRole]);
 
   useEffect(() => {
     if (synced && !performance.getEntriesByName("hotline:lines").length) performance.mark("hotline:lines");
@@ -347,7 +342,7 @@ function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void 
       onClose();
       navigate("line", roomId);
     } catch (err: any) {
-      setError(err?.message || String(err));
+      setError(humanError(err, "Could not open the line."));
       setBusy(false);
     }
   };

@@ -655,7 +655,7 @@ test("load time: page load to the lines list (loopback)", async () => {
   assert.ok(samples[1] < 10_000, "lines list within 10 s on loopback");
 });
 
-// ---- official identity and direct lines (DESIGN.md capabilities 4 and 5) ----
+// ---- official identity and direct lines (docs/DESIGN.md capabilities 4 and 5) ----
 
 const OFFICIALS = {
   a: { user: "avalon-president", name: "Alma Reyes", title: "President", country: "Avalon", office: "Office of the President of Avalon", password: "alma-reyes-pw-1" },

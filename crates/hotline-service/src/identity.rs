@@ -1,4 +1,4 @@
-//! Official identity and direct lines (DESIGN.md capabilities 4 and 5).
+//! Official identity and direct lines (docs/DESIGN.md capabilities 4 and 5).
 //!
 //! - Enrolment: the protocol office enrols an official (`hotline admin
 //!   enroll`); a one-time, expiring code lets the official set a password.

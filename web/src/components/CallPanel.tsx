@@ -22,12 +22,12 @@ export function IncomingCall({ mx, call }: { mx: MatrixClient; call: CallView })
         <div class="pulse">
           <Avatar mx={mx} userId={call.counterpart} name={call.name} mxc={member?.getMxcAvatarUrl()} size={88} />
         </div>
-        <h2 id="incoming-title">
+        <h2 id="incoming-title" title={call.counterpart}>
           {call.name}
           <IdentityMark userId={call.counterpart} />
         </h2>
         <p id="incoming-desc" class="muted">
-          Incoming voice call · {call.counterpart}
+          Incoming voice call
         </p>
         <div class="call-actions">
           <button type="button" class="round danger" onClick={decline} aria-label="Decline call">

@@ -1,4 +1,5 @@
 import { Fragment } from "preact";
+import { humanError } from "../lib/errors";
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import {
   Direction,
@@ -72,7 +73,7 @@ function CallEntry({ ev, rec, active }: { ev: MatrixEvent; rec?: CallRecord; act
   const outgoing = rec?.outgoing ?? false;
   let label: string;
   let missed = false;
-  if (active && (!rec || !rec.endedAt)) label = "Call in progress";
+  if (active && (!rec || !rec.endedAt)) label = rec?.answeredAt ? "Call in progress" : outgoing ? "Ringing…" : "Incoming call";
   else if (rec?.answeredAt && rec.endedAt) label = `${outgoing ? "Outgoing" : "Incoming"} call · ${duration(rec.endedAt - rec.answeredAt)}`;
   else if (rec?.rejected || rec?.reason === "user_busy") label = outgoing ? "Call declined" : "Declined call";
   else if (rec?.endedAt) {
@@ -98,7 +99,7 @@ function MediaImage({ mx, content }: { mx: MatrixClient; content: Record<string,
     let live = true;
     mediaObjectUrl(mx, content).then(
       (u) => live && setSrc(u),
-      (e) => live && setErr(e.message),
+      (e) => live && setErr(humanError(e, "Could not load the image.")),
     );
     return () => {
       live = false;
@@ -371,7 +372,7 @@ export function Chat(props: {
     try {
       await mx.redactEvent(room.roomId, ev.getId()!);
     } catch (err) {
-      setError(`Could not delete: ${(err as Error).message}`);
+      setError(humanError(err, "Could not delete the message."));
     }
   };
 
@@ -395,7 +396,7 @@ export function Chat(props: {
       await mx.joinRoom(room.roomId);
       await markDirect(mx, counterpart, room.roomId);
     } catch (err) {
-      setError(`Could not accept: ${(err as Error).message}`);
+      setError(humanError(err, "Could not accept the invitation."));
     }
   };
   const declineInvite = async () => {
@@ -403,7 +404,7 @@ export function Chat(props: {
       await mx.leave(room.roomId);
       navigate();
     } catch (err) {
-      setError(`Could not decline: ${(err as Error).message}`);
+      setError(humanError(err, "Could not decline the invitation."));
     }
   };
 
@@ -412,7 +413,7 @@ export function Chat(props: {
     try {
       await placeCall(mx, room.roomId);
     } catch (err) {
-      setError((err as Error).message);
+      setError(humanError(err, "Could not place the call."));
     }
   };
 
@@ -446,7 +447,7 @@ export function Chat(props: {
         </button>
         <Avatar mx={mx} userId={counterpart} name={name} mxc={member?.getMxcAvatarUrl()} size={36} />
         <div class="chat-who">
-          <h1 id="chat-title">
+          <h1 id="chat-title" title={counterpart}>
             {name}
             <IdentityMark userId={counterpart} />
           </h1>
@@ -455,10 +456,10 @@ export function Chat(props: {
               <span class="typing-inline">typing…</span>
             ) : encrypted ? (
               <span class="enc">
-                <LockIcon size={12} /> {line ? "Official line · " : ""}End-to-end encrypted · {counterpart}
+                <LockIcon size={12} /> {line ? "Official line · " : ""}End-to-end encrypted
               </span>
             ) : (
-              <span class="warn-text">Not encrypted · {counterpart}</span>
+              <span class="warn-text">Not encrypted</span>
             )}
           </p>
         </div>
@@ -755,5 +756,5 @@ function explainSend(err: unknown): string {
   if (/encryption/i.test(msg)) return "This line is encrypted, but encryption isn't available on this device.";
   if ((err as any)?.errcode === "M_LIMIT_EXCEEDED") return "Sending too fast. Wait a moment and retry.";
   if ((err as any)?.name === "ConnectionError" || /fetch/i.test(msg)) return "Not sent: the server could not be reached. Retry when you're back online.";
-  return msg;
+  return humanError(err, "Not sent.");
 }

@@ -1,4 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
+import { humanError } from "../lib/errors";
 import type { MatrixClient } from "matrix-js-sdk";
 import { api, Credentials, defaultBaseUrl, deviceName, MatrixError } from "../lib/session";
 import { groupFingerprint } from "../lib/attestation";
@@ -51,8 +52,8 @@ export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, pa
         err instanceof MatrixError
           ? err.errcode === "M_LIMIT_EXCEEDED"
             ? "Too many attempts. Wait a moment and try again."
-            : err.message
-          : String(err),
+            : humanError(err)
+          : humanError(err),
       );
       setBusy(false);
     }

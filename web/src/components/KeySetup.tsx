@@ -1,4 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
+import { humanError } from "../lib/errors";
 import type { MatrixClient } from "matrix-js-sdk";
 import { MatrixError, setSecretKeyBytes, useRecoveryKey } from "../lib/session";
 import { LockIcon } from "./icons";
@@ -78,7 +79,7 @@ export function KeySetup(props: {
       setError(
         err instanceof MatrixError || (err as any)?.httpStatus === 401
           ? "Your password was not accepted."
-          : `Key set-up failed: ${(err as Error)?.message || err}`,
+          : humanError(err, "Key set-up failed."),
       );
       setStep("intro");
     }
@@ -118,7 +119,7 @@ export function KeySetup(props: {
       props.onDone();
     } catch (err) {
       useRecoveryKey(null);
-      setError((err as Error)?.message || String(err));
+      setError(humanError(err));
       setStep("recover");
     }
   };

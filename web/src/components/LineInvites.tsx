@@ -1,4 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
+import { humanError } from "../lib/errors";
 import { ClientEvent, KnownMembership, MatrixClient, RoomEvent } from "matrix-js-sdk";
 import {
   createInvite,
@@ -34,8 +35,7 @@ const STATE_LABEL: Record<InviteState, string> = {
 };
 
 function explain(e: unknown): string {
-  if (e instanceof MatrixError) return e.message || e.errcode;
-  return e instanceof Error ? e.message : String(e);
+  return humanError(e);
 }
 
 function principalName(mx: MatrixClient, userId: string): string {
@@ -178,7 +178,11 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
     }
   };
 
-  const principal = invites?.[0]?.principal || created?.principal || null;
+  const me = mx.getUserId()!;
+  const own = identityOf(me);
+  // A principal reads "with you"; an aide reads their principal's name.
+  const principal =
+    invites?.[0]?.principal || created?.principal || (own.kind === "verified" && own.att.role === "principal" ? me : null);
   return (
     <section class="settings" aria-labelledby="invites-title">
       <header class="chat-head">
@@ -190,7 +194,7 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
       <div class="settings-body">
         <p class="muted intro">
           A line invite is a direct number: the principal who redeems it gets an end-to-end encrypted line with
-          {principal ? ` ${principalName(mx, principal)}` : " your principal"}. Each one expires, can be limited to a
+          {principal === me ? " you" : principal ? ` ${principalName(mx, principal)}` : " the principal you work for"}. Each one expires, can be limited to a
           number of uses or to one counterpart, and can be revoked at any time.
         </p>
         <section aria-labelledby="new-invite-h">

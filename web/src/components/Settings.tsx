@@ -1,4 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
+import { humanError } from "../lib/errors";
 import type { IMyDevice, MatrixClient } from "matrix-js-sdk";
 import { loadSettings, saveSettings } from "../lib/session";
 import { navigate } from "../lib/hooks";
@@ -29,7 +30,7 @@ export function Settings(props: {
   const refresh = () =>
     mx.getDevices().then(
       (r) => setDevices(r.devices.sort((a, b) => (b.last_seen_ts || 0) - (a.last_seen_ts || 0))),
-      (e) => setError(`Could not list sessions: ${e.message}`),
+      (e) => setError(humanError(e, "Could not list your sessions.")),
     );
 
   useEffect(() => {
@@ -70,7 +71,7 @@ export function Settings(props: {
       setPassword("");
       refresh();
     } catch (err: any) {
-      setError(err?.httpStatus === 401 || err?.errcode === "M_FORBIDDEN" ? "Wrong password." : err?.message || String(err));
+      setError(err?.httpStatus === 401 || err?.errcode === "M_FORBIDDEN" ? "Wrong password." : humanError(err));
     } finally {
       setBusy(false);
     }

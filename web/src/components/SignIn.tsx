@@ -1,4 +1,5 @@
 import { useState } from "preact/hooks";
+import { humanError } from "../lib/errors";
 import { Credentials, defaultBaseUrl, MatrixError, passwordLogin, registerAccount } from "../lib/session";
 import { LockIcon } from "./icons";
 
@@ -8,9 +9,8 @@ function explain(e: unknown): string {
     if (e.errcode === "M_INVALID_USERNAME") return "User names may use a–z, 0–9 and . _ = - / only.";
     if (e.errcode === "M_WEAK_PASSWORD") return "Choose a longer password.";
     if (e.errcode === "M_LIMIT_EXCEEDED") return "Too many attempts. Wait a moment and try again.";
-    return e.message || e.errcode;
   }
-  return e instanceof Error ? e.message : String(e);
+  return humanError(e);
 }
 
 export function SignIn(props: { onSignedIn: (c: Credentials, password: string, fresh: boolean) => void; notice?: string }) {

@@ -1,4 +1,4 @@
-// Official identity attestations (DESIGN.md capability 4): Matrix canonical
+// Official identity attestations (docs/DESIGN.md capability 4): Matrix canonical
 // JSON and Ed25519 verification of the server-signed statements
 // "this user is NAME, TITLE of COUNTRY, with this master key".
 //

@@ -1,5 +1,14 @@
+/**
+ * The reader's languages, in their order of preference. `[]` would mean the
+ * browser's own UI locale, which is often en-US whatever the person chose:
+ * a 12-hour clock for someone whose language settings ask for 24 hours.
+ */
+function locales(): readonly string[] | undefined {
+  return typeof navigator !== "undefined" && navigator.languages?.length ? navigator.languages : undefined;
+}
+
 export function timeOfDay(ts: number): string {
-  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return new Date(ts).toLocaleTimeString(locales() as string[] | undefined, { hour: "2-digit", minute: "2-digit" });
 }
 
 /** "14:05" today, "Mon" this week, else "12 Mar". */
@@ -8,8 +17,8 @@ export function shortWhen(ts: number, now = Date.now()): string {
   const d = new Date(ts);
   const n = new Date(now);
   if (d.toDateString() === n.toDateString()) return timeOfDay(ts);
-  if (now - ts < 6 * 86400_000) return d.toLocaleDateString([], { weekday: "short" });
-  return d.toLocaleDateString([], { day: "numeric", month: "short" });
+  if (now - ts < 6 * 86400_000) return d.toLocaleDateString(locales() as string[] | undefined, { weekday: "short" });
+  return d.toLocaleDateString(locales() as string[] | undefined, { day: "numeric", month: "short" });
 }
 
 export function dayLabel(ts: number, now = Date.now()): string {
@@ -18,7 +27,7 @@ export function dayLabel(ts: number, now = Date.now()): string {
   if (d.toDateString() === n.toDateString()) return "Today";
   const y = new Date(now - 86400_000);
   if (d.toDateString() === y.toDateString()) return "Yesterday";
-  return d.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" });
+  return d.toLocaleDateString(locales() as string[] | undefined, { weekday: "long", day: "numeric", month: "long" });
 }
 
 export function duration(ms: number): string {
@@ -44,7 +53,7 @@ export function iso(ts: number | undefined | null): string | undefined {
 
 /** "25 Nov 2026, 14:05". */
 export function dateTime(ts: number): string {
-  return new Date(ts).toLocaleString([], { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
+  return new Date(ts).toLocaleString(locales() as string[] | undefined, { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
 }
 
 /** "in 7 days", "in 3 hours", "in 12 minutes" (or "… ago" for the past). */

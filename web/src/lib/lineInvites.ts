@@ -1,4 +1,4 @@
-// Direct-line invites (DESIGN.md capability 5): a principal's revocable
+// Direct-line invites (docs/DESIGN.md capability 5): a principal's revocable
 // "personal number". `/_hotline/v1/line_invites`, documented in
 // docs/hotline-api.yaml. Errors are Matrix error bodies whose `error` is
 // written for people ("This line invite has been used up"): shown as is.

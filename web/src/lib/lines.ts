@@ -200,7 +200,31 @@ export function lineSummaries(mx: MatrixClient): LineSummary[] {
     });
   }
   out.sort((a, b) => (a.invite !== b.invite ? (a.invite ? -1 : 1) : b.previewTs - a.previewTs));
-  return out;
+  return onePerPerson(out);
+}
+
+/**
+ * One entry per person, as in Signal or WhatsApp. Two rooms with the same
+ * counterpart happen (both sides opened a line at once, an invite to a new
+ * room while an old one stands): the list shows the one that is the line:
+ * the official line, else one both have joined, else an invitation they are
+ * waiting in, else the most recent. `findLine` opens the same one.
+ */
+function onePerPerson(sorted: LineSummary[]): LineSummary[] {
+  const best = new Map<string, LineSummary>();
+  for (const s of sorted) {
+    const cur = best.get(s.counterpart);
+    if (!cur || rank(s) > rank(cur)) best.set(s.counterpart, s);
+  }
+  return sorted.filter((s) => best.get(s.counterpart) === s);
+}
+
+function rank(s: LineSummary): number {
+  if (s.official) return 4;
+  const other = s.room.getMember(s.counterpart)?.membership;
+  if (s.invite) return 2; // they are waiting in it
+  if (other === "join") return 3;
+  return other === "invite" ? 1 : 0; // 0: they left it
 }
 
 /** Adds (or keeps) a room in our m.direct account data. */
