@@ -443,6 +443,10 @@ async function call(caller, callee, calleeName, { screenshots = false } = {}) {
   await incoming.waitFor();
   const dialog = callee.getByRole("alertdialog");
   await dialog.waitFor();
+  // Ringing is ringing: not yet "Call in progress" in the caller's history.
+  await caller.getByTestId("call-entry").last().filter({ hasText: "Ringing…" }).waitFor();
+  // The dialog names the caller as a person, not as a Matrix ID.
+  assert.doesNotMatch(await dialog.textContent(), /@[^\s:]+:\S/, "no Matrix ID in the incoming call");
   if (screenshots) await shot(callee, "incoming-call.png");
   // The browser notification rings too (permission granted to the context).
   const notes = await callee.evaluate(() => window.__notifications);
@@ -452,6 +456,7 @@ async function call(caller, callee, calleeName, { screenshots = false } = {}) {
   await callee.keyboard.press("Enter");
   await caller.locator('[data-testid="active-call"][data-phase="connected"]').waitFor();
   await callee.locator('[data-testid="active-call"][data-phase="connected"]').waitFor();
+  await caller.getByTestId("call-entry").last().filter({ hasText: "Call in progress" }).waitFor();
 }
 
 test("voice call: ring, answer, audio both ways, mute, timer, hang up, history", async () => {
@@ -988,6 +993,155 @@ test("a changed identity key pauses the line until the office vouches again", as
   await message(B, "Back on the line after your office vouched again.").waitFor();
 });
 
-test("no console errors or page errors in any page", () => {
+// ---- what a person sees: errors, clock, one entry per person, the header on a phone, a quiet console ----
+
+/** Every 4xx/5xx answer and console message of a page from now on, except UIA's 401 (it starts every password check). */
+function watchQuiet(page) {
+  const seen = [];
+  const onResponse = (r) => {
+    if (r.status() >= 400 && !(r.status() === 401 && r.request().method() === "POST")) seen.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
+  };
+  const onConsole = (m) => {
+    // Alice's line holds an event made undecryptable on purpose (the test
+    // "undecryptable message is clearly marked"); the SDK warns of it.
+    if (/^Error decrypting event .*sender=@bob:/.test(m.text()) && page === alice) return;
+    seen.push(`console.${m.type()}: ${m.text().slice(0, 200)}`);
+  };
+  page.on("response", onResponse);
+  page.on("console", onConsole);
+  return () => {
+    page.off("response", onResponse);
+    page.off("console", onConsole);
+    return seen;
+  };
+}
+
+/** Buttons and links on the page that a screen reader could not name. */
+const unnamedControls = (page) =>
+  page.evaluate(() =>
+    [...document.querySelectorAll("button, a[href], [role=button]")]
+      .filter((el) => el.offsetParent !== null)
+      .filter((el) => !(el.getAttribute("aria-label") || el.getAttribute("aria-labelledby") || el.textContent.trim() || el.getAttribute("title")))
+      .map((el) => el.outerHTML.slice(0, 120)),
+  );
+
+test("a signed-in session is quiet: no failed requests, no console output, every control named", async () => {
+  for (const [page, other] of [[alice, BOB], [official.a.page, official.b?.userId]]) {
+    if (!page || !other) continue;
+    const stop = watchQuiet(page);
+    await page.goto(URL_ + `/?quiet=${Date.now()}#/`); // a real page load
+    await page.getByRole("navigation", { name: "Lines" }).waitFor();
+    const row = page.locator(`a.line[data-counterpart="${other}"]`);
+    await row.waitFor();
+    assert.deepEqual(await unnamedControls(page), [], "list: every control has a name");
+    await row.click();
+    await page.locator("#composer-input").waitFor();
+    assert.deepEqual(await unnamedControls(page), [], "chat: every control has a name");
+    await page.getByRole("button", { name: "Settings and account" }).click();
+    await page.getByTestId("crypto-state").waitFor();
+    await page.waitForTimeout(1500); // late answers (device list, key backup) land too
+    assert.deepEqual(stop(), [], "nothing failed and nothing was logged");
+  }
+});
+
+test("a refused action reads as a sentence with the server's reason, never a raw MatrixError", async () => {
+  // Alice (no office vouches for her) may not open a line to a principal.
+  await alice.goto(URL_ + "/#/");
+  await alice.getByRole("button", { name: "New line" }).click();
+  await alice.getByLabel("User id").fill(official.a.userId);
+  await alice.getByRole("button", { name: "Open line" }).click();
+  const err = alice.getByRole("dialog").getByRole("alert");
+  await err.waitFor();
+  const text = await err.textContent();
+  assert.doesNotMatch(text, /MatrixError|\[\d{3}\]|https?:\/\/|M_FORBIDDEN/, text);
+  assert.match(text, /^Could not open the line\. The server refused: \S/, text);
+  await alice.getByRole("button", { name: "Cancel" }).click();
+});
+
+test("times follow the reader's languages, not the browser's own locale", async () => {
+  // Chromium's own locale is en-US here. A reader whose languages say en-GB
+  // (Accept-Language, navigator.languages) reads a 24-hour clock.
+  await alice.context().addInitScript(() => {
+    const l = localStorage.getItem("e2e.languages");
+    if (l) Object.defineProperty(navigator, "languages", { get: () => JSON.parse(l) });
+  });
+  try {
+    for (const [languages, pattern] of [[["en-GB", "en"], /^\d{2}:\d{2}$/], [["en-US"], /^\d{1,2}:\d{2}\s?[AP]M$/]]) {
+      await alice.evaluate((l) => localStorage.setItem("e2e.languages", JSON.stringify(l)), languages);
+      await alice.goto(URL_ + `/?lang=${languages[0]}#/line/${encodeURIComponent(lineRoomId)}`);
+      const t = alice.getByTestId("message").last().locator("time");
+      await t.waitFor();
+      const text = (await t.textContent()).trim();
+      assert.match(text, pattern, `${languages}: ${text}`);
+    }
+  } finally {
+    await alice.evaluate(() => localStorage.removeItem("e2e.languages"));
+  }
+});
+
+test("one list entry per person, even with two rooms between them", async () => {
+  const aliceToken = await tokenOf(alice);
+  const bobToken = await tokenOf(bob);
+  await alice.goto(URL_ + "/#/");
+  await alice.locator(`a.line[data-counterpart="${BOB}"]`).waitFor();
+  // A second direct room between the same two people (both opened a line at
+  // once), where Bob then writes: it is the more recent one.
+  const r = await api("POST", "/_matrix/client/v3/createRoom", { is_direct: true, preset: "trusted_private_chat", invite: [BOB] }, aliceToken);
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  const second = r.json.room_id;
+  assert.equal((await api("POST", `/_matrix/client/v3/join/${encodeURIComponent(second)}`, {}, bobToken)).status, 200);
+  const sent = await api("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(second)}/send/m.room.message/dup-${Date.now()}`, { msgtype: "m.text", body: "Written in the second room" }, bobToken);
+  assert.equal(sent.status, 200);
+  try {
+    // Alice's list shows Bob once: the entry is the room with his newest message.
+    const rows = alice.locator(`a.line[data-counterpart="${BOB}"]`);
+    await rows.filter({ hasText: "Written in the second room" }).waitFor();
+    assert.equal(await rows.count(), 1);
+    await rows.click();
+    await message(alice, "Written in the second room").waitFor();
+    await bob.goto(URL_ + "/#/");
+    await bob.locator(`a.line[data-counterpart="${ALICE}"]`).filter({ hasText: "Written in the second room" }).waitFor();
+    assert.equal(await bob.locator(`a.line[data-counterpart="${ALICE}"]`).count(), 1);
+  } finally {
+    // Both leave it: the first line is the line again.
+    for (const t of [bobToken, aliceToken]) await api("POST", `/_matrix/client/v3/rooms/${encodeURIComponent(second)}/leave`, {}, t);
+  }
+  await alice.goto(URL_ + "/#/");
+  await alice.locator(`a.line[data-counterpart="${BOB}"]`).click();
+  assert.equal(decodeURIComponent(new URL(alice.url()).hash.replace(/^#\/line\//, "")), lineRoomId);
+});
+
+test("a phone-sized screen shows the whole chat header, and a principal reads 'you', not 'your principal'", async () => {
+  const A = official.a.page;
+  const { b } = OFFICIALS;
+  await A.setViewportSize({ width: 390, height: 800 });
+  try {
+    await A.goto(URL_ + `/#/line/${encodeURIComponent(official.roomId)}`);
+    const head = A.locator(".chat-head");
+    await mark(head).and(A.locator('[data-status="verified"]')).filter({ hasText: `${b.title} · ${b.country}` }).waitFor();
+    await head.getByText("Official line · End-to-end encrypted").waitFor();
+    const cut = await head.evaluate((h) =>
+      [...h.querySelectorAll("h1, .chat-sub, .idmark, .idmark-text")]
+        .filter((el) => el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().right > window.innerWidth)
+        .map((el) => `${el.className || el.tagName}: ${el.textContent}`),
+    );
+    assert.deepEqual(cut, [], "nothing in the header is cut off");
+    await shot(A, "chat-phone-official.png", { bottom: false });
+  } finally {
+    await A.setViewportSize({ width: 1200, height: 760 });
+  }
+  await A.goto(URL_ + "/#/invites");
+  const intro = A.locator(".settings-body .intro");
+  await intro.waitFor();
+  assert.doesNotMatch(await intro.textContent(), /your principal/);
+  assert.match(await intro.textContent(), /line with you\./);
+});
+
+test("no console errors or page errors in any page, and no raw MatrixError on any screen", async () => {
+  for (const page of pages) {
+    if (page.isClosed()) continue;
+    const text = await page.locator("body").innerText().catch(() => "");
+    assert.doesNotMatch(text, /MatrixError|\(https?:\/\/[^)]*\/_matrix\//, "a screen shows a raw error");
+  }
   assert.deepEqual(problems, []);
 });

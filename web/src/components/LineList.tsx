@@ -46,13 +46,14 @@ export function LineList(props: {
         <span class="head-actions">
           {props.canInvite && (
             <a
-              class={"icon-button accent" + (props.invitesOpen ? " current" : "")}
+              class={"icon-button accent labelled" + (props.invitesOpen ? " current" : "")}
               href="#/invites"
-              aria-label="Line invites"
-              title="Line invites"
+              title="Line invites: your direct numbers to share"
               aria-current={props.invitesOpen ? "page" : undefined}
+              data-testid="invites-link"
             >
               <TicketIcon />
+              <span>Line invites</span>
             </a>
           )}
           <button class="icon-button accent" type="button" onClick={props.onNewLine} aria-label="New line" title="New line">

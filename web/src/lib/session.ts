@@ -9,6 +9,7 @@ import {
   PendingEventOrdering,
 } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger";
+import { LoggerLevel, Tracing } from "@matrix-org/matrix-sdk-crypto-wasm";
 import { decodeRecoveryKey } from "matrix-js-sdk/lib/crypto-api";
 import type { SecretStorageKeyDescription } from "matrix-js-sdk/lib/secret-storage";
 
@@ -19,11 +20,35 @@ import type { SecretStorageKeyDescription } from "matrix-js-sdk/lib/secret-stora
   const parent = l.methodFactory;
   // MatrixRTC (group calls) is not used here; its manager logs an error for
   // state of rooms the client has not seen yet (a just-created line).
-  l.methodFactory = (method: string, level: number, name: string) =>
-    (method === "warn" || method === "error") && !String(name).includes("MatrixRTC")
-      ? parent(method, level, name)
-      : () => undefined;
+  l.methodFactory = (method: string, level: number, name: string) => {
+    if ((method !== "warn" && method !== "error") || String(name).includes("MatrixRTC")) return () => undefined;
+    const log = parent(method, level, name);
+    // The server serves the spec's stable push rules only, on purpose (see
+    // push_rules.rs); the SDK adds its two unstable ones itself and warns
+    // each time it does.
+    // (a function, not an arrow: the SDK's loggers call it with `this`, for their prefix)
+    return function (this: unknown, ...args: unknown[]) {
+      if (typeof args[0] === "string" && args[0].startsWith("Adding default global")) return;
+      return log.apply(this, args);
+    };
+  };
   l.rebuild?.();
+}
+
+// The crypto library (Rust, in WebAssembly) logs through `tracing` to the
+// console. matrix-js-sdk turns it on at debug level, which also costs the
+// time to format every line; once it is up, only warnings and errors.
+// Lines it logs while it opens its store, before that, are dropped here.
+function quietCryptoLogs(): void {
+  new Tracing(LoggerLevel.Warn).turnOn();
+}
+{
+  const keep = (orig: (...a: unknown[]) => void) => (...args: unknown[]) => {
+    if (typeof args[0] === "string" && /^(TRACE|DEBUG|INFO) matrix_sdk/.test(args[0])) return;
+    orig(...args);
+  };
+  console.debug = keep(console.debug.bind(console));
+  console.info = keep(console.info.bind(console));
 }
 
 export interface Credentials {
@@ -327,6 +352,7 @@ export async function startSession(c: Credentials): Promise<Started> {
   try {
     if (await serverHasE2ee(c)) {
       await mx.initRustCrypto({ useIndexedDB: true });
+      quietCryptoLogs();
     } else {
       crypto = "unsupported";
     }
