@@ -6,7 +6,12 @@
 #   scripts/coturn.sh start DATA_DIR [LISTEN [TURN-CONFIG FLAGS...]]
 #                                               write the config and start coturn (idempotent);
 #                                               extra flags go to `hotline turn-config`
-#                                               (tests pass --allow-loopback-peers)
+#                                               (`local` passes --allow-loopback-peers)
+#   scripts/coturn.sh local DATA_DIR [PORT]     the one-machine set-up that scripts/run.sh's demo and
+#                                               scripts/web.sh test both use: `start` on 127.0.0.1:PORT
+#                                               (default: the port it already runs on for DATA_DIR,
+#                                               else 3478 when free, else a free port), relaying
+#                                               between loopback peers; prints the TURN address
 #   scripts/coturn.sh stop DATA_DIR             stop the coturn started for DATA_DIR
 #   scripts/coturn.sh status DATA_DIR
 #
@@ -53,6 +58,45 @@ start() {
   echo "coturn running (pid $(cat "$pid")) on $listen, config $conf"
 }
 
+# Both TCP and UDP PORT free on 127.0.0.1 (coturn listens on both).
+port_free() {
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.close()
+PY
+}
+
+free_port() {
+  local p
+  for _ in $(seq 1 20); do
+    p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    port_free "$p" && { echo "$p"; return 0; }
+  done
+  return 1
+}
+
+# The demo and the tests run both browsers on this machine, so relayed
+# candidates are loopback addresses and coturn must relay between loopback
+# peers; that is safe here because coturn only listens on 127.0.0.1, so only
+# local programs can use it.
+local_() {
+  [[ $# -ge 1 && $# -le 2 ]] || die "usage: coturn.sh local DATA_DIR [PORT]"
+  mkdir -p "$1"
+  local data; data="$(cd "$1" && pwd)"
+  local port="${2:-}" conf="$data/turn/turnserver.conf"
+  if [[ -z "$port" ]] && running "$data/turn/turnserver.pid" && [[ -f "$conf" ]]; then
+    port="$(sed -n 's/^listening-port=//p' "$conf")"
+  fi
+  if [[ -z "$port" ]]; then
+    if ! command -v python3 >/dev/null || port_free 3478; then port=3478; else port="$(free_port)" || die "no free port for coturn"; fi
+  fi
+  start "$data" "127.0.0.1:$port" --allow-loopback-peers >&2
+  echo "127.0.0.1:$port"
+}
+
 stop() {
   [[ $# -eq 1 ]] || die "usage: coturn.sh stop DATA_DIR"
   local pid="$1/turn/turnserver.pid"
@@ -72,7 +116,8 @@ status() {
 
 case "${1:-}" in
   start) shift; start "$@" ;;
+  local) shift; local_ "$@" ;;
   stop) shift; stop "$@" ;;
   status) shift; status "$@" ;;
-  *) die "usage: coturn.sh start DATA_DIR [LISTEN] | stop DATA_DIR | status DATA_DIR" ;;
+  *) die "usage: coturn.sh start DATA_DIR [LISTEN] | local DATA_DIR [PORT] | stop DATA_DIR | status DATA_DIR" ;;
 esac

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs Hotline: builds the server (and the web app when present), creates a
-# demo deployment on first start, and serves it on http://127.0.0.1:8008.
+# demo deployment on first start, starts a TURN relay for calls (coturn, through
+# scripts/coturn.sh local, the same set-up the web tests use), and serves it on
+# http://127.0.0.1:8008. Stopping the server (Ctrl-C) stops the relay too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
@@ -51,6 +53,16 @@ if [ ! -f "$DATA/hotline.db" ]; then
     kill "$setup_pid"; wait "$setup_pid" 2>/dev/null || true
   fi
 fi
+# The TURN relay: coturn on 127.0.0.1 (port 3478 when free), sharing a secret
+# stored in the data dir, so relay-only calls work. Reused when it already
+# runs for this data dir; without it the demo runs without TURN.
+TURN_ADDR=""
+if TURN_ADDR="$(HOTLINE_BIN="$BIN" scripts/coturn.sh local "$DATA")"; then
+  TURN_LINE="Calls are relayed through coturn on $TURN_ADDR when \"Relay calls through the server\" is on."
+else
+  TURN_ADDR=""
+  TURN_LINE="No TURN relay: coturn could not start (see above). Calls connect directly; relay-only calls are unavailable."
+fi
 cat <<MSG
 
   Hotline is starting on http://$LISTEN
@@ -66,6 +78,23 @@ $(sed 's/^/    /' "$DATA/demo-officials" 2>/dev/null)
   (after it, the office vouches with: $BIN --data-dir $DATA admin vouch envoy.syldavia --master-key 'FINGERPRINT')
 
   Any Matrix client works: homeserver http://$LISTEN
+  $TURN_LINE
 
 MSG
-exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN" "${WEB_ARGS[@]}" "$@"
+if [ -z "$TURN_ADDR" ]; then
+  exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN" "${WEB_ARGS[@]}" "$@"
+fi
+# The shell stays to stop coturn when the server exits. A background child of
+# a script ignores SIGINT, so Ctrl-C (and TERM, HUP) reach the server through
+# this trap, as SIGTERM (a graceful stop); its exit status is run.sh's.
+"$BIN" --data-dir "$DATA" serve --listen "$LISTEN" "${WEB_ARGS[@]}" "$@" &
+server_pid=$!
+trap 'kill -TERM "$server_pid" 2>/dev/null || true' INT TERM HUP
+status=0
+while :; do
+  wait "$server_pid" && status=0 || status=$?
+  kill -0 "$server_pid" 2>/dev/null || break
+done
+trap - INT TERM HUP
+scripts/coturn.sh stop "$DATA" || true
+exit "$status"

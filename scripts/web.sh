@@ -10,8 +10,9 @@
 #
 # Tests start `hotline serve` on a free loopback port with a temporary data
 # dir, create users with `hotline admin create-user`, start coturn through
-# scripts/coturn.sh, run web/test/attestation.test.mjs (attestation
-# verification against a fixture the running server signs) and
+# scripts/coturn.sh local (the TURN set-up of scripts/run.sh's demo), run
+# web/test/attestation.test.mjs (attestation verification against a fixture
+# the running server signs) and
 # web/test/e2e.mjs (node's test runner, playwright-core driving Debian's
 # chromium), and stop everything on exit.
 set -euo pipefail
@@ -70,7 +71,9 @@ test_e2e() {
     "$BIN" --data-dir "$tmp" admin create-user "$u" --password "hotline-test-pw" >/dev/null
   done
   local turn=0
-  if "$ROOT/scripts/coturn.sh" start "$tmp" "127.0.0.1:$turn_port" --allow-loopback-peers; then
+  # The same TURN set-up as scripts/run.sh's demo (coturn.sh local), on a
+  # free port so it runs beside a demo.
+  if "$ROOT/scripts/coturn.sh" local "$tmp" "$turn_port" >/dev/null; then
     turn=1
   else
     echo "web: coturn not started: the relay-only call test will be skipped" >&2

@@ -16,6 +16,10 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import qrcode from "qrcode-generator";
 import * as ed from "@noble/ed25519";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 
 const URL_ = process.env.HOTLINE_URL;
 const PW = process.env.HOTLINE_PASSWORD || "hotline-test-pw";
@@ -117,16 +121,16 @@ async function shot(page, file, { bottom = true } = {}) {
   await page.screenshot({ path: join(SHOTS, file) });
 }
 
-async function signIn(page, user) {
-  await page.goto(URL_ + "/");
+async function signIn(page, user, base = URL_) {
+  await page.goto(base + "/");
   await page.getByLabel("User name").fill(user);
   await page.getByLabel("Password", { exact: true }).fill(PW);
   await page.getByRole("button", { name: "Sign in" }).click();
 }
 
 /** First sign-in of an account: creates keys and shows the recovery key once. */
-async function firstSignIn(page, user) {
-  await signIn(page, user);
+async function firstSignIn(page, user, base = URL_) {
+  await signIn(page, user, base);
   let recoveryKey = null;
   if (E2EE) {
     await page.getByRole("heading", { name: "Set up secure keys" }).waitFor();
@@ -1135,6 +1139,136 @@ test("a phone-sized screen shows the whole chat header, and a principal reads 'y
   await intro.waitFor();
   assert.doesNotMatch(await intro.textContent(), /your principal/);
   assert.match(await intro.textContent(), /line with you\./);
+});
+
+// ---- calls without a relay: a second server, started here with no TURN ----
+// (as scripts/run.sh's demo runs when coturn cannot start). Its users are
+// alice and bob too, on their own data dir.
+let bare = null; // { url, dir, proc }
+let alice2, bob2;
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function startBareServer() {
+  const dir = mkdtempSync(join(tmpdir(), "hotline-no-turn-"));
+  for (const u of ["alice", "bob"]) {
+    execFileSync(BIN, ["--data-dir", dir, "admin", "create-user", u, "--password", PW], { stdio: "ignore" });
+  }
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = spawn(BIN, ["--data-dir", dir, "serve", "--listen", `127.0.0.1:${port}`, "--web-dir", join(HERE, "..", "dist")], {
+    stdio: "ignore",
+  });
+  for (let i = 0; ; i++) {
+    const up = await fetch(url + "/healthz").then((r) => r.ok, () => false);
+    if (up) break;
+    if (i > 100 || proc.exitCode !== null) throw new Error("the second server did not start");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, dir, proc };
+}
+
+after(() => {
+  if (!bare) return;
+  bare.proc.kill("SIGTERM");
+  rmSync(bare.dir, { recursive: true, force: true });
+});
+
+test("without TURN the relay-only setting is disabled, with the reason shown", async () => {
+  bare = await startBareServer();
+  const login = await fetch(bare.url + "/_matrix/client/v3/login", {
+    method: "POST",
+    body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "bob" }, password: PW }),
+  }).then((r) => r.json());
+  const turn = await fetch(bare.url + "/_matrix/client/v3/voip/turnServer", {
+    headers: { Authorization: `Bearer ${login.access_token}` },
+  }).then((r) => r.json());
+  assert.deepEqual(turn, {}, "the second server has no TURN");
+  await fetch(bare.url + "/_matrix/client/v3/logout", { method: "POST", headers: { Authorization: `Bearer ${login.access_token}` } });
+  alice2 = await newPage("alice-no-turn");
+  await firstSignIn(alice2, "alice", bare.url);
+  await alice2.goto(bare.url + "/#/settings");
+  await alice2.getByText("Relay (TURN): not configured").waitFor();
+  const toggle = alice2.getByTestId("relay-only");
+  assert.equal(await toggle.isDisabled(), true, "relay-only cannot be turned on without a relay");
+  assert.equal(await toggle.isChecked(), false);
+  const reason = alice2.getByTestId("relay-unavailable");
+  assert.match(await reason.textContent(), /^No relay server is configured on this homeserver/);
+  assert.equal(await toggle.getAttribute("aria-describedby"), await reason.getAttribute("id"), "the reason describes the switch");
+});
+
+test("relay-only with no relay: the call fails at once, with the reason, and never rings", async () => {
+  bob2 = await newPage("bob-no-turn");
+  await firstSignIn(bob2, "bob", bare.url);
+  await alice2.goto(bare.url + "/#/");
+  await alice2.getByRole("button", { name: "New line" }).click();
+  await alice2.getByLabel("User id").fill("bob");
+  await alice2.getByRole("button", { name: "Open line" }).click();
+  await alice2.locator("#composer-input").waitFor();
+  await openLine(bob2, ALICE);
+  await bob2.getByRole("button", { name: "Accept" }).click();
+  await bob2.locator("#composer-input").waitFor();
+  // Relay-only still on from before the server lost its relay: the switch
+  // stays usable, to turn it off, and says why calls cannot connect.
+  const line = alice2.url();
+  await alice2.evaluate(() => localStorage.setItem("hotline.settings", JSON.stringify({ relayOnly: true })));
+  await alice2.goto(bare.url + "/#/settings");
+  await alice2.reload();
+  await alice2.getByText("Relay (TURN): not configured").waitFor();
+  assert.equal(await alice2.getByTestId("relay-only").isDisabled(), false, "a relay-only setting can be turned off");
+  assert.equal(await alice2.getByTestId("relay-only").isChecked(), true);
+  await alice2.getByTestId("relay-unavailable").filter({ hasText: "Relay-only calls cannot connect" }).waitFor();
+  await alice2.goto(line);
+  await alice2.locator("#composer-input").waitFor();
+  await alice2.getByRole("button", { name: /^Call bob/ }).click();
+  const status = alice2.getByTestId("call-status");
+  await status.filter({ hasText: /^The call could not connect: relay-only calls are on, but this homeserver has no relay server/ }).waitFor({ timeout: 10_000 });
+  assert.equal(await alice2.getByTestId("active-call").getAttribute("data-phase"), "ended");
+  // Nothing was sent: the room has no call invite.
+  const roomId = decodeURIComponent(new URL(line).hash.replace(/^#\/line\//, ""));
+  const token = await alice2.evaluate(() => JSON.parse(localStorage.getItem("hotline.session")).accessToken);
+  const events = await fetch(`${bare.url}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`, {
+    headers: { Authorization: `Bearer ${token}` },
+  }).then((r) => r.json());
+  assert.ok(events.chunk.length > 0, "the room's events are readable");
+  assert.ok(!events.chunk.some((e) => e.type.startsWith("m.call.")), `no call events: ${events.chunk.map((e) => e.type)}`);
+  assert.equal(await bob2.getByTestId("incoming-call").count(), 0, "Bob was not rung");
+  await alice2.getByTestId("dismiss-call").click();
+  await alice2.getByTestId("active-call").waitFor({ state: "detached" });
+});
+
+test("a call with no working network path ends within 10 s with the reason, on both sides", async () => {
+  // The server hands out a relay that does not answer (as when coturn is
+  // down): Alice, relay-only, gathers no candidate at all.
+  const dead = await freePort();
+  execFileSync(BIN, ["--data-dir", bare.dir, "turn-config", "--out", join(bare.dir, "unused-turnserver.conf"), "--listen", `127.0.0.1:${dead}`], { stdio: "ignore" });
+  await alice2.reload();
+  await bob2.reload();
+  await alice2.locator("#composer-input").waitFor();
+  await alice2.getByRole("button", { name: /^Call bob/ }).click();
+  await bob2.getByTestId("incoming-call").waitFor();
+  await bob2.getByRole("button", { name: "Answer call" }).click();
+  const answeredAt = Date.now();
+  await alice2.locator('[data-testid="active-call"][data-phase="connecting"]').waitFor();
+  for (const p of [alice2, bob2]) {
+    await p.getByTestId("call-status").filter({ hasText: /^The call could not connect: / }).waitFor({ timeout: 10_000 });
+  }
+  const took = Date.now() - answeredAt;
+  assert.ok(took < 10_000, `ended ${took} ms after the answer`);
+  const text = await alice2.getByTestId("call-status").textContent();
+  assert.match(text, /the relay server \(TURN\) could not be reached/, text);
+  console.log(`# the call ended as failed ${took} ms after the answer: ${text}`);
+  await alice2.getByTestId("dismiss-call").click();
+  await alice2.getByTestId("active-call").waitFor({ state: "detached" });
 });
 
 test("no console errors or page errors in any page, and no raw MatrixError on any screen", async () => {

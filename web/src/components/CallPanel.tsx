@@ -33,7 +33,7 @@ export function IncomingCall({ mx, call }: { mx: MatrixClient; call: CallView })
           <button type="button" class="round danger" onClick={decline} aria-label="Decline call">
             <HangupIcon size={26} />
           </button>
-          <button type="button" class="round ok" ref={answerBtn} onClick={() => answer()} aria-label="Answer call">
+          <button type="button" class="round ok" ref={answerBtn} onClick={() => answer(mx)} aria-label="Answer call">
             <PhoneIcon size={26} />
           </button>
         </div>
@@ -55,7 +55,7 @@ export function ActiveCall({ mx, call }: { mx: MatrixClient; call: CallView }) {
           ? duration(now - (call.connectedAt || now))
           : call.endedReason || "Call ended";
   return (
-    <div class={"active-call " + call.phase} role="region" aria-label="Call" data-testid="active-call" data-phase={call.phase}>
+    <div class={"active-call " + call.phase + (call.failed ? " failed" : "")} role="region" aria-label="Call" data-testid="active-call" data-phase={call.phase}>
       <a class="active-who" href={`#/line/${encodeURIComponent(call.roomId)}`}>
         <Avatar mx={mx} userId={call.counterpart} name={call.name} mxc={member?.getMxcAvatarUrl()} size={40} />
         <span class="active-text">
@@ -71,6 +71,11 @@ export function ActiveCall({ mx, call }: { mx: MatrixClient; call: CallView }) {
       <span class="visually-hidden" aria-live="assertive">
         {call.phase === "connected" ? "Call connected" : call.phase === "ended" ? status : ""}
       </span>
+      {call.phase === "ended" && call.failed && (
+        <button type="button" class="dismiss-call" onClick={hangUp} data-testid="dismiss-call">
+          Dismiss
+        </button>
+      )}
       {call.phase !== "ended" && (
         <div class="call-controls">
           <button

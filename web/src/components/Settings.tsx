@@ -25,7 +25,8 @@ export function Settings(props: {
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [turn, setTurn] = useState<string>("checking");
+  // The homeserver's relay (TURN): "checking", then "yes" or "no".
+  const [turn, setTurn] = useState<{ relay: "checking" | "yes" | "no"; text: string }>({ relay: "checking", text: "checking" });
 
   const refresh = () =>
     mx.getDevices().then(
@@ -38,8 +39,13 @@ export function Settings(props: {
     refreshIdentity();
     refresh();
     mx.turnServer().then(
-      (r: any) => setTurn(r?.uris?.length ? `available (${r.uris.length} address${r.uris.length > 1 ? "es" : ""})` : "not configured"),
-      () => setTurn("not available on this server"),
+      (r: any) =>
+        setTurn(
+          r?.uris?.length
+            ? { relay: "yes", text: `available (${r.uris.length} address${r.uris.length > 1 ? "es" : ""})` }
+            : { relay: "no", text: "not configured" },
+        ),
+      () => setTurn({ relay: "no", text: "not available on this server" }),
     );
   }, []);
 
@@ -149,6 +155,10 @@ export function Settings(props: {
               type="checkbox"
               role="switch"
               checked={settings.relayOnly}
+              // Without a relay a relay-only call cannot connect, so the
+              // setting cannot be turned on (only off, if it was on before).
+              disabled={turn.relay !== "yes" && !settings.relayOnly}
+              aria-describedby={turn.relay === "no" ? "relay-unavailable" : undefined}
               onChange={(e) => setRelay((e.target as HTMLInputElement).checked)}
               data-testid="relay-only"
             />
@@ -158,7 +168,13 @@ export function Settings(props: {
               <span class="muted">Hides your IP address from the other side. Calls may use a little more delay.</span>
             </span>
           </label>
-          <p class="muted">Relay (TURN): {turn}</p>
+          {turn.relay === "no" && (
+            <p id="relay-unavailable" class="warn-text" data-testid="relay-unavailable">
+              No relay server is configured on this homeserver, so calls cannot be relayed and connect directly.
+              {settings.relayOnly && " Relay-only calls cannot connect until you turn this off or the server gets a relay."}
+            </p>
+          )}
+          <p class="muted">Relay (TURN): {turn.text}</p>
           <p class="muted">
             Notifications for incoming calls:{" "}
             {typeof Notification === "undefined" ? (

@@ -21,7 +21,21 @@ export interface CallView {
   muted: boolean;
   connectedAt: number | null;
   endedReason: string | null;
+  /** The call ended because it could not connect (the message stays until dismissed). */
+  failed: boolean;
 }
+
+/**
+ * How long a call may stay "Connecting…" (answer sent or received, no ICE
+ * candidate pair working yet) before it is ended as failed. On a working
+ * network ICE connects in well under a second, through a relay in one or two;
+ * matrix-js-sdk alone would keep restarting ICE forever.
+ */
+export const CONNECT_TIMEOUT_MS = 7000;
+
+const NO_RELAY =
+  "relay-only calls are on, but this homeserver has no relay server (TURN). " +
+  "Turn off \u201cRelay calls through the server\u201d in Settings to call directly.";
 
 type Listener = (v: CallView | null) => void;
 
@@ -30,6 +44,19 @@ const listeners = new Set<Listener>();
 let audioEl: HTMLAudioElement | null = null;
 let ring: Ringer | null = null;
 let notification: Notification | null = null;
+let connectTimer: number | null = null;
+// The types of local ICE candidates each call gathered ("host", "srflx",
+// "relay"), kept past the end of the call to explain a failure.
+const gathered = new WeakMap<MatrixCall, Set<string>>();
+
+function trackCandidates(call: MatrixCall, pc: RTCPeerConnection | undefined): void {
+  if (!pc || gathered.has(call)) return;
+  const types = new Set<string>();
+  gathered.set(call, types);
+  pc.addEventListener("icecandidate", (e) => {
+    if (e.candidate?.type) types.add(e.candidate.type);
+  });
+}
 
 function emit(): void {
   const v = current ? { ...current } : null;
@@ -88,11 +115,19 @@ function attach(mx: MatrixClient, call: MatrixCall, roomId: string): void {
     muted: false,
     connectedAt: null,
     endedReason: null,
+    failed: false,
   };
+  trackCandidates(call, call.peerConn);
+  call.on(CallEvent.PeerConnectionCreated, (pc: RTCPeerConnection) => trackCandidates(call, pc));
   call.on(CallEvent.State, (state: CallState) => {
     if (!current || current.call !== call) return;
     current.phase = phaseOf(call);
     if (state === CallState.Connected && !current.connectedAt) current.connectedAt = Date.now();
+    // Only the first connection is watched: a connected call that loses its
+    // network path goes back to Connecting and matrix-js-sdk restarts ICE
+    // (and hangs up after 30 s without it).
+    if (state === CallState.Connecting && !current.connectedAt) watchConnect(mx, call);
+    if (state === CallState.Connected || state === CallState.Ended) clearConnectTimer();
     if (state !== CallState.Ringing) stopRinging();
     if (state === CallState.InviteSent) startRinging("out");
     emit();
@@ -105,7 +140,7 @@ function attach(mx: MatrixClient, call: MatrixCall, roomId: string): void {
       el.play().catch(() => undefined);
     }
   });
-  call.on(CallEvent.Hangup, () => finish(call));
+  call.on(CallEvent.Hangup, () => finish(mx, call));
   call.on(CallEvent.Error, (err) => {
     if (current && current.call === call) {
       current.endedReason = err.message || "Call failed";
@@ -122,11 +157,73 @@ function guessCounterpart(mx: MatrixClient, roomId: string): string | null {
   return other?.userId || null;
 }
 
-function finish(call: MatrixCall): void {
+function clearConnectTimer(): void {
+  if (connectTimer !== null) clearTimeout(connectTimer);
+  connectTimer = null;
+}
+
+function watchConnect(mx: MatrixClient, call: MatrixCall): void {
+  if (connectTimer !== null) return;
+  connectTimer = window.setTimeout(async () => {
+    connectTimer = null;
+    if (!current || current.call !== call || call.state !== CallState.Connecting) return;
+    const why = await whyNotConnected(mx, call);
+    if (!current || current.call !== call || call.state !== CallState.Connecting) return;
+    fail(call, why);
+  }, CONNECT_TIMEOUT_MS);
+}
+
+/** Ends the call as failed, telling the other side (reason ice_failed). */
+function fail(call: MatrixCall, why: string): void {
+  if (!current || current.call !== call) return;
+  current.endedReason = `The call could not connect: ${why}`;
+  current.failed = true;
+  call.hangup(CallErrorCode.IceFailed, false);
+}
+
+/** The likeliest reason ICE found no working candidate pair, from the peer connection's own stats. */
+async function whyNotConnected(mx: MatrixClient, call: MatrixCall): Promise<string> {
+  let remote: number | null = null;
+  try {
+    const stats = await call.peerConn?.getStats();
+    remote = 0;
+    stats?.forEach((s: any) => {
+      if (s.type === "remote-candidate") remote!++;
+    });
+  } catch {
+    // a closed connection has no stats
+  }
+  return localReason(mx, call) || (remote === 0 ? "no network address came from the other side." : pathReason());
+}
+
+/** What this side can tell about its own part of a failed connection, if anything. */
+function localReason(mx: MatrixClient, call: MatrixCall): string | null {
+  const relayOnly = mx.forceTURN;
+  if (relayOnly && mx.getTurnServers().length === 0) return NO_RELAY;
+  const local = gathered.get(call) || new Set<string>();
+  if (relayOnly && !local.has("relay")) return "the relay server (TURN) could not be reached, and calls here are relay-only.";
+  if (local.size === 0) return "this device found no network address to call from.";
+  return null;
+}
+
+function pathReason(): string {
+  return `no network path between you and ${current?.name || "the other side"} worked (ICE failed).`;
+}
+
+/** Relay-only with no relay: such a call cannot connect, so it ends at once. */
+async function relayMissing(mx: MatrixClient): Promise<boolean> {
+  if (!mx.forceTURN) return false;
+  if (mx.getTurnServers().length === 0) await mx.checkTurnServers().catch(() => undefined);
+  return mx.getTurnServers().length === 0;
+}
+
+function finish(mx: MatrixClient, call: MatrixCall): void {
   stopRinging();
+  clearConnectTimer();
   if (!current || current.call !== call) return;
   current.phase = "ended";
   const reason = call.hangupReason;
+  if (reason === CallErrorCode.IceFailed || reason === CallErrorCode.NoUserMedia) current.failed = true;
   if (!current.endedReason) {
     current.endedReason =
       reason === CallErrorCode.UserHangup
@@ -138,18 +235,23 @@ function finish(call: MatrixCall): void {
             : reason === CallErrorCode.NoUserMedia
               ? "No microphone available"
               : reason === CallErrorCode.IceFailed
-                ? "Could not connect the call"
+                ? // The other side gave up first; what this side saw may say more.
+                  `The call could not connect: ${localReason(mx, call) || pathReason()}`
                 : "Call ended";
   }
   if (audioEl) audioEl.srcObject = null;
   emit();
   const ended = current;
-  setTimeout(() => {
-    if (current === ended) {
-      current = null;
-      emit();
-    }
-  }, 2500);
+  // A failure stays until dismissed (or a while), to be read.
+  setTimeout(
+    () => {
+      if (current === ended) {
+        current = null;
+        emit();
+      }
+    },
+    ended.failed ? 60_000 : 2500,
+  );
 }
 
 /** Listens for incoming calls; returns a function to stop. */
@@ -172,15 +274,24 @@ export async function placeCall(mx: MatrixClient, roomId: string): Promise<void>
   const call = mx.createCall(roomId);
   if (!call) throw new Error("Calls are not supported in this browser");
   attach(mx, call, roomId);
+  if (await relayMissing(mx)) {
+    fail(call, NO_RELAY);
+    return;
+  }
   await call.placeVoiceCall();
 }
 
-export async function answer(): Promise<void> {
+export async function answer(mx: MatrixClient): Promise<void> {
   if (!current) return;
+  const call = current.call;
   stopRinging();
   current.phase = "connecting";
   emit();
-  await current.call.answer(true, false);
+  if (await relayMissing(mx)) {
+    fail(call, NO_RELAY);
+    return;
+  }
+  await call.answer(true, false);
 }
 
 export function decline(): void {
