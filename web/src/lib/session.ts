@@ -11,6 +11,7 @@ import {
 import { logger } from "matrix-js-sdk/lib/logger";
 import { decodeRecoveryKey } from "matrix-js-sdk/lib/crypto-api";
 import type { SecretStorageKeyDescription } from "matrix-js-sdk/lib/secret-storage";
+import { forgetOutbox } from "./delivery";
 
 // The SDK logs every request at debug level; keep the console for problems
 // (warnings and errors). Child loggers copy this factory when created.
@@ -362,7 +363,10 @@ export async function signOut(): Promise<void> {
   const mx = client;
   client = null;
   pendingSecretKey = null;
+  const who = loadCredentials()?.userId;
   clearCredentials();
+  // Held and to-be-redelivered messages are plaintext: they go with the keys.
+  if (who) forgetOutbox(who);
   if (!mx) return;
   try {
     await mx.logout(true);
