@@ -561,23 +561,13 @@ export function Chat(props: {
   };
 
   // Everything up to the other side's read receipt is read (receipts are
-  // "read up to": a receipt on a later event covers the earlier ones).
-  let readUpToIndex = -1;
+  // "read up to": a receipt on a later event covers the earlier ones). By
+  // timeline position, not display position: a redelivery is shown in its
+  // original's place but sits later in the timeline.
   const theirs = room.getEventReadUpTo(counterpart);
-  if (theirs) {
-    for (let i = shown.length - 1; i >= 0; i--) {
-      if (shown[i].getId() === theirs) {
-        readUpToIndex = i;
-        break;
-      }
-    }
-    if (readUpToIndex < 0) {
-      // The receipt is on an event we do not show (a call event, an edit):
-      // find it in the full timeline and count what precedes it.
-      const pos = all.findIndex((e) => e.getId() === theirs);
-      if (pos >= 0) readUpToIndex = shown.findLastIndex((e) => all.indexOf(e) <= pos);
-    }
-  }
+  const theirsPos = theirs ? all.findIndex((e) => e.getId() === theirs) : -1;
+  const posOf = new Map(all.map((e, i) => [e, i]));
+  const isRead = (ev: MatrixEvent) => theirsPos >= 0 && (posOf.get(ev) ?? Infinity) <= theirsPos;
 
   const inCallHere = props.call && props.call.roomId === room.roomId && props.call.phase !== "ended";
   let lastDay = "";
@@ -695,7 +685,7 @@ export function Chat(props: {
                 data-testid="message"
                 data-event-id={ev.getId()}
                 data-status={
-                  failed ? "failed" : sending ? "sending" : unread ? "waiting" : i <= readUpToIndex && mine ? "read" : "sent"
+                  failed ? "failed" : sending ? "sending" : unread ? "waiting" : mine && isRead(ev) ? "read" : "sent"
                 }
                 onClick={() => setFocused(actionsOpen ? null : key)}
               >
@@ -705,8 +695,8 @@ export function Chat(props: {
                     {edited && <span class="edited">edited · </span>}
                     <time dateTime={iso(tsOf(ev))}>{timeOfDay(tsOf(ev))}</time>
                     {mine && !failed && !unread && (
-                      <span class="state" aria-label={sending ? "Sending" : i <= readUpToIndex ? "Read" : "Sent"} title={sending ? "Sending" : i <= readUpToIndex ? "Read" : "Sent"}>
-                        {sending ? <ClockIcon /> : i <= readUpToIndex ? <DoubleCheckIcon /> : <CheckIcon />}
+                      <span class="state" aria-label={sending ? "Sending" : isRead(ev) ? "Read" : "Sent"} title={sending ? "Sending" : isRead(ev) ? "Read" : "Sent"}>
+                        {sending ? <ClockIcon /> : isRead(ev) ? <DoubleCheckIcon /> : <CheckIcon />}
                       </span>
                     )}
                   </span>
