@@ -136,8 +136,9 @@ for (const pair of args.line) {
 // first text would be encrypted for that dead device alone.
 for (const o of officials.values()) await api("POST", "/_matrix/client/v3/logout", o.token, {});
 
-// Check it with a throwaway session that publishes no keys.
-{
+// Check it with a throwaway session that publishes no keys (a warning,
+// not a failure: the officials are set up either way).
+try {
   const first = [...officials.values()][0];
   if (first) {
     const s = await api("POST", "/_matrix/client/v3/login", null, {
@@ -151,9 +152,11 @@ for (const o of officials.values()) await api("POST", "/_matrix/client/v3/logout
     await api("POST", "/_matrix/client/v3/logout", s.access_token, {});
     for (const [user, devices] of Object.entries(q.device_keys ?? {})) {
       const left = Object.keys(devices ?? {});
-      if (left.length) throw new Error(`${user}: set-up device(s) ${left.join(", ")} still have published keys`);
+      if (left.length) process.stderr.write(`demo: warning: ${user}: set-up device(s) ${left.join(", ")} still have published keys\n`);
     }
   }
+} catch (e) {
+  process.stderr.write(`demo: warning: could not check the set-up devices are gone: ${e.message}\n`);
 }
 
 writeFileSync(
