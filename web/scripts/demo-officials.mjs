@@ -129,7 +129,35 @@ for (const pair of args.line) {
 
 // The set-up device is the office's, not the official's: sign it out. The
 // keys stay in the official's secret storage, behind the recovery key.
+// Signing out deletes the device and its keys on the server, so the demo
+// starts with no device for anyone: a device left behind with its keys
+// published, that nobody holds, would make a sender believe someone can
+// read what they write (the web app warns only when nobody can), and the
+// first text would be encrypted for that dead device alone.
 for (const o of officials.values()) await api("POST", "/_matrix/client/v3/logout", o.token, {});
+
+// Check it with a throwaway session that publishes no keys (a warning,
+// not a failure: the officials are set up either way).
+try {
+  const first = [...officials.values()][0];
+  if (first) {
+    const s = await api("POST", "/_matrix/client/v3/login", null, {
+      type: "m.login.password",
+      identifier: { type: "m.id.user", user: first.userId },
+      password: args.password,
+      initial_device_display_name: "Protocol office check",
+    });
+    const device_keys = Object.fromEntries([...officials.values()].map((o) => [o.userId, []]));
+    const q = await api("POST", "/_matrix/client/v3/keys/query", s.access_token, { device_keys });
+    await api("POST", "/_matrix/client/v3/logout", s.access_token, {});
+    for (const [user, devices] of Object.entries(q.device_keys ?? {})) {
+      const left = Object.keys(devices ?? {});
+      if (left.length) process.stderr.write(`demo: warning: ${user}: set-up device(s) ${left.join(", ")} still have published keys\n`);
+    }
+  }
+} catch (e) {
+  process.stderr.write(`demo: warning: could not check the set-up devices are gone: ${e.message}\n`);
+}
 
 writeFileSync(
   args.out,

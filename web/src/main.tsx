@@ -18,6 +18,7 @@ import { startIdentity, stopIdentity, useIdentity } from "./lib/identity";
 import { isInviteCode } from "./lib/lineInvites";
 import { askNotificationPermission, CallView, onCall, watchIncomingCalls } from "./lib/calls";
 import { navigate, useClientTick, useRoute } from "./lib/hooks";
+import { startDelivery } from "./lib/delivery";
 import { SignIn } from "./components/SignIn";
 import { KeySetup, keyStatus, KeyStatus, skippedRecovery } from "./components/KeySetup";
 import { LineList } from "./components/LineList";
@@ -192,10 +193,18 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   const own = useIdentity(mx.getUserId()!);
 
   useEffect(() => {
-    firstSync(mx).then(() => setSynced(true));
+    let stopDelivery: (() => void) | null = null;
+    let live = true;
+    firstSync(mx).then(() => {
+      setSynced(true);
+      // Messages waiting for a counterpart's device (lib/delivery.ts).
+      if (live) stopDelivery = startDelivery(mx);
+    });
     const stopIncoming = watchIncomingCalls(mx);
     const stopCall = onCall(setCall);
     return () => {
+      live = false;
+      stopDelivery?.();
       stopIncoming();
       stopCall();
     };

@@ -615,23 +615,37 @@ test("undecryptable message is clearly marked", async (t) => {
   if (!E2EE) return t.skip("server has no E2EE endpoints");
   // A message encrypted with a session nobody shared: craft it with the
   // access token directly (the server relays ciphertext it cannot read).
+  // Well-formed (a 32-byte sender key and session id, a Megolm message:
+  // version 3, index 0, 16 bytes of ciphertext, MAC, signature), so the
+  // only thing missing is the session's key.
   const token = await bob.evaluate(() => JSON.parse(localStorage.getItem("hotline.session")).accessToken);
+  const unpadded = (b) => b.toString("base64").replace(/=+$/, "");
+  const megolm = Buffer.concat([Buffer.from([3, 0x08, 0x00, 0x12, 16]), Buffer.alloc(16, 7), Buffer.alloc(8, 1), Buffer.alloc(64, 2)]);
   const r = await api(
     "PUT",
     `/_matrix/client/v3/rooms/${encodeURIComponent(lineRoomId)}/send/m.room.encrypted/utd-${Date.now()}`,
     {
       algorithm: "m.megolm.v1.aes-sha2",
-      sender_key: "aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd29y",
-      session_id: "bm8gc3VjaCBzZXNzaW9uIGV4aXN0cyBhbnl3aGVyZSBoZXJl",
+      sender_key: unpadded(Buffer.alloc(32, 9)),
+      session_id: unpadded(Buffer.alloc(32, 5)),
       device_id: "NOSUCHDEVICE",
-      ciphertext: "AwgAEnBqKb0K+mQ5Vq7T7rYZm1rN9s1lVb1Z0uT3kZz8",
+      ciphertext: unpadded(megolm),
     },
     token,
   );
   assert.equal(r.status, 200);
+  let receipts = 0;
+  const onReq = (q) => q.method() === "POST" && q.url().includes(encodeURIComponent(r.json.event_id)) && receipts++;
+  alice.on("request", onReq);
   await alice.goto(URL_ + `/#/line/${encodeURIComponent(lineRoomId)}`);
   await alice.getByTestId("utd").last().waitFor();
-  assert.match(await alice.getByTestId("utd").last().textContent(), /Unable to decrypt/);
+  // The crypto layer's own reason, in words: the key never came.
+  assert.equal(await alice.getByTestId("utd").last().getAttribute("data-reason"), "MEGOLM_UNKNOWN_INBOUND_SESSION_ID");
+  assert.match(await alice.getByTestId("utd").last().textContent(), /Unable to decrypt this message\. Its key has not reached this device/);
+  // A device does not claim to have read what it could not decrypt.
+  await alice.waitForTimeout(2000);
+  alice.off("request", onReq);
+  assert.equal(receipts, 0, "no read receipt for an undecryptable event");
 });
 
 test("phone-sized screen: list, then chat with a back button", async () => {
@@ -1269,6 +1283,125 @@ test("a call with no working network path ends within 10 s with the reason, on b
   console.log(`# the call ended as failed ${took} ms after the answer: ${text}`);
   await alice2.getByTestId("dismiss-call").click();
   await alice2.getByTestId("active-call").waitFor({ state: "detached" });
+});
+
+// ---- delivery to a counterpart with no device, and read receipts ----
+
+const deliveryPair = {}; // { S, R, sender, reader } once the first delivery test ran
+
+test("a text for a counterpart with no device: the sender is warned, and it is readable once they sign in", async (t) => {
+  if (!E2EE) return t.skip("server has no E2EE endpoints");
+  const sfx = Date.now().toString(36);
+  const sender = `dana-${sfx}`;
+  const reader = `evan-${sfx}`;
+  admin("create-user", sender, "--password", PW);
+  admin("create-user", reader, "--password", PW);
+  const S = await newPage("delivery-sender");
+  await firstSignIn(S, sender);
+  await S.getByRole("button", { name: "New line" }).click();
+  await S.getByLabel("User id").fill(reader);
+  await S.getByRole("button", { name: "Open line" }).click();
+  await S.locator("#composer-input").waitFor();
+  const roomId = decodeURIComponent(new URL(S.url()).hash.replace(/^#\/line\//, ""));
+  const token = await tokenOf(S);
+  const onServer = async () => {
+    const r = await api("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=50`, undefined, token);
+    return r.json.chunk.filter((e) => e.type === "m.room.encrypted").length;
+  };
+
+  // Told before sending: the reader has never signed in, so no device has keys.
+  const notice = S.getByTestId("no-device");
+  await notice.filter({ hasText: "has no signed-in device yet: your message can't be read until they sign in" }).waitFor();
+  // Enter does not send into the void: it asks.
+  await send(S, "Held for you until you sign in.");
+  await notice.getByRole("button", { name: "Hold until they sign in" }).click();
+  await message(S, "Held for you until you sign in.").and(S.locator('[data-status="held"]')).waitFor();
+  await S.getByTestId("held-note").filter({ hasText: "Held: will be sent when" }).first().waitFor();
+  // A held message that is cancelled is never sent.
+  await send(S, "Never mind this one.");
+  await notice.getByRole("button", { name: "Hold until they sign in" }).click();
+  await message(S, "Never mind this one.").getByRole("button", { name: "Cancel" }).click();
+  await message(S, "Never mind this one.").waitFor({ state: "detached" });
+  assert.equal(await onServer(), 0, "a held message is not on the server");
+  // Sent anyway: on the server, encrypted for nobody, marked as not readable yet.
+  await S.locator("#composer-input").fill("Sent to nobody, delivered later.");
+  await notice.getByRole("button", { name: "Send anyway" }).click();
+  await message(S, "Sent to nobody, delivered later.").and(S.locator('[data-status="waiting"]')).waitFor();
+  await S.getByTestId("waiting-note").filter({ hasText: "Not readable yet: will be delivered again when" }).waitFor();
+  assert.equal(await onServer(), 1);
+
+  // Both survive a reload of the sender's page.
+  await S.reload();
+  await message(S, "Held for you until you sign in.").and(S.locator('[data-status="held"]')).waitFor();
+  await message(S, "Sent to nobody, delivered later.").and(S.locator('[data-status="waiting"]')).waitFor();
+
+  // The reader signs in for the first time, the sender's page still open.
+  const R = await newPage("delivery-reader");
+  await firstSignIn(R, reader);
+  await openLine(R, `@${sender}:localhost`);
+  await R.getByRole("button", { name: "Accept" }).click();
+  await R.locator("#composer-input").waitFor();
+  await message(R, "Sent to nobody, delivered later.").waitFor({ timeout: 60_000 });
+  await message(R, "Held for you until you sign in.").waitFor({ timeout: 60_000 });
+  // The undecryptable original gives way to its redelivery, in its place.
+  await R.getByTestId("utd").waitFor({ state: "detached" });
+  const order = await R.getByTestId("message").allTextContents();
+  const at = (x) => order.findIndex((m) => m.includes(x));
+  assert.ok(at("Sent to nobody") >= 0 && at("Sent to nobody") < at("Held for you"), `order: ${order}`);
+  assert.equal(order.filter((m) => m.includes("Sent to nobody")).length, 1, "shown once");
+  assert.ok(!order.some((m) => m.includes("Never mind")));
+
+  // The sender's side: nothing waits any more, and both were read.
+  await S.getByTestId("held-note").waitFor({ state: "detached" });
+  await S.getByTestId("waiting-note").waitFor({ state: "detached" });
+  await message(S, "Held for you until you sign in.").and(S.locator('[data-status="read"]')).waitFor();
+  await message(S, "Sent to nobody, delivered later.").and(S.locator('[data-status="read"]')).waitFor();
+  assert.equal((await S.getByTestId("message").allTextContents()).filter((m) => m.includes("Sent to nobody")).length, 1);
+  const left = await S.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("hotline.outbox:")));
+  assert.deepEqual(left, [], "the outbox is empty once delivered");
+  Object.assign(deliveryPair, { S, R, sender: `@${sender}:localhost`, reader: `@${reader}:localhost` });
+});
+
+test("read receipts: at most one per newly read event over 30 s with the chat open, whoever sent last", async (t) => {
+  if (!deliveryPair.S) return t.skip("needs the pair from the delivery test");
+  const { S, R, sender, reader } = deliveryPair;
+  const count = (page) => {
+    const c = { n: 0 };
+    page.on("request", (r) => {
+      if (r.method() === "POST" && /\/receipt\/|\/read_markers/.test(r.url())) c.n++;
+    });
+    return c;
+  };
+  // Case 1 (alice/bob): the last event is the reader's own reply.
+  // Case 2 (the delivery pair): the last event is the other side's.
+  await alice.goto(URL_ + `/#/line/${encodeURIComponent(lineRoomId)}`);
+  await bob.goto(URL_ + `/#/line/${encodeURIComponent(lineRoomId)}`);
+  await openLine(S, reader);
+  await openLine(R, sender);
+  const counts = [alice, bob, S, R].map(count);
+  const window30s = async (a, b, first, second) => {
+    await send(a, first);
+    await message(b, first).waitFor();
+    await send(b, second);
+    await message(a, second).waitFor();
+    await a.waitForTimeout(30_000);
+  };
+  await Promise.all([
+    // alice reads bob's text, then replies last.
+    window30s(bob, alice, "Receipt check: are you there?", "Here, and this reply is the last word."),
+    // R replies, then S's text is the last event, which R reads.
+    window30s(R, S, "Receipt check from the reader.", "And the sender has the last word."),
+  ]);
+  const [a, b, s, r] = counts.map((c) => c.n);
+  console.log(`# receipts in 30 s: alice ${a}, bob ${b}, sender ${s}, reader ${r}`);
+  // Each page read exactly one new event from the other side in its window.
+  for (const [who, n] of Object.entries({ alice: a, bob: b, sender: s, reader: r })) {
+    assert.ok(n <= 1, `${who} posted ${n} receipts for one newly read event`);
+  }
+  assert.equal(a, 1, "alice's receipt for bob's text was sent");
+  assert.equal(r, 1, "the reader's receipt for the last text was sent");
+  await message(bob, "Receipt check: are you there?").and(bob.locator('[data-status="read"]')).waitFor();
+  await message(S, "And the sender has the last word.").and(S.locator('[data-status="read"]')).waitFor();
 });
 
 test("no console errors or page errors in any page, and no raw MatrixError on any screen", async () => {

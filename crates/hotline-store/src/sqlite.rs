@@ -1802,6 +1802,23 @@ impl Store for SqliteStore {
         self.receipts_since(room_id, 0)
     }
 
+    fn get_receipt(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        receipt_type: &str,
+        thread_id: &str,
+    ) -> Result<Option<ReceiptRow>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, pos FROM receipts \
+                 WHERE room_id = ?1 AND user_id = ?2 AND receipt_type = ?3 AND thread_id = ?4",
+            )?
+            .query_row(params![room_id, user_id, receipt_type, thread_id], receipt_row)
+            .optional()
+        })
+    }
+
     fn users_present(&self) -> Result<Vec<String>> {
         self.read(|c| {
             c.prepare_cached("SELECT user_id FROM presence WHERE state <> 'offline'")?

@@ -17,6 +17,16 @@ import { mediaObjectUrl, sendFile } from "../lib/attachments";
 import { bytes, dayLabel, duration, iso, timeOfDay } from "../lib/format";
 import { navigate } from "../lib/hooks";
 import { CallView, placeCall } from "../lib/calls";
+import {
+  cancelHeld,
+  hold,
+  readableDevices,
+  redeliveryOf,
+  rememberUnread,
+  useDeviceCount,
+  useOutbox,
+} from "../lib/delivery";
+import { DecryptionFailureCode } from "matrix-js-sdk/lib/crypto-api";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
 import {
@@ -144,13 +154,46 @@ function MediaFile({ mx, content }: { mx: MatrixClient; content: Record<string, 
   );
 }
 
-function Body({ mx, ev }: { mx: MatrixClient; ev: MatrixEvent }) {
+/**
+ * Why a message could not be decrypted, in words, from the crypto layer's
+ * own classification (`event.decryptionFailureReason`).
+ */
+export function undecryptableReason(code: DecryptionFailureCode | null, sender: string): string {
+  const again = `${sender}'s app will deliver it again when it is next open.`;
+  switch (code) {
+    case DecryptionFailureCode.HISTORICAL_MESSAGE_NO_KEY_BACKUP:
+    case DecryptionFailureCode.HISTORICAL_MESSAGE_WORKING_BACKUP:
+      return `Sent before this device signed in; ${again}`;
+    case DecryptionFailureCode.HISTORICAL_MESSAGE_BACKUP_UNCONFIGURED:
+      return `Sent before this device signed in, and this device can't open your key backup; ${again}`;
+    case DecryptionFailureCode.HISTORICAL_MESSAGE_USER_NOT_JOINED:
+      return "Sent before you joined this line, so it was not encrypted for you.";
+    case DecryptionFailureCode.MEGOLM_UNKNOWN_INBOUND_SESSION_ID:
+      return `Its key has not reached this device: it shows here as soon as the key arrives. If ${sender} sent it while you had no signed-in device, ${again}`;
+    case DecryptionFailureCode.OLM_UNKNOWN_MESSAGE_INDEX:
+      return `This device received the key for this conversation only after this message was sent; ${again}`;
+    case DecryptionFailureCode.MEGOLM_KEY_WITHHELD_FOR_UNVERIFIED_DEVICE:
+      return `${sender}'s device does not share keys with unverified devices. Verify this device with your recovery key.`;
+    case DecryptionFailureCode.MEGOLM_KEY_WITHHELD:
+      return `${sender}'s device withheld the key for this message from this device.`;
+    case DecryptionFailureCode.SENDER_IDENTITY_PREVIOUSLY_VERIFIED:
+      return `${sender}'s identity changed since it was verified, so this message is not shown.`;
+    case DecryptionFailureCode.UNSIGNED_SENDER_DEVICE:
+      return `Sent from a device ${sender} has not verified, so this message is not shown.`;
+    case DecryptionFailureCode.UNKNOWN_SENDER_DEVICE:
+      return "Sent from a device that can't be identified, so this message is not shown.";
+    default:
+      return `The message is damaged or uses encryption this app does not understand${code ? ` (${code})` : ""}.`;
+  }
+}
+
+function Body({ mx, ev, room }: { mx: MatrixClient; ev: MatrixEvent; room: Room }) {
   if (ev.isRedacted()) return <span class="deleted">Message deleted</span>;
   if (ev.isDecryptionFailure()) {
     return (
-      <span class="utd" data-testid="utd">
-        <AlertIcon size={16} /> Unable to decrypt this message. It was encrypted for a device that has not shared its
-        keys with this one.
+      <span class="utd" data-testid="utd" data-reason={ev.decryptionFailureReason || ""}>
+        <AlertIcon size={16} /> Unable to decrypt this message.{" "}
+        {undecryptableReason(ev.decryptionFailureReason, displayName(mx, ev.getSender()!, room))}
       </span>
     );
   }
@@ -210,12 +253,47 @@ export function Chat(props: {
   const stick = useRef(true);
   const prevHeight = useRef<number | null>(null);
   const typingSent = useRef(0);
+  const receiptSent = useRef<string | null>(null);
+  const holdButton = useRef<HTMLButtonElement>(null);
+  const [asking, setAsking] = useState(false);
+
+  // Can anyone on the other side read what is sent now? A counterpart with no
+  // device (never signed in, or signed out everywhere) gets the room key on
+  // none, and a device that signs in later can't read it: warn before
+  // sending, offer to hold the message (lib/delivery.ts sends it when a
+  // device appears).
+  const devices = useDeviceCount(mx, encrypted && props.cryptoOk && counterpart !== me ? counterpart : null);
+  const noDevice =
+    encrypted && props.cryptoOk && counterpart !== me && devices === 0 && (other === "join" || other === "invite");
+  const waiting = useOutbox(mx, room.roomId);
+  const held = waiting.filter((e) => e.kind === "held");
+  const unreadIds = new Set(waiting.filter((e) => e.kind === "unread").map((e) => e.eventId));
 
   const live = room.getLiveTimeline().getEvents();
   const pending = room.getPendingEvents();
   const all = [...live, ...pending];
   const calls = useMemo(() => callRecords(mx, all), [props.tick, room.roomId]);
-  const shown = all.filter(isShown);
+  // A redelivery (a message sent again once the counterpart had a device)
+  // takes the place of its original, which the reader could not decrypt;
+  // only the original's sender can redeliver it.
+  const byId = new Map(all.map((e) => [e.getId(), e]));
+  const redelivered = new Map<string, MatrixEvent>();
+  for (const e of all) {
+    const of = redeliveryOf(e);
+    const orig = of ? byId.get(of) : undefined;
+    if (of && orig && orig.getSender() === e.getSender() && !redelivered.has(of)) redelivered.set(of, e);
+  }
+  const standsIn = new Set(redelivered.values());
+  const sentAt = new Map<MatrixEvent, number>();
+  const shown = all
+    .filter((e) => isShown(e) && !standsIn.has(e))
+    .map((e) => {
+      const r = redelivered.get(e.getId()!);
+      if (!r) return e;
+      sentAt.set(r, e.getTs());
+      return r;
+    });
+  const tsOf = (e: MatrixEvent) => sentAt.get(e) ?? e.getTs();
 
   // Reset per room.
   useEffect(() => {
@@ -224,6 +302,8 @@ export function Chat(props: {
     setError(null);
     setAtStart(false);
     setAway(false);
+    setAsking(false);
+    receiptSent.current = null;
     stick.current = true;
     if (!invited) setTimeout(() => input.current?.focus(), 0);
   }, [room.roomId]);
@@ -240,14 +320,35 @@ export function Chat(props: {
     }
   });
 
-  // Read receipt for the latest event from the other side while the chat is visible.
+  // Read receipt, while the chat is visible, for the newest event from the
+  // other side this device could read: never for one it failed (or has yet)
+  // to decrypt, since a receipt tells the sender it was read. Only when it
+  // is not read already: "read" is by timeline order (our receipt on it or
+  // on a later event covers it), and each event gets one receipt at most
+  // from here.
   useEffect(() => {
     if (invited || document.visibilityState !== "visible") return;
-    const lastOther = [...live].reverse().find((e) => e.getSender() !== me && e.getId() && !e.getId()!.startsWith("~"));
-    if (lastOther && room.getEventReadUpTo(me) !== lastOther.getId()) {
-      const mine = room.getUsersReadUpTo(lastOther).includes(me);
-      if (!mine || room.getEventReadUpTo(me) !== lastOther.getId()) mx.sendReadReceipt(lastOther).catch(() => undefined);
-    }
+    const lastOther = [...live]
+      .reverse()
+      .find(
+        (e) =>
+          e.getSender() !== me &&
+          e.getId() &&
+          !e.getId()!.startsWith("~") &&
+          !e.isDecryptionFailure() &&
+          !e.isBeingDecrypted() &&
+          e.getType() !== EventType.RoomMessageEncrypted,
+      );
+    if (!lastOther || receiptSent.current === lastOther.getId()) return;
+    // Our receipt the server confirmed (not one synthesized from our own
+    // events: our join or reply after their text does not mean we saw it).
+    const readUpTo = room.getEventReadUpTo(me, true);
+    const at = (id: string | null) => (id ? live.findIndex((e) => e.getId() === id) : -1);
+    if (readUpTo && at(readUpTo) >= at(lastOther.getId()!)) return;
+    receiptSent.current = lastOther.getId()!;
+    mx.sendReadReceipt(lastOther).catch(() => {
+      receiptSent.current = null;
+    });
   }, [props.tick, room.roomId, invited]);
 
   // Stay at the bottom when the pane resizes (a call bar appears, the
@@ -310,10 +411,52 @@ export function Chat(props: {
     }
   };
 
+  /** Clears the composer after a message left it. */
+  const composed = () => {
+    setError(null);
+    setText("");
+    setAsking(false);
+    typingSent.current = 0;
+    mx.sendTyping(room.roomId, false, 0).catch(() => undefined);
+    stick.current = true;
+  };
+
+  const holdNow = () => {
+    const body = text.trim();
+    if (!body || paused) return;
+    composed();
+    hold(mx, room.roomId, counterpart, { msgtype: "m.text", body });
+    setTimeout(() => input.current?.focus(), 0);
+  };
+
+  const sendAnyway = async () => {
+    const body = text.trim();
+    if (!body || paused) return;
+    composed();
+    setTimeout(() => input.current?.focus(), 0);
+    const content = { msgtype: "m.text", body };
+    try {
+      const r = await mx.sendMessage(room.roomId, content as any);
+      // Encrypted for nobody: remembered, and sent again when a device appears.
+      rememberUnread(mx, room.roomId, counterpart, r.event_id, content);
+    } catch (err) {
+      setError(explainSend(err));
+    }
+  };
+
   const send = async (e?: Event) => {
     e?.preventDefault();
     const body = text.trim();
     if (!body || paused) return;
+    if (!editing && encrypted && props.cryptoOk && counterpart !== me && (noDevice || devices === null)) {
+      // Ask first when nobody could read it (looked up now if not known yet).
+      const n = noDevice ? 0 : await readableDevices(mx, counterpart).catch(() => null);
+      if (n === 0 && (other === "join" || other === "invite")) {
+        setAsking(true);
+        setTimeout(() => holdButton.current?.focus(), 0);
+        return;
+      }
+    }
     setError(null);
     setText("");
     typingSent.current = 0;
@@ -383,7 +526,8 @@ export function Chat(props: {
     stick.current = true;
     for (const f of Array.from(files)) {
       try {
-        await sendFile(mx, room.roomId, f, encrypted);
+        const sent = await sendFile(mx, room.roomId, f, encrypted);
+        if (noDevice) rememberUnread(mx, room.roomId, counterpart, sent.eventId, sent.content);
       } catch (err) {
         setError(`Could not send ${f.name}: ${explainSend(err)}`);
       }
@@ -418,23 +562,13 @@ export function Chat(props: {
   };
 
   // Everything up to the other side's read receipt is read (receipts are
-  // "read up to": a receipt on a later event covers the earlier ones).
-  let readUpToIndex = -1;
+  // "read up to": a receipt on a later event covers the earlier ones). By
+  // timeline position, not display position: a redelivery is shown in its
+  // original's place but sits later in the timeline.
   const theirs = room.getEventReadUpTo(counterpart);
-  if (theirs) {
-    for (let i = shown.length - 1; i >= 0; i--) {
-      if (shown[i].getId() === theirs) {
-        readUpToIndex = i;
-        break;
-      }
-    }
-    if (readUpToIndex < 0) {
-      // The receipt is on an event we do not show (a call event, an edit):
-      // find it in the full timeline and count what precedes it.
-      const pos = all.findIndex((e) => e.getId() === theirs);
-      if (pos >= 0) readUpToIndex = shown.findLastIndex((e) => all.indexOf(e) <= pos);
-    }
-  }
+  const theirsPos = theirs ? all.findIndex((e) => e.getId() === theirs) : -1;
+  const posOf = new Map(all.map((e, i) => [e, i]));
+  const isRead = (ev: MatrixEvent) => theirsPos >= 0 && (posOf.get(ev) ?? Infinity) <= theirsPos;
 
   const inCallHere = props.call && props.call.roomId === room.roomId && props.call.phase !== "ended";
   let lastDay = "";
@@ -493,7 +627,7 @@ export function Chat(props: {
         {atStart && <p class="history-note">This is the beginning of your line with {name}.</p>}
         {shown.map((ev, i) => (
           <Fragment key={ev.getTxnId() || ev.getId() || String(i)}>{((): any => {
-          const day = dayLabel(ev.getTs());
+          const day = dayLabel(tsOf(ev));
           const sep = day !== lastDay ? <div class="day" role="separator">{day}</div> : null;
           lastDay = day;
           const t = ev.getType();
@@ -535,6 +669,8 @@ export function Chat(props: {
           const edited = !!ev.replacingEvent() && !ev.isRedacted();
           const key = ev.getTxnId() || ev.getId()!;
           const actionsOpen = focused === key;
+          // Sent while the counterpart had no device: nobody could read it yet.
+          const unread = mine && unreadIds.has(ev.getId()!);
           return (
             <>
               {sep}
@@ -549,21 +685,28 @@ export function Chat(props: {
                 }
                 data-testid="message"
                 data-event-id={ev.getId()}
-                data-status={failed ? "failed" : sending ? "sending" : i <= readUpToIndex && mine ? "read" : "sent"}
+                data-status={
+                  failed ? "failed" : sending ? "sending" : unread ? "waiting" : mine && isRead(ev) ? "read" : "sent"
+                }
                 onClick={() => setFocused(actionsOpen ? null : key)}
               >
                 <div class="bubble">
-                  <Body mx={mx} ev={ev} />
+                  <Body mx={mx} ev={ev} room={room} />
                   <span class="meta">
                     {edited && <span class="edited">edited · </span>}
-                    <time dateTime={iso(ev.getTs())}>{timeOfDay(ev.getTs())}</time>
-                    {mine && !failed && (
-                      <span class="state" aria-label={sending ? "Sending" : i <= readUpToIndex ? "Read" : "Sent"} title={sending ? "Sending" : i <= readUpToIndex ? "Read" : "Sent"}>
-                        {sending ? <ClockIcon /> : i <= readUpToIndex ? <DoubleCheckIcon /> : <CheckIcon />}
+                    <time dateTime={iso(tsOf(ev))}>{timeOfDay(tsOf(ev))}</time>
+                    {mine && !failed && !unread && (
+                      <span class="state" aria-label={sending ? "Sending" : isRead(ev) ? "Read" : "Sent"} title={sending ? "Sending" : isRead(ev) ? "Read" : "Sent"}>
+                        {sending ? <ClockIcon /> : isRead(ev) ? <DoubleCheckIcon /> : <CheckIcon />}
                       </span>
                     )}
                   </span>
                 </div>
+                {unread && (
+                  <div class="waiting-row" data-testid="waiting-note">
+                    <ClockIcon /> Not readable yet: will be delivered again when {name} signs in
+                  </div>
+                )}
                 {failed && (
                   <div class="failed-row" role="alert">
                     <AlertIcon size={14} /> Not sent
@@ -595,6 +738,25 @@ export function Chat(props: {
             </>
           );
         })()}</Fragment>))}
+        {held.map((h) => (
+          <div key={h.id} class="msg mine held" data-testid="message" data-status="held">
+            <div class="bubble">
+              <span class="text">{String(h.content.body ?? "")}</span>
+              <span class="meta">
+                <time dateTime={iso(h.ts)}>{timeOfDay(h.ts)}</time>
+                <span class="state" aria-label="Held" title="Held">
+                  <ClockIcon />
+                </span>
+              </span>
+            </div>
+            <div class="waiting-row" data-testid="held-note">
+              <ClockIcon /> Held: will be sent when {name} signs in
+              <button type="button" class="link" onClick={() => cancelHeld(mx, room.roomId, h.id)}>
+                Cancel
+              </button>
+            </div>
+          </div>
+        ))}
       </div>
 
       {away && (
@@ -640,6 +802,24 @@ export function Chat(props: {
             <p class="error composer-error" role="alert">
               {error}
             </p>
+          )}
+          {noDevice && !editing && (
+            <div class={"no-device" + (asking ? " asking" : "")} role={asking ? "alert" : "status"} data-testid="no-device">
+              <AlertIcon size={16} />
+              <p>
+                {name} has no signed-in device yet: your message can't be read until they sign in.
+              </p>
+              {(asking || text.trim()) && (
+                <div class="row">
+                  <button type="button" ref={holdButton} class={asking ? "primary" : ""} onClick={holdNow} disabled={!text.trim() || paused}>
+                    Hold until they sign in
+                  </button>
+                  <button type="button" onClick={sendAnyway} disabled={!text.trim() || paused}>
+                    Send anyway
+                  </button>
+                </div>
+              )}
+            </div>
           )}
           {editing && (
             <div class="editing-bar">

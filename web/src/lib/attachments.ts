@@ -112,7 +112,12 @@ export async function imageSize(file: Blob): Promise<{ w: number; h: number } | 
 }
 
 /** Uploads a file and sends it; encrypted rooms get an encrypted upload. */
-export async function sendFile(mx: MatrixClient, roomId: string, file: File, encrypted: boolean): Promise<void> {
+export async function sendFile(
+  mx: MatrixClient,
+  roomId: string,
+  file: File,
+  encrypted: boolean,
+): Promise<{ eventId: string; content: Record<string, unknown> }> {
   const isImage = file.type.startsWith("image/");
   const info: Record<string, unknown> = { mimetype: file.type || "application/octet-stream", size: file.size };
   if (isImage) {
@@ -135,5 +140,6 @@ export async function sendFile(mx: MatrixClient, roomId: string, file: File, enc
     const up = await mx.uploadContent(file, { type: file.type || "application/octet-stream", name: file.name });
     content.url = up.content_uri;
   }
-  await mx.sendMessage(roomId, content as any);
+  const r = await mx.sendMessage(roomId, content as any);
+  return { eventId: r.event_id, content };
 }

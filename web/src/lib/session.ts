@@ -12,6 +12,7 @@ import { logger } from "matrix-js-sdk/lib/logger";
 import { LoggerLevel, Tracing } from "@matrix-org/matrix-sdk-crypto-wasm";
 import { decodeRecoveryKey } from "matrix-js-sdk/lib/crypto-api";
 import type { SecretStorageKeyDescription } from "matrix-js-sdk/lib/secret-storage";
+import { forgetOutbox } from "./delivery";
 
 // The SDK logs every request at debug level; keep the console for problems
 // (warnings and errors). Child loggers copy this factory when created.
@@ -388,7 +389,10 @@ export async function signOut(): Promise<void> {
   const mx = client;
   client = null;
   pendingSecretKey = null;
+  const who = loadCredentials()?.userId;
   clearCredentials();
+  // Held and to-be-redelivered messages are plaintext: they go with the keys.
+  if (who) forgetOutbox(who);
   if (!mx) return;
   try {
     await mx.logout(true);

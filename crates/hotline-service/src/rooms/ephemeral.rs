@@ -108,12 +108,26 @@ impl Services {
         if !known {
             return Err(Error::not_found("Unknown event"));
         }
+        let thread_id = thread_id.unwrap_or_default();
+        // The same receipt again changes nothing: no write, and so no new
+        // stream position and no /sync woken for it. (A client re-sending
+        // its receipt on every render would otherwise keep every member's
+        // /sync spinning.)
+        let current = self.store.get_receipt(
+            room_id.as_str(),
+            user.as_str(),
+            receipt_type,
+            &thread_id,
+        )?;
+        if current.is_some_and(|r| r.event_id == event_id.as_str()) {
+            return Ok(());
+        }
         self.store
             .write(WriteBatch::one(WriteOp::PutReceipt {
                 room_id: room_id.to_string(),
                 user_id: user.to_string(),
                 receipt_type: receipt_type.to_owned(),
-                thread_id: thread_id.unwrap_or_default(),
+                thread_id,
                 event_id: event_id.to_string(),
                 ts: now_ms(),
             }))
