@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { MatrixClient } from "matrix-js-sdk";
 import { MatrixError, setSecretKeyBytes, useRecoveryKey } from "../lib/session";
 import { LockIcon } from "./icons";
+import { WhoseEnrolment } from "./Enrol";
 
 export type KeyStatus = "ready" | "needs-setup" | "needs-recovery";
 
@@ -39,6 +40,8 @@ export function KeySetup(props: {
   mx: MatrixClient;
   status: Exclude<KeyStatus, "ready">;
   password: string | null;
+  /** During enrolment: the screen says whose enrolment it is. */
+  enrolment?: boolean;
   onDone: () => void;
 }) {
   const { mx } = props;
@@ -146,6 +149,7 @@ export function KeySetup(props: {
           </span>
           <span class="brand-name">Hotline</span>
         </div>
+        {props.enrolment && <WhoseEnrolment mx={mx} />}
         {step === "intro" && (
           <form class="form" onSubmit={setUp}>
             <h1 id="keys-title" tabIndex={-1} ref={heading}>
