@@ -324,6 +324,12 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             println!("enrolled {user_id}");
             println!("code {code}");
             println!("link {}/#/enrol/{code}", base_url.trim_end_matches('/'));
+            // What the office does next, once the official has set up keys.
+            println!(
+                "then compare the 12 groups of 5 digits the official's device shows with \
+                 `hotline admin show-key {user_id}`, and vouch: \
+                 `hotline admin vouch {user_id} --master-key 'DIGITS'`"
+            );
             Ok(())
         }
         Command::Admin(Admin::Vouch { user, master_key }) => {
