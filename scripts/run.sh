@@ -75,7 +75,9 @@ $(sed 's/^/    /' "$DATA/demo-officials" 2>/dev/null)
   President Castell and Prime Minister Varga have a direct line. Chancellor
   Kovic has none yet: sign in as her, open "Line invites", and share one.
   An envoy's enrolment is pending: $(cat "$DATA/demo-enrolment-link")
-  (after it, the office vouches with: $BIN --data-dir $DATA admin vouch envoy.syldavia --master-key 'FINGERPRINT')
+  (after it, the office compares the 12 groups of 5 digits the envoy's device shows with
+   $BIN --data-dir $DATA admin show-key envoy.syldavia
+   and vouches, typing them: $BIN --data-dir $DATA admin vouch envoy.syldavia --master-key 'DIGITS')
 
   Any Matrix client works: homeserver http://$LISTEN
   $TURN_LINE

@@ -12,7 +12,8 @@
 # dir, create users with `hotline admin create-user`, start coturn through
 # scripts/coturn.sh local (the TURN set-up of scripts/run.sh's demo), run
 # web/test/attestation.test.mjs (attestation verification against a fixture
-# the running server signs) and
+# the running server signs), web/test/fingerprint.test.mjs (the fingerprint
+# digits' test vector) and
 # web/test/e2e.mjs (node's test runner, playwright-core driving Debian's
 # chromium), and stop everything on exit.
 set -euo pipefail
@@ -88,12 +89,12 @@ test_e2e() {
   done
   HOTLINE_URL="http://127.0.0.1:$port" HOTLINE_BIN="$BIN" HOTLINE_DATA="$tmp" HOTLINE_TURN="$turn" \
     HOTLINE_PASSWORD="hotline-test-pw" HOTLINE_SCREENSHOTS="${HOTLINE_SCREENSHOTS:-}" \
-    node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/e2e.mjs"
+    node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/fingerprint.test.mjs" "$WEB/test/e2e.mjs"
 }
 
 unit() {
   install
-  (cd "$WEB" && node --test test/attestation.test.mjs)
+  (cd "$WEB" && node --test test/attestation.test.mjs test/fingerprint.test.mjs)
 }
 
 case "${1:-}" in

@@ -26,6 +26,7 @@ import { Chat } from "./components/Chat";
 import { Settings } from "./components/Settings";
 import { ActiveCall, IncomingCall } from "./components/CallPanel";
 import { EnrolForm, FingerprintStep } from "./components/Enrol";
+import { OfficialPicker } from "./components/OfficialPicker";
 import { LineInvites, RedeemInvite } from "./components/LineInvites";
 import { AlertIcon, CloseIcon, LockIcon } from "./components/icons";
 
@@ -147,6 +148,7 @@ function App() {
         mx={phase.mx}
         status={phase.status}
         password={signInPassword}
+        enrolment={enrolling}
         onDone={async () => {
           signInPassword = null;
           const verified = (await keyStatus(phase.mx).catch(() => "needs-recovery")) === "ready";
@@ -312,6 +314,7 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
 
 function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void }) {
   const [who, setWho] = useState("");
+  const [picked, setPicked] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const ref = useRef<HTMLDialogElement>(null);
@@ -320,7 +323,7 @@ function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void 
   }, []);
   const submit = async (e: Event) => {
     e.preventDefault();
-    const userId = normaliseUserId(who, mx.getUserId()!);
+    const userId = picked || normaliseUserId(who, mx.getUserId()!);
     if (!/^@[^:\s]+:\S+$/.test(userId)) {
       setError("Enter a user id like @name:server.");
       return;
@@ -359,16 +362,23 @@ function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void 
     <dialog ref={ref} class="dialog" aria-labelledby="newline-title" onClose={onClose} onCancel={onClose}>
       <form onSubmit={submit} class="form">
         <h2 id="newline-title">New line</h2>
-        <p class="muted">Open an end-to-end encrypted line with one person.</p>
-        <label for="newline-user">User id</label>
-        <input
+        <p class="muted">
+          Open an end-to-end encrypted line with one person: pick a verified official, or enter a user id.
+        </p>
+        <label for="newline-user">Official or user id</label>
+        <OfficialPicker
           id="newline-user"
+          label="Official or user id"
           autoFocus
-          autoCapitalize="none"
-          spellcheck={false}
-          placeholder="@name:server"
-          value={who}
-          onInput={(e) => setWho((e.target as HTMLInputElement).value)}
+          value={picked}
+          onChange={setPicked}
+          onText={setWho}
+          exclude={[mx.getUserId()!]}
+          placeholder="Name, title, country, or @name:server"
+          otherUser={(t) => {
+            const u = normaliseUserId(t, mx.getUserId()!);
+            return /^@[^:\s]+:\S+$/.test(u) && u !== mx.getUserId() ? u : null;
+          }}
         />
         {error && (
           <p class="error" role="alert">
@@ -379,7 +389,7 @@ function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void 
           <button type="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" class="primary" disabled={!who.trim() || busy}>
+          <button type="submit" class="primary" disabled={(!picked && !who.trim()) || busy}>
             {busy ? "Opening…" : "Open line"}
           </button>
         </div>

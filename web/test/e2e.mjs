@@ -731,6 +731,8 @@ test("official enrolment: set a password, key set-up, fingerprint, vouched by th
     if (E2EE) {
       // Key set-up reuses the password just set: no second prompt.
       await page.getByRole("heading", { name: "Set up secure keys" }).waitFor();
+      // It says whose enrolment this is.
+      await page.getByTestId("enrollee").filter({ hasText: `${o.name}, ${o.title} · ${o.country}` }).filter({ hasText: userId }).waitFor();
       assert.equal(await page.getByLabel("Confirm your password").count(), 0);
       await page.getByRole("button", { name: "Create my recovery key" }).click();
       await page.getByTestId("recovery-key").waitFor({ timeout: 60_000 });
@@ -739,22 +741,33 @@ test("official enrolment: set a password, key set-up, fingerprint, vouched by th
     }
     await page.getByRole("heading", { name: "Your identity fingerprint" }).waitFor();
     await page.getByText("Show this to your protocol office to be vouched for.").waitFor();
+    await page.getByTestId("enrollee").filter({ hasText: `${o.name}, ${o.title} · ${o.country}` }).filter({ hasText: userId }).waitFor();
+    // The fingerprint as the office compares it: 12 groups of 5 digits.
+    await page.locator('[data-testid="fingerprint"][data-ready="true"]').waitFor();
     const fp = (await page.getByTestId("fingerprint").textContent()).trim();
-    assert.match(fp, /^([A-Za-z0-9+/]{4} ){10}[A-Za-z0-9+/]{3}$/, "43 base64 characters in groups of four");
-    // It is the master key the server holds for the account.
+    assert.match(fp, /^(\d{5} ){11}\d{5}$/, "12 groups of 5 digits");
+    // The office's `hotline admin show-key` prints the same digits, for
+    // the master key the server holds for the account.
+    const shown = admin("show-key", userId);
+    assert.equal(/^fingerprint (.+)$/m.exec(shown)?.[1], fp, shown);
+    assert.equal(/^official (.+)$/m.exec(shown)?.[1], `${o.name}, ${o.title} of ${o.country} (${o.office})`);
     const token = await tokenOf(page);
     const q = await api("POST", "/_matrix/client/v3/keys/query", { device_keys: { [userId]: [] } }, token);
-    assert.equal(Object.values(q.json.master_keys[userId].keys)[0], fp.replaceAll(" ", ""));
+    const serverKey = Object.values(q.json.master_keys[userId].keys)[0];
+    assert.equal(/^master_key (\S+)$/m.exec(shown)?.[1], serverKey);
+    // The key's base64 is there on request.
+    await page.getByText("Show the key as base64").click();
+    assert.equal((await page.getByTestId("fingerprint-base64").textContent()).replaceAll(" ", ""), serverKey);
     await page.getByTestId("own-identity").filter({ hasText: "Not vouched for yet" }).waitFor();
     if (key === "a") await shot(page, "enrol-fingerprint.png", { bottom: false });
-    // The office compares the fingerprint in person and vouches, typing it as read aloud.
+    // The office compares the digits in person and vouches, typing them as read aloud.
     const att = JSON.parse(admin("vouch", userId, "--master-key", fp));
-    assert.equal(att.master_key, fp.replaceAll(" ", ""));
+    assert.equal(att.master_key, serverKey);
     await page.getByTestId("own-identity").filter({ hasText: `Vouched for by ${o.office}: ${o.name}, ${o.title} · ${o.country}` }).waitFor();
     await page.getByRole("button", { name: "Continue to Hotline" }).click();
     await page.getByRole("navigation", { name: "Lines" }).waitFor();
     assert.equal(new URL(page.url()).hash, "#/");
-    official[key] = { page, userId, masterKey: att.master_key };
+    official[key] = { page, userId, masterKey: att.master_key, digits: fp };
 
     // The code worked once: the same link is refused, in words.
     const again = await newPage(`enrol-again-${key}`);
@@ -769,14 +782,26 @@ test("official enrolment: set a password, key set-up, fingerprint, vouched by th
   const a = official.a.page;
   await a.goto(URL_ + "/#/settings");
   await a.getByTestId("own-identity").filter({ hasText: `Vouched for by ${OFFICIALS.a.office}` }).waitFor();
-  assert.equal((await a.getByTestId("fingerprint").textContent()).replaceAll(" ", ""), official.a.masterKey);
+  await a.locator('[data-testid="fingerprint"][data-ready="true"]').waitFor();
+  assert.equal((await a.getByTestId("fingerprint").textContent()).trim(), official.a.digits);
   await a.getByRole("link", { name: "Manage line invites" }).waitFor();
 });
 
-async function createInvite(page, { forUser = "" } = {}) {
+/**
+ * Creates an invite in the form; `forName` picks its one counterpart in the
+ * official picker, by keyboard: type part of the name, Down, Enter.
+ */
+async function createInvite(page, { forName = "" } = {}) {
   const created = page.getByTestId("created-invite");
   const before = (await created.count()) ? await created.getByTestId("invite-link").inputValue() : null;
-  await page.getByLabel("Only for (optional)").fill(forUser);
+  if (forName) {
+    const box = page.getByRole("combobox", { name: "Only for (optional)" });
+    await box.fill(forName.split(" ")[0].toLowerCase());
+    await page.getByRole("listbox").getByRole("option", { name: new RegExp(forName) }).waitFor();
+    await box.press("ArrowDown");
+    await box.press("Enter");
+    await page.getByTestId("invite-for-picked").filter({ hasText: forName }).waitFor();
+  }
   await page.getByRole("button", { name: "Create invite" }).click();
   const link = created.getByTestId("invite-link");
   await page.waitForFunction(
@@ -789,11 +814,32 @@ async function createInvite(page, { forUser = "" } = {}) {
   return link.inputValue();
 }
 
+/** Opens an invite link and expects a refusal: at once (the preview), or when opening the line. */
 async function redeemError(page, link, expected) {
   await page.goto(link);
   await page.getByRole("heading", { name: "Open a direct line" }).waitFor();
-  await page.getByRole("button", { name: "Open the line" }).click();
-  await page.getByTestId("redeem-error").filter({ hasText: expected }).waitFor();
+  const error = page.getByTestId("redeem-error");
+  const open = page.getByRole("button", { name: "Open the line" });
+  await error.or(open).first().waitFor();
+  if (await open.count()) await open.click();
+  await error.filter({ hasText: expected }).waitFor();
+}
+
+/**
+ * Enrols a third principal whose office vouches for them at once (a
+ * master key uploaded through the API), so the pickers list them.
+ */
+async function enrolVouchedPrincipal(user, name, title, country) {
+  const out = admin("enroll", user, "--name", name, "--title", title, "--country", country, "--office", `Office of the ${title} of ${country}`, "--role", "principal");
+  const code = /^code (\S+)$/m.exec(out)[1];
+  const userId = /^enrolled (\S+)$/m.exec(out)[1];
+  const r = await api("POST", `/_hotline/v1/enrol/${code}`, { password: "a long enough password" });
+  assert.equal(r.status, 200);
+  const pub = b64(await ed.getPublicKeyAsync(ed.utils.randomSecretKey()));
+  const up = await api("POST", "/_matrix/client/v3/keys/device_signing/upload", { master_key: { user_id: userId, usage: ["master"], keys: { [`ed25519:${pub}`]: pub } } }, r.json.access_token);
+  assert.equal(up.status, 200, JSON.stringify(up.json));
+  admin("vouch", userId, "--master-key", pub);
+  return userId;
 }
 
 test("line invites: a principal creates, shares (link + QR) and revokes; refusals are explained", async () => {
@@ -805,14 +851,20 @@ test("line invites: a principal creates, shares (link + QR) and revokes; refusal
     await alice.getByRole("navigation", { name: "Lines" }).waitFor();
     assert.equal(await alice.getByRole("link", { name: "Line invites" }).count(), 0);
   }
+  // A third principal, vouched for: the picker offers her to bind an invite to.
+  await enrolVouchedPrincipal("carpathia-consul", "Cara Lind", "Consul", "Carpathia");
   await A.goto(URL_ + "/#/");
+  await A.reload();
   await A.getByRole("link", { name: "Line invites" }).click();
   await A.getByRole("heading", { name: "Line invites" }).waitFor();
 
-  // Bound to someone else: Bruno is refused.
-  const bound = await createInvite(A, { forUser: "@someone-else:localhost" });
-  await A.getByTestId("created-invite").getByText("only for @someone-else:localhost").waitFor();
+  // Bound to someone else (picked, not typed): Bruno is refused as soon
+  // as he opens it, without learning whom it is for.
+  const bound = await createInvite(A, { forName: "Cara Lind" });
+  await A.getByTestId("created-invite").getByText("only for Cara Lind (Consul · Carpathia)").waitFor();
   await redeemError(B, bound, "This line invite is meant for someone else");
+  assert.equal(await B.getByTestId("invite-issuer").count(), 0, "nothing about the issuer is shown");
+  assert.equal(await B.getByRole("button", { name: "Open the line" }).count(), 0);
 
   // Revoked in the list: refused.
   const revoked = await createInvite(A);
@@ -829,17 +881,27 @@ test("line invites: a principal creates, shares (link + QR) and revokes; refusal
   await A.waitForTimeout(1200);
   await redeemError(B, short.json.url, "This line invite has expired");
 
-  // The real one: single use, 7 days; its link and QR code.
-  const link = await createInvite(A);
+  // The real one: single use, 7 days, for Bruno (picked); its link and QR code.
+  const link = await createInvite(A, { forName: "Bruno Keller" });
   const code = link.split("/").pop();
   assert.equal(link, `${URL_}/#/line/${code}`);
   const created = A.getByTestId("created-invite");
-  await created.getByText("single use · expires in 7 days").waitFor();
+  await created.getByText("single use · expires in 7 days · only for Bruno Keller (Chancellor · Borduria)").waitFor();
   await assertQrEncodes(created.getByTestId("invite-qr"), link);
   await A.locator(`[data-testid="invites"] li[data-code="${code}"][data-state="active"]`).waitFor();
   await shot(A, "line-invite.png", { bottom: false });
 
+  // Before anything is accepted, Bruno sees who is calling: Alma's name,
+  // title and country, verified against her attestation, and the expiry.
   await B.goto(link);
+  const issuer = B.locator('[data-testid="invite-issuer"][data-status="verified"]');
+  await issuer.waitFor();
+  await issuer.getByText(OFFICIALS.a.name, { exact: true }).waitFor();
+  await issuer.getByText(`${OFFICIALS.a.title} · ${OFFICIALS.a.country}`).waitFor();
+  await issuer.getByText(`Verified: attested by ${OFFICIALS.a.office}`).waitFor();
+  await issuer.getByTestId("invite-expiry").filter({ hasText: /^Expires .*\(in 7 days\)$/ }).waitFor();
+  assert.equal((await api("GET", `/_hotline/v1/line_invites/${code}`, undefined, await tokenOf(B))).json.name, OFFICIALS.a.name);
+  await shot(B, "line-invite-open.png", { bottom: false });
   await B.getByRole("button", { name: "Open the line" }).click();
   await B.locator("#composer-input").waitFor();
   const roomId = decodeURIComponent(new URL(B.url()).hash.replace(/^#\/line\//, ""));
@@ -857,7 +919,10 @@ test("line invites: a principal creates, shares (link + QR) and revokes; refusal
   await B.getByRole("button", { name: "Open the line" }).click();
   await B.waitForFunction((id) => decodeURIComponent(location.hash) === `#/line/${id}`, roomId);
   await B.locator("#composer-input").waitFor();
-  await A.locator(`[data-testid="invites"] li[data-code="${code}"][data-state="used"]`).getByText("Used up").waitFor();
+  const usedRow = A.locator(`[data-testid="invites"] li[data-code="${code}"][data-state="used"]`);
+  await usedRow.getByText("Used up").waitFor();
+  // The list names who redeemed it.
+  await usedRow.getByTestId("redeemed-by").filter({ hasText: `Redeemed by ${OFFICIALS.b.name}, ${OFFICIALS.b.title} · ${OFFICIALS.b.country}` }).waitFor();
 });
 
 test("line invite opened signed out: sign in first, then a non-principal is refused", async () => {
@@ -877,8 +942,10 @@ test("line invite opened signed out: sign in first, then a non-principal is refu
     await page.getByLabel("I have stored my recovery key").check({ timeout: 60_000 });
     await page.getByRole("button", { name: "Continue" }).click();
   }
-  // Back where the link pointed, signed in.
+  // Back where the link pointed, signed in: who sent it is shown to anyone
+  // signed in; only a principal may open it.
   await page.getByRole("heading", { name: "Open a direct line" }).waitFor();
+  await page.locator('[data-testid="invite-issuer"][data-status="verified"]').getByText(OFFICIALS.a.name, { exact: true }).waitFor();
   await page.getByRole("button", { name: "Open the line" }).click();
   await page.getByTestId("redeem-error").filter({ hasText: "Only an enrolled principal can redeem a line invite" }).waitFor();
   await page.context().close();

@@ -3,13 +3,13 @@
 //! Also the server key endpoint `/_matrix/key/v2/server`.
 
 use axum::extract::State;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::Json;
-use hotline_service::identity::LineInviteRow;
+use hotline_service::identity::{LineInviteRedemption, LineInviteRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::extract::{Auth, IpLimited, JsonBody, PathArgs};
+use crate::extract::{Auth, ClientAddr, IpLimited, JsonBody, PathArgs};
 use crate::{ApiResult, AppState, Routes};
 
 pub fn routes() -> Routes {
@@ -23,7 +23,7 @@ pub fn routes() -> Routes {
         )
         .route(
             "/_hotline/v1/line_invites/{code}",
-            delete(revoke_line_invite_route),
+            get(preview_line_invite_route).delete(revoke_line_invite_route),
         )
         .route(
             "/_hotline/v1/line_invites/{code}/redeem",
@@ -89,7 +89,7 @@ pub async fn redeem_enrolment_route(
     PathArgs(code): PathArgs<String>,
     JsonBody(body): JsonBody<EnrolBody>,
 ) -> ApiResult<Json<Value>> {
-    let session = s
+    let (session, official) = s
         .services
         .redeem_enrolment(
             &code,
@@ -102,10 +102,18 @@ pub async fn redeem_enrolment_route(
         "user_id": session.user_id,
         "access_token": session.access_token,
         "device_id": session.device_id,
+        // Whose enrolment this is, for the enrolment screens.
+        "official": {
+            "name": official.name,
+            "title": official.title,
+            "country": official.country,
+            "office": official.office,
+            "role": official.role,
+        },
     })))
 }
 
-fn invite_json(s: &AppState, i: &LineInviteRow) -> Value {
+fn invite_json(s: &AppState, i: &LineInviteRow, redeemed_by: &[LineInviteRedemption]) -> Value {
     let base = s
         .services
         .config
@@ -123,6 +131,10 @@ fn invite_json(s: &AppState, i: &LineInviteRow) -> Value {
         "expires_ts": i.expires_ts,
         "revoked": i.revoked,
         "created_ts": i.created_ts,
+        "redeemed_by": redeemed_by
+            .iter()
+            .map(|r| json!({"user_id": r.user_id, "ts": r.ts}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -148,7 +160,7 @@ pub async fn create_line_invite_route(
             body.for_user,
         )
         .await?;
-    Ok(Json(invite_json(&s, &row)))
+    Ok(Json(invite_json(&s, &row, &[])))
 }
 
 /// `GET /_hotline/v1/line_invites`.
@@ -160,9 +172,33 @@ pub async fn list_line_invites_route(
         .services
         .line_invites(&sender.user_id)?
         .iter()
-        .map(|i| invite_json(&s, i))
+        .map(|(i, by)| invite_json(&s, i, by))
         .collect();
     Ok(Json(json!({ "invites": invites })))
+}
+
+/// `GET /_hotline/v1/line_invites/{code}`: who is calling (the inviting
+/// principal and the expiry), for any signed-in user holding the code.
+/// A probe of a guessable code: limited per user and per address on top of
+/// the request limits.
+pub async fn preview_line_invite_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    ClientAddr(ip): ClientAddr,
+    PathArgs(code): PathArgs<String>,
+) -> ApiResult<Json<Value>> {
+    s.services
+        .ratelimit
+        .check_code_probe(sender.user_id.as_str(), ip)?;
+    let p = s.services.preview_line_invite(&sender.user_id, &code)?;
+    Ok(Json(json!({
+        "principal": p.principal,
+        "name": p.name,
+        "title": p.title,
+        "country": p.country,
+        "office": p.office,
+        "expires_ts": p.expires_ts,
+    })))
 }
 
 /// `DELETE /_hotline/v1/line_invites/{code}`.

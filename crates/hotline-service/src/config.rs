@@ -88,6 +88,12 @@ pub struct RateLimits {
     pub login_backoff_seconds: f64,
     /// The longest backoff.
     pub login_backoff_max_seconds: f64,
+    /// Line invite previews, a probe of guessable codes: per user and per
+    /// client address, a sustained rate per minute and a burst (0: off).
+    pub code_probes_per_user_per_minute: f64,
+    pub code_probes_per_user_burst: f64,
+    pub code_probes_per_ip_per_minute: f64,
+    pub code_probes_per_ip_burst: f64,
 }
 
 impl Default for RateLimits {
@@ -100,6 +106,10 @@ impl Default for RateLimits {
             login_failures_allowed: 5,
             login_backoff_seconds: 10.0,
             login_backoff_max_seconds: 900.0,
+            code_probes_per_user_per_minute: 10.0,
+            code_probes_per_user_burst: 20.0,
+            code_probes_per_ip_per_minute: 30.0,
+            code_probes_per_ip_burst: 60.0,
         }
     }
 }

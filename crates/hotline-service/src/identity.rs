@@ -24,7 +24,7 @@ use ruma::signatures::Ed25519KeyPair;
 use ruma::{OwnedUserId, UserId};
 use serde_json::{json, Value};
 
-pub use hotline_store::{AuditRow, LineInviteRow, OfficialRow};
+pub use hotline_store::{AuditRow, LineInviteRedemption, LineInviteRow, OfficialRow};
 
 use crate::accounts::{random_string, Sender, Session};
 use crate::policy::Origin;
@@ -166,6 +166,28 @@ pub fn verify_attestation(
     Ok(a)
 }
 
+/// What a line invite shows before it is redeemed: who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineInvitePreview {
+    /// The principal a redeemer gets a line with.
+    pub principal: String,
+    pub name: String,
+    pub title: String,
+    pub country: String,
+    pub office: String,
+    pub expires_ts: Option<i64>,
+}
+
+/// A user's current master key, for `hotline admin show-key`.
+pub struct CurrentKey {
+    pub user_id: String,
+    pub official: Option<OfficialRow>,
+    /// Unpadded base64; `None` before the user set up cross-signing.
+    pub master_key: Option<String>,
+    /// [`crate::fingerprint`]'s 12 groups of 5 digits, space-separated.
+    pub digits: Option<String>,
+}
+
 /// What `hotline admin enroll` asks for.
 pub struct Enrolment {
     pub username: String,
@@ -267,14 +289,16 @@ impl Services {
         Ok((user_id, code))
     }
 
-    /// `POST /_hotline/v1/enrol/{code}`: sets the password and signs in.
+    /// `POST /_hotline/v1/enrol/{code}`: sets the password and signs in;
+    /// also returns the official's record, so the enrolment screens can
+    /// say whose enrolment it is.
     pub async fn redeem_enrolment(
         &self,
         code: &str,
         password: String,
         device_id: Option<String>,
         device_name: Option<String>,
-    ) -> Result<Session> {
+    ) -> Result<(Session, OfficialRow)> {
         let mut o = self
             .store
             .official_by_enrol_code(&digest(code))?
@@ -306,9 +330,10 @@ impl Services {
             &o.user_id,
             json!({}),
         ));
-        batch.push(WriteOp::PutOfficial(o));
+        batch.push(WriteOp::PutOfficial(o.clone()));
         self.store.write(batch).await?;
-        self.open_session(&user_id, device_id, device_name).await
+        let session = self.open_session(&user_id, device_id, device_name).await?;
+        Ok((session, o))
     }
 
     // ----- vouching -----
@@ -329,7 +354,13 @@ impl Services {
         let master = self
             .master_public_key(user_id.as_str())?
             .ok_or_else(|| Error::forbidden("The official has no cross-signing master key yet"))?;
-        if normalise_fingerprint(fingerprint) != master {
+        // The office types what it compared: the digit form, or the base64 key.
+        let matches = match crate::fingerprint::typed_digits(fingerprint) {
+            Some(typed) => crate::fingerprint::digits_of_base64(&master, user_id.as_str())
+                .is_some_and(|d| d.replace(' ', "") == typed),
+            None => normalise_fingerprint(fingerprint) == master,
+        };
+        if !matches {
             return Err(Error::forbidden(
                 "The fingerprint does not match the official's current master key",
             ));
@@ -372,6 +403,26 @@ impl Services {
         });
         self.store.write(batch).await?;
         Ok(att)
+    }
+
+    /// `hotline admin show-key`: the user's current master key, as base64
+    /// and in the digit form, and their official record if enrolled.
+    pub fn current_key(&self, user: &str) -> Result<CurrentKey> {
+        let user_id = self.local_user_id(user)?;
+        let official = self.store.get_official(user_id.as_str())?;
+        if official.is_none() && self.store.get_user(user_id.as_str())?.is_none() {
+            return Err(Error::not_found("No such user"));
+        }
+        let master_key = self.master_public_key(user_id.as_str())?;
+        let digits = master_key
+            .as_deref()
+            .and_then(|k| crate::fingerprint::digits_of_base64(k, user_id.as_str()));
+        Ok(CurrentKey {
+            user_id: user_id.to_string(),
+            official,
+            master_key,
+            digits,
+        })
     }
 
     /// `hotline admin revoke`: the attestation stops counting at once.
@@ -545,12 +596,71 @@ impl Services {
         Ok(row)
     }
 
-    /// `GET /_hotline/v1/line_invites`: the invites of the sender's principal.
-    pub fn line_invites(&self, sender: &UserId) -> Result<Vec<LineInviteRow>> {
+    /// `GET /_hotline/v1/line_invites`: the invites of the sender's
+    /// principal, each with who redeemed it (oldest first).
+    pub fn line_invites(
+        &self,
+        sender: &UserId,
+    ) -> Result<Vec<(LineInviteRow, Vec<LineInviteRedemption>)>> {
         let principal = self
             .principal_of(sender)?
             .ok_or_else(|| Error::forbidden("Only principals and their aides have line invites"))?;
-        Ok(self.store.line_invites_of(principal.as_str())?)
+        let mut redeemed: BTreeMap<String, Vec<LineInviteRedemption>> = BTreeMap::new();
+        for r in self.store.line_invite_redemptions_of(principal.as_str())? {
+            redeemed.entry(r.code.clone()).or_default().push(r);
+        }
+        Ok(self
+            .store
+            .line_invites_of(principal.as_str())?
+            .into_iter()
+            .map(|i| {
+                let by = redeemed.remove(&i.code).unwrap_or_default();
+                (i, by)
+            })
+            .collect())
+    }
+
+    /// `GET /_hotline/v1/line_invites/{code}`: who is calling, before a
+    /// redeem. Any signed-in user may ask about a code they hold: what it
+    /// shows (the inviting principal's name, title, country, office) is in
+    /// the directory every signed-in user reads already, and only a
+    /// principal can redeem. It does not show its uses, who created it, or
+    /// whom it is bound to; a code bound to someone else, revoked or expired
+    /// is refused in the words (and errcodes) a redeem would use, and an
+    /// unknown one is `M_NOT_FOUND`. Used-up codes are shown: their
+    /// redeemers open them again to get back to their line. Callers are
+    /// limited per user and per address ([`crate::ratelimit`]) before this.
+    pub fn preview_line_invite(&self, sender: &UserId, code: &str) -> Result<LineInvitePreview> {
+        let inv = self
+            .store
+            .get_line_invite(code)?
+            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
+        let refuse = |why: &str| Error::forbidden(format!("This line invite {why}"));
+        if inv
+            .for_user
+            .as_deref()
+            .is_some_and(|u| u != sender.as_str())
+        {
+            return Err(refuse("is meant for someone else"));
+        }
+        if inv.revoked {
+            return Err(refuse("was revoked by its office"));
+        }
+        if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
+            return Err(refuse("has expired"));
+        }
+        let o = self
+            .store
+            .get_official(&inv.principal)?
+            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
+        Ok(LineInvitePreview {
+            principal: o.user_id,
+            name: o.name,
+            title: o.title,
+            country: o.country,
+            office: o.office,
+            expires_ts: inv.expires_ts,
+        })
     }
 
     /// `DELETE /_hotline/v1/line_invites/{code}`.
@@ -656,6 +766,7 @@ impl Services {
                         WriteOp::UseLineInvite {
                             code: code.to_owned(),
                             now_ms: now_ms(),
+                            redeemer: me.to_string(),
                         },
                         audit(
                             me.as_str(),

@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod backup;
 pub mod config;
 pub mod error;
+pub mod fingerprint;
 pub mod identity;
 pub mod keys;
 pub mod media;

@@ -75,6 +75,9 @@ pub struct RateLimiter {
     failing_addresses: AtomicUsize,
     /// Failed password checks per account (user id).
     login_failures: Mutex<HashMap<String, LoginFailures>>,
+    /// Code probes (line invite previews), per user and per address, apart
+    /// from the request buckets: a probe costs far more of its allowance.
+    probes: Mutex<HashMap<String, Bucket>>,
 }
 
 /// An account's recent failed password checks.
@@ -103,7 +106,44 @@ impl RateLimiter {
             auth_failures: Mutex::new(HashMap::new()),
             failing_addresses: AtomicUsize::new(0),
             login_failures: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes one code probe (a look at a line invite by its code) for the
+    /// user and one for the client address: codes are random, but a
+    /// preview answers whether one exists, so guessing is held to a few a
+    /// minute per user and per address, whichever is used up first.
+    pub fn check_code_probe(&self, user: &str, ip: Option<IpAddr>) -> Result<()> {
+        let l = &self.limits;
+        let now = Instant::now();
+        let mut probes = self.probes.lock();
+        if probes.len() > 100_000 {
+            probes.clear();
+        }
+        let mut take = |key: String, per_minute: f64, burst: f64| {
+            if per_minute <= 0.0 {
+                return Ok(());
+            }
+            let rate = per_minute / 60.0;
+            probes
+                .entry(key)
+                .or_insert_with(|| Bucket::full(burst, now))
+                .take(now, rate, burst)
+        };
+        take(
+            format!("u:{user}"),
+            l.code_probes_per_user_per_minute,
+            l.code_probes_per_user_burst,
+        )?;
+        if let Some(ip) = ip {
+            take(
+                format!("a:{ip}"),
+                l.code_probes_per_ip_per_minute,
+                l.code_probes_per_ip_burst,
+            )?;
+        }
+        Ok(())
     }
 
     /// Refuses a password attempt for `account` while its backoff runs,
@@ -309,6 +349,29 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(l.note_login_failure_at("@a:x", now), None);
         }
+    }
+
+    #[test]
+    fn code_probes_are_limited_per_user_and_per_address() {
+        let l = RateLimiter::new(RateLimits {
+            code_probes_per_user_per_minute: 1.0,
+            code_probes_per_user_burst: 2.0,
+            code_probes_per_ip_per_minute: 1.0,
+            code_probes_per_ip_burst: 3.0,
+            ..RateLimits::default()
+        });
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        l.check_code_probe("@a:x", Some(ip)).unwrap();
+        l.check_code_probe("@a:x", Some(ip)).unwrap();
+        // The user's burst is used up; about a minute until the next.
+        let wait = retry_after(l.check_code_probe("@a:x", Some(ip)));
+        assert!((1..=60_000).contains(&wait), "{wait}");
+        // Another user at the same address has one probe of the address's left.
+        l.check_code_probe("@b:x", Some(ip)).unwrap();
+        retry_after(l.check_code_probe("@c:x", Some(ip)));
+        // Elsewhere, the same users are limited only by their own bucket.
+        l.check_code_probe("@b:x", Some("10.0.0.2".parse().unwrap()))
+            .unwrap();
     }
 
     #[test]

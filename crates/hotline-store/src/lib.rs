@@ -215,6 +215,8 @@ pub trait Store: Send + Sync + 'static {
     fn get_attestation(&self, user_id: &str) -> Result<Option<AttestationRow>>;
     fn get_line_invite(&self, code: &str) -> Result<Option<LineInviteRow>>;
     fn line_invites_of(&self, principal: &str) -> Result<Vec<LineInviteRow>>;
+    /// The redemptions of the invites of `principal`, oldest first.
+    fn line_invite_redemptions_of(&self, principal: &str) -> Result<Vec<LineInviteRedemption>>;
     /// The line between two principals, in either order.
     fn get_line(&self, a: &str, b: &str) -> Result<Option<LineRow>>;
     fn audit_log(&self) -> Result<Vec<AuditRow>>;

@@ -85,6 +85,9 @@ CREATE TABLE IF NOT EXISTS line_invites (
   uses_allowed INTEGER, uses INTEGER NOT NULL DEFAULT 0, expires_ts INTEGER,
   revoked INTEGER NOT NULL DEFAULT 0, created_ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS line_invites_principal ON line_invites (principal);
+-- Who redeemed which invite (written with the use it counts).
+CREATE TABLE IF NOT EXISTS line_invite_redemptions (
+  code TEXT NOT NULL, user_id TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (code, user_id));
 CREATE TABLE IF NOT EXISTS lines (
   principal_a TEXT NOT NULL, principal_b TEXT NOT NULL, room_id TEXT NOT NULL, created_ts INTEGER NOT NULL,
   PRIMARY KEY (principal_a, principal_b));

@@ -1137,7 +1137,11 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             )?
             .execute(params![i.code, i.principal, i.created_by, i.for_user, i.uses_allowed, i.uses, i.expires_ts, i.revoked, i.created_ts])?;
         }
-        WriteOp::UseLineInvite { code, now_ms } => {
+        WriteOp::UseLineInvite {
+            code,
+            now_ms,
+            redeemer,
+        } => {
             let counted = c
                 .prepare_cached(
                     "UPDATE line_invites SET uses = uses + 1 WHERE code = ?1 AND revoked = 0
@@ -1151,6 +1155,10 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
                     Some("line invite revoked, used up or expired".into()),
                 ));
             }
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO line_invite_redemptions (code, user_id, ts) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![code, redeemer, now_ms])?;
         }
         WriteOp::RevokeLineInvite { code } => {
             c.prepare_cached("UPDATE line_invites SET revoked = 1 WHERE code = ?1")?
@@ -2095,6 +2103,23 @@ impl Store for SqliteStore {
                 "SELECT {INVITE_COLS} FROM line_invites WHERE principal = ?1 ORDER BY created_ts DESC"
             ))?
             .query_map(params![principal], invite_row)?
+            .collect()
+        })
+    }
+
+    fn line_invite_redemptions_of(&self, principal: &str) -> Result<Vec<LineInviteRedemption>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT r.code, r.user_id, r.ts FROM line_invite_redemptions r
+                 JOIN line_invites i ON i.code = r.code WHERE i.principal = ?1 ORDER BY r.ts, r.user_id",
+            )?
+            .query_map(params![principal], |r| {
+                Ok(LineInviteRedemption {
+                    code: r.get(0)?,
+                    user_id: r.get(1)?,
+                    ts: r.get(2)?,
+                })
+            })?
             .collect()
         })
     }

@@ -202,6 +202,14 @@ pub struct LineInviteRow {
     pub created_ts: i64,
 }
 
+/// One redemption of a line invite: who, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineInviteRedemption {
+    pub code: String,
+    pub user_id: String,
+    pub ts: i64,
+}
+
 /// A direct line: one room between two principals (`principal_a < principal_b`).
 #[derive(Clone, Debug)]
 pub struct LineRow {
@@ -380,6 +388,8 @@ pub enum WriteOp {
     UseLineInvite {
         code: String,
         now_ms: i64,
+        /// Recorded as the invite's redeemer.
+        redeemer: String,
     },
     RevokeLineInvite {
         code: String,

@@ -128,14 +128,22 @@ enum Admin {
         #[arg(long, default_value = "http://127.0.0.1:8008")]
         base_url: String,
     },
-    /// Vouch for an official after comparing their master-key fingerprint
-    /// in person: the server signs an attestation.
+    /// Vouch for an official after comparing their identity fingerprint in
+    /// person: the server signs an attestation. Compare the 12 groups of 5
+    /// digits the official's device shows with `hotline admin show-key
+    /// USER`, then type them here, e.g.
+    /// `--master-key "37387 05678 88433 13374 79125 81185 78117 34644 96669 84652 72533 29707"`.
     Vouch {
         user: String,
-        /// The fingerprint shown on the official's device (base64, spaces allowed).
+        /// The fingerprint as compared: the 60 digits (any spacing), or
+        /// the master key's base64 (spaces allowed).
         #[arg(long)]
         master_key: String,
     },
+    /// Print a user's current identity (cross-signing master) key: the
+    /// fingerprint in 12 groups of 5 digits, as the official's device
+    /// shows it, and the key's base64.
+    ShowKey { user: String },
     /// Revoke an official's attestation, at once.
     Revoke { user: String },
     /// Print the append-only audit log.
@@ -316,6 +324,12 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             println!("enrolled {user_id}");
             println!("code {code}");
             println!("link {}/#/enrol/{code}", base_url.trim_end_matches('/'));
+            // What the office does next, once the official has set up keys.
+            println!(
+                "then compare the 12 groups of 5 digits the official's device shows with \
+                 `hotline admin show-key {user_id}`, and vouch: \
+                 `hotline admin vouch {user_id} --master-key 'DIGITS'`"
+            );
             Ok(())
         }
         Command::Admin(Admin::Vouch { user, master_key }) => {
@@ -327,6 +341,31 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             store.close();
             println!("{}", serde_json::to_string_pretty(&att)?);
             Ok(())
+        }
+        Command::Admin(Admin::ShowKey { user }) => {
+            let (services, store) = open(config)?;
+            let key = services.current_key(&user).map_err(|e| e.to_string());
+            store.close();
+            let key = key?;
+            println!("user {}", key.user_id);
+            if let Some(o) = &key.official {
+                println!(
+                    "official {}, {} of {} ({})",
+                    o.name, o.title, o.country, o.office
+                );
+            }
+            match (&key.master_key, &key.digits) {
+                (Some(master), Some(digits)) => {
+                    println!("fingerprint {digits}");
+                    println!("master_key {master}");
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "{} has no identity key yet (cross-signing not set up)",
+                    key.user_id
+                )
+                .into()),
+            }
         }
         Command::Admin(Admin::Revoke { user }) => {
             let (services, store) = open(config)?;

@@ -451,6 +451,7 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
         "",
         r#"{"max_uses":1,"expires_in_ms":60000,"for_user":"$BOB"}"#,
     ),
+    ("GET", "/_hotline/v1/line_invites/{code}", "", ""),
     ("DELETE", "/_hotline/v1/line_invites/{code}", "", ""),
     ("POST", "/_hotline/v1/line_invites/{code}/redeem", "", "{}"),
     ("GET", "/healthz", "", ""),

@@ -3,6 +3,7 @@ import { humanError } from "../lib/errors";
 import type { MatrixClient } from "matrix-js-sdk";
 import { api, Credentials, defaultBaseUrl, deviceName, MatrixError } from "../lib/session";
 import { groupFingerprint } from "../lib/attestation";
+import { fingerprintGroups } from "../lib/fingerprint";
 import { ownMasterKey, refreshIdentity, titleLine, useIdentity } from "../lib/identity";
 import { navigate } from "../lib/hooks";
 import { LockIcon, SealCheckIcon, ShieldAlertIcon } from "./icons";
@@ -15,6 +16,57 @@ function Brand() {
       </span>
       <span class="brand-name">Hotline</span>
     </div>
+  );
+}
+
+/** Whose enrolment it is, as the protocol office enrolled them (from the enrolment answer). */
+export interface Enrollee {
+  userId: string;
+  name: string;
+  title: string;
+  country: string;
+  office: string;
+}
+
+const ENROLLEE_KEY = "hotline.enrollee";
+
+function saveEnrollee(e: Enrollee): void {
+  try {
+    sessionStorage.setItem(ENROLLEE_KEY, JSON.stringify(e));
+  } catch {
+    /* shown from the profile instead */
+  }
+}
+
+function loadEnrollee(userId: string): Enrollee | null {
+  try {
+    const e = JSON.parse(sessionStorage.getItem(ENROLLEE_KEY) || "null");
+    return e && e.userId === userId ? e : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whose enrolment this is: name, title and user id, on every enrolment
+ * screen (key set-up, fingerprint), so a shared or mixed-up link is seen
+ * at once. From the enrolment answer; after a reload, from the
+ * attestation once vouched, else the profile's name.
+ */
+export function WhoseEnrolment({ mx }: { mx: MatrixClient }) {
+  const userId = mx.getUserId()!;
+  const s = useIdentity(userId);
+  const e = loadEnrollee(userId);
+  const att = s.kind === "verified" ? s.att : null;
+  const name = e?.name ?? att?.name ?? mx.getUser(userId)?.displayName ?? null;
+  const title = e ? `${e.title} · ${e.country}` : att ? titleLine(att) : null;
+  return (
+    <p class="enrollee" data-testid="enrollee">
+      Enrolment of {name ? <strong>{name}</strong> : null}
+      {title ? `, ${title}` : ""}
+      <br />
+      <code>{userId}</code>
+    </p>
   );
 }
 
@@ -46,6 +98,7 @@ export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, pa
         password,
         initial_device_display_name: deviceName(),
       });
+      if (r.official) saveEnrollee({ userId: r.user_id, ...r.official });
       props.onEnrolled({ baseUrl, userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token }, password);
     } catch (err) {
       setError(
@@ -108,12 +161,45 @@ export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, pa
   );
 }
 
-/** The master key fingerprint, grouped in fours for reading aloud. */
-export function FingerprintBox({ fingerprint }: { fingerprint: string }) {
+/**
+ * The master key fingerprint as the office compares it: 12 groups of 5
+ * digits (lib/fingerprint.ts; `hotline admin show-key` prints the same),
+ * and the key's base64 on request.
+ */
+export function FingerprintBox({ fingerprint, userId }: { fingerprint: string; userId: string }) {
+  const [groups, setGroups] = useState<string[] | null>(null);
+  useEffect(() => {
+    let live = true;
+    setGroups(null);
+    fingerprintGroups(fingerprint, userId).then(
+      (g) => live && setGroups(g),
+      () => live && setGroups([]),
+    );
+    return () => {
+      live = false;
+    };
+  }, [fingerprint, userId]);
   return (
-    <output class="fingerprint" aria-label="Identity key fingerprint" data-testid="fingerprint">
-      {groupFingerprint(fingerprint)}
-    </output>
+    <div class="fingerprint-box">
+      <output
+        class="fingerprint digits"
+        aria-label="Identity key fingerprint, 12 groups of 5 digits"
+        aria-busy={groups === null}
+        data-testid="fingerprint"
+        data-ready={groups !== null}
+      >
+        {groups?.map((g, i) => (
+          <span key={i}>
+            {g}
+            {i < groups.length - 1 ? " " : ""}
+          </span>
+        ))}
+      </output>
+      <details class="fingerprint-base64">
+        <summary>Show the key as base64</summary>
+        <code data-testid="fingerprint-base64">{groupFingerprint(fingerprint)}</code>
+      </details>
+    </div>
   );
 }
 
@@ -204,12 +290,14 @@ export function FingerprintStep({ mx, onDone }: { mx: MatrixClient; onDone: () =
         <h1 id="fp-title" tabIndex={-1} ref={heading}>
           Your identity fingerprint
         </h1>
+        <WhoseEnrolment mx={mx} />
         <p class="muted">
-          <strong>Show this to your protocol office to be vouched for.</strong> They compare it, in person, with the
-          key their system shows for your account, then vouch for you: your counterparts then see you as verified.
+          <strong>Show this to your protocol office to be vouched for.</strong> They compare the digits, in person,
+          with the ones their system shows for your account, then vouch for you: your counterparts then see you as
+          verified.
         </p>
         {fp ? (
-          <FingerprintBox fingerprint={fp} />
+          <FingerprintBox fingerprint={fp} userId={mx.getUserId()!} />
         ) : (
           <p class="error" role="alert">
             This device has no identity key yet. Set up secure keys first.

@@ -3,6 +3,7 @@ import { humanError } from "../lib/errors";
 import type { MatrixClient } from "matrix-js-sdk";
 import { MatrixError, setSecretKeyBytes, useRecoveryKey } from "../lib/session";
 import { LockIcon } from "./icons";
+import { WhoseEnrolment } from "./Enrol";
 
 export type KeyStatus = "ready" | "needs-setup" | "needs-recovery";
 
@@ -40,6 +41,8 @@ export function KeySetup(props: {
   mx: MatrixClient;
   status: Exclude<KeyStatus, "ready">;
   password: string | null;
+  /** During enrolment: the screen says whose enrolment it is. */
+  enrolment?: boolean;
   onDone: () => void;
 }) {
   const { mx } = props;
@@ -147,6 +150,7 @@ export function KeySetup(props: {
           </span>
           <span class="brand-name">Hotline</span>
         </div>
+        {props.enrolment && <WhoseEnrolment mx={mx} />}
         {step === "intro" && (
           <form class="form" onSubmit={setUp}>
             <h1 id="keys-title" tabIndex={-1} ref={heading}>

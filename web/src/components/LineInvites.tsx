@@ -6,18 +6,21 @@ import {
   InviteState,
   inviteState,
   LineInvite,
+  InvitePreview,
   listInvites,
+  previewInvite,
   redeemInvite,
   revokeInvite,
   shareUrl,
 } from "../lib/lineInvites";
-import { displayName, normaliseUserId } from "../lib/lines";
+import { displayName } from "../lib/lines";
 import { MatrixError } from "../lib/session";
-import { identityOf, titleLine, useIdentityVersion } from "../lib/identity";
+import { identityOf, titleLine, useIdentity, useIdentityVersion } from "../lib/identity";
 import { dateTime, relative } from "../lib/format";
 import { navigate } from "../lib/hooks";
 import { QrCode } from "./QrCode";
-import { BackIcon, CheckIcon, CopyIcon, QrIcon, SealCheckIcon, TicketIcon } from "./icons";
+import { OfficialPicker } from "./OfficialPicker";
+import { BackIcon, CheckIcon, CopyIcon, QrIcon, SealCheckIcon, ShieldAlertIcon, TicketIcon } from "./icons";
 
 const VALIDITY: [string, number][] = [
   ["1 hour", 3600_000],
@@ -96,8 +99,14 @@ function summary(inv: LineInvite, now: number): string {
   if (inv.expires_ts !== null) {
     parts.push(inv.expires_ts > now ? `expires ${relative(inv.expires_ts, now)}` : `expired ${dateTime(inv.expires_ts)}`);
   }
-  if (inv.for_user) parts.push(`only for ${inv.for_user}`);
+  if (inv.for_user) parts.push(`only for ${forName(inv.for_user)}`);
   return parts.join(" · ");
+}
+
+/** An official by name and title when the directory vouches for them, else their user id. */
+function forName(userId: string): string {
+  const s = identityOf(userId);
+  return s.kind === "verified" ? `${s.att.name} (${titleLine(s.att)})` : userId;
 }
 
 /**
@@ -111,7 +120,7 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
   const [error, setError] = useState<string | null>(null);
   const [uses, setUses] = useState("1");
   const [validity, setValidity] = useState(String(7 * 86400_000));
-  const [forUser, setForUser] = useState("");
+  const [forUser, setForUser] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [created, setCreated] = useState<LineInvite | null>(null);
   const [shown, setShown] = useState<string | null>(null);
@@ -145,20 +154,12 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
       setError("Uses must be a whole number from 1 to 1000.");
       return;
     }
-    let bound: string | undefined;
-    if (forUser.trim()) {
-      bound = normaliseUserId(forUser, mx.getUserId()!);
-      if (!/^@[^:\s]+:\S+$/.test(bound)) {
-        setError("Enter the counterpart's user id like @name:server, or leave it empty.");
-        return;
-      }
-    }
     setBusy(true);
     try {
-      const inv = await createInvite(mx, { maxUses: n, expiresInMs: Number(validity), forUser: bound });
+      const inv = await createInvite(mx, { maxUses: n, expiresInMs: Number(validity), forUser: forUser || undefined });
       setCreated(inv);
       setShown(null);
-      setForUser("");
+      setForUser(null);
       await load();
     } catch (err) {
       setError(explain(err));
@@ -225,15 +226,19 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
               </div>
             </div>
             <label for="invite-for">Only for (optional)</label>
-            <input
+            <OfficialPicker
               id="invite-for"
-              autoCapitalize="none"
-              spellcheck={false}
-              placeholder="@counterpart:their-server"
+              label="Only for"
               value={forUser}
-              onInput={(e) => setForUser((e.target as HTMLInputElement).value)}
+              onChange={setForUser}
+              roles={["principal"]}
+              exclude={[mx.getUserId()!, ...(principal ? [principal] : [])]}
+              placeholder="Search principals by name, title or country"
             />
-            <p class="muted small">Bound to one counterpart, nobody else can redeem it, even with the link.</p>
+            <p class="muted small">
+              Bound to one counterpart (a principal the directory vouches for), nobody else can redeem it, even with
+              the link.
+            </p>
             {error && (
               <p class="error" role="alert">
                 {error}
@@ -275,6 +280,17 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
                           {summary(inv, now)} · created {dateTime(inv.created_ts)}
                           {inv.created_by !== inv.principal ? ` by ${displayName(mx, inv.created_by)}` : ""}
                         </span>
+                        {!!inv.redeemed_by?.length && (
+                          <span class="small redeemers" data-testid="redeemed-by">
+                            Redeemed by{" "}
+                            {inv.redeemed_by.map((r, i) => (
+                              <span key={r.user_id}>
+                                {i ? ", " : ""}
+                                <strong>{principalName(mx, r.user_id)}</strong> ({dateTime(r.ts)})
+                              </span>
+                            ))}
+                          </span>
+                        )}
                       </div>
                       <div class="row">
                         {st === "active" && (
@@ -337,6 +353,29 @@ function joined(mx: MatrixClient, roomId: string, timeoutMs = 30_000): Promise<v
 export function RedeemInvite({ mx, code }: { mx: MatrixClient; code: string }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const [preview, setPreview] = useState<InvitePreview | null>(null);
+  const [refused, setRefused] = useState<string | null>(null);
+  // Who is calling, before anything is accepted; refused codes say why.
+  useEffect(() => {
+    let live = true;
+    setPreview(null);
+    setRefused(null);
+    previewInvite(mx, code).then(
+      (p) => live && setPreview(p),
+      (err) =>
+        live &&
+        setRefused(
+          err instanceof MatrixError && err.status === 404
+            ? "This line invite does not exist. Check that the link is complete."
+            : err instanceof MatrixError && err.errcode === "M_LIMIT_EXCEEDED"
+              ? "Too many invites looked up. Wait a minute and open the link again."
+              : explain(err),
+        ),
+    );
+    return () => {
+      live = false;
+    };
+  }, [mx, code]);
   const open = async () => {
     setBusy(true);
     setError(null);
@@ -367,28 +406,76 @@ export function RedeemInvite({ mx, code }: { mx: MatrixClient; code: string }) {
             <TicketIcon size={30} />
           </span>
           <h2 id="redeem-h">You have a line invite</h2>
-          <p>
-            Opening it creates an official, end-to-end encrypted line between you and the principal whose office
-            sent it. You both join at once; either of you can text or call.
-          </p>
+          {preview ? (
+            <>
+              <Issuer preview={preview} />
+              <p>
+                Opening it creates an official, end-to-end encrypted line between you and {preview.name}. You both
+                join at once; either of you can text or call.
+              </p>
+            </>
+          ) : (
+            !refused && <p role="status">Checking who sent it…</p>
+          )}
           <p class="muted small">
             Invite <code>{code.slice(0, 6)}…</code>
           </p>
-          {error && (
+          {(refused || error) && (
             <p class="error" role="alert" data-testid="redeem-error">
-              {error}
+              {refused || error}
             </p>
           )}
           <div class="row center">
             <button type="button" onClick={() => navigate()}>
               Not now
             </button>
-            <button type="button" class="primary" onClick={open} disabled={busy}>
-              {busy ? "Opening…" : "Open the line"}
-            </button>
+            {preview && (
+              <button type="button" class="primary" onClick={open} disabled={busy}>
+                {busy ? "Opening…" : "Open the line"}
+              </button>
+            )}
           </div>
         </section>
       </div>
     </section>
+  );
+}
+
+/**
+ * The principal who sent an invite, as the server names them, checked
+ * against their attestation in the directory (signature by this server's
+ * key, current identity key): "verified" only when the attested name,
+ * title and country are the ones shown.
+ */
+function Issuer({ preview }: { preview: InvitePreview }) {
+  const s = useIdentity(preview.principal);
+  const verified =
+    s.kind === "verified" &&
+    s.att.name === preview.name &&
+    s.att.title === preview.title &&
+    s.att.country === preview.country;
+  const status = verified ? "verified" : s.kind === "unknown" ? "unknown" : "unverified";
+  return (
+    <div class={`issuer ${status}`} data-testid="invite-issuer" data-status={status}>
+      <p class="issuer-name">
+        {verified ? <SealCheckIcon size={18} /> : <ShieldAlertIcon size={18} />} <strong>{preview.name}</strong>
+      </p>
+      <p class="issuer-title">
+        {preview.title} · {preview.country}
+      </p>
+      <p class="muted small">
+        {preview.office} · <code>{preview.principal}</code>
+      </p>
+      <p class="small issuer-check">
+        {verified && s.kind === "verified"
+          ? `Verified: attested by ${s.att.office}`
+          : status === "unknown"
+            ? "Checking the directory…"
+            : "Not verified: no valid attestation of this identity in the directory. Do not open the line unless you expected it."}
+      </p>
+      <p class="small" data-testid="invite-expiry">
+        {preview.expires_ts === null ? "Does not expire" : `Expires ${dateTime(preview.expires_ts)} (${relative(preview.expires_ts, Date.now())})`}
+      </p>
+    </div>
   );
 }

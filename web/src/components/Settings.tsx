@@ -111,9 +111,9 @@ export function Settings(props: {
               <>
                 <p class="muted">
                   Your identity key fingerprint. Your protocol office compares it with you in person before vouching for
-                  you; read it to them in groups of four.
+                  you; read them the 12 groups of five digits.
                 </p>
-                <FingerprintBox fingerprint={fingerprint} />
+                <FingerprintBox fingerprint={fingerprint} userId={mx.getUserId()!} />
               </>
             )}
             {props.canInvite && (

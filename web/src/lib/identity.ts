@@ -172,6 +172,16 @@ class IdentityStore {
     this.changed();
   }
 
+  /** The officials whose attestation verifies and whose key is the attested one. */
+  verified(): Attestation[] {
+    const out: Attestation[] = [];
+    for (const u of this.entries.keys()) {
+      const s = this.status(u);
+      if (s.kind === "verified") out.push(s.att);
+    }
+    return out;
+  }
+
   status(userId: string): IdentityStatus {
     if (!this.loaded || !this.available) return { kind: "unknown" };
     const e = this.entries.get(userId);
@@ -215,6 +225,11 @@ export function identityLoaded(): boolean {
 /** Refreshes now (a "Check again" button); resolves when done. */
 export function refreshIdentity(): Promise<void> {
   return store ? store.refresh() : Promise.resolve();
+}
+
+/** The directory's verified officials, by name (for the pickers). */
+export function verifiedOfficials(): Attestation[] {
+  return (store ? store.verified() : []).sort((a, b) => a.name.localeCompare(b.name));
 }
 
 export function identityOf(userId: string): IdentityStatus {

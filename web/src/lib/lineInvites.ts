@@ -16,6 +16,18 @@ export interface LineInvite {
   expires_ts: number | null;
   revoked: boolean;
   created_ts: number;
+  /** Who redeemed it, oldest first. */
+  redeemed_by?: { user_id: string; ts: number }[];
+}
+
+/** What an invite shows before it is redeemed: who is calling (unverified until checked against the directory). */
+export interface InvitePreview {
+  principal: string;
+  name: string;
+  title: string;
+  country: string;
+  office: string;
+  expires_ts: number | null;
 }
 
 export type InviteState = "active" | "used" | "expired" | "revoked";
@@ -43,6 +55,13 @@ export async function createInvite(
 
 export async function revokeInvite(mx: MatrixClient, code: string): Promise<void> {
   await call(mx, "DELETE", `/_hotline/v1/line_invites/${encodeURIComponent(code)}`);
+}
+
+/** Who sent an invite (`GET /_hotline/v1/line_invites/{code}`); refusals as a redeem words them. */
+export async function previewInvite(mx: MatrixClient, code: string): Promise<InvitePreview> {
+  const r = await call(mx, "GET", `/_hotline/v1/line_invites/${encodeURIComponent(code)}`);
+  delete r.__status;
+  return r as InvitePreview;
 }
 
 /** Redeems an invite: the server opens the line (or returns the existing one). */
