@@ -4,7 +4,7 @@ import { LineSummary } from "../lib/lines";
 import { iso, shortWhen } from "../lib/format";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
-import { GearIcon, PlusIcon, TicketIcon } from "./icons";
+import { PlusIcon, TicketIcon } from "./icons";
 import { navigate } from "../lib/hooks";
 import { identityOf, useIdentityVersion } from "../lib/identity";
 
@@ -38,22 +38,24 @@ export function LineList(props: {
   return (
     <nav class="sidebar" aria-label="Lines">
       <header class="sidebar-head">
-        <button class="me" type="button" onClick={() => navigate("settings")} aria-label="Settings and account">
+        {/* Your own avatar and name open Settings, as in Signal or WhatsApp
+            (no gear beside it: the name gets the room, and "Invites" its label). */}
+        <button class="me" type="button" onClick={() => navigate("settings")} aria-label="Settings and account" title="Settings and account">
           <Avatar mx={mx} userId={me} name={myName} mxc={mx.getUser(me)?.avatarUrl} size={32} />
           <span class="me-name">{myName}</span>
-          <GearIcon />
         </button>
         <span class="head-actions">
           {props.canInvite && (
             <a
               class={"icon-button accent labelled" + (props.invitesOpen ? " current" : "")}
               href="#/invites"
+              aria-label="Line invites"
               title="Line invites: your direct numbers to share"
               aria-current={props.invitesOpen ? "page" : undefined}
               data-testid="invites-link"
             >
               <TicketIcon />
-              <span>Line invites</span>
+              <span>Invites</span>
             </a>
           )}
           <button class="icon-button accent" type="button" onClick={props.onNewLine} aria-label="New line" title="New line">
