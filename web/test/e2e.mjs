@@ -722,6 +722,8 @@ test("official enrolment: set a password, key set-up, fingerprint, vouched by th
     const page = await newPage(`official-${key}`);
     await page.goto(link);
     await page.getByRole("heading", { name: "Set your password" }).waitFor();
+    // Before anything is set, the link says whose enrolment it is.
+    await page.getByTestId("enrollee").filter({ hasText: `${o.name}, ${o.title} · ${o.country}` }).filter({ hasText: userId }).filter({ hasText: o.office }).waitFor();
     await page.getByLabel("New password").fill(o.password);
     await page.getByLabel("Confirm password").fill(o.password + "-typo");
     await page.getByRole("button", { name: "Set password and continue" }).click();
@@ -769,13 +771,12 @@ test("official enrolment: set a password, key set-up, fingerprint, vouched by th
     assert.equal(new URL(page.url()).hash, "#/");
     official[key] = { page, userId, masterKey: att.master_key, digits: fp };
 
-    // The code worked once: the same link is refused, in words.
+    // The code worked once: the same link is refused, in words, before any
+    // password is typed (and no form is offered to type one into).
     const again = await newPage(`enrol-again-${key}`);
     await again.goto(link);
-    await again.getByLabel("New password").fill("some-other-password");
-    await again.getByLabel("Confirm password").fill("some-other-password");
-    await again.getByRole("button", { name: "Set password and continue" }).click();
-    await again.getByRole("alert").filter({ hasText: "Unknown or already used enrolment code" }).waitFor();
+    await again.getByTestId("enrol-link-error").filter({ hasText: "Unknown or already used enrolment code" }).waitFor();
+    assert.equal(await again.getByLabel("New password").count(), 0);
     await again.context().close();
   }
   // Settings shows one's own fingerprint and vouched-for state.

@@ -16,7 +16,10 @@ pub fn routes() -> Routes {
     Routes::new()
         .route("/_matrix/key/v2/server", get(get_server_keys_route))
         .route("/_hotline/v1/directory", get(get_directory_route))
-        .route("/_hotline/v1/enrol/{code}", post(redeem_enrolment_route))
+        .route(
+            "/_hotline/v1/enrol/{code}",
+            get(preview_enrolment_route).post(redeem_enrolment_route),
+        )
         .route(
             "/_hotline/v1/line_invites",
             get(list_line_invites_route).post(create_line_invite_route),
@@ -83,6 +86,30 @@ pub struct EnrolBody {
 }
 
 /// `POST /_hotline/v1/enrol/{code}`: set the password, get a session.
+/// `GET /_hotline/v1/enrol/{code}`: whose enrolment the code opens (name,
+/// title, country, office, role, user id, expiry). No token: the person
+/// enrolling has none yet. Each look is a code probe for the address.
+pub async fn preview_enrolment_route(
+    State(s): State<AppState>,
+    _: IpLimited,
+    ClientAddr(ip): ClientAddr,
+    PathArgs(code): PathArgs<String>,
+) -> ApiResult<Json<Value>> {
+    // Without a user, the address stands for one in the per-user bucket too.
+    let who = ip.map_or_else(|| "anonymous".to_owned(), |ip| format!("anonymous@{ip}"));
+    s.services.ratelimit.check_code_probe(&who, ip)?;
+    let o = s.services.preview_enrolment(&code)?;
+    Ok(Json(json!({
+        "user_id": o.user_id,
+        "name": o.name,
+        "title": o.title,
+        "country": o.country,
+        "office": o.office,
+        "role": o.role,
+        "expires_ts": o.enrol_expires_ts,
+    })))
+}
+
 pub async fn redeem_enrolment_route(
     State(s): State<AppState>,
     _: IpLimited,

@@ -292,6 +292,25 @@ impl Services {
     /// `POST /_hotline/v1/enrol/{code}`: sets the password and signs in;
     /// also returns the official's record, so the enrolment screens can
     /// say whose enrolment it is.
+    /// `GET /_hotline/v1/enrol/{code}`: whose enrolment a code opens, so
+    /// the enrolment screen names the official before a password is set (a
+    /// link forwarded to the wrong person shows at once). The code is the
+    /// credential itself (it sets the password), so its holder learns
+    /// nothing a redeem would not tell them; a used or expired code answers
+    /// as a redeem does.
+    pub fn preview_enrolment(&self, code: &str) -> Result<OfficialRow> {
+        let o = self
+            .store
+            .official_by_enrol_code(&digest(code))?
+            .ok_or_else(|| Error::forbidden("Unknown or already used enrolment code"))?;
+        if o.enrol_expires_ts.is_some_and(|t| t <= now_ms()) {
+            return Err(Error::forbidden(
+                "This enrolment code has expired; ask the protocol office for a new one",
+            ));
+        }
+        Ok(o)
+    }
+
     pub async fn redeem_enrolment(
         &self,
         code: &str,

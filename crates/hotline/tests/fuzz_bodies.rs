@@ -438,6 +438,7 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     // Hotline's own API, server keys, operations
     ("GET", "/_matrix/key/v2/server", "", ""),
     ("GET", "/_hotline/v1/directory", "", ""),
+    ("GET", "/_hotline/v1/enrol/{code}", "", ""),
     (
         "POST",
         "/_hotline/v1/enrol/{code}",

@@ -364,3 +364,43 @@ fn regex_like_groups(s: &str) -> bool {
         && g.iter()
             .all(|x| x.len() == 5 && x.bytes().all(|b| b.is_ascii_digit()))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolment_link_names_the_official_before_a_password_is_set_and_only_while_unused() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let code = server.enroll("varga", "Jon Varga", "principal", None, "24");
+    let look = |code: String| {
+        let http = &http;
+        async move {
+            http.call("GET", &format!("/_hotline/v1/enrol/{code}"), None, None)
+                .await
+        }
+    };
+
+    // No token needed: the person enrolling has none yet.
+    let (s, v) = look(code.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["user_id"], "@varga:localhost");
+    assert_eq!(v["name"], "Jon Varga");
+    assert_eq!(v["role"], "principal");
+    assert!(v["expires_ts"].as_i64().is_some(), "{v}");
+    assert!(v.get("enrol_code_hash").is_none(), "nothing secret: {v}");
+
+    // A wrong code, a used one and an expired one answer as a redeem does.
+    assert_eq!(
+        status_errcode(&look("not-a-code".into()).await),
+        (403, "M_FORBIDDEN")
+    );
+    let (s, _) = http.redeem_enrolment(&code).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        status_errcode(&look(code).await),
+        (403, "M_FORBIDDEN"),
+        "a used code names nobody"
+    );
+    let stale = server.enroll("late", "Late Comer", "principal", None, "0");
+    let (s, v) = look(stale).await;
+    assert_eq!(s, 403);
+    assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
+}

@@ -75,6 +75,26 @@ export function WhoseEnrolment({ mx }: { mx: MatrixClient }) {
  * official sets a password; the server signs in a first device.
  */
 export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, password: string) => void }) {
+  // Whose enrolment the link opens, before anything is set: a link sent to
+  // the wrong person shows at once. A used or expired link says so here.
+  const [who, setWho] = useState<(Enrollee & { role: string }) | null>(null);
+  const [linkError, setLinkError] = useState<string | null>(null);
+  // Used, expired or unknown: no password form to fill in vain.
+  const [linkDead, setLinkDead] = useState(false);
+  useEffect(() => {
+    let live = true;
+    api(defaultBaseUrl(), "GET", `/_hotline/v1/enrol/${encodeURIComponent(props.code)}`).then(
+      (r) => live && setWho({ userId: r.user_id, name: r.name, title: r.title, country: r.country, office: r.office, role: r.role }),
+      (err) => {
+        if (!live) return;
+        setLinkError(humanError(err));
+        setLinkDead(err instanceof MatrixError && (err.status === 403 || err.status === 404));
+      },
+    );
+    return () => {
+      live = false;
+    };
+  }, [props.code]);
   const [password, setPassword] = useState("");
   const [confirm, setConfirm] = useState("");
   const [busy, setBusy] = useState(false);
@@ -117,39 +137,56 @@ export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, pa
       <div class="auth-card">
         <Brand />
         <h1 id="enrol-title">Set your password</h1>
-        <p class="muted">
-          Your protocol office enrolled you in Hotline. Choose a password to finish setting up your account; this
-          link works only once.
-        </p>
-        <form class="form" onSubmit={submit} noValidate>
-          <label for="enrol-password">New password</label>
-          <input
-            id="enrol-password"
-            type="password"
-            autoComplete="new-password"
-            autoFocus
-            required
-            value={password}
-            onInput={(e) => setPassword((e.target as HTMLInputElement).value)}
-          />
-          <label for="enrol-confirm">Confirm password</label>
-          <input
-            id="enrol-confirm"
-            type="password"
-            autoComplete="new-password"
-            required
-            value={confirm}
-            onInput={(e) => setConfirm((e.target as HTMLInputElement).value)}
-          />
-          {error && (
-            <p class="error" role="alert">
-              {error}
+        {who ? (
+          <p class="enrollee" data-testid="enrollee">
+            Enrolment of <strong>{who.name}</strong>, {who.title} · {who.country}
+            <br />
+            <code>{who.userId}</code>
+            <br />
+            <span class="muted">by {who.office}</span>
+          </p>
+        ) : linkError ? (
+          <p class="error" role="alert" data-testid="enrol-link-error">
+            {linkError}
+          </p>
+        ) : null}
+        {!linkDead && (
+          <>
+            <p class="muted">
+              Your protocol office enrolled you in Hotline. Choose a password to finish setting up your account; this
+              link works only once.
             </p>
-          )}
-          <button class="primary wide" type="submit" disabled={busy || !password || !confirm}>
-            {busy ? "Setting up…" : "Set password and continue"}
-          </button>
-        </form>
+            <form class="form" onSubmit={submit} noValidate>
+              <label for="enrol-password">New password</label>
+              <input
+                id="enrol-password"
+                type="password"
+                autoComplete="new-password"
+                autoFocus
+                required
+                value={password}
+                onInput={(e) => setPassword((e.target as HTMLInputElement).value)}
+              />
+              <label for="enrol-confirm">Confirm password</label>
+              <input
+                id="enrol-confirm"
+                type="password"
+                autoComplete="new-password"
+                required
+                value={confirm}
+                onInput={(e) => setConfirm((e.target as HTMLInputElement).value)}
+              />
+              {error && (
+                <p class="error" role="alert">
+                  {error}
+                </p>
+              )}
+              <button class="primary wide" type="submit" disabled={busy || !password || !confirm}>
+                {busy ? "Setting up…" : "Set password and continue"}
+              </button>
+            </form>
+          </>
+        )}
         <p class="switch">
           Already set up?{" "}
           <button class="link" type="button" onClick={() => navigate()}>
