@@ -191,7 +191,6 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   const [call, setCall] = useState<CallView | null>(null);
   const [newLine, setNewLine] = useState(false);
   const [dismissed, setDismissed] = useState(false);
-  const [canInvite, setCanInvite] = useState(false);
   const own = useIdentity(mx.getUserId()!);
 
   useEffect(() => {
@@ -218,9 +217,7 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   // attestation says (asking the server would be a 403 for everyone else,
   // on every page load).
   const ownRole = own.kind === "verified" ? own.att.role : null;
-  useEffect(() => {
-    setCanInvite(ownRole === "principal" || ownRole === "aide");
-  }, [ownRole]);
+  const canInvite = ownRole === "principal" || ownRole === "aide";
 
   useEffect(() => {
     if (synced && !performance.getEntriesByName("hotline:lines").length) performance.mark("hotline:lines");

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Json;
-use hotline_service::identity::{LineInviteRedemption, LineInviteRow};
+use hotline_service::identity::{LineInviteRedemption, LineInviteRow, OfficialRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -85,7 +85,6 @@ pub struct EnrolBody {
     initial_device_display_name: Option<String>,
 }
 
-/// `POST /_hotline/v1/enrol/{code}`: set the password, get a session.
 /// `GET /_hotline/v1/enrol/{code}`: whose enrolment the code opens (name,
 /// title, country, office, role, user id, expiry). No token: the person
 /// enrolling has none yet. Each look is a code probe for the address.
@@ -99,17 +98,24 @@ pub async fn preview_enrolment_route(
     let who = ip.map_or_else(|| "anonymous".to_owned(), |ip| format!("anonymous@{ip}"));
     s.services.ratelimit.check_code_probe(&who, ip)?;
     let o = s.services.preview_enrolment(&code)?;
-    Ok(Json(json!({
-        "user_id": o.user_id,
+    let mut v = official_json(&o);
+    v["user_id"] = json!(o.user_id);
+    v["expires_ts"] = json!(o.enrol_expires_ts);
+    Ok(Json(v))
+}
+
+/// Whose enrolment it is, as the office enrolled them.
+fn official_json(o: &OfficialRow) -> Value {
+    json!({
         "name": o.name,
         "title": o.title,
         "country": o.country,
         "office": o.office,
         "role": o.role,
-        "expires_ts": o.enrol_expires_ts,
-    })))
+    })
 }
 
+/// `POST /_hotline/v1/enrol/{code}`: set the password, get a session.
 pub async fn redeem_enrolment_route(
     State(s): State<AppState>,
     _: IpLimited,
@@ -130,13 +136,7 @@ pub async fn redeem_enrolment_route(
         "access_token": session.access_token,
         "device_id": session.device_id,
         // Whose enrolment this is, for the enrolment screens.
-        "official": {
-            "name": official.name,
-            "title": official.title,
-            "country": official.country,
-            "office": official.office,
-            "role": official.role,
-        },
+        "official": official_json(&official),
     })))
 }
 

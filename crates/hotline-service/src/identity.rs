@@ -289,15 +289,12 @@ impl Services {
         Ok((user_id, code))
     }
 
-    /// `POST /_hotline/v1/enrol/{code}`: sets the password and signs in;
-    /// also returns the official's record, so the enrolment screens can
-    /// say whose enrolment it is.
     /// `GET /_hotline/v1/enrol/{code}`: whose enrolment a code opens, so
     /// the enrolment screen names the official before a password is set (a
     /// link forwarded to the wrong person shows at once). The code is the
     /// credential itself (it sets the password), so its holder learns
-    /// nothing a redeem would not tell them; a used or expired code answers
-    /// as a redeem does.
+    /// nothing a redeem would not tell them: a redeem checks the code the
+    /// same way, here, first.
     pub fn preview_enrolment(&self, code: &str) -> Result<OfficialRow> {
         let o = self
             .store
@@ -311,6 +308,9 @@ impl Services {
         Ok(o)
     }
 
+    /// `POST /_hotline/v1/enrol/{code}`: sets the password and signs in;
+    /// also returns the official's record, so the enrolment screens can
+    /// say whose enrolment it is.
     pub async fn redeem_enrolment(
         &self,
         code: &str,
@@ -318,15 +318,7 @@ impl Services {
         device_id: Option<String>,
         device_name: Option<String>,
     ) -> Result<(Session, OfficialRow)> {
-        let mut o = self
-            .store
-            .official_by_enrol_code(&digest(code))?
-            .ok_or_else(|| Error::forbidden("Unknown or already used enrolment code"))?;
-        if o.enrol_expires_ts.is_some_and(|t| t <= now_ms()) {
-            return Err(Error::forbidden(
-                "This enrolment code has expired; ask the protocol office for a new one",
-            ));
-        }
+        let mut o = self.preview_enrolment(code)?;
         if password.len() < 8 || password.len() > 1024 {
             return Err(Error::invalid_param(
                 "The password must have 8 to 1024 characters",

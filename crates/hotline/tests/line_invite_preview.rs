@@ -8,19 +8,6 @@ mod common;
 use common::{status_errcode, Http, Server};
 use serde_json::{json, Value};
 
-async fn create_invite(http: &Http, token: &str, body: Value) -> Value {
-    let (s, v) = http
-        .call(
-            "POST",
-            "/_hotline/v1/line_invites",
-            Some(token),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v
-}
-
 async fn preview(http: &Http, token: Option<&str>, code: &str) -> (u16, Value) {
     http.call(
         "GET",
@@ -48,12 +35,12 @@ async fn a_preview_shows_who_is_calling_and_nothing_more_to_any_signed_in_user()
 
     // Made by the aide, bound to Scholz: the preview names the principal,
     // not the aide, and not whom it is bound to or its uses.
-    let inv = create_invite(
-        &http,
-        &aide,
-        json!({"max_uses": 3, "for_user": "@scholz:localhost"}),
-    )
-    .await;
+    let inv = http
+        .create_line_invite(
+            &aide,
+            json!({"max_uses": 3, "for_user": "@scholz:localhost"}),
+        )
+        .await;
     let code = inv["code"].as_str().unwrap();
     let (s, v) = preview(&http, Some(&scholz), code).await;
     assert_eq!(s, 200, "{v}");
@@ -89,7 +76,7 @@ async fn a_preview_shows_who_is_calling_and_nothing_more_to_any_signed_in_user()
 
     // Unbound: any signed-in user may look, a plain user included (they
     // then learn at redeem time that only a principal can redeem).
-    let open = create_invite(&http, &macron, json!({})).await;
+    let open = http.create_line_invite(&macron, json!({})).await;
     let open_code = open["code"].as_str().unwrap();
     for token in [&stranger, &scholz, &aide] {
         let (s, v) = preview(&http, Some(token), open_code).await;
@@ -116,7 +103,7 @@ async fn a_preview_shows_who_is_calling_and_nothing_more_to_any_signed_in_user()
     assert_eq!(status_errcode(&r), (404, "M_NOT_FOUND"));
 
     // Revoked and expired: refused in the redeem's words.
-    let revoked = create_invite(&http, &macron, json!({})).await;
+    let revoked = http.create_line_invite(&macron, json!({})).await;
     let revoked = revoked["code"].as_str().unwrap();
     let (s, _) = http
         .call(
@@ -130,7 +117,9 @@ async fn a_preview_shows_who_is_calling_and_nothing_more_to_any_signed_in_user()
     let r = preview(&http, Some(&scholz), revoked).await;
     assert_eq!(status_errcode(&r), (403, "M_FORBIDDEN"));
     assert_eq!(r.1["error"], "This line invite was revoked by its office");
-    let short = create_invite(&http, &macron, json!({"expires_in_ms": 1000})).await;
+    let short = http
+        .create_line_invite(&macron, json!({"expires_in_ms": 1000}))
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = preview(&http, Some(&scholz), short["code"].as_str().unwrap()).await;
     assert_eq!(status_errcode(&r), (403, "M_FORBIDDEN"));
@@ -204,7 +193,7 @@ async fn previews_past_the_per_user_limit_are_refused_with_limit_exceeded() {
         .await;
     let prober = http.register("prober").await;
     let other = http.register("other").await;
-    let inv = create_invite(&http, &macron, json!({})).await;
+    let inv = http.create_line_invite(&macron, json!({})).await;
     let code = inv["code"].as_str().unwrap();
     // Guesses and hits alike use up the allowance.
     assert_eq!(

@@ -20,7 +20,12 @@ fn enc(s: &str) -> String {
 
 async fn ok(http: &Http, method: &str, token: &str, path: &str, body: Value) -> Value {
     let (status, v) = http
-        .call(method, &format!("{V3}{path}"), Some(token), Some(&body.to_string()))
+        .call(
+            method,
+            &format!("{V3}{path}"),
+            Some(token),
+            Some(&body.to_string()),
+        )
         .await;
     assert_eq!(status, 200, "{method} {path}: {v}");
     v
@@ -50,7 +55,14 @@ async fn an_identical_receipt_causes_no_write_and_wakes_no_sync() {
     let bob = http.register("bob").await;
     let room = http.create_room(&alice).await;
     let r = enc(&room);
-    ok(&http, "POST", &alice, &format!("/rooms/{r}/invite"), json!({"user_id": "@bob:localhost"})).await;
+    ok(
+        &http,
+        "POST",
+        &alice,
+        &format!("/rooms/{r}/invite"),
+        json!({"user_id": "@bob:localhost"}),
+    )
+    .await;
     ok(&http, "POST", &bob, &format!("/rooms/{r}/join"), json!({})).await;
     let send = |token: String, txn: &'static str, body: &'static str| {
         let http = &http;
@@ -73,7 +85,14 @@ async fn an_identical_receipt_causes_no_write_and_wakes_no_sync() {
         let r = r.clone();
         let alice = alice.clone();
         async move {
-            ok(http, "POST", &alice, &format!("/rooms/{r}/receipt/m.read/{}", enc(&ev)), json!({})).await;
+            ok(
+                http,
+                "POST",
+                &alice,
+                &format!("/rooms/{r}/receipt/m.read/{}", enc(&ev)),
+                json!({}),
+            )
+            .await;
         }
     };
     receipt(first.clone()).await;
@@ -91,8 +110,15 @@ async fn an_identical_receipt_causes_no_write_and_wakes_no_sync() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         receipt(first.clone()).await;
     });
-    assert!(!has_receipt(&quiet, &room), "an identical receipt is not news: {quiet}");
-    assert_eq!(quiet["next_batch"], token.as_str(), "an identical receipt advanced the stream: {quiet}");
+    assert!(
+        !has_receipt(&quiet, &room),
+        "an identical receipt is not news: {quiet}"
+    );
+    assert_eq!(
+        quiet["next_batch"],
+        token.as_str(),
+        "an identical receipt advanced the stream: {quiet}"
+    );
     assert!(
         started.elapsed() >= Duration::from_millis(wait),
         "the /sync returned early ({:?}): {quiet}",
@@ -111,8 +137,14 @@ async fn an_identical_receipt_causes_no_write_and_wakes_no_sync() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         receipt(second.clone()).await;
     });
-    assert!(has_receipt(&woken, &room), "the new receipt reaches bob: {woken}");
-    assert!(started.elapsed() < Duration::from_secs(20), "the new receipt woke the /sync");
+    assert!(
+        has_receipt(&woken, &room),
+        "the new receipt reaches bob: {woken}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the new receipt woke the /sync"
+    );
     let content = woken["rooms"]["join"][&room]["ephemeral"]["events"]
         .as_array()
         .unwrap()
@@ -120,5 +152,8 @@ async fn an_identical_receipt_causes_no_write_and_wakes_no_sync() {
         .find(|e| e["type"] == "m.receipt")
         .unwrap()["content"]
         .clone();
-    assert!(content[&second]["m.read"]["@alice:localhost"].is_object(), "{content}");
+    assert!(
+        content[&second]["m.read"]["@alice:localhost"].is_object(),
+        "{content}"
+    );
 }

@@ -20,8 +20,8 @@ import { CallView, placeCall } from "../lib/calls";
 import {
   cancelHeld,
   hold,
+  foldRedeliveries,
   readableDevices,
-  redeliveryOf,
   rememberUnread,
   useDeviceCount,
   useOutbox,
@@ -273,27 +273,9 @@ export function Chat(props: {
   const pending = room.getPendingEvents();
   const all = [...live, ...pending];
   const calls = useMemo(() => callRecords(mx, all), [props.tick, room.roomId]);
-  // A redelivery (a message sent again once the counterpart had a device)
-  // takes the place of its original, which the reader could not decrypt;
-  // only the original's sender can redeliver it.
-  const byId = new Map(all.map((e) => [e.getId(), e]));
-  const redelivered = new Map<string, MatrixEvent>();
-  for (const e of all) {
-    const of = redeliveryOf(e);
-    const orig = of ? byId.get(of) : undefined;
-    if (of && orig && orig.getSender() === e.getSender() && !redelivered.has(of)) redelivered.set(of, e);
-  }
-  const standsIn = new Set(redelivered.values());
-  const sentAt = new Map<MatrixEvent, number>();
-  const shown = all
-    .filter((e) => isShown(e) && !standsIn.has(e))
-    .map((e) => {
-      const r = redelivered.get(e.getId()!);
-      if (!r) return e;
-      sentAt.set(r, e.getTs());
-      return r;
-    });
-  const tsOf = (e: MatrixEvent) => sentAt.get(e) ?? e.getTs();
+  const folded = foldRedeliveries(all);
+  const shown = folded.events.filter(isShown);
+  const tsOf = (e: MatrixEvent) => folded.sentAt.get(e) ?? e.getTs();
 
   // Reset per room.
   useEffect(() => {

@@ -60,12 +60,22 @@ export function WhoseEnrolment({ mx }: { mx: MatrixClient }) {
   const att = s.kind === "verified" ? s.att : null;
   const name = e?.name ?? att?.name ?? mx.getUser(userId)?.displayName ?? null;
   const title = e ? `${e.title} · ${e.country}` : att ? titleLine(att) : null;
+  return <EnrolleeLine name={name} title={title} userId={userId} />;
+}
+
+function EnrolleeLine(props: { name: string | null; title: string | null; userId: string; office?: string }) {
   return (
     <p class="enrollee" data-testid="enrollee">
-      Enrolment of {name ? <strong>{name}</strong> : null}
-      {title ? `, ${title}` : ""}
+      Enrolment of {props.name ? <strong>{props.name}</strong> : null}
+      {props.title ? `, ${props.title}` : ""}
       <br />
-      <code>{userId}</code>
+      <code>{props.userId}</code>
+      {props.office && (
+        <>
+          <br />
+          <span class="muted">by {props.office}</span>
+        </>
+      )}
     </p>
   );
 }
@@ -121,13 +131,7 @@ export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, pa
       if (r.official) saveEnrollee({ userId: r.user_id, ...r.official });
       props.onEnrolled({ baseUrl, userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token }, password);
     } catch (err) {
-      setError(
-        err instanceof MatrixError
-          ? err.errcode === "M_LIMIT_EXCEEDED"
-            ? "Too many attempts. Wait a moment and try again."
-            : humanError(err)
-          : humanError(err),
-      );
+      setError(humanError(err));
       setBusy(false);
     }
   };
@@ -138,13 +142,7 @@ export function EnrolForm(props: { code: string; onEnrolled: (c: Credentials, pa
         <Brand />
         <h1 id="enrol-title">Set your password</h1>
         {who ? (
-          <p class="enrollee" data-testid="enrollee">
-            Enrolment of <strong>{who.name}</strong>, {who.title} · {who.country}
-            <br />
-            <code>{who.userId}</code>
-            <br />
-            <span class="muted">by {who.office}</span>
-          </p>
+          <EnrolleeLine name={who.name} title={`${who.title} · ${who.country}`} userId={who.userId} office={who.office} />
         ) : linkError ? (
           <p class="error" role="alert" data-testid="enrol-link-error">
             {linkError}

@@ -37,10 +37,6 @@ const STATE_LABEL: Record<InviteState, string> = {
   revoked: "Revoked",
 };
 
-function explain(e: unknown): string {
-  return humanError(e);
-}
-
 function principalName(mx: MatrixClient, userId: string): string {
   const s = identityOf(userId);
   if (s.kind === "verified") return `${s.att.name}, ${titleLine(s.att)}`;
@@ -132,7 +128,7 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
         setInvites(l);
         setError(null);
       },
-      (e) => setError(explain(e)),
+      (e) => setError(humanError(e)),
     );
   // Kept current while open: a redemption elsewhere shows as "Used up".
   useEffect(() => {
@@ -162,7 +158,7 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
       setForUser(null);
       await load();
     } catch (err) {
-      setError(explain(err));
+      setError(humanError(err));
     } finally {
       setBusy(false);
     }
@@ -175,7 +171,7 @@ export function LineInvites({ mx }: { mx: MatrixClient }) {
       if (created?.code === inv.code) setCreated(null);
       await load();
     } catch (err) {
-      setError(explain(err));
+      setError(humanError(err));
     }
   };
 
@@ -369,7 +365,7 @@ export function RedeemInvite({ mx, code }: { mx: MatrixClient; code: string }) {
             ? "This line invite does not exist. Check that the link is complete."
             : err instanceof MatrixError && err.errcode === "M_LIMIT_EXCEEDED"
               ? "Too many invites looked up. Wait a minute and open the link again."
-              : explain(err),
+              : humanError(err),
         ),
     );
     return () => {
@@ -387,7 +383,7 @@ export function RedeemInvite({ mx, code }: { mx: MatrixClient; code: string }) {
       setError(
         err instanceof MatrixError && err.status === 404
           ? "This line invite does not exist. Check that the link is complete."
-          : explain(err),
+          : humanError(err),
       );
       setBusy(false);
     }

@@ -61,6 +61,15 @@ function save(userId: string, roomId: string, entries: OutboxEntry[]): void {
   changed();
 }
 
+/** Takes one entry out of a room's outbox. */
+function drop(userId: string, roomId: string, id: string): void {
+  save(
+    userId,
+    roomId,
+    outbox(userId, roomId).filter((e) => e.id !== id),
+  );
+}
+
 /** Room ids with something waiting, for this user. */
 function roomsWaiting(userId: string): string[] {
   const p = `${PREFIX}${userId}:`;
@@ -102,12 +111,7 @@ export function rememberUnread(
 
 /** Drops a held message (the sender cancelled it). */
 export function cancelHeld(mx: MatrixClient, roomId: string, id: string): void {
-  const me = mx.getUserId()!;
-  save(
-    me,
-    roomId,
-    outbox(me, roomId).filter((e) => e.id !== id),
-  );
+  drop(mx.getUserId()!, roomId, id);
 }
 
 /**
@@ -180,11 +184,7 @@ export async function deliver(mx: MatrixClient, roomId: string): Promise<void> {
         if (!ready.get(e.to)) continue;
         const content = e.kind === "unread" ? { ...e.content, [REDELIVERY_OF]: e.eventId } : e.content;
         await mx.sendMessage(roomId, content as any);
-        save(
-          me,
-          roomId,
-          outbox(me, roomId).filter((x) => x.id !== e.id),
-        );
+        drop(me, roomId, e.id);
         sent = true;
         break;
       }
@@ -226,6 +226,31 @@ export function startDelivery(mx: MatrixClient): () => void {
     mx.off(CryptoEvent.DevicesUpdated as any, onUpdate);
     mx.off(ClientEvent.Sync, onSync);
   };
+}
+
+/**
+ * A timeline as the reader sees it: each redelivery takes the place of its
+ * original (which the reader could not decrypt), and `sentAt` keeps the
+ * original's time for it. Only the original's sender can redeliver it.
+ */
+export function foldRedeliveries(events: MatrixEvent[]): { events: MatrixEvent[]; sentAt: Map<MatrixEvent, number> } {
+  const byId = new Map(events.map((e) => [e.getId(), e]));
+  const redelivered = new Map<string, MatrixEvent>();
+  for (const e of events) {
+    const of = redeliveryOf(e);
+    const orig = of ? byId.get(of) : undefined;
+    if (of && orig && orig.getSender() === e.getSender() && !redelivered.has(of)) redelivered.set(of, e);
+  }
+  const standsIn = new Set(redelivered.values());
+  const sentAt = new Map<MatrixEvent, number>();
+  const out: MatrixEvent[] = [];
+  for (const e of events) {
+    if (standsIn.has(e)) continue;
+    const r = redelivered.get(e.getId()!);
+    if (r) sentAt.set(r, e.getTs());
+    out.push(r ?? e);
+  }
+  return { events: out, sentAt };
 }
 
 /** The original event a redelivery stands for, if it is one. */

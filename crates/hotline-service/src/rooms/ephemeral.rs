@@ -113,12 +113,9 @@ impl Services {
         // stream position and no /sync woken for it. (A client re-sending
         // its receipt on every render would otherwise keep every member's
         // /sync spinning.)
-        let current = self.store.get_receipt(
-            room_id.as_str(),
-            user.as_str(),
-            receipt_type,
-            &thread_id,
-        )?;
+        let current =
+            self.store
+                .get_receipt(room_id.as_str(), user.as_str(), receipt_type, &thread_id)?;
         if current.is_some_and(|r| r.event_id == event_id.as_str()) {
             return Ok(());
         }

@@ -332,18 +332,29 @@ impl Http {
         v["access_token"].as_str().unwrap().to_owned()
     }
 
-    /// Creates a line invite as `office` and redeems it as `principal`;
-    /// returns the line's room id.
-    pub async fn open_line(&self, office: &str, principal: &str) -> String {
+    /// Creates a line invite as `office` (a principal or their aide) with
+    /// the options in `body`; returns the invite.
+    pub async fn create_line_invite(
+        &self,
+        office: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
         let (s, inv) = self
             .call(
                 "POST",
                 "/_hotline/v1/line_invites",
                 Some(office),
-                Some("{}"),
+                Some(&body.to_string()),
             )
             .await;
         assert_eq!(s, 200, "{inv}");
+        inv
+    }
+
+    /// Creates a line invite as `office` and redeems it as `principal`;
+    /// returns the line's room id.
+    pub async fn open_line(&self, office: &str, principal: &str) -> String {
+        let inv = self.create_line_invite(office, serde_json::json!({})).await;
         let (s, v) = self
             .call(
                 "POST",
