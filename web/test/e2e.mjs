@@ -1065,11 +1065,18 @@ test("a changed identity key pauses the line until the office vouches again", as
   await B.getByTestId("identity-banner").filter({ hasText: "Your identity key is not the one" }).waitFor();
   assert.equal(await B.locator("#composer-input").isDisabled(), true);
 
-  // The office compares the new fingerprint in person and vouches again: the line resumes.
+  // "Check again" reads the directory at once; with no new vouch the line stays paused.
+  await A.getByRole("button", { name: "Check again" }).click();
+  await A.getByRole("button", { name: "Check again" }).waitFor();
+  assert.equal(await A.locator("#composer-input").isDisabled(), true, "still paused after checking again");
+  await banner.filter({ hasText: "This line is paused" }).waitFor();
+
+  // The office compares the new fingerprint in person and vouches again: the
+  // line resumes by itself (the directory's change reaches the page through
+  // /sync, or the paused line's 10 s look), with no click needed.
   admin("vouch", official.b.userId, "--master-key", newKey);
   const vouchedAt = Date.now();
-  await A.getByRole("button", { name: "Check again" }).click();
-  await banner.waitFor({ state: "detached" });
+  await banner.waitFor({ state: "detached", timeout: 15_000 });
   await mark(A.locator(".chat-head")).and(A.locator('[data-status="verified"]')).filter({ hasText: `${b.title} · ${b.country}` }).waitFor();
   await A.locator("#composer-input:not([disabled])").waitFor();
   // Bruno's page notices by itself (a paused line looks again every 10 s).
