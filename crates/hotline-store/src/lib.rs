@@ -16,11 +16,13 @@
 //! error codes) crosses this crate's public interface.
 
 mod backup;
+mod postgres;
 mod sqlite;
 mod types;
 mod walbuf;
 
 pub use backup::BackupReport;
+pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use types::*;
 

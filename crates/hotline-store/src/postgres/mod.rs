@@ -1,0 +1,374 @@
+//! The PostgreSQL engine: for deployments that outgrow one machine, with
+//! several `hotline serve` processes sharing one database.
+//!
+//! **Client.** `tokio-postgres`, driven by a small runtime of the engine's
+//! own (one I/O thread). The store's reads are plain function calls (the
+//! `Store` traits are synchronous: on SQLite a read is a few microseconds
+//! and needs no executor), so a read here blocks its caller on the query's
+//! future with `futures_executor::block_on`. That works on any thread, a
+//! Tokio worker included, because only the connection tasks need Tokio's
+//! reactor and they run on the engine's runtime; a `Client`'s query futures
+//! only talk to its connection task through channels. A `Client` is `Sync`
+//! and pipelines the queries of concurrent callers, so the read side is a
+//! few clients used round-robin ([`READERS`]) rather than a pool that hands
+//! out connections. Each client prepares a statement once and keeps it.
+//!
+//! **Writes.** One writer thread per process owns a connection and commits
+//! in groups, as the SQLite engine's writer does: every batch waiting in its
+//! queue goes into one transaction (see [`writer`]). PostgreSQL makes the
+//! commit durable (`synchronous_commit = on` for the writer's session, set
+//! explicitly, whatever the server's default), so a write resolves `Ok`
+//! only once it survives a crash of the server or the machine.
+//!
+//! **Stream positions across processes.** The stream's high-water mark is
+//! one row (`stream_position`). A group locks it (`SELECT ... FOR UPDATE`)
+//! before taking positions and writes the new mark just before committing;
+//! the row lock is held until the commit. So a second process's group
+//! waits for the first's commit and continues after it: positions are
+//! allocated and committed in the same order by every process, and no
+//! reader ever sees a position committed while a lower one is still
+//! pending. (Synapse's stream id generators reach the same guarantee the
+//! other way round, tracking a "persisted up to" position per writer.)
+//! Each commit also `NOTIFY`s `hotline_stream` with its mark, for other
+//! processes to wake their `/sync` waiters.
+//!
+//! **Schema.** Versioned migrations ([`schema`]), run at start under an
+//! advisory lock, so processes starting together migrate once.
+
+mod schema;
+mod writer;
+
+mod accounts;
+mod backup;
+mod ephemeral;
+mod identity;
+mod keys;
+mod media;
+mod rooms;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use crate::*;
+
+/// Clients the reads share (each pipelines its callers' queries).
+const READERS: usize = 4;
+
+pub(crate) type PgError = tokio_postgres::Error;
+pub(crate) type PgResult<T> = std::result::Result<T, PgError>;
+pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A connection and the statements prepared on it.
+pub(crate) struct Conn {
+    client: Client,
+    prepared: Mutex<HashMap<&'static str, Statement>>,
+}
+
+impl Conn {
+    fn new(client: Client) -> Self {
+        Self {
+            client,
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `sql` prepared on this connection (once; statements outlive
+    /// transactions, they belong to the connection).
+    pub(crate) async fn statement(&self, sql: &'static str) -> PgResult<Statement> {
+        if let Some(s) = self.prepared.lock().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).await?;
+        self.prepared.lock().insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub(crate) async fn exec(&self, sql: &'static str, params: Params<'_>) -> PgResult<u64> {
+        let s = self.statement(sql).await?;
+        self.client.execute(&s, params).await
+    }
+
+    pub(crate) async fn all(&self, sql: &'static str, params: Params<'_>) -> PgResult<Vec<Row>> {
+        let s = self.statement(sql).await?;
+        self.client.query(&s, params).await
+    }
+
+    pub(crate) async fn opt(&self, sql: &'static str, params: Params<'_>) -> PgResult<Option<Row>> {
+        let s = self.statement(sql).await?;
+        self.client.query_opt(&s, params).await
+    }
+
+    /// Statements with no parameters and no rows (transaction control).
+    pub(crate) async fn batch(&self, sql: &str) -> PgResult<()> {
+        self.client.batch_execute(sql).await
+    }
+}
+
+/// PostgreSQL engine.
+pub struct PostgresStore {
+    /// Drives every connection's I/O. `None` once closed.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    readers: Vec<Conn>,
+    next_reader: AtomicUsize,
+    inbox: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    hook: Arc<RwLock<Option<CommitHook>>>,
+    position: Arc<AtomicI64>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub(crate) fn engine<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+/// What a failed statement means to the store's callers.
+pub(crate) fn failure(e: &PgError) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION => {
+            StoreError::Conflict(e.to_string())
+        }
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => {
+            StoreError::Full(e.to_string())
+        }
+        _ => engine(e),
+    }
+}
+
+/// Whether a statement failed for want of the storage (space, the
+/// connection, the server) rather than because of what it wrote: then the
+/// whole group fails, as on SQLite.
+pub(crate) fn storage_failed(e: &PgError) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(c) => {
+            let class = &c.code()[..2];
+            // 53: insufficient resources; 57/58: operator intervention,
+            // system errors; 08: connection exceptions; XX: internal.
+            matches!(class, "53" | "57" | "58" | "08" | "XX")
+        }
+        // No SQL state: the connection or the protocol failed.
+        None => true,
+    }
+}
+
+/// Runs `f` to completion on this thread (see the module docs).
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    futures_executor::block_on(f)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`),
+    /// runs the migrations it lacks, and starts the writer.
+    pub fn open(url: &str) -> Result<Arc<Self>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("postgres-io")
+            .enable_all()
+            .build()
+            .map_err(engine)?;
+        let connect = |rt: &tokio::runtime::Runtime| -> Result<Client> {
+            let url = url.to_owned();
+            // Connecting needs the reactor: it runs on the engine's runtime,
+            // and its connection task stays there.
+            let handle = rt.spawn(async move {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::error!(error = %e, "PostgreSQL connection ended");
+                    }
+                });
+                Ok::<_, PgError>(client)
+            });
+            block_on(handle)
+                .map_err(engine)?
+                .map_err(|e| StoreError::Engine(format!("connecting to PostgreSQL: {e}")))
+        };
+        let mut writer_conn = Conn::new(connect(&runtime)?);
+        block_on(schema::migrate(&mut writer_conn))?;
+        let readers = (0..READERS)
+            .map(|_| connect(&runtime).map(Conn::new))
+            .collect::<Result<Vec<_>>>()?;
+        let position: i64 = block_on(writer_conn.opt("SELECT pos FROM stream_position", &[]))
+            .map_err(engine)?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        let position = Arc::new(AtomicI64::new(position));
+        let hook: Arc<RwLock<Option<CommitHook>>> = Arc::new(RwLock::new(None));
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let w = writer::Writer {
+                conn: writer_conn,
+                hook: hook.clone(),
+                position: position.clone(),
+            };
+            std::thread::Builder::new()
+                .name("postgres-writer".into())
+                .spawn(move || w.run(rx))
+                .map_err(engine)?
+        };
+        Ok(Arc::new(Self {
+            runtime: Mutex::new(Some(runtime)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            inbox: Mutex::new(Some(tx)),
+            hook,
+            position,
+            writer: Mutex::new(Some(writer)),
+        }))
+    }
+
+    /// A connection of its own to `url`, on a runtime that lives as long
+    /// as the process (tests, and `CREATE DATABASE` before a store opens).
+    #[cfg(test)]
+    pub(crate) fn open_admin(url: &str) -> Conn {
+        static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let rt = RT.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+        });
+        let url = url.to_owned();
+        let client = block_on(rt.spawn(async move {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, PgError>(client)
+        }))
+        .unwrap()
+        .unwrap();
+        Conn::new(client)
+    }
+
+    /// Stops the writer after the queued batches are committed, then the
+    /// connections.
+    pub fn close(&self) {
+        self.inbox.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        // Dropping a runtime blocks, which Tokio forbids inside another
+        // runtime (the server closes the store from one).
+        if let Some(rt) = self.runtime.lock().take() {
+            rt.shutdown_background();
+        }
+    }
+
+    fn reader(&self) -> &Conn {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        &self.readers[i]
+    }
+
+    /// Every row of a read, mapped.
+    pub(crate) fn query_all<T>(
+        &self,
+        sql: &'static str,
+        params: Params<'_>,
+        map: impl Fn(&Row) -> PgResult<T>,
+    ) -> Result<Vec<T>> {
+        let rows = block_on(self.reader().all(sql, params)).map_err(|e| failure(&e))?;
+        rows.iter().map(|r| map(r).map_err(engine)).collect()
+    }
+
+    /// The one row of a read (at most one), mapped.
+    pub(crate) fn query_one<T>(
+        &self,
+        sql: &'static str,
+        params: Params<'_>,
+        map: impl Fn(&Row) -> PgResult<T>,
+    ) -> Result<Option<T>> {
+        let row = block_on(self.reader().opt(sql, params)).map_err(|e| failure(&e))?;
+        row.as_ref().map(map).transpose().map_err(engine)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl PostgresStore {
+    pub(crate) fn submit(&self, batch: WriteBatch) -> WriteFuture {
+        let (reply, rx) = oneshot::channel();
+        let sent = match &*self.inbox.lock() {
+            Some(tx) => tx.send((batch, reply)).is_ok(),
+            None => false,
+        };
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Engine("store is closed".into()));
+            }
+            rx.await
+                .map_err(|_| StoreError::Engine("writer stopped".into()))?
+        })
+    }
+
+    pub(crate) fn install_hook(&self, hook: CommitHook) {
+        *self.hook.write() = Some(hook);
+    }
+
+    pub(crate) fn position(&self) -> i64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn read_stored_position(&self) -> Result<i64> {
+        let stored = self.query_one("SELECT pos FROM stream_position", &[], |r| r.try_get(0))?;
+        Ok(stored.unwrap_or(0).max(self.position()))
+    }
+
+    pub(crate) fn read_count_events(&self) -> Result<u64> {
+        let n: Option<i64> =
+            self.query_one("SELECT COUNT(*) FROM events", &[], |r| r.try_get(0))?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A store on a new, empty database of the server `HOTLINE_TEST_POSTGRES`
+    /// names (`postgres://user@host:port/db`; the tests make their own
+    /// databases beside `db`). Panics when it is not set: these tests are
+    /// run with a server (`scripts/test.sh` starts one).
+    pub(crate) fn fresh_store() -> Arc<PostgresStore> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let base = std::env::var("HOTLINE_TEST_POSTGRES")
+            .expect("HOTLINE_TEST_POSTGRES names the PostgreSQL server of the tests");
+        let name = format!(
+            "unit_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let admin = PostgresStore::open_admin(&base);
+        block_on(admin.batch(&format!("CREATE DATABASE {name}"))).unwrap();
+        let (head, _) = base.rsplit_once('/').unwrap();
+        PostgresStore::open(&format!("{head}/{name}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reads_and_writes_work_from_inside_a_current_thread_runtime() {
+        let store = fresh_store();
+        let before = store.read_stored_position().unwrap();
+        assert_eq!(before, 0);
+        let c = store.submit(WriteBatch::new()).await.unwrap();
+        assert!(c.items.is_empty());
+        assert_eq!(store.read_stored_position().unwrap(), before);
+        store.close();
+    }
+}
