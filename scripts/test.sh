@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
 # Runs every test of Hotline: Rust unit and integration tests (real server,
-# matrix-sdk client), the matrix-js-sdk interop script, and the web app's
-# browser tests when present.
+# matrix-sdk client) on each database engine, the matrix-js-sdk interop
+# script, and the web app's browser tests when present.
+#
+# The integration tests run twice: on SQLite (the default), then with
+# HOTLINE_TEST_ENGINE=postgres, each test server on a database of its own
+# in a PostgreSQL cluster this script starts (scripts/postgres.sh) and
+# stops. The PostgreSQL engine's own unit tests use that cluster too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
 scripts/deps.sh coturn   # the TURN test drives a real coturn
+scripts/postgres.sh install
 cargo build --release -p hotline
+
+pg_dir="${TMPDIR:-/tmp}/hotline-test-postgres-$$"
+pg_port="${HOTLINE_TEST_POSTGRES_PORT:-55439}"
+trap 'scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir" "$pg_dir.initdb.log"' EXIT
+export HOTLINE_TEST_POSTGRES="$(scripts/postgres.sh start "$pg_dir" "$pg_port")"
+export HOTLINE_TEST_POSTGRES_DIR="$pg_dir"
+
+echo "== Rust tests, SQLite"
 cargo test --release --workspace --exclude hotline-loadgen -- --test-threads 2
+echo "== Rust integration tests, PostgreSQL"
+HOTLINE_TEST_ENGINE=postgres cargo test --release -p hotline --tests -- --test-threads 2
+
 if [ -x tests/interop/run.sh ]; then
   tests/interop/run.sh
 fi

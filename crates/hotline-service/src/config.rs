@@ -12,8 +12,12 @@ pub struct Config {
     pub server_name: String,
     /// `ADDR:PORT` to listen on.
     pub listen: String,
-    /// Where the database, media and keys live.
+    /// Where media and keys live, and the SQLite database by default.
     pub data_dir: PathBuf,
+    /// The database: unset (or `sqlite`) for SQLite in `data_dir`,
+    /// `sqlite:PATH` for another file, or `postgres://USER@HOST:PORT/DB`
+    /// for PostgreSQL (several `hotline serve` processes may share one).
+    pub database: Option<String>,
     /// Open registration (`m.login.dummy`). Off by default: accounts come
     /// from registration tokens or `hotline admin create-user`.
     pub allow_registration: bool,
@@ -120,6 +124,7 @@ impl Default for Config {
             server_name: "localhost".into(),
             listen: "127.0.0.1:8008".into(),
             data_dir: PathBuf::from("hotline-data"),
+            database: None,
             allow_registration: false,
             max_request_bytes: 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
@@ -156,6 +161,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("server_name", Kind::Text),
     ("listen", Kind::Text),
     ("data_dir", Kind::Text),
+    ("database", Kind::Text),
     ("allow_registration", Kind::Bool),
     ("max_request_bytes", Kind::Integer),
     ("max_upload_bytes", Kind::Integer),
@@ -180,7 +186,30 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("turn.ttl_seconds", Kind::Integer),
 ];
 
+/// Which engine holds the data, from [`Config::database`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
 impl Config {
+    /// The database the configuration names (see [`Config::database`]).
+    pub fn database(&self) -> std::result::Result<Database, String> {
+        match self.database.as_deref().map(str::trim) {
+            None | Some("") | Some("sqlite") => Ok(Database::Sqlite(self.data_dir.join("hotline.db"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Database::Postgres(url.to_owned()))
+            }
+            Some(other) => match other.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => Ok(Database::Sqlite(PathBuf::from(path))),
+                _ => Err(format!(
+                    "database must be sqlite, sqlite:PATH or postgres://USER@HOST:PORT/DB, not {other:?}"
+                )),
+            },
+        }
+    }
+
     /// The environment variable that sets `key` (a dotted TOML path).
     pub fn env_name(key: &str) -> String {
         format!("HOTLINE_{}", key.replace('.', "__").to_uppercase())
@@ -288,5 +317,17 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(Config::load(Some("listne = \"x\""), env(&[])).is_err());
+    }
+
+    #[test]
+    fn the_database_is_sqlite_in_the_data_dir_unless_a_url_names_another() {
+        let c = Config::load(Some("data_dir = \"/d\""), env(&[])).unwrap();
+        assert_eq!(c.database(), Ok(Database::Sqlite(PathBuf::from("/d/hotline.db"))));
+        let c = Config::load(None, env(&[("HOTLINE_DATABASE", "postgres://h@127.0.0.1:5432/hl")])).unwrap();
+        assert_eq!(c.database(), Ok(Database::Postgres("postgres://h@127.0.0.1:5432/hl".into())));
+        let c = Config::load(Some("database = \"sqlite:/x/y.db\""), env(&[])).unwrap();
+        assert_eq!(c.database(), Ok(Database::Sqlite(PathBuf::from("/x/y.db"))));
+        let c = Config::load(Some("database = \"mysql://x\""), env(&[])).unwrap();
+        assert!(c.database().unwrap_err().contains("mysql://x"));
     }
 }

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 mod alloc;
 mod backup;
 use hotline_service::{Config, Services};
-use hotline_store::{Durability, SqliteStore};
+use hotline_service::config::Database;
+use hotline_store::{Durability, PostgresStore, SqliteStore, Store};
 
 #[derive(Parser)]
 #[command(
@@ -190,18 +191,50 @@ fn load_config(common: &Common) -> anyhow_lite::Result<Config> {
     Ok(config)
 }
 
-fn open(config: Config) -> anyhow_lite::Result<(Arc<Services>, Arc<SqliteStore>)> {
+/// The store the configuration names, open; closed by [`Engine::close`].
+enum Engine {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Engine {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Engine::Sqlite(s) => s.clone(),
+            Engine::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// Stops the writer once the queued writes are committed.
+    fn close(&self) {
+        match self {
+            Engine::Sqlite(s) => s.close(),
+            Engine::Postgres(s) => s.close(),
+        }
+    }
+}
+
+fn open(config: Config) -> anyhow_lite::Result<(Arc<Services>, Engine)> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
-    let durability = match config.durability.as_str() {
-        "normal" => Durability::Normal,
-        "full" => Durability::Full,
-        other => return Err(format!("durability must be full or normal, not {other}").into()),
+    let engine = match config.database()? {
+        Database::Sqlite(path) => {
+            let durability = match config.durability.as_str() {
+                "normal" => Durability::Normal,
+                "full" => Durability::Full,
+                other => {
+                    return Err(format!("durability must be full or normal, not {other}").into())
+                }
+            };
+            Engine::Sqlite(SqliteStore::open(path, durability).map_err(|e| e.to_string())?)
+        }
+        // PostgreSQL commits are always durable (`synchronous_commit` on).
+        Database::Postgres(url) => {
+            Engine::Postgres(PostgresStore::open(&url).map_err(|e| e.to_string())?)
+        }
     };
-    let store = SqliteStore::open(config.data_dir.join("hotline.db"), durability)
-        .map_err(|e| e.to_string())?;
-    let services = Services::new(config, store.clone()).map_err(|e| e.to_string())?;
-    Ok((services, store))
+    let services = Services::new(config, engine.store()).map_err(|e| e.to_string())?;
+    Ok((services, engine))
 }
 
 /// The first line of standard input, without its line ending.
@@ -386,6 +419,13 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             Ok(())
         }
         Command::Admin(Admin::Backup { dest }) => {
+            match config.database()? {
+                Database::Postgres(_) => return Err("admin backup copies a SQLite deployment; back a PostgreSQL one up with pg_dump or pg_basebackup, and copy the data directory (signing.key, media)".into()),
+                Database::Sqlite(path) if path != config.data_dir.join("hotline.db") => {
+                    return Err(format!("admin backup copies a data directory with its database in it; this one is at {}", path.display()).into())
+                }
+                Database::Sqlite(_) => {}
+            }
             let report =
                 tokio::task::spawn_blocking(move || backup::run(&config.data_dir, &dest)).await??;
             println!("{report}");

@@ -48,7 +48,7 @@ async fn server_key(http: &Http) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_under_load_restores_every_acknowledged_message_media_and_the_key() {
-    let mut server = Server::start().await;
+    let mut server = Server::start_sqlite(&["--allow-registration"]).await;
     let http = Http::new(&server.url);
     let alice = http.register("alice").await;
     let room = http.create_room(&alice).await;
@@ -225,7 +225,7 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_message_media_and
 
 #[tokio::test]
 async fn a_backup_refuses_a_destination_that_is_not_empty() {
-    let server = Server::start().await;
+    let server = Server::start_sqlite(&["--allow-registration"]).await;
     let parent = tempfile::tempdir().unwrap();
     std::fs::write(parent.path().join("keep.txt"), b"mine").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))

@@ -421,9 +421,8 @@ async fn vouching_signs_a_verifiable_attestation_and_a_key_change_pauses_the_lin
     let key = master_key(&http, &macron, "@macron:localhost").await;
 
     // The office compares the fingerprint: a wrong one is refused.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .arg("--data-dir")
-        .arg(&server.data)
+    let out = server
+        .command()
         .args(["admin", "vouch", "macron", "--master-key", "AAAAwrongAAAA"])
         .output()
         .unwrap();

@@ -259,10 +259,9 @@ async fn show_key_prints_the_digit_form_and_vouch_accepts_it() {
         .await;
     let user = "@macron:localhost";
     // No key yet: show-key says so.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+    let out = server
+        .command()
         .args([
-            "--data-dir",
-            server.data.to_str().unwrap(),
             "admin",
             "show-key",
             "macron",
@@ -306,10 +305,9 @@ async fn show_key_prints_the_digit_form_and_vouch_accepts_it() {
     let mut wrong: Vec<char> = expected.chars().collect();
     wrong[0] = if wrong[0] == '1' { '2' } else { '1' };
     let wrong: String = wrong.into_iter().collect();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+    let out = server
+        .command()
         .args([
-            "--data-dir",
-            server.data.to_str().unwrap(),
             "admin",
             "vouch",
             "macron",
@@ -321,10 +319,9 @@ async fn show_key_prints_the_digit_form_and_vouch_accepts_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not match"));
     // So are too few digits (they are not mistaken for base64).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+    let out = server
+        .command()
         .args([
-            "--data-dir",
-            server.data.to_str().unwrap(),
             "admin",
             "vouch",
             "macron",

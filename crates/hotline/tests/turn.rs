@@ -80,9 +80,8 @@ async fn turn_credentials_from_the_server_open_a_real_coturn_relay() {
     let port = free_port();
     let relay_min = 50_000 + (port % 100) * 100;
     let conf = server.data.join("coturn.conf");
-    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .arg("--data-dir")
-        .arg(&server.data)
+    let out = server
+        .command()
         .arg("turn-config")
         .arg("--out")
         .arg(&conf)

@@ -17,6 +17,61 @@ pub struct Server {
     /// Where the server's log (its stderr) goes, with the filter it runs
     /// at; `None` passes it through at `HOTLINE_TEST_LOG` (default `warn`).
     log: Option<(PathBuf, String)>,
+    /// The PostgreSQL database of this server (see [`test_database`]);
+    /// `None`: SQLite in the data directory.
+    pub database: Option<TestDatabase>,
+}
+
+/// A database of its own on the tests' PostgreSQL server, dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    server: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = psql(&self.server, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn psql(server: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-qtAX", "-v", "ON_ERROR_STOP=1", server, "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Whether the servers of the tests run on PostgreSQL
+/// (`HOTLINE_TEST_ENGINE=postgres`; `scripts/test.sh` runs the suite on
+/// each engine).
+pub fn on_postgres() -> bool {
+    std::env::var("HOTLINE_TEST_ENGINE").as_deref() == Ok("postgres")
+}
+
+/// On PostgreSQL, a new database for a server, on the server that
+/// `HOTLINE_TEST_POSTGRES` names (`postgres://USER@HOST:PORT/DB`).
+pub fn test_database() -> Option<TestDatabase> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if !on_postgres() {
+        return None;
+    }
+    let server = std::env::var("HOTLINE_TEST_POSTGRES")
+        .expect("HOTLINE_TEST_POSTGRES names the PostgreSQL server of the tests");
+    let name = format!(
+        "t_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    psql(&server, &format!("CREATE DATABASE {name}"));
+    let (head, _) = server.rsplit_once('/').expect("a database URL");
+    Some(TestDatabase {
+        url: format!("{head}/{name}"),
+        name,
+        server,
+    })
 }
 
 fn free_port() -> u16 {
@@ -43,6 +98,29 @@ impl Server {
             child: None,
             extra: args.iter().map(|s| s.to_string()).collect(),
             log: None,
+            database: test_database(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Like [`Server::start_with`], on SQLite whatever the tests' engine
+    /// (what the test checks is SQLite's: its files, its backup).
+    pub async fn start_sqlite(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        Self::start_in_tmp(tmp, args).await
+    }
+
+    async fn start_in_tmp(tmp: tempfile::TempDir, args: &[&str]) -> Server {
+        let mut s = Server {
+            url: String::new(),
+            port: 0,
+            data: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            child: None,
+            extra: args.iter().map(|s| s.to_string()).collect(),
+            log: None,
+            database: None,
         };
         s.spawn().await;
         s
@@ -61,6 +139,7 @@ impl Server {
             _tmp: Some(tmp),
             child: None,
             extra: vec!["--allow-registration".into()],
+            database: test_database(),
         };
         s.spawn().await;
         s
@@ -74,9 +153,8 @@ impl Server {
 
     /// Runs `hotline admin ...` against this server's data directory.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
-            .arg("--data-dir")
-            .arg(&self.data)
+        let out = self
+            .command()
             .arg("admin")
             .args(args)
             .output()
@@ -89,12 +167,22 @@ impl Server {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// `hotline --data-dir DATA`, on this server's database.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hotline"));
+        c.arg("--data-dir").arg(&self.data);
+        match &self.database {
+            Some(db) => c.env("HOTLINE_DATABASE", &db.url),
+            None => c.env_remove("HOTLINE_DATABASE"),
+        };
+        c
+    }
+
     pub async fn spawn(&mut self) {
         self.port = free_port();
         self.url = format!("http://127.0.0.1:{}", self.port);
-        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
-            .arg("--data-dir")
-            .arg(&self.data)
+        let child = self
+            .command()
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -221,9 +309,22 @@ impl Http {
 
 /// Every `(file, needle)` where a needle occurs in a file under `dir`
 /// (the database, its WAL, media...), read as raw bytes.
+///
+/// On PostgreSQL ([`on_postgres`]) the cluster's write-ahead log and every
+/// database's files are read too (`HOTLINE_TEST_POSTGRES_DIR` names the
+/// cluster's directory), after a checkpoint has written the tables out.
 pub fn scan_for_plaintext(dir: &std::path::Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
+    if on_postgres() {
+        let cluster = std::env::var("HOTLINE_TEST_POSTGRES_DIR")
+            .expect("HOTLINE_TEST_POSTGRES_DIR names the tests' PostgreSQL cluster directory");
+        let server = std::env::var("HOTLINE_TEST_POSTGRES").unwrap();
+        psql(&server, "CHECKPOINT");
+        let cluster = PathBuf::from(cluster);
+        stack.push(cluster.join("pg_wal"));
+        stack.push(cluster.join("base"));
+    }
     let mut files = 0;
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
@@ -457,6 +558,8 @@ impl Server {
             child: None,
             extra: args.iter().map(|s| s.to_string()).collect(),
             log: log.map(|(path, filter)| (path, filter.to_owned())),
+            // A data directory the caller made holds its own SQLite database.
+            database: None,
         };
         s.spawn().await;
         s
@@ -481,6 +584,7 @@ impl Server {
             _tmp: Some(tmp),
             child: None,
             extra,
+            database: test_database(),
         };
         s.spawn().await;
         s
