@@ -1,7 +1,8 @@
 //! Fuzzes the request bodies and path parameters of every route the server
-//! serves, through the real router (`hotline_api::app`) over a real SQLite
-//! store in a temporary directory, in process (`tower::ServiceExt::oneshot`,
-//! no socket).
+//! serves, through the real router (`hotline_api::app`) over a real store
+//! (SQLite in a temporary directory, or a PostgreSQL database of its own
+//! when the suite runs on PostgreSQL), in process
+//! (`tower::ServiceExt::oneshot`, no socket).
 //!
 //! The property: no request ever gets a `5xx` (a panicking handler becomes a
 //! `500` in `contain_failures`, so a panic shows as one), and every error
@@ -23,6 +24,8 @@
 //! instead; `HOTLINE_FUZZ_SEED` picks another deterministic sequence (the
 //! default seed is fixed, so CI runs are reproducible). A failure prints the
 //! seed, the case number and the request, enough to replay it.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -497,6 +500,7 @@ struct User {
 struct Fx {
     app: axum::Router,
     _dir: tempfile::TempDir,
+    _database: Option<common::TestDatabase>,
     alice: User,
     bob: User,
     room: String,
@@ -579,11 +583,16 @@ impl Fx {
         config.rate_limits.per_ip_burst = 1e9;
         // `normal`: a real store and the same code paths; only the fsync at
         // each commit is skipped, which would make the budget a disk test.
-        let store = hotline_store::SqliteStore::open(
-            dir.path().join("hotline.db"),
-            hotline_store::Durability::Normal,
-        )
-        .unwrap();
+        // On PostgreSQL (the suite's second engine), a database of its own.
+        let database = common::test_database();
+        let store: std::sync::Arc<dyn hotline_store::Store> = match &database {
+            Some(db) => hotline_store::PostgresStore::open(&db.url).unwrap(),
+            None => hotline_store::SqliteStore::open(
+                dir.path().join("hotline.db"),
+                hotline_store::Durability::Normal,
+            )
+            .unwrap(),
+        };
         let services = hotline_service::Services::new(config, store).unwrap();
         let app = hotline_api::app(services);
         let empty = || User {
@@ -596,6 +605,7 @@ impl Fx {
         let mut fx = Fx {
             app,
             _dir: dir,
+            _database: database,
             alice: empty(),
             bob: empty(),
             room: String::new(),
