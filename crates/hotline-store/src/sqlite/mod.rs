@@ -5,7 +5,7 @@
 //! then publishes it and answers its writers ([`syncer`]); a checkpointer
 //! thread copies the WAL into the main file off the commit path
 //! ([`checkpoint`]). Readers use a small pool of read-only connections
-//! (at most [`READ_POOL`] kept); WAL lets them run beside the writer.
+//! (eight kept, [`READ_POOL`]); WAL lets them run beside the writer.
 //!
 //! This file holds the store itself (open, close, the read pool and the
 //! shared read helpers [`SqliteStore::query_one`] and
