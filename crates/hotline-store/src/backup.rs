@@ -10,9 +10,9 @@
 //! past the snapshot, so its log grows for the length of the backup, and a
 //! RESTART round (past 256 MiB of log) gives up after its 20 ms wait.
 //!
-//! Pages are copied [`PAGES_PER_STEP`] at a time with [`PAUSE`] between
-//! steps, so the copy leaves the disk to the server between bursts: 4 MiB
-//! a step, ~1 s of pauses per GiB.
+//! Pages are copied 1,024 at a time ([`PAGES_PER_STEP`]) with 5 ms
+//! ([`PAUSE`]) between steps, so the copy leaves the disk to the server
+//! between bursts: 4 MiB a step, ~1 s of pauses per GiB.
 //!
 //! The copy is written to `DEST.partial`, checked (`PRAGMA
 //! integrity_check`), synced and only then renamed to `DEST`, so `DEST`

@@ -1,0 +1,23 @@
+//! The storage interface by domain. [`crate::Store`] is the sum of these
+//! traits plus the write path; an engine implements every one of them, each
+//! in the engine's own file for that domain (the SQLite engine's are
+//! `sqlite/accounts.rs`, `sqlite/rooms.rs`, ...).
+//!
+//! Calling a method of these traits needs the trait in scope:
+//! `use hotline_store::prelude::*;` brings them all.
+
+mod accounts;
+mod ephemeral;
+mod identity;
+mod key_backup;
+mod keys;
+mod media;
+mod rooms;
+
+pub use accounts::AccountStore;
+pub use ephemeral::EphemeralStore;
+pub use identity::IdentityStore;
+pub use key_backup::KeyBackupStore;
+pub use keys::KeyStore;
+pub use media::MediaStore;
+pub use rooms::RoomStore;
