@@ -322,9 +322,19 @@ mod tests {
     #[test]
     fn the_database_is_sqlite_in_the_data_dir_unless_a_url_names_another() {
         let c = Config::load(Some("data_dir = \"/d\""), env(&[])).unwrap();
-        assert_eq!(c.database(), Ok(Database::Sqlite(PathBuf::from("/d/hotline.db"))));
-        let c = Config::load(None, env(&[("HOTLINE_DATABASE", "postgres://h@127.0.0.1:5432/hl")])).unwrap();
-        assert_eq!(c.database(), Ok(Database::Postgres("postgres://h@127.0.0.1:5432/hl".into())));
+        assert_eq!(
+            c.database(),
+            Ok(Database::Sqlite(PathBuf::from("/d/hotline.db")))
+        );
+        let c = Config::load(
+            None,
+            env(&[("HOTLINE_DATABASE", "postgres://h@127.0.0.1:5432/hl")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.database(),
+            Ok(Database::Postgres("postgres://h@127.0.0.1:5432/hl".into()))
+        );
         let c = Config::load(Some("database = \"sqlite:/x/y.db\""), env(&[])).unwrap();
         assert_eq!(c.database(), Ok(Database::Sqlite(PathBuf::from("/x/y.db"))));
         let c = Config::load(Some("database = \"mysql://x\""), env(&[])).unwrap();

@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 mod alloc;
 mod backup;
-use hotline_service::{Config, Services};
 use hotline_service::config::Database;
+use hotline_service::{Config, Services};
 use hotline_store::{Durability, PostgresStore, SqliteStore, Store};
 
 #[derive(Parser)]

@@ -261,11 +261,7 @@ async fn show_key_prints_the_digit_form_and_vouch_accepts_it() {
     // No key yet: show-key says so.
     let out = server
         .command()
-        .args([
-            "admin",
-            "show-key",
-            "macron",
-        ])
+        .args(["admin", "show-key", "macron"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -307,13 +303,7 @@ async fn show_key_prints_the_digit_form_and_vouch_accepts_it() {
     let wrong: String = wrong.into_iter().collect();
     let out = server
         .command()
-        .args([
-            "admin",
-            "vouch",
-            "macron",
-            "--master-key",
-            &wrong,
-        ])
+        .args(["admin", "vouch", "macron", "--master-key", &wrong])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -321,13 +311,7 @@ async fn show_key_prints_the_digit_form_and_vouch_accepts_it() {
     // So are too few digits (they are not mistaken for base64).
     let out = server
         .command()
-        .args([
-            "admin",
-            "vouch",
-            "macron",
-            "--master-key",
-            &expected[..40],
-        ])
+        .args(["admin", "vouch", "macron", "--master-key", &expected[..40]])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -207,9 +207,8 @@ fn registration_token_row(r: &Row) -> PgResult<RegistrationTokenRow> {
     })
 }
 
-#[allow(dead_code)]
-impl PostgresStore {
-    pub(crate) fn get_user(&self, user_id: &str) -> Result<Option<UserRow>> {
+impl AccountStore for PostgresStore {
+    fn get_user(&self, user_id: &str) -> Result<Option<UserRow>> {
         self.query_one(
             "SELECT user_id, password_hash, displayname, avatar_url, created_ts, deactivated FROM users WHERE user_id = $1",
             &[&user_id],
@@ -217,12 +216,12 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn count_users(&self) -> Result<i64> {
+    fn count_users(&self) -> Result<i64> {
         let n = self.query_one("SELECT COUNT(*) FROM users", &[], |r| r.try_get(0))?;
         Ok(n.unwrap_or(0))
     }
 
-    pub(crate) fn find_token(&self, token_hash: &str) -> Result<Option<TokenRow>> {
+    fn find_token(&self, token_hash: &str) -> Result<Option<TokenRow>> {
         self.query_one(
             "SELECT token_hash, user_id, device_id FROM access_tokens WHERE token_hash = $1",
             &[&token_hash],
@@ -230,7 +229,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRow>> {
+    fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRow>> {
         self.query_all(
             "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 ORDER BY device_id COLLATE \"C\"",
             &[&user_id],
@@ -238,7 +237,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>> {
+    fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>> {
         self.query_one(
             "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 AND device_id = $2",
             &[&user_id, &device_id],
@@ -246,10 +245,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_registration_token(
-        &self,
-        token: &str,
-    ) -> Result<Option<RegistrationTokenRow>> {
+    fn get_registration_token(&self, token: &str) -> Result<Option<RegistrationTokenRow>> {
         self.query_one(
             "SELECT token, uses_allowed, completed, expiry_ts FROM registration_tokens WHERE token = $1",
             &[&token],
@@ -257,7 +253,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Option<String>> {
+    fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Option<String>> {
         self.query_one(
             "SELECT json FROM filters WHERE user_id = $1 AND filter_id = $2",
             &[&user_id, &filter_id],
@@ -265,7 +261,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_meta(&self, key: &str) -> Result<Option<String>> {
+    fn get_meta(&self, key: &str) -> Result<Option<String>> {
         self.query_one("SELECT value FROM meta WHERE key = $1", &[&key], |r| {
             r.try_get(0)
         })
@@ -278,7 +274,7 @@ mod tests {
     use super::*;
 
     async fn write(store: &PostgresStore, ops: Vec<WriteOp>) -> Result<Committed> {
-        store.submit(WriteBatch { ops }).await
+        store.write(WriteBatch { ops }).await
     }
 
     /// Rows of a table for one user and device, read past the store's
@@ -363,7 +359,7 @@ mod tests {
         .await
         .unwrap();
         assert!(c.items.iter().all(|(pos, _)| *pos == 0));
-        assert_eq!(store.read_stored_position().unwrap(), 0);
+        assert_eq!(store.stored_position().unwrap(), 0);
         let u = store.get_user("@alice:hl").unwrap().unwrap();
         assert_eq!(u.user_id, "@alice:hl");
         assert_eq!(u.password_hash.as_deref(), Some("$argon2id$hash"));

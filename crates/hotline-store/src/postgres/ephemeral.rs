@@ -94,13 +94,8 @@ fn presence_row(r: &Row) -> PgResult<PresenceRow> {
     })
 }
 
-#[allow(dead_code)]
-impl PostgresStore {
-    pub(crate) fn account_data_since(
-        &self,
-        user_id: &str,
-        since: i64,
-    ) -> Result<Vec<AccountDataRow>> {
+impl EphemeralStore for PostgresStore {
+    fn account_data_since(&self, user_id: &str, since: i64) -> Result<Vec<AccountDataRow>> {
         self.query_all(
             "SELECT user_id, room_id, kind, content, pos FROM account_data WHERE user_id = $1 AND pos > $2 ORDER BY pos",
             &[&user_id, &since],
@@ -108,7 +103,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_account_data(
+    fn get_account_data(
         &self,
         user_id: &str,
         room_id: &str,
@@ -121,7 +116,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<ReceiptRow>> {
+    fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<ReceiptRow>> {
         // Oldest first, as SQLite reads them off `receipts_pos`.
         self.query_all(
             "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, pos FROM receipts WHERE room_id = $1 AND pos > $2 ORDER BY pos",
@@ -130,11 +125,11 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>> {
+    fn latest_receipts(&self, room_id: &str) -> Result<Vec<ReceiptRow>> {
         self.receipts_since(room_id, 0)
     }
 
-    pub(crate) fn get_receipt(
+    fn get_receipt(
         &self,
         room_id: &str,
         user_id: &str,
@@ -149,7 +144,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_presence(&self, user_id: &str) -> Result<Option<PresenceRow>> {
+    fn get_presence(&self, user_id: &str) -> Result<Option<PresenceRow>> {
         self.query_one(
             "SELECT user_id, state, status_msg, last_active_ts, pos FROM presence WHERE user_id = $1",
             &[&user_id],
@@ -157,7 +152,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn users_present(&self) -> Result<Vec<String>> {
+    fn users_present(&self) -> Result<Vec<String>> {
         self.query_all(
             "SELECT user_id FROM presence WHERE state <> 'offline'",
             &[],

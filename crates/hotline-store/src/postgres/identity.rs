@@ -215,9 +215,8 @@ fn audit_row(r: &Row) -> PgResult<AuditRow> {
     })
 }
 
-#[allow(dead_code)]
-impl PostgresStore {
-    pub(crate) fn get_official(&self, user_id: &str) -> Result<Option<OfficialRow>> {
+impl IdentityStore for PostgresStore {
+    fn get_official(&self, user_id: &str) -> Result<Option<OfficialRow>> {
         self.query_one(
             concat!(
                 "SELECT ",
@@ -229,7 +228,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn list_officials(&self) -> Result<Vec<OfficialRow>> {
+    fn list_officials(&self) -> Result<Vec<OfficialRow>> {
         self.query_all(
             concat!(
                 "SELECT ",
@@ -241,7 +240,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn official_by_enrol_code(&self, code_hash: &str) -> Result<Option<OfficialRow>> {
+    fn official_by_enrol_code(&self, code_hash: &str) -> Result<Option<OfficialRow>> {
         self.query_one(
             concat!(
                 "SELECT ",
@@ -253,7 +252,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn list_attestations(&self) -> Result<Vec<AttestationRow>> {
+    fn list_attestations(&self) -> Result<Vec<AttestationRow>> {
         self.query_all(
             concat!(
                 "SELECT ",
@@ -265,7 +264,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_attestation(&self, user_id: &str) -> Result<Option<AttestationRow>> {
+    fn get_attestation(&self, user_id: &str) -> Result<Option<AttestationRow>> {
         self.query_one(
             concat!(
                 "SELECT ",
@@ -277,7 +276,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_line_invite(&self, code: &str) -> Result<Option<LineInviteRow>> {
+    fn get_line_invite(&self, code: &str) -> Result<Option<LineInviteRow>> {
         self.query_one(
             concat!(
                 "SELECT ",
@@ -289,7 +288,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn line_invites_of(&self, principal: &str) -> Result<Vec<LineInviteRow>> {
+    fn line_invites_of(&self, principal: &str) -> Result<Vec<LineInviteRow>> {
         self.query_all(
             concat!(
                 "SELECT ",
@@ -301,10 +300,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn line_invite_redemptions_of(
-        &self,
-        principal: &str,
-    ) -> Result<Vec<LineInviteRedemption>> {
+    fn line_invite_redemptions_of(&self, principal: &str) -> Result<Vec<LineInviteRedemption>> {
         self.query_all(
             r#"SELECT r.code, r.user_id, r.ts FROM line_invite_redemptions r
                JOIN line_invites i ON i.code = r.code WHERE i.principal = $1
@@ -314,7 +310,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_line(&self, a: &str, b: &str) -> Result<Option<LineRow>> {
+    fn get_line(&self, a: &str, b: &str) -> Result<Option<LineRow>> {
         // The pair is stored ordered by bytes (Rust's `str` order, which
         // the writers use), so it is ordered here the same way, not by SQL.
         let (a, b) = if a <= b { (a, b) } else { (b, a) };
@@ -325,7 +321,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn audit_log(&self) -> Result<Vec<AuditRow>> {
+    fn audit_log(&self) -> Result<Vec<AuditRow>> {
         self.query_all(
             "SELECT seq, ts, actor, action, subject, detail FROM audit_log ORDER BY seq",
             &[],
@@ -345,7 +341,7 @@ mod tests {
     }
 
     async fn write(store: &PostgresStore, ops: Vec<WriteOp>) -> Result<Committed> {
-        store.submit(WriteBatch { ops }).await
+        store.write(WriteBatch { ops }).await
     }
 
     fn official(user_id: &str, name: &str, code_hash: Option<&str>) -> OfficialRow {
@@ -711,13 +707,13 @@ mod tests {
         .unwrap();
         // Submitted together, likely committed as one group: the second
         // redeem of a one-use invite fails, the others commit.
-        let a = store.submit(WriteBatch {
+        let a = store.write(WriteBatch {
             ops: vec![redeem("c1", 10, "@a:x"), audit("a")],
         });
-        let b = store.submit(WriteBatch {
+        let b = store.write(WriteBatch {
             ops: vec![redeem("c1", 11, "@b:x"), audit("b")],
         });
-        let c = store.submit(WriteBatch {
+        let c = store.write(WriteBatch {
             ops: vec![audit("c")],
         });
         assert!(a.await.is_ok());

@@ -181,9 +181,8 @@ fn to_device_row(r: &Row) -> PgResult<ToDeviceRow> {
 // SQLite gives no ORDER BY for several of these reads; its primary-key
 // index returns them in key order, so the same order is asked for here
 // (byte order, as SQLite compares text), to make both engines agree.
-#[allow(dead_code)]
-impl PostgresStore {
-    pub(crate) fn device_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+impl KeyStore for PostgresStore {
+    fn device_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {
         self.query_all(
             r#"SELECT device_id, json FROM device_keys WHERE user_id = $1 ORDER BY device_id COLLATE "C""#,
             &[&user_id],
@@ -191,11 +190,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn one_time_key_counts(
-        &self,
-        user_id: &str,
-        device_id: &str,
-    ) -> Result<Vec<(String, i64)>> {
+    fn one_time_key_counts(&self, user_id: &str, device_id: &str) -> Result<Vec<(String, i64)>> {
         self.query_all(
             r#"SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2
                GROUP BY algorithm ORDER BY algorithm COLLATE "C""#,
@@ -204,11 +199,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn unused_fallback_algorithms(
-        &self,
-        user_id: &str,
-        device_id: &str,
-    ) -> Result<Vec<String>> {
+    fn unused_fallback_algorithms(&self, user_id: &str, device_id: &str) -> Result<Vec<String>> {
         self.query_all(
             r#"SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0
                ORDER BY algorithm COLLATE "C""#,
@@ -217,7 +208,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn find_one_time_key(
+    fn find_one_time_key(
         &self,
         user_id: &str,
         device_id: &str,
@@ -231,7 +222,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn fallback_key(
+    fn fallback_key(
         &self,
         user_id: &str,
         device_id: &str,
@@ -244,7 +235,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn cross_signing_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+    fn cross_signing_keys(&self, user_id: &str) -> Result<Vec<(String, String)>> {
         self.query_all(
             r#"SELECT key_type, json FROM cross_signing_keys WHERE user_id = $1 ORDER BY key_type COLLATE "C""#,
             &[&user_id],
@@ -252,7 +243,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn key_signatures(&self, target_user: &str) -> Result<Vec<KeySignatureRow>> {
+    fn key_signatures(&self, target_user: &str) -> Result<Vec<KeySignatureRow>> {
         self.query_all(
             r#"SELECT target_user, target_key_id, signer_user, signer_key_id, signature FROM key_signatures
                WHERE target_user = $1
@@ -262,7 +253,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn key_changes(&self, from: i64, to: i64) -> Result<Vec<String>> {
+    fn key_changes(&self, from: i64, to: i64) -> Result<Vec<String>> {
         // Each user once, in the order of their first change in the range.
         self.query_all(
             "SELECT user_id FROM key_changes WHERE pos > $1 AND pos <= $2 GROUP BY user_id ORDER BY MIN(pos)",
@@ -271,7 +262,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn to_device_since(
+    fn to_device_since(
         &self,
         user_id: &str,
         device_id: &str,
@@ -286,7 +277,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn to_device_latest(&self, user_id: &str, device_id: &str) -> Result<Option<i64>> {
+    fn to_device_latest(&self, user_id: &str, device_id: &str) -> Result<Option<i64>> {
         let latest: Option<Option<i64>> = self.query_one(
             "SELECT MAX(pos) FROM to_device WHERE user_id = $1 AND device_id = $2",
             &[&user_id, &device_id],
@@ -306,7 +297,7 @@ mod tests {
     }
 
     async fn write(store: &PostgresStore, ops: Vec<WriteOp>) -> Result<Committed> {
-        store.submit(WriteBatch { ops }).await
+        store.write(WriteBatch { ops }).await
     }
 
     fn otk(key_id: &str, algorithm: &str, json: &str) -> (String, String, String) {

@@ -26,9 +26,8 @@ fn media_row(r: &Row) -> PgResult<MediaRow> {
     })
 }
 
-#[allow(dead_code)]
-impl PostgresStore {
-    pub(crate) fn get_media(&self, media_id: &str) -> Result<Option<MediaRow>> {
+impl MediaStore for PostgresStore {
+    fn get_media(&self, media_id: &str) -> Result<Option<MediaRow>> {
         self.query_one(
             "SELECT media_id, uploader, content_type, filename, size, created_ts FROM media WHERE media_id = $1",
             &[&media_id],

@@ -39,9 +39,9 @@ mod schema;
 mod writer;
 
 mod accounts;
-mod backup;
 mod ephemeral;
 mod identity;
+mod key_backup;
 mod keys;
 mod media;
 mod rooms;
@@ -298,8 +298,8 @@ impl Drop for PostgresStore {
     }
 }
 
-impl PostgresStore {
-    pub(crate) fn submit(&self, batch: WriteBatch) -> WriteFuture {
+impl Store for PostgresStore {
+    fn write(&self, batch: WriteBatch) -> WriteFuture {
         let (reply, rx) = oneshot::channel();
         let sent = match &*self.inbox.lock() {
             Some(tx) => tx.send((batch, reply)).is_ok(),
@@ -314,23 +314,23 @@ impl PostgresStore {
         })
     }
 
-    pub(crate) fn install_hook(&self, hook: CommitHook) {
+    fn set_commit_hook(&self, hook: CommitHook) {
         *self.hook.write() = Some(hook);
     }
 
-    pub(crate) fn position(&self) -> i64 {
+    fn current_position(&self) -> i64 {
         self.position.load(Ordering::Acquire)
     }
 
-    pub(crate) fn read_stored_position(&self) -> Result<i64> {
-        let stored = self.query_one("SELECT pos FROM stream_position", &[], |r| r.try_get(0))?;
-        Ok(stored.unwrap_or(0).max(self.position()))
-    }
-
-    pub(crate) fn read_count_events(&self) -> Result<u64> {
+    fn count_events(&self) -> Result<u64> {
         let n: Option<i64> =
             self.query_one("SELECT COUNT(*) FROM events", &[], |r| r.try_get(0))?;
         Ok(n.unwrap_or(0) as u64)
+    }
+
+    fn stored_position(&self) -> Result<i64> {
+        let stored = self.query_one("SELECT pos FROM stream_position", &[], |r| r.try_get(0))?;
+        Ok(stored.unwrap_or(0).max(self.current_position()))
     }
 }
 
@@ -364,11 +364,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn reads_and_writes_work_from_inside_a_current_thread_runtime() {
         let store = fresh_store();
-        let before = store.read_stored_position().unwrap();
+        let before = store.stored_position().unwrap();
         assert_eq!(before, 0);
-        let c = store.submit(WriteBatch::new()).await.unwrap();
+        let c = store.write(WriteBatch::new()).await.unwrap();
         assert!(c.items.is_empty());
-        assert_eq!(store.read_stored_position().unwrap(), before);
+        assert_eq!(store.stored_position().unwrap(), before);
         store.close();
     }
 }

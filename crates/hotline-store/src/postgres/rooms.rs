@@ -213,13 +213,12 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-#[allow(dead_code)]
-impl PostgresStore {
-    pub(crate) fn list_rooms(&self) -> Result<Vec<RoomRow>> {
+impl RoomStore for PostgresStore {
+    fn list_rooms(&self) -> Result<Vec<RoomRow>> {
         self.query_all("SELECT room_id, room_version FROM rooms", &[], room_row)
     }
 
-    pub(crate) fn get_room(&self, room_id: &str) -> Result<Option<RoomRow>> {
+    fn get_room(&self, room_id: &str) -> Result<Option<RoomRow>> {
         self.query_one(
             "SELECT room_id, room_version FROM rooms WHERE room_id = $1",
             &[&room_id],
@@ -227,7 +226,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn room_state(&self, room_id: &str) -> Result<Vec<EventRow>> {
+    fn room_state(&self, room_id: &str) -> Result<Vec<EventRow>> {
         self.query_all(
             concat!(
                 "SELECT ",
@@ -239,7 +238,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_event(&self, event_id: &str) -> Result<Option<EventRow>> {
+    fn get_event(&self, event_id: &str) -> Result<Option<EventRow>> {
         self.query_one(
             concat!("SELECT ", event_cols!(), " FROM events WHERE event_id = $1"),
             &[&event_id],
@@ -247,7 +246,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn room_events_backward(
+    fn room_events_backward(
         &self,
         room_id: &str,
         before: i64,
@@ -264,7 +263,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn room_events_forward(
+    fn room_events_forward(
         &self,
         room_id: &str,
         after: i64,
@@ -281,7 +280,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn state_history(
+    fn state_history(
         &self,
         room_id: &str,
         event_type: &str,
@@ -300,7 +299,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn room_state_at(
+    fn room_state_at(
         &self,
         room_id: &str,
         at: i64,
@@ -349,7 +348,7 @@ impl PostgresStore {
         }
     }
 
-    pub(crate) fn state_event_at(
+    fn state_event_at(
         &self,
         room_id: &str,
         event_type: &str,
@@ -368,7 +367,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn memberships_of_user(&self, user_id: &str) -> Result<Vec<MembershipRow>> {
+    fn memberships_of_user(&self, user_id: &str) -> Result<Vec<MembershipRow>> {
         self.query_all(
             "SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE user_id = $1",
             &[&user_id],
@@ -376,12 +375,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn find_txn(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        key: &str,
-    ) -> Result<Option<String>> {
+    fn find_txn(&self, user_id: &str, device_id: &str, key: &str) -> Result<Option<String>> {
         self.query_one(
             "SELECT event_id FROM txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
             &[&user_id, &device_id, &key],
@@ -389,7 +383,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn get_alias(&self, alias: &str) -> Result<Option<AliasRow>> {
+    fn get_alias(&self, alias: &str) -> Result<Option<AliasRow>> {
         self.query_one(
             "SELECT alias, room_id, creator FROM aliases WHERE alias = $1",
             &[&alias],
@@ -397,7 +391,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn is_room_published(&self, room_id: &str) -> Result<bool> {
+    fn is_room_published(&self, room_id: &str) -> Result<bool> {
         self.query_one(
             "SELECT 1 FROM published_rooms WHERE room_id = $1",
             &[&room_id],
@@ -406,7 +400,7 @@ impl PostgresStore {
         .map(|r| r.is_some())
     }
 
-    pub(crate) fn published_rooms(&self) -> Result<Vec<String>> {
+    fn published_rooms(&self) -> Result<Vec<String>> {
         // In byte order, as SQLite reads them off the primary key.
         self.query_all(
             "SELECT room_id FROM published_rooms ORDER BY room_id COLLATE \"C\"",
@@ -415,7 +409,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn read_marker_pos(&self, room_id: &str, user_id: &str) -> Result<Option<i64>> {
+    fn read_marker_pos(&self, room_id: &str, user_id: &str) -> Result<Option<i64>> {
         self.query_one(
             "SELECT MAX(e.pos) FROM receipts r JOIN events e ON e.event_id = r.event_id \
              WHERE r.room_id = $1 AND r.user_id = $2 \
@@ -497,7 +491,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let again = store.submit(WriteBatch::one(room("!a"))).await;
+        let again = store.write(WriteBatch::one(room("!a"))).await;
         assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
         let mut listed: Vec<String> = store
             .list_rooms()
@@ -716,7 +710,7 @@ mod tests {
             ops.push(append(message(&format!("$r{i}"), "!r")));
             ops.push(append(message(&format!("$s{i}"), "!s")));
         }
-        store.submit(WriteBatch { ops }).await.unwrap();
+        store.write(WriteBatch { ops }).await.unwrap();
         // !r holds positions 1, 3, 5, 7, 9, 11.
         let back = store.room_events_backward("!r", 9, 3).unwrap();
         assert_eq!(ids(&back), ["$r4", "$r3", "$r2"]);
@@ -795,8 +789,8 @@ mod tests {
                 creator: "@a:hs".into(),
             })
         };
-        store.submit(WriteBatch::one(alias("!r"))).await.unwrap();
-        let taken = store.submit(WriteBatch::one(alias("!s"))).await;
+        store.write(WriteBatch::one(alias("!r"))).await.unwrap();
+        let taken = store.write(WriteBatch::one(alias("!s"))).await;
         assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
         let a = store.get_alias("#a:hs").unwrap().unwrap();
         assert_eq!((a.room_id.as_str(), a.creator.as_str()), ("!r", "@a:hs"));
@@ -807,7 +801,7 @@ mod tests {
             .await
             .unwrap();
         assert!(store.get_alias("#a:hs").unwrap().is_none());
-        store.submit(WriteBatch::one(alias("!s"))).await.unwrap();
+        store.write(WriteBatch::one(alias("!s"))).await.unwrap();
         assert_eq!(store.get_alias("#a:hs").unwrap().unwrap().room_id, "!s");
         store.close();
     }
@@ -851,9 +845,9 @@ mod tests {
             device_id: "DEV".into(),
             txn_id: "sendToDevice/t".into(),
         };
-        store.submit(WriteBatch::one(record())).await.unwrap();
+        store.write(WriteBatch::one(record())).await.unwrap();
         // A retry is not a conflict.
-        store.submit(WriteBatch::one(record())).await.unwrap();
+        store.write(WriteBatch::one(record())).await.unwrap();
         assert_eq!(
             store
                 .find_txn("@a:hs", "DEV", "sendToDevice/t")
@@ -887,7 +881,7 @@ mod tests {
         // Neither counts: a thread's receipt, and a receipt of no stored event.
         ops.push(receipt("m.read", "$m1", "$m4"));
         ops.push(receipt("m.fully_read", "", "$m4"));
-        store.submit(WriteBatch { ops }).await.unwrap();
+        store.write(WriteBatch { ops }).await.unwrap();
         assert_eq!(store.read_marker_pos("!r", "@a:hs").unwrap(), Some(3));
         assert_eq!(store.read_marker_pos("!r", "@b:hs").unwrap(), None);
         store

@@ -145,7 +145,10 @@ async fn apply_missing(c: &Conn) -> Result<()> {
         .map_err(engine)?;
     for (version, sql) in MIGRATIONS {
         let done = c
-            .opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version])
+            .opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
             .await
             .map_err(engine)?
             .is_some();

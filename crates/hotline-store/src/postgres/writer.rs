@@ -20,18 +20,14 @@ use std::sync::{mpsc, Arc};
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
+use super::{accounts, ephemeral, identity, key_backup, keys, media, rooms};
 use super::{block_on, failure, storage_failed, Conn, PgError};
-use super::{accounts, backup, ephemeral, identity, keys, media, rooms};
 use crate::*;
 
 pub(crate) type Job = (WriteBatch, oneshot::Sender<Result<Committed>>);
 
 /// How many waiting batches one commit takes at most.
 const MAX_GROUP: usize = 256;
-
-/// The channel other processes hear of commits on (payload: the new
-/// high-water mark).
-pub(crate) const NOTIFY_CHANNEL: &str = "hotline_stream";
 
 pub(crate) struct Writer {
     pub(crate) conn: Conn,
@@ -190,7 +186,8 @@ impl Writer {
             c.exec("UPDATE stream_position SET pos = $1", &[&next])
                 .await
                 .map_err(fail)?;
-            // Delivered at commit, to every process listening.
+            // Delivered at commit, to every process listening on
+            // `hotline_stream` (payload: the new high-water mark).
             c.exec(
                 "SELECT pg_notify('hotline_stream', $1)",
                 &[&next.to_string()],
@@ -331,8 +328,17 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
             event_id,
             ts,
         } => {
-            ephemeral::put_receipt(c, room_id, user_id, receipt_type, thread_id, event_id, *ts, pos)
-                .await
+            ephemeral::put_receipt(
+                c,
+                room_id,
+                user_id,
+                receipt_type,
+                thread_id,
+                event_id,
+                *ts,
+                pos,
+            )
+            .await
         }
         W::PutPresence {
             user_id,
@@ -340,17 +346,22 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
             status_msg,
             last_active_ts,
         } => {
-            ephemeral::put_presence(c, user_id, state, status_msg.as_deref(), *last_active_ts, pos)
-                .await
+            ephemeral::put_presence(
+                c,
+                user_id,
+                state,
+                status_msg.as_deref(),
+                *last_active_ts,
+                pos,
+            )
+            .await
         }
         // media
         W::PutMedia(m) => media::put_media(c, m).await,
         // official identity and lines
         W::PutOfficial(o) => identity::put_official(c, o).await,
         W::PutAttestation(a) => identity::put_attestation(c, a).await,
-        W::RevokeAttestation { user_id, ts } => {
-            identity::revoke_attestation(c, user_id, *ts).await
-        }
+        W::RevokeAttestation { user_id, ts } => identity::revoke_attestation(c, user_id, *ts).await,
         W::PutLineInvite(i) => identity::put_line_invite(c, i).await,
         W::UseLineInvite {
             code,
@@ -407,28 +418,34 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
             upto,
         } => keys::delete_to_device(c, user_id, device_id, *upto).await,
         // key backup
-        W::CreateBackupVersion(v) => backup::create_backup_version(c, v).await,
+        W::CreateBackupVersion(v) => key_backup::create_backup_version(c, v).await,
         W::UpdateBackupVersion {
             user_id,
             version,
             auth_data,
-        } => backup::update_backup_version(c, user_id, *version, auth_data).await,
+        } => key_backup::update_backup_version(c, user_id, *version, auth_data).await,
         W::DeleteBackupVersion { user_id, version } => {
-            backup::delete_backup_version(c, user_id, *version).await
+            key_backup::delete_backup_version(c, user_id, *version).await
         }
         W::PutBackupKey {
             user_id,
             version,
             key,
-        } => backup::put_backup_key(c, user_id, *version, key).await,
+        } => key_backup::put_backup_key(c, user_id, *version, key).await,
         W::DeleteBackupKeys {
             user_id,
             version,
             room_id,
             session_id,
         } => {
-            backup::delete_backup_keys(c, user_id, *version, room_id.as_deref(), session_id.as_deref())
-                .await
+            key_backup::delete_backup_keys(
+                c,
+                user_id,
+                *version,
+                room_id.as_deref(),
+                session_id.as_deref(),
+            )
+            .await
         }
     }
 }

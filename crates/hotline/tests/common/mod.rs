@@ -31,7 +31,10 @@ pub struct TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let _ = psql(&self.server, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let _ = psql(
+            &self.server,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }
 
@@ -40,7 +43,11 @@ fn psql(server: &str, sql: &str) -> String {
         .args(["-qtAX", "-v", "ON_ERROR_STOP=1", server, "-c", sql])
         .output()
         .expect("psql runs");
-    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -153,12 +160,7 @@ impl Server {
 
     /// Runs `hotline admin ...` against this server's data directory.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = self
-            .command()
-            .arg("admin")
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.command().arg("admin").args(args).output().unwrap();
         assert!(
             out.status.success(),
             "admin failed: {}",

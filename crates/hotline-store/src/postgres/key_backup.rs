@@ -103,9 +103,8 @@ fn backup_key_row(r: &Row) -> PgResult<BackupKeyRow> {
     })
 }
 
-#[allow(dead_code)]
-impl PostgresStore {
-    pub(crate) fn latest_backup_version(&self, user_id: &str) -> Result<Option<BackupVersionRow>> {
+impl KeyBackupStore for PostgresStore {
+    fn latest_backup_version(&self, user_id: &str) -> Result<Option<BackupVersionRow>> {
         self.query_one(
             "SELECT user_id, version, algorithm, auth_data, etag FROM backup_versions WHERE user_id = $1 AND deleted = 0 ORDER BY version DESC LIMIT 1",
             &[&user_id],
@@ -113,7 +112,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn max_backup_version(&self, user_id: &str) -> Result<i64> {
+    fn max_backup_version(&self, user_id: &str) -> Result<i64> {
         let n = self.query_one(
             "SELECT COALESCE(MAX(version), 0) FROM backup_versions WHERE user_id = $1",
             &[&user_id],
@@ -122,11 +121,7 @@ impl PostgresStore {
         Ok(n.unwrap_or(0))
     }
 
-    pub(crate) fn get_backup_version(
-        &self,
-        user_id: &str,
-        version: i64,
-    ) -> Result<Option<BackupVersionRow>> {
+    fn get_backup_version(&self, user_id: &str, version: i64) -> Result<Option<BackupVersionRow>> {
         self.query_one(
             "SELECT user_id, version, algorithm, auth_data, etag FROM backup_versions WHERE user_id = $1 AND version = $2 AND deleted = 0",
             &[&user_id, &version],
@@ -134,7 +129,7 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) fn count_backup_keys(&self, user_id: &str, version: i64) -> Result<i64> {
+    fn count_backup_keys(&self, user_id: &str, version: i64) -> Result<i64> {
         let n = self.query_one(
             "SELECT COUNT(*) FROM backup_keys WHERE user_id = $1 AND version = $2",
             &[&user_id, &version],
@@ -145,7 +140,7 @@ impl PostgresStore {
 
     /// In key order (room, then session, bytewise): the order SQLite
     /// returns them in, walking the table's primary key.
-    pub(crate) fn backup_keys(
+    fn backup_keys(
         &self,
         user_id: &str,
         version: i64,
@@ -169,7 +164,7 @@ mod tests {
     const ALICE: &str = "@alice:hl";
 
     async fn write(store: &PostgresStore, ops: Vec<WriteOp>) -> Result<Committed> {
-        store.submit(WriteBatch { ops }).await
+        store.write(WriteBatch { ops }).await
     }
 
     fn version(user_id: &str, version: i64) -> WriteOp {
