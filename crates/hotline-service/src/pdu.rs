@@ -172,6 +172,22 @@ impl PduEvent {
         })
     }
 
+    /// The event a write carried, from its JSON (another process's commit,
+    /// replayed into this one's caches).
+    pub fn from_new(new: &hotline_store::NewEvent) -> Result<PduEvent> {
+        let pdu: Pdu = serde_json::from_str(&new.json).map_err(Error::internal)?;
+        Ok(PduEvent {
+            event_id: EventId::parse(&new.event_id).map_err(Error::internal)?,
+            pos: 0.into(),
+            pdu,
+            redacted_because: None,
+            txn: new
+                .txn
+                .as_ref()
+                .map(|t| (t.device_id.clone(), t.txn_id.clone())),
+        })
+    }
+
     /// The redacted form of this event's stored JSON, per the room version's rules.
     pub fn redacted_json(&self, version: &RoomVersionId) -> Result<String> {
         let rules = rules(version)?;

@@ -2,9 +2,15 @@
 //!
 //! Ids are plain strings here: the service layer owns the typed ids and
 //! validates them before anything reaches the store.
+//!
+//! Operations and rows are `Serialize`: on PostgreSQL each commit is also
+//! logged as JSON, for the other server processes to replay into their
+//! caches (see `postgres/commit_log.rs`).
+
+use serde::{Deserialize, Serialize};
 
 /// An account.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserRow {
     pub user_id: String,
     /// argon2 PHC string; `None` for accounts that cannot log in with a password.
@@ -17,14 +23,14 @@ pub struct UserRow {
 
 /// An access token, stored by its SHA-256 so a copy of the database does not
 /// hand out sessions.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenRow {
     pub token_hash: String,
     pub user_id: String,
     pub device_id: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceRow {
     pub user_id: String,
     pub device_id: String,
@@ -33,7 +39,7 @@ pub struct DeviceRow {
     pub last_seen_ip: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegistrationTokenRow {
     pub token: String,
     pub uses_allowed: Option<i64>,
@@ -41,7 +47,7 @@ pub struct RegistrationTokenRow {
     pub expiry_ts: Option<i64>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RoomRow {
     pub room_id: String,
     pub room_version: String,
@@ -49,7 +55,7 @@ pub struct RoomRow {
 
 /// A persisted event. `json` is the full PDU as the server keeps it
 /// (without `unsigned`), canonical JSON.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventRow {
     pub pos: i64,
     pub event_id: String,
@@ -61,7 +67,7 @@ pub struct EventRow {
     pub txn: Option<(String, String)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MembershipRow {
     pub room_id: String,
     pub user_id: String,
@@ -71,14 +77,14 @@ pub struct MembershipRow {
     pub forgotten: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AliasRow {
     pub alias: String,
     pub room_id: String,
     pub creator: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AccountDataRow {
     pub user_id: String,
     /// Empty for global account data.
@@ -88,7 +94,7 @@ pub struct AccountDataRow {
     pub pos: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReceiptRow {
     pub room_id: String,
     pub user_id: String,
@@ -100,7 +106,7 @@ pub struct ReceiptRow {
 }
 
 /// A user's latest presence.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PresenceRow {
     pub user_id: String,
     /// `online`, `unavailable` or `offline`.
@@ -111,7 +117,7 @@ pub struct PresenceRow {
     pub pos: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MediaRow {
     pub media_id: String,
     pub uploader: String,
@@ -123,7 +129,7 @@ pub struct MediaRow {
 
 /// A signature by `signer_user`'s key `signer_key_id` over `target_user`'s
 /// key `target_key_id` (a device id or a cross-signing public key).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeySignatureRow {
     pub target_user: String,
     pub target_key_id: String,
@@ -133,14 +139,14 @@ pub struct KeySignatureRow {
 }
 
 /// A queued to-device message: `json` is the event as delivered.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ToDeviceRow {
     pub pos: i64,
     pub json: String,
 }
 
 /// A server-side key backup version.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackupVersionRow {
     pub user_id: String,
     pub version: i64,
@@ -150,7 +156,7 @@ pub struct BackupVersionRow {
 }
 
 /// One backed-up Megolm session (client-encrypted `session_data`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackupKeyRow {
     pub room_id: String,
     pub session_id: String,
@@ -158,7 +164,7 @@ pub struct BackupKeyRow {
 }
 
 /// An enrolled official (principal or aide).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OfficialRow {
     pub user_id: String,
     pub name: String,
@@ -179,7 +185,7 @@ pub struct OfficialRow {
 }
 
 /// A server-signed attestation of an official's identity and master key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttestationRow {
     pub user_id: String,
     pub json: String,
@@ -187,7 +193,7 @@ pub struct AttestationRow {
     pub revoked_ts: Option<i64>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LineInviteRow {
     pub code: String,
     /// The principal a redeemer gets a line with.
@@ -203,7 +209,7 @@ pub struct LineInviteRow {
 }
 
 /// One redemption of a line invite: who, and when.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineInviteRedemption {
     pub code: String,
     pub user_id: String,
@@ -211,7 +217,7 @@ pub struct LineInviteRedemption {
 }
 
 /// A direct line: one room between two principals (`principal_a < principal_b`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LineRow {
     pub principal_a: String,
     pub principal_b: String,
@@ -219,7 +225,7 @@ pub struct LineRow {
     pub created_ts: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditRow {
     pub seq: i64,
     pub ts: i64,
@@ -231,7 +237,7 @@ pub struct AuditRow {
 
 /// A new event to persist. The store assigns `pos`.
 /// The client transaction behind a new event.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewTxn {
     pub device_id: String,
     /// The client's own transaction id, echoed back in `unsigned`.
@@ -243,7 +249,7 @@ pub struct NewTxn {
     pub key: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewEvent {
     pub event_id: String,
     pub room_id: String,
@@ -259,7 +265,9 @@ pub struct NewEvent {
     /// Membership change carried by this event: `(user_id, membership)`.
     pub membership: Option<(String, String)>,
     /// The caller's parsed form of the event, handed back to the commit hook
-    /// so it need not parse `json` again. Never stored.
+    /// so it need not parse `json` again. Never stored, and absent when the
+    /// hook replays another process's commit (then it parses `json`).
+    #[serde(skip)]
     pub parsed: Attachment,
 }
 
@@ -274,7 +282,7 @@ impl std::fmt::Debug for Attachment {
 }
 
 /// One operation in a [`WriteBatch`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum WriteOp {
     CreateUser(UserRow),
     SetPassword {
@@ -493,7 +501,7 @@ impl WriteOp {
 }
 
 /// Operations committed together, all or nothing.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WriteBatch {
     pub ops: Vec<WriteOp>,
 }
@@ -513,7 +521,7 @@ impl WriteBatch {
 
 /// A committed batch: its operations with the positions they were given
 /// (`0` for operations that take none).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Committed {
     pub items: Vec<(i64, WriteOp)>,
     /// On the last batch of a group commit: the stream's high-water mark

@@ -263,14 +263,18 @@ impl Rooms {
 
     /// Applies a committed event to the caches (commit hook).
     pub(crate) fn apply_committed(&self, pos: i64, new: &NewEvent, wake: &mut Vec<OwnedUserId>) {
-        let Some(event) = new
-            .parsed
-            .0
-            .as_ref()
-            .and_then(|a| a.clone().downcast::<PduEvent>().ok())
-        else {
-            tracing::error!("committed event without parsed form");
-            return;
+        let event = match new.parsed.0.as_ref() {
+            Some(a) => match a.clone().downcast::<PduEvent>() {
+                Ok(e) => e,
+                Err(_) => return tracing::error!("committed event with a foreign parsed form"),
+            },
+            // Another process's commit, replayed: parse what it stored.
+            None => match PduEvent::from_new(new) {
+                Ok(e) => Arc::new(e),
+                Err(e) => {
+                    return tracing::error!(error = %e, event_id = %new.event_id, "replaying a committed event")
+                }
+            },
         };
         event.set_pos(pos);
         let Some(room) = self.loaded(&event.pdu.room_id) else {
@@ -279,6 +283,13 @@ impl Rooms {
         let mut membership_change = None;
         {
             let mut inner = room.inner.write();
+            if pos <= inner.last_event_pos {
+                // Loaded with the room: read from the store after it
+                // committed, before this hook ran (a commit replayed from
+                // another process arrives that late).
+                wake.extend(inner.joined.iter().cloned());
+                return;
+            }
             if let Some(key) = &event.pdu.state_key {
                 inner
                     .state

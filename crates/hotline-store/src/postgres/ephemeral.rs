@@ -199,7 +199,7 @@ mod tests {
     async fn replaced_account_data_moves_to_its_new_position() {
         let store = fresh_store();
         let c = store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     account_data("@a:hs", "", "m.push_rules", "{\"v\":1}"),
                     account_data("@a:hs", "!r", "m.tag", "{}"),
@@ -243,7 +243,7 @@ mod tests {
     async fn a_receipt_replaces_the_users_previous_one_of_its_type_and_thread() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     receipt("@a:hs", "m.read", "", "$1", 10),        // 1
                     receipt("@b:hs", "m.read", "", "$1", 11),        // 2
@@ -296,7 +296,7 @@ mod tests {
     async fn presence_is_replaced_whole_and_offline_users_are_not_present() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     presence("@a:hs", "online", Some("lunch"), 100),
                     presence("@b:hs", "unavailable", None, 50),
@@ -316,7 +316,7 @@ mod tests {
             ("online", Some("lunch"), 100, 1)
         );
         let c = store
-            .submit(WriteBatch::one(presence("@a:hs", "offline", None, 200)))
+            .write(WriteBatch::one(presence("@a:hs", "offline", None, 200)))
             .await
             .unwrap();
         assert_eq!(c.items[0].0, 4);

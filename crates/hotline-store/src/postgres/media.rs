@@ -57,7 +57,7 @@ mod tests {
         let store = fresh_store();
         assert!(store.get_media("m1").unwrap().is_none());
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     WriteOp::PutMedia(media("m1", Some("image/png"), Some("cat.png"))),
                     WriteOp::PutMedia(media("m2", None, None)),
@@ -81,7 +81,7 @@ mod tests {
     async fn a_taken_media_id_fails_its_batch_with_a_conflict_and_keeps_the_first() {
         let store = fresh_store();
         store
-            .submit(WriteBatch::one(WriteOp::PutMedia(media(
+            .write(WriteBatch::one(WriteOp::PutMedia(media(
                 "m1",
                 Some("a/b"),
                 None,
@@ -89,7 +89,7 @@ mod tests {
             .await
             .unwrap();
         let e = store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     WriteOp::PutMedia(media("m2", None, None)),
                     WriteOp::PutMedia(media("m1", Some("c/d"), None)),

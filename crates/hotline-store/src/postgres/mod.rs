@@ -35,6 +35,7 @@
 //! **Schema.** Versioned migrations ([`schema`]), run at start under an
 //! advisory lock, so processes starting together migrate once.
 
+mod replay;
 mod schema;
 mod writer;
 
@@ -198,18 +199,40 @@ impl PostgresStore {
         let readers = (0..READERS)
             .map(|_| connect(&runtime).map(Conn::new))
             .collect::<Result<Vec<_>>>()?;
-        let position: i64 = block_on(writer_conn.opt("SELECT pos FROM stream_position", &[]))
+        // Listening before reading where the log stands: no commit falls
+        // between the two.
+        let announcements = replay::listen(&runtime, url)?;
+        let row = block_on(writer_conn.opt("SELECT pos, commit_seq FROM stream_position", &[]))
             .map_err(engine)?
-            .map(|r| r.get(0))
-            .unwrap_or(0);
+            .ok_or_else(|| StoreError::Engine("stream_position has no row".into()))?;
+        let (position, seq): (i64, i64) = (
+            row.try_get(0).map_err(engine)?,
+            row.try_get(1).map_err(engine)?,
+        );
         let position = Arc::new(AtomicI64::new(position));
         let hook: Arc<RwLock<Option<CommitHook>>> = Arc::new(RwLock::new(None));
+        let replay = Arc::new(replay::Replay::new(
+            format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
+            seq,
+            hook.clone(),
+            position.clone(),
+            Conn::new(connect(&runtime)?),
+        ));
+        replay::spawn(announcements, replay.clone())?;
         let (tx, rx) = mpsc::channel();
         let writer = {
             let w = writer::Writer {
                 conn: writer_conn,
                 hook: hook.clone(),
                 position: position.clone(),
+                replay,
             };
             std::thread::Builder::new()
                 .name("postgres-writer".into())
@@ -343,6 +366,11 @@ pub(crate) mod tests {
     /// databases beside `db`). Panics when it is not set: these tests are
     /// run with a server (`scripts/test.sh` starts one).
     pub(crate) fn fresh_store() -> Arc<PostgresStore> {
+        PostgresStore::open(&fresh_database()).unwrap()
+    }
+
+    /// The URL of a new, empty database (see [`fresh_store`]).
+    pub(crate) fn fresh_database() -> String {
         static N: AtomicUsize = AtomicUsize::new(0);
         let base = std::env::var("HOTLINE_TEST_POSTGRES")
             .expect("HOTLINE_TEST_POSTGRES names the PostgreSQL server of the tests");
@@ -358,7 +386,78 @@ pub(crate) mod tests {
         let admin = PostgresStore::open_admin(&base);
         block_on(admin.batch(&format!("CREATE DATABASE {name}"))).unwrap();
         let (head, _) = base.rsplit_once('/').unwrap();
-        PostgresStore::open(&format!("{head}/{name}")).unwrap()
+        format!("{head}/{name}")
+    }
+
+    /// Positions the hook saw, in the order it saw them.
+    fn record_hook(store: &PostgresStore) -> Arc<Mutex<Vec<i64>>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        store.set_commit_hook(Arc::new(move |c: &Committed| {
+            s.lock()
+                .extend(c.items.iter().map(|(p, _)| *p).filter(|p| *p > 0));
+        }));
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_process_hook_sees_every_commit_of_every_process_once_in_position_order() {
+        let url = fresh_database();
+        let (a, b) = (
+            PostgresStore::open(&url).unwrap(),
+            PostgresStore::open(&url).unwrap(),
+        );
+        let (seen_a, seen_b) = (record_hook(&a), record_hook(&b));
+        const N: i64 = 400;
+        let mut writes = Vec::new();
+        for i in 0..N {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            writes.push(tokio::spawn(async move {
+                store
+                    .write(WriteBatch::one(WriteOp::PutAccountData {
+                        user_id: format!("@u{}:x", i % 7),
+                        room_id: String::new(),
+                        kind: "k".into(),
+                        content: format!("{{\"i\":{i}}}"),
+                    }))
+                    .await
+                    .unwrap()
+            }));
+        }
+        for w in writes {
+            w.await.unwrap();
+        }
+        // Then turn about: each process commits right after the other, so
+        // its own commit races the announcement of the other's.
+        for i in 0..N {
+            let store = if i % 2 == 0 { &a } else { &b };
+            store
+                .write(WriteBatch::one(WriteOp::PutAccountData {
+                    user_id: "@turns:x".into(),
+                    room_id: String::new(),
+                    kind: "k".into(),
+                    content: format!("{{\"i\":{i}}}"),
+                }))
+                .await
+                .unwrap();
+        }
+        const N2: i64 = 2 * N;
+        // The other process's commits arrive through NOTIFY and the log.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while (seen_a.lock().len() as i64) < N2 || (seen_b.lock().len() as i64) < N2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a: {}, b: {}",
+                seen_a.lock().len(),
+                seen_b.lock().len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let all: Vec<i64> = (1..=N2).collect();
+        assert_eq!(*seen_a.lock(), all, "process A's hook");
+        assert_eq!(*seen_b.lock(), all, "process B's hook");
+        assert_eq!(a.current_position(), N2);
+        assert_eq!(b.current_position(), N2);
     }
 
     #[tokio::test]

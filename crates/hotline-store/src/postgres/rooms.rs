@@ -486,7 +486,7 @@ mod tests {
     async fn rooms_are_created_once_and_listed() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![room("!a"), room("!b")],
             })
             .await
@@ -511,7 +511,7 @@ mod tests {
     async fn an_event_gets_its_position_and_keeps_its_transaction() {
         let store = fresh_store();
         let c = store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     room("!r"),
                     append(message("$1", "!r")),
@@ -549,7 +549,7 @@ mod tests {
     async fn a_message_leaves_the_current_state_alone() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     room("!r"),
                     append(state("$c", "!r", "m.room.create", "")),
@@ -566,13 +566,13 @@ mod tests {
     async fn a_reused_transaction_key_fails_the_batch_and_keeps_nothing_of_it() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![room("!r"), append(with_txn(message("$1", "!r"), "k"))],
             })
             .await
             .unwrap();
         let retried = store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     room("!other"),
                     append(with_txn(member("$2", "!r", "@b:hs", "join"), "k")),
@@ -589,7 +589,7 @@ mod tests {
         assert!(store.memberships_of_user("@b:hs").unwrap().is_empty());
         // The failed batch's position is not used up.
         let next = store
-            .submit(WriteBatch::one(append(message("$3", "!r"))))
+            .write(WriteBatch::one(append(message("$3", "!r"))))
             .await
             .unwrap();
         assert_eq!(next.items[0].0, 2);
@@ -600,11 +600,11 @@ mod tests {
     async fn a_duplicate_event_id_is_a_conflict() {
         let store = fresh_store();
         store
-            .submit(WriteBatch::one(append(message("$1", "!r"))))
+            .write(WriteBatch::one(append(message("$1", "!r"))))
             .await
             .unwrap();
         let dup = store
-            .submit(WriteBatch::one(append(state(
+            .write(WriteBatch::one(append(state(
                 "$1",
                 "!r",
                 "m.room.name",
@@ -620,7 +620,7 @@ mod tests {
     async fn newer_state_replaces_the_current_state_of_its_key() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     append(state("$n1", "!r", "m.room.name", "")),
                     append(state("$t", "!r", "m.room.topic", "")),
@@ -643,7 +643,7 @@ mod tests {
     async fn membership_follows_the_newest_event_and_a_new_one_unforgets() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     append(member("$j", "!r", "@b:hs", "join")),
                     append(member("$l", "!r", "@b:hs", "leave")),
@@ -668,7 +668,7 @@ mod tests {
         assert_eq!(m[0].pos, 2);
         assert!(m[0].forgotten);
         store
-            .submit(WriteBatch::one(append(member(
+            .write(WriteBatch::one(append(member(
                 "$i", "!r", "@b:hs", "invite",
             ))))
             .await
@@ -683,7 +683,7 @@ mod tests {
     async fn a_redaction_replaces_its_targets_json_and_names_itself() {
         let store = fresh_store();
         store
-            .submit(WriteBatch::one(append(message("$m", "!r"))))
+            .write(WriteBatch::one(append(message("$m", "!r"))))
             .await
             .unwrap();
         let redaction = NewEvent {
@@ -692,7 +692,7 @@ mod tests {
             ..message("$x", "!r")
         };
         store
-            .submit(WriteBatch::one(append(redaction)))
+            .write(WriteBatch::one(append(redaction)))
             .await
             .unwrap();
         let target = store.get_event("$m").unwrap().unwrap();
@@ -728,7 +728,7 @@ mod tests {
     async fn state_at_a_position_is_the_newest_of_each_key_up_to_it() {
         let store = fresh_store();
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     append(state("$c", "!r", "m.room.create", "")), // 1
                     append(member("$aj", "!r", "@a:hs", "join")),   // 2
@@ -795,7 +795,7 @@ mod tests {
         let a = store.get_alias("#a:hs").unwrap().unwrap();
         assert_eq!((a.room_id.as_str(), a.creator.as_str()), ("!r", "@a:hs"));
         store
-            .submit(WriteBatch::one(WriteOp::DeleteAlias {
+            .write(WriteBatch::one(WriteOp::DeleteAlias {
                 alias: "#a:hs".into(),
             }))
             .await
@@ -814,7 +814,7 @@ mod tests {
             published,
         };
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![
                     publish("!b", true),
                     publish("!B", true),
@@ -827,7 +827,7 @@ mod tests {
         assert_eq!(store.published_rooms().unwrap(), ["!B", "!a", "!b"]);
         assert!(store.is_room_published("!a").unwrap());
         store
-            .submit(WriteBatch {
+            .write(WriteBatch {
                 ops: vec![publish("!a", false), publish("!never", false)],
             })
             .await
@@ -885,7 +885,7 @@ mod tests {
         assert_eq!(store.read_marker_pos("!r", "@a:hs").unwrap(), Some(3));
         assert_eq!(store.read_marker_pos("!r", "@b:hs").unwrap(), None);
         store
-            .submit(WriteBatch::one(receipt("m.read", "", "$gone")))
+            .write(WriteBatch::one(receipt("m.read", "", "$gone")))
             .await
             .unwrap();
         assert_eq!(store.read_marker_pos("!r", "@a:hs").unwrap(), Some(3));

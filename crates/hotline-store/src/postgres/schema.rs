@@ -22,8 +22,16 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
 
 const V1: &str = r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE stream_position (only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row), pos BIGINT NOT NULL);
+-- The stream's high-water mark and the number of the last commit: one row,
+-- locked by each commit (module docs of `postgres`).
+CREATE TABLE stream_position (
+  only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row), pos BIGINT NOT NULL,
+  commit_seq BIGINT NOT NULL DEFAULT 0);
 INSERT INTO stream_position (pos) VALUES (0);
+-- Each commit's batches, for the other server processes to replay into
+-- their caches (`postgres/replay.rs`); pruned after a few minutes.
+CREATE TABLE commit_log (
+  seq BIGINT PRIMARY KEY, origin TEXT NOT NULL, ts BIGINT NOT NULL, batches TEXT NOT NULL);
 CREATE TABLE users (
   user_id TEXT PRIMARY KEY, password_hash TEXT, displayname TEXT, avatar_url TEXT,
   created_ts BIGINT NOT NULL, deactivated BIGINT NOT NULL DEFAULT 0);

@@ -20,6 +20,7 @@ use std::sync::{mpsc, Arc};
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
+use super::replay::{LoggedGroup, Replay, RETENTION_MS};
 use super::{accounts, ephemeral, identity, key_backup, keys, media, rooms};
 use super::{block_on, failure, storage_failed, Conn, PgError};
 use crate::*;
@@ -33,7 +34,12 @@ pub(crate) struct Writer {
     pub(crate) conn: Conn,
     pub(crate) hook: Arc<RwLock<Option<CommitHook>>>,
     pub(crate) position: Arc<AtomicI64>,
+    /// Orders this process's commits among the others' for the hook.
+    pub(crate) replay: Arc<Replay>,
 }
+
+/// The writer prunes `commit_log` after this many groups.
+const PRUNE_EVERY: u64 = 1024;
 
 /// Positions given to each operation of a committed batch (`0` for
 /// operations that take none), or why the batch failed.
@@ -54,6 +60,7 @@ impl Writer {
             tracing::error!(error = %e, "setting synchronous_commit on the writer's connection");
         }
         let mut full_since: Option<std::time::Instant> = None;
+        let mut groups: u64 = 0;
         while let Ok(first) = rx.recv() {
             let mut jobs = vec![first];
             while jobs.len() < MAX_GROUP {
@@ -91,17 +98,39 @@ impl Writer {
                 (Err(e), _) => tracing::error!(error = %e, "commit failed"),
                 _ => {}
             }
-            let (results, upto) = match outcome {
-                Ok(Some((results, next))) => (results, next),
+            let (results, upto, seq) = match outcome {
+                Ok(Some((results, next, seq))) => (results, next, Some(seq)),
                 Ok(None) => (
                     jobs.iter()
                         .map(|_| Err(StoreError::Engine("group not committed".into())))
                         .collect(),
                     0,
+                    None,
                 ),
-                Err(e) => (jobs.iter().map(|_| Err(again(&e))).collect(), 0),
+                Err(e) => (jobs.iter().map(|_| Err(again(&e))).collect(), 0, None),
             };
-            self.answer(jobs, results, upto);
+            match seq {
+                Some(seq) => {
+                    let replay = self.replay.clone();
+                    replay.own(seq, || self.answer(jobs, results, upto));
+                    groups += 1;
+                    if groups % PRUNE_EVERY == 0 {
+                        self.prune();
+                    }
+                }
+                None => self.answer(jobs, results, upto),
+            }
+        }
+    }
+
+    /// Drops commit log entries every process has had time to replay.
+    fn prune(&self) {
+        let before = now_ms() - RETENTION_MS;
+        if let Err(e) = block_on(
+            self.conn
+                .exec("DELETE FROM commit_log WHERE ts < $1", &[&before]),
+        ) {
+            tracing::warn!(error = %e, "pruning the commit log");
         }
     }
 
@@ -133,18 +162,22 @@ impl Writer {
         &self,
         jobs: &[Job],
         isolate: bool,
-    ) -> Result<Option<(Vec<Placed>, i64)>> {
+    ) -> Result<Option<(Vec<Placed>, i64, i64)>> {
         let c = &self.conn;
         let fail = |e: PgError| failure(&e);
         c.batch("BEGIN").await.map_err(fail)?;
         // The high-water mark's row lock orders this group after any other
         // process's uncommitted one (module docs of `postgres`).
-        let start: i64 = c
-            .opt("SELECT pos FROM stream_position FOR UPDATE", &[])
+        let row = c
+            .opt(
+                "SELECT pos, commit_seq FROM stream_position FOR UPDATE",
+                &[],
+            )
             .await
             .map_err(fail)?
-            .map(|r| r.get(0))
-            .unwrap_or(0);
+            .ok_or_else(|| StoreError::Engine("stream_position has no row".into()))?;
+        let start: i64 = row.try_get(0).map_err(fail)?;
+        let seq: i64 = row.try_get::<_, i64>(1).map_err(fail)? + 1;
         let mut next = start;
         let mut results: Vec<Placed> = Vec::with_capacity(jobs.len());
         for (batch, _) in jobs {
@@ -182,22 +215,49 @@ impl Writer {
                 }
             }
         }
-        if next != start {
-            c.exec("UPDATE stream_position SET pos = $1", &[&next])
-                .await
-                .map_err(fail)?;
-            // Delivered at commit, to every process listening on
-            // `hotline_stream` (payload: the new high-water mark).
-            c.exec(
-                "SELECT pg_notify('hotline_stream', $1)",
-                &[&next.to_string()],
-            )
-            .await
-            .map_err(fail)?;
-        }
+        // The committed batches, for the other processes to replay.
+        let logged = LoggedGroup {
+            batches: results
+                .iter()
+                .zip(jobs)
+                .filter_map(|(r, (batch, _))| {
+                    let placed = r.as_ref().ok()?;
+                    Some(placed.iter().copied().zip(batch.ops.iter()).collect())
+                })
+                .collect(),
+            upto: next,
+        };
+        let json = serde_json::to_string(&logged).map_err(|e| StoreError::Engine(e.to_string()))?;
+        c.exec(
+            "INSERT INTO commit_log (seq, origin, ts, batches) VALUES ($1, $2, $3, $4)",
+            &[&seq, &self.replay.origin, &now_ms(), &json],
+        )
+        .await
+        .map_err(fail)?;
+        c.exec(
+            "UPDATE stream_position SET pos = $1, commit_seq = $2",
+            &[&next, &seq],
+        )
+        .await
+        .map_err(fail)?;
+        // Delivered at commit, to every process listening on
+        // `hotline_stream` (payload: the commit's sequence number).
+        c.exec(
+            "SELECT pg_notify('hotline_stream', $1)",
+            &[&seq.to_string()],
+        )
+        .await
+        .map_err(fail)?;
         c.batch("COMMIT").await.map_err(fail)?;
-        Ok(Some((results, next)))
+        Ok(Some((results, next, seq)))
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The same failure again, for each batch of a failed group.

@@ -1,0 +1,240 @@
+//! Several server processes on one database: every process's commit hook
+//! sees every commit, its own and the others', in commit order.
+//!
+//! Each group's transaction takes the next commit sequence number (under
+//! the same row lock as the stream position) and writes its committed
+//! batches, as JSON, to `commit_log`; the commit `NOTIFY`s
+//! `hotline_stream` with that number. A process's caches and `/sync`
+//! waiters are fed by its commit hook alone, so a process replays the other
+//! processes' commits through the same hook, in sequence order, interleaved
+//! with its own:
+//!
+//! - the writer, after committing sequence `S`, first replays whatever
+//!   other processes committed before `S`, then runs the hook on its own
+//!   batches, then replays what has been announced since;
+//! - a listener connection hears the notifications; a replay thread reads
+//!   the announced rows and runs the hook on them, stopping before a
+//!   commit of this process that its writer has not published yet (the
+//!   writer will, and continues from there).
+//!
+//! So a `/sync` on one process never sees a position before every lower
+//! position is in its caches, whichever process committed it.
+//!
+//! The log keeps [`RETENTION_MS`] of commits: enough for a live process to
+//! replay, pruned by the writers. A process that falls further behind (it
+//! was stopped, not killed) reports it and continues from the log's start;
+//! its lazily loaded caches may then miss what it skipped, so such a
+//! process should be restarted.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use super::{block_on, engine, Conn};
+use crate::*;
+
+/// How long commits stay in `commit_log`.
+pub(crate) const RETENTION_MS: i64 = 10 * 60 * 1000;
+
+/// One group's committed batches, as logged.
+#[derive(Serialize)]
+pub(crate) struct LoggedGroup<'a> {
+    pub(crate) batches: Vec<Vec<(i64, &'a WriteOp)>>,
+    pub(crate) upto: i64,
+}
+
+#[derive(Deserialize)]
+struct ReadGroup {
+    batches: Vec<Vec<(i64, WriteOp)>>,
+    upto: i64,
+}
+
+/// The order in which this process's hook sees commits.
+pub(crate) struct Replay {
+    /// This process's name in `commit_log.origin`.
+    pub(crate) origin: String,
+    /// The last commit sequence number the hook has seen.
+    applied: Mutex<i64>,
+    /// The highest sequence number announced so far.
+    announced: AtomicI64,
+    hook: Arc<RwLock<Option<CommitHook>>>,
+    position: Arc<AtomicI64>,
+    /// Reads the log (its own connection: the replay must not queue
+    /// behind reads, nor reads behind it).
+    conn: Conn,
+}
+
+impl Replay {
+    pub(crate) fn new(
+        origin: String,
+        applied: i64,
+        hook: Arc<RwLock<Option<CommitHook>>>,
+        position: Arc<AtomicI64>,
+        conn: Conn,
+    ) -> Self {
+        Self {
+            origin,
+            applied: Mutex::new(applied),
+            announced: AtomicI64::new(applied),
+            hook,
+            position,
+            conn,
+        }
+    }
+
+    /// Publishes this process's commit `seq`: what others committed before
+    /// it first, then `publish` (which runs the hook on its batches), then
+    /// what has been announced since.
+    pub(crate) fn own(&self, seq: i64, publish: impl FnOnce()) {
+        let mut applied = self.applied.lock();
+        self.replay_locked(&mut applied, seq - 1);
+        publish();
+        *applied = (*applied).max(seq);
+        let announced = self.announced.load(Ordering::Acquire);
+        self.replay_locked(&mut applied, announced);
+    }
+
+    /// A commit `seq` was announced: replays up to it.
+    pub(crate) fn announced(&self, seq: i64) {
+        self.announced.fetch_max(seq, Ordering::AcqRel);
+        let mut applied = self.applied.lock();
+        self.replay_locked(&mut applied, seq);
+    }
+
+    fn replay_locked(&self, applied: &mut i64, upto: i64) {
+        if upto <= *applied {
+            return;
+        }
+        let rows = match block_on(self.conn.all(
+            "SELECT seq, origin, batches FROM commit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+            &[&*applied, &upto],
+        )) {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The next announcement or commit tries again.
+                tracing::error!(error = %e, "reading other processes' commits");
+                return;
+            }
+        };
+        let hook = self.hook.read().clone();
+        for row in rows {
+            let (seq, origin, json): (i64, String, String) =
+                match (row.try_get(0), row.try_get(1), row.try_get(2)) {
+                    (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+                    _ => {
+                        tracing::error!("an unreadable commit log row");
+                        return;
+                    }
+                };
+            if origin == self.origin {
+                // Ours, not yet published by our writer: it will, and
+                // continue from there.
+                return;
+            }
+            if seq != *applied + 1 {
+                tracing::error!(
+                    from = *applied + 1,
+                    to = seq - 1,
+                    "commits of other processes were pruned before this one replayed them; restart it"
+                );
+            }
+            match serde_json::from_str::<ReadGroup>(&json) {
+                Ok(group) => {
+                    self.position.fetch_max(group.upto, Ordering::AcqRel);
+                    let last = group.batches.len().saturating_sub(1);
+                    for (i, items) in group.batches.into_iter().enumerate() {
+                        let committed = Committed {
+                            items,
+                            high_water: if i == last { group.upto } else { 0 },
+                        };
+                        if let Some(h) = &hook {
+                            h(&committed);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, seq, "an unreadable commit log entry"),
+            }
+            *applied = seq;
+        }
+    }
+}
+
+/// Listens on `hotline_stream`; once listening, answers the channel the
+/// announcements arrive on (for [`spawn`]).
+pub(crate) fn listen(runtime: &tokio::runtime::Runtime, url: &str) -> Result<mpsc::Receiver<i64>> {
+    let (tx, rx) = mpsc::channel::<i64>();
+    let url = url.to_owned();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+    runtime.spawn(async move {
+        use futures_util::StreamExt;
+        let (client, mut connection) =
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(engine(e)));
+                    return;
+                }
+            };
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        {
+            let listen = client.batch_execute("LISTEN hotline_stream");
+            // The connection must be polled for LISTEN to complete.
+            tokio::pin!(listen);
+            loop {
+                tokio::select! {
+                    r = &mut listen => {
+                        let failed = r.is_err();
+                        let _ = ready_tx.send(r.map_err(engine));
+                        if failed {
+                            return;
+                        }
+                        break;
+                    }
+                    m = messages.next() => if m.is_none() { return },
+                }
+            }
+        }
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if let Ok(seq) = n.payload().parse::<i64>() {
+                        if tx.send(seq).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the commit listener's connection failed");
+                    return;
+                }
+            }
+        }
+        drop(client);
+    });
+    ready_rx
+        .recv()
+        .map_err(|_| StoreError::Engine("the commit listener stopped".into()))??;
+    Ok(rx)
+}
+
+/// The replay thread: each announcement replayed (the hook may read the
+/// store, which must not run on the engine's runtime: its connections need
+/// that thread).
+pub(crate) fn spawn(rx: mpsc::Receiver<i64>, replay: Arc<Replay>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("postgres-replay".into())
+        .spawn(move || {
+            while let Ok(mut seq) = rx.recv() {
+                // Announcements that queued meanwhile: one read for all.
+                while let Ok(s) = rx.try_recv() {
+                    seq = seq.max(s);
+                }
+                replay.announced(seq);
+            }
+        })
+        .map(|_| ())
+        .map_err(engine)
+}
