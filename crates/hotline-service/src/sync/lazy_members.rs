@@ -25,6 +25,7 @@ use crate::{Result, Services};
 /// of auth events) to find the one in force at the start of a timeline.
 const MEMBER_WALK: usize = 4;
 
+/// Whether `e` is `user`'s member event.
 fn is_member_event_of(e: &PduEvent, user: &UserId) -> bool {
     e.pdu.kind == TimelineEventType::RoomMember && e.pdu.state_key.as_deref() == Some(user.as_str())
 }
