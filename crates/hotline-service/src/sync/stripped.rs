@@ -1,0 +1,51 @@
+//! Stripped state: what an invitee or a knocker is shown of a room before
+//! they are in it.
+
+use ruma::UserId;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::pdu::PduEvent;
+use crate::rooms::Room;
+
+/// Stripped state shown to invitees.
+const INVITE_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// What an invitee or a knocker is shown of a room: its public face
+/// ([`INVITE_STATE`]), the member event of whoever sent theirs (the inviter,
+/// when `with_sender`), and their own member event.
+pub(super) fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> Vec<Box<RawValue>> {
+    let mut events: Vec<Box<RawValue>> = INVITE_STATE
+        .iter()
+        .filter_map(|k| room.state_event(k, ""))
+        .map(|e| stripped(&e))
+        .collect();
+    if let Some(m) = room.state_event("m.room.member", user.as_str()) {
+        if with_sender {
+            if let Some(sender) = room.state_event("m.room.member", m.pdu.sender.as_str()) {
+                events.push(stripped(&sender));
+            }
+        }
+        events.push(stripped(&m));
+    }
+    events
+}
+
+/// The stripped form of a state event, for invites.
+fn stripped(e: &PduEvent) -> Box<RawValue> {
+    serde_json::value::to_raw_value(&json!({
+        "type": e.pdu.kind.to_string(),
+        "state_key": e.pdu.state_key,
+        "sender": e.pdu.sender,
+        "content": e.pdu.content,
+    }))
+    .expect("stripped event serializes")
+}
