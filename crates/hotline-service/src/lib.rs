@@ -98,6 +98,17 @@ impl Services {
                 s.on_commit(committed);
             }
         }));
+        // Broadcasts arrive on the store's thread; typing expiry needs the
+        // server's runtime.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&services);
+            services.store.set_broadcast_hook(Arc::new(move |message| {
+                if let Some(s) = weak.upgrade() {
+                    let message = message.clone();
+                    runtime.spawn(async move { s.on_broadcast(&message) });
+                }
+            }));
+        }
         Ok(services)
     }
 

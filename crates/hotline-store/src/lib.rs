@@ -59,6 +59,9 @@ pub enum StoreError {
 /// before the writers of that batch are answered.
 pub type CommitHook = Arc<dyn Fn(&Committed) + Send + Sync>;
 
+/// Called with each [`Broadcast`] another server process sent.
+pub type BroadcastHook = Arc<dyn Fn(&Broadcast) + Send + Sync>;
+
 /// The storage interface. Reads may run concurrently; writes are batched
 /// and committed in order.
 ///
@@ -97,6 +100,16 @@ pub trait Store:
     /// The highest stream position in the database, including positions
     /// committed by another process since this one last wrote.
     fn stored_position(&self) -> Result<i64>;
+
+    /// Tells the other server processes on this database of an ephemeral
+    /// change, one that is never stored (typing). Best effort, like the
+    /// change itself. Nothing to do where there are no others (SQLite: one
+    /// serving process).
+    fn broadcast(&self, _message: &Broadcast) {}
+
+    /// Installs the hook that hears other processes' broadcasts (once, at
+    /// start).
+    fn set_broadcast_hook(&self, _hook: BroadcastHook) {}
 }
 
 /// The future a [`Store::write`] returns.

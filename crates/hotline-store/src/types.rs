@@ -519,6 +519,19 @@ impl WriteBatch {
     }
 }
 
+/// An ephemeral change one server process tells the others of (see
+/// [`crate::Store::broadcast`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Broadcast {
+    /// `PUT /rooms/{roomId}/typing/{userId}`.
+    Typing {
+        room_id: String,
+        user_id: String,
+        typing: bool,
+        timeout_ms: u64,
+    },
+}
+
 /// A committed batch: its operations with the positions they were given
 /// (`0` for operations that take none).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -21,6 +21,46 @@ impl Services {
     ) -> Result<()> {
         let room = self.room(room_id)?;
         self.require_joined(&room, user)?;
+        self.apply_typing(room, user, typing, timeout);
+        // Members syncing on another process sharing the database.
+        self.store.broadcast(&hotline_store::Broadcast::Typing {
+            room_id: room_id.to_string(),
+            user_id: user.to_string(),
+            typing,
+            timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+        });
+        Ok(())
+    }
+
+    /// Another process's typing change (its `set_typing` checked it).
+    pub(crate) fn on_broadcast(self: &std::sync::Arc<Self>, message: &hotline_store::Broadcast) {
+        match message {
+            hotline_store::Broadcast::Typing {
+                room_id,
+                user_id,
+                typing,
+                timeout_ms,
+            } => {
+                let (Ok(room_id), Ok(user)) = (RoomId::parse(room_id), UserId::parse(user_id))
+                else {
+                    return;
+                };
+                let Ok(room) = self.room(&room_id) else {
+                    return;
+                };
+                let timeout = (*timeout_ms > 0).then(|| Duration::from_millis(*timeout_ms));
+                self.apply_typing(room, &user, *typing, timeout);
+            }
+        }
+    }
+
+    fn apply_typing(
+        self: &std::sync::Arc<Self>,
+        room: std::sync::Arc<super::Room>,
+        user: &UserId,
+        typing: bool,
+        timeout: Option<Duration>,
+    ) {
         let expires = Instant::now() + timeout.unwrap_or(Duration::from_secs(30)).min(MAX_TYPING);
         let serial = {
             let mut inner = room.inner.write();
@@ -66,7 +106,6 @@ impl Services {
                 }
             });
         }
-        Ok(())
     }
 
     /// Users typing in the room, and the serial of the last change.

@@ -122,6 +122,9 @@ pub struct PostgresStore {
     next_reader: AtomicUsize,
     inbox: Mutex<Option<mpsc::Sender<writer::Job>>>,
     hook: Arc<RwLock<Option<CommitHook>>>,
+    broadcast_hook: Arc<RwLock<Option<BroadcastHook>>>,
+    /// This process's name among those sharing the database.
+    origin: String,
     position: Arc<AtomicI64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -225,7 +228,9 @@ impl PostgresStore {
             position.clone(),
             Conn::new(connect(&runtime)?),
         ));
-        replay::spawn(announcements, replay.clone())?;
+        let broadcast_hook: Arc<RwLock<Option<BroadcastHook>>> = Arc::new(RwLock::new(None));
+        let origin = replay.origin.clone();
+        replay::spawn(announcements, replay.clone(), broadcast_hook.clone())?;
         let (tx, rx) = mpsc::channel();
         let writer = {
             let w = writer::Writer {
@@ -245,6 +250,8 @@ impl PostgresStore {
             next_reader: AtomicUsize::new(0),
             inbox: Mutex::new(Some(tx)),
             hook,
+            broadcast_hook,
+            origin,
             position,
             writer: Mutex::new(Some(writer)),
         }))
@@ -354,6 +361,26 @@ impl Store for PostgresStore {
     fn stored_position(&self) -> Result<i64> {
         let stored = self.query_one("SELECT pos FROM stream_position", &[], |r| r.try_get(0))?;
         Ok(stored.unwrap_or(0).max(self.current_position()))
+    }
+
+    fn broadcast(&self, message: &Broadcast) {
+        let envelope = replay::BroadcastEnvelope {
+            origin: self.origin.clone(),
+            message: message.clone(),
+        };
+        let Ok(json) = serde_json::to_string(&envelope) else {
+            return;
+        };
+        if let Err(e) = block_on(
+            self.reader()
+                .exec("SELECT pg_notify('hotline_ephemeral', $1)", &[&json]),
+        ) {
+            tracing::warn!(error = %e, "broadcasting to the other processes");
+        }
+    }
+
+    fn set_broadcast_hook(&self, hook: BroadcastHook) {
+        *self.broadcast_hook.write() = Some(hook);
     }
 }
 

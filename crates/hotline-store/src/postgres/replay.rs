@@ -161,10 +161,29 @@ impl Replay {
     }
 }
 
-/// Listens on `hotline_stream`; once listening, answers the channel the
-/// announcements arrive on (for [`spawn`]).
-pub(crate) fn listen(runtime: &tokio::runtime::Runtime, url: &str) -> Result<mpsc::Receiver<i64>> {
-    let (tx, rx) = mpsc::channel::<i64>();
+/// What the listener heard.
+pub(crate) enum Heard {
+    /// A commit's sequence number (`hotline_stream`).
+    Commit(i64),
+    /// A [`BroadcastEnvelope`] (`hotline_ephemeral`).
+    Broadcast(String),
+}
+
+/// A broadcast as sent on `hotline_ephemeral`: the sender's origin lets
+/// it ignore its own.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct BroadcastEnvelope {
+    pub(crate) origin: String,
+    pub(crate) message: Broadcast,
+}
+
+/// Listens on `hotline_stream` and `hotline_ephemeral`; once listening,
+/// answers the channel what it hears arrives on (for [`spawn`]).
+pub(crate) fn listen(
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+) -> Result<mpsc::Receiver<Heard>> {
+    let (tx, rx) = mpsc::channel::<Heard>();
     let url = url.to_owned();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
     runtime.spawn(async move {
@@ -179,7 +198,7 @@ pub(crate) fn listen(runtime: &tokio::runtime::Runtime, url: &str) -> Result<mps
             };
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         {
-            let listen = client.batch_execute("LISTEN hotline_stream");
+            let listen = client.batch_execute("LISTEN hotline_stream; LISTEN hotline_ephemeral");
             // The connection must be polled for LISTEN to complete.
             tokio::pin!(listen);
             loop {
@@ -199,10 +218,15 @@ pub(crate) fn listen(runtime: &tokio::runtime::Runtime, url: &str) -> Result<mps
         while let Some(m) = messages.next().await {
             match m {
                 Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                    if let Ok(seq) = n.payload().parse::<i64>() {
-                        if tx.send(seq).is_err() {
-                            return;
-                        }
+                    let heard = match n.channel() {
+                        "hotline_stream" => match n.payload().parse::<i64>() {
+                            Ok(seq) => Heard::Commit(seq),
+                            Err(_) => continue,
+                        },
+                        _ => Heard::Broadcast(n.payload().to_owned()),
+                    };
+                    if tx.send(heard).is_err() {
+                        return;
                     }
                 }
                 Ok(_) => {}
@@ -220,19 +244,39 @@ pub(crate) fn listen(runtime: &tokio::runtime::Runtime, url: &str) -> Result<mps
     Ok(rx)
 }
 
-/// The replay thread: each announcement replayed (the hook may read the
-/// store, which must not run on the engine's runtime: its connections need
-/// that thread).
-pub(crate) fn spawn(rx: mpsc::Receiver<i64>, replay: Arc<Replay>) -> Result<()> {
+/// The replay thread: each announcement replayed, each other process's
+/// broadcast handed to `broadcast` (the hook may read the store, which
+/// must not run on the engine's runtime: its connections need that thread).
+pub(crate) fn spawn(
+    rx: mpsc::Receiver<Heard>,
+    replay: Arc<Replay>,
+    broadcast: Arc<RwLock<Option<BroadcastHook>>>,
+) -> Result<()> {
     std::thread::Builder::new()
         .name("postgres-replay".into())
         .spawn(move || {
-            while let Ok(mut seq) = rx.recv() {
-                // Announcements that queued meanwhile: one read for all.
-                while let Ok(s) = rx.try_recv() {
-                    seq = seq.max(s);
+            while let Ok(first) = rx.recv() {
+                // What queued meanwhile: one read of the log for all of it.
+                let mut upto = None;
+                for heard in std::iter::once(first).chain(rx.try_iter()) {
+                    match heard {
+                        Heard::Commit(seq) => upto = upto.max(Some(seq)),
+                        Heard::Broadcast(json) => {
+                            match serde_json::from_str::<BroadcastEnvelope>(&json) {
+                                Ok(b) if b.origin == replay.origin => {}
+                                Ok(b) => {
+                                    if let Some(h) = broadcast.read().clone() {
+                                        h(&b.message);
+                                    }
+                                }
+                                Err(e) => tracing::warn!(error = %e, "an unreadable broadcast"),
+                            }
+                        }
+                    }
                 }
-                replay.announced(seq);
+                if let Some(seq) = upto {
+                    replay.announced(seq);
+                }
             }
         })
         .map(|_| ())

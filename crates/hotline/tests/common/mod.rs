@@ -22,19 +22,36 @@ pub struct Server {
     pub database: Option<TestDatabase>,
 }
 
-/// A database of its own on the tests' PostgreSQL server, dropped with it.
+/// A database of its own on the tests' PostgreSQL server, dropped with it
+/// (by the server that made it, when several share it).
 pub struct TestDatabase {
     pub url: String,
     name: String,
     server: String,
+    owned: bool,
+}
+
+impl TestDatabase {
+    /// The same database, for another server process; only the first
+    /// drops it.
+    pub fn share(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            name: self.name.clone(),
+            server: self.server.clone(),
+            owned: false,
+        }
+    }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let _ = psql(
-            &self.server,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
+        if self.owned {
+            let _ = psql(
+                &self.server,
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            );
+        }
     }
 }
 
@@ -61,10 +78,14 @@ pub fn on_postgres() -> bool {
 /// On PostgreSQL, a new database for a server, on the server that
 /// `HOTLINE_TEST_POSTGRES` names (`postgres://USER@HOST:PORT/DB`).
 pub fn test_database() -> Option<TestDatabase> {
+    on_postgres().then(postgres_database)
+}
+
+/// A new database on the tests' PostgreSQL server (`HOTLINE_TEST_POSTGRES`,
+/// set by `scripts/test.sh` for both engines' passes), whichever engine
+/// the other tests run on: for tests of PostgreSQL itself.
+pub fn postgres_database() -> TestDatabase {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    if !on_postgres() {
-        return None;
-    }
     let server = std::env::var("HOTLINE_TEST_POSTGRES")
         .expect("HOTLINE_TEST_POSTGRES names the PostgreSQL server of the tests");
     let name = format!(
@@ -74,11 +95,12 @@ pub fn test_database() -> Option<TestDatabase> {
     );
     psql(&server, &format!("CREATE DATABASE {name}"));
     let (head, _) = server.rsplit_once('/').expect("a database URL");
-    Some(TestDatabase {
+    TestDatabase {
         url: format!("{head}/{name}"),
         name,
         server,
-    })
+        owned: true,
+    }
 }
 
 fn free_port() -> u16 {
@@ -596,4 +618,23 @@ impl Server {
 /// A loopback port nothing listens on yet.
 pub fn unused_port() -> u16 {
     free_port()
+}
+
+impl Server {
+    /// A server process on `database` (PostgreSQL) and `data` (its media and
+    /// signing key), which other processes may share.
+    pub async fn start_on(data: PathBuf, database: TestDatabase, args: &[&str]) -> Server {
+        let mut s = Server {
+            url: String::new(),
+            port: 0,
+            data,
+            _tmp: None,
+            child: None,
+            extra: args.iter().map(|s| s.to_string()).collect(),
+            log: None,
+            database: Some(database),
+        };
+        s.spawn().await;
+        s
+    }
 }

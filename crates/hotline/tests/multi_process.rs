@@ -1,0 +1,283 @@
+//! Several `hotline serve` processes on one PostgreSQL database: clients of
+//! the same room on different processes see every message once, in one
+//! order, whichever process took it; a process killed with `kill -9` loses
+//! nothing it acknowledged.
+//!
+//! These tests always run on PostgreSQL (`HOTLINE_TEST_POSTGRES`), whatever
+//! the engine of the suite's pass: several processes is PostgreSQL's case.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{postgres_database, Http, Server};
+use serde_json::{json, Value};
+
+/// A room everyone joined; returns its id.
+async fn shared_room(owner: (&Http, &str), others: &[(&Http, &str)]) -> String {
+    let (status, v) = owner
+        .0
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(owner.1),
+            Some(r#"{"preset":"public_chat"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    for (http, token) in others {
+        let (status, v) = http
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(token),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    room
+}
+
+/// Follows `/sync` on one process until `want` messages with the body
+/// prefix arrived in the room; every batch must be complete (`limited`
+/// would hide messages). Returns the bodies in the order they came.
+async fn receive(http: &Http, token: &str, room: &str, prefix: &str, want: usize) -> Vec<String> {
+    let filter = urlencode(&json!({"room": {"timeline": {"limit": 100_000}}}).to_string());
+    let (status, first) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/sync?filter={filter}"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let mut since = first["next_batch"].as_str().unwrap().to_owned();
+    let mut bodies = Vec::new();
+    collect(&first, room, prefix, &mut bodies);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while bodies.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {want} messages after 120 s",
+            bodies.len()
+        );
+        let (status, v) = http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/sync?since={since}&timeout=5000&filter={filter}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_ne!(
+            v["rooms"]["join"][room]["timeline"]["limited"],
+            json!(true),
+            "an incremental sync left messages out"
+        );
+        collect(&v, room, prefix, &mut bodies);
+        since = v["next_batch"].as_str().unwrap().to_owned();
+    }
+    bodies
+}
+
+fn collect(sync: &Value, room: &str, prefix: &str, out: &mut Vec<String>) {
+    if let Some(events) = sync["rooms"]["join"][room]["timeline"]["events"].as_array() {
+        for e in events {
+            if let Some(body) = e["content"]["body"].as_str() {
+                if body.starts_with(prefix) {
+                    out.push(body.to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// The room's message bodies, oldest first, paginating `/messages`
+/// backwards to the start.
+async fn history(http: &Http, token: &str, room: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut from = String::new();
+    loop {
+        let (status, v) = http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000{from}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        bodies.extend(
+            v["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)),
+        );
+        match v["end"].as_str() {
+            Some(end) => from = format!("&from={end}"),
+            None => break,
+        }
+    }
+    bodies.reverse();
+    bodies
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Sends `n` messages `PREFIX-who-i` one after the other; returns those
+/// acknowledged (a `200` with an event id).
+async fn send_all(http: Http, token: String, room: String, who: &str, n: usize) -> Vec<String> {
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let body = format!("m-{who}-{i}");
+        let r = http
+            .client
+            .put(format!(
+                "{}/_matrix/client/v3/rooms/{room}/send/m.room.message/{who}-{i}",
+                http.base
+            ))
+            .bearer_auth(&token)
+            .json(&json!({"msgtype": "m.text", "body": body}))
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => {
+                let v: Value = resp.json().await.unwrap();
+                assert!(v["event_id"].is_string(), "{v}");
+                acked.push(body);
+            }
+            // The process was killed under this request: not acknowledged.
+            _ => break,
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_on_two_processes_receive_every_message_once_in_one_order() {
+    let data = tempfile::tempdir().unwrap();
+    let db = postgres_database();
+    let a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    // Two users on each process.
+    let alice = ha.register("alice").await;
+    let carol = ha.register("carol").await;
+    let bob = hb.register("bob").await;
+    let dave = hb.register("dave").await;
+    let room = shared_room((&ha, &alice), &[(&hb, &bob), (&ha, &carol), (&hb, &dave)]).await;
+
+    let (history_a, history_b) = (alice.clone(), bob.clone());
+    const EACH: usize = 500;
+    let total = 4 * EACH;
+    let readers = [
+        (Http::new(&a.url), alice.clone()),
+        (Http::new(&b.url), bob.clone()),
+        (Http::new(&a.url), carol.clone()),
+        (Http::new(&b.url), dave.clone()),
+    ]
+    .map(|(http, token)| {
+        let room = room.clone();
+        tokio::spawn(async move { receive(&http, &token, &room, "m-", total).await })
+    });
+    // Sends from both processes, interleaved.
+    let senders = [
+        (Http::new(&a.url), alice, "alice"),
+        (Http::new(&b.url), bob, "bob"),
+        (Http::new(&a.url), carol, "carol"),
+        (Http::new(&b.url), dave, "dave"),
+    ]
+    .map(|(http, token, who)| {
+        let room = room.clone();
+        tokio::spawn(async move { send_all(http, token, room, who, EACH).await })
+    });
+    for s in senders {
+        assert_eq!(s.await.unwrap().len(), EACH, "every send acknowledged");
+    }
+    let mut orders = Vec::new();
+    for r in readers {
+        let got = r.await.unwrap();
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len(), "a message arrived twice");
+        assert_eq!(got.len(), total, "every message arrived");
+        orders.push(got);
+    }
+    for o in &orders[1..] {
+        assert!(o == &orders[0], "all clients see one order");
+    }
+    // The same order as the room's history, read back on either process.
+    for (http, token) in [(&ha, &history_a), (&hb, &history_b)] {
+        let history: Vec<String> = history(http, token, &room)
+            .await
+            .into_iter()
+            .filter(|b| b.starts_with("m-"))
+            .collect();
+        assert!(history == orders[0], "the history is the order clients saw");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_killed_mid_stream_loses_nothing_it_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let db = postgres_database();
+    let mut a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let room = shared_room((&ha, &alice), &[(&hb, &bob)]).await;
+
+    let to_a = tokio::spawn(send_all(
+        Http::new(&a.url),
+        alice.clone(),
+        room.clone(),
+        "alice",
+        100_000,
+    ));
+    let to_b = tokio::spawn(send_all(
+        Http::new(&b.url),
+        bob.clone(),
+        room.clone(),
+        "bob",
+        300,
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill9();
+    let acked_a = to_a.await.unwrap();
+    let acked_b = to_b.await.unwrap();
+    assert!(
+        !acked_a.is_empty(),
+        "process A acknowledged sends before it died"
+    );
+    assert_eq!(acked_b.len(), 300, "process B went on");
+
+    // Everything A acknowledged is in the room, seen from B.
+    let stored = history(&hb, &bob, &room).await;
+    let distinct: HashSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "no message stored twice");
+    for body in acked_a.iter().chain(&acked_b) {
+        assert!(
+            distinct.contains(body),
+            "{body} was acknowledged but is not stored"
+        );
+    }
+    // A restarts on the same database and serves the same history.
+    a.spawn().await;
+    assert_eq!(history(&Http::new(&a.url), &alice, &room).await, stored);
+    drop(b);
+}
