@@ -554,7 +554,7 @@ impl Services {
         row
     }
 
-    fn forget_cached_tokens(&self, user_id: &UserId, device_id: Option<&str>) {
+    pub(crate) fn forget_cached_tokens(&self, user_id: &UserId, device_id: Option<&str>) {
         self.accounts.tokens.lock().retain(|_, t| {
             let s = &t.sender;
             !(s.user_id == user_id && device_id.is_none_or(|d| s.device_id.as_str() == d))

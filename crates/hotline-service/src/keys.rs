@@ -439,12 +439,32 @@ impl Services {
         sender: &UserId,
         wanted: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Value> {
+        // A claim in this process waits for the one before; one in another
+        // process sharing the database may take a key this one picked, and
+        // the store then refuses the second (a conflict): pick again.
+        for _ in 0..8 {
+            if let Some(claimed) = self.claim_keys_once(sender, &wanted).await? {
+                return Ok(claimed);
+            }
+        }
+        Err(Error::internal(
+            "one-time keys kept being claimed elsewhere",
+        ))
+    }
+
+    /// One try of [`Services::claim_keys`]; `None` when another process
+    /// claimed one of the keys first.
+    async fn claim_keys_once(
+        &self,
+        sender: &UserId,
+        wanted: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<Option<Value>> {
         let _one_at_a_time = self.keys.claim_lock.lock().await;
         let mut out = Map::new();
         let mut failures = Map::new();
         let mut batch = WriteBatch::new();
         for (user, devices) in wanted {
-            if !self.is_local_or_failure(&user, &mut failures) {
+            if !self.is_local_or_failure(user, &mut failures) {
                 continue;
             }
             let may_reach = UserId::parse(user.as_str())
@@ -482,13 +502,18 @@ impl Services {
                 }
             }
             if !per_user.is_empty() {
-                out.insert(user, Value::Object(per_user));
+                out.insert(user.clone(), Value::Object(per_user));
             }
         }
         if !batch.ops.is_empty() {
-            self.store.write(batch).await?;
+            match self.store.write(batch).await {
+                Err(hotline_store::StoreError::Conflict(_)) => return Ok(None),
+                other => {
+                    other?;
+                }
+            }
         }
-        Ok(json!({ "one_time_keys": out, "failures": failures }))
+        Ok(Some(json!({ "one_time_keys": out, "failures": failures })))
     }
 
     // ----- cross-signing -----

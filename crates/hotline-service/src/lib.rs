@@ -140,8 +140,19 @@ impl Services {
                     self.events_stored.fetch_add(1, Ordering::Relaxed);
                     self.rooms.apply_committed(*pos, e, &mut wake)
                 }
-                hotline_store::WriteOp::PutAccountData { user_id, .. } => {
+                hotline_store::WriteOp::PutAccountData {
+                    user_id,
+                    room_id,
+                    kind,
+                    ..
+                } => {
                     if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        if room_id.is_empty() && kind == push_rules::PUSH_RULES {
+                            // Edited here, the editor puts the new rules in
+                            // after this; edited by another process, the next
+                            // read loads them.
+                            self.push_rules_cache.forget(&u);
+                        }
                         // Before the wake: the woken /sync must see it moved.
                         self.rooms.touch_private(&u, *pos);
                         wake.push(u);
@@ -184,7 +195,21 @@ impl Services {
                     user_id, device_id, ..
                 } => self.keys.counts_changed(user_id, device_id),
                 hotline_store::WriteOp::DeleteDevice { user_id, device_id } => {
-                    self.keys.forget_device(user_id, device_id)
+                    self.keys.forget_device(user_id, device_id);
+                    // Its tokens stop working in every process at once.
+                    if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        self.forget_cached_tokens(&u, Some(device_id));
+                    }
+                }
+                hotline_store::WriteOp::DeleteDeviceTokens { user_id, device_id } => {
+                    if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        self.forget_cached_tokens(&u, Some(device_id));
+                    }
+                }
+                hotline_store::WriteOp::Deactivate { user_id } => {
+                    if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        self.forget_cached_tokens(&u, None);
+                    }
                 }
                 _ => {}
             }

@@ -263,9 +263,15 @@ impl Services {
     pub fn time_out_presence(self: &Arc<Self>) -> Result<()> {
         let after_ms = i64::try_from(self.config.offline_after_seconds.saturating_mul(1000))
             .unwrap_or(i64::MAX);
-        for user in self.store.users_present()? {
-            if let Ok(u) = UserId::parse(user.as_str()) {
-                self.presence.seen(&u);
+        // Users stored as present when the deployment starts are timed out
+        // if they never come back; with several processes, by one of them
+        // (the others would time out users syncing elsewhere). Otherwise a
+        // process times out the users it saw syncing.
+        if self.store.runs_deployment_jobs() {
+            for user in self.store.users_present()? {
+                if let Ok(u) = UserId::parse(user.as_str()) {
+                    self.presence.seen(&u);
+                }
             }
         }
         let every =

@@ -522,6 +522,14 @@ impl RulesCache {
     /// Users beyond which the cache is dropped wholesale: it only saves reads.
     const MAX_USERS: usize = 16 * 1024;
 
+    /// Drops the user's entry: their stored rules changed (another
+    /// process's edit, replayed by the commit hook). A new generation keeps
+    /// out what a reader loaded before.
+    pub(crate) fn forget(&self, user: &UserId) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.users.lock().remove(user);
+    }
+
     fn put(&self, user: &UserId, entry: InForce) {
         let mut users = self.users.lock();
         if users.len() >= Self::MAX_USERS && !users.contains_key(user) {

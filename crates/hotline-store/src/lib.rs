@@ -110,6 +110,13 @@ pub trait Store:
     /// Installs the hook that hears other processes' broadcasts (once, at
     /// start).
     fn set_broadcast_hook(&self, _hook: BroadcastHook) {}
+
+    /// Whether this process runs the deployment's one-per-deployment jobs
+    /// (of several processes on one database, exactly one does). Always
+    /// true on SQLite.
+    fn runs_deployment_jobs(&self) -> bool {
+        true
+    }
 }
 
 /// The future a [`Store::write`] returns.

@@ -426,6 +426,8 @@ pub enum WriteOp {
         key_id: String,
         json: String,
     },
+    /// Fails the batch with a [`StoreError::Conflict`] when the key is
+    /// gone (claimed meanwhile, by another process): a key is handed out once.
     DeleteOneTimeKey {
         user_id: String,
         device_id: String,

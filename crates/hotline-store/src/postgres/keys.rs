@@ -64,11 +64,16 @@ pub(crate) async fn delete_one_time_key(
     device_id: &str,
     key_id: &str,
 ) -> Applied {
-    c.exec(
-        "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND key_id = $3",
-        &[&user_id, &device_id, &key_id],
-    )
-    .await?;
+    let deleted = c
+        .exec(
+            "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND key_id = $3",
+            &[&user_id, &device_id, &key_id],
+        )
+        .await?;
+    if deleted == 0 {
+        // Claimed meanwhile (by another process): never hand a key out twice.
+        return Err(super::writer::conflict("one-time key already claimed"));
+    }
     Ok(())
 }
 

@@ -62,6 +62,8 @@ use crate::*;
 
 /// Clients the reads share (each pipelines its callers' queries).
 const READERS: usize = 4;
+/// The advisory lock of the process that runs the deployment's jobs.
+const JOBS_LOCK: i64 = 0x686f_746c_696e_66;
 
 pub(crate) type PgError = tokio_postgres::Error;
 pub(crate) type PgResult<T> = std::result::Result<T, PgError>;
@@ -125,6 +127,9 @@ pub struct PostgresStore {
     broadcast_hook: Arc<RwLock<Option<BroadcastHook>>>,
     /// This process's name among those sharing the database.
     origin: String,
+    /// Whether this process holds the deployment-jobs lock (the first to
+    /// start; held by its writer's session, released when it ends).
+    jobs: bool,
     position: Arc<AtomicI64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -199,6 +204,13 @@ impl PostgresStore {
         };
         let mut writer_conn = Conn::new(connect(&runtime)?);
         block_on(schema::migrate(&mut writer_conn))?;
+        let jobs: bool =
+            block_on(writer_conn.opt("SELECT pg_try_advisory_lock($1)", &[&JOBS_LOCK]))
+                .map_err(engine)?
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(engine)?
+                .unwrap_or(false);
         let readers = (0..READERS)
             .map(|_| connect(&runtime).map(Conn::new))
             .collect::<Result<Vec<_>>>()?;
@@ -252,6 +264,7 @@ impl PostgresStore {
             hook,
             broadcast_hook,
             origin,
+            jobs,
             position,
             writer: Mutex::new(Some(writer)),
         }))
@@ -381,6 +394,10 @@ impl Store for PostgresStore {
 
     fn set_broadcast_hook(&self, hook: BroadcastHook) {
         *self.broadcast_hook.write() = Some(hook);
+    }
+
+    fn runs_deployment_jobs(&self) -> bool {
+        self.jobs
     }
 }
 

@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, Row};
 
-use super::{column, pair, SqliteStore};
+use super::{column, pair, refused, SqliteStore};
 use crate::*;
 
 // ----- writes -----
@@ -60,10 +60,15 @@ pub(super) fn delete_one_time_key(
     device_id: &str,
     key_id: &str,
 ) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "DELETE FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 AND key_id = ?3",
-    )?
-    .execute(params![user_id, device_id, key_id])?;
+    let deleted = c
+        .prepare_cached(
+            "DELETE FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 AND key_id = ?3",
+        )?
+        .execute(params![user_id, device_id, key_id])?;
+    if deleted == 0 {
+        // Claimed meanwhile (by another claim): never hand a key out twice.
+        return Err(refused("one-time key already claimed"));
+    }
     Ok(())
 }
 
