@@ -95,6 +95,9 @@ impl From<hotline_store::StoreError> for Error {
         match e {
             // Logged once per episode by the store, not per request.
             hotline_store::StoreError::Full(_) => Error::StorageFull,
+            hotline_store::StoreError::Invalid(_) => {
+                Error::InvalidParam("text with a NUL character cannot be stored".into())
+            }
             e => Error::Internal(e.to_string()),
         }
     }

@@ -50,6 +50,10 @@ pub enum StoreError {
     /// of the write was kept; the same write may succeed once space returns.
     #[error("storage full: {0}")]
     Full(String),
+    /// The engine cannot store a value as given (PostgreSQL's text holds no
+    /// NUL character). Nothing of the write was kept.
+    #[error("unstorable value: {0}")]
+    Invalid(String),
     /// The engine failed (I/O, corruption, closed).
     #[error("storage engine: {0}")]
     Engine(String),

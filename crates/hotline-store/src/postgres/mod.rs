@@ -147,6 +147,14 @@ pub(crate) fn failure(e: &PgError) -> StoreError {
         Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => {
             StoreError::Full(e.to_string())
         }
+        // A NUL character in text (22021), or text the database's encoding
+        // cannot hold (22P05).
+        Some(c)
+            if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                || *c == SqlState::UNTRANSLATABLE_CHARACTER =>
+        {
+            StoreError::Invalid(e.to_string())
+        }
         _ => engine(e),
     }
 }

@@ -389,6 +389,7 @@ fn again(e: &StoreError) -> StoreError {
     match e {
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
         StoreError::Full(m) => StoreError::Full(m.clone()),
+        StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
         StoreError::Engine(m) => StoreError::Engine(m.clone()),
     }
 }
