@@ -23,7 +23,9 @@ export HOTLINE_TEST_POSTGRES_DIR="$pg_dir"
 echo "== Rust tests, SQLite"
 cargo test --release --workspace --exclude hotline-loadgen -- --test-threads 2
 echo "== Rust integration tests, PostgreSQL"
-HOTLINE_TEST_ENGINE=postgres cargo test --release -p hotline --tests -- --test-threads 2
+# The body fuzzer takes a quarter of its cases here: every one commits.
+HOTLINE_TEST_ENGINE=postgres HOTLINE_FUZZ_CASES=10000 \
+  cargo test --release -p hotline --tests -- --test-threads 2
 
 if [ -x tests/interop/run.sh ]; then
   tests/interop/run.sh

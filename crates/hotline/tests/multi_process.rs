@@ -281,3 +281,27 @@ async fn a_process_killed_mid_stream_loses_nothing_it_acknowledged() {
     assert_eq!(history(&Http::new(&a.url), &alice, &room).await, stored);
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_made_through_one_process_shows_in_the_members_sync_on_the_other() {
+    let data = tempfile::tempdir().unwrap();
+    let db = postgres_database();
+    let a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    let alice = ha.register("alice").await;
+    let bob = ha.register("bob").await;
+    // Bob's sync runs on B before he is in any room: B has his (empty)
+    // list of rooms cached, and has not loaded the room.
+    let (status, v) = hb
+        .call("GET", "/_matrix/client/v3/sync", Some(&bob), None)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // He joins through A (the room lives only in A's caches).
+    let room = shared_room((&ha, &alice), &[(&ha, &bob)]).await;
+    let sent = send_all(Http::new(&a.url), alice.clone(), room.clone(), "alice", 20).await;
+    assert_eq!(sent.len(), 20);
+    let got = receive(&hb, &bob, &room, "m-", 20).await;
+    assert_eq!(got, sent, "B's sync shows the room and its messages");
+    drop((a, b));
+}
