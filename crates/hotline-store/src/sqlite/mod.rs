@@ -8,15 +8,17 @@
 //! (eight kept, [`READ_POOL`]); WAL lets them run beside the writer.
 //!
 //! This file holds the store itself (open, close, the read pool and the
-//! shared read helpers [`SqliteStore::query_one`] and
-//! [`SqliteStore::query_all`]) and the dispatcher [`apply_op`], which hands
+//! shared read helpers [`SqliteStore::query_one`],
+//! [`SqliteStore::query_all`] and [`SqliteStore::query_value`]) and the dispatcher [`apply_op`], which hands
 //! each [`WriteOp`] to its domain's function. Each domain file
 //! ([`accounts`], [`rooms`], [`ephemeral`], [`keys`], [`key_backup`],
 //! [`identity`], [`media`]) holds that domain's SQL: its writes, its row
 //! mappers and its read trait's implementation.
 //!
-//! Every connection keeps up to 64 prepared statements cached, and retries
-//! a busy database every 50 µs ([`BUSY_STEP`]) for up to 10 s.
+//! Every connection keeps up to 64 prepared statements cached. The writer's
+//! and the checkpointer's connections retry a busy database every 50 µs
+//! ([`BUSY_STEP`]) for up to 10 s; readers wait up to 10 s with SQLite's own
+//! busy handler.
 
 mod accounts;
 mod checkpoint;
