@@ -597,3 +597,59 @@ impl Server {
 pub fn unused_port() -> u16 {
     free_port()
 }
+
+/// A new database on the tests' PostgreSQL server (`HOTLINE_TEST_POSTGRES`),
+/// whatever engine the servers of the tests run on (a migration's target).
+pub fn new_postgres_database() -> TestDatabase {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let server = std::env::var("HOTLINE_TEST_POSTGRES")
+        .expect("HOTLINE_TEST_POSTGRES names the PostgreSQL server of the tests");
+    let name = format!(
+        "m_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+    psql(&server, &format!("CREATE DATABASE {name}"));
+    let (head, _) = server.rsplit_once('/').expect("a database URL");
+    TestDatabase {
+        url: format!("{head}/{name}"),
+        name,
+        server,
+    }
+}
+
+impl TestDatabase {
+    /// The answer of one SQL statement on this database (`psql -tA`).
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+impl Server {
+    /// Stops the server as an operator does (SIGTERM: it finishes, flushes
+    /// and closes the store) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let ok = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -TERM");
+            let status = c.wait().unwrap();
+            assert!(status.success(), "the server exited with {status}");
+        }
+    }
+
+    /// Starts the server again on the same data directory, its database
+    /// now `db` (PostgreSQL) instead of the one it had.
+    pub async fn restart_on(&mut self, db: TestDatabase) {
+        self.stop();
+        self.database = Some(db);
+        self.spawn().await;
+    }
+}
