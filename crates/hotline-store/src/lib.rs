@@ -16,6 +16,7 @@
 //! error codes) crosses this crate's public interface.
 
 mod backup;
+mod migrate;
 mod postgres;
 mod sqlite;
 mod traits;
@@ -23,6 +24,7 @@ mod types;
 mod walbuf;
 
 pub use backup::BackupReport;
+pub use migrate::{migrate_sqlite_to_postgres, MigrationReport};
 pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use traits::*;

@@ -157,6 +157,21 @@ enum Admin {
         /// Directory to create the copy in.
         dest: PathBuf,
     },
+    /// Copy a SQLite deployment's database into an empty PostgreSQL
+    /// database, every row as it was: one consistent snapshot, copied in
+    /// one transaction, each table's row count checked. It reads beside a
+    /// running server, but writes made after its snapshot are not copied:
+    /// for a cutover, stop the server, migrate, set `database` (or
+    /// `HOTLINE_DATABASE`) to the new URL and start it. Media files and
+    /// signing.key stay in the data directory.
+    Migrate {
+        /// The source: `sqlite:PATH` (default: this data directory's hotline.db).
+        #[arg(long)]
+        from: Option<String>,
+        /// The target: `postgres://USER@HOST:PORT/DB`; a new, empty database.
+        #[arg(long)]
+        to: String,
+    },
     /// Create a registration token for `m.login.registration_token`.
     RegistrationToken {
         /// How many registrations it allows (default: unlimited).
@@ -428,6 +443,30 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             }
             let report =
                 tokio::task::spawn_blocking(move || backup::run(&config.data_dir, &dest)).await??;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Admin(Admin::Migrate { from, to }) => {
+            let source = match from.as_deref() {
+                None => config.data_dir.join("hotline.db"),
+                Some(f) => match f.strip_prefix("sqlite:") {
+                    Some(path) if !path.is_empty() => PathBuf::from(path),
+                    _ => return Err(format!("--from must be sqlite:PATH, not {f:?}").into()),
+                },
+            };
+            if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+                return Err(
+                    format!("--to must be postgres://USER@HOST:PORT/DB, not {to:?}").into(),
+                );
+            }
+            if !source.is_file() {
+                return Err(format!("no SQLite database at {}", source.display()).into());
+            }
+            let report = tokio::task::spawn_blocking(move || {
+                hotline_store::migrate_sqlite_to_postgres(&source, &to)
+            })
+            .await?
+            .map_err(|e| e.to_string())?;
             println!("{report}");
             Ok(())
         }

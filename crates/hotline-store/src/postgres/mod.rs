@@ -36,7 +36,7 @@
 //! advisory lock, so processes starting together migrate once.
 
 mod replay;
-mod schema;
+pub(crate) mod schema;
 mod writer;
 
 mod accounts;
@@ -76,7 +76,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Self {
             client,
             prepared: Mutex::new(HashMap::new()),
@@ -108,6 +108,11 @@ impl Conn {
     pub(crate) async fn opt(&self, sql: &'static str, params: Params<'_>) -> PgResult<Option<Row>> {
         let s = self.statement(sql).await?;
         self.client.query_opt(&s, params).await
+    }
+
+    /// The client itself, for statements built at run time (`migrate`).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Statements with no parameters and no rows (transaction control).
@@ -178,6 +183,35 @@ pub(crate) fn storage_failed(e: &PgError) -> bool {
     }
 }
 
+/// The runtime that drives an engine's connections (one I/O thread).
+pub(crate) fn io_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("postgres-io")
+        .enable_all()
+        .build()
+        .map_err(engine)
+}
+
+/// A client of the database at `url`, its connection task on `rt`.
+pub(crate) fn connect(rt: &tokio::runtime::Runtime, url: &str) -> Result<Client> {
+    let url = url.to_owned();
+    // Connecting needs the reactor: it runs on the engine's runtime, and
+    // its connection task stays there.
+    let handle = rt.spawn(async move {
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok::<_, PgError>(client)
+    });
+    block_on(handle)
+        .map_err(engine)?
+        .map_err(|e| StoreError::Engine(format!("connecting to PostgreSQL: {e}")))
+}
+
 /// Runs `f` to completion on this thread (see the module docs).
 pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     futures_executor::block_on(f)
@@ -187,29 +221,8 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`),
     /// runs the migrations it lacks, and starts the writer.
     pub fn open(url: &str) -> Result<Arc<Self>> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("postgres-io")
-            .enable_all()
-            .build()
-            .map_err(engine)?;
-        let connect = |rt: &tokio::runtime::Runtime| -> Result<Client> {
-            let url = url.to_owned();
-            // Connecting needs the reactor: it runs on the engine's runtime,
-            // and its connection task stays there.
-            let handle = rt.spawn(async move {
-                let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::error!(error = %e, "PostgreSQL connection ended");
-                    }
-                });
-                Ok::<_, PgError>(client)
-            });
-            block_on(handle)
-                .map_err(engine)?
-                .map_err(|e| StoreError::Engine(format!("connecting to PostgreSQL: {e}")))
-        };
+        let runtime = io_runtime()?;
+        let connect = |rt: &tokio::runtime::Runtime| connect(rt, url);
         let mut writer_conn = Conn::new(connect(&runtime)?);
         block_on(schema::migrate(&mut writer_conn))?;
         let jobs: bool =

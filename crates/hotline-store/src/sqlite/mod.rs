@@ -54,6 +54,12 @@ const STATEMENT_CACHE: usize = 64;
 /// Read-only connections kept for reuse; a read finding none opens one.
 const READ_POOL: usize = 8;
 
+/// The stream's high-water mark: the highest position any table holds, or
+/// the one `meta` notes (positions of rows since replaced or deleted).
+pub(crate) const HIGH_WATER_MARK: &str = "SELECT MAX(p) FROM (SELECT MAX(pos) AS p FROM events UNION ALL SELECT MAX(pos) FROM account_data UNION ALL SELECT MAX(pos) FROM receipts
+     UNION ALL SELECT MAX(pos) FROM key_changes UNION ALL SELECT MAX(pos) FROM to_device UNION ALL SELECT MAX(pos) FROM presence
+     UNION ALL SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos')";
+
 /// How hard a commit waits for the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -163,13 +169,7 @@ impl SqliteStore {
                 .map_err(engine)?
         };
         let position: i64 = conn
-            .query_row(
-                "SELECT MAX(p) FROM (SELECT MAX(pos) AS p FROM events UNION ALL SELECT MAX(pos) FROM account_data UNION ALL SELECT MAX(pos) FROM receipts
-                 UNION ALL SELECT MAX(pos) FROM key_changes UNION ALL SELECT MAX(pos) FROM to_device UNION ALL SELECT MAX(pos) FROM presence
-                 UNION ALL SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stream_pos')",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
+            .query_row(HIGH_WATER_MARK, [], |r| r.get::<_, Option<i64>>(0))
             .map_err(engine)?
             .unwrap_or(0);
         let position = Arc::new(AtomicI64::new(position));

@@ -638,3 +638,35 @@ impl Server {
         s
     }
 }
+
+impl TestDatabase {
+    /// The answer of one SQL statement on this database (`psql -tA`).
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+impl Server {
+    /// Stops the server as an operator does (SIGTERM: it finishes, flushes
+    /// and closes the store) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let ok = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -TERM");
+            let status = c.wait().unwrap();
+            assert!(status.success(), "the server exited with {status}");
+        }
+    }
+
+    /// Starts the server again on the same data directory, its database
+    /// now `db` (PostgreSQL) instead of the one it had.
+    pub async fn restart_on(&mut self, db: TestDatabase) {
+        self.stop();
+        self.database = Some(db);
+        self.spawn().await;
+    }
+}
