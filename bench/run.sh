@@ -202,7 +202,7 @@ start_pg() {
 # A fresh database for SIDE on the cluster; prints its URL.
 pg_database() {
     local db="bench_${1//-/_}"
-    psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null
+    PGOPTIONS="-c client_min_messages=warning" psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null
     # Synapse needs C collation (it checks); Hotline gets the same.
     psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" \
         -c "CREATE DATABASE $db ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' template=template0" >/dev/null
