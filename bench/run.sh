@@ -5,8 +5,12 @@
 #
 #   bench/run.sh                      both servers, 40 DM pairs, 20 s window
 #   SIDES=synapse bench/run.sh        one side only (also: SIDES=hotline)
+#   SIDES="synapse-pg hotline-pg hotline-pg2 hotline" bench/run.sh
+#                                     both servers on PostgreSQL, side by side
+#                                     with Hotline on SQLite (see "Sides")
 #   bench/run.sh table DIR_A [DIR_B]  re-render a table: Synapse from DIR_A,
-#                                     Hotline from DIR_B (default DIR_A)
+#                                     Hotline from DIR_B (default DIR_A); a
+#                                     DIR alone with -pg sides: all its sides
 #   PAIRS=10 DURATION=10 bench/run.sh
 #   WORKLOAD=keys bench/run.sh        E2EE keys: /keys/query, /keys/claim and
 #                                     to-device fan-out over 1,000 devices
@@ -17,8 +21,10 @@
 #   WORKLOAD [dm]                dm or keys
 #   KEYS_USERS [100] KEYS_DEVICES [10]  keys workload: users x devices each
 #   LOADGEN_THREADS [1]          generator runtime threads
-#   SIDES ["synapse hotline"]    which servers, in order
-#   SYNAPSE_PORT [18008] HOTLINE_PORT [18448]
+#   SIDES ["synapse hotline"]    which servers, in order (see "Sides")
+#   SYNAPSE_PORT [18008] HOTLINE_PORT [18448]  (hotline-pg2's second
+#                                process: HOTLINE_PORT + 1)
+#   PG_PORT [18543]              the PostgreSQL cluster of the -pg sides
 #   BENCH_DATA_ROOT [mktemp under /tmp]  server data; same filesystem for both,
 #                                since both must fsync acknowledged writes
 #   SKIP_BUILD [0]               use the binaries already built
@@ -29,6 +35,22 @@
 #   LOADGEN_BIN [$CARGO_TARGET_DIR/release/hotline-loadgen]  generator binary
 #   HOTLINE_TOML [""]            extra top-level hotline.toml lines, for
 #                                experiments (durability = "normal")
+#
+# Sides (each on a fresh server and, for PostgreSQL, a fresh database):
+#   synapse      Synapse on SQLite (synchronous=FULL)
+#   synapse-pg   Synapse on PostgreSQL (psycopg2, pool of 5-10 connections)
+#   hotline      Hotline on SQLite, durability = "full"
+#   hotline-pg   Hotline on PostgreSQL, one `hotline serve` process
+#   hotline-pg2  Hotline on PostgreSQL, two `hotline serve` processes on one
+#                database and one data directory; each pair's sender talks to
+#                one process and its receiver to the other, so every message
+#                crosses processes (LISTEN/NOTIFY replay)
+# The -pg sides share one PostgreSQL cluster the script starts
+# (scripts/postgres.sh, in BENCH_DATA_ROOT/pg, on PG_PORT) and stops at the
+# end, with PostgreSQL's durable defaults: fsync and synchronous_commit on.
+# The default stays the two-sided SQLite comparison of earlier entries in
+# BENCHMARKS.md; with any other side the table has one row per side, with
+# ratios against synapse-pg and synapse where those ran.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +67,7 @@ LOADGEN_THREADS="${LOADGEN_THREADS:-1}"
 SIDES="${SIDES:-synapse hotline}"
 SYNAPSE_PORT="${SYNAPSE_PORT:-18008}"
 HOTLINE_PORT="${HOTLINE_PORT:-18448}"
+PG_PORT="${PG_PORT:-18543}"
 WAIT_QUIET="${WAIT_QUIET:-1}"
 QUIET_MAX="${QUIET_MAX:-600}"
 QUIET_PCT="${QUIET_PCT:-25}"
@@ -58,13 +81,24 @@ PY="$(command -v python3)"
 mkdir -p "$RESULTS" "$DATA_ROOT"
 log() { echo "bench: $*" >&2; }
 
-HOTLINE_PID=""
+HOTLINE_PIDS=()
+PG_URL=""
+stop_hotline() {
+    local pid
+    for pid in "${HOTLINE_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null || true
+    done
+    HOTLINE_PIDS=()
+}
 cleanup() {
-    "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/synapse" 2>/dev/null || true
-    if [[ -n "$HOTLINE_PID" ]] && kill -0 "$HOTLINE_PID" 2>/dev/null; then
-        kill -TERM "$HOTLINE_PID" 2>/dev/null || true
-        wait "$HOTLINE_PID" 2>/dev/null || true
-    fi
+    local side
+    for side in synapse synapse-pg; do
+        "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/$side" 2>/dev/null || true
+    done
+    stop_hotline
+    [[ -n "$PG_URL" ]] && "$ROOT/scripts/postgres.sh" stop "$DATA_ROOT/pg"
+    return 0
 }
 trap cleanup EXIT
 
@@ -72,7 +106,7 @@ build() {
     [[ "${SKIP_BUILD:-0}" == 1 ]] && return 0
     log "building hotline-loadgen (release)"
     (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p hotline-loadgen)
-    if [[ " $SIDES " == *" hotline "* && -z "${HOTLINE_BIN:-}" ]]; then
+    if [[ " $SIDES " == *" hotline"* && -z "${HOTLINE_BIN:-}" ]]; then
         log "building hotline (release)"
         (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p hotline)
     fi
@@ -124,8 +158,10 @@ wait_versions() {
     return 1
 }
 
+# loadgen SIDE URLS PIDS [DB_PID]: URLS and PIDS comma-separated (several
+# for a server run as several processes).
 loadgen() {
-    local side="$1" port="$2" pid="$3"
+    local side="$1" urls="$2" pids="$3" db_pid="${4:-}"
     local work
     if [[ "$WORKLOAD" == keys ]]; then
         work=(keys --users "$KEYS_USERS" --devices-per-user "$KEYS_DEVICES")
@@ -133,59 +169,121 @@ loadgen() {
         work=(dm --pairs "$PAIRS" --warmup "$WARMUP" --duration "$DURATION" --inflight "$INFLIGHT")
         [[ -n "$RATE" ]] && work+=(--rate "$RATE")
     fi
-    local cmd=("$LOADGEN" --base-url "http://127.0.0.1:$port" --label "$side" --server-pid "$pid"
-        --threads "$LOADGEN_THREADS" --max-runtime 1200 "${work[@]}")
+    local cmd=("$LOADGEN" --base-url "$urls" --label "$side" --server-pid "$pids"
+        ${db_pid:+--db-pid "$db_pid"} --threads "$LOADGEN_THREADS" --max-runtime 1200 "${work[@]}")
     echo "${cmd[*]}" >"$RESULTS/$side.cmd"
     log "running: ${cmd[*]}"
     "${cmd[@]}" >"$RESULTS/$side.json" 2> >(tee "$RESULTS/$side.log" >&2) || return 1
-    # VmHWM is the peak since the process started: setup and load included.
-    grep VmHWM "/proc/$pid/status" | awk '{print $2}' >"$RESULTS/$side.peak_rss_kb"
+    # VmHWM is the peak since the process started: setup and load included;
+    # several processes: the sum of their peaks.
+    local pid kb=0
+    for pid in ${pids//,/ }; do
+        kb=$((kb + $(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")))
+    done
+    echo "$kb" >"$RESULTS/$side.peak_rss_kb"
 }
 
+# The PostgreSQL cluster of the -pg sides, started once; prints nothing.
+start_pg() {
+    [[ -n "$PG_URL" ]] && return 0
+    # As root the cluster belongs to `postgres`, which must reach its
+    # directory (mktemp makes DATA_ROOT private).
+    chmod 755 "$DATA_ROOT"
+    PG_URL="$("$ROOT/scripts/postgres.sh" start "$DATA_ROOT/pg" "$PG_PORT")"
+    log "PostgreSQL $(psql -qtAX "$PG_URL" -c 'SHOW server_version') at $PG_URL:" \
+        "fsync=$(psql -qtAX "$PG_URL" -c 'SHOW fsync')" \
+        "synchronous_commit=$(psql -qtAX "$PG_URL" -c 'SHOW synchronous_commit')" \
+        "wal_sync_method=$(psql -qtAX "$PG_URL" -c 'SHOW wal_sync_method')"
+    psql -qtAX "$PG_URL" -c "SELECT name, setting FROM pg_settings WHERE name IN
+        ('fsync','synchronous_commit','wal_sync_method','full_page_writes','shared_buffers','server_version')" \
+        >"$RESULTS/postgres.settings"
+}
+
+# A fresh database for SIDE on the cluster; prints its URL.
+pg_database() {
+    local db="bench_${1//-/_}"
+    PGOPTIONS="-c client_min_messages=warning" psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" -c "DROP DATABASE IF EXISTS $db" >/dev/null
+    # Synapse needs C collation (it checks); Hotline gets the same.
+    psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" \
+        -c "CREATE DATABASE $db ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' template=template0" >/dev/null
+    echo "${PG_URL%/*}/$db"
+}
+
+pg_postmaster_pid() { head -1 "$DATA_ROOT/pg/postmaster.pid"; }
+
+# run_synapse SIDE: synapse (SQLite) or synapse-pg (PostgreSQL).
 run_synapse() {
+    local side="$1" db_url="" db_pid=""
+    if [[ "$side" == synapse-pg ]]; then
+        start_pg
+        db_url="$(pg_database "$side")"
+        db_pid="$(pg_postmaster_pid)"
+    fi
     wait_quiet
     # Password hashing only costs setup time; the keys workload logs in 1,000
     # devices, so it uses Synapse's cheapest bcrypt cost to keep setup short.
     local rounds=12
     [[ "$WORKLOAD" == keys ]] && rounds=4
-    SYNAPSE_BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-$rounds}" \
-        "$ROOT/scripts/synapse.sh" start "$SYNAPSE_PORT" "$DATA_ROOT/synapse" >&2 || return 1
-    local pid rc=0; pid="$(cat "$DATA_ROOT/synapse/synapse.pid")"
-    loadgen synapse "$SYNAPSE_PORT" "$pid" || rc=$?
-    "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/synapse"
+    SYNAPSE_BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-$rounds}" SYNAPSE_DATABASE="$db_url" \
+        "$ROOT/scripts/synapse.sh" start "$SYNAPSE_PORT" "$DATA_ROOT/$side" >&2 || return 1
+    cp "$DATA_ROOT/$side/homeserver.yaml" "$RESULTS/$side.homeserver.yaml"
+    local pid rc=0; pid="$(cat "$DATA_ROOT/$side/synapse.pid")"
+    loadgen "$side" "http://127.0.0.1:$SYNAPSE_PORT" "$pid" "$db_pid" || rc=$?
+    "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/$side"
     return $rc
 }
 
+# run_hotline SIDE: hotline (SQLite), hotline-pg (PostgreSQL, one process)
+# or hotline-pg2 (PostgreSQL, two processes on one database).
 run_hotline() {
-    [[ -x "$HOTLINE" ]] || { log "no $HOTLINE; skipping hotline"; return 0; }
+    local side="$1" procs=1 db_url="" db_pid=""
+    [[ -x "$HOTLINE" ]] || { log "no $HOTLINE; skipping $side"; return 0; }
+    [[ "$side" == hotline-pg2 ]] && procs=2
+    if [[ "$side" == hotline-pg* ]]; then
+        start_pg
+        db_url="$(pg_database "$side")"
+        db_pid="$(pg_postmaster_pid)"
+    fi
     wait_quiet
-    mkdir -p "$DATA_ROOT/hotline"
+    local dir="$DATA_ROOT/$side" toml="$DATA_ROOT/$side.toml"
+    mkdir -p "$dir"
     # Same treatment as Synapse: rate limits out of the way, WARNING logs.
     # HOTLINE_TOML: extra top-level settings, for experiments (e.g.
     # durability = "normal"); the published runs leave it empty.
-    printf '%s\n' "${HOTLINE_TOML:-}" >"$DATA_ROOT/hotline.toml"
-    cat >>"$DATA_ROOT/hotline.toml" <<'EOF'
+    printf '%s\n' "${HOTLINE_TOML:-}" >"$toml"
+    [[ -n "$db_url" ]] && echo "database = \"$db_url\"" >>"$toml"
+    cat >>"$toml" <<'EOF'
 [rate_limits]
 per_user_per_second = 1000000.0
 per_user_burst = 1000000.0
 per_ip_per_second = 1000000.0
 per_ip_burst = 1000000.0
 EOF
-    cp "$DATA_ROOT/hotline.toml" "$RESULTS/hotline.toml"
-    HOTLINE_LOG="${HOTLINE_LOG:-warn}" "$HOTLINE" serve --config "$DATA_ROOT/hotline.toml" \
-        --allow-registration --listen "127.0.0.1:$HOTLINE_PORT" \
-        --data-dir "$DATA_ROOT/hotline" >"$RESULTS/hotline.server.log" 2>&1 &
-    HOTLINE_PID=$!
-    if ! wait_versions "$HOTLINE_PORT" "$HOTLINE_PID"; then
-        log "hotline did not answer /versions; see $RESULTS/hotline.server.log"
-        tail -20 "$RESULTS/hotline.server.log" >&2 || true
-        return 1
-    fi
+    cp "$toml" "$RESULTS/$side.toml"
+    # The processes share the data directory (signing key, media) as a
+    # deployment's would; each is started once the one before answers, so
+    # the first creates the signing key and runs the migrations alone.
+    local i port pid urls="" pids="" log
+    for ((i = 0; i < procs; i++)); do
+        port=$((HOTLINE_PORT + i))
+        log="$RESULTS/$side.server$i.log"
+        HOTLINE_LOG="${HOTLINE_LOG:-warn}" "$HOTLINE" serve --config "$toml" \
+            --allow-registration --listen "127.0.0.1:$port" \
+            --data-dir "$dir" >"$log" 2>&1 &
+        pid=$!
+        HOTLINE_PIDS+=("$pid")
+        if ! wait_versions "$port" "$pid"; then
+            log "$side did not answer /versions on $port; see $log"
+            tail -20 "$log" >&2 || true
+            stop_hotline
+            return 1
+        fi
+        urls+="${urls:+,}http://127.0.0.1:$port"
+        pids+="${pids:+,}$pid"
+    done
     local rc=0
-    loadgen hotline "$HOTLINE_PORT" "$HOTLINE_PID" || rc=$?
-    kill -TERM "$HOTLINE_PID"
-    wait "$HOTLINE_PID" 2>/dev/null || true
-    HOTLINE_PID=""
+    loadgen "$side" "$urls" "$pids" "$db_pid" || rc=$?
+    stop_hotline
     return $rc
 }
 
@@ -281,24 +379,116 @@ for side, v in (("Synapse", s), ("Hotline", h)):
 EOF
 }
 
+# table_sides DIR LABEL SIDE...: one row per side, ratios against Synapse on
+# PostgreSQL and on SQLite where those ran.
+table_sides() {
+    "$PY" - "$@" <<'EOF'
+import json, os, sys
+res, stamp, sides = sys.argv[1], sys.argv[2], sys.argv[3:]
+def load(side):
+    p = os.path.join(res, side + ".json")
+    if not os.path.exists(p) or os.path.getsize(p) == 0:
+        return None
+    v = json.load(open(p))
+    rss = os.path.join(res, side + ".peak_rss_kb")
+    if os.path.exists(rss) and open(rss).read().strip():
+        v["peak_rss_kb"] = int(open(rss).read().strip())
+    return v
+data = {s: load(s) for s in sides}
+any_ = next((v for v in data.values() if v), None)
+if not any_:
+    sys.exit("no results")
+names = {
+    "synapse": "Synapse, SQLite",
+    "synapse-pg": "Synapse, PostgreSQL",
+    "hotline": "Hotline, SQLite",
+    "hotline-pg": "Hotline, PostgreSQL, 1 process",
+    "hotline-pg2": "Hotline, PostgreSQL, 2 processes",
+}
+def g(v, *path):
+    for k in path:
+        if not isinstance(v, dict): return None
+        v = v.get(k)
+    return v
+def ratio(x, ref, lower_better):
+    if x is None or not ref: return "—"
+    r = (ref / x if x else 0) if lower_better else x / ref
+    return f"{r:,.0f}×" if r >= 10 else f"{r:,.2f}×"
+refs = [(s, names[s]) for s in ("synapse-pg", "synapse") if data.get(s)]
+print(f"Run {stamp}: {any_['pairs']} DM pairs, {any_['load']}, {any_['warmup_s']} s warm-up, {any_['window_s']:.0f} s window, loopback, {os.cpu_count()} cores.\n")
+head = ["side", "delivered msg/s", "p50 (ms)", "p99 (ms)"]
+for _, n in refs:
+    head += [f"msg/s vs {n}", f"p50 vs {n} (× lower)"]
+head += ["server CPU (% core)", "PostgreSQL CPU (% core)", "other CPU (% core)", "peak RSS (MB)", "lost / errors"]
+print("| " + " | ".join(head) + " |")
+print("| --- |" + " ---: |" * (len(head) - 1))
+for side in sides:
+    v = data[side]
+    if not v:
+        print(f"| {names[side]} | failed |" + " |" * (len(head) - 2))
+        continue
+    tput, p50, p99 = v["delivered_per_s"], g(v, "latency_ms", "p50"), g(v, "latency_ms", "p99")
+    f = lambda x, fmt: "—" if x is None else fmt.format(x)
+    row = [names[side], f(tput, "{:,.1f}"), f(p50, "{:,.2f}"), f(p99, "{:,.2f}")]
+    for ref, _ in refs:
+        if ref == side:
+            row += ["1×", "1×"]
+        else:
+            r = data[ref]
+            row += [ratio(tput, r["delivered_per_s"], False), ratio(p50, g(r, "latency_ms", "p50"), True)]
+    rss = v.get("peak_rss_kb")
+    row += [f(g(v, "server", "cpu_core_pct"), "{:,.1f}"), f(g(v, "database", "cpu_core_pct"), "{:,.1f}"),
+            f(v.get("other_cpu_core_pct"), "{:,.1f}"), "—" if rss is None else f"{rss / 1024:,.1f}",
+            f"{v['lost']} / {sum(v['errors'].values())}"]
+    print("| " + " | ".join(row) + " |")
+for side in sides:
+    v = data[side]
+    if v and v["generator"]["saturated"]:
+        print(f"\n**Generator saturated during the {side} run: its numbers are a floor.**")
+    if v and (v.get("other_cpu_core_pct") or 0) > 25:
+        print(f"\n**Machine not quiet during the {side} run ({v['other_cpu_core_pct']}% of a core used by other processes).**")
+EOF
+}
+
 if [[ "${1:-}" == table ]]; then
     # bench/run.sh table RESULTS_DIR_FOR_SYNAPSE [RESULTS_DIR_FOR_HOTLINE]
     rmdir "$RESULTS" 2>/dev/null || true
     [[ -z "${BENCH_DATA_ROOT:-}" ]] && rmdir "$DATA_ROOT" 2>/dev/null
-    table "$2" "${3:-$2}" "synapse $(basename "$2"), hotline $(basename "${3:-$2}")"
+    found=""
+    for side in synapse-pg synapse hotline-pg hotline-pg2 hotline; do
+        [[ -s "$2/$side.json" ]] && found+=" $side"
+    done
+    if [[ -z "${3:-}" && "$found" == *-pg* ]]; then
+        table_sides "$2" "$(basename "$2")" $found
+    else
+        table "$2" "${3:-$2}" "synapse $(basename "$2"), hotline $(basename "${3:-$2}")"
+    fi
     exit 0
 fi
 
 build
 for side in $SIDES; do
     case "$side" in
-        # One side failing must not hide the other side's numbers.
-        synapse) run_synapse || log "synapse run failed" ;;
-        hotline) run_hotline || log "hotline run failed" ;;
+        synapse | synapse-pg | hotline | hotline-pg | hotline-pg2) ;;
         *) log "unknown side $side" ; exit 2 ;;
     esac
 done
-table "$RESULTS" "$RESULTS" "$STAMP" | tee "$RESULTS/table.md"
+for side in $SIDES; do
+    case "$side" in
+        # One side failing must not hide the other side's numbers.
+        synapse*) run_synapse "$side" || log "$side run failed" ;;
+        hotline*) run_hotline "$side" || log "$side run failed" ;;
+    esac
+done
+if [[ -n "$PG_URL" ]]; then
+    "$ROOT/scripts/postgres.sh" stop "$DATA_ROOT/pg"
+    PG_URL=""
+fi
+if [[ "$SIDES" =~ ^(synapse|hotline|synapse\ hotline|hotline\ synapse)$ ]]; then
+    table "$RESULTS" "$RESULTS" "$STAMP" | tee "$RESULTS/table.md"
+else
+    table_sides "$RESULTS" "$STAMP" $SIDES | tee "$RESULTS/table.md"
+fi
 {
     echo
     if [[ "$WORKLOAD" == keys ]]; then
@@ -307,6 +497,9 @@ table "$RESULTS" "$RESULTS" "$STAMP" | tee "$RESULTS/table.md"
         echo "Command: $(printf '%q ' env PAIRS="$PAIRS" WARMUP="$WARMUP" DURATION="$DURATION" INFLIGHT="$INFLIGHT" ${RATE:+RATE="$RATE"} SIDES="$SIDES" bench/run.sh)"
     fi
     echo "Synapse $("$ROOT/bench/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null || echo '?'), $("$ROOT/bench/.venv/bin/python" --version 2>&1); data on $(df --output=source,fstype "$DATA_ROOT" | tail -1 | tr -s ' ')."
+    if [[ -s "$RESULTS/postgres.settings" ]]; then
+        echo "PostgreSQL: $(tr '|\n' '= ' <"$RESULTS/postgres.settings")"
+    fi
     echo "Raw results: bench/results/$STAMP/"
 } | tee -a "$RESULTS/table.md"
 ln -sfn "$STAMP" "$ROOT/bench/results/latest"

@@ -13,6 +13,15 @@
 # The config uses SQLite, server_name "localhost", a client-API-only HTTP
 # listener on 127.0.0.1:PORT, open registration and rate limits raised far
 # beyond any benchmark so the numbers measure the server, not its throttles.
+#
+# SYNAPSE_DATABASE=postgres://USER@HOST:PORT/DB puts Synapse on PostgreSQL
+# instead (psycopg2, installed into the venv from PyPI as psycopg2-binary
+# when missing): DB is created if it does not exist, with the encoding and
+# collation Synapse requires (UTF8, C, from template0), through `psql` to
+# the server's `postgres` database. SYNAPSE_DB_CP_MIN / SYNAPSE_DB_CP_MAX
+# (default 5 / 10, Synapse's documented example) size its connection pool.
+# The server's own durability settings apply (synchronous_commit on by
+# default).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +40,38 @@ pick_python() {
     die "no python3 found"
 }
 
+# SYNAPSE_DATABASE parsed into PG_USER PG_HOST PG_PORT PG_DB (empty: SQLite).
+parse_database() {
+    PG_USER="" PG_HOST="" PG_PORT="" PG_DB=""
+    local url="${SYNAPSE_DATABASE:-}"
+    [[ -z "$url" ]] && return 0
+    [[ "$url" =~ ^postgres(ql)?://([^@/]+)@([^:/]+):([0-9]+)/([A-Za-z0-9_]+)$ ]] \
+        || die "SYNAPSE_DATABASE must be postgres://USER@HOST:PORT/DB, not $url"
+    PG_USER="${BASH_REMATCH[2]}" PG_HOST="${BASH_REMATCH[3]}"
+    PG_PORT="${BASH_REMATCH[4]}" PG_DB="${BASH_REMATCH[5]}"
+}
+
+# Synapse refuses a database whose collation is not C (its sort orders
+# depend on it), so it is made from template0 with C collation.
+create_pg_database() {
+    local server="postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres"
+    command -v psql >/dev/null || die "psql not found (install postgresql-client)"
+    if [[ "$(psql -qtAX "$server" -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]]; then
+        psql -qtAX -v ON_ERROR_STOP=1 "$server" -c \
+            "CREATE DATABASE \"$PG_DB\" ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' template=template0" >/dev/null
+    fi
+}
+
 install() {
+    parse_database
+    install_synapse
+    if [[ -n "$PG_DB" ]] && ! "$VENV/bin/python" -c 'import psycopg2' 2>/dev/null; then
+        # python -m pip, not bin/pip: a copied venv's scripts still name the old path.
+        "$VENV/bin/python" -m pip install -q psycopg2-binary
+    fi
+}
+
+install_synapse() {
     if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import synapse' 2>/dev/null; then
         return 0
     fi
@@ -42,17 +82,36 @@ install() {
         apt-get install -y python3-venv >/dev/null
         "$py" -m venv "$VENV"
     fi
-    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q --upgrade pip
     local spec="matrix-synapse"
     [[ -n "${SYNAPSE_VERSION:-}" ]] && spec="matrix-synapse==$SYNAPSE_VERSION"
-    "$VENV/bin/pip" install -q "$spec"
+    "$VENV/bin/python" -m pip install -q "$spec"
 }
 
 # Rate limit entries: every knob Synapse has, set so high it never triggers.
 rl() { printf '  per_second: 1000000\n  burst_count: 1000000\n'; }
 
+database_config() {
+    if [[ -z "$PG_DB" ]]; then
+        printf 'database:\n  name: sqlite3\n  args:\n    database: "%s"\n' "$1/homeserver.db"
+        return
+    fi
+    cat <<EOF
+database:
+  name: psycopg2
+  args:
+    user: "$PG_USER"
+    host: "$PG_HOST"
+    port: $PG_PORT
+    database: "$PG_DB"
+    cp_min: ${SYNAPSE_DB_CP_MIN:-5}
+    cp_max: ${SYNAPSE_DB_CP_MAX:-10}
+EOF
+}
+
 write_config() {
     local port="$1" dir="$2"
+    [[ -n "$PG_DB" ]] && create_pg_database
     mkdir -p "$dir/media_store"
     local secret; secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     cat >"$dir/log.config" <<EOF
@@ -90,10 +149,7 @@ listeners:
     resources:
       - names: [client]
         compress: false
-database:
-  name: sqlite3
-  args:
-    database: "$dir/homeserver.db"
+$(database_config "$dir")
 log_config: "$dir/log.config"
 media_store_path: "$dir/media_store"
 signing_key_path: "$dir/localhost.signing.key"

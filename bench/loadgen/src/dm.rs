@@ -19,7 +19,7 @@ use crate::conn::{Conn, Failure};
 use crate::matrix::{bounded, enc, retry_after, Api, Error, Session};
 use crate::stats::{
     cores, disk_written_bytes, machine_busy_s, mean_ms, now_ns, pct_ms, proc_cpu_s, proc_status_kb,
-    proc_written_bytes, self_cpu_s,
+    proc_written_bytes, self_cpu_s, tree_cpu_s,
 };
 use crate::Common;
 
@@ -120,14 +120,37 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         .flat_map(|i| [format!("{prefix}s{i}"), format!("{prefix}r{i}")])
         .collect();
     let localparts = names.clone();
-    let sessions = {
-        let (api, pw, tok) = (
-            api.clone(),
-            c.password.clone(),
-            c.registration_token.clone(),
+    // With several server URLs (one server, several processes), pair i's
+    // sender talks to process i mod n and its receiver to the next one, so
+    // every message is written by one process and delivered by another.
+    // Each user does everything on its own process (registration, room
+    // creation, join, sync), as a client with a sticky session would.
+    let on = |i: usize| Api {
+        http: api.http.clone(),
+        base: c.base_url[i % c.base_url.len()]
+            .trim_end_matches('/')
+            .to_string(),
+    };
+    let sender_api: Vec<Api> = (0..a.pairs).map(on).collect();
+    let receiver_api: Vec<Api> = (0..a.pairs).map(|i| on(i + 1)).collect();
+    if c.base_url.len() > 1 {
+        eprintln!(
+            "dm: senders and receivers spread over {} server URLs, each pair across two",
+            c.base_url.len()
         );
-        bounded(names, a.setup_concurrency, move |n| {
-            let (api, pw, tok) = (api.clone(), pw.clone(), tok.clone());
+    }
+    let sessions = {
+        let (pw, tok) = (c.password.clone(), c.registration_token.clone());
+        let work: Vec<(Api, String)> = names
+            .into_iter()
+            .enumerate()
+            .map(|(j, n)| {
+                let api = if j % 2 == 0 { &sender_api } else { &receiver_api };
+                (api[j / 2].clone(), n)
+            })
+            .collect();
+        bounded(work, a.setup_concurrency, move |(api, n)| {
+            let (pw, tok) = (pw.clone(), tok.clone());
             async move { api.register(&n, &pw, tok.as_deref()).await }
         })
         .await
@@ -158,18 +181,22 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         None
     };
 
-    let couples: Vec<(Session, Session)> = sessions
+    let couples: Vec<(Api, Session, Api, Session)> = sessions
         .chunks(2)
-        .map(|c| (c[0].clone(), c[1].clone()))
-        .collect();
-    let pairs = {
-        let api = api.clone();
-        bounded(couples, a.setup_concurrency, move |(s, r)| {
-            let api = api.clone();
-            async move { make_dm(&api, s, r).await }
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                sender_api[i].clone(),
+                c[0].clone(),
+                receiver_api[i].clone(),
+                c[1].clone(),
+            )
         })
-        .await
-    };
+        .collect();
+    let pairs = bounded(couples, a.setup_concurrency, |(sa, s, ra, r)| async move {
+        make_dm(&sa, s, &ra, r).await
+    })
+    .await;
     let pairs: Vec<Pair> = pairs.into_iter().collect::<Result<_, _>>()?;
 
     let filter = if a.no_filter {
@@ -180,10 +207,14 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
     // Each receiver starts from an initial sync so the measured syncs are
     // incremental, as for a client that is already running.
     let sinces = {
-        let (api, f) = (api.clone(), filter.clone());
-        let toks: Vec<String> = pairs.iter().map(|p| p.receiver.token.clone()).collect();
-        bounded(toks, a.setup_concurrency, move |tok| {
-            let (api, f) = (api.clone(), f.clone());
+        let f = filter.clone();
+        let work: Vec<(Api, String)> = pairs
+            .iter()
+            .zip(&receiver_api)
+            .map(|(p, api)| (api.clone(), p.receiver.token.clone()))
+            .collect();
+        bounded(work, a.setup_concurrency, move |(api, tok)| {
+            let f = f.clone();
             async move {
                 let mut path = "/v3/sync?timeout=0".to_string();
                 if let Some(f) = &f {
@@ -217,7 +248,7 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
     let run_tag = format!("{prefix}{}", now_ns());
 
     let mut receivers = Vec::new();
-    for (p, since) in pairs.iter().zip(sinces) {
+    for ((p, since), api) in pairs.iter().zip(sinces).zip(&receiver_api) {
         receivers.push(tokio::spawn(receive(
             api.clone(),
             p.receiver.token.clone(),
@@ -242,7 +273,7 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
                 // the offered load would arrive as one burst per period.
                 let phase = period.mul_f64(i as f64 / pairs.len() as f64);
                 tokio::spawn(send_open(
-                    api.clone(),
+                    sender_api[i].clone(),
                     url,
                     tok,
                     period,
@@ -252,7 +283,7 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
                 ))
             }
             None => tokio::spawn(send_closed(
-                api.clone(),
+                sender_api[i].clone(),
                 url,
                 tok,
                 a.inflight.max(1),
@@ -268,15 +299,9 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
     });
 
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    let (cpu0, srv0, mach0) = (
-        self_cpu_s(),
-        c.server_pid.and_then(proc_cpu_s),
-        machine_busy_s(),
-    );
-    let (disk0, srv_w0) = (
-        disk_written_bytes(),
-        c.server_pid.and_then(proc_written_bytes),
-    );
+    let (cpu0, srv0, mach0) = (self_cpu_s(), servers_cpu_s(c), machine_busy_s());
+    let (disk0, srv_w0) = (disk_written_bytes(), servers_written(c));
+    let db0 = c.db_pid.and_then(tree_cpu_s);
     let ws = now_ns();
     ctrl.window_start.store(ws, Relaxed);
     let deadline = ws + (a.duration * 1e9) as u64;
@@ -292,15 +317,9 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
             .await;
     }
     let we = now_ns();
-    let (cpu1, srv1, mach1) = (
-        self_cpu_s(),
-        c.server_pid.and_then(proc_cpu_s),
-        machine_busy_s(),
-    );
-    let (disk1, srv_w1) = (
-        disk_written_bytes(),
-        c.server_pid.and_then(proc_written_bytes),
-    );
+    let (cpu1, srv1, mach1) = (self_cpu_s(), servers_cpu_s(c), machine_busy_s());
+    let (disk1, srv_w1) = (disk_written_bytes(), servers_written(c));
+    let db1 = c.db_pid.and_then(tree_cpu_s);
     ctrl.stop_send.store(true, Relaxed);
     let _ = abuse_stop.send(true);
     let abuse = match abuse {
@@ -331,6 +350,12 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
         machine: mach0.zip(mach1).map(|(x, y)| y - x),
         disk_written: disk0.zip(disk1).map(|(x, y)| y.saturating_sub(x)),
         server_written: srv_w0.zip(srv_w1).map(|(x, y)| y.saturating_sub(x)),
+        db: db0.zip(db1).map(|(before, after)| {
+            after
+                .iter()
+                .map(|(pid, t)| t - before.get(pid).copied().unwrap_or(0.0))
+                .sum()
+        }),
     };
     let mut v = report(c, a, &api, ws, we, cpu, setup_s, &sent, &recv);
     if let Some(abuse) = abuse {
@@ -339,27 +364,44 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
     Ok(v)
 }
 
+/// CPU seconds of all the server's processes together.
+fn servers_cpu_s(c: &Common) -> Option<f64> {
+    c.server_pids.iter().map(|&p| proc_cpu_s(p)).sum()
+}
+
+fn servers_written(c: &Common) -> Option<u64> {
+    c.server_pids.iter().map(|&p| proc_written_bytes(p)).sum()
+}
+
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-async fn make_dm(api: &Api, s: Session, r: Session) -> Result<Pair, Error> {
+/// The sender creates the room on its process, the receiver joins on its
+/// own; on another process than the sender's the invite may not have
+/// reached it yet, so a refused join is retried for a bounded while.
+async fn make_dm(sapi: &Api, s: Session, rapi: &Api, r: Session) -> Result<Pair, Error> {
     let body =
         json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [r.user_id] });
-    let v = api
+    let v = sapi
         .call(Method::POST, "/v3/createRoom", Some(&s.token), Some(&body))
         .await?;
     let room_id = v["room_id"]
         .as_str()
         .ok_or(format!("createRoom: no room_id in {v}"))?
         .to_string();
-    api.call(
-        Method::POST,
-        &format!("/v3/join/{}", enc(&room_id)),
-        Some(&r.token),
-        Some(&json!({})),
-    )
-    .await?;
+    let join = format!("/v3/join/{}", enc(&room_id));
+    let mut tries = 0;
+    while let Err(e) = rapi
+        .call(Method::POST, &join, Some(&r.token), Some(&json!({})))
+        .await
+    {
+        tries += 1;
+        if tries >= 50 || sapi.base == rapi.base {
+            return Err(e);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(Pair {
         sender: s,
         receiver: r,
@@ -734,22 +776,35 @@ fn report(
     let gen_core_pct = 100.0 * cpu.gen / win;
     // CPU used during the window by everything but generator and server: if
     // large, the machine was not quiet and the numbers are not comparable.
-    let other_pct = cpu
-        .machine
-        .map(|m| round1(100.0 * (m - cpu.gen - cpu.server.unwrap_or(0.0)).max(0.0) / win));
+    let other_pct = cpu.machine.map(|m| {
+        round1(
+            100.0 * (m - cpu.gen - cpu.server.unwrap_or(0.0) - cpu.db.unwrap_or(0.0)).max(0.0)
+                / win,
+        )
+    });
     let saturated = gen_core_pct > 85.0 * threads as f64;
-    let server = c.server_pid.map(|pid| {
+    // Several processes: CPU and RSS summed (each process's own peak, so
+    // the sum is an upper bound of the peak they held together).
+    let sum_kb = |field: &str| -> Option<u64> {
+        c.server_pids
+            .iter()
+            .map(|&p| proc_status_kb(p, field))
+            .sum()
+    };
+    let server = c.server_pid().map(|pid| {
         json!({
             "pid": pid,
+            "pids": c.server_pids,
             "cpu_core_pct": cpu.server.map(|s| round1(100.0 * s / win)),
-            "peak_rss_kb": proc_status_kb(pid, "VmHWM"),
-            "rss_kb": proc_status_kb(pid, "VmRSS"),
+            "peak_rss_kb": sum_kb("VmHWM"),
+            "rss_kb": sum_kb("VmRSS"),
         })
     });
     let v = json!({
         "mode": "dm",
         "label": c.label,
         "base_url": api.base,
+        "base_urls": c.base_url,
         "pairs": a.pairs,
         "load": match a.rate { Some(r) => format!("open loop {r} msg/s"), None => format!("closed loop, {} in flight per sender", a.inflight) },
         "setup_s": round1(setup_s),
@@ -783,6 +838,10 @@ fn report(
             "saturated": saturated,
         },
         "server": server,
+        "database": c.db_pid.map(|pid| json!({
+            "pid": pid,
+            "cpu_core_pct": cpu.db.map(|s| round1(100.0 * s / win)),
+        })),
         "other_cpu_core_pct": other_pct,
         // Disk writes by other processes compete with the servers' fsyncs
         // (writeback makes this approximate).
@@ -800,6 +859,8 @@ struct Cpu {
     /// Bytes written to disk by everyone, and by the server, in the window.
     disk_written: Option<u64>,
     server_written: Option<u64>,
+    /// The database server's CPU seconds (postmaster and backends).
+    db: Option<f64>,
 }
 
 fn round1(x: f64) -> f64 {
@@ -837,6 +898,9 @@ pub fn summary(v: &Value) -> String {
             "\n  server pid {}: CPU {}% of one core, peak RSS {} kB",
             srv["pid"], srv["cpu_core_pct"], srv["peak_rss_kb"]
         ));
+    }
+    if let Some(db) = v["database"]["cpu_core_pct"].as_f64() {
+        s.push_str(&format!("\n  database server: CPU {db}% of one core"));
     }
     if let (Some(d), Some(o)) = (
         v["disk_written_mb"].as_f64(),

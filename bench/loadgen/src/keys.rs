@@ -250,7 +250,7 @@ pub async fn run(api: Api, c: &Common, a: &KeysArgs) -> Result<Value, Error> {
     let phases: Vec<&str> = a.phases.split(',').map(str::trim).collect();
     let (cpu0, srv0, mach0, t0) = (
         self_cpu_s(),
-        c.server_pid.and_then(proc_cpu_s),
+        c.server_pid().and_then(proc_cpu_s),
         machine_busy_s(),
         now_ns(),
     );
@@ -373,7 +373,7 @@ pub async fn run(api: Api, c: &Common, a: &KeysArgs) -> Result<Value, Error> {
     let win = secs(now_ns() - t0);
     let (cpu1, srv1, mach1) = (
         self_cpu_s(),
-        c.server_pid.and_then(proc_cpu_s),
+        c.server_pid().and_then(proc_cpu_s),
         machine_busy_s(),
     );
     let gen_pct = 100.0 * (cpu1 - cpu0) / win;
@@ -387,7 +387,7 @@ pub async fn run(api: Api, c: &Common, a: &KeysArgs) -> Result<Value, Error> {
     out["other_cpu_core_pct"] = json!(mach0.zip(mach1).map(|(x, y)| round1(
         100.0 * ((y - x) - (cpu1 - cpu0) - srv.unwrap_or(0.0)).max(0.0) / win
     )));
-    if let Some(pid) = c.server_pid {
+    if let Some(pid) = c.server_pid() {
         out["server"] = json!({
             "pid": pid,
             "cpu_core_pct": srv.map(|s| round1(100.0 * s / win)),

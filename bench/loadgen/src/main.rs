@@ -29,9 +29,14 @@ struct Cli {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Common {
-    /// Homeserver base URL. Only loopback targets are accepted.
-    #[arg(long, default_value = "http://127.0.0.1:8008", global = true)]
-    pub base_url: String,
+    /// Homeserver base URL. Only loopback targets are accepted. Several,
+    /// comma-separated, for one server run as several processes (one
+    /// database): the DM workload puts pair i's sender on URL i mod n and
+    /// its receiver on URL i+1 mod n, so with two every message crosses
+    /// from one process to the other; setup and the other workloads use
+    /// the first.
+    #[arg(long, default_value = "http://127.0.0.1:8008", global = true, value_delimiter = ',')]
+    pub base_url: Vec<String>,
     /// Registration token, sent as `m.login.registration_token`; without it
     /// users register with `m.login.dummy`.
     #[arg(long, global = true)]
@@ -43,8 +48,15 @@ pub struct Common {
     #[arg(long, global = true)]
     pub user_prefix: Option<String>,
     /// PID of the server process, to report its CPU and peak RSS (VmHWM).
+    /// Several, comma-separated, for a server run as several processes: the
+    /// DM workload reports their CPU and peak RSS summed.
+    #[arg(long = "server-pid", global = true, value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+    /// PID of the database server the homeserver uses (PostgreSQL's
+    /// postmaster): the DM workload reports the CPU of it and its children
+    /// (the backends) separately, not as other processes' CPU.
     #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    pub db_pid: Option<u32>,
     /// Generator worker threads (1 = a single-threaded runtime, the cheapest).
     #[arg(long, default_value_t = 1, global = true)]
     pub threads: usize,
@@ -57,6 +69,16 @@ pub struct Common {
 }
 
 impl Common {
+    /// The first server URL: setup and single-URL workloads use it.
+    pub fn base(&self) -> &str {
+        self.base_url.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The first server PID (single-process workloads).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pids.first().copied()
+    }
+
     pub fn user_prefix(&self) -> String {
         self.user_prefix.clone().unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
@@ -88,11 +110,8 @@ fn is_loopback(url: &str) -> bool {
 
 fn main() {
     let cli = Cli::parse();
-    if !is_loopback(&cli.common.base_url) {
-        eprintln!(
-            "hotline-loadgen: refusing non-loopback target {}",
-            cli.common.base_url
-        );
+    if let Some(u) = cli.common.base_url.iter().find(|u| !is_loopback(u)) {
+        eprintln!("hotline-loadgen: refusing non-loopback target {u}");
         std::process::exit(2);
     }
     stats::init_clock();
@@ -117,14 +136,14 @@ fn main() {
         match &cli.mode {
             Mode::Dm(a) => {
                 // Pool sized for every concurrent request the workload issues.
-                let api = matrix::Api::new(&cli.common.base_url, a.pairs * (a.inflight + 2) + 16);
+                let api = matrix::Api::new(cli.common.base(), a.pairs * (a.inflight + 2) + 16);
                 dm::run(api, &cli.common, a)
                     .await
                     .map(|v| (dm::summary(&v), v))
             }
             Mode::Keys(a) => {
                 // Every device long-polls at once during the fan-out.
-                let api = matrix::Api::new(&cli.common.base_url, a.users * a.devices_per_user + 64);
+                let api = matrix::Api::new(cli.common.base(), a.users * a.devices_per_user + 64);
                 keys::run(api, &cli.common, a)
                     .await
                     .map(|v| (keys::summary(&v), v))

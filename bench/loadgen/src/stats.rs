@@ -117,3 +117,30 @@ pub fn proc_written_bytes(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("write_bytes:"))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// CPU seconds of a process and of each of its direct children (for
+/// PostgreSQL: the postmaster and its backends), by PID. A backend that
+/// starts during a window counts whole; one that exits in it is missed.
+pub fn tree_cpu_s(pid: u32) -> Option<std::collections::HashMap<u32, f64>> {
+    let mut out = std::collections::HashMap::new();
+    out.insert(pid, proc_cpu_s(pid)?);
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // After ')': state, then the parent's PID.
+        let ppid = s
+            .rfind(')')
+            .and_then(|i| s[i + 2..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            if let Some(cpu) = proc_cpu_s(child) {
+                out.insert(child, cpu);
+            }
+        }
+    }
+    Some(out)
+}
