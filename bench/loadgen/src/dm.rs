@@ -145,7 +145,11 @@ pub async fn run(api: Api, c: &Common, a: &DmArgs) -> Result<Value, Error> {
             .into_iter()
             .enumerate()
             .map(|(j, n)| {
-                let api = if j % 2 == 0 { &sender_api } else { &receiver_api };
+                let api = if j % 2 == 0 {
+                    &sender_api
+                } else {
+                    &receiver_api
+                };
                 (api[j / 2].clone(), n)
             })
             .collect();

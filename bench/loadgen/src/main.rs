@@ -35,7 +35,12 @@ pub struct Common {
     /// its receiver on URL i+1 mod n, so with two every message crosses
     /// from one process to the other; setup and the other workloads use
     /// the first.
-    #[arg(long, default_value = "http://127.0.0.1:8008", global = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8008",
+        global = true,
+        value_delimiter = ','
+    )]
     pub base_url: Vec<String>,
     /// Registration token, sent as `m.login.registration_token`; without it
     /// users register with `m.login.dummy`.

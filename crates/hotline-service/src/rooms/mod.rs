@@ -278,6 +278,19 @@ impl Rooms {
         };
         event.set_pos(pos);
         let Some(room) = self.loaded(&event.pdu.room_id) else {
+            // A room this process has not loaded (another process's
+            // commit): only the member's own list of rooms may be cached.
+            if let Some((user, membership)) = &new.membership {
+                if let Ok(user) = UserId::parse(user.as_str()) {
+                    self.note_membership(
+                        &user,
+                        &event.pdu.room_id,
+                        membership.as_str().into(),
+                        pos,
+                    );
+                    wake.push(user);
+                }
+            }
             return;
         };
         let mut membership_change = None;
@@ -288,6 +301,13 @@ impl Rooms {
                 // committed, before this hook ran (a commit replayed from
                 // another process arrives that late).
                 wake.extend(inner.joined.iter().cloned());
+                drop(inner);
+                if let Some((user, membership)) = &new.membership {
+                    if let Ok(user) = UserId::parse(user.as_str()) {
+                        self.note_membership(&user, &room.id, membership.as_str().into(), pos);
+                        wake.push(user);
+                    }
+                }
                 return;
             }
             if let Some(key) = &event.pdu.state_key {
@@ -350,13 +370,25 @@ impl Rooms {
             wake.extend(inner.joined.iter().cloned());
         }
         if let Some((user, membership)) = membership_change {
-            if let Some(rooms) = self.memberships.lock().get(&user) {
-                rooms
-                    .write()
-                    .rooms
-                    .insert(room.id.clone(), (membership, pos));
-            }
+            self.note_membership(&user, &room.id, membership, pos);
             wake.push(user);
+        }
+    }
+
+    /// A membership change, in the member's cached list of rooms (if this
+    /// process has it); never older than what the list holds.
+    fn note_membership(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        membership: MembershipState,
+        pos: i64,
+    ) {
+        if let Some(rooms) = self.memberships.lock().get(user) {
+            let mut rooms = rooms.write();
+            if rooms.rooms.get(room_id).is_none_or(|(_, at)| *at < pos) {
+                rooms.rooms.insert(room_id.to_owned(), (membership, pos));
+            }
         }
     }
 
