@@ -150,7 +150,8 @@ fn urlencode(s: &str) -> String {
 /// acknowledged (a `200` with an event id).
 async fn send_all(http: Http, token: String, room: String, who: &str, n: usize) -> Vec<String> {
     let mut acked = Vec::new();
-    for i in 0..n {
+    let mut i = 0;
+    while i < n {
         let body = format!("m-{who}-{i}");
         let r = http
             .client
@@ -167,6 +168,14 @@ async fn send_all(http: Http, token: String, room: String, who: &str, n: usize) 
                 let v: Value = resp.json().await.unwrap();
                 assert!(v["event_id"].is_string(), "{v}");
                 acked.push(body);
+                i += 1;
+            }
+            // The per-user rate limit: wait as told and send the same
+            // transaction again, as a client does.
+            Ok(resp) if resp.status().as_u16() == 429 => {
+                let v: Value = resp.json().await.unwrap_or_default();
+                let ms = v["retry_after_ms"].as_u64().unwrap_or(100);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             // The process was killed under this request: not acknowledged.
             _ => break,
