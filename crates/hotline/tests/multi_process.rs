@@ -41,19 +41,32 @@ async fn shared_room(owner: (&Http, &str), others: &[(&Http, &str)]) -> String {
     room
 }
 
+/// A request that meets the per-user rate limit (these clients send and
+/// sync as fast as the server answers) waits as told and goes again, as a
+/// client does.
+async fn call(http: &Http, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    loop {
+        let (status, v) = http.call(method, path, token, None).await;
+        if status != 429 {
+            return (status, v);
+        }
+        let ms = v["retry_after_ms"].as_u64().unwrap_or(100);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// Follows `/sync` on one process until `want` messages with the body
 /// prefix arrived in the room; every batch must be complete (`limited`
 /// would hide messages). Returns the bodies in the order they came.
 async fn receive(http: &Http, token: &str, room: &str, prefix: &str, want: usize) -> Vec<String> {
     let filter = urlencode(&json!({"room": {"timeline": {"limit": 100_000}}}).to_string());
-    let (status, first) = http
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/sync?filter={filter}"),
-            Some(token),
-            None,
-        )
-        .await;
+    let (status, first) = call(
+        http,
+        "GET",
+        &format!("/_matrix/client/v3/sync?filter={filter}"),
+        Some(token),
+    )
+    .await;
     assert_eq!(status, 200, "{first}");
     let mut since = first["next_batch"].as_str().unwrap().to_owned();
     let mut bodies = Vec::new();
@@ -65,21 +78,13 @@ async fn receive(http: &Http, token: &str, room: &str, prefix: &str, want: usize
             "{} of {want} messages after 120 s",
             bodies.len()
         );
-        let (status, v) = http
-            .call(
-                "GET",
-                &format!("/_matrix/client/v3/sync?since={since}&timeout=5000&filter={filter}"),
-                Some(token),
-                None,
-            )
-            .await;
-        if status == 429 {
-            // Syncs that each bring a message or two come fast enough to meet
-            // the per-user rate limit: wait as told, as a client does.
-            let ms = v["retry_after_ms"].as_u64().unwrap_or(100);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            continue;
-        }
+        let (status, v) = call(
+            http,
+            "GET",
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=5000&filter={filter}"),
+            Some(token),
+        )
+        .await;
         assert_eq!(status, 200, "{v}");
         assert_ne!(
             v["rooms"]["join"][room]["timeline"]["limited"],
@@ -110,14 +115,13 @@ async fn history(http: &Http, token: &str, room: &str) -> Vec<String> {
     let mut bodies = Vec::new();
     let mut from = String::new();
     loop {
-        let (status, v) = http
-            .call(
-                "GET",
-                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000{from}"),
-                Some(token),
-                None,
-            )
-            .await;
+        let (status, v) = call(
+            http,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000{from}"),
+            Some(token),
+        )
+        .await;
         assert_eq!(status, 200, "{v}");
         bodies.extend(
             v["chunk"]
