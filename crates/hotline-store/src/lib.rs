@@ -43,7 +43,7 @@ use std::sync::Arc;
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Why a store call failed. Never shown to clients as-is.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness constraint was hit (user id taken, alias taken, ...).
     #[error("conflict: {0}")]
@@ -59,6 +59,41 @@ pub enum StoreError {
     /// The engine failed (I/O, corruption, closed).
     #[error("storage engine: {0}")]
     Engine(String),
+}
+
+/// The writer's log of storage-full episodes, shared by the engines: an
+/// episode is logged once when it starts and once when it ends, not for
+/// every group in between; other failures are logged each time.
+#[derive(Default)]
+pub(crate) struct FullEpisodes {
+    since: Option<std::time::Instant>,
+}
+
+impl FullEpisodes {
+    /// Notes a group's outcome: committed, or failed with `error`.
+    pub(crate) fn observe(&mut self, error: Option<&StoreError>) {
+        match (error, self.since) {
+            (None, Some(since)) => {
+                tracing::warn!(
+                    after_seconds = since.elapsed().as_secs(),
+                    "storage has space again: writes succeed"
+                );
+                self.since = None;
+            }
+            (Some(StoreError::Full(e)), None) => {
+                tracing::error!(
+                    error = %e,
+                    "storage full: writes are refused (M_RESOURCE_LIMIT_EXCEEDED) until space returns"
+                );
+                self.since = Some(std::time::Instant::now());
+            }
+            (Some(StoreError::Full(e)), Some(_)) => {
+                tracing::debug!(error = %e, "storage still full")
+            }
+            (Some(e), _) => tracing::error!(error = %e, "commit failed"),
+            (None, None) => {}
+        }
+    }
 }
 
 /// Called with each committed batch, in commit (= stream position) order,

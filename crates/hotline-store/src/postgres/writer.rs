@@ -59,7 +59,7 @@ impl Writer {
         if let Err(e) = block_on(self.conn.batch("SET synchronous_commit = on")) {
             tracing::error!(error = %e, "setting synchronous_commit on the writer's connection");
         }
-        let mut full_since: Option<std::time::Instant> = None;
+        let mut full = FullEpisodes::default();
         let mut groups: u64 = 0;
         while let Ok(first) = rx.recv() {
             let mut jobs = vec![first];
@@ -79,24 +79,10 @@ impl Writer {
                 // Nothing of the group may stay open for the next one.
                 let _ = block_on(self.conn.batch("ROLLBACK"));
             }
-            match (&outcome, full_since) {
-                (Ok(Some(_)), Some(since)) => {
-                    tracing::warn!(
-                        after_seconds = since.elapsed().as_secs(),
-                        "storage has space again: writes succeed"
-                    );
-                    full_since = None;
-                }
-                (Err(StoreError::Full(e)), None) => {
-                    tracing::error!(
-                        error = %e,
-                        "storage full: writes are refused (M_RESOURCE_LIMIT_EXCEEDED) until space returns"
-                    );
-                    full_since = Some(std::time::Instant::now());
-                }
-                (Err(StoreError::Full(_)), Some(_)) => {}
-                (Err(e), _) => tracing::error!(error = %e, "commit failed"),
-                _ => {}
+            match &outcome {
+                Ok(Some(_)) => full.observe(None),
+                Err(e) => full.observe(Some(e)),
+                Ok(None) => {}
             }
             let (results, upto, seq) = match outcome {
                 Ok(Some((results, next, seq))) => (results, next, Some(seq)),
@@ -107,7 +93,7 @@ impl Writer {
                     0,
                     None,
                 ),
-                Err(e) => (jobs.iter().map(|_| Err(again(&e))).collect(), 0, None),
+                Err(e) => (jobs.iter().map(|_| Err(e.clone())).collect(), 0, None),
             };
             match seq {
                 Some(seq) => {
@@ -258,16 +244,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// The same failure again, for each batch of a failed group.
-fn again(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Full(m) => StoreError::Full(m.clone()),
-        StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
-        StoreError::Engine(m) => StoreError::Engine(m.clone()),
-    }
 }
 
 async fn apply_batch(

@@ -191,9 +191,7 @@ pub(super) fn writer_loop(conn: Connection, inbox: &Inbox, mut position: i64, li
     }
     let _abandon = Abandon(inbox);
     let mut wal = CountedWal::new(conn);
-    // Since when commits fail for want of space: logged once when it starts
-    // and once when it ends, not for every group in between.
-    let mut full_since: Option<std::time::Instant> = None;
+    let mut full = FullEpisodes::default();
     while let Some(jobs) = inbox.take() {
         // Batches rarely fail (a retried transaction id, a lost race for a
         // name), so the group first runs without a savepoint per batch,
@@ -212,26 +210,10 @@ pub(super) fn writer_loop(conn: Connection, inbox: &Inbox, mut position: i64, li
                 tracing::error!(error = %e, "rolling back a failed commit");
             }
         }
-        match (&outcome, full_since) {
-            (Ok(Some(_)), Some(since)) => {
-                tracing::warn!(
-                    after_seconds = since.elapsed().as_secs(),
-                    "storage has space again: writes succeed"
-                );
-                full_since = None;
-            }
-            (Err(StoreError::Full(e)), None) => {
-                tracing::error!(
-                    error = %e,
-                    "storage full: writes are refused (M_RESOURCE_LIMIT_EXCEEDED) until space returns"
-                );
-                full_since = Some(std::time::Instant::now());
-            }
-            (Err(StoreError::Full(e)), Some(_)) => {
-                tracing::debug!(error = %e, "storage still full")
-            }
-            (Err(e), _) => tracing::error!(error = %e, "commit failed"),
-            _ => {}
+        match &outcome {
+            Ok(Some(_)) => full.observe(None),
+            Err(e) => full.observe(Some(e)),
+            Ok(None) => {}
         }
         let results = match outcome {
             Ok(Some((results, next))) => {
@@ -251,7 +233,7 @@ pub(super) fn writer_loop(conn: Connection, inbox: &Inbox, mut position: i64, li
                 .map(|_| Err(StoreError::Engine("group not committed".into())))
                 .collect(),
             // Nothing of the group was committed: every batch fails alike.
-            Err(e) => jobs.iter().map(|_| Err(again(&e))).collect(),
+            Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
         };
         let group = Group {
             jobs,
@@ -381,16 +363,6 @@ impl Drop for Sp<'_> {
         if !self.done {
             let _ = self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
         }
-    }
-}
-
-/// The same failure again, for each batch of a failed group.
-fn again(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Full(m) => StoreError::Full(m.clone()),
-        StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
-        StoreError::Engine(m) => StoreError::Engine(m.clone()),
     }
 }
 

@@ -117,30 +117,18 @@ impl Server {
     }
 
     pub async fn start_with(args: &[&str]) -> Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().to_path_buf();
-        let mut s = Server {
-            url: String::new(),
-            port: 0,
-            data,
-            _tmp: Some(tmp),
-            child: None,
-            extra: args.iter().map(|s| s.to_string()).collect(),
-            log: None,
-            database: test_database(),
-        };
-        s.spawn().await;
-        s
+        Self::start_in_tmp(args, test_database()).await
     }
 
     /// Like [`Server::start_with`], on SQLite whatever the tests' engine
     /// (what the test checks is SQLite's: its files, its backup).
     pub async fn start_sqlite(args: &[&str]) -> Server {
-        let tmp = tempfile::tempdir().unwrap();
-        Self::start_in_tmp(tmp, args).await
+        Self::start_in_tmp(args, None).await
     }
 
-    async fn start_in_tmp(tmp: tempfile::TempDir, args: &[&str]) -> Server {
+    /// A server on a new temporary data directory and `database`.
+    async fn start_in_tmp(args: &[&str], database: Option<TestDatabase>) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
         let mut s = Server {
             url: String::new(),
             port: 0,
@@ -149,7 +137,7 @@ impl Server {
             child: None,
             extra: args.iter().map(|s| s.to_string()).collect(),
             log: None,
-            database: None,
+            database,
         };
         s.spawn().await;
         s
