@@ -337,16 +337,33 @@ pub fn scan_for_plaintext(dir: &std::path::Path, needles: &[&str]) -> Vec<(PathB
         stack.push(cluster.join("pg_wal"));
         stack.push(cluster.join("base"));
     }
+    // Other tests run beside this one on the same PostgreSQL cluster: they
+    // drop their databases and the cluster recycles WAL segments, so a
+    // directory or file listed a moment ago may be gone. Whatever vanished
+    // is skipped; anything else that cannot be read fails the scan.
+    fn vanished<T>(r: std::io::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("plaintext scan: {e}"),
+        }
+    }
     let mut files = 0;
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
+        let Some(entries) = vanished(std::fs::read_dir(&d)) else {
+            continue;
+        };
+        for entry in entries {
+            let Some(entry) = vanished(entry) else { continue };
+            let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
                 continue;
             }
+            let Some(bytes) = vanished(std::fs::read(&path)) else {
+                continue;
+            };
             files += 1;
-            let bytes = std::fs::read(&path).unwrap();
             for n in needles {
                 if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
                     found.push((path.clone(), n.to_string()));
