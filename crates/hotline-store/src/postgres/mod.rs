@@ -49,7 +49,7 @@ mod rooms;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use parking_lot::{Mutex, RwLock};
@@ -73,13 +73,25 @@ pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 pub(crate) struct Conn {
     client: Client,
     prepared: Mutex<HashMap<&'static str, Statement>>,
+    /// Where a [`Conn::pipeline`] is: [`NOT_PIPELINING`], [`FIRST_PASS`]
+    /// or [`LATER_PASS`].
+    pipelining: AtomicU8,
+    /// A statement went out after a pipeline's first pass, so the
+    /// pipeline's statements may not have reached the server in order.
+    out_of_order: AtomicBool,
 }
+
+const NOT_PIPELINING: u8 = 0;
+const FIRST_PASS: u8 = 1;
+const LATER_PASS: u8 = 2;
 
 impl Conn {
     pub(crate) fn new(client: Client) -> Self {
         Self {
             client,
             prepared: Mutex::new(HashMap::new()),
+            pipelining: AtomicU8::new(NOT_PIPELINING),
+            out_of_order: AtomicBool::new(false),
         }
     }
 
@@ -94,20 +106,83 @@ impl Conn {
         Ok(s)
     }
 
+    /// Prepares each of `sqls` this connection has not prepared yet, so a
+    /// pipeline of them sends each statement on its first poll.
+    pub(crate) async fn prepare_all(&self, sqls: &[&'static str]) -> PgResult<()> {
+        for sql in sqls {
+            self.statement(sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Called just before a request goes to the server: one that goes out
+    /// after a pipeline's first pass may be out of order.
+    fn sending(&self) {
+        if self.pipelining.load(Ordering::Relaxed) == LATER_PASS {
+            self.out_of_order.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Runs a statement; the number of rows it changed.
     pub(crate) async fn exec(&self, sql: &'static str, params: Params<'_>) -> PgResult<u64> {
         let s = self.statement(sql).await?;
+        self.sending();
         self.client.execute(&s, params).await
     }
 
     pub(crate) async fn all(&self, sql: &'static str, params: Params<'_>) -> PgResult<Vec<Row>> {
         let s = self.statement(sql).await?;
+        self.sending();
         self.client.query(&s, params).await
     }
 
     pub(crate) async fn opt(&self, sql: &'static str, params: Params<'_>) -> PgResult<Option<Row>> {
         let s = self.statement(sql).await?;
+        self.sending();
         self.client.query_opt(&s, params).await
+    }
+
+    /// Runs `futures` (each a few statements on this connection) as one
+    /// pipeline: every future is polled once, in order, before any answer
+    /// is awaited, so each sends its statements then and the server runs
+    /// them in the futures' order, in one round trip. A future whose
+    /// statement goes out later (one that waits for an answer before its
+    /// next statement, or for a statement's first preparation) breaks that
+    /// order; the second value says whether the order held. Outputs are in
+    /// the futures' order.
+    pub(crate) async fn pipeline<'a, T>(
+        &self,
+        futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + 'a>>>,
+    ) -> (Vec<T>, bool) {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        use std::task::Poll;
+        let mut outputs: Vec<Option<T>> = (0..futures.len()).map(|_| None).collect();
+        let mut first_pass = Some(futures);
+        let mut waiting = FuturesUnordered::new();
+        self.out_of_order.store(false, Ordering::Relaxed);
+        std::future::poll_fn(|cx| {
+            self.pipelining.store(FIRST_PASS, Ordering::Relaxed);
+            for (i, mut f) in first_pass.take().unwrap_or_default().into_iter().enumerate() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => outputs[i] = Some(v),
+                    Poll::Pending => waiting.push(async move { (i, f.await) }),
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+        // The rest only wait for their answers; only the woken are polled.
+        self.pipelining.store(LATER_PASS, Ordering::Relaxed);
+        while let Some((i, v)) = waiting.next().await {
+            outputs[i] = Some(v);
+        }
+        self.pipelining.store(NOT_PIPELINING, Ordering::Relaxed);
+        let in_order = !self.out_of_order.swap(false, Ordering::Relaxed);
+        let outputs = outputs
+            .into_iter()
+            .map(|o| o.expect("a pipeline's futures all finish"))
+            .collect();
+        (outputs, in_order)
     }
 
     /// The client itself, for statements built at run time (`migrate`).
@@ -117,6 +192,7 @@ impl Conn {
 
     /// Statements with no parameters and no rows (transaction control).
     pub(crate) async fn batch(&self, sql: &str) -> PgResult<()> {
+        self.sending();
         self.client.batch_execute(sql).await
     }
 }

@@ -3,13 +3,26 @@
 //! It takes every batch waiting in its queue (at most [`MAX_GROUP`]) and
 //! applies them in one transaction. Batches rarely fail (a retried
 //! transaction id, a lost race for a name), so the group first runs without
-//! a savepoint per batch; if one fails, PostgreSQL aborts the transaction,
-//! it is rolled back, and the group runs again with each batch in its own
-//! savepoint, so a failing batch fails alone. A failure of the storage (the
+//! a savepoint per batch; if one fails, the transaction is rolled back and
+//! the group runs again with each batch in its own savepoint, so a failing
+//! batch fails alone. A failure of the storage (the
 //! disk, the connection, the server) fails the whole group.
 //!
 //! While a commit waits for PostgreSQL's WAL flush, new batches queue up
 //! and make the next group: that is the group commit, with no timer.
+//!
+//! **Round trips.** A group's statements are pipelined ([`Conn::pipeline`]):
+//! the lock on the high-water mark with `BEGIN`, each stretch of the
+//! group's one-round operations (an event, a receipt, a to-device message:
+//! statements that need no answer before the next) in one round trip, and
+//! the commit log, the new mark, the notice and `COMMIT` in one more. So a
+//! group of twenty messages takes three round trips rather than thirty;
+//! statement by statement, the writer's round trips to a backend that
+//! shares the CPU were most of a group's time (BENCHMARKS.md). The server
+//! runs a pipeline's statements in the order they were sent; a pipeline
+//! that could not keep the order (a statement's first use on the
+//! connection prepares it before it goes out) is rolled back and the group
+//! runs again statement by statement.
 //!
 //! The commit hook runs on this thread for each committed batch, in
 //! position order, before its writer is answered (the store's invariant).
@@ -22,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::replay::{LoggedGroup, Replay, RETENTION_MS};
 use super::{accounts, ephemeral, identity, key_backup, keys, media, rooms};
-use super::{block_on, failure, storage_failed, Conn, PgError};
+use super::{block_on, failure, storage_failed, Conn, Params, PgError};
 use crate::*;
 
 pub(crate) type Job = (WriteBatch, oneshot::Sender<Result<Committed>>);
@@ -44,6 +57,38 @@ const PRUNE_EVERY: u64 = 1024;
 /// Positions given to each operation of a committed batch (`0` for
 /// operations that take none), or why the batch failed.
 type Placed = Result<Vec<i64>>;
+
+/// How a group's batches run. Each mode is the fallback of the one before.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Mode {
+    /// Every batch in one transaction, the statements pipelined: each
+    /// stretch of one-round operations ([`one_round`]) goes to the server
+    /// in one round trip, and the others run alone between stretches.
+    Pipelined,
+    /// Every batch in one transaction, one statement after another: after
+    /// a pipeline's statements may have reached the server out of order
+    /// (the first use of a statement on the connection prepares it first).
+    Serial,
+    /// Each batch in a savepoint of its own, so a failing batch fails
+    /// alone: after a batch failed.
+    Isolated,
+}
+
+/// A group's run: committed (each batch's positions or failure, the new
+/// high-water mark, the commit's sequence number), or rolled back to run
+/// again in the given mode.
+enum Group {
+    Committed(Vec<Placed>, i64, i64),
+    Again(Mode),
+}
+
+/// The statements of every group, prepared when the writer starts so a
+/// pipeline of them sends each on its first poll.
+const LOCK_POSITION: &str = "SELECT pos, commit_seq FROM stream_position FOR UPDATE";
+const LOG_COMMIT: &str =
+    "INSERT INTO commit_log (seq, origin, ts, batches) VALUES ($1, $2, $3, $4)";
+const SET_POSITION: &str = "UPDATE stream_position SET pos = $1, commit_seq = $2";
+const NOTIFY: &str = "SELECT pg_notify('hotline_stream', $1)";
 
 /// Why a batch failed, and whether the storage did (then the whole group
 /// fails).
@@ -70,9 +115,16 @@ impl Writer {
                 }
             }
             let outcome = block_on(async {
-                match self.commit_group(&jobs, false).await {
-                    Ok(None) => self.commit_group(&jobs, true).await,
-                    other => other,
+                let mut mode = Mode::Pipelined;
+                loop {
+                    match self.commit_group(&jobs, mode).await {
+                        Ok(Group::Again(again)) if again > mode => mode = again,
+                        Ok(Group::Again(_)) => return Ok(None),
+                        Ok(Group::Committed(results, next, seq)) => {
+                            return Ok(Some((results, next, seq)))
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             });
             if outcome.is_err() {
@@ -140,67 +192,35 @@ impl Writer {
         }
     }
 
-    /// Commits one group in one transaction. With `isolate`, each batch
-    /// runs in its own savepoint and a failing batch is rolled back alone;
-    /// without, the first failure rolls the whole transaction back and
-    /// answers `Ok(None)`.
-    async fn commit_group(
-        &self,
-        jobs: &[Job],
-        isolate: bool,
-    ) -> Result<Option<(Vec<Placed>, i64, i64)>> {
+    /// Commits one group in one transaction, its batches run as `mode`
+    /// says. A storage failure fails the whole group (`Err`).
+    async fn commit_group(&self, jobs: &[Job], mode: Mode) -> Result<Group> {
         let c = &self.conn;
         let fail = |e: PgError| failure(&e);
-        c.batch("BEGIN").await.map_err(fail)?;
+        c.prepare_all(&[LOCK_POSITION, LOG_COMMIT, SET_POSITION, NOTIFY])
+            .await
+            .map_err(fail)?;
         // The high-water mark's row lock orders this group after any other
         // process's uncommitted one (module docs of `postgres`).
-        let row = c
-            .opt(
-                "SELECT pos, commit_seq FROM stream_position FOR UPDATE",
-                &[],
-            )
-            .await
+        let (began, row) = join(c.batch("BEGIN"), c.opt(LOCK_POSITION, &[])).await;
+        began.map_err(fail)?;
+        let row = row
             .map_err(fail)?
             .ok_or_else(|| StoreError::Engine("stream_position has no row".into()))?;
         let start: i64 = row.try_get(0).map_err(fail)?;
         let seq: i64 = row.try_get::<_, i64>(1).map_err(fail)? + 1;
-        let mut next = start;
-        let mut results: Vec<Placed> = Vec::with_capacity(jobs.len());
-        for (batch, _) in jobs {
-            if !isolate {
-                match apply_batch(c, batch, &mut next).await {
-                    Ok(placed) => results.push(Ok(placed)),
-                    Err(Failed {
-                        error,
-                        storage: true,
-                    }) => return Err(error),
-                    Err(_) => {
-                        c.batch("ROLLBACK").await.map_err(fail)?;
-                        return Ok(None);
-                    }
-                }
-                continue;
-            }
-            let saved = next;
-            c.batch("SAVEPOINT batch").await.map_err(fail)?;
-            match apply_batch(c, batch, &mut next).await {
-                Ok(placed) => {
-                    c.batch("RELEASE SAVEPOINT batch").await.map_err(fail)?;
-                    results.push(Ok(placed));
-                }
-                Err(Failed {
-                    error,
-                    storage: true,
-                }) => return Err(error),
-                Err(Failed { error, .. }) => {
-                    c.batch("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch")
-                        .await
-                        .map_err(fail)?;
-                    next = saved;
-                    results.push(Err(error));
+        let (results, next) = match mode {
+            Mode::Pipelined => match pipelined(c, jobs, start).await {
+                Ok(placed) => placed,
+                Err(again) => return again,
+            },
+            Mode::Serial | Mode::Isolated => {
+                match one_by_one(c, jobs, start, mode == Mode::Isolated).await {
+                    Ok(placed) => placed,
+                    Err(again) => return again,
                 }
             }
-        }
+        };
         // The committed batches, for the other processes to replay.
         let logged = LoggedGroup {
             batches: results
@@ -214,29 +234,191 @@ impl Writer {
             upto: next,
         };
         let json = serde_json::to_string(&logged).map_err(|e| StoreError::Engine(e.to_string()))?;
-        c.exec(
-            "INSERT INTO commit_log (seq, origin, ts, batches) VALUES ($1, $2, $3, $4)",
-            &[&seq, &self.replay.origin, &now_ms(), &json],
-        )
-        .await
-        .map_err(fail)?;
-        c.exec(
-            "UPDATE stream_position SET pos = $1, commit_seq = $2",
+        // The log, the new mark, the notice (delivered at commit to every
+        // process listening on `hotline_stream`, payload the sequence
+        // number) and the commit, in one round trip. Should a statement
+        // fail, PostgreSQL turns the `COMMIT` into a rollback, and the
+        // failure fails the group.
+        let (seq_text, ts) = (seq.to_string(), now_ms());
+        let (log, mark, notify): (Params, Params, Params) = (
+            &[&seq, &self.replay.origin, &ts, &json],
             &[&next, &seq],
-        )
-        .await
-        .map_err(fail)?;
-        // Delivered at commit, to every process listening on
-        // `hotline_stream` (payload: the commit's sequence number).
-        c.exec(
-            "SELECT pg_notify('hotline_stream', $1)",
-            &[&seq.to_string()],
-        )
-        .await
-        .map_err(fail)?;
-        c.batch("COMMIT").await.map_err(fail)?;
-        Ok(Some((results, next, seq)))
+            &[&seq_text],
+        );
+        let (tail, in_order) = c
+            .pipeline(vec![
+                Box::pin(async { c.exec(LOG_COMMIT, log).await.map(drop) }),
+                Box::pin(async { c.exec(SET_POSITION, mark).await.map(drop) }),
+                Box::pin(async { c.exec(NOTIFY, notify).await.map(drop) }),
+                Box::pin(c.batch("COMMIT")),
+            ])
+            .await;
+        if let Some(e) = tail.into_iter().find_map(|r| r.err()) {
+            return Err(failure(&e));
+        }
+        if !in_order {
+            // Cannot happen: every statement of the tail was prepared
+            // above, so each went out on its first poll.
+            return Err(StoreError::Engine("a commit's statements went out of order".into()));
+        }
+        Ok(Group::Committed(results, next, seq))
     }
+}
+
+/// Two futures polled together, `a` first: on one connection, `a`'s
+/// statement goes out before `b`'s and both share a round trip.
+async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+    futures_util::future::join(a, b).await
+}
+
+/// Whether an operation sends all its statements at once (none waits for
+/// another's answer), so it can share a pipeline with the operations around
+/// it. An operation wrongly listed here costs a group its pipeline (the
+/// group runs again in [`Mode::Serial`]), not its order. Listed: what a
+/// busy deployment writes most. Not listed although one-round: the audit
+/// log's entries, numbered by a sequence, which a rolled-back run would
+/// leave with a gap (and they are rare).
+fn one_round(op: &WriteOp) -> bool {
+    use WriteOp as W;
+    matches!(
+        op,
+        W::AppendEvent(_)
+            | W::RecordTxn { .. }
+            | W::PutReceipt { .. }
+            | W::PutAccountData { .. }
+            | W::PutPresence { .. }
+            | W::SetDeviceSeen { .. }
+            | W::PutToDevice { .. }
+            | W::DeleteToDevice { .. }
+            | W::KeyChange { .. }
+            | W::InsertToken(_)
+            | W::UpsertDevice(_)
+            | W::PutDeviceKeys { .. }
+            | W::DeleteOneTimeKey { .. }
+            | W::MarkFallbackUsed { .. }
+    )
+}
+
+/// Positions for each operation of each batch, in order, from `start`;
+/// the new high-water mark.
+fn place(jobs: &[Job], start: i64) -> (Vec<Vec<i64>>, i64) {
+    let mut next = start;
+    let placed = jobs
+        .iter()
+        .map(|(batch, _)| {
+            batch
+                .ops
+                .iter()
+                .map(|op| {
+                    if op.takes_position() {
+                        next += 1;
+                        next
+                    } else {
+                        0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (placed, next)
+}
+
+/// What the modes' runs answer: each batch's positions or failure and the
+/// new mark, or (`Err`) how the group ends instead.
+type Run = std::result::Result<(Vec<Placed>, i64), Result<Group>>;
+
+/// The group's operations in [`Mode::Pipelined`]: stretches of one-round
+/// operations in one round trip each, the others alone. Any failure rolls
+/// the group back, to run again [`Mode::Isolated`] (or [`Mode::Serial`]
+/// if the pipeline lost its order, which may be the failure's cause).
+async fn pipelined(c: &Conn, jobs: &[Job], start: i64) -> Run {
+    let (positions, next) = place(jobs, start);
+    let ops: Vec<(&WriteOp, i64)> = jobs
+        .iter()
+        .zip(&positions)
+        .flat_map(|((batch, _), placed)| batch.ops.iter().zip(placed.iter().copied()))
+        .collect();
+    let mut failures: Vec<ApplyError> = Vec::new();
+    let mut in_order = true;
+    let mut rest = &ops[..];
+    while !rest.is_empty() && failures.is_empty() {
+        let stretch = rest.iter().take_while(|(op, _)| one_round(op)).count();
+        if stretch == 0 {
+            let (op, pos) = rest[0];
+            rest = &rest[1..];
+            if let Err(e) = apply_op(c, op, pos).await {
+                failures.push(e);
+            }
+            continue;
+        }
+        let (now, later) = rest.split_at(stretch);
+        rest = later;
+        let (applied, ordered): (Vec<Applied>, bool) = c
+            .pipeline(
+                now.iter()
+                    .map(|&(op, pos)| Box::pin(apply_op(c, op, pos)) as std::pin::Pin<Box<_>>)
+                    .collect(),
+            )
+            .await;
+        in_order &= ordered;
+        failures.extend(applied.into_iter().filter_map(|r| r.err()));
+    }
+    if let Some(storage) = failures.iter().find_map(|e| match e {
+        ApplyError::Pg(e) if storage_failed(e) => Some(failure(e)),
+        _ => None,
+    }) {
+        return Err(Err(storage));
+    }
+    if !in_order || !failures.is_empty() {
+        c.batch("ROLLBACK").await.map_err(|e| Err(failure(&e)))?;
+        let again = if in_order { Mode::Isolated } else { Mode::Serial };
+        return Err(Ok(Group::Again(again)));
+    }
+    Ok((positions.into_iter().map(Ok).collect(), next))
+}
+
+/// The group's operations one statement after another ([`Mode::Serial`]),
+/// or each batch in a savepoint of its own ([`Mode::Isolated`]).
+async fn one_by_one(c: &Conn, jobs: &[Job], start: i64, isolate: bool) -> Run {
+    let fail = |e: PgError| Err(failure(&e));
+    let mut next = start;
+    let mut results: Vec<Placed> = Vec::with_capacity(jobs.len());
+    for (batch, _) in jobs {
+        if !isolate {
+            match apply_batch(c, batch, &mut next).await {
+                Ok(placed) => results.push(Ok(placed)),
+                Err(Failed {
+                    error,
+                    storage: true,
+                }) => return Err(Err(error)),
+                Err(_) => {
+                    c.batch("ROLLBACK").await.map_err(fail)?;
+                    return Err(Ok(Group::Again(Mode::Isolated)));
+                }
+            }
+            continue;
+        }
+        let saved = next;
+        c.batch("SAVEPOINT batch").await.map_err(fail)?;
+        match apply_batch(c, batch, &mut next).await {
+            Ok(placed) => {
+                c.batch("RELEASE SAVEPOINT batch").await.map_err(fail)?;
+                results.push(Ok(placed));
+            }
+            Err(Failed {
+                error,
+                storage: true,
+            }) => return Err(Err(error)),
+            Err(Failed { error, .. }) => {
+                c.batch("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch")
+                    .await
+                    .map_err(fail)?;
+                next = saved;
+                results.push(Err(error));
+            }
+        }
+    }
+    Ok((results, next))
 }
 
 fn now_ms() -> i64 {
@@ -484,5 +666,98 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
             )
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::fresh_store;
+    use super::super::PgResult;
+    use super::*;
+    use std::pin::Pin;
+
+    type Boxed<'a> = Pin<Box<dyn std::future::Future<Output = PgResult<u64>> + 'a>>;
+    const PROBE: &str = "INSERT INTO probe (v) VALUES ($1)";
+
+    #[tokio::test]
+    async fn a_pipeline_keeps_its_futures_order_and_says_when_a_statement_went_out_late() {
+        let store = fresh_store();
+        let c = store.reader();
+        c.batch("CREATE TEMP TABLE probe (n BIGSERIAL PRIMARY KEY, v TEXT)")
+            .await
+            .unwrap();
+        // Not prepared yet: each execution waits for its preparation, so
+        // it goes out after the first pass.
+        let first: Vec<Boxed> = vec![Box::pin(c.exec(PROBE, &[&"late"]))];
+        let (out, in_order) = c.pipeline(first).await;
+        assert!(out.iter().all(|r| r.is_ok()));
+        assert!(!in_order, "a statement prepared inside the pipeline");
+        // Prepared: every execution goes out on the first pass, in order.
+        let values: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
+        let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+            values.iter().map(|v| [v as _]).collect();
+        let ordered: Vec<Boxed> = params.iter().map(|p| Box::pin(c.exec(PROBE, p)) as Boxed).collect();
+        let (out, in_order) = c.pipeline(ordered).await;
+        assert!(in_order);
+        assert_eq!(out.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(), vec![1; 60]);
+        let stored: Vec<String> = c
+            .all("SELECT v FROM probe ORDER BY n", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut expected = vec!["late".to_string()];
+        expected.extend(values.iter().cloned());
+        assert_eq!(stored, expected);
+        // A future that waits for one answer before its next statement
+        // breaks the order, and the pipeline says so.
+        let two_rounds: Vec<Boxed> = vec![
+            Box::pin(async {
+                c.exec(PROBE, &[&"a"]).await?;
+                c.exec(PROBE, &[&"b"]).await
+            }),
+            Box::pin(c.exec(PROBE, &[&"c"])),
+        ];
+        let (_, in_order) = c.pipeline(two_rounds).await;
+        assert!(!in_order);
+        store.close();
+    }
+
+    fn receipt(event_id: String) -> WriteOp {
+        WriteOp::PutReceipt {
+            room_id: "!r:x".into(),
+            user_id: "@a:x".into(),
+            receipt_type: "m.read".into(),
+            thread_id: String::new(),
+            event_id,
+            ts: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_committed_together_take_effect_in_position_order() {
+        let store = fresh_store();
+        // Warm the writer's statements, then queue many batches at once:
+        // the writer takes them in a few groups, each a pipeline.
+        store.write(WriteBatch::one(receipt("$warm".into()))).await.unwrap();
+        const N: usize = 300;
+        let pending: Vec<_> = (0..N)
+            .map(|i| store.write(WriteBatch::one(receipt(format!("${i}")))))
+            .collect();
+        let mut last = (0, String::new());
+        for (i, w) in pending.into_iter().enumerate() {
+            let c = w.await.unwrap();
+            let pos = c.items[0].0;
+            assert!(pos > last.0, "positions follow the queue's order");
+            last = (pos, format!("${i}"));
+        }
+        // The receipt the last position wrote is the one that stands,
+        // whichever groups and pipelines carried the others.
+        let stored = store.receipts_since("!r:x", 0).unwrap();
+        let mine: Vec<_> = stored.iter().filter(|r| r.user_id == "@a:x").collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!((mine[0].event_id.as_str(), mine[0].pos), (last.1.as_str(), last.0));
+        store.close();
     }
 }
