@@ -14,12 +14,20 @@
 #   PAIRS=10 DURATION=10 bench/run.sh
 #   WORKLOAD=keys bench/run.sh        E2EE keys: /keys/query, /keys/claim and
 #                                     to-device fan-out over 1,000 devices
+#   WORKLOAD=scale SIDES="hotline hotline-pg" bench/run.sh
+#                                     a store seeded with 10,000 users, 2,000
+#                                     rooms and up to 10^6 messages: initial
+#                                     and incremental /sync, deep /messages,
+#                                     bytes on disk, at each checkpoint
 #
 # Environment (defaults in brackets):
 #   PAIRS [40] WARMUP [5] DURATION [20] INFLIGHT [1]  workload (closed loop)
 #   RATE []                      open loop at this total msg/s instead
-#   WORKLOAD [dm]                dm or keys
+#   WORKLOAD [dm]                dm, keys or scale
 #   KEYS_USERS [100] KEYS_DEVICES [10]  keys workload: users x devices each
+#   SCALE_USERS [10000] SCALE_ROOMS [2000] SCALE_MEMBERS [5]
+#   SCALE_PROBE_ROOMS [200] SCALE_CHECKPOINTS [10000,100000,1000000]
+#   SCALE_CONCURRENCY [32]       scale workload (bench/loadgen/src/scale.rs)
 #   LOADGEN_THREADS [1]          generator runtime threads
 #   SIDES ["synapse hotline"]    which servers, in order (see "Sides")
 #   SYNAPSE_PORT [18008] HOTLINE_PORT [18448]  (hotline-pg2's second
@@ -63,6 +71,12 @@ RATE="${RATE:-}"
 WORKLOAD="${WORKLOAD:-dm}"
 KEYS_USERS="${KEYS_USERS:-100}"
 KEYS_DEVICES="${KEYS_DEVICES:-10}"
+SCALE_USERS="${SCALE_USERS:-10000}"
+SCALE_ROOMS="${SCALE_ROOMS:-2000}"
+SCALE_MEMBERS="${SCALE_MEMBERS:-5}"
+SCALE_PROBE_ROOMS="${SCALE_PROBE_ROOMS:-200}"
+SCALE_CHECKPOINTS="${SCALE_CHECKPOINTS:-10000,100000,1000000}"
+SCALE_CONCURRENCY="${SCALE_CONCURRENCY:-32}"
 LOADGEN_THREADS="${LOADGEN_THREADS:-1}"
 SIDES="${SIDES:-synapse hotline}"
 SYNAPSE_PORT="${SYNAPSE_PORT:-18008}"
@@ -158,19 +172,25 @@ wait_versions() {
     return 1
 }
 
-# loadgen SIDE URLS PIDS [DB_PID]: URLS and PIDS comma-separated (several
-# for a server run as several processes).
+# loadgen SIDE URLS PIDS [DB_PID] [SIZE_CMD]: URLS and PIDS comma-separated
+# (several for a server run as several processes); SIZE_CMD prints the
+# store's bytes on disk (scale workload).
 loadgen() {
-    local side="$1" urls="$2" pids="$3" db_pid="${4:-}"
-    local work
+    local side="$1" urls="$2" pids="$3" db_pid="${4:-}" size_cmd="${5:-}"
+    local work max_runtime=1200
     if [[ "$WORKLOAD" == keys ]]; then
         work=(keys --users "$KEYS_USERS" --devices-per-user "$KEYS_DEVICES")
+    elif [[ "$WORKLOAD" == scale ]]; then
+        work=(scale --users "$SCALE_USERS" --rooms "$SCALE_ROOMS" --members "$SCALE_MEMBERS"
+            --probe-rooms "$SCALE_PROBE_ROOMS" --checkpoints "$SCALE_CHECKPOINTS"
+            --concurrency "$SCALE_CONCURRENCY" --size-cmd "$size_cmd")
+        max_runtime=21600
     else
         work=(dm --pairs "$PAIRS" --warmup "$WARMUP" --duration "$DURATION" --inflight "$INFLIGHT")
         [[ -n "$RATE" ]] && work+=(--rate "$RATE")
     fi
     local cmd=("$LOADGEN" --base-url "$urls" --label "$side" --server-pid "$pids"
-        ${db_pid:+--db-pid "$db_pid"} --threads "$LOADGEN_THREADS" --max-runtime 1200 "${work[@]}")
+        ${db_pid:+--db-pid "$db_pid"} --threads "$LOADGEN_THREADS" --max-runtime "$max_runtime" "${work[@]}")
     echo "${cmd[*]}" >"$RESULTS/$side.cmd"
     log "running: ${cmd[*]}"
     "${cmd[@]}" >"$RESULTS/$side.json" 2> >(tee "$RESULTS/$side.log" >&2) || return 1
@@ -199,6 +219,16 @@ start_pg() {
         >"$RESULTS/postgres.settings"
 }
 
+# The command printing the bytes on disk of the store at SQLite FILE (with
+# its -wal) or PostgreSQL database URL.
+size_cmd() {
+    if [[ "$1" == postgres://* ]]; then
+        echo "psql -qtAX '$1' -c 'SELECT pg_database_size(current_database())'"
+    else
+        echo "du -cb --apparent-size '$1'* | tail -1 | cut -f1"
+    fi
+}
+
 # A fresh database for SIDE on the cluster; prints its URL.
 pg_database() {
     local db="bench_${1//-/_}"
@@ -223,12 +253,13 @@ run_synapse() {
     # Password hashing only costs setup time; the keys workload logs in 1,000
     # devices, so it uses Synapse's cheapest bcrypt cost to keep setup short.
     local rounds=12
-    [[ "$WORKLOAD" == keys ]] && rounds=4
+    [[ "$WORKLOAD" == keys || "$WORKLOAD" == scale ]] && rounds=4
     SYNAPSE_BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-$rounds}" SYNAPSE_DATABASE="$db_url" \
         "$ROOT/scripts/synapse.sh" start "$SYNAPSE_PORT" "$DATA_ROOT/$side" >&2 || return 1
     cp "$DATA_ROOT/$side/homeserver.yaml" "$RESULTS/$side.homeserver.yaml"
     local pid rc=0; pid="$(cat "$DATA_ROOT/$side/synapse.pid")"
-    loadgen "$side" "http://127.0.0.1:$SYNAPSE_PORT" "$pid" "$db_pid" || rc=$?
+    loadgen "$side" "http://127.0.0.1:$SYNAPSE_PORT" "$pid" "$db_pid" \
+        "$(size_cmd "${db_url:-$DATA_ROOT/$side/homeserver.db}")" || rc=$?
     "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/$side"
     return $rc
 }
@@ -282,7 +313,7 @@ EOF
         pids+="${pids:+,}$pid"
     done
     local rc=0
-    loadgen "$side" "$urls" "$pids" "$db_pid" || rc=$?
+    loadgen "$side" "$urls" "$pids" "$db_pid" "$(size_cmd "${db_url:-$dir/hotline.db}")" || rc=$?
     stop_hotline
     return $rc
 }
@@ -450,6 +481,45 @@ for side in sides:
 EOF
 }
 
+# table_scale DIR LABEL SIDE...: one row per side and checkpoint.
+table_scale() {
+    "$PY" - "$@" <<'EOF'
+import json, os, sys
+res, stamp, sides = sys.argv[1], sys.argv[2], sys.argv[3:]
+names = {"synapse": "Synapse, SQLite", "synapse-pg": "Synapse, PostgreSQL",
+         "hotline": "Hotline, SQLite", "hotline-pg": "Hotline, PostgreSQL",
+         "hotline-pg2": "Hotline, PostgreSQL, 2 processes"}
+data = {}
+for side in sides:
+    p = os.path.join(res, side + ".json")
+    if os.path.exists(p) and os.path.getsize(p):
+        data[side] = json.load(open(p))
+if not data:
+    sys.exit("no results")
+v0 = next(iter(data.values()))
+print(f"Run {stamp}: {v0['users']:,} users, {v0['rooms']:,} rooms of {v0['members_per_room']} members, "
+      f"the probe user in {v0['probe_rooms']} of them, {v0['deep_pct']}% of messages to the deep room; loopback, {os.cpu_count()} cores.\n")
+head = ["side", "messages", "seed msg/s", "initial /sync (ms, median of 3)", "first initial /sync (ms)",
+        "incremental /sync p50 (ms)", "incremental, nothing new p50 (ms)", "/messages first pages p50 (ms)",
+        "/messages deepest pages p50 (ms)", "events paged", "store (MB)", "bytes per message added"]
+print("| " + " | ".join(head) + " |")
+print("| --- |" + " ---: |" * (len(head) - 1))
+f = lambda x, fmt: "—" if x is None else fmt.format(x)
+for side in sides:
+    v = data.get(side)
+    if not v:
+        print(f"| {names[side]} | failed |" + " |" * (len(head) - 2))
+        continue
+    for p in v["checkpoints"]:
+        print("| " + " | ".join([names[side], f"{p['messages']:,}", f(p.get("seed_msgs_per_s"), "{:,.0f}"),
+            f(p["initial_sync_median_ms"], "{:,.1f}"), f(p["initial_sync_first_ms"], "{:,.1f}"),
+            f(p["incremental_sync_p50_ms"], "{:,.2f}"), f(p["empty_sync_p50_ms"], "{:,.2f}"),
+            f(p["messages_first_pages_p50_ms"], "{:,.2f}"), f(p["messages_deepest_pages_p50_ms"], "{:,.2f}"),
+            f"{p['messages_events']:,}", f(p.get("store_bytes") and p["store_bytes"] / 1e6, "{:,.1f}"),
+            f(p.get("bytes_per_message_added"), "{:,.0f}")]) + " |")
+EOF
+}
+
 if [[ "${1:-}" == table ]]; then
     # bench/run.sh table RESULTS_DIR_FOR_SYNAPSE [RESULTS_DIR_FOR_HOTLINE]
     rmdir "$RESULTS" 2>/dev/null || true
@@ -484,14 +554,18 @@ if [[ -n "$PG_URL" ]]; then
     "$ROOT/scripts/postgres.sh" stop "$DATA_ROOT/pg"
     PG_URL=""
 fi
-if [[ "$SIDES" =~ ^(synapse|hotline|synapse\ hotline|hotline\ synapse)$ ]]; then
+if [[ "$WORKLOAD" == scale ]]; then
+    table_scale "$RESULTS" "$STAMP" $SIDES | tee "$RESULTS/table.md"
+elif [[ "$SIDES" =~ ^(synapse|hotline|synapse\ hotline|hotline\ synapse)$ ]]; then
     table "$RESULTS" "$RESULTS" "$STAMP" | tee "$RESULTS/table.md"
 else
     table_sides "$RESULTS" "$STAMP" $SIDES | tee "$RESULTS/table.md"
 fi
 {
     echo
-    if [[ "$WORKLOAD" == keys ]]; then
+    if [[ "$WORKLOAD" == scale ]]; then
+        echo "Command: $(printf '%q ' env WORKLOAD=scale SCALE_USERS="$SCALE_USERS" SCALE_ROOMS="$SCALE_ROOMS" SCALE_MEMBERS="$SCALE_MEMBERS" SCALE_PROBE_ROOMS="$SCALE_PROBE_ROOMS" SCALE_CHECKPOINTS="$SCALE_CHECKPOINTS" SCALE_CONCURRENCY="$SCALE_CONCURRENCY" SIDES="$SIDES" bench/run.sh)"
+    elif [[ "$WORKLOAD" == keys ]]; then
         echo "Command: $(printf '%q ' env WORKLOAD=keys KEYS_USERS="$KEYS_USERS" KEYS_DEVICES="$KEYS_DEVICES" SIDES="$SIDES" bench/run.sh)"
     else
         echo "Command: $(printf '%q ' env PAIRS="$PAIRS" WARMUP="$WARMUP" DURATION="$DURATION" INFLIGHT="$INFLIGHT" ${RATE:+RATE="$RATE"} SIDES="$SIDES" bench/run.sh)"

@@ -9,6 +9,7 @@ mod conn;
 mod dm;
 mod keys;
 mod matrix;
+mod scale;
 mod stats;
 
 use std::time::Duration;
@@ -101,6 +102,8 @@ enum Mode {
     Dm(dm::DmArgs),
     /// E2EE keys: /keys/query and /keys/claim over many devices, to-device fan-out.
     Keys(keys::KeysArgs),
+    /// A store seeded with many users, rooms and events: sync and history costs as it grows.
+    Scale(scale::ScaleArgs),
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -152,6 +155,12 @@ fn main() {
                 keys::run(api, &cli.common, a)
                     .await
                     .map(|v| (keys::summary(&v), v))
+            }
+            Mode::Scale(a) => {
+                let api = matrix::Api::new(cli.common.base(), a.concurrency + a.setup_concurrency + 16);
+                scale::run(api, &cli.common, a)
+                    .await
+                    .map(|v| (scale::summary(&v), v))
             }
         }
     });
