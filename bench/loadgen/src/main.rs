@@ -157,7 +157,8 @@ fn main() {
                     .map(|v| (keys::summary(&v), v))
             }
             Mode::Scale(a) => {
-                let api = matrix::Api::new(cli.common.base(), a.concurrency + a.setup_concurrency + 16);
+                let api =
+                    matrix::Api::new(cli.common.base(), a.concurrency + a.setup_concurrency + 16);
                 scale::run(api, &cli.common, a)
                     .await
                     .map(|v| (scale::summary(&v), v))

@@ -103,10 +103,18 @@ pub async fn run(api: Api, c: &Common, a: &ScaleArgs) -> Result<Value, Error> {
             async move {
                 let body = json!({ "preset": "public_chat", "name": format!("Scale room {r}") });
                 let v = api
-                    .call(Method::POST, "/v3/createRoom", Some(&sessions[u].token), Some(&body))
+                    .call(
+                        Method::POST,
+                        "/v3/createRoom",
+                        Some(&sessions[u].token),
+                        Some(&body),
+                    )
                     .await?;
                 let id = v["room_id"].as_str().ok_or(format!("createRoom: {v}"))?;
-                Ok::<_, Error>(Room { id: id.to_string(), sender: u })
+                Ok::<_, Error>(Room {
+                    id: id.to_string(),
+                    sender: u,
+                })
             }
         })
         .await
@@ -129,9 +137,14 @@ pub async fn run(api: Api, c: &Common, a: &ScaleArgs) -> Result<Value, Error> {
             let (api, sessions, rooms) = (api.clone(), sessions.clone(), rooms.clone());
             async move {
                 let path = format!("/v3/join/{}", enc(&rooms[r].id));
-                api.call(Method::POST, &path, Some(&sessions[u].token), Some(&json!({})))
-                    .await
-                    .map(drop)
+                api.call(
+                    Method::POST,
+                    &path,
+                    Some(&sessions[u].token),
+                    Some(&json!({})),
+                )
+                .await
+                .map(drop)
             }
         })
         .await
@@ -211,7 +224,11 @@ async fn seed(
                     sent.fetch_sub(1, Relaxed);
                     return Ok::<(), Error>(());
                 }
-                let r = if i % 100 < deep { 0 } else { (i as usize) % rooms.len() };
+                let r = if i % 100 < deep {
+                    0
+                } else {
+                    (i as usize) % rooms.len()
+                };
                 send(&api, &sessions[rooms[r].sender], &rooms[r].id, i).await?;
             }
         }));
@@ -223,15 +240,13 @@ async fn seed(
 }
 
 async fn send(api: &Api, s: &Session, room: &str, i: u64) -> Result<Value, Error> {
-    let path = format!(
-        "/v3/rooms/{}/send/m.room.message/s{i}",
-        enc(room)
-    );
+    let path = format!("/v3/rooms/{}/send/m.room.message/s{i}", enc(room));
     let body = json!({
         "msgtype": "m.text",
         "body": format!("Message {i}: the quarterly figures are attached; call me when you have read them."),
     });
-    api.call(Method::PUT, &path, Some(&s.token), Some(&body)).await
+    api.call(Method::PUT, &path, Some(&s.token), Some(&body))
+        .await
 }
 
 async fn timed_get(api: &Api, path: &str, token: &str) -> Result<(Value, u64, usize), Error> {
@@ -248,7 +263,10 @@ async fn timed_get(api: &Api, path: &str, token: &str) -> Result<(Value, u64, us
     let body = resp.bytes().await.map_err(|e| format!("GET {path}: {e}"))?;
     let ns = t.elapsed().as_nanos() as u64;
     if !status.is_success() {
-        return Err(format!("GET {path}: {status} {}", String::from_utf8_lossy(&body)));
+        return Err(format!(
+            "GET {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        ));
     }
     let v: Value = serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
     Ok((v, ns, body.len()))

@@ -122,7 +122,7 @@ pub fn migrate_sqlite_to_postgres(sqlite_path: &Path, pg_url: &str) -> Result<Mi
         block_on(schema::migrate(&mut conn))?;
         // The snapshot: every read below sees the database as of the first.
         sql(source.execute_batch("BEGIN"))?;
-        let out = block_on(copy(&source, conn.client()));
+        let out = block_on(copy(&source, &conn.client()));
         let _ = source.execute_batch("COMMIT");
         out
     })();
@@ -574,7 +574,7 @@ mod tests {
             assert_eq!(*rows, if t == "meta" { 2 } else { 1 }, "{t}");
         }
         let admin = PostgresStore::open_admin(&url);
-        let target = block_on(target_tables(admin.client())).unwrap();
+        let target = block_on(target_tables(&admin.client())).unwrap();
         let source = Connection::open(&path).unwrap();
         for t in &target {
             assert_eq!(

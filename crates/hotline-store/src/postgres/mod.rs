@@ -69,16 +69,52 @@ pub(crate) type PgError = tokio_postgres::Error;
 pub(crate) type PgResult<T> = std::result::Result<T, PgError>;
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-/// A connection and the statements prepared on it.
+/// A connection and the statements prepared on it; with a [`Redial`], it
+/// connects again when PostgreSQL drops it (a restart of the server, a
+/// terminated backend, a network cut).
 pub(crate) struct Conn {
-    client: Client,
-    prepared: Mutex<HashMap<&'static str, Statement>>,
+    session: RwLock<Arc<Session>>,
+    redial: Option<Redial>,
     /// Where a [`Conn::pipeline`] is: [`NOT_PIPELINING`], [`FIRST_PASS`]
     /// or [`LATER_PASS`].
     pipelining: AtomicU8,
     /// A statement went out after a pipeline's first pass, so the
     /// pipeline's statements may not have reached the server in order.
     out_of_order: AtomicBool,
+}
+
+/// One connection's client and its prepared statements, which belong to
+/// it: a new connection prepares them again.
+struct Session {
+    client: Arc<Client>,
+    prepared: Mutex<HashMap<&'static str, Statement>>,
+}
+
+impl Session {
+    fn new(client: Client) -> Arc<Self> {
+        Arc::new(Self {
+            client: Arc::new(client),
+            prepared: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn statement(&self, sql: &'static str) -> PgResult<Statement> {
+        if let Some(s) = self.prepared.lock().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).await?;
+        self.prepared.lock().insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
+/// How a connection connects again.
+pub(crate) struct Redial {
+    pub(crate) url: String,
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Run on each new connection before it is used (the writer's
+    /// `synchronous_commit`).
+    pub(crate) setup: &'static str,
 }
 
 const NOT_PIPELINING: u8 = 0;
@@ -88,22 +124,78 @@ const LATER_PASS: u8 = 2;
 impl Conn {
     pub(crate) fn new(client: Client) -> Self {
         Self {
-            client,
-            prepared: Mutex::new(HashMap::new()),
+            session: RwLock::new(Session::new(client)),
+            redial: None,
             pipelining: AtomicU8::new(NOT_PIPELINING),
             out_of_order: AtomicBool::new(false),
         }
     }
 
+    /// A connection that connects again when it is lost ([`Conn::redial`]).
+    pub(crate) fn redialling(client: Client, redial: Redial) -> Self {
+        Self {
+            redial: Some(redial),
+            ..Self::new(client)
+        }
+    }
+
+    fn now(&self) -> Arc<Session> {
+        self.session.read().clone()
+    }
+
+    /// Connects again if this connection is lost, or (`failed`) if a
+    /// statement just failed in a way that ends the connection (the server
+    /// shutting down or terminating the backend) whether or not the client
+    /// has noticed yet. Whether it connected again.
+    pub(crate) async fn redial(&self, failed: Option<&PgError>) -> Result<bool> {
+        let Some(redial) = &self.redial else {
+            return Ok(false);
+        };
+        let ends = |e: &PgError| {
+            e.is_closed()
+                || e.code().is_some_and(|c| {
+                    let class = &c.code()[..2];
+                    class == "57" || class == "08"
+                })
+        };
+        let before = self.now();
+        if !before.client.is_closed() && !failed.is_some_and(ends) {
+            return Ok(false);
+        }
+        let url = redial.url.clone();
+        let client = redial
+            .runtime
+            .spawn(async move {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::error!(error = %e, "PostgreSQL connection ended");
+                    }
+                });
+                Ok::<_, PgError>(client)
+            })
+            .await
+            .map_err(engine)?
+            .map_err(|e| StoreError::Engine(format!("connecting to PostgreSQL again: {e}")))?;
+        if !redial.setup.is_empty() {
+            client
+                .batch_execute(redial.setup)
+                .await
+                .map_err(|e| failure(&e))?;
+        }
+        let mut session = self.session.write();
+        // Another caller may have connected again meanwhile: keep theirs.
+        if Arc::ptr_eq(&session, &before) {
+            *session = Session::new(client);
+            tracing::warn!("connected to PostgreSQL again");
+        }
+        Ok(true)
+    }
+
     /// `sql` prepared on this connection (once; statements outlive
     /// transactions, they belong to the connection).
     pub(crate) async fn statement(&self, sql: &'static str) -> PgResult<Statement> {
-        if let Some(s) = self.prepared.lock().get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self.client.prepare(sql).await?;
-        self.prepared.lock().insert(sql, s.clone());
-        Ok(s)
+        self.now().statement(sql).await
     }
 
     /// Prepares each of `sqls` this connection has not prepared yet, so a
@@ -125,21 +217,24 @@ impl Conn {
 
     /// Runs a statement; the number of rows it changed.
     pub(crate) async fn exec(&self, sql: &'static str, params: Params<'_>) -> PgResult<u64> {
-        let s = self.statement(sql).await?;
+        let session = self.now();
+        let s = session.statement(sql).await?;
         self.sending();
-        self.client.execute(&s, params).await
+        session.client.execute(&s, params).await
     }
 
     pub(crate) async fn all(&self, sql: &'static str, params: Params<'_>) -> PgResult<Vec<Row>> {
-        let s = self.statement(sql).await?;
+        let session = self.now();
+        let s = session.statement(sql).await?;
         self.sending();
-        self.client.query(&s, params).await
+        session.client.query(&s, params).await
     }
 
     pub(crate) async fn opt(&self, sql: &'static str, params: Params<'_>) -> PgResult<Option<Row>> {
-        let s = self.statement(sql).await?;
+        let session = self.now();
+        let s = session.statement(sql).await?;
         self.sending();
-        self.client.query_opt(&s, params).await
+        session.client.query_opt(&s, params).await
     }
 
     /// Runs `futures` (each a few statements on this connection) as one
@@ -162,7 +257,12 @@ impl Conn {
         self.out_of_order.store(false, Ordering::Relaxed);
         std::future::poll_fn(|cx| {
             self.pipelining.store(FIRST_PASS, Ordering::Relaxed);
-            for (i, mut f) in first_pass.take().unwrap_or_default().into_iter().enumerate() {
+            for (i, mut f) in first_pass
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
                 match f.as_mut().poll(cx) {
                     Poll::Ready(v) => outputs[i] = Some(v),
                     Poll::Pending => waiting.push(async move { (i, f.await) }),
@@ -186,14 +286,15 @@ impl Conn {
     }
 
     /// The client itself, for statements built at run time (`migrate`).
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
+    pub(crate) fn client(&self) -> Arc<Client> {
+        self.now().client.clone()
     }
 
     /// Statements with no parameters and no rows (transaction control).
     pub(crate) async fn batch(&self, sql: &str) -> PgResult<()> {
+        let session = self.now();
         self.sending();
-        self.client.batch_execute(sql).await
+        session.client.batch_execute(sql).await
     }
 }
 
@@ -210,7 +311,7 @@ pub struct PostgresStore {
     origin: String,
     /// Whether this process holds the deployment-jobs lock (the first to
     /// start; held by its writer's session, released when it ends).
-    jobs: bool,
+    jobs: Arc<AtomicBool>,
     position: Arc<AtomicI64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -299,17 +400,22 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<Arc<Self>> {
         let runtime = io_runtime()?;
         let connect = |rt: &tokio::runtime::Runtime| connect(rt, url);
-        let mut writer_conn = Conn::new(connect(&runtime)?);
+        let redial = |setup: &'static str| Redial {
+            url: url.to_owned(),
+            runtime: runtime.handle().clone(),
+            setup,
+        };
+        let mut writer_conn = Conn::redialling(connect(&runtime)?, redial(writer::SESSION_SETUP));
         block_on(schema::migrate(&mut writer_conn))?;
-        let jobs: bool =
-            block_on(writer_conn.opt("SELECT pg_try_advisory_lock($1)", &[&JOBS_LOCK]))
-                .map_err(engine)?
-                .map(|r| r.try_get(0))
-                .transpose()
-                .map_err(engine)?
-                .unwrap_or(false);
+        let jobs = block_on(writer_conn.opt("SELECT pg_try_advisory_lock($1)", &[&JOBS_LOCK]))
+            .map_err(engine)?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(engine)?
+            .unwrap_or(false);
+        let jobs = Arc::new(AtomicBool::new(jobs));
         let readers = (0..READERS)
-            .map(|_| connect(&runtime).map(Conn::new))
+            .map(|_| connect(&runtime).map(|c| Conn::redialling(c, redial(""))))
             .collect::<Result<Vec<_>>>()?;
         // Listening before reading where the log stands: no commit falls
         // between the two.
@@ -335,7 +441,7 @@ impl PostgresStore {
             seq,
             hook.clone(),
             position.clone(),
-            Conn::new(connect(&runtime)?),
+            Conn::redialling(connect(&runtime)?, redial("")),
         ));
         let broadcast_hook: Arc<RwLock<Option<BroadcastHook>>> = Arc::new(RwLock::new(None));
         let origin = replay.origin.clone();
@@ -347,6 +453,7 @@ impl PostgresStore {
                 hook: hook.clone(),
                 position: position.clone(),
                 replay,
+                jobs: jobs.clone(),
             };
             std::thread::Builder::new()
                 .name("postgres-writer".into())
@@ -409,6 +516,28 @@ impl PostgresStore {
         &self.readers[i]
     }
 
+    /// A read on one of the readers. A read that finds its connection
+    /// lost connects again and runs once more (reads change nothing).
+    fn read<'a, T, F: Future<Output = PgResult<T>>>(
+        &'a self,
+        query: impl Fn(&'a Conn) -> F,
+    ) -> Result<T> {
+        let conn = self.reader();
+        block_on(async {
+            match query(conn).await {
+                Ok(v) => Ok(v),
+                Err(e) => match conn.redial(Some(&e)).await {
+                    Ok(true) => query(conn).await.map_err(|e| failure(&e)),
+                    Ok(false) => Err(failure(&e)),
+                    Err(redial) => {
+                        tracing::error!(error = %redial, "connecting a reader to PostgreSQL again");
+                        Err(failure(&e))
+                    }
+                },
+            }
+        })
+    }
+
     /// Every row of a read, mapped.
     pub(crate) fn query_all<T>(
         &self,
@@ -416,7 +545,7 @@ impl PostgresStore {
         params: Params<'_>,
         map: impl Fn(&Row) -> PgResult<T>,
     ) -> Result<Vec<T>> {
-        let rows = block_on(self.reader().all(sql, params)).map_err(|e| failure(&e))?;
+        let rows = self.read(|c| c.all(sql, params))?;
         rows.iter().map(|r| map(r).map_err(engine)).collect()
     }
 
@@ -427,7 +556,7 @@ impl PostgresStore {
         params: Params<'_>,
         map: impl Fn(&Row) -> PgResult<T>,
     ) -> Result<Option<T>> {
-        let row = block_on(self.reader().opt(sql, params)).map_err(|e| failure(&e))?;
+        let row = self.read(|c| c.opt(sql, params))?;
         row.as_ref().map(map).transpose().map_err(engine)
     }
 }
@@ -494,7 +623,7 @@ impl Store for PostgresStore {
     }
 
     fn runs_deployment_jobs(&self) -> bool {
-        self.jobs
+        self.jobs.load(Ordering::Acquire)
     }
 }
 
@@ -599,6 +728,80 @@ pub(crate) mod tests {
         assert_eq!(*seen_b.lock(), all, "process B's hook");
         assert_eq!(a.current_position(), N2);
         assert_eq!(b.current_position(), N2);
+    }
+
+    fn account_data(user: &str, i: i64) -> WriteBatch {
+        WriteBatch::one(WriteOp::PutAccountData {
+            user_id: user.into(),
+            room_id: String::new(),
+            kind: "k".into(),
+            content: format!("{{\"i\":{i}}}"),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_whose_connections_are_cut_connect_again_and_miss_no_commit() {
+        let url = fresh_database();
+        let (a, b) = (
+            PostgresStore::open(&url).unwrap(),
+            PostgresStore::open(&url).unwrap(),
+        );
+        let (seen_a, seen_b) = (record_hook(&a), record_hook(&b));
+        a.write(account_data("@a:x", 1)).await.unwrap();
+        b.write(account_data("@b:x", 2)).await.unwrap();
+        assert!(a.runs_deployment_jobs() && !b.runs_deployment_jobs());
+        // What a restart of PostgreSQL does to the processes: every
+        // backend of the database terminated (the writers', the readers',
+        // the listeners').
+        let db = url.rsplit('/').next().unwrap().to_owned();
+        let admin = PostgresStore::open_admin(&std::env::var("HOTLINE_TEST_POSTGRES").unwrap());
+        let cut = admin
+            .opt(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .get::<_, i64>(0);
+        assert!(cut >= 2 * (READERS as i64 + 3), "{cut} connections cut");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Writes and reads go on, each process on new connections; A
+        // hears of B's commit through its listener, which listens again
+        // (before A's own next commit would replay it anyway).
+        b.write(account_data("@b:x", 3)).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen_a.lock().len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a: {:?}",
+                seen_a.lock()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        a.write(account_data("@a:x", 4)).await.unwrap();
+        let got = a.get_account_data("@b:x", "", "k").unwrap().unwrap();
+        assert_eq!(got.content, "{\"i\":3}");
+        // Each hook sees every commit once, in order, the other process's
+        // included: what was announced while a listener was away is
+        // replayed when it listens again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen_a.lock().len() < 4 || seen_b.lock().len() < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a: {:?}, b: {:?}",
+                seen_a.lock(),
+                seen_b.lock()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(*seen_a.lock(), [1, 2, 3, 4]);
+        assert_eq!(*seen_b.lock(), [1, 2, 3, 4]);
+        // The deployment's jobs lock went with the old sessions; the first
+        // writer back took it, and only one process holds it.
+        assert!(a.runs_deployment_jobs() != b.runs_deployment_jobs());
+        a.close();
+        b.close();
     }
 
     #[tokio::test]

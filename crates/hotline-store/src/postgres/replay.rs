@@ -96,6 +96,23 @@ impl Replay {
         self.replay_locked(&mut applied, announced);
     }
 
+    /// The listener was cut and is listening again: what was announced
+    /// meanwhile went unheard, so replays up to the log's end.
+    pub(crate) fn resume(&self) {
+        const LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM commit_log";
+        let last = match block_on(self.conn.opt(LAST, &[])) {
+            Err(e) if matches!(block_on(self.conn.redial(Some(&e))), Ok(true)) => {
+                block_on(self.conn.opt(LAST, &[]))
+            }
+            other => other,
+        };
+        match last.map(|r| r.and_then(|r| r.try_get::<_, i64>(0).ok())) {
+            Ok(Some(seq)) => self.announced(seq),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "reading where the commit log ends"),
+        }
+    }
+
     /// A commit `seq` was announced: replays up to it.
     pub(crate) fn announced(&self, seq: i64) {
         self.announced.fetch_max(seq, Ordering::AcqRel);
@@ -107,11 +124,19 @@ impl Replay {
         if upto <= *applied {
             return;
         }
-        let rows = match block_on(self.conn.all(
-            "SELECT seq, origin, batches FROM commit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
-            &[&*applied, &upto],
-        )) {
+        const READ: &str =
+            "SELECT seq, origin, batches FROM commit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq";
+        let read = || block_on(self.conn.all(READ, &[&*applied, &upto]));
+        let rows = match read() {
             Ok(rows) => rows,
+            // A lost connection: connect again and read once more.
+            Err(e) if matches!(block_on(self.conn.redial(Some(&e))), Ok(true)) => match read() {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading other processes' commits");
+                    return;
+                }
+            },
             Err(e) => {
                 // The next announcement or commit tries again.
                 tracing::error!(error = %e, "reading other processes' commits");
@@ -167,6 +192,8 @@ pub(crate) enum Heard {
     Commit(i64),
     /// A [`BroadcastEnvelope`] (`hotline_ephemeral`).
     Broadcast(String),
+    /// Listening again after the connection was lost.
+    Resumed,
 }
 
 /// A broadcast as sent on `hotline_ephemeral`: the sender's origin lets
@@ -187,61 +214,113 @@ pub(crate) fn listen(
     let url = url.to_owned();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
     runtime.spawn(async move {
-        use futures_util::StreamExt;
-        let (client, mut connection) =
-            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(engine(e)));
-                    return;
-                }
-            };
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        {
-            let listen = client.batch_execute("LISTEN hotline_stream; LISTEN hotline_ephemeral");
-            // The connection must be polled for LISTEN to complete.
-            tokio::pin!(listen);
-            loop {
-                tokio::select! {
-                    r = &mut listen => {
-                        let failed = r.is_err();
-                        let _ = ready_tx.send(r.map_err(engine));
-                        if failed {
-                            return;
-                        }
-                        break;
-                    }
-                    m = messages.next() => if m.is_none() { return },
-                }
-            }
-        }
-        while let Some(m) = messages.next().await {
-            match m {
-                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                    let heard = match n.channel() {
-                        "hotline_stream" => match n.payload().parse::<i64>() {
-                            Ok(seq) => Heard::Commit(seq),
-                            Err(_) => continue,
-                        },
-                        _ => Heard::Broadcast(n.payload().to_owned()),
-                    };
-                    if tx.send(heard).is_err() {
+        // A lost connection is made again, at most every few seconds;
+        // the first failure to connect fails the store's opening instead.
+        let mut ready = Some(ready_tx);
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            match listen_once(&url, &tx, &mut ready).await {
+                Ended::Receiver => return,
+                Ended::Failed(e) => match ready.take() {
+                    Some(r) => {
+                        let _ = r.send(Err(e));
                         return;
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "the commit listener's connection failed");
-                    return;
+                    None => tracing::error!(error = %e, "the commit listener's connection failed"),
+                },
+                Ended::Lost(heard) => {
+                    tracing::error!("the commit listener's connection was lost");
+                    if heard {
+                        pause = std::time::Duration::from_millis(100);
+                    }
                 }
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
         }
-        drop(client);
     });
     ready_rx
         .recv()
         .map_err(|_| StoreError::Engine("the commit listener stopped".into()))??;
     Ok(rx)
+}
+
+/// How one connection of the listener ended.
+enum Ended {
+    /// Nobody listens to what it hears any more (the store closed).
+    Receiver,
+    /// It could not connect or listen.
+    Failed(StoreError),
+    /// It was listening, then lost (whether it heard anything at all).
+    Lost(bool),
+}
+
+/// Connects, listens, and forwards what it hears until the connection
+/// ends. The first time, answers `ready`; after that, a connection that
+/// starts listening says [`Heard::Resumed`], so what was committed while
+/// nobody listened is replayed.
+async fn listen_once(
+    url: &str,
+    tx: &mpsc::Sender<Heard>,
+    ready: &mut Option<mpsc::Sender<Result<()>>>,
+) -> Ended {
+    use futures_util::StreamExt;
+    let (client, mut connection) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(e) => return Ended::Failed(engine(e)),
+    };
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    {
+        let listen = client.batch_execute("LISTEN hotline_stream; LISTEN hotline_ephemeral");
+        // The connection must be polled for LISTEN to complete.
+        tokio::pin!(listen);
+        loop {
+            tokio::select! {
+                r = &mut listen => match r {
+                    Ok(()) => break,
+                    Err(e) => return Ended::Failed(engine(e)),
+                },
+                m = messages.next() => if m.is_none() {
+                    return Ended::Failed(StoreError::Engine("connection closed before LISTEN".into()));
+                },
+            }
+        }
+    }
+    match ready.take() {
+        Some(r) => {
+            let _ = r.send(Ok(()));
+        }
+        None => {
+            if tx.send(Heard::Resumed).is_err() {
+                return Ended::Receiver;
+            }
+        }
+    }
+    let mut heard = false;
+    while let Some(m) = messages.next().await {
+        match m {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                heard = true;
+                let message = match n.channel() {
+                    "hotline_stream" => match n.payload().parse::<i64>() {
+                        Ok(seq) => Heard::Commit(seq),
+                        Err(_) => continue,
+                    },
+                    _ => Heard::Broadcast(n.payload().to_owned()),
+                };
+                if tx.send(message).is_err() {
+                    return Ended::Receiver;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the commit listener's connection failed");
+                break;
+            }
+        }
+    }
+    drop(client);
+    Ended::Lost(heard)
 }
 
 /// The replay thread: each announcement replayed, each other process's
@@ -258,9 +337,11 @@ pub(crate) fn spawn(
             while let Ok(first) = rx.recv() {
                 // What queued meanwhile: one read of the log for all of it.
                 let mut upto = None;
+                let mut resumed = false;
                 for heard in std::iter::once(first).chain(rx.try_iter()) {
                     match heard {
                         Heard::Commit(seq) => upto = upto.max(Some(seq)),
+                        Heard::Resumed => resumed = true,
                         Heard::Broadcast(json) => {
                             match serde_json::from_str::<BroadcastEnvelope>(&json) {
                                 Ok(b) if b.origin == replay.origin => {}
@@ -276,6 +357,9 @@ pub(crate) fn spawn(
                 }
                 if let Some(seq) = upto {
                     replay.announced(seq);
+                }
+                if resumed {
+                    replay.resume();
                 }
             }
         })

@@ -27,7 +27,7 @@
 //! The commit hook runs on this thread for each committed batch, in
 //! position order, before its writer is answered (the store's invariant).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use parking_lot::RwLock;
@@ -35,10 +35,15 @@ use tokio::sync::oneshot;
 
 use super::replay::{LoggedGroup, Replay, RETENTION_MS};
 use super::{accounts, ephemeral, identity, key_backup, keys, media, rooms};
-use super::{block_on, failure, storage_failed, Conn, Params, PgError};
+use super::{block_on, failure, storage_failed, Conn, Params, PgError, JOBS_LOCK};
 use crate::*;
 
 pub(crate) type Job = (WriteBatch, oneshot::Sender<Result<Committed>>);
+
+/// The writer's session settings, on each connection it makes: durable
+/// commits whatever the server's default, so a write is acknowledged only
+/// once PostgreSQL has flushed it.
+pub(crate) const SESSION_SETUP: &str = "SET synchronous_commit = on";
 
 /// How many waiting batches one commit takes at most.
 const MAX_GROUP: usize = 256;
@@ -49,6 +54,9 @@ pub(crate) struct Writer {
     pub(crate) position: Arc<AtomicI64>,
     /// Orders this process's commits among the others' for the hook.
     pub(crate) replay: Arc<Replay>,
+    /// Whether this process holds the deployment-jobs lock (a session
+    /// lock of this connection).
+    pub(crate) jobs: Arc<AtomicBool>,
 }
 
 /// The writer prunes `commit_log` after this many groups.
@@ -99,9 +107,7 @@ struct Failed {
 
 impl Writer {
     pub(crate) fn run(self, rx: mpsc::Receiver<Job>) {
-        // Durable commits whatever the server's default: a write is
-        // acknowledged only once PostgreSQL has flushed it.
-        if let Err(e) = block_on(self.conn.batch("SET synchronous_commit = on")) {
+        if let Err(e) = block_on(self.conn.batch(SESSION_SETUP)) {
             tracing::error!(error = %e, "setting synchronous_commit on the writer's connection");
         }
         let mut full = FullEpisodes::default();
@@ -114,6 +120,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.redial_if_lost();
             let outcome = block_on(async {
                 let mut mode = Mode::Pipelined;
                 loop {
@@ -158,6 +165,28 @@ impl Writer {
                 }
                 None => self.answer(jobs, results, upto),
             }
+        }
+    }
+
+    /// Connects again if the connection was lost (a failed group found it
+    /// so, or it was cut while idle), and takes the deployment-jobs lock
+    /// again, which went with the old session. Should PostgreSQL still be
+    /// unreachable, this group fails and the next tries again.
+    fn redial_if_lost(&self) {
+        match block_on(self.conn.redial(None)) {
+            Ok(false) => {}
+            Ok(true) => {
+                let held = block_on(
+                    self.conn
+                        .opt("SELECT pg_try_advisory_lock($1)", &[&JOBS_LOCK]),
+                )
+                .ok()
+                .flatten()
+                .and_then(|r| r.try_get::<_, bool>(0).ok())
+                .unwrap_or(false);
+                self.jobs.store(held, Ordering::Release);
+            }
+            Err(e) => tracing::error!(error = %e, "connecting the writer to PostgreSQL again"),
         }
     }
 
@@ -259,7 +288,9 @@ impl Writer {
         if !in_order {
             // Cannot happen: every statement of the tail was prepared
             // above, so each went out on its first poll.
-            return Err(StoreError::Engine("a commit's statements went out of order".into()));
+            return Err(StoreError::Engine(
+                "a commit's statements went out of order".into(),
+            ));
         }
         Ok(Group::Committed(results, next, seq))
     }
@@ -267,7 +298,10 @@ impl Writer {
 
 /// Two futures polled together, `a` first: on one connection, `a`'s
 /// statement goes out before `b`'s and both share a round trip.
-async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+async fn join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
     futures_util::future::join(a, b).await
 }
 
@@ -371,7 +405,11 @@ async fn pipelined(c: &Conn, jobs: &[Job], start: i64) -> Run {
     }
     if !in_order || !failures.is_empty() {
         c.batch("ROLLBACK").await.map_err(|e| Err(failure(&e)))?;
-        let again = if in_order { Mode::Isolated } else { Mode::Serial };
+        let again = if in_order {
+            Mode::Isolated
+        } else {
+            Mode::Serial
+        };
         return Err(Ok(Group::Again(again)));
     }
     Ok((positions.into_iter().map(Ok).collect(), next))
@@ -696,10 +734,16 @@ mod tests {
         let values: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
         let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
             values.iter().map(|v| [v as _]).collect();
-        let ordered: Vec<Boxed> = params.iter().map(|p| Box::pin(c.exec(PROBE, p)) as Boxed).collect();
+        let ordered: Vec<Boxed> = params
+            .iter()
+            .map(|p| Box::pin(c.exec(PROBE, p)) as Boxed)
+            .collect();
         let (out, in_order) = c.pipeline(ordered).await;
         assert!(in_order);
-        assert_eq!(out.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(), vec![1; 60]);
+        assert_eq!(
+            out.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(),
+            vec![1; 60]
+        );
         let stored: Vec<String> = c
             .all("SELECT v FROM probe ORDER BY n", &[])
             .await
@@ -740,7 +784,10 @@ mod tests {
         let store = fresh_store();
         // Warm the writer's statements, then queue many batches at once:
         // the writer takes them in a few groups, each a pipeline.
-        store.write(WriteBatch::one(receipt("$warm".into()))).await.unwrap();
+        store
+            .write(WriteBatch::one(receipt("$warm".into())))
+            .await
+            .unwrap();
         const N: usize = 300;
         let pending: Vec<_> = (0..N)
             .map(|i| store.write(WriteBatch::one(receipt(format!("${i}")))))
@@ -757,7 +804,10 @@ mod tests {
         let stored = store.receipts_since("!r:x", 0).unwrap();
         let mine: Vec<_> = stored.iter().filter(|r| r.user_id == "@a:x").collect();
         assert_eq!(mine.len(), 1, "{mine:?}");
-        assert_eq!((mine[0].event_id.as_str(), mine[0].pos), (last.1.as_str(), last.0));
+        assert_eq!(
+            (mine[0].event_id.as_str(), mine[0].pos),
+            (last.1.as_str(), last.0)
+        );
         store.close();
     }
 }
