@@ -27,7 +27,8 @@
 #   KEYS_USERS [100] KEYS_DEVICES [10]  keys workload: users x devices each
 #   SCALE_USERS [10000] SCALE_ROOMS [2000] SCALE_MEMBERS [5]
 #   SCALE_PROBE_ROOMS [200] SCALE_CHECKPOINTS [10000,100000,1000000]
-#   SCALE_CONCURRENCY [32]       scale workload (bench/loadgen/src/scale.rs)
+#   SCALE_CONCURRENCY [32] SCALE_SETTLE [0]  scale workload
+#                                (bench/loadgen/src/scale.rs)
 #   LOADGEN_THREADS [1]          generator runtime threads
 #   SIDES ["synapse hotline"]    which servers, in order (see "Sides")
 #   SYNAPSE_PORT [18008] HOTLINE_PORT [18448]  (hotline-pg2's second
@@ -77,6 +78,7 @@ SCALE_MEMBERS="${SCALE_MEMBERS:-5}"
 SCALE_PROBE_ROOMS="${SCALE_PROBE_ROOMS:-200}"
 SCALE_CHECKPOINTS="${SCALE_CHECKPOINTS:-10000,100000,1000000}"
 SCALE_CONCURRENCY="${SCALE_CONCURRENCY:-32}"
+SCALE_SETTLE="${SCALE_SETTLE:-0}"
 LOADGEN_THREADS="${LOADGEN_THREADS:-1}"
 SIDES="${SIDES:-synapse hotline}"
 SYNAPSE_PORT="${SYNAPSE_PORT:-18008}"
@@ -183,7 +185,7 @@ loadgen() {
     elif [[ "$WORKLOAD" == scale ]]; then
         work=(scale --users "$SCALE_USERS" --rooms "$SCALE_ROOMS" --members "$SCALE_MEMBERS"
             --probe-rooms "$SCALE_PROBE_ROOMS" --checkpoints "$SCALE_CHECKPOINTS"
-            --concurrency "$SCALE_CONCURRENCY" --size-cmd "$size_cmd")
+            --concurrency "$SCALE_CONCURRENCY" --settle "$SCALE_SETTLE" --size-cmd "$size_cmd")
         max_runtime=21600
     else
         work=(dm --pairs "$PAIRS" --warmup "$WARMUP" --duration "$DURATION" --inflight "$INFLIGHT")
@@ -564,7 +566,7 @@ fi
 {
     echo
     if [[ "$WORKLOAD" == scale ]]; then
-        echo "Command: $(printf '%q ' env WORKLOAD=scale SCALE_USERS="$SCALE_USERS" SCALE_ROOMS="$SCALE_ROOMS" SCALE_MEMBERS="$SCALE_MEMBERS" SCALE_PROBE_ROOMS="$SCALE_PROBE_ROOMS" SCALE_CHECKPOINTS="$SCALE_CHECKPOINTS" SCALE_CONCURRENCY="$SCALE_CONCURRENCY" SIDES="$SIDES" bench/run.sh)"
+        echo "Command: $(printf '%q ' env WORKLOAD=scale SCALE_USERS="$SCALE_USERS" SCALE_ROOMS="$SCALE_ROOMS" SCALE_MEMBERS="$SCALE_MEMBERS" SCALE_PROBE_ROOMS="$SCALE_PROBE_ROOMS" SCALE_CHECKPOINTS="$SCALE_CHECKPOINTS" SCALE_CONCURRENCY="$SCALE_CONCURRENCY" SCALE_SETTLE="$SCALE_SETTLE" SIDES="$SIDES" bench/run.sh)"
     elif [[ "$WORKLOAD" == keys ]]; then
         echo "Command: $(printf '%q ' env WORKLOAD=keys KEYS_USERS="$KEYS_USERS" KEYS_DEVICES="$KEYS_DEVICES" SIDES="$SIDES" bench/run.sh)"
     else

@@ -58,6 +58,10 @@ pub struct ScaleArgs {
     /// `/messages` pages walked at most per checkpoint.
     #[arg(long, default_value_t = 2_000)]
     pub max_pages: usize,
+    /// Seconds to wait after seeding before measuring, for the database's
+    /// background work after a bulk load (checkpoints, autovacuum) to pass.
+    #[arg(long, default_value_t = 0)]
+    pub settle: u64,
     /// Shell command printing the store's size in bytes (one number).
     #[arg(long)]
     pub size_cmd: Option<String>,
@@ -169,6 +173,7 @@ pub async fn run(api: Api, c: &Common, a: &ScaleArgs) -> Result<Value, Error> {
             "scale: {target} messages ({seeded} in {seed_s:.1} s, {:.0}/s); measuring",
             seeded as f64 / seed_s
         );
+        tokio::time::sleep(Duration::from_secs(a.settle)).await;
         let mut p = measure(&api, &sessions, &rooms, a, points.len()).await?;
         // The measuring sent messages too.
         let total = sent.load(Relaxed) + a.samples as u64;
@@ -195,6 +200,7 @@ pub async fn run(api: Api, c: &Common, a: &ScaleArgs) -> Result<Value, Error> {
         "members_per_room": a.members + 1,
         "probe_rooms": a.probe_rooms,
         "deep_pct": a.deep_pct,
+        "settle_s": a.settle,
         "register_s": register_s,
         "rooms_and_joins_s": rooms_s,
         "checkpoints": points,

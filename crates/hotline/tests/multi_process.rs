@@ -325,3 +325,101 @@ async fn a_join_made_through_one_process_shows_in_the_members_sync_on_the_other(
     assert_eq!(got, sent, "B's sync shows the room and its messages");
     drop((a, b));
 }
+
+/// The `m.receipt` content of a room in a sync response: event id →
+/// users with an `m.read` receipt on it.
+fn read_receipts(sync: &Value, room: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in sync["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.receipt")
+    {
+        for (event, types) in e["content"].as_object().into_iter().flatten() {
+            for user in types["m.read"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(u, _)| u)
+            {
+                out.push((event.clone(), user.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receipts_sent_through_one_process_show_in_an_initial_sync_on_the_other() {
+    let data = tempfile::tempdir().unwrap();
+    let db = postgres_database();
+    let a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
+    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let room = shared_room((&ha, &alice), &[(&hb, &bob)]).await;
+    let mut sent = Vec::new();
+    for i in 0..2 {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/r{i}",
+            urlencode(&room)
+        );
+        let body = r#"{"msgtype":"m.text","body":"read me"}"#;
+        let (status, v) = ha.call("PUT", &path, Some(&alice), Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+        sent.push(v["event_id"].as_str().unwrap().to_owned());
+    }
+    // B has loaded the room (Bob's first sync) before the receipts come.
+    let (status, first) = call(&hb, "GET", "/_matrix/client/v3/sync", Some(&bob)).await;
+    assert_eq!(status, 200, "{first}");
+    let mut ids = Vec::new();
+    for (http, token) in [(&ha, &alice), (&hb, &bob)] {
+        let (status, v) = call(
+            http,
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(token),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        ids.push(v["user_id"].as_str().unwrap().to_owned());
+    }
+    let (alice_id, bob_id) = (ids[0].clone(), ids[1].clone());
+    for (http, token, event) in [
+        (&hb, &bob, &sent[0]),
+        (&ha, &alice, &sent[0]),
+        (&hb, &bob, &sent[1]),
+    ] {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            urlencode(&room),
+            urlencode(event)
+        );
+        let (status, v) = http.call("POST", &path, Some(token), Some("{}")).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    // Each process's initial sync shows each user's newest receipt only,
+    // whichever process took it.
+    let want = {
+        let mut w = vec![(sent[0].clone(), alice_id), (sent[1].clone(), bob_id)];
+        w.sort();
+        w
+    };
+    for (http, token) in [(&ha, &alice), (&hb, &bob)] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, v) = call(http, "GET", "/_matrix/client/v3/sync", Some(token)).await;
+            assert_eq!(status, 200, "{v}");
+            let got = read_receipts(&v, &room);
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "receipts {got:?}, want {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop((a, b));
+}

@@ -132,6 +132,11 @@ struct RoomInner {
     /// each member is in `state`, so this is exact from load on.
     last_member_pos: i64,
     last_receipt_pos: i64,
+    /// Every member's receipts, the newest per user, type and thread, as
+    /// the store holds them: an initial `/sync` reads them here rather than
+    /// once per room from the store. Loaded with the room, kept current by
+    /// the commit hook.
+    receipts: HashMap<(String, String, String), hotline_store::ReceiptRow>,
     /// Typing users and when their typing expires.
     typing: HashMap<OwnedUserId, Instant>,
     typing_serial: u64,
@@ -201,6 +206,20 @@ impl Room {
 
     pub fn last_receipt_pos(&self) -> i64 {
         self.inner.read().last_receipt_pos
+    }
+
+    /// The room's receipts with a position above `since`, oldest first
+    /// (what `Store::receipts_since` answers, from memory).
+    pub fn receipts_since(&self, since: i64) -> Vec<hotline_store::ReceiptRow> {
+        let inner = self.inner.read();
+        let mut rows: Vec<_> = inner
+            .receipts
+            .values()
+            .filter(|r| r.pos > since)
+            .cloned()
+            .collect();
+        rows.sort_by_key(|r| r.pos);
+        rows
     }
 
     /// The authorization rules of the room's version (version 11's for a
@@ -393,15 +412,36 @@ impl Rooms {
     }
 
     pub(crate) fn apply_receipt(&self, pos: i64, op: &WriteOp, wake: &mut Vec<OwnedUserId>) {
-        let WriteOp::PutReceipt { room_id, .. } = op else {
+        let WriteOp::PutReceipt {
+            room_id: room,
+            user_id,
+            receipt_type,
+            thread_id,
+            event_id,
+            ts,
+        } = op
+        else {
             return;
         };
-        let Ok(room_id) = RoomId::parse(room_id.as_str()) else {
+        let Ok(room_id) = RoomId::parse(room.as_str()) else {
             return;
         };
-        if let Some(room) = self.loaded(&room_id) {
-            let mut inner = room.inner.write();
+        if let Some(room_) = self.loaded(&room_id) {
+            let mut inner = room_.inner.write();
             inner.last_receipt_pos = pos;
+            let key = (user_id.clone(), receipt_type.clone(), thread_id.clone());
+            inner.receipts.insert(
+                key,
+                hotline_store::ReceiptRow {
+                    room_id: room.clone(),
+                    user_id: user_id.clone(),
+                    receipt_type: receipt_type.clone(),
+                    thread_id: thread_id.clone(),
+                    event_id: event_id.clone(),
+                    ts: *ts,
+                    pos,
+                },
+            );
             wake.extend(inner.joined.iter().cloned());
         }
     }
@@ -460,6 +500,12 @@ impl Services {
         }
         for r in self.store.latest_receipts(room_id.as_str())? {
             inner.last_receipt_pos = inner.last_receipt_pos.max(r.pos);
+            let key = (
+                r.user_id.clone(),
+                r.receipt_type.clone(),
+                r.thread_id.clone(),
+            );
+            inner.receipts.insert(key, r);
         }
         let room = Arc::new(Room {
             id: room_id.to_owned(),

@@ -43,9 +43,7 @@ impl Services {
         }
         if !filter.receipts_off && ephemeral_room && (newly || room.last_receipt_pos() > since_pos)
         {
-            let rows = self
-                .store
-                .receipts_since(room_id, if newly { 0 } else { since_pos })?;
+            let rows = room.receipts_since(if newly { 0 } else { since_pos });
             let mut content: BTreeMap<
                 String,
                 BTreeMap<String, BTreeMap<String, serde_json::Value>>,

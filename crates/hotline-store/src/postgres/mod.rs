@@ -34,6 +34,16 @@
 //!
 //! **Schema.** Versioned migrations ([`schema`]), run at start under an
 //! advisory lock, so processes starting together migrate once.
+//!
+//! **Lost connections.** Every connection of a store connects again when
+//! PostgreSQL drops it ([`Conn::redial`]): a read that meets the cut runs
+//! once more on the new connection (reads change nothing); the writer
+//! fails the group that met it (no write is retried behind its caller's
+//! back: the client retries with its transaction id) and connects again
+//! before the next, taking the deployment-jobs lock again, which was its
+//! old session's; the listener listens again, with a pause that doubles up
+//! to 5 s while PostgreSQL is away, and replays the commit log from where
+//! it stood, since what was announced meanwhile went unheard.
 
 mod replay;
 pub(crate) mod schema;

@@ -354,7 +354,9 @@ pub fn scan_for_plaintext(dir: &std::path::Path, needles: &[&str]) -> Vec<(PathB
             continue;
         };
         for entry in entries {
-            let Some(entry) = vanished(entry) else { continue };
+            let Some(entry) = vanished(entry) else {
+                continue;
+            };
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
