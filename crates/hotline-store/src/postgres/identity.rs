@@ -762,6 +762,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_audit_entry_beside_a_first_time_statement_leaves_no_gap() {
+        let store = fresh_store();
+        // The key change's statement is prepared for the first time on the
+        // writer's connection: a pipeline would lose its order and run
+        // again, after the audit entry had taken its number.
+        let first = WriteOp::KeyChange {
+            user_id: "@a:x".into(),
+        };
+        write(&store, vec![first, audit("one")]).await.unwrap();
+        write(&store, vec![audit("two")]).await.unwrap();
+        let seqs: Vec<i64> = store.audit_log().unwrap().iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        store.close();
+    }
+
+    #[tokio::test]
     async fn the_audit_log_numbers_entries_in_order_and_refuses_updates_and_deletes() {
         let store = fresh_store();
         write(&store, vec![audit("one"), audit("two")])
