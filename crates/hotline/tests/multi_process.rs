@@ -14,6 +14,32 @@ use std::time::{Duration, Instant};
 use common::{postgres_database, Http, Server};
 use serde_json::{json, Value};
 
+/// Two `hotline serve` processes on one new PostgreSQL database and one
+/// data directory, as a deployment runs them.
+struct TwoProcesses {
+    a: Server,
+    b: Server,
+    // Dropped after the servers (fields drop in order).
+    _data: tempfile::TempDir,
+    _db: common::TestDatabase,
+}
+
+impl TwoProcesses {
+    async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let db = postgres_database();
+        let args = &["--allow-registration"];
+        let a = Server::start_on(data.path().into(), db.share(), args).await;
+        let b = Server::start_on(data.path().into(), db.share(), args).await;
+        Self {
+            a,
+            b,
+            _data: data,
+            _db: db,
+        }
+    }
+}
+
 /// A room everyone joined; returns its id.
 async fn shared_room(owner: (&Http, &str), others: &[(&Http, &str)]) -> String {
     let (status, v) = owner
@@ -190,11 +216,8 @@ async fn send_all(http: Http, token: String, room: String, who: &str, n: usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_on_two_processes_receive_every_message_once_in_one_order() {
-    let data = tempfile::tempdir().unwrap();
-    let db = postgres_database();
-    let a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    let two = TwoProcesses::start().await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
     // Two users on each process.
     let alice = ha.register("alice").await;
     let carol = ha.register("carol").await;
@@ -206,10 +229,10 @@ async fn clients_on_two_processes_receive_every_message_once_in_one_order() {
     const EACH: usize = 500;
     let total = 4 * EACH;
     let readers = [
-        (Http::new(&a.url), alice.clone()),
-        (Http::new(&b.url), bob.clone()),
-        (Http::new(&a.url), carol.clone()),
-        (Http::new(&b.url), dave.clone()),
+        (Http::new(&two.a.url), alice.clone()),
+        (Http::new(&two.b.url), bob.clone()),
+        (Http::new(&two.a.url), carol.clone()),
+        (Http::new(&two.b.url), dave.clone()),
     ]
     .map(|(http, token)| {
         let room = room.clone();
@@ -217,10 +240,10 @@ async fn clients_on_two_processes_receive_every_message_once_in_one_order() {
     });
     // Sends from both processes, interleaved.
     let senders = [
-        (Http::new(&a.url), alice, "alice"),
-        (Http::new(&b.url), bob, "bob"),
-        (Http::new(&a.url), carol, "carol"),
-        (Http::new(&b.url), dave, "dave"),
+        (Http::new(&two.a.url), alice, "alice"),
+        (Http::new(&two.b.url), bob, "bob"),
+        (Http::new(&two.a.url), carol, "carol"),
+        (Http::new(&two.b.url), dave, "dave"),
     ]
     .map(|(http, token, who)| {
         let room = room.clone();
@@ -253,31 +276,28 @@ async fn clients_on_two_processes_receive_every_message_once_in_one_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_killed_mid_stream_loses_nothing_it_acknowledged() {
-    let data = tempfile::tempdir().unwrap();
-    let db = postgres_database();
-    let mut a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    let mut two = TwoProcesses::start().await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
     let alice = ha.register("alice").await;
     let bob = hb.register("bob").await;
     let room = shared_room((&ha, &alice), &[(&hb, &bob)]).await;
 
     let to_a = tokio::spawn(send_all(
-        Http::new(&a.url),
+        Http::new(&two.a.url),
         alice.clone(),
         room.clone(),
         "alice",
         100_000,
     ));
     let to_b = tokio::spawn(send_all(
-        Http::new(&b.url),
+        Http::new(&two.b.url),
         bob.clone(),
         room.clone(),
         "bob",
         300,
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    a.kill9();
+    two.a.kill9();
     let acked_a = to_a.await.unwrap();
     let acked_b = to_b.await.unwrap();
     assert!(
@@ -297,18 +317,15 @@ async fn a_process_killed_mid_stream_loses_nothing_it_acknowledged() {
         );
     }
     // A restarts on the same database and serves the same history.
-    a.spawn().await;
-    assert_eq!(history(&Http::new(&a.url), &alice, &room).await, stored);
-    drop(b);
+    two.a.spawn().await;
+    assert_eq!(history(&Http::new(&two.a.url), &alice, &room).await, stored);
+    drop(two);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_join_made_through_one_process_shows_in_the_members_sync_on_the_other() {
-    let data = tempfile::tempdir().unwrap();
-    let db = postgres_database();
-    let a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    let two = TwoProcesses::start().await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
     let alice = ha.register("alice").await;
     let bob = ha.register("bob").await;
     // Bob's sync runs on B before he is in any room: B has his (empty)
@@ -319,11 +336,18 @@ async fn a_join_made_through_one_process_shows_in_the_members_sync_on_the_other(
     assert_eq!(status, 200, "{v}");
     // He joins through A (the room lives only in A's caches).
     let room = shared_room((&ha, &alice), &[(&ha, &bob)]).await;
-    let sent = send_all(Http::new(&a.url), alice.clone(), room.clone(), "alice", 20).await;
+    let sent = send_all(
+        Http::new(&two.a.url),
+        alice.clone(),
+        room.clone(),
+        "alice",
+        20,
+    )
+    .await;
     assert_eq!(sent.len(), 20);
     let got = receive(&hb, &bob, &room, "m-", 20).await;
     assert_eq!(got, sent, "B's sync shows the room and its messages");
-    drop((a, b));
+    drop(two);
 }
 
 /// The `m.receipt` content of a room in a sync response: event id →
@@ -353,11 +377,8 @@ fn read_receipts(sync: &Value, room: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receipts_sent_through_one_process_show_in_an_initial_sync_on_the_other() {
-    let data = tempfile::tempdir().unwrap();
-    let db = postgres_database();
-    let a = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let b = Server::start_on(data.path().into(), db.share(), &["--allow-registration"]).await;
-    let (ha, hb) = (Http::new(&a.url), Http::new(&b.url));
+    let two = TwoProcesses::start().await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
     let alice = ha.register("alice").await;
     let bob = hb.register("bob").await;
     let room = shared_room((&ha, &alice), &[(&hb, &bob)]).await;
@@ -421,5 +442,5 @@ async fn receipts_sent_through_one_process_show_in_an_initial_sync_on_the_other(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    drop((a, b));
+    drop(two);
 }

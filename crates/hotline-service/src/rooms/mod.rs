@@ -158,6 +158,20 @@ pub struct UserRooms {
     pub last_private_pos: i64,
 }
 
+impl RoomInner {
+    /// A receipt stored: it replaces its user's earlier one of the same
+    /// type and thread.
+    fn note_receipt(&mut self, r: hotline_store::ReceiptRow) {
+        self.last_receipt_pos = self.last_receipt_pos.max(r.pos);
+        let key = (
+            r.user_id.clone(),
+            r.receipt_type.clone(),
+            r.thread_id.clone(),
+        );
+        self.receipts.insert(key, r);
+    }
+}
+
 impl Room {
     fn member_of(inner: &RoomInner, user: &UserId) -> Option<MembershipState> {
         inner
@@ -426,22 +440,17 @@ impl Rooms {
         let Ok(room_id) = RoomId::parse(room.as_str()) else {
             return;
         };
-        if let Some(room_) = self.loaded(&room_id) {
-            let mut inner = room_.inner.write();
-            inner.last_receipt_pos = pos;
-            let key = (user_id.clone(), receipt_type.clone(), thread_id.clone());
-            inner.receipts.insert(
-                key,
-                hotline_store::ReceiptRow {
-                    room_id: room.clone(),
-                    user_id: user_id.clone(),
-                    receipt_type: receipt_type.clone(),
-                    thread_id: thread_id.clone(),
-                    event_id: event_id.clone(),
-                    ts: *ts,
-                    pos,
-                },
-            );
+        if let Some(loaded) = self.loaded(&room_id) {
+            let mut inner = loaded.inner.write();
+            inner.note_receipt(hotline_store::ReceiptRow {
+                room_id: room.clone(),
+                user_id: user_id.clone(),
+                receipt_type: receipt_type.clone(),
+                thread_id: thread_id.clone(),
+                event_id: event_id.clone(),
+                ts: *ts,
+                pos,
+            });
             wake.extend(inner.joined.iter().cloned());
         }
     }
@@ -499,13 +508,7 @@ impl Services {
             inner.last_event_pos = last.pos();
         }
         for r in self.store.latest_receipts(room_id.as_str())? {
-            inner.last_receipt_pos = inner.last_receipt_pos.max(r.pos);
-            let key = (
-                r.user_id.clone(),
-                r.receipt_type.clone(),
-                r.thread_id.clone(),
-            );
-            inner.receipts.insert(key, r);
+            inner.note_receipt(r);
         }
         let room = Arc::new(Room {
             id: room_id.to_owned(),

@@ -172,21 +172,7 @@ impl Conn {
         if !before.client.is_closed() && !failed.is_some_and(ends) {
             return Ok(false);
         }
-        let url = redial.url.clone();
-        let client = redial
-            .runtime
-            .spawn(async move {
-                let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::error!(error = %e, "PostgreSQL connection ended");
-                    }
-                });
-                Ok::<_, PgError>(client)
-            })
-            .await
-            .map_err(engine)?
-            .map_err(|e| StoreError::Engine(format!("connecting to PostgreSQL again: {e}")))?;
+        let client = dial(&redial.runtime, &redial.url).await?;
         if !redial.setup.is_empty() {
             client
                 .batch_execute(redial.setup)
@@ -200,6 +186,26 @@ impl Conn {
             tracing::warn!("connected to PostgreSQL again");
         }
         Ok(true)
+    }
+
+    /// A read, run once more on a new connection if it met a lost one
+    /// (reads change nothing); otherwise its own failure.
+    pub(crate) async fn read_again<'a, T, F: Future<Output = PgResult<T>>>(
+        &'a self,
+        query: impl Fn(&'a Conn) -> F,
+    ) -> PgResult<T> {
+        let e = match query(self).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        match self.redial(Some(&e)).await {
+            Ok(true) => query(self).await,
+            Ok(false) => Err(e),
+            Err(redial) => {
+                tracing::error!(error = %redial, "connecting to PostgreSQL again");
+                Err(e)
+            }
+        }
     }
 
     /// `sql` prepared on this connection (once; statements outlive
@@ -382,19 +388,24 @@ pub(crate) fn io_runtime() -> Result<tokio::runtime::Runtime> {
 
 /// A client of the database at `url`, its connection task on `rt`.
 pub(crate) fn connect(rt: &tokio::runtime::Runtime, url: &str) -> Result<Client> {
+    block_on(dial(rt.handle(), url))
+}
+
+/// A new connection to `url`. Connecting needs the reactor: it runs on the
+/// engine's runtime, and its connection task stays there.
+async fn dial(runtime: &tokio::runtime::Handle, url: &str) -> Result<Client> {
     let url = url.to_owned();
-    // Connecting needs the reactor: it runs on the engine's runtime, and
-    // its connection task stays there.
-    let handle = rt.spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "PostgreSQL connection ended");
-            }
-        });
-        Ok::<_, PgError>(client)
-    });
-    block_on(handle)
+    runtime
+        .spawn(async move {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "PostgreSQL connection ended");
+                }
+            });
+            Ok::<_, PgError>(client)
+        })
+        .await
         .map_err(engine)?
         .map_err(|e| StoreError::Engine(format!("connecting to PostgreSQL: {e}")))
 }
@@ -496,15 +507,7 @@ impl PostgresStore {
                 .build()
                 .unwrap()
         });
-        let url = url.to_owned();
-        let client = block_on(rt.spawn(async move {
-            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
-            tokio::spawn(connection);
-            Ok::<_, PgError>(client)
-        }))
-        .unwrap()
-        .unwrap();
-        Conn::new(client)
+        Conn::new(connect(rt, url).unwrap())
     }
 
     /// Stops the writer after the queued batches are committed, then the
@@ -526,26 +529,12 @@ impl PostgresStore {
         &self.readers[i]
     }
 
-    /// A read on one of the readers. A read that finds its connection
-    /// lost connects again and runs once more (reads change nothing).
+    /// A read on one of the readers ([`Conn::read_again`]).
     fn read<'a, T, F: Future<Output = PgResult<T>>>(
         &'a self,
         query: impl Fn(&'a Conn) -> F,
     ) -> Result<T> {
-        let conn = self.reader();
-        block_on(async {
-            match query(conn).await {
-                Ok(v) => Ok(v),
-                Err(e) => match conn.redial(Some(&e)).await {
-                    Ok(true) => query(conn).await.map_err(|e| failure(&e)),
-                    Ok(false) => Err(failure(&e)),
-                    Err(redial) => {
-                        tracing::error!(error = %redial, "connecting a reader to PostgreSQL again");
-                        Err(failure(&e))
-                    }
-                },
-            }
-        })
+        block_on(self.reader().read_again(query)).map_err(|e| failure(&e))
     }
 
     /// Every row of a read, mapped.
@@ -694,12 +683,7 @@ pub(crate) mod tests {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
             writes.push(tokio::spawn(async move {
                 store
-                    .write(WriteBatch::one(WriteOp::PutAccountData {
-                        user_id: format!("@u{}:x", i % 7),
-                        room_id: String::new(),
-                        kind: "k".into(),
-                        content: format!("{{\"i\":{i}}}"),
-                    }))
+                    .write(account_data(&format!("@u{}:x", i % 7), i))
                     .await
                     .unwrap()
             }));
@@ -711,15 +695,7 @@ pub(crate) mod tests {
         // its own commit races the announcement of the other's.
         for i in 0..N {
             let store = if i % 2 == 0 { &a } else { &b };
-            store
-                .write(WriteBatch::one(WriteOp::PutAccountData {
-                    user_id: "@turns:x".into(),
-                    room_id: String::new(),
-                    kind: "k".into(),
-                    content: format!("{{\"i\":{i}}}"),
-                }))
-                .await
-                .unwrap();
+            store.write(account_data("@turns:x", i)).await.unwrap();
         }
         const N2: i64 = 2 * N;
         // The other process's commits arrive through NOTIFY and the log.

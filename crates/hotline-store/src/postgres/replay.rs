@@ -32,7 +32,7 @@ use std::sync::{mpsc, Arc};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use super::{block_on, engine, Conn};
+use super::{block_on, engine, Conn, Params};
 use crate::*;
 
 /// How long commits stay in `commit_log`.
@@ -100,12 +100,7 @@ impl Replay {
     /// meanwhile went unheard, so replays up to the log's end.
     pub(crate) fn resume(&self) {
         const LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM commit_log";
-        let last = match block_on(self.conn.opt(LAST, &[])) {
-            Err(e) if matches!(block_on(self.conn.redial(Some(&e))), Ok(true)) => {
-                block_on(self.conn.opt(LAST, &[]))
-            }
-            other => other,
-        };
+        let last = block_on(self.conn.read_again(|c| c.opt(LAST, &[])));
         match last.map(|r| r.and_then(|r| r.try_get::<_, i64>(0).ok())) {
             Ok(Some(seq)) => self.announced(seq),
             Ok(None) => {}
@@ -126,17 +121,10 @@ impl Replay {
         }
         const READ: &str =
             "SELECT seq, origin, batches FROM commit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq";
-        let read = || block_on(self.conn.all(READ, &[&*applied, &upto]));
-        let rows = match read() {
+        let from = *applied;
+        let params: Params = &[&from, &upto];
+        let rows = match block_on(self.conn.read_again(|c| c.all(READ, params))) {
             Ok(rows) => rows,
-            // A lost connection: connect again and read once more.
-            Err(e) if matches!(block_on(self.conn.redial(Some(&e))), Ok(true)) => match read() {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading other processes' commits");
-                    return;
-                }
-            },
             Err(e) => {
                 // The next announcement or commit tries again.
                 tracing::error!(error = %e, "reading other processes' commits");

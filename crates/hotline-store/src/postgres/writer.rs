@@ -235,7 +235,9 @@ impl Writer {
             .map_err(fail)?;
         // The high-water mark's row lock orders this group after any other
         // process's uncommitted one (module docs of `postgres`).
-        let (began, row) = join(c.batch("BEGIN"), c.opt(LOCK_POSITION, &[])).await;
+        // Polled together, `BEGIN` first: both go out in one round trip.
+        let (began, row) =
+            futures_util::future::join(c.batch("BEGIN"), c.opt(LOCK_POSITION, &[])).await;
         began.map_err(fail)?;
         let row = row
             .map_err(fail)?
@@ -298,15 +300,6 @@ impl Writer {
         }
         Ok(Group::Committed(results, next, seq))
     }
-}
-
-/// Two futures polled together, `a` first: on one connection, `a`'s
-/// statement goes out before `b`'s and both share a round trip.
-async fn join<A: std::future::Future, B: std::future::Future>(
-    a: A,
-    b: B,
-) -> (A::Output, B::Output) {
-    futures_util::future::join(a, b).await
 }
 
 /// Whether an operation sends all its statements at once (none waits for
