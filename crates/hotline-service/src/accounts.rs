@@ -53,8 +53,6 @@ pub struct Accounts {
     /// where. Written to the store every [`SEEN_FLUSH`] and merged into
     /// `/devices` answers meanwhile.
     seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), SeenAt>>,
-    /// Open user-interactive auth sessions: session id → completed stages.
-    uiaa: Mutex<HashMap<String, Vec<String>>>,
     /// argon2 takes several MiB per hash: one at a time bounds memory.
     hashing: Semaphore,
 }
@@ -110,7 +108,6 @@ impl Accounts {
                 .unwrap_or_else(|_| ServerName::parse("localhost").unwrap()),
             tokens: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
-            uiaa: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(1),
         }
     }
@@ -241,21 +238,17 @@ impl Services {
         json!({ "flows": flows, "params": {} })
     }
 
+    /// The `401` that asks for user-interactive auth. Every flow Hotline
+    /// offers is one stage, so a session has nothing to remember: the
+    /// session id is only echoed, and a flow begun on one server process
+    /// can end on another (nothing is kept per process).
     fn uiaa_challenge(
         &self,
         mut flows: serde_json::Value,
         session: Option<String>,
         error: Option<(&str, &str)>,
     ) -> Error {
-        let session = session.unwrap_or_else(|| {
-            let s = random_string(24);
-            let mut sessions = self.accounts.uiaa.lock();
-            if sessions.len() > 10_000 {
-                sessions.clear();
-            }
-            sessions.insert(s.clone(), Vec::new());
-            s
-        });
+        let session = session.unwrap_or_else(|| random_string(24));
         flows["session"] = json!(session);
         if let Some((code, msg)) = error {
             flows["errcode"] = json!(code);
@@ -312,9 +305,6 @@ impl Services {
                     Some(("M_UNRECOGNIZED", "Unknown auth stage")),
                 ))
             }
-        }
-        if let Some(s) = &auth.session {
-            self.accounts.uiaa.lock().remove(s);
         }
         let password =
             password.ok_or_else(|| Error::MissingParam("A password is required".into()))?;
@@ -636,9 +626,6 @@ impl Services {
                 auth.session,
                 Some(("M_FORBIDDEN", "Invalid password")),
             ));
-        }
-        if let Some(s) = &auth.session {
-            self.accounts.uiaa.lock().remove(s);
         }
         Ok(())
     }

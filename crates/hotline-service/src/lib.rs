@@ -109,6 +109,14 @@ impl Services {
                 }
             }));
         }
+        if services.store.shared() {
+            services.ratelimit.share();
+            let weak = Arc::downgrade(&services);
+            std::thread::Builder::new()
+                .name("share-rate-limits".into())
+                .spawn(move || share_rate_limits(weak))
+                .map_err(Error::internal)?;
+        }
         Ok(services)
     }
 
@@ -302,4 +310,47 @@ impl Services {
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     ruma::MilliSecondsSinceUnixEpoch::now().get().into()
+}
+
+/// Tells the other processes on the database what this one's rate limiter
+/// charged, every [`ratelimit::SHARE_EVERY`], until the services are gone.
+fn share_rate_limits(services: std::sync::Weak<Services>) {
+    loop {
+        std::thread::sleep(ratelimit::SHARE_EVERY);
+        let Some(s) = services.upgrade() else { return };
+        let charges = s.ratelimit.take_charges();
+        s.broadcast_in_parts(
+            charges,
+            |(k, _)| k.len() + 16,
+            |charges| hotline_store::Broadcast::RateCharges { charges },
+        );
+    }
+}
+
+impl Services {
+    /// Broadcasts `items` to the other processes in as many messages as a
+    /// notification's size allows (`bytes`: an item's size in JSON, about).
+    pub(crate) fn broadcast_in_parts<T>(
+        &self,
+        mut items: Vec<T>,
+        bytes: impl Fn(&T) -> usize,
+        message: impl Fn(Vec<T>) -> hotline_store::Broadcast,
+    ) {
+        // A PostgreSQL notification carries at most 8000 bytes.
+        const MAX_BYTES: usize = 6000;
+        while !items.is_empty() {
+            let mut total = 0;
+            let split = items
+                .iter()
+                .position(|item| {
+                    total += bytes(item);
+                    total > MAX_BYTES
+                })
+                .unwrap_or(items.len())
+                .max(1);
+            let rest = items.split_off(split);
+            self.store.broadcast(&message(items));
+            items = rest;
+        }
+    }
 }

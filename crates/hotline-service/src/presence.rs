@@ -28,7 +28,10 @@
 //! start, and those stored as present at the start (so a restart times out
 //! who never comes back). A background task ([`Services::time_out_presence`])
 //! writes one batch for all who timed out. Idle (`unavailable`) is left to
-//! clients, which know when their user is away from the keyboard.
+//! clients, which know when their user is away from the keyboard. With
+//! several processes on one database, each tells the others every round
+//! whom it saw syncing (`Broadcast::Syncing`), so a user is timed out only
+//! when no process has seen them: clients need not stick to one process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -72,9 +75,13 @@ pub struct Presence {
 /// A user's syncs, for the offline timeout.
 #[derive(Clone, Copy)]
 struct Syncing {
+    /// Syncs in flight on this process.
     in_flight: u32,
-    /// When the last sync ended (or the user was last seen otherwise).
+    /// When the last sync ended (or the user was last seen otherwise), on
+    /// this process or, as another process said, on that one.
     last_seen_ms: i64,
+    /// When last seen by this process itself: what it tells the others.
+    here_ms: i64,
 }
 
 /// Held for the life of one `/sync` request: counts it as in flight, and
@@ -102,11 +109,13 @@ fn seen_now<'a>(map: &'a mut HashMap<OwnedUserId, Syncing>, user: &UserId) -> &'
             Syncing {
                 in_flight: 0,
                 last_seen_ms: now,
+                here_ms: now,
             },
         );
     }
     let s = map.get_mut(user).expect("inserted above");
     s.last_seen_ms = now;
+    s.here_ms = now;
     s
 }
 
@@ -133,6 +142,36 @@ impl Presence {
     /// Notes `user` as seen now, so their presence times out from here.
     fn seen(&self, user: &UserId) {
         seen_now(&mut self.syncing.lock(), user);
+    }
+
+    /// Users this process saw syncing since `since_ms`, or syncing now:
+    /// for the other processes on the database, which must not time them
+    /// out (several processes, see [`Services::time_out_presence`]).
+    fn seen_here_since(&self, since_ms: i64) -> Vec<String> {
+        self.syncing
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.in_flight > 0 || s.here_ms >= since_ms)
+            .map(|(u, _)| u.to_string())
+            .collect()
+    }
+
+    /// Another process saw these users syncing: their timeout starts over.
+    pub(crate) fn seen_elsewhere(&self, users: &[String]) {
+        let now = now_ms();
+        let mut map = self.syncing.lock();
+        for user in users {
+            let Ok(user) = UserId::parse(user.as_str()) else {
+                continue;
+            };
+            map.entry(user)
+                .or_insert(Syncing {
+                    in_flight: 0,
+                    last_seen_ms: now,
+                    here_ms: 0,
+                })
+                .last_seen_ms = now;
+        }
     }
 
     /// Newest presence change the user may not have been told of.
@@ -276,9 +315,28 @@ impl Services {
         }
         let every =
             std::time::Duration::from_millis((after_ms / 4).clamp(100, 5_000).unsigned_abs());
-        self.run_every(every, move |s| async move {
-            if let Err(e) = s.mark_offline(after_ms).await {
-                tracing::warn!(error = %e, "presence timeout");
+        // With several processes, each says every round whom it saw
+        // syncing, so a user whose syncs moved to another process is not
+        // timed out by this one: everyone is heard of at least four times
+        // within the timeout.
+        let shared = self.store.shared();
+        let last_told = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        self.run_every(every, move |s| {
+            let last_told = last_told.clone();
+            async move {
+                if shared {
+                    let now = now_ms();
+                    let since = last_told.swap(now, std::sync::atomic::Ordering::AcqRel);
+                    let users = s.presence.seen_here_since(since);
+                    s.broadcast_in_parts(
+                        users,
+                        |u| u.len() + 3,
+                        |users| hotline_store::Broadcast::Syncing { users },
+                    );
+                }
+                if let Err(e) = s.mark_offline(after_ms).await {
+                    tracing::warn!(error = %e, "presence timeout");
+                }
             }
         });
         Ok(())

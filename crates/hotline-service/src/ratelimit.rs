@@ -17,6 +17,15 @@
 //! one. Attempts refused while locked do not extend the lock, so a flood
 //! cannot keep the user out; a correct password after the lock clears the
 //! count, and so do 24 hours without a failure.
+//!
+//! Several processes on one database share their limits: each process
+//! collects what it charged (tokens taken, failures counted) and the
+//! service broadcasts it every [`SHARE_EVERY`]; the others charge the same
+//! keys ([`RateLimiter::charge_remote`]). So a user or an address gets one
+//! allowance from the deployment, not one per process, give or take what
+//! the processes let through in one interval before they heard of it. A
+//! bucket charged elsewhere may go below empty (down to minus its burst):
+//! the debt is real, and it is waited off.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use std::sync::atomic::AtomicBool;
 
 use crate::config::RateLimits;
 use crate::{Error, Result};
@@ -47,6 +57,13 @@ impl Bucket {
     }
 
     /// Takes one token, or says how long until one is there.
+    /// Takes `n` tokens another process took: never refuses, and goes no
+    /// lower than one burst in debt.
+    fn debit(&mut self, now: Instant, rate: f64, burst: f64, n: u32) {
+        self.tokens = (self.refilled(now, rate, burst) - f64::from(n)).max(-burst);
+        self.at = now;
+    }
+
     fn take(&mut self, now: Instant, rate: f64, burst: f64) -> Result<()> {
         self.tokens = self.refilled(now, rate, burst);
         self.at = now;
@@ -78,7 +95,31 @@ pub struct RateLimiter {
     /// Code probes (line invite previews), per user and per address, apart
     /// from the request buckets: a probe costs far more of its allowance.
     probes: Mutex<HashMap<String, Bucket>>,
+    /// Whether other processes share the limits (see the module docs).
+    sharing: AtomicBool,
+    /// What was charged since the last [`RateLimiter::take_charges`].
+    charges: Mutex<Charges>,
 }
+
+/// How often a process tells the others what its limiter charged.
+pub const SHARE_EVERY: Duration = Duration::from_millis(50);
+
+/// Charges not yet told to the other processes: bucket charges summed per
+/// key, login outcomes in their order (a success forgets the failures
+/// before it, not after).
+#[derive(Default)]
+struct Charges {
+    buckets: HashMap<String, u32>,
+    logins: Vec<String>,
+}
+
+/// The kinds of charge, as the first character of a shared key.
+const USER: char = 'u';
+const ADDRESS: char = 'a';
+const PROBE: char = 'p';
+const AUTH_FAILURE: char = 'f';
+const LOGIN_FAILURE: char = 'l';
+const LOGIN_SUCCESS: char = 's';
 
 /// An account's recent failed password checks.
 struct LoginFailures {
@@ -107,6 +148,106 @@ impl RateLimiter {
             failing_addresses: AtomicUsize::new(0),
             login_failures: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
+            sharing: AtomicBool::new(false),
+            charges: Mutex::new(Charges::default()),
+        }
+    }
+
+    /// From now on, collects charges for the other processes.
+    pub fn share(&self) {
+        self.sharing.store(true, Ordering::Release);
+    }
+
+    fn note(&self, kind: char, key: &str) {
+        if !self.sharing.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut charges = self.charges.lock();
+        match kind {
+            LOGIN_FAILURE | LOGIN_SUCCESS => {
+                if charges.logins.len() < 100_000 {
+                    charges.logins.push(format!("{kind}{key}"));
+                }
+            }
+            _ => {
+                let full = charges.buckets.len() >= 100_000;
+                match charges.buckets.entry(format!("{kind}{key}")) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        *e.get_mut() = e.get().saturating_add(1)
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) if !full => {
+                        e.insert(1);
+                    }
+                    std::collections::hash_map::Entry::Vacant(_) => {}
+                }
+            }
+        }
+    }
+
+    /// What was charged since the last call, for the other processes:
+    /// shared keys with how many times.
+    pub fn take_charges(&self) -> Vec<(String, u32)> {
+        let charges = std::mem::take(&mut *self.charges.lock());
+        let mut out: Vec<(String, u32)> = charges.buckets.into_iter().collect();
+        out.extend(charges.logins.into_iter().map(|k| (k, 1)));
+        out
+    }
+
+    /// Charges what another process charged (keys from its
+    /// [`RateLimiter::take_charges`]).
+    pub fn charge_remote(&self, charges: &[(String, u32)]) {
+        let now = Instant::now();
+        let l = &self.limits;
+        for (key, n) in charges {
+            let mut chars = key.chars();
+            let Some(kind) = chars.next() else { continue };
+            let key = chars.as_str();
+            match kind {
+                USER | ADDRESS => {
+                    let (rate, burst) = match kind {
+                        USER => (l.per_user_per_second, l.per_user_burst),
+                        _ => (l.per_ip_per_second, l.per_ip_burst),
+                    };
+                    if rate > 0.0 {
+                        self.buckets
+                            .lock()
+                            .entry(key.to_owned())
+                            .or_insert_with(|| Bucket::full(burst, now))
+                            .debit(now, rate, burst, *n);
+                    }
+                }
+                PROBE => {
+                    let (per_minute, burst) = if key.starts_with("u:") {
+                        (
+                            l.code_probes_per_user_per_minute,
+                            l.code_probes_per_user_burst,
+                        )
+                    } else {
+                        (l.code_probes_per_ip_per_minute, l.code_probes_per_ip_burst)
+                    };
+                    if per_minute > 0.0 {
+                        self.probes
+                            .lock()
+                            .entry(key.to_owned())
+                            .or_insert_with(|| Bucket::full(burst, now))
+                            .debit(now, per_minute / 60.0, burst, *n);
+                    }
+                }
+                AUTH_FAILURE => {
+                    if let Ok(ip) = key.parse::<IpAddr>() {
+                        for _ in 0..*n {
+                            self.count_auth_failure(ip, now);
+                        }
+                    }
+                }
+                LOGIN_FAILURE => {
+                    for _ in 0..*n {
+                        self.count_login_failure(key, now);
+                    }
+                }
+                LOGIN_SUCCESS => self.forget_login_failures(key),
+                _ => {}
+            }
         }
     }
 
@@ -126,10 +267,14 @@ impl RateLimiter {
                 return Ok(());
             }
             let rate = per_minute / 60.0;
-            probes
-                .entry(key)
+            let taken = probes
+                .entry(key.clone())
                 .or_insert_with(|| Bucket::full(burst, now))
-                .take(now, rate, burst)
+                .take(now, rate, burst);
+            if taken.is_ok() {
+                self.note(PROBE, &key);
+            }
+            taken
         };
         take(
             format!("u:{user}"),
@@ -169,6 +314,11 @@ impl RateLimiter {
     }
 
     fn note_login_failure_at(&self, account: &str, now: Instant) -> Option<LoginLock> {
+        self.note(LOGIN_FAILURE, account);
+        self.count_login_failure(account, now)
+    }
+
+    fn count_login_failure(&self, account: &str, now: Instant) -> Option<LoginLock> {
         let allowed = self.limits.login_failures_allowed;
         let base = self.limits.login_backoff_seconds;
         if base <= 0.0 {
@@ -212,6 +362,11 @@ impl RateLimiter {
 
     /// A correct password for `account`: its failures are forgotten.
     pub fn note_login_success(&self, account: &str) {
+        self.note(LOGIN_SUCCESS, account);
+        self.forget_login_failures(account);
+    }
+
+    fn forget_login_failures(&self, account: &str) {
         let mut failures = self.login_failures.lock();
         if !failures.is_empty() {
             failures.remove(account);
@@ -242,11 +397,18 @@ impl RateLimiter {
     /// Counts a failed token check (an unknown or expired token) against
     /// the address.
     pub fn note_auth_failure(&self, ip: Option<IpAddr>) {
-        let (rate, burst) = (self.limits.per_ip_per_second, self.limits.per_ip_burst);
-        let Some(ip) = ip.filter(|_| rate > 0.0) else {
+        let Some(ip) = ip.filter(|_| self.limits.per_ip_per_second > 0.0) else {
             return;
         };
-        let now = Instant::now();
+        self.note(AUTH_FAILURE, &ip.to_string());
+        self.count_auth_failure(ip, Instant::now());
+    }
+
+    fn count_auth_failure(&self, ip: IpAddr, now: Instant) {
+        let (rate, burst) = (self.limits.per_ip_per_second, self.limits.per_ip_burst);
+        if rate <= 0.0 {
+            return;
+        }
         let mut failures = self.auth_failures.lock();
         if failures.len() > 10_000 {
             failures.retain(|_, b| b.refilled(now, rate, burst) < burst);
@@ -263,6 +425,7 @@ impl RateLimiter {
     /// Takes one token for the user `key`.
     pub fn check_user(&self, key: &str) -> Result<()> {
         self.take(
+            USER,
             key,
             self.limits.per_user_per_second,
             self.limits.per_user_burst,
@@ -271,10 +434,15 @@ impl RateLimiter {
 
     /// Takes one token for the client address `key`.
     pub fn check_ip(&self, key: &str) -> Result<()> {
-        self.take(key, self.limits.per_ip_per_second, self.limits.per_ip_burst)
+        self.take(
+            ADDRESS,
+            key,
+            self.limits.per_ip_per_second,
+            self.limits.per_ip_burst,
+        )
     }
 
-    fn take(&self, key: &str, rate: f64, burst: f64) -> Result<()> {
+    fn take(&self, kind: char, key: &str, rate: f64, burst: f64) -> Result<()> {
         if rate <= 0.0 {
             return Ok(());
         }
@@ -284,10 +452,15 @@ impl RateLimiter {
             // Full buckets carry no information; drop them to bound memory.
             buckets.retain(|_, b| b.refilled(now, rate, burst) < burst);
         }
-        buckets
+        let taken = buckets
             .entry(key.to_owned())
             .or_insert_with(|| Bucket::full(burst, now))
-            .take(now, rate, burst)
+            .take(now, rate, burst);
+        drop(buckets);
+        if taken.is_ok() {
+            self.note(kind, key);
+        }
+        taken
     }
 }
 
@@ -399,6 +572,52 @@ mod tests {
         }
         // Another user has a bucket of their own.
         l.check_user("@b:x").unwrap();
+    }
+
+    /// Two processes' limiters, each told what the other charged.
+    fn tell(from: &RateLimiter, to: &RateLimiter) {
+        to.charge_remote(&from.take_charges());
+    }
+
+    #[test]
+    fn processes_that_share_their_charges_give_a_user_one_allowance() {
+        let (a, b) = (limiter(0.001, 4.0), limiter(0.001, 4.0));
+        a.share();
+        b.share();
+        for _ in 0..3 {
+            a.check_user("@u:x").unwrap();
+        }
+        tell(&a, &b);
+        b.check_user("@u:x").unwrap();
+        retry_after(b.check_user("@u:x"));
+        // What b let through, a hears of: one burst between them.
+        tell(&b, &a);
+        retry_after(a.check_user("@u:x"));
+        // Another user, and the same user unshared, are untouched.
+        a.check_user("@v:x").unwrap();
+        let unshared = limiter(0.001, 4.0);
+        for _ in 0..4 {
+            unshared.check_user("@u:x").unwrap();
+        }
+        assert!(unshared.take_charges().is_empty());
+    }
+
+    #[test]
+    fn a_login_lock_earned_on_one_process_holds_on_the_other() {
+        let (a, b) = (login_limiter(2, 10.0, 60.0), login_limiter(2, 10.0, 60.0));
+        a.share();
+        b.share();
+        b.note_login_failure("@a:x");
+        tell(&b, &a);
+        a.note_login_failure("@a:x");
+        // The third failure counted anywhere starts the lock.
+        assert!(a.note_login_failure("@a:x").is_some());
+        tell(&a, &b);
+        retry_after(b.check_login("@a:x"));
+        // A success on either forgets the failures on both.
+        b.note_login_success("@a:x");
+        tell(&b, &a);
+        a.check_login("@a:x").unwrap();
     }
 
     #[test]

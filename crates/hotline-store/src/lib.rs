@@ -152,6 +152,13 @@ pub trait Store:
     /// start).
     fn set_broadcast_hook(&self, _hook: BroadcastHook) {}
 
+    /// Whether other server processes may share this database, so what one
+    /// process keeps in memory for the deployment (rate limits) has to be
+    /// broadcast. False on SQLite (one serving process).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Whether this process runs the deployment's one-per-deployment jobs
     /// (of several processes on one database, exactly one does). Always
     /// true on SQLite.

@@ -532,6 +532,12 @@ pub enum Broadcast {
         typing: bool,
         timeout_ms: u64,
     },
+    /// What a process's rate limiter charged since it last said, so every
+    /// process's limits count every process's requests: keys as the
+    /// service's limiter names them, each with how many times.
+    RateCharges { charges: Vec<(String, u32)> },
+    /// Users a process saw syncing since it last said (presence timeouts).
+    Syncing { users: Vec<String> },
 }
 
 /// A committed batch: its operations with the positions they were given

@@ -26,9 +26,16 @@ struct TwoProcesses {
 
 impl TwoProcesses {
     async fn start() -> Self {
+        Self::start_configured("").await
+    }
+
+    /// Both processes with `toml` as their configuration file.
+    async fn start_configured(toml: &str) -> Self {
         let data = tempfile::tempdir().unwrap();
         let db = postgres_database();
-        let args = &["--allow-registration"];
+        let config = data.path().join("hotline.toml");
+        std::fs::write(&config, toml).unwrap();
+        let args = &["--allow-registration", "--config", config.to_str().unwrap()];
         let a = Server::start_on(data.path().into(), db.share(), args).await;
         let b = Server::start_on(data.path().into(), db.share(), args).await;
         Self {
@@ -443,4 +450,175 @@ async fn receipts_sent_through_one_process_show_in_an_initial_sync_on_the_other(
         }
     }
     drop(two);
+}
+
+/// Long enough for one process's rate-limit charges to reach the other
+/// (they are shared every 50 ms).
+const CHARGES_HEARD: Duration = Duration::from_millis(300);
+
+async fn login(http: &Http, user: &str, password: &str) -> (u16, Value) {
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password,
+    });
+    http.call(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_lock_earned_on_one_process_holds_on_the_other() {
+    let two = TwoProcesses::start_configured(
+        "[rate_limits]\nlogin_failures_allowed = 3\nlogin_backoff_seconds = 60.0\n",
+    )
+    .await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
+    ha.register("alice").await;
+    // Guesses spread over both processes count together.
+    for (i, http) in [&ha, &hb, &ha].into_iter().enumerate() {
+        let (status, v) = login(http, "alice", &format!("guess {i}")).await;
+        assert_eq!(status, 403, "{v}");
+        tokio::time::sleep(CHARGES_HEARD).await;
+    }
+    // The fourth failure anywhere starts the lock ...
+    let (status, v) = login(&hb, "alice", "guess 3").await;
+    assert_eq!(status, 403, "{v}");
+    tokio::time::sleep(CHARGES_HEARD).await;
+    // ... which the other process keeps, even for the right password.
+    let (status, v) = login(&ha, "alice", "correct horse").await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (429, Some("M_LIMIT_EXCEEDED")),
+        "{v}"
+    );
+    let (status, v) = login(&hb, "alice", "correct horse").await;
+    assert_eq!(status, 429, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_gets_one_request_allowance_across_processes() {
+    const BURST: usize = 12;
+    let two = TwoProcesses::start_configured(&format!(
+        "[rate_limits]\nper_user_per_second = 0.01\nper_user_burst = {BURST}.0\n"
+    ))
+    .await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
+    let alice = ha.register("alice").await;
+    let mut allowed = 0;
+    for i in 0..2 * BURST {
+        let http = if i % 2 == 0 { &ha } else { &hb };
+        let (status, v) = http
+            .call(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                Some(&alice),
+                None,
+            )
+            .await;
+        match status {
+            200 => allowed += 1,
+            429 => assert_eq!(v["errcode"], "M_LIMIT_EXCEEDED", "{v}"),
+            _ => panic!("{status} {v}"),
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // One burst between them (a process alone would allow a burst each).
+    assert_eq!(allowed, BURST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_auth_flow_begun_on_one_process_ends_on_the_other() {
+    let two = TwoProcesses::start().await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
+    let alice = ha.register("alice").await;
+    let (status, me) = ha
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{me}");
+    let device = me["device_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/devices/{device}");
+    let (status, challenge) = ha.call("DELETE", &path, Some(&alice), Some("{}")).await;
+    assert_eq!(status, 401, "{challenge}");
+    let session = challenge["session"].as_str().unwrap();
+    let body = json!({"auth": {
+        "type": "m.login.password",
+        "session": session,
+        "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "correct horse",
+    }});
+    let (status, v) = hb
+        .call("DELETE", &path, Some(&alice), Some(&body.to_string()))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // The device and its token are gone, on both.
+    let (status, _) = ha
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
+}
+
+async fn presence(http: &Http, token: &str, user: &str) -> String {
+    let (status, v) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/presence/{user}/status"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["presence"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_syncing_on_another_process_is_not_timed_out_by_this_one() {
+    let two = TwoProcesses::start_configured("offline_after_seconds = 1\n").await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
+    let alice = ha.register("alice").await;
+    let user = "@alice:localhost";
+    // Seen syncing on A first, then on B only, for several timeouts.
+    let (status, v) = ha
+        .call("GET", "/_matrix/client/v3/sync", Some(&alice), None)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut since = v["next_batch"].as_str().unwrap().to_owned();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let (status, v) = hb
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/sync?since={since}&timeout=300"),
+                Some(&alice),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        since = v["next_batch"].as_str().unwrap().to_owned();
+        assert_eq!(
+            presence(&ha, &alice, user).await,
+            "online",
+            "timed out while syncing on B"
+        );
+    }
+    // Once no process sees her, one of them times her out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while presence(&hb, &alice, user).await != "offline" {
+        assert!(Instant::now() < deadline, "never timed out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

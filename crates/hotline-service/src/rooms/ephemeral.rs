@@ -51,6 +51,10 @@ impl Services {
                 let timeout = (*timeout_ms > 0).then(|| Duration::from_millis(*timeout_ms));
                 self.apply_typing(room, &user, *typing, timeout);
             }
+            hotline_store::Broadcast::RateCharges { charges } => {
+                self.ratelimit.charge_remote(charges)
+            }
+            hotline_store::Broadcast::Syncing { users } => self.presence.seen_elsewhere(users),
         }
     }
 

@@ -47,6 +47,7 @@
 
 mod replay;
 pub(crate) mod schema;
+mod tls;
 mod writer;
 
 mod accounts;
@@ -66,7 +67,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::*;
 
@@ -397,17 +398,16 @@ async fn dial(runtime: &tokio::runtime::Handle, url: &str) -> Result<Client> {
     let url = url.to_owned();
     runtime
         .spawn(async move {
-            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            let (client, connection) = tls::connect(&url).await?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::error!(error = %e, "PostgreSQL connection ended");
                 }
             });
-            Ok::<_, PgError>(client)
+            Ok::<_, StoreError>(client)
         })
         .await
         .map_err(engine)?
-        .map_err(|e| StoreError::Engine(format!("connecting to PostgreSQL: {e}")))
 }
 
 /// Runs `f` to completion on this thread (see the module docs).
@@ -419,6 +419,7 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`),
     /// runs the migrations it lacks, and starts the writer.
     pub fn open(url: &str) -> Result<Arc<Self>> {
+        tls::warn_if_unchecked(url);
         let runtime = io_runtime()?;
         let connect = |rt: &tokio::runtime::Runtime| connect(rt, url);
         let redial = |setup: &'static str| Redial {
@@ -623,6 +624,10 @@ impl Store for PostgresStore {
 
     fn runs_deployment_jobs(&self) -> bool {
         self.jobs.load(Ordering::Acquire)
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 }
 

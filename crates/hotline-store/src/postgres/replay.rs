@@ -253,9 +253,9 @@ async fn listen_once(
     ready: &mut Option<mpsc::Sender<Result<()>>>,
 ) -> Ended {
     use futures_util::StreamExt;
-    let (client, mut connection) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+    let (client, mut connection) = match super::tls::connect(url).await {
         Ok(c) => c,
-        Err(e) => return Ended::Failed(engine(e)),
+        Err(e) => return Ended::Failed(e),
     };
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     {
