@@ -54,6 +54,8 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         // transaction id, so a message is sent once) where they give up on
         // a 4xx.
         StorageFull => (StatusCode::SERVICE_UNAVAILABLE, "M_RESOURCE_LIMIT_EXCEEDED"),
+        Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
+        Unavailable(_) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
     }
 }

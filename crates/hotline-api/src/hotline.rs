@@ -1,6 +1,7 @@
 //! Hotline's own API (`/_hotline/v1`): enrolment, the directory of
 //! attestations, line invites. Documented in `docs/hotline-api.yaml`.
-//! Also the server key endpoint `/_matrix/key/v2/server`.
+//! Also the server key endpoint `/_matrix/key/v2/server` (attestations are
+//! checked against it), as on the federation listener.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -14,7 +15,10 @@ use crate::{ApiResult, AppState, Routes};
 
 pub fn routes() -> Routes {
     Routes::new()
-        .route("/_matrix/key/v2/server", get(get_server_keys_route))
+        .route(
+            "/_matrix/key/v2/server",
+            get(crate::federation::get_server_keys_route),
+        )
         .route("/_hotline/v1/directory", get(get_directory_route))
         .route(
             "/_hotline/v1/enrol/{code}",
@@ -32,42 +36,6 @@ pub fn routes() -> Routes {
             "/_hotline/v1/line_invites/{code}/redeem",
             post(redeem_line_invite_route),
         )
-}
-
-/// A signed `/_matrix/key/v2/server` answer, serialised once.
-pub(crate) struct SignedKeys {
-    body: bytes::Bytes,
-    /// Re-signed from then on: half its validity is gone.
-    stale_at_ms: i64,
-}
-
-/// `GET /_matrix/key/v2/server`: the key attestations are signed with.
-/// Anyone may ask, so the signed answer is kept and served as is until half
-/// of its `valid_until_ts` span has passed (Synapse likewise signs its
-/// answer once, not per request).
-pub async fn get_server_keys_route(
-    State(s): State<AppState>,
-) -> ApiResult<axum::response::Response> {
-    use axum::response::IntoResponse;
-    let now = hotline_service::now_ms();
-    let mut cached = s.server_keys.lock();
-    let fresh = cached.as_ref().filter(|k| now < k.stale_at_ms);
-    let body = match fresh {
-        Some(k) => k.body.clone(),
-        None => {
-            let v = s.services.server_keys()?;
-            let valid_until = v["valid_until_ts"].as_i64().unwrap_or(now);
-            let body =
-                bytes::Bytes::from(serde_json::to_vec(&v).map_err(hotline_service::Error::from)?);
-            *cached = Some(SignedKeys {
-                body: body.clone(),
-                stale_at_ms: now + (valid_until - now) / 2,
-            });
-            body
-        }
-    };
-    drop(cached);
-    Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `GET /_hotline/v1/directory`: current attestations and revocations.

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod federation;
 mod hotline;
 pub mod metrics;
 pub mod server;
@@ -35,7 +36,7 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The signed `/_matrix/key/v2/server` answer, re-signed when half its
     /// validity is gone (signing on every request is work for anyone).
-    server_keys: Arc<parking_lot::Mutex<Option<hotline::SignedKeys>>>,
+    server_keys: Arc<parking_lot::Mutex<Option<federation::keys::SignedKeys>>>,
 }
 
 /// Every path a ruma endpoint is served at (stable and unstable).
@@ -132,7 +133,7 @@ impl RouterExt for Routes {
 }
 
 /// Unknown endpoints: `404 M_UNRECOGNIZED`.
-async fn unrecognized_route(method: http::Method, uri: http::Uri) -> Response {
+pub(crate) async fn unrecognized_route(method: http::Method, uri: http::Uri) -> Response {
     tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
     unrecognized().await
 }
@@ -142,7 +143,7 @@ async fn unrecognized() -> Response {
 }
 
 /// Known path, wrong method: `405 M_UNRECOGNIZED`.
-async fn method_not_allowed() -> Response {
+pub(crate) async fn method_not_allowed() -> Response {
     let mut r = ApiError(hotline_service::Error::Unrecognized).into_response();
     *r.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
     r
@@ -164,7 +165,17 @@ pub fn served_paths() -> Vec<&'static str> {
 
 /// The whole application.
 pub fn app(services: Arc<Services>) -> Router {
-    apps(services).0
+    apps(services).main
+}
+
+/// The routers of a server's listeners, counting into one set of metrics.
+pub struct Apps {
+    /// The client listener: the Client-Server API, Hotline's API, the web app.
+    pub main: Router,
+    /// `metrics_listen`: `/metrics` only.
+    pub metrics_only: Router,
+    /// The federation listener (TLS): the Server-Server API only.
+    pub federation: Router,
 }
 
 /// The application, and a router serving only `/metrics` for the
@@ -173,7 +184,7 @@ pub fn app(services: Arc<Services>) -> Router {
 /// The main router serves `/metrics` only to a request bearing
 /// `metrics_token`; that route sits outside the layers below, so the
 /// metrics token is never taken for an access token.
-pub fn apps(services: Arc<Services>) -> (Router, Router) {
+pub fn apps(services: Arc<Services>) -> Apps {
     let state = AppState {
         services,
         metrics: Arc::new(metrics::Metrics::default()),
@@ -182,6 +193,7 @@ pub fn apps(services: Arc<Services>) -> (Router, Router) {
     let metrics_only = Router::new()
         .route("/metrics", axum::routing::get(metrics::metrics_route))
         .with_state(state.clone());
+    let federation = federation::app(state.services.clone(), state.metrics.clone());
     let main = routes()
         .router
         .fallback(web_app)
@@ -202,7 +214,11 @@ pub fn apps(services: Arc<Services>) -> (Router, Router) {
             axum::routing::get(metrics::metrics_with_token_route),
         )
         .with_state(state);
-    (main, metrics_only)
+    Apps {
+        main,
+        metrics_only,
+        federation,
+    }
 }
 
 /// Serves the web app's files; anything not a file falls back to

@@ -56,6 +56,30 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_maybe_tls(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`] over TLS (the federation listener). The handshake must finish
+/// within the header deadline; a client that never completes it is
+/// dropped like one that never sends headers.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_maybe_tls(listener, app, limits, Some(acceptor), shutdown).await
+}
+
+async fn serve_maybe_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -95,14 +119,38 @@ pub async fn serve(
             let req = req.map(|body| TimedBody::new(body, body_timeout));
             app.clone().call(req)
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
-        tokio::spawn(async move {
-            // Timeouts and resets end connections all the time: not news.
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended");
+        match &tls {
+            None => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+                tokio::spawn(async move {
+                    // Timeouts and resets end connections all the time: not news.
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp));
+                let http = http.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let conn =
+                                watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, %peer, "connection ended");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;

@@ -57,6 +57,47 @@ pub struct Config {
     /// token (`Authorization: Bearer ...`). Without it (and by default)
     /// the main listener does not serve `/metrics`.
     pub metrics_token: Option<String>,
+    /// Talking to other Matrix servers (the Server-Server API).
+    pub federation: Federation,
+}
+
+/// The `[federation]` table. Off by default; when on, only the servers in
+/// `allow` are talked to or listened to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Federation {
+    pub enabled: bool,
+    /// `ADDR:PORT` of the federation listener (TLS).
+    pub listen: String,
+    /// PEM certificate chain the federation listener presents.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#8, SEC1 or PKCS#1; ECDSA
+    /// P-256, Ed25519 or RSA).
+    pub tls_private_key: Option<PathBuf>,
+    /// Extra roots (PEM) trusted for other servers' certificates, beside
+    /// the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The servers federated with (`name` or `name:port`, as in their user
+    /// ids). Nobody by default.
+    pub allow: Vec<String>,
+    /// `HOST:PORT` other servers reach this one at, served as
+    /// `/.well-known/matrix/server` on the client listener (delegation).
+    /// Unset: no delegation (`404`).
+    pub public_address: Option<String>,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "0.0.0.0:8448".into(),
+            tls_certificate: None,
+            tls_private_key: None,
+            ca_file: None,
+            allow: Vec::new(),
+            public_address: None,
+        }
+    }
 }
 
 /// A TURN server using coturn's REST API shared secret
@@ -139,6 +180,7 @@ impl Default for Config {
             body_read_timeout_seconds: 60,
             metrics_listen: None,
             metrics_token: None,
+            federation: Federation::default(),
         }
     }
 }
@@ -184,6 +226,13 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("turn.uris", Kind::List),
     ("turn.shared_secret", Kind::Text),
     ("turn.ttl_seconds", Kind::Integer),
+    ("federation.enabled", Kind::Bool),
+    ("federation.listen", Kind::Text),
+    ("federation.tls_certificate", Kind::Text),
+    ("federation.tls_private_key", Kind::Text),
+    ("federation.ca_file", Kind::Text),
+    ("federation.allow", Kind::List),
+    ("federation.public_address", Kind::Text),
 ];
 
 /// Which engine holds the data, from [`Config::database`].
@@ -312,6 +361,31 @@ mod tests {
         assert!(e.contains("HOTLINE_MAX_REQUEST_BYTES"), "{e}");
         let e = Config::load(None, env(&[("HOTLINE_ALLOW_REGISTRATION", "maybe")])).unwrap_err();
         assert!(e.contains("HOTLINE_ALLOW_REGISTRATION"), "{e}");
+    }
+
+    #[test]
+    fn federation_is_off_and_allows_nobody_unless_configured() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(!c.federation.enabled);
+        assert!(c.federation.allow.is_empty());
+        assert_eq!(c.federation.listen, "0.0.0.0:8448");
+        let c = Config::load(
+            Some("[federation]\nenabled = true\nallow = [\"gov-b.example\"]\n"),
+            env(&[
+                ("HOTLINE_FEDERATION__ALLOW", "gov-c.example, 127.0.0.2:8448"),
+                ("HOTLINE_FEDERATION__LISTEN", "127.0.0.1:8449"),
+                ("HOTLINE_FEDERATION__TLS_CERTIFICATE", "/etc/hl/cert.pem"),
+                ("HOTLINE_FEDERATION__TLS_PRIVATE_KEY", "/etc/hl/key.pem"),
+                ("HOTLINE_FEDERATION__CA_FILE", "/etc/hl/ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.federation.enabled, "from the file");
+        assert_eq!(c.federation.allow, ["gov-c.example", "127.0.0.2:8448"]);
+        assert_eq!(c.federation.listen, "127.0.0.1:8449");
+        assert_eq!(c.federation.ca_file, Some(PathBuf::from("/etc/hl/ca.pem")));
+        let e = Config::load(None, env(&[("HOTLINE_FEDERATION__ENABLED", "perhaps")])).unwrap_err();
+        assert!(e.contains("HOTLINE_FEDERATION__ENABLED"), "{e}");
     }
 
     #[test]

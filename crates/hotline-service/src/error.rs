@@ -67,6 +67,14 @@ pub enum Error {
     /// kept, and the same request may succeed once space returns.
     #[error("The server's storage is full; try again later")]
     StorageFull,
+    /// A federation request without a valid signature (`401
+    /// M_UNAUTHORIZED`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Another server could not be reached, or answered with nothing
+    /// usable (`502`).
+    #[error("{0}")]
+    Unavailable(String),
     /// Something broke inside. Logged in full; clients see a generic message.
     #[error("Internal error: {0}")]
     Internal(String),

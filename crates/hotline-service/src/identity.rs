@@ -33,12 +33,50 @@ use crate::{now_ms, Error, Result, Services};
 /// How long an attestation is valid.
 const ATTESTATION_DAYS: i64 = 365;
 
-/// The server's signing key: signs attestations, published at
-/// `/_matrix/key/v2/server`.
+/// The server's signing key: signs attestations, events and federation
+/// requests, published at `/_matrix/key/v2/server` with the keys it
+/// replaced (`hotline admin rotate-signing-key`).
 pub struct ServerKey {
     pair: Ed25519KeyPair,
     /// `ed25519:{version}`.
     pub key_id: String,
+    /// Keys rotated out: `(key id, public key, when it stopped being used)`,
+    /// from `signing.old` (one `KEY_ID PUBLIC_KEY EXPIRED_TS` per line).
+    old: Vec<(String, String, i64)>,
+}
+
+/// A new `signing.key` file's text: a fresh key and its version.
+fn new_key_text() -> String {
+    let der = Ed25519KeyPair::generate();
+    let version = format!("a_{}", random_string(4));
+    format!(
+        "{version} {}\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
+}
+
+/// Writes `text` to `path` (mode 0600) durably: a temporary file, synced,
+/// renamed over, the directory synced.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(Error::internal)?;
+    f.write_all(text.as_bytes()).map_err(Error::internal)?;
+    f.sync_all().map_err(Error::internal)?;
+    std::fs::rename(&tmp, path).map_err(Error::internal)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::internal)?;
+    }
+    Ok(())
 }
 
 impl ServerKey {
@@ -50,12 +88,7 @@ impl ServerKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
-                let der = Ed25519KeyPair::generate();
-                let version = format!("a_{}", random_string(4));
-                let text = format!(
-                    "{version} {}\n",
-                    base64::engine::general_purpose::STANDARD.encode(der)
-                );
+                let text = new_key_text();
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -66,6 +99,18 @@ impl ServerKey {
                 f.sync_all().map_err(Error::internal)?;
                 text
             }
+            Err(e) => return Err(Error::internal(e)),
+        };
+        let old = match std::fs::read_to_string(dir.join("signing.old")) {
+            Ok(t) => t
+                .lines()
+                .filter_map(|l| {
+                    let mut parts = l.split_whitespace();
+                    let (id, key, ts) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some((id.to_owned(), key.to_owned(), ts.parse().ok()?))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(Error::internal(e)),
         };
         let (version, der) = text
@@ -79,7 +124,49 @@ impl ServerKey {
         Ok(ServerKey {
             pair,
             key_id: format!("ed25519:{version}"),
+            old,
         })
+    }
+
+    /// Replaces the key in `dir` with a new one; the old one is kept in
+    /// `signing.old` as expired now, so what it signed still verifies.
+    /// Every server process on `dir` must restart to use the new key.
+    /// Answers the old and the new key ids.
+    pub fn rotate(dir: &Path) -> Result<(String, String)> {
+        let current = Self::load_or_create(dir)?;
+        let mut old_text = std::fs::read_to_string(dir.join("signing.old")).unwrap_or_default();
+        old_text.push_str(&format!(
+            "{} {} {}\n",
+            current.key_id,
+            current.public_key(),
+            now_ms()
+        ));
+        write_private(&dir.join("signing.old"), &old_text)?;
+        write_private(&dir.join("signing.key"), &new_key_text())?;
+        let new = Self::load_or_create(dir)?;
+        Ok((current.key_id, new.key_id))
+    }
+
+    /// The key pair (for signing federation requests).
+    pub(crate) fn pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
+    /// The rotated-out keys, as `old_verify_keys`.
+    pub fn old_keys_json(&self) -> Value {
+        self.old
+            .iter()
+            .map(|(id, key, ts)| (id.clone(), json!({"key": key, "expired_ts": ts})))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// A rotated-out key that was still in use at `at_ts`.
+    pub fn old_key(&self, key_id: &str, at_ts: i64) -> Option<String> {
+        self.old
+            .iter()
+            .find(|(id, _, expired)| id == key_id && *expired > at_ts)
+            .map(|(_, key, _)| key.clone())
     }
 
     /// The public key, unpadded base64.
@@ -478,21 +565,10 @@ impl Services {
         Ok(json!({
             "issuer": self.server_name().as_str(),
             "verify_keys": { (self.server_key.key_id.clone()): {"key": self.server_key.public_key()} },
+            "old_verify_keys": self.server_key.old_keys_json(),
             "attestations": attestations,
             "revocations": revocations,
         }))
-    }
-
-    /// `GET /_matrix/key/v2/server`.
-    pub fn server_keys(&self) -> Result<Value> {
-        let mut v = json!({
-            "server_name": self.server_name().as_str(),
-            "valid_until_ts": now_ms() + 7 * 86_400_000,
-            "verify_keys": { (self.server_key.key_id.clone()): {"key": self.server_key.public_key()} },
-            "old_verify_keys": {},
-        });
-        self.server_key.sign(self.server_name().as_str(), &mut v)?;
-        Ok(v)
     }
 
     /// `hotline admin audit`.
@@ -859,6 +935,33 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_key_stays_published_as_old_and_what_it_signed_still_verifies() {
+        let dir = tempdir();
+        let first = ServerKey::load_or_create(&dir).unwrap();
+        let mut att = json!({"issuer": "gov.example", "user_id": "@p:gov.example", "name": "P", "title": "President",
+            "country": "Freedonia", "role": "principal", "master_key": "abc", "issued_ts": 1, "expires_ts": 4_000_000_000_000i64});
+        first.sign("gov.example", &mut att).unwrap();
+        let before = now_ms();
+        let (old_id, new_id) = ServerKey::rotate(&dir).unwrap();
+        assert_eq!(old_id, first.key_id);
+        let second = ServerKey::load_or_create(&dir).unwrap();
+        assert_eq!(second.key_id, new_id);
+        assert_ne!(second.public_key(), first.public_key());
+        // The old key, with when it stopped being used.
+        let old = second.old_keys_json();
+        assert_eq!(old[&old_id]["key"], json!(first.public_key()));
+        assert!(old[&old_id]["expired_ts"].as_i64().unwrap() >= before);
+        // Valid for what it signed before, not after.
+        let key = second.old_key(&old_id, before - 1).expect("valid then");
+        assert!(verify_attestation(&att, "gov.example", &old_id, &key, 2).is_ok());
+        assert!(second.old_key(&old_id, now_ms() + 1000).is_none());
+        // A second rotation keeps both old keys.
+        ServerKey::rotate(&dir).unwrap();
+        let third = ServerKey::load_or_create(&dir).unwrap();
+        assert_eq!(third.old_keys_json().as_object().unwrap().len(), 2);
+    }
 
     #[test]
     fn attestations_verify_and_alterations_fail() {

@@ -111,7 +111,12 @@ fn split_key_id(id: &str) -> Result<(&str, &str)> {
 }
 
 /// Checks the ed25519 signature by `signer`'s key `key_id` over `object`.
-fn signature_valid(object: &Value, signer: &str, key_id: &str, public_key: &str) -> bool {
+pub(crate) fn signature_valid(
+    object: &Value,
+    signer: &str,
+    key_id: &str,
+    public_key: &str,
+) -> bool {
     let Some(sig) = object
         .get("signatures")
         .and_then(|s| s.get(signer))

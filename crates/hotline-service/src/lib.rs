@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod backup;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod fingerprint;
 pub mod identity;
 pub mod keys;
@@ -57,6 +58,7 @@ pub struct Services {
     pub(crate) doc_locks: user_data::DocLocks,
     /// Signs attestations; published at `/_matrix/key/v2/server`.
     pub server_key: identity::ServerKey,
+    pub federation: federation::Federation,
     pub ratelimit: ratelimit::RateLimiter,
     /// Serialises line invite redemptions (see `redeem_line_invite`).
     pub(crate) line_redeem_lock: tokio::sync::Mutex<()>,
@@ -86,6 +88,7 @@ impl Services {
             filters: Default::default(),
             push_rules_cache: Default::default(),
             server_key,
+            federation: federation::Federation::new(&config.federation),
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),
             events_stored: AtomicU64::new(store.count_events()?),

@@ -166,6 +166,23 @@ impl Services {
         Ok((u.displayname, u.avatar_url))
     }
 
+    /// `GET /profile/{userId}`: a local user's profile from the store, a
+    /// remote user's from their server (`/query/profile`, federation).
+    pub async fn profile_anywhere(
+        &self,
+        user: &UserId,
+    ) -> Result<(Option<String>, Option<String>)> {
+        if user.server_name() == self.server_name() {
+            return self.profile(user);
+        }
+        let request = ruma::api::federation::query::get_profile_information::v1::Request::new(
+            user.to_owned(),
+        );
+        let answer = self.federation_call(user.server_name(), request).await?;
+        let text = |f: &str| answer.get(f).and_then(|v| v.as_str().map(str::to_owned));
+        Ok((text("displayname"), text("avatar_url")))
+    }
+
     /// `PUT /profile/{userId}/displayname` and `/avatar_url`. Also updates
     /// the user's member event in each joined room, as clients expect.
     pub async fn set_profile(

@@ -7,9 +7,10 @@
 //! never deleted, so every file the snapshot names is there when the files
 //! are copied. Uploads finished since are copied too, as files no row names
 //! (harmless); uploads still being written (`*.part`) and thumbnails
-//! (derived, made again on request) are not. The signing key never changes
-//! once made. The configuration file is not in the data directory: keep it
-//! with the copy.
+//! (derived, made again on request) are not. The signing key and the keys
+//! it replaced (`signing.old`) change only by `hotline admin
+//! rotate-signing-key`. The configuration file is not in the data
+//! directory: keep it with the copy.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -47,6 +48,10 @@ pub fn run(data_dir: &Path, dest: &Path) -> Result<String> {
     let key = data_dir.join("signing.key");
     if key.exists() {
         copy_file(&key, &dest.join("signing.key"))?;
+    }
+    let old_keys = data_dir.join("signing.old");
+    if old_keys.exists() {
+        copy_file(&old_keys, &dest.join("signing.old"))?;
     }
     let media = data_dir.join("media");
     let mut files = 0u64;

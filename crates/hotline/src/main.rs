@@ -149,6 +149,11 @@ enum Admin {
     Revoke { user: String },
     /// Print the append-only audit log.
     Audit,
+    /// Replace the server's signing key with a new one. The old key stays
+    /// published as an old key (`old_verify_keys`), so what it signed
+    /// (attestations, events) still verifies. Restart every server process
+    /// on this data directory afterwards.
+    RotateSigningKey,
     /// Copy the data directory while the server runs: the database as one
     /// consistent snapshot (SQLite's online backup), then the signing key
     /// and the media files. DEST must not exist or be empty. Restore by
@@ -433,6 +438,12 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             store.close();
             Ok(())
         }
+        Command::Admin(Admin::RotateSigningKey) => {
+            let (old, new) = hotline_service::identity::ServerKey::rotate(&config.data_dir)
+                .map_err(|e| e.to_string())?;
+            println!("signing key {new} replaces {old}; restart the server to use it");
+            Ok(())
+        }
         Command::Admin(Admin::Backup { dest }) => {
             match config.database()? {
                 Database::Postgres(_) => return Err("admin backup copies a SQLite deployment; back a PostgreSQL one up with pg_dump or pg_basebackup, and copy the data directory (signing.key, media)".into()),
@@ -534,6 +545,40 @@ async fn turn_config(config: Config, args: TurnConfigArgs) -> anyhow_lite::Resul
     Ok(())
 }
 
+/// The federation listener's TLS: the configured certificate chain and
+/// key (PKCS#8, SEC1 or PKCS#1; ECDSA, Ed25519 or RSA). One certificate
+/// whatever the client asks for, so a peer that sends no SNI (an
+/// IP-literal server name) is served too.
+fn federation_tls(
+    f: &hotline_service::config::Federation,
+) -> anyhow_lite::Result<std::sync::Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&f.tls_certificate, &f.tls_private_key) else {
+        return Err("federation is enabled but federation.tls_certificate and federation.tls_private_key are not both set".into());
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("federation.tls_certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "federation.tls_certificate {}: no certificate in it",
+            cert.display()
+        )
+        .into());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("federation.tls_private_key {}: {e}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("federation TLS certificate and key: {e}"))?;
+    Ok(std::sync::Arc::new(config))
+}
+
 async fn serve(config: Config) -> anyhow_lite::Result<()> {
     let listen = config.listen.clone();
     let metrics_listen = config.metrics_listen.clone();
@@ -547,10 +592,29 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
     services.watch_other_processes(std::time::Duration::from_secs(1));
     services.time_out_presence()?;
     services.flush_seen_devices_regularly();
-    let (app, metrics_app) = hotline_api::apps(services.clone());
+    let hotline_api::Apps {
+        main: app,
+        metrics_only: metrics_app,
+        federation: federation_app,
+    } = hotline_api::apps(services.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("listening on {listen}: {e}"))?;
+    let federation = if services.config.federation.enabled {
+        let f = &services.config.federation;
+        let tls = federation_tls(f)?;
+        let client = hotline_api::federation::client::FederationClient::new(f.ca_file.as_deref())?;
+        services
+            .federation
+            .set_transport(std::sync::Arc::new(client));
+        let listener = tokio::net::TcpListener::bind(&f.listen)
+            .await
+            .map_err(|e| format!("listening on {} (federation.listen): {e}", f.listen))?;
+        tracing::info!(address = %listener.local_addr()?, peers = f.allow.len(), "federation is serving");
+        Some((listener, tls))
+    } else {
+        None
+    };
     let metrics_listener = match &metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -596,9 +660,21 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
+    let federation_server = federation.map(|(l, tls)| {
+        tokio::spawn(hotline_api::server::serve_tls(
+            l,
+            federation_app,
+            limits,
+            tls,
+            stop_signal(stopped.clone()),
+        ))
+    });
     hotline_api::server::serve(listener, app, limits, stop_signal(stopped)).await;
     if let Some(m) = metrics_server {
         let _ = m.await;
+    }
+    if let Some(f) = federation_server {
+        let _ = f.await;
     }
     // What was noted since the last round, so a restart loses none of it.
     if let Err(e) = services.flush_seen_devices().await {

@@ -48,6 +48,7 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     // discovery
     ("GET", "/versions", "", ""),
     ("GET", "/.well-known/matrix/client", "", ""),
+    ("GET", "/.well-known/matrix/server", "", ""),
     ("GET", "/capabilities", "", ""),
     ("GET", "/voip/turnServer", "", ""),
     // session

@@ -18,6 +18,20 @@ pub async fn get_supported_versions_route() -> Json<Value> {
     Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
 }
 
+/// `GET /.well-known/matrix/server`: where other servers reach this one
+/// (`[federation] public_address`), when it delegates; `404` otherwise.
+pub async fn discover_federation_server_route(
+    State(s): State<AppState>,
+) -> crate::ApiResult<Json<Value>> {
+    let f = &s.services.config.federation;
+    match f.public_address.as_deref().filter(|_| f.enabled) {
+        Some(address) => Ok(Json(json!({ "m.server": address }))),
+        None => Err(
+            hotline_service::Error::not_found("This server does not delegate federation").into(),
+        ),
+    }
+}
+
 /// `GET /.well-known/matrix/client`.
 pub async fn discover_homeserver_route(
     State(s): State<AppState>,

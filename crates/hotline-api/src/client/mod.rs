@@ -28,6 +28,9 @@ pub fn routes() -> Routes {
         .endpoint::<c::discovery::discover_homeserver::Request, _, _>(
             discovery::discover_homeserver_route,
         )
+        .endpoint::<ruma::api::federation::discovery::discover_homeserver::Request, _, _>(
+            discovery::discover_federation_server_route,
+        )
         .endpoint::<c::discovery::get_capabilities::v3::Request, _, _>(
             discovery::get_capabilities_route,
         )

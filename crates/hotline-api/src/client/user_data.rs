@@ -14,7 +14,7 @@ pub async fn get_profile_route(
     State(s): State<AppState>,
     PathArgs(user): PathArgs<OwnedUserId>,
 ) -> ApiResult<Json<Value>> {
-    let (d, a) = s.services.profile(&user)?;
+    let (d, a) = s.services.profile_anywhere(&user).await?;
     let mut out = json!({});
     if let Some(d) = d {
         out["displayname"] = json!(d);
@@ -30,7 +30,7 @@ pub async fn get_profile_field_route(
     State(s): State<AppState>,
     PathArgs((user, field)): PathArgs<(OwnedUserId, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (d, a) = s.services.profile(&user)?;
+    let (d, a) = s.services.profile_anywhere(&user).await?;
     let v = match field.as_str() {
         "displayname" => d,
         "avatar_url" => a,

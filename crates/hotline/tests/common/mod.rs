@@ -677,3 +677,147 @@ impl Server {
         self.spawn().await;
     }
 }
+
+/// A certificate authority of the test's own, and the certificates it
+/// signs for federation listeners on loopback (no system trust touched:
+/// servers are given its certificate as `[federation] ca_file`).
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, issuer.pem()).unwrap();
+        TestCa {
+            issuer,
+            dir,
+            ca_file,
+        }
+    }
+
+    /// A certificate for `names` (IP addresses become IP SANs), and its
+    /// key (PKCS#8, ECDSA P-256), written to files named after `label`.
+    pub fn issue(&self, label: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let cert_file = self.dir.path().join(format!("{label}.crt"));
+        let key_file = self.dir.path().join(format!("{label}.key"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (cert_file, key_file)
+    }
+}
+
+/// A Hotline server with federation on, named `127.0.0.1:PORT` after its
+/// federation port (an IP-literal server name: no DNS, no SNI).
+pub struct FederatedServer {
+    pub server: Server,
+    pub name: String,
+    pub fed_port: u16,
+}
+
+impl FederatedServer {
+    /// The federation port a server will have, and so its name, before it
+    /// starts (peers' allow-lists name each other).
+    pub fn reserve() -> (u16, String) {
+        let port = free_port();
+        (port, format!("127.0.0.1:{port}"))
+    }
+
+    /// Starts a server on `port` (from [`FederatedServer::reserve`]) that
+    /// federates with `allow`, with a certificate from `ca`; `extra` is
+    /// added to its configuration's top level.
+    pub async fn start(ca: &TestCa, port: u16, allow: &[&str], extra: &str) -> FederatedServer {
+        let name = format!("127.0.0.1:{port}");
+        let (cert, key) = ca.issue(&format!("server-{port}"), &["127.0.0.1"]);
+        let allow = allow
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let toml = format!(
+            "server_name = {name:?}\nallow_registration = true\n{extra}\n\
+             [federation]\nenabled = true\nlisten = {name:?}\n\
+             tls_certificate = {cert:?}\ntls_private_key = {key:?}\nca_file = {ca_file:?}\n\
+             allow = [{allow}]\n",
+            ca_file = ca.ca_file,
+        );
+        let server = Server::start_configured(&[], &toml, None).await;
+        FederatedServer {
+            server,
+            name,
+            fed_port: port,
+        }
+    }
+
+    /// A user id of this server.
+    pub fn user(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.name)
+    }
+}
+
+/// A request to a federation listener on loopback, over TLS checked
+/// against `ca_file`: the status and the JSON answer.
+pub async fn federation_request(
+    ca_file: &std::path::Path,
+    port: u16,
+    request: http::Request<Vec<u8>>,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(
+                "127.0.0.1".parse::<std::net::IpAddr>().unwrap().into(),
+            ),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let (mut parts, body) = request.into_parts();
+    parts.headers.insert(
+        http::header::HOST,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    let request =
+        http::Request::from_parts(parts, http_body_util::Full::new(bytes::Bytes::from(body)));
+    let answer = sender.send_request(request).await.unwrap();
+    let status = answer.status().as_u16();
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}

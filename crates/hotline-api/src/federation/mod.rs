@@ -1,0 +1,93 @@
+//! The Matrix Server-Server API: what other servers ask of this one, on
+//! the federation listener (TLS), and the client that asks them
+//! ([`client`], the service's [`hotline_service::federation::Transport`]).
+//!
+//! **API Boundary:** every federation handler that needs to know who asks
+//! takes [`Signed`], which checks the request's `X-Matrix` signature and
+//! the allow-list (through the service) before the handler runs; the key
+//! endpoints are the only unauthenticated ones, as the spec has them.
+
+pub mod client;
+pub(crate) mod keys;
+mod query;
+pub mod resolve;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request};
+use axum::Router;
+use hotline_service::{Error, Services};
+use ruma::api::federation as f;
+use ruma::OwnedServerName;
+
+use crate::extract::read_body;
+use crate::{ApiError, AppState, RouterExt, Routes};
+
+pub(crate) use keys::get_server_keys_route;
+
+/// Every federation route.
+pub fn routes() -> Routes {
+    Routes::new()
+        .endpoint::<f::discovery::get_server_version::v1::Request, _, _>(
+            keys::get_server_version_route,
+        )
+        .endpoint::<f::discovery::get_server_keys::v2::Request, _, _>(get_server_keys_route)
+        .endpoint::<f::discovery::get_remote_server_keys::v2::Request, _, _>(
+            keys::get_remote_server_keys_route,
+        )
+        .endpoint::<f::discovery::get_remote_server_keys_batch::v2::Request, _, _>(
+            keys::get_remote_server_keys_batch_route,
+        )
+        .endpoint::<f::query::get_profile_information::v1::Request, _, _>(
+            query::get_profile_information_route,
+        )
+}
+
+/// The federation listener's application: the federation routes and
+/// nothing else (no client API, no web app), counted into `metrics`.
+pub fn app(services: Arc<Services>, metrics: Arc<crate::metrics::Metrics>) -> Router {
+    let state = AppState {
+        services,
+        metrics,
+        server_keys: Default::default(),
+    };
+    routes()
+        .router
+        .fallback(crate::unrecognized_route)
+        .method_not_allowed_fallback(crate::method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::error::contain_failures))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// A federation request whose signature checked out: the origin server and
+/// the body as sent (at most `max_request_bytes`).
+pub struct Signed {
+    pub origin: OwnedServerName,
+    pub body: bytes::Bytes,
+}
+
+impl FromRequest<AppState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let limit = state.services.config.max_request_bytes;
+        let body = read_body(Request::from_parts(parts.clone(), body), limit).await?;
+        let signed = http::Request::from_parts(parts, body);
+        if !signed.body().is_empty()
+            && serde_json::from_slice::<serde_json::Value>(signed.body()).is_err()
+        {
+            return Err(Error::NotJson.into());
+        }
+        let origin = state.services.authenticate_federation(&signed).await?;
+        Ok(Signed {
+            origin,
+            body: signed.into_body(),
+        })
+    }
+}

@@ -1,0 +1,39 @@
+//! Queries: profiles.
+
+use axum::extract::State;
+use axum::Json;
+use hotline_service::Error;
+use ruma::OwnedUserId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::Signed;
+use crate::extract::QueryArgs;
+use crate::{ApiResult, AppState};
+
+#[derive(Deserialize)]
+pub struct ProfileQuery {
+    user_id: OwnedUserId,
+    field: Option<String>,
+}
+
+/// `GET /_matrix/federation/v1/query/profile`: a local user's profile.
+pub async fn get_profile_information_route(
+    State(s): State<AppState>,
+    QueryArgs(q): QueryArgs<ProfileQuery>,
+    _signed: Signed,
+) -> ApiResult<Json<Value>> {
+    if q.user_id.server_name() != s.services.server_name() {
+        return Err(Error::not_found("Not a user of this server").into());
+    }
+    let (displayname, avatar_url) = s.services.profile(&q.user_id)?;
+    let mut out = json!({});
+    let wants = |f: &str| q.field.as_deref().is_none_or(|w| w == f);
+    if let Some(d) = displayname.filter(|_| wants("displayname")) {
+        out["displayname"] = json!(d);
+    }
+    if let Some(a) = avatar_url.filter(|_| wants("avatar_url")) {
+        out["avatar_url"] = json!(a);
+    }
+    Ok(Json(out))
+}

@@ -1,0 +1,240 @@
+//! Federation: the rules for talking to other Matrix servers (the
+//! Server-Server API). The network itself (resolving a server name, TLS,
+//! HTTP) is the HTTP edge's ([`Transport`], implemented in `hotline-api`);
+//! this module decides who may be talked to and checks who is talking.
+//!
+//! **Architecture Invariant:** nothing is sent to, and no request is
+//! accepted from, a server that is not on `[federation] allow`
+//! ([`Services::federation_peer`], the one check): a government federates
+//! with named peers only. Every request received is checked against the
+//! origin's signing key ([`Services::authenticate_federation`]) before its
+//! handler runs; every request sent is signed.
+//!
+//! Server keys ([`keys`]) are fetched from the server itself, and from the
+//! other peers as notaries when it cannot be reached, and kept until their
+//! `valid_until_ts`.
+
+pub mod keys;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use ruma::api::auth_scheme::NoAuthentication;
+use ruma::api::federation::authentication::{ServerSignatures, ServerSignaturesInput, XMatrix};
+use ruma::api::path_builder::PathBuilder;
+use ruma::api::{IncomingResponse, OutgoingRequest};
+use ruma::{OwnedServerName, ServerName};
+
+use crate::config;
+use crate::{Error, Result, Services};
+
+/// A response from another server, as the network gave it.
+pub type TransportResponse = http::Response<Vec<u8>>;
+
+/// The future a [`Transport`] answers with.
+pub type TransportFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<TransportResponse, String>> + Send>>;
+
+/// Sends requests to other servers: resolves `destination` as the spec says,
+/// connects over TLS (checking the certificate), and sends `request` (its
+/// path and query, method, headers and body; the authority is ignored).
+/// An error is the reason the server could not be reached, for logs.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, destination: &ServerName, request: http::Request<Vec<u8>>) -> TransportFuture;
+}
+
+/// Federation state: the configuration's allow-list, the way out, and the
+/// keys of other servers.
+pub struct Federation {
+    enabled: bool,
+    allow: HashSet<String>,
+    transport: OnceLock<Arc<dyn Transport>>,
+    pub(crate) keys: keys::KeyCache,
+}
+
+impl Federation {
+    pub fn new(config: &config::Federation) -> Self {
+        Self {
+            enabled: config.enabled,
+            allow: config
+                .allow
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect(),
+            transport: OnceLock::new(),
+            keys: keys::KeyCache::default(),
+        }
+    }
+
+    /// Whether federation is on.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Installs the way out (once, at start; the binary wires the HTTP
+    /// edge's client in).
+    pub fn set_transport(&self, transport: Arc<dyn Transport>) {
+        let _ = self.transport.set(transport);
+    }
+
+    /// The allowed peers, for notary fallback.
+    fn peers(&self) -> impl Iterator<Item = &String> {
+        self.allow.iter()
+    }
+}
+
+impl Services {
+    /// Refuses `server` unless federation is on and it is an allowed peer.
+    pub fn federation_peer(&self, server: &ServerName) -> Result<()> {
+        if !self.federation.enabled {
+            return Err(Error::forbidden("Federation is disabled on this server"));
+        }
+        if server == self.server_name() {
+            return Err(Error::forbidden("A server does not federate with itself"));
+        }
+        if !self
+            .federation
+            .allow
+            .contains(&server.as_str().to_ascii_lowercase())
+        {
+            return Err(Error::forbidden(format!(
+                "{server} is not a federation peer of this server"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends a signed request to `destination` and reads its answer.
+    pub async fn federation_call<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest<Authentication = ServerSignatures>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = ()>,
+    {
+        self.federation_peer(destination)?;
+        let input = ServerSignaturesInput::new(
+            self.server_name().to_owned(),
+            destination.to_owned(),
+            self.server_key.pair(),
+        );
+        let http = request
+            .try_into_http_request::<Vec<u8>>(&format!("https://{destination}"), input, ())
+            .map_err(Error::internal)?;
+        self.federation_exchange::<R>(destination, http).await
+    }
+
+    /// Sends an unauthenticated request (the key endpoints) to `destination`.
+    pub(crate) async fn federation_call_unsigned<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest<Authentication = NoAuthentication>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = ()>,
+    {
+        self.federation_peer(destination)?;
+        let http = request
+            .try_into_http_request::<Vec<u8>>(&format!("https://{destination}"), (), ())
+            .map_err(Error::internal)?;
+        self.federation_exchange::<R>(destination, http).await
+    }
+
+    async fn federation_exchange<R: OutgoingRequest>(
+        &self,
+        destination: &ServerName,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<R::IncomingResponse> {
+        let transport = self
+            .federation
+            .transport
+            .get()
+            .ok_or_else(|| Error::Unavailable("Federation is not running".into()))?
+            .clone();
+        let path = request.uri().path().to_owned();
+        let response = transport
+            .send(destination, request)
+            .await
+            .map_err(|reason| {
+                tracing::warn!(peer = %destination, %path, %reason, "federation request failed");
+                Error::Unavailable(format!("{destination} could not be reached"))
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body()).unwrap_or_default();
+            let said = body["error"].as_str().unwrap_or("").to_owned();
+            tracing::info!(peer = %destination, %path, %status, errcode = %body["errcode"], "federation request refused");
+            return Err(match status.as_u16() {
+                404 => Error::NotFound(format!("{destination}: {said}")),
+                403 => Error::Forbidden(format!("{destination}: {said}")),
+                429 => Error::Unavailable(format!("{destination} is limiting requests")),
+                _ => Error::Unavailable(format!("{destination} answered {status}")),
+            });
+        }
+        R::IncomingResponse::try_from_http_response(response).map_err(|e| {
+            tracing::warn!(peer = %destination, %path, error = %e, "an unreadable federation answer");
+            Error::Unavailable(format!("{destination} gave an unreadable answer"))
+        })
+    }
+
+    /// Checks a request received over federation: an `X-Matrix`
+    /// authorization for this server, from an allowed peer, signed with
+    /// the origin's current key. Answers the origin.
+    ///
+    /// `401 M_UNAUTHORIZED` when the signature is missing, malformed, for
+    /// another destination or wrong; `403 M_FORBIDDEN` when the origin is
+    /// not a peer. Each refusal is logged with the peer and the reason.
+    pub async fn authenticate_federation<T: AsRef<[u8]>>(
+        &self,
+        request: &http::Request<T>,
+    ) -> Result<OwnedServerName> {
+        let refuse = |origin: &str, reason: &str| {
+            tracing::warn!(peer = %origin, path = request.uri().path(), %reason, "federation request refused");
+        };
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                refuse("?", "no X-Matrix authorization");
+                Error::Unauthorized("An X-Matrix authorization is required".into())
+            })?;
+        let x = XMatrix::try_from(header).map_err(|e| {
+            refuse("?", &format!("malformed X-Matrix authorization: {e}"));
+            Error::Unauthorized("Malformed X-Matrix authorization".into())
+        })?;
+        let origin = x.origin.clone();
+        if let Err(e) = self.federation_peer(&origin) {
+            refuse(origin.as_str(), "not an allowed peer");
+            return Err(e);
+        }
+        let key = self
+            .server_verify_key(&origin, x.key.as_str())
+            .await
+            .map_err(|e| {
+                refuse(
+                    origin.as_str(),
+                    &format!("its key {} could not be had: {e}", x.key),
+                );
+                Error::Unauthorized(format!("The key {} of {origin} is not known", x.key))
+            })?;
+        let key = ruma::serde::Base64::parse(&key).map_err(Error::internal)?;
+        let map = [(
+            origin.to_string(),
+            [(x.key.to_string(), key)].into_iter().collect(),
+        )]
+        .into_iter()
+        .collect();
+        x.verify_request(request, self.server_name(), &map)
+            .map_err(|e| {
+                refuse(origin.as_str(), &format!("bad signature: {e}"));
+                Error::Unauthorized("The request's signature does not verify".into())
+            })?;
+        Ok(origin)
+    }
+}
