@@ -43,6 +43,7 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
         Unrecognized => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
         UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
+        IncompatibleRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION"),
         BadState(_) => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
         RegistrationDisabled => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
         Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
@@ -67,6 +68,9 @@ impl IntoResponse for ApiError {
             Error::Uiaa(flows) => flows.clone(),
             Error::LimitExceeded { retry_after_ms } => {
                 json!({"errcode": code, "error": self.0.to_string(), "retry_after_ms": retry_after_ms})
+            }
+            Error::IncompatibleRoomVersion(version) => {
+                json!({"errcode": code, "error": self.0.to_string(), "room_version": version})
             }
             Error::WrongRoomKeysVersion { current_version } => {
                 json!({"errcode": code, "error": self.0.to_string(), "current_version": current_version})

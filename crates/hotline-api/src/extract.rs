@@ -280,6 +280,18 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathArgs<T> {
     }
 }
 
+/// Every value of a query parameter that may repeat (`?via=a&via=b`),
+/// which the struct form of [`QueryArgs`] cannot read.
+pub fn repeated_query(query: Option<&str>, key: &str) -> Result<Vec<String>, Error> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| Error::invalid_param(format!("Invalid query parameter: {e}")))?;
+    Ok(pairs
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect())
+}
+
 /// Query parameters with `M_INVALID_PARAM` on failure.
 pub struct QueryArgs<T>(pub T);
 

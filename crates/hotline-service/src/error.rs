@@ -42,6 +42,9 @@ pub enum Error {
     Unrecognized,
     #[error("{0}")]
     UnsupportedRoomVersion(String),
+    /// A joining server does not support the room's version.
+    #[error("The room's version {0} is not one your server supports")]
+    IncompatibleRoomVersion(ruma::RoomVersionId),
     #[error("{0}")]
     BadState(String),
     #[error("Registration is disabled")]

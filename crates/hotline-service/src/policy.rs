@@ -50,6 +50,10 @@ pub(crate) enum Origin {
     /// invite's redemption): it may write server-only state and reach the
     /// line's principals.
     Server,
+    /// Another server, over federation: held to the same rules as a local
+    /// client (it may not write this server's `org.hotline.*` state, nor
+    /// reach a principal without a line).
+    Federation,
 }
 
 /// The state an event is checked against: the room's state with the
@@ -93,7 +97,7 @@ impl Seam<'_> {
     pub(crate) fn check(&self, event: &PduEvent, state: StateLookup<'_>) -> Result<()> {
         let s = self.services;
         let kind = &event.pdu.kind;
-        if self.origin == Origin::Client {
+        if self.origin != Origin::Server {
             if event.pdu.state_key.is_some() && kind.to_string().starts_with("org.hotline.") {
                 return Err(Error::forbidden(
                     "org.hotline.* state is written by the server only",

@@ -108,7 +108,7 @@ pub type BroadcastHook = Arc<dyn Fn(&Broadcast) + Send + Sync>;
 ///
 /// The reads are split by domain ([`AccountStore`], [`RoomStore`],
 /// [`EphemeralStore`], [`KeyStore`], [`KeyBackupStore`], [`IdentityStore`],
-/// [`MediaStore`]), so an engine keeps each domain in its own file and a
+/// [`MediaStore`], [`FederationStore`]), so an engine keeps each domain in its own file and a
 /// second engine implements the same traits. This trait holds the write
 /// path and the stream position. Callers holding an `Arc<dyn Store>` bring
 /// the domain traits into scope with `use hotline_store::prelude::*;`.
@@ -120,6 +120,7 @@ pub trait Store:
     + KeyBackupStore
     + IdentityStore
     + MediaStore
+    + FederationStore
     + Send
     + Sync
     + 'static

@@ -105,3 +105,7 @@ CREATE TABLE IF NOT EXISTS presence (
   pos INTEGER NOT NULL);
 -- The published room directory: a room is listed while it has a row here.
 CREATE TABLE IF NOT EXISTS published_rooms (room_id TEXT PRIMARY KEY);
+-- Federation: events waiting to go to another server, in order per destination.
+CREATE TABLE IF NOT EXISTS federation_outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL, event_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS federation_outbox_destination ON federation_outbox (destination, seq);

@@ -235,6 +235,15 @@ pub struct AuditRow {
     pub detail: String,
 }
 
+/// An entry of the outgoing federation queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// The queue order, assigned by the store.
+    pub seq: i64,
+    pub destination: String,
+    pub event_id: String,
+}
+
 /// A new event to persist. The store assigns `pos`.
 /// The client transaction behind a new event.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -471,6 +480,17 @@ pub enum WriteOp {
     DeleteBackupVersion {
         user_id: String,
         version: i64,
+    },
+    /// Queues an event for another server, behind what is queued for it.
+    QueueFederation {
+        destination: String,
+        event_id: String,
+    },
+    /// Takes the entries up to `upto` (a queue `seq`) off `destination`'s
+    /// queue: they were delivered.
+    DequeueFederation {
+        destination: String,
+        upto: i64,
     },
     /// Stores (or replaces) a session and bumps the version's etag.
     PutBackupKey {

@@ -611,6 +611,7 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
             .await
             .map_err(|e| format!("listening on {} (federation.listen): {e}", f.listen))?;
         tracing::info!(address = %listener.local_addr()?, peers = f.allow.len(), "federation is serving");
+        services.start_federation_sender();
         Some((listener, tls))
     } else {
         None

@@ -251,3 +251,108 @@ async fn a_server_publishes_signed_keys_and_vouches_for_its_peers_as_a_notary() 
     let (status, v) = get(pb, "/_matrix/key/v2/query/127.0.0.1:1").await;
     assert_eq!((status, &v["server_keys"]), (200, &json!([])), "{v}");
 }
+
+/// Sends a text; answers its event id.
+async fn send_text(http: &Http, token: &str, room: &str, txn: &str, body: &str) -> String {
+    let (status, v) = http
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            Some(token),
+            Some(&json!({"msgtype": "m.text", "body": body}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "send: {v}");
+    v["event_id"].as_str().unwrap().to_owned()
+}
+
+/// The texts of a room's timeline as `token` reads them, oldest first.
+async fn texts(http: &Http, token: &str, room: &str) -> Vec<String> {
+    let (status, v) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "messages: {v}");
+    let mut out: Vec<String> = v["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Waits (up to `secs`) until `token` reads `want` as the room's texts.
+async fn wait_for_texts(http: &Http, token: &str, room: &str, want: &[&str], secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let got = texts(http, token, room).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {want:?}, read {got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn create_public_room(http: &Http, token: &str) -> String {
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(token),
+            Some(r#"{"preset": "public_chat"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "createRoom: {v}");
+    v["room_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let room = create_public_room(&ha, &alice).await;
+    send_text(&ha, &alice, &room, "a1", "before bob").await;
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}?via={na}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "join over federation: {v}");
+    // Both servers see bob joined.
+    for (http, token) in [(&ha, &alice), (&hb, &bob)] {
+        let (status, v) = http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["joined"].get(b.user("bob")).is_some(), "{v}");
+        assert!(v["joined"].get(a.user("alice")).is_some(), "{v}");
+    }
+    send_text(&hb, &bob, &room, "b1", "hello from B").await;
+    wait_for_texts(&ha, &alice, &room, &["before bob", "hello from B"], 10).await;
+    send_text(&ha, &alice, &room, "a2", "hello from A").await;
+    wait_for_texts(&hb, &bob, &room, &["hello from B", "hello from A"], 10).await;
+}

@@ -6,7 +6,7 @@ use ruma::{OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::extract::{Auth, JsonBody, PathArgs};
+use crate::extract::{repeated_query, Auth, JsonBody, PathArgs};
 use crate::{ApiResult, AppState};
 
 #[derive(Deserialize)]
@@ -49,10 +49,20 @@ pub async fn join_room_by_id_or_alias_route(
     State(s): State<AppState>,
     Auth(sender): Auth,
     PathArgs(room): PathArgs<OwnedRoomOrAliasId>,
+    uri: axum::http::Uri,
     JsonBody(b): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = s.services.resolve_room(&room)?;
-    s.services.join(&sender.user_id, &room_id, b.reason).await?;
+    // `via` is the current name; `server_name` the one before it.
+    let mut via = repeated_query(uri.query(), "via")?;
+    via.extend(repeated_query(uri.query(), "server_name")?);
+    let via: Vec<ruma::OwnedServerName> = via
+        .into_iter()
+        .filter_map(|v| ruma::OwnedServerName::try_from(v).ok())
+        .collect();
+    s.services
+        .join_via(&sender.user_id, &room_id, b.reason, &via)
+        .await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 

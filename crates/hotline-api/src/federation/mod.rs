@@ -9,8 +9,10 @@
 
 pub mod client;
 pub(crate) mod keys;
+mod membership;
 mod query;
 pub mod resolve;
+mod transactions;
 
 use std::sync::Arc;
 
@@ -40,6 +42,15 @@ pub fn routes() -> Routes {
         )
         .endpoint::<f::query::get_profile_information::v1::Request, _, _>(
             query::get_profile_information_route,
+        )
+        .endpoint::<f::membership::prepare_join_event::v1::Request, _, _>(
+            membership::prepare_join_event_route,
+        )
+        .endpoint::<f::membership::create_join_event::v2::Request, _, _>(
+            membership::create_join_event_route,
+        )
+        .endpoint::<f::transactions::send_transaction_message::v1::Request, _, _>(
+            transactions::send_transaction_message_route,
         )
 }
 

@@ -15,6 +15,14 @@
 //! `valid_until_ts`.
 
 pub mod keys;
+mod pdus;
+mod rooms;
+mod sender;
+
+pub(crate) use pdus::CheckedPdu;
+pub(crate) use rooms::new_event;
+pub use rooms::{JoinAnswer, FEDERATED_VERSIONS};
+pub use sender::PeerStatus;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -52,6 +60,7 @@ pub struct Federation {
     allow: HashSet<String>,
     transport: OnceLock<Arc<dyn Transport>>,
     pub(crate) keys: keys::KeyCache,
+    pub(crate) outbox: sender::Outbox,
 }
 
 impl Federation {
@@ -65,6 +74,7 @@ impl Federation {
                 .collect(),
             transport: OnceLock::new(),
             keys: keys::KeyCache::default(),
+            outbox: sender::Outbox::default(),
         }
     }
 
@@ -77,6 +87,18 @@ impl Federation {
     /// edge's client in).
     pub fn set_transport(&self, transport: Arc<dyn Transport>) {
         let _ = self.transport.set(transport);
+    }
+
+    /// Something was queued for `server` (the commit hook).
+    pub(crate) fn wake(&self, server: &str) {
+        if self.enabled {
+            self.outbox.wake(server);
+        }
+    }
+
+    /// `server` made a request here.
+    pub(crate) fn heard_from(&self, server: &ServerName) {
+        self.outbox.heard_from(server);
     }
 
     /// The allowed peers, for notary fallback.

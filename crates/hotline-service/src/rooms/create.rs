@@ -215,7 +215,7 @@ impl Services {
             &version,
             &room_id,
             &Default::default(),
-            None,
+            Vec::new(),
             creator,
             drafts,
             None,

@@ -21,6 +21,7 @@ impl Services {
     ) -> Result<()> {
         let room = self.room(room_id)?;
         self.require_joined(&room, user)?;
+        self.federate_typing(&room, user, typing);
         self.apply_typing(room, user, typing, timeout);
         // Members syncing on another process sharing the database.
         self.store.broadcast(&hotline_store::Broadcast::Typing {
@@ -58,7 +59,7 @@ impl Services {
         }
     }
 
-    fn apply_typing(
+    pub(crate) fn apply_typing(
         self: &std::sync::Arc<Self>,
         room: std::sync::Arc<super::Room>,
         user: &UserId,
@@ -162,16 +163,20 @@ impl Services {
         if current.is_some_and(|r| r.event_id == event_id.as_str()) {
             return Ok(());
         }
+        let ts = now_ms();
         self.store
             .write(WriteBatch::one(WriteOp::PutReceipt {
                 room_id: room_id.to_string(),
                 user_id: user.to_string(),
                 receipt_type: receipt_type.to_owned(),
-                thread_id,
+                thread_id: thread_id.clone(),
                 event_id: event_id.to_string(),
-                ts: now_ms(),
+                ts,
             }))
             .await?;
+        if receipt_type == "m.read" {
+            self.federate_receipt(&room, user, event_id.as_str(), &thread_id, ts);
+        }
         Ok(())
     }
 

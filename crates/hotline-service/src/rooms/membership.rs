@@ -91,6 +91,32 @@ impl Services {
         room_id: &RoomId,
         reason: Option<String>,
     ) -> Result<()> {
+        self.join_via(sender, room_id, reason, &[]).await
+    }
+
+    /// [`Self::join`], asking `via` (and the server the room id names) when
+    /// the room is on other servers only.
+    pub async fn join_via(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        reason: Option<String>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<()> {
+        let local = self.room(room_id).ok().filter(|room| {
+            room.joined_members()
+                .iter()
+                .any(|u| u.server_name() == self.server_name())
+        });
+        if local.is_none() && self.federation.enabled() {
+            let mut servers = via.to_vec();
+            if let Some(named) = room_id.server_name() {
+                servers.push(named.to_owned());
+            }
+            if servers.iter().any(|s| s != self.server_name()) {
+                return self.join_remote(sender, room_id, &servers).await;
+            }
+        }
         let room = self
             .room(room_id)
             .map_err(|_| Error::not_found("Unknown room"))?;

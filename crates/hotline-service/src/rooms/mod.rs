@@ -44,6 +44,13 @@ use crate::{Error, Result, Services};
 /// How many recent events each loaded room keeps in memory for `/sync`.
 const RECENT: usize = 64;
 
+/// Forward extremities and their depths.
+pub(crate) type Heads = Vec<(OwnedEventId, UInt)>;
+
+/// Most forward extremities a room keeps: past this the oldest is dropped
+/// (its events stay; only the next event stops naming it).
+const MAX_HEADS: usize = 10;
+
 /// State key map: `(event type, state key)` → event.
 pub type StateMap = HashMap<(String, String), Arc<PduEvent>>;
 
@@ -120,8 +127,12 @@ impl AuthMemo {
 #[derive(Default)]
 struct RoomInner {
     state: StateMap,
-    /// The newest event and its depth: the next event's `prev_events`.
-    latest: Option<(OwnedEventId, UInt)>,
+    /// The room's forward extremities (events nothing references yet) and
+    /// their depths: the next event's `prev_events`. One, unless events
+    /// from another server forked the room; the next local event joins the
+    /// forks. Kept in memory: after a restart the newest event is the one
+    /// head.
+    heads: Heads,
     joined: BTreeSet<OwnedUserId>,
     /// The newest events, oldest first. Every event with a position above
     /// `recent_floor` is in here.
@@ -192,6 +203,20 @@ impl Room {
 
     pub fn joined_count(&self) -> usize {
         self.inner.read().joined.len()
+    }
+
+    /// The other servers with a member joined: where this server's events
+    /// in the room go.
+    pub fn remote_servers(&self, ours: &ruma::ServerName) -> Vec<ruma::OwnedServerName> {
+        let inner = self.inner.read();
+        let mut out: Vec<ruma::OwnedServerName> = Vec::new();
+        for user in &inner.joined {
+            let server = user.server_name();
+            if server != ours && !out.iter().any(|s| s == server) {
+                out.push(server.to_owned());
+            }
+        }
+        out
     }
 
     pub fn joined_members(&self) -> Vec<OwnedUserId> {
@@ -294,6 +319,11 @@ impl Rooms {
         self.rooms.lock().get(room_id).cloned()
     }
 
+    /// Drops a loaded room: the next use loads it from the store.
+    pub(crate) fn forget(&self, room_id: &RoomId) {
+        self.rooms.lock().remove(room_id);
+    }
+
     /// Applies a committed event to the caches (commit hook).
     pub(crate) fn apply_committed(&self, pos: i64, new: &NewEvent, wake: &mut Vec<OwnedUserId>) {
         let event = match new.parsed.0.as_ref() {
@@ -392,7 +422,13 @@ impl Rooms {
                     inner.state.insert(key, redacted);
                 }
             }
-            inner.latest = Some((event.event_id.clone(), event.pdu.depth));
+            inner
+                .heads
+                .retain(|(id, _)| !event.pdu.prev_events.contains(id));
+            if inner.heads.len() >= MAX_HEADS {
+                inner.heads.remove(0);
+            }
+            inner.heads.push((event.event_id.clone(), event.pdu.depth));
             inner.recent.push_back(event.clone());
             while inner.recent.len() > RECENT {
                 if let Some(old) = inner.recent.pop_front() {
@@ -504,7 +540,7 @@ impl Services {
             inner.recent.push_back(Arc::new(self.load_event(row)?));
         }
         if let Some(last) = inner.recent.back() {
-            inner.latest = Some((last.event_id.clone(), last.pdu.depth));
+            inner.heads = vec![(last.event_id.clone(), last.pdu.depth)];
             inner.last_event_pos = last.pos();
         }
         for r in self.store.latest_receipts(room_id.as_str())? {
@@ -626,7 +662,7 @@ impl Services {
                 &room.version,
                 &room.id,
                 &inner.state,
-                inner.latest.clone(),
+                inner.heads.clone(),
                 sender,
                 drafts,
                 txn,
@@ -640,14 +676,148 @@ impl Services {
         if let Some(last) = built.last_mut() {
             last.1.redacts = redacts;
         }
+        let remote = self.federation_destinations_of(room);
         let mut batch = WriteBatch::new();
         let mut ids = Vec::new();
         for (event, new) in built {
             ids.push(event.event_id.clone());
             batch.push(WriteOp::AppendEvent(new));
+            // Queued in the same commit: a `200` means the event will reach
+            // the room's other servers, whatever happens to this process.
+            for destination in &remote {
+                batch.push(WriteOp::QueueFederation {
+                    destination: destination.to_string(),
+                    event_id: event.event_id.to_string(),
+                });
+            }
         }
         self.store.write(batch).await?;
         Ok(ids)
+    }
+
+    /// Appends events another server sent (already checked by
+    /// [`Services::check_incoming_pdu`]), each on its own: one that is
+    /// already stored is accepted again, one that fails the room's
+    /// authorization rules (against its auth events and against the
+    /// current state) or Hotline's rules is refused with the reason, and
+    /// the others are committed together. Nothing is queued for other
+    /// servers: the origin sends its events to the room's servers itself.
+    pub(crate) async fn append_remote_events(
+        &self,
+        room: &Room,
+        events: Vec<crate::federation::CheckedPdu>,
+    ) -> Vec<(OwnedEventId, Result<()>)> {
+        let _guard = room.send_lock.lock().await;
+        let rules = match rules(&room.version) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = e.to_string();
+                return events
+                    .into_iter()
+                    .map(|c| (c.event.event_id.clone(), Err(Error::bad_json(why.clone()))))
+                    .collect();
+            }
+        };
+        let seam = Seam {
+            services: self,
+            origin: Origin::Federation,
+        };
+        let mut overlay: StateMap = HashMap::new();
+        let mut fresh: HashMap<OwnedEventId, Arc<PduEvent>> = HashMap::new();
+        let mut results = Vec::with_capacity(events.len());
+        let mut batch = WriteBatch::new();
+        let mut accepted = Vec::new();
+        for checked in events {
+            let event = checked.event.clone();
+            let id = event.event_id.clone();
+            let verdict = (|| -> Result<Option<NewEvent>> {
+                if event.pdu.room_id != room.id {
+                    return Err(Error::bad_json("The event belongs to another room"));
+                }
+                if fresh.contains_key(&id) || self.store.get_event(id.as_str())?.is_some() {
+                    return Ok(None);
+                }
+                let inner = room.inner.read();
+                let lookup = |t: &str, k: &str| -> Option<Arc<PduEvent>> {
+                    let key = (t.to_owned(), k.to_owned());
+                    overlay.get(&key).or_else(|| inner.state.get(&key)).cloned()
+                };
+                let fetch = |id: &EventId| -> Option<Arc<PduEvent>> {
+                    if let Some(e) = fresh.get(id) {
+                        return Some(e.clone());
+                    }
+                    let row = self.store.get_event(id.as_str()).ok()??;
+                    self.load_event(&row).ok().map(Arc::new)
+                };
+                ruma::state_res::check_state_independent_auth_rules(
+                    &rules.authorization,
+                    &event,
+                    fetch,
+                )
+                .map_err(|r| Error::forbidden(format!("Not allowed by its auth events: {r}")))?;
+                ruma::state_res::check_state_dependent_auth_rules(
+                    &rules.authorization,
+                    &event,
+                    |t: &StateEventType, k: &str| lookup(&t.to_string(), k),
+                )
+                .map_err(|r| Error::forbidden(format!("Not allowed by the room's state: {r}")))?;
+                seam.check(&event, &|t: &str, k: &str| lookup(t, k))?;
+                Ok(Some(crate::federation::new_event(&checked)?))
+            })();
+            match verdict {
+                Ok(Some(new)) => {
+                    if let Some(k) = &event.pdu.state_key {
+                        overlay.insert((event.pdu.kind.to_string(), k.clone()), event.clone());
+                    }
+                    fresh.insert(id.clone(), event.clone());
+                    batch.push(WriteOp::AppendEvent(new));
+                    accepted.push(results.len());
+                    results.push((id, Ok(())));
+                }
+                Ok(None) => results.push((id, Ok(()))),
+                Err(e) => {
+                    tracing::info!(event_id = %id, sender = %event.pdu.sender, reason = %e, "an event from another server is refused");
+                    results.push((id, Err(e)));
+                }
+            }
+        }
+        if !batch.ops.is_empty() {
+            if let Err(e) = self.store.write(batch).await {
+                let e = Error::from(e);
+                for i in accepted {
+                    results[i].1 = Err(Error::Unavailable(e.to_string()));
+                }
+            }
+        }
+        results
+    }
+
+    /// An event `sender` (of another server) could send next in `room`,
+    /// checked against the room's rules and Hotline's as if it were sent:
+    /// the template a `make_join` answers with.
+    pub(crate) fn template_event(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        draft: EventDraft,
+    ) -> Result<Arc<PduEvent>> {
+        let inner = room.inner.read();
+        let (event, _) = build_events(
+            &room.version,
+            &room.id,
+            &inner.state,
+            inner.heads.clone(),
+            sender,
+            vec![draft],
+            None,
+            None,
+            Some(&Seam {
+                services: self,
+                origin: Origin::Federation,
+            }),
+        )?
+        .remove(0);
+        Ok(event)
     }
 
     /// Like [`append_events`] for one event.
@@ -690,7 +860,7 @@ pub(crate) fn build_events(
     version: &RoomVersionId,
     room_id: &RoomId,
     base: &StateMap,
-    mut latest: Option<(OwnedEventId, UInt)>,
+    mut heads: Heads,
     sender: &UserId,
     drafts: Vec<EventDraft>,
     mut txn: Option<(String, String)>,
@@ -719,10 +889,12 @@ pub(crate) fn build_events(
             .collect();
         let auth_events = auth.iter().map(|e| e.event_id.clone()).collect();
         let memo = memo.filter(|_| AuthMemo::applies_to(&draft.kind, draft.state_key.as_deref()));
-        let (prev_events, depth) = match &latest {
-            Some((id, depth)) => (vec![id.clone()], depth.saturating_add(UInt::from(1u32))),
-            None => (vec![], UInt::from(1u32)),
-        };
+        let prev_events = heads.iter().map(|(id, _)| id.clone()).collect();
+        let depth = heads
+            .iter()
+            .map(|(_, d)| *d)
+            .max()
+            .map_or(UInt::from(1u32), |d| d.saturating_add(UInt::from(1u32)));
         let pdu = Pdu {
             auth_events,
             content: draft.content,
@@ -784,7 +956,7 @@ pub(crate) fn build_events(
         if let Some(k) = &event.pdu.state_key {
             overlay.insert((event.pdu.kind.to_string(), k.clone()), event.clone());
         }
-        latest = Some((event.event_id.clone(), event.pdu.depth));
+        heads = vec![(event.event_id.clone(), event.pdu.depth)];
         let new = NewEvent {
             event_id: event.event_id.to_string(),
             room_id: room_id.to_string(),
@@ -817,7 +989,7 @@ mod tests {
     #[derive(Default)]
     struct Head {
         state: StateMap,
-        latest: Option<(OwnedEventId, UInt)>,
+        latest: Heads,
     }
 
     /// Builds one event as `sender` on top of `head`, and advances it.
@@ -843,7 +1015,7 @@ mod tests {
             head.state
                 .insert((event.pdu.kind.to_string(), k.clone()), event.clone());
         }
-        head.latest = Some((event.event_id.clone(), event.pdu.depth));
+        head.latest = vec![(event.event_id.clone(), event.pdu.depth)];
         Ok(event)
     }
 

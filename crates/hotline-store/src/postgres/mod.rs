@@ -52,6 +52,7 @@ mod writer;
 
 mod accounts;
 mod ephemeral;
+mod federation;
 mod identity;
 mod key_backup;
 mod keys;

@@ -34,7 +34,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use super::replay::{LoggedGroup, Replay, RETENTION_MS};
-use super::{accounts, ephemeral, identity, key_backup, keys, media, rooms};
+use super::{accounts, ephemeral, federation, identity, key_backup, keys, media, rooms};
 use super::{block_on, failure, storage_failed, Conn, Params, PgError, JOBS_LOCK};
 use crate::*;
 
@@ -325,6 +325,7 @@ fn one_round(op: &WriteOp) -> bool {
             | W::PutDeviceKeys { .. }
             | W::DeleteOneTimeKey { .. }
             | W::MarkFallbackUsed { .. }
+            | W::QueueFederation { .. }
     )
 }
 
@@ -618,6 +619,14 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
         }
         // media
         W::PutMedia(m) => media::put_media(c, m).await,
+        // federation
+        W::QueueFederation {
+            destination,
+            event_id,
+        } => federation::queue(c, destination, event_id).await,
+        W::DequeueFederation { destination, upto } => {
+            federation::dequeue(c, destination, *upto).await
+        }
         // official identity and lines
         W::PutOfficial(o) => identity::put_official(c, o).await,
         W::PutAttestation(a) => identity::put_attestation(c, a).await,

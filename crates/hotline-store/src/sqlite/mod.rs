@@ -23,6 +23,7 @@
 mod accounts;
 mod checkpoint;
 mod ephemeral;
+mod federation;
 mod identity;
 mod key_backup;
 mod keys;
@@ -530,6 +531,15 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
 
         // ----- media -----
         WriteOp::PutMedia(m) => media::put_media(c, m),
+
+        // ----- federation -----
+        WriteOp::QueueFederation {
+            destination,
+            event_id,
+        } => federation::queue(c, destination, event_id),
+        WriteOp::DequeueFederation { destination, upto } => {
+            federation::dequeue(c, destination, *upto)
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod ephemeral;
+mod federation;
 mod identity;
 mod key_backup;
 mod keys;
@@ -16,6 +17,7 @@ mod rooms;
 
 pub use accounts::AccountStore;
 pub use ephemeral::EphemeralStore;
+pub use federation::FederationStore;
 pub use identity::IdentityStore;
 pub use key_backup::KeyBackupStore;
 pub use keys::KeyStore;

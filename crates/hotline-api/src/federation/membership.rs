@@ -1,0 +1,50 @@
+//! Joining across servers: `make_join` and `send_join` (v2), answered for
+//! the rooms this server is in.
+
+use axum::extract::State;
+use axum::Json;
+use hotline_service::Error;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
+use serde_json::{json, Value};
+
+use super::Signed;
+use crate::extract::{repeated_query, PathArgs};
+use crate::{ApiResult, AppState};
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`.
+pub async fn prepare_join_event_route(
+    State(s): State<AppState>,
+    PathArgs((room_id, user_id)): PathArgs<(OwnedRoomId, OwnedUserId)>,
+    uri: axum::http::Uri,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let versions: Vec<RoomVersionId> = repeated_query(uri.query(), "ver")?
+        .into_iter()
+        .filter_map(|v| RoomVersionId::try_from(v).ok())
+        .collect();
+    let (version, event) = s
+        .services
+        .make_join(&signed.origin, &room_id, &user_id, &versions)?;
+    Ok(Json(json!({ "room_version": version, "event": event })))
+}
+
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`.
+pub async fn create_join_event_route(
+    State(s): State<AppState>,
+    PathArgs((room_id, event_id)): PathArgs<(OwnedRoomId, OwnedEventId)>,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let pdu: Box<serde_json::value::RawValue> = serde_json::from_slice(&signed.body)
+        .map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    let answer = s
+        .services
+        .send_join(&signed.origin, &room_id, &event_id, &pdu)
+        .await?;
+    Ok(Json(json!({
+        "origin": s.services.server_name(),
+        "state": answer.state,
+        "auth_chain": answer.auth_chain,
+        "event": answer.event,
+        "members_omitted": false,
+    })))
+}

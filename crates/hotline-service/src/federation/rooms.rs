@@ -1,0 +1,519 @@
+//! Rooms across servers: joining a room another server is in
+//! (`make_join`/`send_join`, both sides), and the events other servers send
+//! (`/send` transactions).
+//!
+//! What a joining server receives with its join (the room's state and its
+//! auth chain) is checked event by event ([`Services::check_incoming_pdu`])
+//! and against the room's authorization rules before the room is stored.
+//! The state events are stored in the room's timeline ahead of the join,
+//! in depth order, so the room loads like a room made here; events of the
+//! auth chain that are no longer state are checked but not kept.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use hotline_store::{Attachment, NewEvent, RoomRow, WriteBatch, WriteOp};
+use ruma::api::federation::membership::{create_join_event, prepare_join_event};
+use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
+use ruma::events::{StateEventType, TimelineEventType};
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::pdus::CheckedPdu;
+use crate::pdu::{rules, EventDraft, Pdu, PduEvent};
+use crate::rooms::Room;
+use crate::{Error, Result, Services};
+
+/// The room versions this server joins and serves over federation: those
+/// whose event ids are reference hashes and whose rooms ids name a server.
+pub const FEDERATED_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V11,
+    RoomVersionId::V10,
+    RoomVersionId::V9,
+    RoomVersionId::V8,
+    RoomVersionId::V7,
+    RoomVersionId::V6,
+    RoomVersionId::V5,
+    RoomVersionId::V4,
+    RoomVersionId::V3,
+];
+
+/// Most PDUs and EDUs a transaction may carry (the spec's limits).
+const MAX_TXN_PDUS: usize = 50;
+const MAX_TXN_EDUS: usize = 100;
+
+/// What a resident server answers a `send_join` with.
+pub struct JoinAnswer {
+    pub state: Vec<Box<RawValue>>,
+    pub auth_chain: Vec<Box<RawValue>>,
+    pub event: Box<RawValue>,
+}
+
+/// A `/send` transaction's body, as far as this server reads it.
+#[derive(Deserialize)]
+struct Transaction {
+    #[serde(default)]
+    pdus: Vec<Box<RawValue>>,
+    #[serde(default)]
+    edus: Vec<Value>,
+}
+
+impl Services {
+    /// The other servers this server's events in `room` go to: those with
+    /// a member joined, when they are allowed peers.
+    pub(crate) fn federation_destinations_of(&self, room: &Room) -> Vec<OwnedServerName> {
+        if !self.federation.enabled() {
+            return Vec::new();
+        }
+        room.remote_servers(self.server_name())
+            .into_iter()
+            .filter(|s| self.federation_peer(s).is_ok())
+            .collect()
+    }
+
+    /// A room another server asks about: loaded, and with a member of this
+    /// server joined (otherwise this server cannot speak for it).
+    fn resident_room(&self, room_id: &RoomId) -> Result<Arc<Room>> {
+        let room = self
+            .room(room_id)
+            .map_err(|_| Error::not_found("This server does not know the room"))?;
+        if !room
+            .joined_members()
+            .iter()
+            .any(|u| u.server_name() == self.server_name())
+        {
+            return Err(Error::not_found("This server is not in the room"));
+        }
+        Ok(room)
+    }
+
+    /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: a join
+    /// event for `user` to fill in and sign, if the room would let them in.
+    pub fn make_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        versions: &[RoomVersionId],
+    ) -> Result<(RoomVersionId, Box<RawValue>)> {
+        if user.server_name() != origin {
+            return Err(Error::forbidden("A server may only join its own users"));
+        }
+        let room = self.resident_room(room_id)?;
+        let offered = if versions.is_empty() {
+            &[RoomVersionId::V1][..]
+        } else {
+            versions
+        };
+        if !offered.contains(&room.version) {
+            return Err(Error::IncompatibleRoomVersion(room.version.clone()));
+        }
+        let draft = EventDraft::new(
+            TimelineEventType::RoomMember,
+            &RoomMemberEventContent::new(MembershipState::Join),
+            Some(user.to_string()),
+        )?;
+        let event = self.template_event(&room, user, draft)?;
+        let mut template = serde_json::to_value(&event.pdu)?;
+        if let Some(t) = template.as_object_mut() {
+            t.remove("hashes");
+            t.remove("signatures");
+        }
+        Ok((
+            room.version.clone(),
+            serde_json::value::to_raw_value(&template)?,
+        ))
+    }
+
+    /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: takes
+    /// `origin`'s signed join into the room and answers with the state
+    /// before it and its auth chain.
+    pub async fn send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawValue,
+    ) -> Result<JoinAnswer> {
+        let room = self.resident_room(room_id)?;
+        let checked = self.check_incoming_pdu(pdu, &room.version).await?;
+        let event = checked.event.clone();
+        if event.event_id != event_id {
+            return Err(Error::bad_json("The event id does not match the event"));
+        }
+        let joiner = event.pdu.state_key.as_deref().unwrap_or_default();
+        let is_join = event.pdu.kind == TimelineEventType::RoomMember
+            && joiner == event.pdu.sender.as_str()
+            && event
+                .content::<RoomMemberEventContent>()
+                .is_ok_and(|c| c.membership == MembershipState::Join);
+        if !is_join {
+            return Err(Error::bad_json("Not a join event"));
+        }
+        if event.pdu.sender.server_name() != origin {
+            return Err(Error::forbidden("A server may only join its own users"));
+        }
+        let state = room.state();
+        let json = checked.json.clone();
+        let (_, verdict) = self
+            .append_remote_events(&room, vec![checked])
+            .await
+            .remove(0);
+        verdict?;
+        let state_ids: Vec<OwnedEventId> = state.iter().map(|e| e.event_id.clone()).collect();
+        let auth_chain = self.auth_chain(&state_ids)?;
+        let mut out_state = Vec::with_capacity(state_ids.len());
+        for id in &state_ids {
+            if let Some(row) = self.store.get_event(id.as_str())? {
+                out_state.push(self.outgoing_pdu(&row.json, &room.version, false)?);
+            }
+        }
+        let mut out_chain = Vec::with_capacity(auth_chain.len());
+        for row_json in auth_chain {
+            out_chain.push(self.outgoing_pdu(&row_json, &room.version, false)?);
+        }
+        Ok(JoinAnswer {
+            state: out_state,
+            auth_chain: out_chain,
+            event: self.outgoing_pdu(&json, &room.version, true)?,
+        })
+    }
+
+    /// The stored JSON of every event in the auth chains of `ids`.
+    fn auth_chain(&self, ids: &[OwnedEventId]) -> Result<Vec<String>> {
+        let mut seen: HashSet<OwnedEventId> = HashSet::new();
+        let mut todo: Vec<OwnedEventId> = Vec::new();
+        for id in ids {
+            if let Some(row) = self.store.get_event(id.as_str())? {
+                let pdu: Pdu = serde_json::from_str(&row.json).map_err(Error::internal)?;
+                todo.extend(pdu.auth_events);
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(row) = self.store.get_event(id.as_str())? else {
+                continue;
+            };
+            let pdu: Pdu = serde_json::from_str(&row.json).map_err(Error::internal)?;
+            todo.extend(pdu.auth_events.into_iter().filter(|a| !seen.contains(a)));
+            out.push(row.json);
+        }
+        Ok(out)
+    }
+
+    /// Joins `sender` to a room this server is not in, through the first
+    /// of `via` that lets them in (`make_join`, then `send_join`).
+    pub(crate) async fn join_remote(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+    ) -> Result<()> {
+        let mut last = Error::not_found("No server in the room could be asked to join it");
+        let mut asked = HashSet::new();
+        for server in via {
+            if server == self.server_name() || !asked.insert(server.clone()) {
+                continue;
+            }
+            match self.join_through(sender, room_id, server).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(peer = %server, %room_id, error = %e, "a join through this server failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_through(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        server: &ServerName,
+    ) -> Result<()> {
+        let mut ask = prepare_join_event::v1::Request::new(room_id.to_owned(), sender.to_owned());
+        ask.ver = FEDERATED_VERSIONS.to_vec();
+        let made = self.federation_call(server, ask).await?;
+        let version = made.room_version.unwrap_or(RoomVersionId::V1);
+        if !FEDERATED_VERSIONS.contains(&version) {
+            return Err(Error::UnsupportedRoomVersion(format!(
+                "Room version {version} is not supported for rooms across servers"
+            )));
+        }
+        // The template, filled in: this server's content and time.
+        let mut template: serde_json::Map<String, Value> = serde_json::from_str(made.event.get())
+            .map_err(|e| {
+            Error::Unavailable(format!("{server} sent an unreadable join template: {e}"))
+        })?;
+        let ok = template.get("type").and_then(Value::as_str) == Some("m.room.member")
+            && template.get("state_key").and_then(Value::as_str) == Some(sender.as_str())
+            && template.get("sender").and_then(Value::as_str) == Some(sender.as_str())
+            && template.get("room_id").and_then(Value::as_str) == Some(room_id.as_str());
+        if !ok {
+            return Err(Error::Unavailable(format!(
+                "{server} sent a join template for something else"
+            )));
+        }
+        let content = self.member_content(sender, MembershipState::Join)?;
+        template.insert("content".into(), serde_json::to_value(&content)?);
+        template.insert("origin_server_ts".into(), Value::from(crate::now_ms()));
+        template.insert("hashes".into(), serde_json::json!({"sha256": ""}));
+        template.insert("signatures".into(), serde_json::json!({}));
+        template.remove("event_id");
+        template.remove("unsigned");
+        let pdu: Pdu = serde_json::from_value(Value::Object(template)).map_err(|e| {
+            Error::Unavailable(format!("{server} sent an unusable join template: {e}"))
+        })?;
+        let (join, json) = PduEvent::seal(pdu, &version)?;
+        let signed = self.outgoing_pdu(&json, &version, false)?;
+        let answer = self
+            .federation_call(
+                server,
+                create_join_event::v2::Request::new(
+                    room_id.to_owned(),
+                    join.event_id.clone(),
+                    signed,
+                ),
+            )
+            .await?;
+        let state = answer.room_state;
+        // Every event checked: signatures, hashes, format, its room.
+        let mut events: HashMap<OwnedEventId, CheckedPdu> = HashMap::new();
+        let mut state_ids = Vec::new();
+        for (raw, is_state) in state
+            .state
+            .iter()
+            .map(|r| (r, true))
+            .chain(state.auth_chain.iter().map(|r| (r, false)))
+        {
+            let checked = self.check_incoming_pdu(raw, &version).await?;
+            if checked.event.pdu.room_id != room_id {
+                return Err(Error::forbidden(format!(
+                    "{server} sent an event of another room"
+                )));
+            }
+            if is_state {
+                if checked.event.pdu.state_key.is_none() {
+                    return Err(Error::forbidden(format!(
+                        "{server} sent state that is not state"
+                    )));
+                }
+                state_ids.push(checked.event.event_id.clone());
+            }
+            events.insert(checked.event.event_id.clone(), checked);
+        }
+        let joined = match &state.event {
+            Some(raw) => {
+                let c = self.check_incoming_pdu(raw, &version).await?;
+                if c.event.event_id != join.event_id {
+                    return Err(Error::forbidden(format!(
+                        "{server} answered with another join event"
+                    )));
+                }
+                c
+            }
+            None => CheckedPdu {
+                event: Arc::new(join),
+                json,
+            },
+        };
+        let rules = rules(&version)?;
+        // The room's version is what its create event says.
+        let create = state_ids
+            .iter()
+            .filter_map(|id| events.get(id))
+            .find(|c| c.event.pdu.kind == TimelineEventType::RoomCreate)
+            .ok_or_else(|| Error::forbidden(format!("{server} sent no create event")))?;
+        let created: Value = create.event.content()?;
+        let claimed = created
+            .get("room_version")
+            .and_then(Value::as_str)
+            .unwrap_or("1");
+        if claimed != version.as_str() {
+            return Err(Error::forbidden(format!(
+                "{server} named room version {version}, the room is {claimed}"
+            )));
+        }
+        // Each event is authorized by its own auth events; the join by the
+        // state it joins.
+        let fetch = |id: &EventId| events.get(id).map(|c| c.event.clone());
+        for c in events.values() {
+            ruma::state_res::check_state_independent_auth_rules(
+                &rules.authorization,
+                &c.event,
+                fetch,
+            )
+            .map_err(|r| Error::forbidden(format!("{server} sent an unauthorized event: {r}")))?;
+            if c.event.pdu.kind != TimelineEventType::RoomCreate {
+                let auth: HashMap<(String, String), Arc<PduEvent>> = c
+                    .event
+                    .pdu
+                    .auth_events
+                    .iter()
+                    .filter_map(|id| fetch(id))
+                    .filter_map(|e| {
+                        let k = e.pdu.state_key.clone()?;
+                        Some(((e.pdu.kind.to_string(), k), e))
+                    })
+                    .collect();
+                ruma::state_res::check_state_dependent_auth_rules(
+                    &rules.authorization,
+                    &c.event,
+                    |t: &StateEventType, k: &str| auth.get(&(t.to_string(), k.to_owned())).cloned(),
+                )
+                .map_err(|r| {
+                    Error::forbidden(format!("{server} sent an unauthorized event: {r}"))
+                })?;
+            }
+        }
+        let state_map: HashMap<(String, String), Arc<PduEvent>> = state_ids
+            .iter()
+            .filter_map(|id| events.get(id))
+            .map(|c| {
+                let k = c.event.pdu.state_key.clone().unwrap_or_default();
+                ((c.event.pdu.kind.to_string(), k), c.event.clone())
+            })
+            .collect();
+        ruma::state_res::check_state_dependent_auth_rules(
+            &rules.authorization,
+            &joined.event,
+            |t: &StateEventType, k: &str| state_map.get(&(t.to_string(), k.to_owned())).cloned(),
+        )
+        .map_err(|r| Error::forbidden(format!("The room does not let you in: {r}")))?;
+
+        // Stored: the room, its state in depth order, then the join.
+        let mut ordered: Vec<&CheckedPdu> = state_ids
+            .iter()
+            .filter_map(|id| events.get(id))
+            .filter(|c| c.event.event_id != joined.event.event_id)
+            .collect();
+        ordered.sort_by_key(|c| (c.event.pdu.depth, c.event.pdu.origin_server_ts));
+        let mut batch = WriteBatch::new();
+        if self.store.get_room(room_id.as_str())?.is_none() {
+            batch.push(WriteOp::CreateRoom(RoomRow {
+                room_id: room_id.to_string(),
+                room_version: version.to_string(),
+            }));
+        }
+        for c in ordered.into_iter().chain(std::iter::once(&joined)) {
+            if self.store.get_event(c.event.event_id.as_str())?.is_some() {
+                continue;
+            }
+            batch.push(WriteOp::AppendEvent(new_event(c)?));
+        }
+        // A room this process loaded before (the user left it) is loaded
+        // again from what is now stored.
+        self.rooms.forget(room_id);
+        self.store.write(batch).await?;
+        self.rooms.forget(room_id);
+        Ok(())
+    }
+
+    /// `PUT /_matrix/federation/v1/send/{txnId}`: the PDUs and EDUs of a
+    /// transaction from `origin`. Each PDU is checked and accepted or
+    /// refused on its own; the answer names each one's fate. A PDU already
+    /// stored is accepted again, so a transaction sent twice acts once.
+    pub async fn receive_transaction(
+        self: &Arc<Self>,
+        origin: &ServerName,
+        body: &[u8],
+    ) -> Result<BTreeMap<String, Value>> {
+        let txn: Transaction = serde_json::from_slice(body)
+            .map_err(|e| Error::bad_json(format!("Not a transaction: {e}")))?;
+        if txn.pdus.len() > MAX_TXN_PDUS || txn.edus.len() > MAX_TXN_EDUS {
+            return Err(Error::bad_json(format!(
+                "A transaction carries at most {MAX_TXN_PDUS} PDUs and {MAX_TXN_EDUS} EDUs"
+            )));
+        }
+        self.federation.heard_from(origin);
+        let mut results = BTreeMap::new();
+        // In order, grouped by room as they come.
+        let mut by_room: Vec<(OwnedRoomId, Vec<Box<RawValue>>)> = Vec::new();
+        for raw in txn.pdus {
+            #[derive(Deserialize)]
+            struct RoomOf {
+                room_id: OwnedRoomId,
+            }
+            let Ok(RoomOf { room_id }) = serde_json::from_str::<RoomOf>(raw.get()) else {
+                tracing::info!(peer = %origin, "a PDU without a room is dropped");
+                continue;
+            };
+            match by_room.iter_mut().find(|(r, _)| *r == room_id) {
+                Some((_, list)) => list.push(raw),
+                None => by_room.push((room_id, vec![raw])),
+            }
+        }
+        for (room_id, raws) in by_room {
+            let Ok(room) = self.resident_room(&room_id) else {
+                tracing::info!(peer = %origin, %room_id, "PDUs for a room this server is not in are dropped");
+                continue;
+            };
+            let mut checked = Vec::with_capacity(raws.len());
+            for raw in raws {
+                match self.check_incoming_pdu(&raw, &room.version).await {
+                    Ok(c) => checked.push(c),
+                    Err(e) => {
+                        tracing::info!(peer = %origin, %room_id, reason = %e, "a PDU is refused");
+                        if let Some(id) = event_id_of(&raw, &room.version) {
+                            results.insert(id, serde_json::json!({ "error": e.to_string() }));
+                        }
+                    }
+                }
+            }
+            for (id, verdict) in self.append_remote_events(&room, checked).await {
+                let answer = match verdict {
+                    Ok(()) => serde_json::json!({}),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
+                };
+                results.insert(id.to_string(), answer);
+            }
+        }
+        for edu in txn.edus {
+            self.receive_edu(origin, edu).await;
+        }
+        Ok(results)
+    }
+}
+
+/// The id a PDU would have, when it can be had (for a refusal's answer).
+fn event_id_of(raw: &RawValue, version: &RoomVersionId) -> Option<String> {
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_str(raw.get()).ok()?;
+    object.remove("unsigned");
+    let rules = version.rules()?;
+    let hash = ruma::signatures::reference_hash(&object, &rules).ok()?;
+    Some(format!("${hash}"))
+}
+
+/// The write that appends a checked event.
+pub(crate) fn new_event(c: &CheckedPdu) -> Result<NewEvent> {
+    let e = &c.event;
+    let membership = match (&e.pdu.state_key, &e.pdu.kind) {
+        (Some(k), TimelineEventType::RoomMember) => {
+            let m: RoomMemberEventContent = e
+                .content()
+                .map_err(|_| Error::bad_json("Malformed membership"))?;
+            Some((k.clone(), m.membership.to_string()))
+        }
+        _ => None,
+    };
+    Ok(NewEvent {
+        event_id: e.event_id.to_string(),
+        room_id: e.pdu.room_id.to_string(),
+        sender: e.pdu.sender.to_string(),
+        event_type: e.pdu.kind.to_string(),
+        state_key: e.pdu.state_key.clone(),
+        json: c.json.clone(),
+        txn: None,
+        redacts: None,
+        membership,
+        parsed: Attachment(Some(e.clone())),
+    })
+}

@@ -1,0 +1,400 @@
+//! The way out: one ordered queue per destination server, and the EDUs
+//! received from others.
+//!
+//! A local event in a room with members on other servers is queued for
+//! each of those servers in the commit that stores it
+//! (`WriteOp::QueueFederation`), so what a client was told is sent stays
+//! queued through a restart or a peer's outage. Each destination has one
+//! task: it sends the oldest queued events (at most 50) with the EDUs
+//! waiting for it (at most 100) in one transaction, takes them off the
+//! queue once the peer answers `200`, and on failure waits and tries again,
+//! twice as long each time from half a second up to [`MAX_BACKOFF`], or at
+//! once when the peer is heard from. Every attempt has a fresh transaction
+//! id: the events in it are deduplicated by id where they arrive.
+//!
+//! EDUs (typing, receipts) are ephemeral: kept in memory, sent with the
+//! next transaction, dropped if it fails. With several processes on one
+//! database, the process that runs the deployment's jobs sends the queued
+//! events; each process sends its own EDUs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use hotline_store::{WriteBatch, WriteOp};
+use parking_lot::Mutex;
+use ruma::api::federation::transactions::send_transaction_message;
+use ruma::{OwnedServerName, OwnedTransactionId, RoomId, ServerName, UserId};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::{now_ms, Services};
+
+/// Longest wait between two attempts to reach a peer.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Most queued events in one transaction (the spec's limit).
+const PDUS_PER_TXN: usize = 50;
+/// Most EDUs in one transaction (the spec's limit).
+const EDUS_PER_TXN: usize = 100;
+/// Most EDUs kept for a peer that cannot be reached.
+const MAX_PENDING_EDUS: usize = 1000;
+
+/// One destination: its task's wake-ups and what is known of it.
+#[derive(Default)]
+pub(crate) struct Destination {
+    /// Something was queued for it.
+    wake: Notify,
+    /// It was heard from: retry now.
+    retry: Notify,
+    edus: Mutex<Vec<Value>>,
+    status: Mutex<PeerStatus>,
+}
+
+/// What `/metrics` and `hotline admin federation` show of a peer.
+#[derive(Clone, Debug, Default)]
+pub struct PeerStatus {
+    /// Failed attempts since the last success.
+    pub failures: u64,
+    /// When a transaction last went through (ms), 0 if never.
+    pub last_success_ts: i64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Transactions and events delivered since start.
+    pub transactions: u64,
+    pub events: u64,
+}
+
+/// The destinations and how to start their tasks.
+pub(crate) struct Outbox {
+    destinations: Mutex<HashMap<OwnedServerName, Arc<Destination>>>,
+    runner: OnceLock<(tokio::runtime::Handle, Weak<Services>)>,
+    /// Transaction ids are `{epoch}.{counter}`: unique across restarts.
+    epoch: i64,
+    txn_counter: AtomicU64,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            destinations: Default::default(),
+            runner: OnceLock::new(),
+            epoch: now_ms(),
+            txn_counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Outbox {
+    /// The destination's state, its task started if the sender runs.
+    fn destination(&self, server: &ServerName) -> Arc<Destination> {
+        let mut all = self.destinations.lock();
+        if let Some(d) = all.get(server) {
+            return d.clone();
+        }
+        let d = Arc::new(Destination::default());
+        all.insert(server.to_owned(), d.clone());
+        if let Some((handle, services)) = self.runner.get() {
+            handle.spawn(run(services.clone(), server.to_owned(), d.clone()));
+        }
+        d
+    }
+
+    /// Something was queued for `server`.
+    pub(crate) fn wake(&self, server: &str) {
+        if let Ok(server) = ServerName::parse(server) {
+            self.destination(&server).wake.notify_one();
+        }
+    }
+
+    /// `server` made a request here: it is up, so a waiting retry goes now.
+    pub(crate) fn heard_from(&self, server: &ServerName) {
+        if let Some(d) = self.destinations.lock().get(server) {
+            if d.status.lock().failures > 0 {
+                d.retry.notify_one();
+            }
+        }
+    }
+
+    fn push_edu(&self, server: &ServerName, edu: Value) {
+        let d = self.destination(server);
+        {
+            let mut edus = d.edus.lock();
+            if edus.len() >= MAX_PENDING_EDUS {
+                edus.remove(0);
+            }
+            edus.push(edu);
+        }
+        d.wake.notify_one();
+    }
+
+    /// Each known peer's state.
+    pub(crate) fn statuses(&self) -> Vec<(OwnedServerName, PeerStatus)> {
+        let mut out: Vec<_> = self
+            .destinations
+            .lock()
+            .iter()
+            .map(|(s, d)| (s.clone(), d.status.lock().clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+impl Services {
+    /// Starts sending: a task per destination, and one at once for each
+    /// destination with events still queued. Called once, on the runtime.
+    pub fn start_federation_sender(self: &Arc<Self>) {
+        if !self.federation.enabled() {
+            return;
+        }
+        let outbox = &self.federation.outbox;
+        {
+            // Under the map's lock, so a destination gets one task: made
+            // before this by the commit hook, or after by `destination`.
+            let all = outbox.destinations.lock();
+            if outbox
+                .runner
+                .set((tokio::runtime::Handle::current(), Arc::downgrade(self)))
+                .is_err()
+            {
+                return;
+            }
+            for (server, d) in all.iter() {
+                tokio::spawn(run(Arc::downgrade(self), server.clone(), d.clone()));
+            }
+        }
+        match self.store.federation_destinations() {
+            Ok(list) => {
+                for server in list {
+                    outbox.wake(&server);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the federation queue"),
+        }
+    }
+
+    /// Each peer's state, for `/metrics` and `hotline admin federation`:
+    /// with the number of events queued for it.
+    pub fn federation_status(&self) -> Vec<(OwnedServerName, PeerStatus, usize)> {
+        self.federation
+            .outbox
+            .statuses()
+            .into_iter()
+            .map(|(s, status)| {
+                let queued = self
+                    .store
+                    .federation_outbox(s.as_str(), 10_000)
+                    .map(|q| q.len())
+                    .unwrap_or(0);
+                (s, status, queued)
+            })
+            .collect()
+    }
+
+    /// Sends `local_user`'s typing in `room_id` to the room's other servers.
+    pub(crate) fn federate_typing(&self, room: &crate::rooms::Room, user: &UserId, typing: bool) {
+        if user.server_name() != self.server_name() {
+            return;
+        }
+        for server in self.federation_destinations_of(room) {
+            self.federation.outbox.push_edu(
+                &server,
+                json!({"edu_type": "m.typing", "content": {
+                    "room_id": room.id, "user_id": user, "typing": typing }}),
+            );
+        }
+    }
+
+    /// Sends a local user's public read receipt to the room's other servers.
+    pub(crate) fn federate_receipt(
+        &self,
+        room: &crate::rooms::Room,
+        user: &UserId,
+        event_id: &str,
+        thread_id: &str,
+        ts: i64,
+    ) {
+        if user.server_name() != self.server_name() {
+            return;
+        }
+        let mut data = json!({ "ts": ts });
+        if !thread_id.is_empty() {
+            data["thread_id"] = json!(thread_id);
+        }
+        for server in self.federation_destinations_of(room) {
+            self.federation.outbox.push_edu(
+                &server,
+                json!({"edu_type": "m.receipt", "content": {
+                    (room.id.as_str()): { "m.read": { (user.as_str()): {
+                        "event_ids": [event_id], "data": data }}}}}),
+            );
+        }
+    }
+
+    /// An EDU from `origin`: typing and read receipts of its own users in
+    /// rooms this server is in. Anything else, or anything about another
+    /// server's users, is ignored.
+    pub(crate) async fn receive_edu(self: &Arc<Self>, origin: &ServerName, edu: Value) {
+        let theirs = |user: &str| {
+            UserId::parse(user)
+                .ok()
+                .filter(|u| u.server_name() == origin)
+        };
+        match edu["edu_type"].as_str() {
+            Some("m.typing") => {
+                let c = &edu["content"];
+                let (Some(room_id), Some(user)) = (
+                    c["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()),
+                    c["user_id"].as_str().and_then(theirs),
+                ) else {
+                    return;
+                };
+                let Ok(room) = self.room(&room_id) else {
+                    return;
+                };
+                if room.is_joined(&user) {
+                    self.apply_typing(room, &user, c["typing"].as_bool() == Some(true), None);
+                }
+            }
+            Some("m.receipt") => {
+                let Some(rooms) = edu["content"].as_object() else {
+                    return;
+                };
+                for (room_id, kinds) in rooms {
+                    let Ok(room_id) = RoomId::parse(room_id) else {
+                        continue;
+                    };
+                    let Some(users) = kinds["m.read"].as_object() else {
+                        continue;
+                    };
+                    for (user, receipt) in users {
+                        let Some(user) = theirs(user) else {
+                            continue;
+                        };
+                        let Some(event_id) = receipt["event_ids"][0]
+                            .as_str()
+                            .and_then(|e| ruma::EventId::parse(e).ok())
+                        else {
+                            continue;
+                        };
+                        let thread = receipt["data"]["thread_id"].as_str().map(str::to_owned);
+                        if let Err(e) = self
+                            .put_receipt(&user, &room_id, "m.read", &event_id, thread)
+                            .await
+                        {
+                            tracing::debug!(peer = %origin, error = %e, "a receipt is dropped");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One destination's task (module docs).
+async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destination>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Some(s) = services.upgrade() else {
+            return;
+        };
+        let rows = if s.store.runs_deployment_jobs() {
+            s.store
+                .federation_outbox(server.as_str(), PDUS_PER_TXN)
+                .unwrap_or_else(|e| {
+                    tracing::error!(peer = %server, error = %e, "reading the federation queue");
+                    Vec::new()
+                })
+        } else {
+            Vec::new()
+        };
+        let edus: Vec<Value> = {
+            let mut pending = d.edus.lock();
+            let n = pending.len().min(EDUS_PER_TXN);
+            pending.drain(..n).collect()
+        };
+        if rows.is_empty() && edus.is_empty() {
+            drop(s);
+            d.wake.notified().await;
+            continue;
+        }
+        let mut pdus = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match outgoing(&s, &row.event_id) {
+                Some(pdu) => pdus.push(pdu),
+                None => {
+                    tracing::warn!(peer = %server, event_id = %row.event_id, "a queued event is gone")
+                }
+            }
+        }
+        let txn_id = format!(
+            "{}.{}",
+            s.federation.outbox.epoch,
+            s.federation
+                .outbox
+                .txn_counter
+                .fetch_add(1, Ordering::Relaxed)
+        );
+        let mut request = send_transaction_message::v1::Request::new(
+            OwnedTransactionId::from(txn_id),
+            s.server_name().to_owned(),
+            ruma::MilliSecondsSinceUnixEpoch::now(),
+        );
+        request.pdus = pdus;
+        request.edus = edus
+            .iter()
+            .filter_map(|e| serde_json::value::to_raw_value(e).ok())
+            .map(ruma::serde::Raw::from_json)
+            .collect();
+        match s.federation_call(&server, request).await {
+            Ok(answer) => {
+                for (id, verdict) in &answer.pdus {
+                    if let Err(why) = verdict {
+                        tracing::warn!(peer = %server, event_id = %id, %why, "the peer refused an event");
+                    }
+                }
+                if let Some(last) = rows.last() {
+                    let dequeue = WriteOp::DequeueFederation {
+                        destination: server.to_string(),
+                        upto: last.seq,
+                    };
+                    if let Err(e) = s.store.write(WriteBatch::one(dequeue)).await {
+                        tracing::error!(peer = %server, error = %e, "taking sent events off the queue");
+                    }
+                }
+                let mut status = d.status.lock();
+                status.failures = 0;
+                status.last_error = None;
+                status.last_success_ts = now_ms();
+                status.transactions += 1;
+                status.events += rows.len() as u64;
+                backoff = Duration::from_millis(500);
+            }
+            Err(e) => {
+                {
+                    let mut status = d.status.lock();
+                    status.failures += 1;
+                    status.last_error = Some(e.to_string());
+                }
+                tracing::info!(peer = %server, error = %e, retry_in_ms = backoff.as_millis() as u64, "a transaction failed");
+                drop(s);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = d.retry.notified() => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// A queued event as it goes out.
+fn outgoing(s: &Services, event_id: &str) -> Option<Box<serde_json::value::RawValue>> {
+    let row = s.store.get_event(event_id).ok()??;
+    let room = s.room(&RoomId::parse(&row.room_id).ok()?).ok()?;
+    s.outgoing_pdu(&row.json, &room.version, false)
+        .map_err(|e| tracing::error!(%event_id, error = %e, "signing an event to send"))
+        .ok()
+}

@@ -1,0 +1,51 @@
+//! Federation's outgoing queue.
+
+use tokio_postgres::Row;
+
+use super::writer::Applied;
+use super::{Conn, PgResult, PostgresStore};
+use crate::*;
+
+pub(crate) async fn queue(c: &Conn, destination: &str, event_id: &str) -> Applied {
+    c.exec(
+        "INSERT INTO federation_outbox (destination, event_id) VALUES ($1, $2)",
+        &[&destination, &event_id],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn dequeue(c: &Conn, destination: &str, upto: i64) -> Applied {
+    c.exec(
+        "DELETE FROM federation_outbox WHERE destination = $1 AND seq <= $2",
+        &[&destination, &upto],
+    )
+    .await?;
+    Ok(())
+}
+
+fn outbox_row(r: &Row) -> PgResult<OutboxRow> {
+    Ok(OutboxRow {
+        seq: r.try_get(0)?,
+        destination: r.try_get(1)?,
+        event_id: r.try_get(2)?,
+    })
+}
+
+impl FederationStore for PostgresStore {
+    fn federation_outbox(&self, destination: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.query_all(
+            "SELECT seq, destination, event_id FROM federation_outbox WHERE destination = $1 ORDER BY seq LIMIT $2",
+            &[&destination, &(limit as i64)],
+            outbox_row,
+        )
+    }
+
+    fn federation_destinations(&self) -> Result<Vec<String>> {
+        self.query_all(
+            "SELECT DISTINCT destination FROM federation_outbox",
+            &[],
+            |r| r.try_get(0),
+        )
+    }
+}

@@ -1,0 +1,44 @@
+//! Federation's outgoing queue in SQLite.
+
+use rusqlite::{params, Connection, Row};
+
+use super::{column, SqliteStore};
+use crate::*;
+
+pub(super) fn queue(c: &Connection, destination: &str, event_id: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO federation_outbox (destination, event_id) VALUES (?1, ?2)")?
+        .execute(params![destination, event_id])?;
+    Ok(())
+}
+
+pub(super) fn dequeue(c: &Connection, destination: &str, upto: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM federation_outbox WHERE destination = ?1 AND seq <= ?2")?
+        .execute(params![destination, upto])?;
+    Ok(())
+}
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        seq: r.get(0)?,
+        destination: r.get(1)?,
+        event_id: r.get(2)?,
+    })
+}
+
+impl FederationStore for SqliteStore {
+    fn federation_outbox(&self, destination: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.query_all(
+            "SELECT seq, destination, event_id FROM federation_outbox WHERE destination = ?1 ORDER BY seq LIMIT ?2",
+            params![destination, limit as i64],
+            outbox_row,
+        )
+    }
+
+    fn federation_destinations(&self) -> Result<Vec<String>> {
+        self.query_all(
+            "SELECT DISTINCT destination FROM federation_outbox",
+            [],
+            column,
+        )
+    }
+}
