@@ -304,6 +304,29 @@ async fn wait_for_texts(http: &Http, token: &str, room: &str, want: &[&str], sec
     }
 }
 
+/// Two servers, alice on A in a public room of hers, bob of B joined to it.
+async fn two_servers_sharing_a_room(
+    ca: &TestCa,
+) -> (FederatedServer, FederatedServer, String, String, String) {
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let room = create_public_room(&ha, &alice).await;
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}?via={na}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "join over federation: {v}");
+    (a, b, alice, bob, room)
+}
+
 async fn create_public_room(http: &Http, token: &str) -> String {
     let (status, v) = http
         .call(
@@ -355,4 +378,233 @@ async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() 
     wait_for_texts(&ha, &alice, &room, &["before bob", "hello from B"], 10).await;
     send_text(&ha, &alice, &room, "a2", "hello from A").await;
     wait_for_texts(&hb, &bob, &room, &["hello from B", "hello from A"], 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn texts_sent_while_the_other_server_is_down_arrive_once_when_it_returns() {
+    let ca = TestCa::new();
+    let (a, mut b, alice, bob, room) = two_servers_sharing_a_room(&ca).await;
+    let ha = Http::new(&a.server.url);
+    send_text(&Http::new(&b.server.url), &bob, &room, "b1", "bob first").await;
+    wait_for_texts(&ha, &alice, &room, &["bob first"], 10).await;
+    b.server.kill9();
+    // A accepts every send while B is down: a 200 never waits on a peer.
+    let mut want = vec!["bob first".to_owned()];
+    for i in 0..5 {
+        let text = format!("while B is down {i}");
+        send_text(&ha, &alice, &room, &format!("down{i}"), &text).await;
+        want.push(text);
+    }
+    b.server.spawn().await;
+    let hb = Http::new(&b.server.url);
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    // Each once, in order (A retries at most every 30 s).
+    wait_for_texts(&hb, &bob, &room, &want, 45).await;
+    // And the conversation goes on both ways.
+    send_text(&hb, &bob, &room, "b2", "back again").await;
+    let mut after = want.clone();
+    after.push("back again");
+    wait_for_texts(&ha, &alice, &room, &after, 10).await;
+}
+
+/// A PDU from `sender` (of `origin`) in `room` on top of A's newest event,
+/// signed with `key` as `origin`; its event id.
+async fn pdu_from(
+    ha: &Http,
+    alice: &str,
+    room: &str,
+    sender: &str,
+    origin: &str,
+    key: &Ed25519KeyPair,
+    body: &str,
+) -> (ruma::CanonicalJsonObject, String) {
+    let (status, state) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state"),
+            Some(alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let id_of = |t: &str, k: &str| {
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == t && e["state_key"] == k)
+            .unwrap()["event_id"]
+            .clone()
+    };
+    let (_, latest) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
+            Some(alice),
+            None,
+        )
+        .await;
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(json!({
+        "auth_events": [id_of("m.room.create", ""), id_of("m.room.power_levels", ""), id_of("m.room.member", sender)],
+        "content": {"msgtype": "m.text", "body": body},
+        "depth": 1000,
+        "origin_server_ts": 1_700_000_000_000u64,
+        "prev_events": [latest["chunk"][0]["event_id"].clone()],
+        "room_id": room,
+        "sender": sender,
+        "type": "m.room.message",
+    }))
+    .unwrap();
+    let rules = ruma::RoomVersionId::V11.rules().unwrap();
+    ruma::signatures::hash_and_sign_event(origin, key, &mut object, &rules.redaction).unwrap();
+    let id = format!(
+        "${}",
+        ruma::signatures::reference_hash(&object, &rules).unwrap()
+    );
+    (object, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pdu_with_a_forged_signature_is_refused_and_one_with_a_broken_hash_is_kept_redacted() {
+    let ca = TestCa::new();
+    let (a, b, alice, _bob, room) = two_servers_sharing_a_room(&ca).await;
+    let ha = Http::new(&a.server.url);
+    let b_key = b.signing_key();
+    let bob = b.user("bob");
+    // Signed with B's key id but another key.
+    let forger = new_key(b_key.version());
+    let (forged, forged_id) = pdu_from(&ha, &alice, &room, &bob, &b.name, &forger, "forged").await;
+    // Signed by B, then its content changed: the signature (over the
+    // redacted form) still holds, the content hash does not.
+    let (mut tampered, tampered_id) =
+        pdu_from(&ha, &alice, &room, &bob, &b.name, &b_key, "original").await;
+    tampered.insert(
+        "content".into(),
+        serde_json::from_value(json!({"msgtype": "m.text", "body": "tampered"})).unwrap(),
+    );
+    let mut txn = ruma::api::federation::transactions::send_transaction_message::v1::Request::new(
+        "forgery-1".into(),
+        ServerName::parse(&b.name).unwrap(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    txn.pdus = vec![
+        serde_json::value::to_raw_value(&forged).unwrap(),
+        serde_json::value::to_raw_value(&tampered).unwrap(),
+    ];
+    let input = ServerSignaturesInput::new(
+        ServerName::parse(&b.name).unwrap(),
+        ServerName::parse(&a.name).unwrap(),
+        &b_key,
+    );
+    let request = txn
+        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
+        .unwrap();
+    let (status, v) = federation_request(&ca.ca_file, a.fed_port, request).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["pdus"][&forged_id]["error"].is_string(), "{v}");
+    assert_eq!(v["pdus"][&tampered_id], json!({}), "{v}");
+    // Neither text shows; the tampered event is there, redacted.
+    let got = texts(&ha, &alice, &room).await;
+    assert!(
+        !got.iter()
+            .any(|t| t == "forged" || t == "tampered" || t == "original"),
+        "{got:?}"
+    );
+    let (status, v) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{tampered_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!((status, &v["content"]), (200, &json!({})), "{v}");
+    let (status, _) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{forged_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_of_the_other_server_is_invited_and_joins_by_the_invite() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    // A private room, bob invited at creation, named.
+    let (status, v) = ha
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(&json!({"preset": "private_chat", "name": "Summit", "invite": [b.user("bob")], "is_direct": true}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    // Bob's /sync on B shows the invite, with the room's name and who asks.
+    let (status, v) = hb
+        .call("GET", "/_matrix/client/v3/sync", Some(&bob), None)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let events = v["rooms"]["invite"][&room]["invite_state"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no invite in {v}"))
+        .clone();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Summit"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == b.user("bob")
+            && e["content"]["membership"] == "invite"
+            && e["sender"] == a.user("alice")),
+        "{events:?}"
+    );
+    // Joined with no server named: the invite says where the room is.
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    send_text(&hb, &bob, &room, "b1", "accepted").await;
+    wait_for_texts(&ha, &alice, &room, &["accepted"], 10).await;
+    // And the other way: bob invites carol of A into a room on B.
+    let carol = ha.register("carol").await;
+    let room_b = hb.create_room(&bob).await;
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_b}/invite"),
+            Some(&bob),
+            Some(&json!({"user_id": a.user("carol")}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = ha
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room_b}"),
+            Some(&carol),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    send_text(&ha, &carol, &room_b, "c1", "carol here").await;
+    wait_for_texts(&hb, &bob, &room_b, &["carol here"], 10).await;
 }

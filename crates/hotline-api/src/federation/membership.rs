@@ -48,3 +48,16 @@ pub async fn create_join_event_route(
         "members_omitted": false,
     })))
 }
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`.
+pub async fn create_invite_route(
+    State(s): State<AppState>,
+    PathArgs((room_id, event_id)): PathArgs<(OwnedRoomId, OwnedEventId)>,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let event = s
+        .services
+        .receive_invite(&signed.origin, &room_id, &event_id, &signed.body)
+        .await?;
+    Ok(Json(json!({ "event": event })))
+}

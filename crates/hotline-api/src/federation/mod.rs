@@ -49,6 +49,9 @@ pub fn routes() -> Routes {
         .endpoint::<f::membership::create_join_event::v2::Request, _, _>(
             membership::create_join_event_route,
         )
+        .endpoint::<f::membership::create_invite::v2::Request, _, _>(
+            membership::create_invite_route,
+        )
         .endpoint::<f::transactions::send_transaction_message::v1::Request, _, _>(
             transactions::send_transaction_message_route,
         )

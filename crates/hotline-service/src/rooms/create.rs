@@ -89,9 +89,21 @@ impl Services {
             }
             None => None,
         };
-        for u in &req.invite {
+        // Users of other servers are invited once the room exists (their
+        // server signs the invite first).
+        let (local_invites, remote_invites): (Vec<OwnedUserId>, Vec<OwnedUserId>) = req
+            .invite
+            .iter()
+            .cloned()
+            .partition(|u| u.server_name() == self.server_name());
+        for u in &local_invites {
             if !self.user_exists(u)? {
                 return Err(Error::not_found(format!("Unknown user {u}")));
+            }
+        }
+        if !remote_invites.is_empty() {
+            for u in &remote_invites {
+                self.federation_peer(u.server_name())?;
             }
         }
         let preset = req.preset.clone().unwrap_or_else(|| {
@@ -198,7 +210,7 @@ impl Services {
         if let Some(topic) = &req.topic {
             drafts.push(draft("m.room.topic", "", json!({"topic": topic}))?);
         }
-        for u in &req.invite {
+        for u in &local_invites {
             let mut content = json!({"membership": "invite"});
             if req.is_direct {
                 content["is_direct"] = json!(true);
@@ -263,6 +275,12 @@ impl Services {
                 hotline_store::StoreError::Conflict(_) => conflict(),
                 e => e.into(),
             });
+        }
+        for u in &remote_invites {
+            let room = self.room(&room_id)?;
+            let mut content = RoomMemberEventContent::new(MembershipState::Invite);
+            content.is_direct = req.is_direct.then_some(true);
+            self.invite_remote(creator, &room, u, content).await?;
         }
         if req.is_direct {
             self.add_direct_room(creator, &req.invite, &room_id).await?;

@@ -48,13 +48,20 @@ impl Services {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<()> {
-        if !self.user_exists(target)? {
+        let remote = target.server_name() != self.server_name();
+        if !remote && !self.user_exists(target)? {
             return Err(Error::not_found("Unknown user"));
         }
         let room = self.room(room_id)?;
         self.require_joined(&room, sender)?;
         if room.membership(target) == Some(MembershipState::Join) {
             return Err(Error::forbidden("User is already in the room"));
+        }
+        if remote {
+            let mut content =
+                ruma::events::room::member::RoomMemberEventContent::new(MembershipState::Invite);
+            content.reason = reason;
+            return self.invite_remote(sender, &room, target, content).await;
         }
         self.set_membership(
             sender,
@@ -103,13 +110,21 @@ impl Services {
         reason: Option<String>,
         via: &[ruma::OwnedServerName],
     ) -> Result<()> {
-        let local = self.room(room_id).ok().filter(|room| {
+        let known = self.room(room_id).ok();
+        let local = known.as_ref().filter(|room| {
             room.joined_members()
                 .iter()
                 .any(|u| u.server_name() == self.server_name())
         });
         if local.is_none() && self.federation.enabled() {
             let mut servers = via.to_vec();
+            // Whoever invited the user is in the room.
+            if let Some(invite) = known
+                .as_ref()
+                .and_then(|r| r.state_event("m.room.member", sender.as_str()))
+            {
+                servers.insert(0, invite.pdu.sender.server_name().to_owned());
+            }
             if let Some(named) = room_id.server_name() {
                 servers.push(named.to_owned());
             }

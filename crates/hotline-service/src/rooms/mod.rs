@@ -801,8 +801,20 @@ impl Services {
         sender: &UserId,
         draft: EventDraft,
     ) -> Result<Arc<PduEvent>> {
+        Ok(self.build_one(room, sender, draft, Origin::Federation)?.0)
+    }
+
+    /// One event built and checked on top of the room's heads, not
+    /// committed: for an event another server must see (and sign) first.
+    pub(crate) fn build_one(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        draft: EventDraft,
+        origin: Origin,
+    ) -> Result<(Arc<PduEvent>, NewEvent)> {
         let inner = room.inner.read();
-        let (event, _) = build_events(
+        Ok(build_events(
             &room.version,
             &room.id,
             &inner.state,
@@ -813,11 +825,10 @@ impl Services {
             None,
             Some(&Seam {
                 services: self,
-                origin: Origin::Federation,
+                origin,
             }),
         )?
-        .remove(0);
-        Ok(event)
+        .remove(0))
     }
 
     /// Like [`append_events`] for one event.

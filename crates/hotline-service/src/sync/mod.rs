@@ -38,7 +38,7 @@ mod lazy_members;
 mod response;
 mod rooms;
 mod state;
-mod stripped;
+pub(crate) mod stripped;
 mod summary;
 mod timeline;
 mod token;

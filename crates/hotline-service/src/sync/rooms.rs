@@ -61,7 +61,12 @@ impl Services {
                 }
                 MembershipState::Invite if newly => {
                     let room = self.room(room_id)?;
-                    let events = stripped_state(&room, user, true);
+                    let events = if room.state_event("m.room.create", "").is_some() {
+                        stripped_state(&room, user, true)
+                    } else {
+                        // Invited over federation into a room not held here.
+                        self.remote_invite_state(&room, user)
+                    };
                     rooms.invite.insert(
                         room_id.clone(),
                         InvitedRoom {

@@ -9,7 +9,7 @@ use crate::pdu::PduEvent;
 use crate::rooms::Room;
 
 /// Stripped state shown to invitees.
-const INVITE_STATE: &[&str] = &[
+pub(crate) const INVITE_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -22,7 +22,7 @@ const INVITE_STATE: &[&str] = &[
 /// What an invitee or a knocker is shown of a room: its public face
 /// ([`INVITE_STATE`]), the member event of whoever sent theirs (the inviter,
 /// when `with_sender`), and their own member event.
-pub(super) fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> Vec<Box<RawValue>> {
+pub(crate) fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> Vec<Box<RawValue>> {
     let mut events: Vec<Box<RawValue>> = INVITE_STATE
         .iter()
         .filter_map(|k| room.state_event(k, ""))
@@ -40,7 +40,7 @@ pub(super) fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> V
 }
 
 /// The stripped form of a state event, for invites.
-fn stripped(e: &PduEvent) -> Box<RawValue> {
+pub(crate) fn stripped(e: &PduEvent) -> Box<RawValue> {
     serde_json::value::to_raw_value(&json!({
         "type": e.pdu.kind.to_string(),
         "state_key": e.pdu.state_key,

@@ -767,6 +767,18 @@ impl FederatedServer {
     pub fn user(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.name)
     }
+
+    /// The server's own signing key, read from its data directory: for
+    /// tests that speak as this server.
+    pub fn signing_key(&self) -> ruma::signatures::Ed25519KeyPair {
+        use base64::Engine;
+        let text = std::fs::read_to_string(self.server.data.join("signing.key")).unwrap();
+        let (version, der) = text.trim().split_once(' ').unwrap();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(der)
+            .unwrap();
+        ruma::signatures::Ed25519KeyPair::from_der(&der, version.to_owned()).unwrap()
+    }
 }
 
 /// A request to a federation listener on loopback, over TLS checked
