@@ -349,9 +349,12 @@ impl Services {
     // ----- query -----
 
     /// `POST /keys/query`.
+    /// `POST /keys/query` for this server's users. `viewer` (the asking
+    /// user; `None` for another server) also sees their own signatures of
+    /// others' keys, and their own user-signing key.
     pub fn query_keys(
         &self,
-        sender: &Sender,
+        viewer: Option<&UserId>,
         device_keys: BTreeMap<String, Vec<String>>,
     ) -> Result<Value> {
         let mut out_devices = Map::new();
@@ -365,7 +368,8 @@ impl Services {
             }
             let sigs = self.store.key_signatures(&user)?;
             let visible = |s: &&KeySignatureRow| {
-                s.signer_user == s.target_user || s.signer_user == sender.user_id.as_str()
+                s.signer_user == s.target_user
+                    || viewer.is_some_and(|v| s.signer_user == v.as_str())
             };
             let add_sigs = |obj: &mut Value, target_key: &str| {
                 for s in sigs
@@ -417,7 +421,7 @@ impl Services {
                     "self_signing" => {
                         self_signing.insert(user.clone(), obj);
                     }
-                    "user_signing" if user == sender.user_id.as_str() => {
+                    "user_signing" if viewer.is_some_and(|v| user == v.as_str()) => {
                         user_signing.insert(user.clone(), obj);
                     }
                     _ => {}
@@ -441,7 +445,7 @@ impl Services {
     /// principal, nor drain their one-time keys.
     pub async fn claim_keys(
         &self,
-        sender: &UserId,
+        sender: Option<&UserId>,
         wanted: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Value> {
         // A claim in this process waits for the one before; one in another
@@ -461,7 +465,7 @@ impl Services {
     /// claimed one of the keys first.
     async fn claim_keys_once(
         &self,
-        sender: &UserId,
+        sender: Option<&UserId>,
         wanted: &BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Option<Value>> {
         let _one_at_a_time = self.keys.claim_lock.lock().await;
@@ -472,9 +476,19 @@ impl Services {
             if !self.is_local_or_failure(user, &mut failures) {
                 continue;
             }
-            let may_reach = UserId::parse(user.as_str())
-                .map_err(|_| ())
-                .and_then(|u| self.check_may_reach(sender, &u).map_err(|_| ()));
+            // Another server's claim (no sender known here) gets no
+            // official's keys: whether its user may reach them is the
+            // reach rule's question, which needs the user.
+            let may_reach =
+                UserId::parse(user.as_str())
+                    .map_err(|_| ())
+                    .and_then(|u| match sender {
+                        Some(sender) => self.check_may_reach(sender, &u).map_err(|_| ()),
+                        None => match self.principal_of(&u) {
+                            Ok(None) => Ok(()),
+                            _ => Err(()),
+                        },
+                    });
             if may_reach.is_err() {
                 continue;
             }
@@ -761,11 +775,18 @@ impl Services {
             return Ok(());
         }
         let mut batch = WriteBatch::new();
+        let mut remote: BTreeMap<OwnedUserId, Map<String, Value>> = BTreeMap::new();
         for (user, devices) in messages {
             let Ok(user_id) = UserId::parse(user.as_str()) else {
                 return Err(Error::invalid_param(format!("Invalid user id '{user}'")));
             };
             if user_id.server_name() != self.server_name() {
+                self.check_may_send_to_device(sender, &user_id)?;
+                let entry = remote.entry(user_id).or_default();
+                for (device, content) in devices {
+                    let content: Value = serde_json::from_str(content.get())?;
+                    entry.insert(device, content);
+                }
                 continue;
             }
             self.check_may_send_to_device(sender, &user_id)?;
@@ -802,6 +823,10 @@ impl Services {
             txn_id: txn_key,
         });
         self.store.write(batch).await?;
+        if !remote.is_empty() {
+            let message_id = format!("{}.{txn_id}", sender.device_id);
+            self.federate_to_device(&sender.user_id, event_type, &message_id, remote);
+        }
         Ok(())
     }
 

@@ -183,7 +183,11 @@ impl Services {
                     if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
                         // Everyone who shares a room hears of it in `device_lists`.
                         match self.users_sharing_rooms(&u) {
-                            Ok(users) => wake.extend(users),
+                            Ok(users) => {
+                                let users: Vec<_> = users.into_iter().collect();
+                                self.federate_key_change(&u, &users, *pos);
+                                wake.extend(users)
+                            }
                             Err(e) => tracing::warn!(error = %e, "device list wake-up"),
                         }
                     }

@@ -36,7 +36,11 @@ pub async fn get_keys_route(
     Auth(sender): Auth,
     JsonBody(body): JsonBody<QueryKeysBody>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(s.services.query_keys(&sender, body.device_keys)?))
+    Ok(Json(
+        s.services
+            .query_keys_anywhere(&sender, body.device_keys)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -54,7 +58,7 @@ pub async fn claim_keys_route(
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
         s.services
-            .claim_keys(&sender.user_id, body.one_time_keys)
+            .claim_keys_anywhere(&sender.user_id, body.one_time_keys)
             .await?,
     ))
 }

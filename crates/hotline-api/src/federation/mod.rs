@@ -13,6 +13,7 @@ mod membership;
 mod query;
 pub mod resolve;
 mod transactions;
+mod user;
 
 use std::sync::Arc;
 
@@ -52,6 +53,9 @@ pub fn routes() -> Routes {
         .endpoint::<f::membership::create_invite::v2::Request, _, _>(
             membership::create_invite_route,
         )
+        .endpoint::<f::device::get_devices::v1::Request, _, _>(user::get_devices_route)
+        .endpoint::<f::keys::get_keys::v1::Request, _, _>(user::get_keys_route)
+        .endpoint::<f::keys::claim_keys::v1::Request, _, _>(user::claim_keys_route)
         .endpoint::<f::transactions::send_transaction_message::v1::Request, _, _>(
             transactions::send_transaction_message_route,
         )

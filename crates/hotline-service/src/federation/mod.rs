@@ -14,6 +14,7 @@
 //! other peers as notaries when it cannot be reached, and kept until their
 //! `valid_until_ts`.
 
+mod e2ee;
 mod invite;
 pub mod keys;
 mod pdus;

@@ -12,8 +12,10 @@
 //! once when the peer is heard from. Every attempt has a fresh transaction
 //! id: the events in it are deduplicated by id where they arrive.
 //!
-//! EDUs (typing, receipts) are ephemeral: kept in memory, sent with the
-//! next transaction, dropped if it fails. With several processes on one
+//! EDUs (typing, receipts, to-device messages, device-list changes) are
+//! kept in memory and go with the next transaction; a failed one keeps
+//! them for the next try, except typing, which is stale by then. They do
+//! not survive a restart. With several processes on one
 //! database, the process that runs the deployment's jobs sends the queued
 //! events; each process sends its own EDUs.
 
@@ -116,7 +118,7 @@ impl Outbox {
         }
     }
 
-    fn push_edu(&self, server: &ServerName, edu: Value) {
+    pub(crate) fn push_edu(&self, server: &ServerName, edu: Value) {
         let d = self.destination(server);
         {
             let mut edus = d.edus.lock();
@@ -288,6 +290,10 @@ impl Services {
                     }
                 }
             }
+            Some("m.direct_to_device") => self.receive_to_device(origin, &edu["content"]).await,
+            Some("m.device_list_update") | Some("m.signing_key_update") => {
+                self.receive_key_change(origin, &edu["content"]).await
+            }
             _ => {}
         }
     }
@@ -377,6 +383,20 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                     let mut status = d.status.lock();
                     status.failures += 1;
                     status.last_error = Some(e.to_string());
+                }
+                // Typing is stale by the next try; the rest (to-device
+                // messages carry room keys) goes with it, first.
+                let keep: Vec<Value> = edus
+                    .into_iter()
+                    .filter(|e| e["edu_type"] != "m.typing")
+                    .collect();
+                if !keep.is_empty() {
+                    let mut pending = d.edus.lock();
+                    let rest = std::mem::take(&mut *pending);
+                    *pending = keep;
+                    pending.extend(rest);
+                    let excess = pending.len().saturating_sub(MAX_PENDING_EDUS);
+                    pending.drain(..excess);
                 }
                 tracing::info!(peer = %server, error = %e, retry_in_ms = backoff.as_millis() as u64, "a transaction failed");
                 drop(s);
