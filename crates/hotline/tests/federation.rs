@@ -376,8 +376,71 @@ async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() 
     }
     send_text(&hb, &bob, &room, "b1", "hello from B").await;
     wait_for_texts(&ha, &alice, &room, &["before bob", "hello from B"], 10).await;
-    send_text(&ha, &alice, &room, "a2", "hello from A").await;
+    let from_a = send_text(&ha, &alice, &room, "a2", "hello from A").await;
     wait_for_texts(&hb, &bob, &room, &["hello from B", "hello from A"], 10).await;
+    // Typing and read receipts cross too.
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", a.user("alice")),
+            Some(&alice),
+            Some(r#"{"typing": true, "timeout": 20000}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{from_a}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let alice_id = a.user("alice");
+    let bob_id = b.user("bob");
+    wait_for_sync(&hb, &bob, 10, |v| {
+        v["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|es| {
+                es.iter().any(|e| {
+                    e["type"] == "m.typing"
+                        && e["content"]["user_ids"]
+                            .as_array()
+                            .is_some_and(|u| u.contains(&json!(alice_id)))
+                })
+            })
+    })
+    .await;
+    wait_for_sync(&ha, &alice, 10, |v| {
+        v["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|es| {
+                es.iter().any(|e| {
+                    e["type"] == "m.receipt" && e["content"][&from_a]["m.read"][&bob_id].is_object()
+                })
+            })
+    })
+    .await;
+}
+
+/// Polls a full `/sync` for `token` until `check` holds (up to `secs`).
+async fn wait_for_sync(http: &Http, token: &str, secs: u64, check: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (status, v) = http
+            .call("GET", "/_matrix/client/v3/sync", Some(token), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        if check(&v) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not seen in time: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -462,6 +525,86 @@ async fn pdu_from(
         ruma::signatures::reference_hash(&object, &rules).unwrap()
     );
     (object, id)
+}
+
+/// Sends `pdus` to A in a transaction signed as B; A's answer.
+async fn send_as(
+    ca: &TestCa,
+    a: &FederatedServer,
+    b: &FederatedServer,
+    txn_id: &str,
+    pdus: &[&ruma::CanonicalJsonObject],
+) -> (u16, Value) {
+    let mut txn = ruma::api::federation::transactions::send_transaction_message::v1::Request::new(
+        txn_id.into(),
+        ServerName::parse(&b.name).unwrap(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    txn.pdus = pdus
+        .iter()
+        .map(|p| serde_json::value::to_raw_value(p).unwrap())
+        .collect();
+    let b_key = b.signing_key();
+    let input = ServerSignaturesInput::new(
+        ServerName::parse(&b.name).unwrap(),
+        ServerName::parse(&a.name).unwrap(),
+        &b_key,
+    );
+    let request = txn
+        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
+        .unwrap();
+    federation_request(&ca.ca_file, a.fed_port, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_denied_by_the_room_acl_has_its_events_refused() {
+    let ca = TestCa::new();
+    let (a, b, alice, _bob, room) = two_servers_sharing_a_room(&ca).await;
+    let ha = Http::new(&a.server.url);
+    let bob = b.user("bob");
+    let (ok, ok_id) = pdu_from(
+        &ha,
+        &alice,
+        &room,
+        &bob,
+        &b.name,
+        &b.signing_key(),
+        "allowed",
+    )
+    .await;
+    let (status, v) = send_as(&ca, &a, &b, "acl-1", &[&ok]).await;
+    assert_eq!((status, &v["pdus"][&ok_id]), (200, &json!({})), "{v}");
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/"),
+            Some(&alice),
+            // Both servers are named by IP literals (ACLs ignore ports): the
+            // ACL shuts out IP literals, and so B (A's own events are not
+            // checked against it).
+            Some(&json!({"allow": ["*"], "allow_ip_literals": false}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (denied, denied_id) = pdu_from(
+        &ha,
+        &alice,
+        &room,
+        &bob,
+        &b.name,
+        &b.signing_key(),
+        "denied",
+    )
+    .await;
+    let (status, v) = send_as(&ca, &a, &b, "acl-2", &[&denied]).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["pdus"][&denied_id]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ACL")),
+        "{v}"
+    );
+    assert_eq!(texts(&ha, &alice, &room).await, ["allowed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -156,6 +156,7 @@ impl Services {
                 .any(|u| u.server_name() == self.server_name())
         });
         if let Some(room) = resident {
+            self.check_server_acl(&room, origin)?;
             // This server is in the room: the invite is an event of it.
             let (_, verdict) = self
                 .append_remote_events(&room, vec![stored])

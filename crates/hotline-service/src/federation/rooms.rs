@@ -75,6 +75,23 @@ impl Services {
             .collect()
     }
 
+    /// Refuses `server` in `room` when the room's `m.room.server_acl`
+    /// denies it.
+    pub(crate) fn check_server_acl(&self, room: &Room, server: &ServerName) -> Result<()> {
+        let Some(acl) = room.state_event("m.room.server_acl", "") else {
+            return Ok(());
+        };
+        let allowed = acl
+            .content::<ruma::events::room::server_acl::RoomServerAclEventContent>()
+            .map_or(true, |c| c.is_allowed(server));
+        if allowed {
+            Ok(())
+        } else {
+            tracing::warn!(peer = %server, room_id = %room.id, "refused by the room's server ACL");
+            Err(Error::forbidden("The room's server ACL denies your server"))
+        }
+    }
+
     /// A room another server asks about: loaded, and with a member of this
     /// server joined (otherwise this server cannot speak for it).
     fn resident_room(&self, room_id: &RoomId) -> Result<Arc<Room>> {
@@ -104,6 +121,7 @@ impl Services {
             return Err(Error::forbidden("A server may only join its own users"));
         }
         let room = self.resident_room(room_id)?;
+        self.check_server_acl(&room, origin)?;
         let offered = if versions.is_empty() {
             &[RoomVersionId::V1][..]
         } else {
@@ -140,6 +158,7 @@ impl Services {
         pdu: &RawValue,
     ) -> Result<JoinAnswer> {
         let room = self.resident_room(room_id)?;
+        self.check_server_acl(&room, origin)?;
         let checked = self.check_incoming_pdu(pdu, &room.version).await?;
         let event = checked.event.clone();
         if event.event_id != event_id {
@@ -456,6 +475,14 @@ impl Services {
                 tracing::info!(peer = %origin, %room_id, "PDUs for a room this server is not in are dropped");
                 continue;
             };
+            if let Err(e) = self.check_server_acl(&room, origin) {
+                for raw in &raws {
+                    if let Some(id) = event_id_of(raw, &room.version) {
+                        results.insert(id, serde_json::json!({ "error": e.to_string() }));
+                    }
+                }
+                continue;
+            }
             let mut checked = Vec::with_capacity(raws.len());
             for raw in raws {
                 match self.check_incoming_pdu(&raw, &room.version).await {

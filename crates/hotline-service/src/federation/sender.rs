@@ -255,7 +255,7 @@ impl Services {
                 let Ok(room) = self.room(&room_id) else {
                     return;
                 };
-                if room.is_joined(&user) {
+                if room.is_joined(&user) && self.check_server_acl(&room, origin).is_ok() {
                     self.apply_typing(room, &user, c["typing"].as_bool() == Some(true), None);
                 }
             }
@@ -267,6 +267,12 @@ impl Services {
                     let Ok(room_id) = RoomId::parse(room_id) else {
                         continue;
                     };
+                    if self
+                        .room(&room_id)
+                        .is_ok_and(|r| self.check_server_acl(&r, origin).is_err())
+                    {
+                        continue;
+                    }
                     let Some(users) = kinds["m.read"].as_object() else {
                         continue;
                     };

@@ -49,3 +49,15 @@ impl FederationStore for PostgresStore {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::fresh_store;
+
+    #[tokio::test]
+    async fn the_outgoing_queue_keeps_order_per_destination_and_never_reuses_a_number() {
+        let store = fresh_store();
+        crate::traits::queue_keeps_order_per_destination_and_never_reuses_a_number(&*store).await;
+        store.close();
+    }
+}

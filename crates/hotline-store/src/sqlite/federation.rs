@@ -42,3 +42,16 @@ impl FederationStore for SqliteStore {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_outgoing_queue_keeps_order_per_destination_and_never_reuses_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal).unwrap();
+        crate::traits::queue_keeps_order_per_destination_and_never_reuses_a_number(&*store).await;
+        store.close();
+    }
+}

@@ -17,6 +17,8 @@ mod rooms;
 
 pub use accounts::AccountStore;
 pub use ephemeral::EphemeralStore;
+#[cfg(test)]
+pub(crate) use federation::queue_keeps_order_per_destination_and_never_reuses_a_number;
 pub use federation::FederationStore;
 pub use identity::IdentityStore;
 pub use key_backup::KeyBackupStore;
