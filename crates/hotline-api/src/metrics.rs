@@ -166,6 +166,45 @@ pub async fn metrics_route(State(state): State<AppState>) -> String {
         "hotline_events_stored {}",
         state.services.events_stored()
     );
+    let peers = state.services.federation_status();
+    if !peers.is_empty() {
+        out.push_str("# HELP hotline_federation_queued_events Events waiting to go to a peer.\n");
+        out.push_str("# TYPE hotline_federation_queued_events gauge\n");
+        for (peer, _, queued) in &peers {
+            let _ = writeln!(
+                out,
+                "hotline_federation_queued_events{{peer=\"{peer}\"}} {queued}"
+            );
+        }
+        out.push_str(
+            "# HELP hotline_federation_failures Failed attempts since the last success.\n",
+        );
+        out.push_str("# TYPE hotline_federation_failures gauge\n");
+        for (peer, status, _) in &peers {
+            let _ = writeln!(
+                out,
+                "hotline_federation_failures{{peer=\"{peer}\"}} {}",
+                status.failures
+            );
+        }
+        out.push_str("# HELP hotline_federation_last_success_timestamp_seconds When a transaction last reached the peer.\n");
+        out.push_str("# TYPE hotline_federation_last_success_timestamp_seconds gauge\n");
+        for (peer, status, _) in &peers {
+            let _ = writeln!(
+                out,
+                "hotline_federation_last_success_timestamp_seconds{{peer=\"{peer}\"}} {}",
+                status.last_success_ts as f64 / 1000.0
+            );
+        }
+        out.push_str("# TYPE hotline_federation_events_sent_total counter\n");
+        for (peer, status, _) in &peers {
+            let _ = writeln!(
+                out,
+                "hotline_federation_events_sent_total{{peer=\"{peer}\"}} {}",
+                status.events
+            );
+        }
+    }
     out.push_str("# TYPE hotline_stream_position gauge\n");
     let _ = writeln!(
         out,

@@ -154,6 +154,9 @@ enum Admin {
     /// (attestations, events) still verifies. Restart every server process
     /// on this data directory afterwards.
     RotateSigningKey,
+    /// Show each federation peer on the allow-list: the events queued for
+    /// it and whether it answers now.
+    Federation,
     /// Copy the data directory while the server runs: the database as one
     /// consistent snapshot (SQLite's online backup), then the signing key
     /// and the media files. DEST must not exist or be empty. Restore by
@@ -442,6 +445,33 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             let (old, new) = hotline_service::identity::ServerKey::rotate(&config.data_dir)
                 .map_err(|e| e.to_string())?;
             println!("signing key {new} replaces {old}; restart the server to use it");
+            Ok(())
+        }
+        Command::Admin(Admin::Federation) => {
+            let (services, store) = open(config)?;
+            let f = &services.config.federation;
+            if !f.enabled {
+                store.close();
+                println!("federation is off ([federation] enabled = false)");
+                return Ok(());
+            }
+            let client =
+                hotline_api::federation::client::FederationClient::new(f.ca_file.as_deref())?;
+            services
+                .federation
+                .set_transport(std::sync::Arc::new(client));
+            let report = services.federation_report().await;
+            store.close();
+            if report.is_empty() {
+                println!("no peers: [federation] allow is empty");
+            }
+            for (peer, queued, reached) in report {
+                let state = match reached {
+                    Ok(software) => format!("answers ({software})"),
+                    Err(why) => format!("unreachable: {why}"),
+                };
+                println!("{peer}\tqueued {queued}\t{state}");
+            }
             Ok(())
         }
         Command::Admin(Admin::Backup { dest }) => {

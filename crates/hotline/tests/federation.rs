@@ -308,8 +308,16 @@ async fn wait_for_texts(http: &Http, token: &str, room: &str, want: &[&str], sec
 async fn two_servers_sharing_a_room(
     ca: &TestCa,
 ) -> (FederatedServer, FederatedServer, String, String, String) {
+    two_servers_sharing_a_room_with(ca, "").await
+}
+
+/// [`two_servers_sharing_a_room`], with `extra` in A's configuration.
+async fn two_servers_sharing_a_room_with(
+    ca: &TestCa,
+    extra: &str,
+) -> (FederatedServer, FederatedServer, String, String, String) {
     let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
-    let a = FederatedServer::start(ca, pa, &[&nb], "").await;
+    let a = FederatedServer::start(ca, pa, &[&nb], extra).await;
     let b = FederatedServer::start(ca, pb, &[&na], "").await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let alice = ha.register("alice").await;
@@ -446,7 +454,8 @@ async fn wait_for_sync(http: &Http, token: &str, secs: u64, check: impl Fn(&Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn texts_sent_while_the_other_server_is_down_arrive_once_when_it_returns() {
     let ca = TestCa::new();
-    let (a, mut b, alice, bob, room) = two_servers_sharing_a_room(&ca).await;
+    let (a, mut b, alice, bob, room) =
+        two_servers_sharing_a_room_with(&ca, "metrics_token = \"scrape\"").await;
     let ha = Http::new(&a.server.url);
     send_text(&Http::new(&b.server.url), &bob, &room, "b1", "bob first").await;
     wait_for_texts(&ha, &alice, &room, &["bob first"], 10).await;
@@ -458,11 +467,32 @@ async fn texts_sent_while_the_other_server_is_down_arrive_once_when_it_returns()
         send_text(&ha, &alice, &room, &format!("down{i}"), &text).await;
         want.push(text);
     }
+    // The operator sees it: queued for B, which does not answer.
+    let report = a.server.admin_configured(&["federation"]);
+    assert!(
+        report.contains(&format!("{}\tqueued 5\tunreachable", b.name)),
+        "{report}"
+    );
+    let (status, metrics) = ha.call("GET", "/metrics", Some("scrape"), None).await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains(&format!(
+            "hotline_federation_queued_events{{peer=\"{}\"}} 5",
+            b.name
+        )),
+        "{metrics}"
+    );
     b.server.spawn().await;
     let hb = Http::new(&b.server.url);
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
     // Each once, in order (A retries at most every 30 s).
     wait_for_texts(&hb, &bob, &room, &want, 45).await;
+    let report = a.server.admin_configured(&["federation"]);
+    assert!(
+        report.contains(&format!("{}\tqueued 0\tanswers (Hotline", b.name)),
+        "{report}"
+    );
     // And the conversation goes on both ways.
     send_text(&hb, &bob, &room, "b2", "back again").await;
     let mut after = want.clone();

@@ -103,6 +103,13 @@ impl Federation {
         self.outbox.heard_from(server);
     }
 
+    /// The allowed peers, in order.
+    pub fn allowed(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self.allow.iter().cloned().collect();
+        peers.sort();
+        peers
+    }
+
     /// The allowed peers, for notary fallback.
     fn peers(&self) -> impl Iterator<Item = &String> {
         self.allow.iter()
@@ -260,5 +267,39 @@ impl Services {
                 Error::Unauthorized("The request's signature does not verify".into())
             })?;
         Ok(origin)
+    }
+
+    /// What `hotline admin federation` shows of each allowed peer: the
+    /// events queued for it, and whether it answers now (its software and
+    /// version, or why not).
+    pub async fn federation_report(
+        &self,
+    ) -> Vec<(String, usize, std::result::Result<String, String>)> {
+        use ruma::api::federation::discovery::get_server_version;
+        let mut out = Vec::new();
+        for peer in self.federation.allowed() {
+            let queued = self
+                .store
+                .federation_outbox(&peer, 100_000)
+                .map(|q| q.len())
+                .unwrap_or(0);
+            let reached = match ServerName::parse(&peer) {
+                Ok(server) => self
+                    .federation_call_unsigned(&server, get_server_version::v1::Request::new())
+                    .await
+                    .map(|v| {
+                        let s = v.server.unwrap_or_default();
+                        format!(
+                            "{} {}",
+                            s.name.unwrap_or_else(|| "?".into()),
+                            s.version.unwrap_or_default()
+                        )
+                    })
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("not a server name: {e}")),
+            };
+            out.push((peer, queued, reached));
+        }
+        out
     }
 }

@@ -179,6 +179,31 @@ impl Server {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// Runs `hotline admin ...` with this server's configuration file too
+    /// (a server started with [`Server::start_configured`]).
+    pub fn admin_configured(&self, args: &[&str]) -> String {
+        let config = self
+            .extra
+            .iter()
+            .skip_while(|a| *a != "--config")
+            .take(2)
+            .cloned()
+            .collect::<Vec<_>>();
+        let out = self
+            .command()
+            .args(&config)
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "admin failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// `hotline --data-dir DATA`, on this server's database.
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hotline"));
