@@ -511,6 +511,21 @@ async fn pdu_from(
     key: &Ed25519KeyPair,
     body: &str,
 ) -> (ruma::CanonicalJsonObject, String) {
+    pdu_after(ha, alice, room, sender, origin, key, body, None).await
+}
+
+/// [`pdu_from`] on top of `prev` (an event id) instead of A's newest event.
+#[allow(clippy::too_many_arguments)]
+async fn pdu_after(
+    ha: &Http,
+    alice: &str,
+    room: &str,
+    sender: &str,
+    origin: &str,
+    key: &Ed25519KeyPair,
+    body: &str,
+    prev: Option<&str>,
+) -> (ruma::CanonicalJsonObject, String) {
     let (status, state) = ha
         .call(
             "GET",
@@ -542,7 +557,7 @@ async fn pdu_from(
         "content": {"msgtype": "m.text", "body": body},
         "depth": 1000,
         "origin_server_ts": 1_700_000_000_000u64,
-        "prev_events": [latest["chunk"][0]["event_id"].clone()],
+        "prev_events": [prev.map_or_else(|| latest["chunk"][0]["event_id"].clone(), |p| json!(p))],
         "room_id": room,
         "sender": sender,
         "type": "m.room.message",
@@ -780,4 +795,116 @@ async fn a_user_of_the_other_server_is_invited_and_joins_by_the_invite() {
     assert_eq!(status, 200, "{v}");
     send_text(&ha, &carol, &room_b, "c1", "carol here").await;
     wait_for_texts(&hb, &bob, &room_b, &["carol here"], 10).await;
+    // An invite declined into a room A is not in: the leave goes through
+    // the inviting server.
+    let dave = ha.register("dave").await;
+    let room_b = hb.create_room(&bob).await;
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_b}/invite"),
+            Some(&bob),
+            Some(&json!({"user_id": a.user("dave")}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = ha
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_b}/leave"),
+            Some(&dave),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = hb
+        .call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{room_b}/state/m.room.member/{}",
+                a.user("dave")
+            ),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!((status, &v["membership"]), (200, &json!("leave")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_missing_before_a_received_one_are_fetched_from_its_sender() {
+    let ca = TestCa::new();
+    let (a, b, alice, _bob, room) = two_servers_sharing_a_room(&ca).await;
+    let ha = Http::new(&a.server.url);
+    let alice_id = a.user("alice");
+    let a_key = a.signing_key();
+    // Two events of alice's, the second after the first, signed by A; B
+    // is given both (as A would send them) ...
+    let (e1, e1_id) = pdu_from(&ha, &alice, &room, &alice_id, &a.name, &a_key, "first").await;
+    let (e2, e2_id) = pdu_after(
+        &ha,
+        &alice,
+        &room,
+        &alice_id,
+        &a.name,
+        &a_key,
+        "second",
+        Some(&e1_id),
+    )
+    .await;
+    let (status, v) = send_as(&ca, &b, &a, "gap-1", &[&e1, &e2]).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["pdus"][&e1_id], &v["pdus"][&e2_id]),
+        (&json!({}), &json!({})),
+        "{v}"
+    );
+    // ... and A, which never had them, is sent only the second: it asks B
+    // for what lies between (get_missing_events) and takes both, in order.
+    let (status, v) = send_as(&ca, &a, &b, "gap-2", &[&e2]).await;
+    assert_eq!((status, &v["pdus"][&e2_id]), (200, &json!({})), "{v}");
+    assert_eq!(texts(&ha, &alice, &room).await, ["first", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_is_joined_by_its_alias_on_the_other_server() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let (status, v) = ha
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(r#"{"preset": "public_chat", "room_alias_name": "summit"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    let alias = format!("%23summit:{na}");
+    let (status, v) = hb
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/directory/room/{alias}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!((status, &v["room_id"]), (200, &json!(room)), "{v}");
+    assert!(v["servers"].as_array().unwrap().contains(&json!(na)), "{v}");
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{alias}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!((status, &v["room_id"]), (200, &json!(room)), "{v}");
+    send_text(&hb, &bob, &room, "b1", "joined by alias").await;
+    wait_for_texts(&ha, &alice, &room, &["joined by alias"], 10).await;
 }

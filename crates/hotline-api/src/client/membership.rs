@@ -52,14 +52,16 @@ pub async fn join_room_by_id_or_alias_route(
     uri: axum::http::Uri,
     JsonBody(b): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    let room_id = s.services.resolve_room(&room)?;
+    let (room_id, mut via) = s.services.resolve_room_anywhere(&room).await?;
     // `via` is the current name; `server_name` the one before it.
-    let mut via = repeated_query(uri.query(), "via")?;
-    via.extend(repeated_query(uri.query(), "server_name")?);
-    let via: Vec<ruma::OwnedServerName> = via
-        .into_iter()
-        .filter_map(|v| ruma::OwnedServerName::try_from(v).ok())
-        .collect();
+    let mut asked = repeated_query(uri.query(), "via")?;
+    asked.extend(repeated_query(uri.query(), "server_name")?);
+    via.splice(
+        0..0,
+        asked
+            .into_iter()
+            .filter_map(|v| ruma::OwnedServerName::try_from(v).ok()),
+    );
     s.services
         .join_via(&sender.user_id, &room_id, b.reason, &via)
         .await?;

@@ -287,10 +287,14 @@ pub async fn get_alias_route(
     State(s): State<AppState>,
     PathArgs(alias): PathArgs<OwnedRoomAliasId>,
 ) -> ApiResult<Json<Value>> {
-    let room_id = s.services.resolve_alias(&alias)?;
-    Ok(Json(
-        json!({ "room_id": room_id, "servers": [s.services.server_name()] }),
-    ))
+    let (room_id, mut servers) = s
+        .services
+        .resolve_room_anywhere(<&ruma::RoomOrAliasId>::from(&*alias))
+        .await?;
+    if alias.server_name() == s.services.server_name() {
+        servers.insert(0, s.services.server_name().to_owned());
+    }
+    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 
 /// `DELETE /directory/room/{roomAlias}`.

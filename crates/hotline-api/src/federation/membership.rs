@@ -61,3 +61,27 @@ pub async fn create_invite_route(
         .await?;
     Ok(Json(json!({ "event": event })))
 }
+
+/// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`.
+pub async fn prepare_leave_event_route(
+    State(s): State<AppState>,
+    PathArgs((room_id, user_id)): PathArgs<(OwnedRoomId, OwnedUserId)>,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let (version, event) = s.services.make_leave(&signed.origin, &room_id, &user_id)?;
+    Ok(Json(json!({ "room_version": version, "event": event })))
+}
+
+/// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`.
+pub async fn create_leave_event_route(
+    State(s): State<AppState>,
+    PathArgs((room_id, event_id)): PathArgs<(OwnedRoomId, OwnedEventId)>,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let pdu: Box<serde_json::value::RawValue> = serde_json::from_slice(&signed.body)
+        .map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    s.services
+        .send_leave(&signed.origin, &room_id, &event_id, &pdu)
+        .await?;
+    Ok(Json(json!({})))
+}

@@ -8,6 +8,7 @@
 //! endpoints are the only unauthenticated ones, as the spec has them.
 
 pub mod client;
+mod events;
 pub(crate) mod keys;
 mod membership;
 mod query;
@@ -52,6 +53,27 @@ pub fn routes() -> Routes {
         )
         .endpoint::<f::membership::create_invite::v2::Request, _, _>(
             membership::create_invite_route,
+        )
+        .endpoint::<f::membership::prepare_leave_event::v1::Request, _, _>(
+            membership::prepare_leave_event_route,
+        )
+        .endpoint::<f::membership::create_leave_event::v2::Request, _, _>(
+            membership::create_leave_event_route,
+        )
+        .endpoint::<f::query::get_room_information::v1::Request, _, _>(
+            query::get_room_information_route,
+        )
+        .endpoint::<f::event::get_event::v1::Request, _, _>(events::get_event_route)
+        .endpoint::<f::event::get_room_state_ids::v1::Request, _, _>(
+            events::get_room_state_ids_route,
+        )
+        .endpoint::<f::event::get_room_state::v1::Request, _, _>(events::get_room_state_route)
+        .endpoint::<f::authorization::get_event_authorization::v1::Request, _, _>(
+            events::get_event_authorization_route,
+        )
+        .endpoint::<f::backfill::get_backfill::v1::Request, _, _>(events::get_backfill_route)
+        .endpoint::<f::event::get_missing_events::v1::Request, _, _>(
+            events::get_missing_events_route,
         )
         .endpoint::<f::device::get_devices::v1::Request, _, _>(user::get_devices_route)
         .endpoint::<f::keys::get_keys::v1::Request, _, _>(user::get_keys_route)

@@ -37,3 +37,19 @@ pub async fn get_profile_information_route(
     }
     Ok(Json(out))
 }
+
+#[derive(Deserialize)]
+pub struct DirectoryQuery {
+    room_alias: ruma::OwnedRoomAliasId,
+}
+
+/// `GET /_matrix/federation/v1/query/directory`: a local alias's room and
+/// the servers in it.
+pub async fn get_room_information_route(
+    State(s): State<AppState>,
+    QueryArgs(q): QueryArgs<DirectoryQuery>,
+    _signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let (room_id, servers) = s.services.directory_for_peer(&q.room_alias)?;
+    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
+}

@@ -15,6 +15,7 @@
 //! `valid_until_ts`.
 
 mod e2ee;
+mod events;
 mod invite;
 pub mod keys;
 mod pdus;

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use hotline_store::{Attachment, NewEvent, RoomRow, WriteBatch, WriteOp};
-use ruma::api::federation::membership::{create_join_event, prepare_join_event};
+use ruma::api::federation::membership::{
+    create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+};
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{
@@ -130,12 +132,37 @@ impl Services {
         if !offered.contains(&room.version) {
             return Err(Error::IncompatibleRoomVersion(room.version.clone()));
         }
+        self.membership_template(&room, user, MembershipState::Join)
+    }
+
+    /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`.
+    pub fn make_leave(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<(RoomVersionId, Box<RawValue>)> {
+        if user.server_name() != origin {
+            return Err(Error::forbidden("A server may only act for its own users"));
+        }
+        let room = self.resident_room(room_id)?;
+        self.check_server_acl(&room, origin)?;
+        self.membership_template(&room, user, MembershipState::Leave)
+    }
+
+    /// A membership event of `user` for their server to fill in and sign.
+    fn membership_template(
+        &self,
+        room: &Room,
+        user: &UserId,
+        membership: MembershipState,
+    ) -> Result<(RoomVersionId, Box<RawValue>)> {
         let draft = EventDraft::new(
             TimelineEventType::RoomMember,
-            &RoomMemberEventContent::new(MembershipState::Join),
+            &RoomMemberEventContent::new(membership),
             Some(user.to_string()),
         )?;
-        let event = self.template_event(&room, user, draft)?;
+        let event = self.template_event(room, user, draft)?;
         let mut template = serde_json::to_value(&event.pdu)?;
         if let Some(t) = template.as_object_mut() {
             t.remove("hashes");
@@ -184,7 +211,7 @@ impl Services {
             .remove(0);
         verdict?;
         let state_ids: Vec<OwnedEventId> = state.iter().map(|e| e.event_id.clone()).collect();
-        let auth_chain = self.auth_chain(&state_ids)?;
+        let auth_chain = self.auth_chain_rows(&state_ids)?;
         let mut out_state = Vec::with_capacity(state_ids.len());
         for id in &state_ids {
             if let Some(row) = self.store.get_event(id.as_str())? {
@@ -192,8 +219,8 @@ impl Services {
             }
         }
         let mut out_chain = Vec::with_capacity(auth_chain.len());
-        for row_json in auth_chain {
-            out_chain.push(self.outgoing_pdu(&row_json, &room.version, false)?);
+        for (_, json) in auth_chain {
+            out_chain.push(self.outgoing_pdu(&json, &room.version, false)?);
         }
         Ok(JoinAnswer {
             state: out_state,
@@ -202,29 +229,177 @@ impl Services {
         })
     }
 
-    /// The stored JSON of every event in the auth chains of `ids`.
-    fn auth_chain(&self, ids: &[OwnedEventId]) -> Result<Vec<String>> {
-        let mut seen: HashSet<OwnedEventId> = HashSet::new();
-        let mut todo: Vec<OwnedEventId> = Vec::new();
-        for id in ids {
-            if let Some(row) = self.store.get_event(id.as_str())? {
-                let pdu: Pdu = serde_json::from_str(&row.json).map_err(Error::internal)?;
-                todo.extend(pdu.auth_events);
+    /// The events between the room's heads here and `latest`, asked of
+    /// `origin` (`get_missing_events`, at most 10), checked, oldest first.
+    /// None when the origin cannot say.
+    async fn missing_events(
+        &self,
+        origin: &ServerName,
+        room: &Room,
+        latest: Vec<OwnedEventId>,
+    ) -> Vec<CheckedPdu> {
+        let mut ask = ruma::api::federation::event::get_missing_events::v1::Request::new(
+            room.id.clone(),
+            room.head_ids(),
+            latest,
+        );
+        ask.limit = ruma::UInt::from(10u32);
+        let answer = match self.federation_call(origin, ask).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(peer = %origin, room_id = %room.id, error = %e, "missing events could not be had");
+                return Vec::new();
             }
-        }
+        };
         let mut out = Vec::new();
-        while let Some(id) = todo.pop() {
-            if !seen.insert(id.clone()) {
+        for raw in &answer.events {
+            match self.check_incoming_pdu(raw, &room.version).await {
+                Ok(c) if c.event.pdu.room_id == room.id => out.push(c),
+                Ok(_) => {}
+                Err(e) => tracing::info!(peer = %origin, reason = %e, "a missing event is refused"),
+            }
+        }
+        out.sort_by_key(|c| c.event.pdu.depth);
+        out
+    }
+
+    /// A room id, or an alias resolved here or (for another server's
+    /// alias) by its server, with the servers to join it through.
+    pub async fn resolve_room_anywhere(
+        &self,
+        room: &ruma::RoomOrAliasId,
+    ) -> Result<(ruma::OwnedRoomId, Vec<OwnedServerName>)> {
+        let alias = match <&RoomId>::try_from(room) {
+            Ok(id) => return Ok((id.to_owned(), Vec::new())),
+            Err(alias) => alias,
+        };
+        if alias.server_name() == self.server_name() || !self.federation.enabled() {
+            let room_id = self.resolve_alias(alias)?;
+            let servers = self
+                .room(&room_id)
+                .map(|r| r.remote_servers(self.server_name()))
+                .unwrap_or_default();
+            return Ok((room_id, servers));
+        }
+        let answer = self
+            .federation_call(
+                alias.server_name(),
+                ruma::api::federation::query::get_room_information::v1::Request::new(
+                    alias.to_owned(),
+                ),
+            )
+            .await?;
+        Ok((answer.room_id, answer.servers))
+    }
+
+    /// `GET /_matrix/federation/v1/query/directory`: a local alias, and
+    /// the servers in its room.
+    pub fn directory_for_peer(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> Result<(ruma::OwnedRoomId, Vec<OwnedServerName>)> {
+        if alias.server_name() != self.server_name() {
+            return Err(Error::not_found("Not an alias of this server"));
+        }
+        let room_id = self.resolve_alias(alias)?;
+        let mut servers = vec![self.server_name().to_owned()];
+        if let Ok(room) = self.room(&room_id) {
+            servers.extend(room.remote_servers(self.server_name()));
+        }
+        Ok((room_id, servers))
+    }
+
+    /// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`.
+    pub async fn send_leave(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawValue,
+    ) -> Result<()> {
+        let room = self.resident_room(room_id)?;
+        self.check_server_acl(&room, origin)?;
+        let checked = self.check_incoming_pdu(pdu, &room.version).await?;
+        let event = &checked.event;
+        let is_leave = event.event_id == event_id
+            && event.pdu.kind == TimelineEventType::RoomMember
+            && event.pdu.state_key.as_deref() == Some(event.pdu.sender.as_str())
+            && event
+                .content::<RoomMemberEventContent>()
+                .is_ok_and(|c| c.membership == MembershipState::Leave);
+        if !is_leave {
+            return Err(Error::bad_json("Not this leave event"));
+        }
+        if event.pdu.sender.server_name() != origin {
+            return Err(Error::forbidden("A server may only act for its own users"));
+        }
+        self.append_remote_events(&room, vec![checked])
+            .await
+            .remove(0)
+            .1
+    }
+
+    /// Leaves (or declines the invite into) a room this server is not in,
+    /// through the first of `via` that answers (`make_leave`, then
+    /// `send_leave`); the leave is stored here too.
+    pub(crate) async fn leave_remote(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        reason: Option<String>,
+    ) -> Result<()> {
+        let mut last = Error::not_found("No server in the room could be asked");
+        for server in via {
+            if server == self.server_name() {
                 continue;
             }
-            let Some(row) = self.store.get_event(id.as_str())? else {
-                continue;
+            let attempt = async {
+                let made = self
+                    .federation_call(
+                        server,
+                        prepare_leave_event::v1::Request::new(
+                            room_id.to_owned(),
+                            sender.to_owned(),
+                        ),
+                    )
+                    .await?;
+                let version = made.room_version.unwrap_or(RoomVersionId::V1);
+                if !FEDERATED_VERSIONS.contains(&version) {
+                    return Err(Error::IncompatibleRoomVersion(version));
+                }
+                let mut content = RoomMemberEventContent::new(MembershipState::Leave);
+                content.reason = reason.clone();
+                let (leave, json) =
+                    fill_template(server, &made.event, &version, sender, room_id, &content)?;
+                let signed = self.outgoing_pdu(&json, &version, false)?;
+                self.federation_call(
+                    server,
+                    create_leave_event::v2::Request::new(
+                        room_id.to_owned(),
+                        leave.event_id.clone(),
+                        signed.clone(),
+                    ),
+                )
+                .await?;
+                let stored = CheckedPdu {
+                    event: Arc::new(leave),
+                    json: signed.get().to_owned(),
+                };
+                self.store
+                    .write(WriteBatch::one(WriteOp::AppendEvent(new_event(&stored)?)))
+                    .await?;
+                Ok(())
             };
-            let pdu: Pdu = serde_json::from_str(&row.json).map_err(Error::internal)?;
-            todo.extend(pdu.auth_events.into_iter().filter(|a| !seen.contains(a)));
-            out.push(row.json);
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(peer = %server, %room_id, error = %e, "a leave through this server failed");
+                    last = e;
+                }
+            }
         }
-        Ok(out)
+        Err(last)
     }
 
     /// Joins `sender` to a room this server is not in, through the first
@@ -267,31 +442,8 @@ impl Services {
                 "Room version {version} is not supported for rooms across servers"
             )));
         }
-        // The template, filled in: this server's content and time.
-        let mut template: serde_json::Map<String, Value> = serde_json::from_str(made.event.get())
-            .map_err(|e| {
-            Error::Unavailable(format!("{server} sent an unreadable join template: {e}"))
-        })?;
-        let ok = template.get("type").and_then(Value::as_str) == Some("m.room.member")
-            && template.get("state_key").and_then(Value::as_str) == Some(sender.as_str())
-            && template.get("sender").and_then(Value::as_str) == Some(sender.as_str())
-            && template.get("room_id").and_then(Value::as_str) == Some(room_id.as_str());
-        if !ok {
-            return Err(Error::Unavailable(format!(
-                "{server} sent a join template for something else"
-            )));
-        }
         let content = self.member_content(sender, MembershipState::Join)?;
-        template.insert("content".into(), serde_json::to_value(&content)?);
-        template.insert("origin_server_ts".into(), Value::from(crate::now_ms()));
-        template.insert("hashes".into(), serde_json::json!({"sha256": ""}));
-        template.insert("signatures".into(), serde_json::json!({}));
-        template.remove("event_id");
-        template.remove("unsigned");
-        let pdu: Pdu = serde_json::from_value(Value::Object(template)).map_err(|e| {
-            Error::Unavailable(format!("{server} sent an unusable join template: {e}"))
-        })?;
-        let (join, json) = PduEvent::seal(pdu, &version)?;
+        let (join, json) = fill_template(server, &made.event, &version, sender, room_id, &content)?;
         let signed = self.outgoing_pdu(&json, &version, false)?;
         let answer = self
             .federation_call(
@@ -483,7 +635,7 @@ impl Services {
                 }
                 continue;
             }
-            let mut checked = Vec::with_capacity(raws.len());
+            let mut checked: Vec<CheckedPdu> = Vec::with_capacity(raws.len());
             for raw in raws {
                 match self.check_incoming_pdu(&raw, &room.version).await {
                     Ok(c) => checked.push(c),
@@ -494,6 +646,25 @@ impl Services {
                         }
                     }
                 }
+            }
+            // Events whose predecessors are not here: ask the origin for
+            // what lies between (once per room and transaction).
+            let here: HashSet<OwnedEventId> =
+                checked.iter().map(|c| c.event.event_id.clone()).collect();
+            let mut gaps = Vec::new();
+            for c in &checked {
+                let unknown = c.event.pdu.prev_events.iter().any(|p| {
+                    !here.contains(p) && self.store.get_event(p.as_str()).ok().flatten().is_none()
+                });
+                if unknown {
+                    gaps.push(c.event.event_id.clone());
+                }
+            }
+            if !gaps.is_empty() {
+                let mut before = self.missing_events(origin, &room, gaps).await;
+                before.retain(|c| !here.contains(&c.event.event_id));
+                before.extend(checked);
+                checked = before;
             }
             for (id, verdict) in self.append_remote_events(&room, checked).await {
                 let answer = match verdict {
@@ -508,6 +679,39 @@ impl Services {
         }
         Ok(results)
     }
+}
+
+/// A membership template from `server` (`make_join`, `make_leave`) filled
+/// in with this server's `content` and time, hashed: the event and its
+/// JSON.
+fn fill_template(
+    server: &ServerName,
+    made: &RawValue,
+    version: &RoomVersionId,
+    sender: &UserId,
+    room_id: &RoomId,
+    content: &RoomMemberEventContent,
+) -> Result<(PduEvent, String)> {
+    let mut template: serde_json::Map<String, Value> = serde_json::from_str(made.get())
+        .map_err(|e| Error::Unavailable(format!("{server} sent an unreadable template: {e}")))?;
+    let ok = template.get("type").and_then(Value::as_str) == Some("m.room.member")
+        && template.get("state_key").and_then(Value::as_str) == Some(sender.as_str())
+        && template.get("sender").and_then(Value::as_str) == Some(sender.as_str())
+        && template.get("room_id").and_then(Value::as_str) == Some(room_id.as_str());
+    if !ok {
+        return Err(Error::Unavailable(format!(
+            "{server} sent a template for something else"
+        )));
+    }
+    template.insert("content".into(), serde_json::to_value(content)?);
+    template.insert("origin_server_ts".into(), Value::from(crate::now_ms()));
+    template.insert("hashes".into(), serde_json::json!({"sha256": ""}));
+    template.insert("signatures".into(), serde_json::json!({}));
+    template.remove("event_id");
+    template.remove("unsigned");
+    let pdu: Pdu = serde_json::from_value(Value::Object(template))
+        .map_err(|e| Error::Unavailable(format!("{server} sent an unusable template: {e}")))?;
+    PduEvent::seal(pdu, version)
 }
 
 /// The id a PDU would have, when it can be had (for a refusal's answer).

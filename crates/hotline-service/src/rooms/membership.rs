@@ -198,6 +198,18 @@ impl Services {
             Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {}
             _ => return Err(Error::forbidden("You are not in this room")),
         }
+        // Invited into a room this server is not in: the leave goes through
+        // the inviting server.
+        if room.state_event("m.room.create", "").is_none() && self.federation.enabled() {
+            let mut via = Vec::new();
+            if let Some(invite) = room.state_event("m.room.member", sender.as_str()) {
+                via.push(invite.pdu.sender.server_name().to_owned());
+            }
+            if let Some(named) = room_id.server_name() {
+                via.push(named.to_owned());
+            }
+            return self.leave_remote(sender, room_id, &via, reason).await;
+        }
         self.set_membership(
             sender,
             room_id,

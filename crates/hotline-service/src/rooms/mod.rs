@@ -205,6 +205,16 @@ impl Room {
         self.inner.read().joined.len()
     }
 
+    /// The room's forward extremities.
+    pub(crate) fn head_ids(&self) -> Vec<OwnedEventId> {
+        self.inner
+            .read()
+            .heads
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// The other servers with a member joined: where this server's events
     /// in the room go.
     pub fn remote_servers(&self, ours: &ruma::ServerName) -> Vec<ruma::OwnedServerName> {
