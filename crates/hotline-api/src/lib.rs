@@ -163,6 +163,11 @@ pub fn served_paths() -> Vec<&'static str> {
     routes().paths
 }
 
+/// The paths the federation listener serves (for the fuzz test's coverage).
+pub fn served_federation_paths() -> Vec<&'static str> {
+    federation::routes().paths
+}
+
 /// The whole application.
 pub fn app(services: Arc<Services>) -> Router {
     apps(services).main

@@ -1543,3 +1543,528 @@ fn fill(fx: &Fx, path: &str, rng: &mut StdRng) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+/// The valid shape of each federation route's request: `(method, path,
+/// query, body)`, the path whole. `$NAME`s as in [`SPECS`], with the
+/// federation fixture's values ([`FedFx`]).
+const FED_SPECS: &[(&str, &str, &str, &str)] = &[
+    ("GET", "/_matrix/federation/v1/version", "", ""),
+    ("GET", "/_matrix/key/v2/server", "", ""),
+    ("GET", "/_matrix/key/v2/query/{server_name}", "", ""),
+    (
+        "POST",
+        "/_matrix/key/v2/query",
+        "",
+        r#"{"server_keys":{"$PEER":{}}}"#,
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/query/profile",
+        "user_id=$ALICE",
+        "",
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/query/directory",
+        "room_alias=$ALIAS",
+        "",
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+        "ver=10&ver=11",
+        "",
+    ),
+    (
+        "PUT",
+        "/_matrix/federation/v2/send_join/{room_id}/{event_id}",
+        "",
+        "$PDU",
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/make_leave/{room_id}/{user_id}",
+        "",
+        "",
+    ),
+    (
+        "PUT",
+        "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
+        "",
+        "$PDU",
+    ),
+    (
+        "PUT",
+        "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+        "",
+        r#"{"room_version":"11","event":$PDU,"invite_room_state":[]}"#,
+    ),
+    (
+        "PUT",
+        "/_matrix/federation/v1/send/{transaction_id}",
+        "",
+        r#"{"origin":"$PEER","origin_server_ts":1700000000000,"pdus":[$PDU],"edus":[{"edu_type":"m.typing","content":{"room_id":"$ROOM","user_id":"$BOB","typing":true}},{"edu_type":"m.receipt","content":{"$ROOM":{"m.read":{"$BOB":{"event_ids":["$EVENT"],"data":{"ts":1}}}}}},{"edu_type":"m.direct_to_device","content":{"sender":"$BOB","type":"m.room_key_request","message_id":"m1","messages":{"$ALICE":{"*":{"x":1}}}}},{"edu_type":"m.device_list_update","content":{"user_id":"$BOB","device_id":"D","stream_id":1,"prev_id":[]}}]}"#,
+    ),
+    ("GET", "/_matrix/federation/v1/event/{event_id}", "", ""),
+    (
+        "GET",
+        "/_matrix/federation/v1/state/{room_id}",
+        "event_id=$EVENT",
+        "",
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/state_ids/{room_id}",
+        "event_id=$EVENT",
+        "",
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/event_auth/{room_id}/{event_id}",
+        "",
+        "",
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/backfill/{room_id}",
+        "v=$EVENT&limit=10",
+        "",
+    ),
+    (
+        "POST",
+        "/_matrix/federation/v1/get_missing_events/{room_id}",
+        "",
+        r#"{"limit":10,"min_depth":0,"earliest_events":[],"latest_events":["$EVENT"]}"#,
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/user/devices/{user_id}",
+        "",
+        "",
+    ),
+    (
+        "POST",
+        "/_matrix/federation/v1/user/keys/query",
+        "",
+        r#"{"device_keys":{"$ALICE":[]}}"#,
+    ),
+    (
+        "POST",
+        "/_matrix/federation/v1/user/keys/claim",
+        "",
+        r#"{"one_time_keys":{"$ALICE":{"DEV":"signed_curve25519"}}}"#,
+    ),
+];
+
+/// The server under test's name (in process: it is never dialled).
+const FED_NAME: &str = "fuzz-a.hotline.test";
+
+/// A Hotline with federation on, served in process, whose peer is a real
+/// Hotline (B) that the test speaks for with B's own signing key: a room of
+/// alice's that B's bob joined (through make_join and send_join, signed as
+/// B), an alias, an event, and a valid PDU of bob's to mutate.
+struct FedFx {
+    app: axum::Router,
+    _dir: tempfile::TempDir,
+    _ca: common::TestCa,
+    peer: common::FederatedServer,
+    key: ruma::signatures::Ed25519KeyPair,
+    alice: String,
+    bob: String,
+    room: String,
+    alias: String,
+    event: String,
+    pdu: String,
+}
+
+impl FedFx {
+    async fn new() -> FedFx {
+        let ca = common::TestCa::new();
+        let (port, _) = common::FederatedServer::reserve();
+        let peer = common::FederatedServer::start(&ca, port, &[FED_NAME], "").await;
+        let key = peer.signing_key();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = hotline_service::Config {
+            server_name: FED_NAME.into(),
+            data_dir: dir.path().to_path_buf(),
+            allow_registration: true,
+            ..Default::default()
+        };
+        config.rate_limits.per_user_per_second = 1e9;
+        config.rate_limits.per_user_burst = 1e9;
+        config.rate_limits.per_ip_per_second = 1e9;
+        config.rate_limits.per_ip_burst = 1e9;
+        config.federation.enabled = true;
+        config.federation.allow = vec![peer.name.clone()];
+        config.federation.ca_file = Some(ca.ca_file.clone());
+        let store: std::sync::Arc<dyn hotline_store::Store> = hotline_store::SqliteStore::open(
+            dir.path().join("hotline.db"),
+            hotline_store::Durability::Normal,
+        )
+        .unwrap();
+        let services = hotline_service::Services::new(config, store).unwrap();
+        services.federation.set_transport(std::sync::Arc::new(
+            hotline_api::federation::client::FederationClient::new(Some(&ca.ca_file)).unwrap(),
+        ));
+        let apps = hotline_api::apps(services);
+        let client = apps.main;
+        let register = json!({"username": "alice", "password": "fuzz password", "auth": {"type": "m.login.dummy"}});
+        let a = call(
+            &client,
+            &Method::POST,
+            "/_matrix/client/v3/register",
+            &[("content-type", "application/json".into())],
+            register.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+        let token = a.json()["access_token"].as_str().unwrap().to_owned();
+        let auth = || {
+            vec![
+                ("authorization", format!("Bearer {token}")),
+                ("content-type", "application/json".to_owned()),
+            ]
+        };
+        let a = call(
+            &client,
+            &Method::POST,
+            "/_matrix/client/v3/createRoom",
+            &auth(),
+            br#"{"preset":"public_chat","room_alias_name":"fuzz"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+        let room = a.json()["room_id"].as_str().unwrap().to_owned();
+        let mut fx = FedFx {
+            app: apps.federation,
+            _dir: dir,
+            _ca: ca,
+            alice: format!("@alice:{FED_NAME}"),
+            bob: peer.user("bob"),
+            alias: format!("#fuzz:{FED_NAME}"),
+            peer,
+            key,
+            room,
+            event: String::new(),
+            pdu: String::new(),
+        };
+        // Bob of B joins, as B would: make_join, then a signed send_join.
+        let uri = format!(
+            "/_matrix/federation/v1/make_join/{}/{}?ver=11",
+            enc(&fx.room),
+            enc(&fx.bob)
+        );
+        let made = fx.signed_call(&Method::GET, &uri, &[]).await;
+        assert_eq!(made.status, 200, "{}", made.json());
+        let mut join = made.json()["event"].clone();
+        join["origin_server_ts"] = json!(1_700_000_000_000u64);
+        let (join, join_id) = fx.sign_pdu(join);
+        let uri = format!(
+            "/_matrix/federation/v2/send_join/{}/{}",
+            enc(&fx.room),
+            enc(&join_id)
+        );
+        let joined = fx
+            .signed_call(&Method::PUT, &uri, join.to_string().as_bytes())
+            .await;
+        assert_eq!(joined.status, 200, "{}", joined.json());
+        fx.event = join_id.clone();
+        // A message of bob's after his join: the PDU the bodies start from.
+        let state = call(
+            &client,
+            &Method::GET,
+            &format!("/_matrix/client/v3/rooms/{}/state", enc(&fx.room)),
+            &auth(),
+            Vec::new(),
+        )
+        .await
+        .unwrap()
+        .json();
+        let id_of = |t: &str| {
+            state
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["type"] == t && e["state_key"] == "")
+                .unwrap()["event_id"]
+                .clone()
+        };
+        let template = json!({
+            "auth_events": [id_of("m.room.create"), id_of("m.room.power_levels"), join_id],
+            "content": {"msgtype": "m.text", "body": "fuzz"},
+            "depth": join["depth"].as_u64().unwrap() + 1,
+            "origin_server_ts": 1_700_000_000_001u64,
+            "prev_events": [join_id],
+            "room_id": fx.room,
+            "sender": fx.bob,
+            "type": "m.room.message",
+        });
+        let (pdu, _) = fx.sign_pdu(template);
+        fx.pdu = pdu.to_string();
+        fx
+    }
+
+    /// Hashes and signs `event` as B; the event and its id.
+    fn sign_pdu(&self, event: Value) -> (Value, String) {
+        let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
+        let rules = ruma::RoomVersionId::V11.rules().unwrap();
+        ruma::signatures::hash_and_sign_event(
+            &self.peer.name,
+            &self.key,
+            &mut object,
+            &rules.redaction,
+        )
+        .unwrap();
+        let id = format!(
+            "${}",
+            ruma::signatures::reference_hash(&object, &rules).unwrap()
+        );
+        (serde_json::to_value(object).unwrap(), id)
+    }
+
+    /// The `X-Matrix` header for a request from `origin` to `destination`
+    /// signed with `key`.
+    fn x_matrix(
+        origin: &str,
+        destination: &str,
+        key: &ruma::signatures::Ed25519KeyPair,
+        method: &Method,
+        uri: &str,
+        body: &[u8],
+    ) -> String {
+        let mut object = json!({"method": method.as_str(), "uri": uri, "origin": origin, "destination": destination});
+        if let Ok(content) = serde_json::from_slice::<Value>(body) {
+            if !body.is_empty() {
+                object["content"] = content;
+            }
+        }
+        let mut object: ruma::CanonicalJsonObject = match serde_json::from_value(object) {
+            Ok(o) => o,
+            // Content that is not canonical JSON (floats, huge numbers):
+            // signed without it, which the server refuses as it should.
+            Err(_) => serde_json::from_value(json!({"method": method.as_str(), "uri": uri, "origin": origin, "destination": destination})).unwrap(),
+        };
+        ruma::signatures::sign_json(origin, key, &mut object).unwrap();
+        let sig = object["signatures"].as_object().unwrap()[origin]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        format!(
+            "X-Matrix origin=\"{origin}\",destination=\"{destination}\",key=\"ed25519:{}\",sig=\"{sig}\"",
+            key.version()
+        )
+    }
+
+    async fn signed_call(&self, method: &Method, uri: &str, body: &[u8]) -> Answer {
+        let auth = Self::x_matrix(&self.peer.name, FED_NAME, &self.key, method, uri, body);
+        call(
+            &self.app,
+            method,
+            uri,
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json".into()),
+            ],
+            body.to_vec(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn subst(&self, s: &str, esc: impl Fn(&str) -> String) -> String {
+        s.replace("$PDU", &self.pdu)
+            .replace("$PEER", &esc(&self.peer.name))
+            .replace("$ALICE", &esc(&self.alice))
+            .replace("$BOB", &esc(&self.bob))
+            .replace("$ROOM", &esc(&self.room))
+            .replace("$ALIAS", &esc(&self.alias))
+            .replace("$EVENT", &esc(&self.event))
+    }
+
+    fn param(&self, name: &str, path: &str, rng: &mut StdRng) -> String {
+        match name {
+            "room_id" => self.room.clone(),
+            "event_id" => self.event.clone(),
+            "server_name" => self.peer.name.clone(),
+            "transaction_id" => format!("t{}", rng.gen::<u32>()),
+            "user_id" if path.contains("/devices/") => self.alice.clone(),
+            "user_id" => self.bob.clone(),
+            other => panic!("no fuzz value for {{{other}}}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_federation_request_makes_any_endpoint_answer_5xx_or_an_error_without_errcode() {
+    let cases = env_u64("HOTLINE_FEDERATION_FUZZ_CASES").unwrap_or(4_000);
+    let seed = env_u64("HOTLINE_FUZZ_SEED").unwrap_or(0x0048_6f74_6c69_6e65);
+    let fx = FedFx::new().await;
+    let limit = hotline_service::Config::default().max_request_bytes;
+    // Coverage: every federation route has a shape, every shape a route.
+    let mut routes: Vec<(Method, &'static str)> = Vec::new();
+    let mut probe_rng = StdRng::seed_from_u64(seed);
+    for path in hotline_api::served_federation_paths() {
+        let uri: String = path
+            .split('/')
+            .map(
+                |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => enc(&fx.param(name, path, &mut probe_rng)),
+                    None => seg.to_owned(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/");
+        for m in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
+            let a = call(&fx.app, &m, &uri, &[], Vec::new()).await.unwrap();
+            if !(a.status == StatusCode::METHOD_NOT_ALLOWED
+                && a.json()["errcode"] == "M_UNRECOGNIZED")
+            {
+                routes.push((m, path));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    let specs: BTreeSet<(String, String)> = FED_SPECS
+        .iter()
+        .map(|(m, p, _, _)| (m.to_string(), p.to_string()))
+        .collect();
+    let uncovered: Vec<_> = served.difference(&specs).collect();
+    assert!(
+        uncovered.is_empty(),
+        "federation routes without a fuzz shape in FED_SPECS: {uncovered:?}"
+    );
+    let stale: Vec<_> = specs.difference(&served).collect();
+    assert!(stale.is_empty(), "FED_SPECS entries not served: {stale:?}");
+
+    let stranger = ruma::signatures::Ed25519KeyPair::from_der(
+        &ruma::signatures::Ed25519KeyPair::generate(),
+        fx.key.version().to_owned(),
+    )
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut failures: Vec<String> = Vec::new();
+    let mut statuses: std::collections::BTreeMap<u16, u64> = Default::default();
+    let mut mutations: std::collections::HashMap<usize, u64> = Default::default();
+    for case in 0..cases {
+        let (method, path) = routes[(case as usize) % routes.len()].clone();
+        let (_, _, query, shape) = FED_SPECS
+            .iter()
+            .find(|(m, p, _, _)| *m == method.as_str() && *p == path)
+            .unwrap();
+        let mut uri = String::new();
+        for (i, seg) in path.split('/').enumerate() {
+            if i > 0 {
+                uri.push('/');
+            }
+            match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if rng.gen_bool(0.9) => {
+                    uri.push_str(&enc(&fx.param(name, path, &mut rng)))
+                }
+                Some(_) => uri.push_str(&bad_param(&mut rng)),
+                None => uri.push_str(seg),
+            }
+        }
+        let mut q = fx.subst(query, enc);
+        if rng.gen_bool(0.15) {
+            if !q.is_empty() {
+                q.push('&');
+            }
+            q.push_str(bad_query(&mut rng));
+        }
+        if !q.is_empty() {
+            uri.push('?');
+            uri.push_str(&q);
+        }
+        let valid = fx.subst(shape, json_escape);
+        let nth = mutations.entry(case as usize % routes.len()).or_default();
+        let (body, ct) = gen_body(&mut rng, &valid, false, limit, nth);
+        // Mostly signed as B; sometimes unsigned, by a stranger's key under
+        // B's key id, for another destination, or from a server A does not
+        // federate with.
+        let auth = match rng.gen_range(0..20) {
+            0 => None,
+            1 => Some(FedFx::x_matrix(
+                &fx.peer.name,
+                FED_NAME,
+                &stranger,
+                &method,
+                &uri,
+                &body,
+            )),
+            2 => Some(FedFx::x_matrix(
+                &fx.peer.name,
+                "elsewhere.test",
+                &fx.key,
+                &method,
+                &uri,
+                &body,
+            )),
+            3 => Some(FedFx::x_matrix(
+                "stranger.test",
+                FED_NAME,
+                &fx.key,
+                &method,
+                &uri,
+                &body,
+            )),
+            4 => Some("X-Matrix garbage".to_owned()),
+            _ => Some(FedFx::x_matrix(
+                &fx.peer.name,
+                FED_NAME,
+                &fx.key,
+                &method,
+                &uri,
+                &body,
+            )),
+        };
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        if let Some(a) = auth {
+            headers.push(("authorization", a));
+        }
+        if !ct.is_empty() {
+            headers.push(("content-type", ct.clone()));
+        }
+        let answer = match call(&fx.app, &method, &uri, &headers, body.clone()).await {
+            Ok(a) => a,
+            Err(e) if e.starts_with("unbuildable") => continue,
+            Err(e) => Answer {
+                status: StatusCode::from_u16(599).unwrap(),
+                body: e.into_bytes(),
+            },
+        };
+        *statuses.entry(answer.status.as_u16()).or_default() += 1;
+        if let Err(why) = check(&answer) {
+            if failures.len() < 20 {
+                let shown = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
+                failures.push(format!(
+                    "case {case}: {why}\n    {method} {}\n    body: {shown}\n    answer: {}",
+                    &uri[..uri.len().min(300)],
+                    String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)])
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "federation fuzz: {cases} cases over {} routes; statuses {statuses:?}",
+        routes.len()
+    );
+    // The fuzz reached the handlers, not only the signature check.
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) > cases / 20,
+        "{statuses:?}"
+    );
+    assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));
+    // And the server still serves.
+    let a = fx
+        .signed_call(&Method::GET, "/_matrix/federation/v1/version", &[])
+        .await;
+    assert_eq!(a.status, 200);
+}
