@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Hotline: Rust unit and integration tests (real server,
-# matrix-sdk client) on each database engine, the matrix-js-sdk interop
-# script, and the web app's browser tests when present.
+# matrix-sdk client, a Synapse federating with Hotline) on each database
+# engine, the matrix-js-sdk interop script, and the web app's browser tests
+# when present.
 #
 # The integration tests run twice: on SQLite (the default), then with
 # HOTLINE_TEST_ENGINE=postgres, each test server on a database of its own
@@ -12,6 +13,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
 scripts/deps.sh coturn   # the TURN test drives a real coturn
 scripts/postgres.sh install
+# The federation interop test runs Synapse, the reference homeserver, from
+# PyPI (into bench/.venv, once).
+scripts/deps.sh python3 python3-venv
+scripts/synapse.sh install
 cargo build --release -p hotline
 
 pg_dir="${TMPDIR:-/tmp}/hotline-test-postgres-$$"

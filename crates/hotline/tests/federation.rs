@@ -252,58 +252,6 @@ async fn a_server_publishes_signed_keys_and_vouches_for_its_peers_as_a_notary() 
     assert_eq!((status, &v["server_keys"]), (200, &json!([])), "{v}");
 }
 
-/// Sends a text; answers its event id.
-async fn send_text(http: &Http, token: &str, room: &str, txn: &str, body: &str) -> String {
-    let (status, v) = http
-        .call(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
-            Some(token),
-            Some(&json!({"msgtype": "m.text", "body": body}).to_string()),
-        )
-        .await;
-    assert_eq!(status, 200, "send: {v}");
-    v["event_id"].as_str().unwrap().to_owned()
-}
-
-/// The texts of a room's timeline as `token` reads them, oldest first.
-async fn texts(http: &Http, token: &str, room: &str) -> Vec<String> {
-    let (status, v) = http
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
-            Some(token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "messages: {v}");
-    let mut out: Vec<String> = v["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "m.room.message")
-        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-        .collect();
-    out.reverse();
-    out
-}
-
-/// Waits (up to `secs`) until `token` reads `want` as the room's texts.
-async fn wait_for_texts(http: &Http, token: &str, room: &str, want: &[&str], secs: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let got = texts(http, token, room).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expected {want:?}, read {got:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// Two servers, alice on A in a public room of hers, bob of B joined to it.
 async fn two_servers_sharing_a_room(
     ca: &TestCa,
@@ -322,7 +270,7 @@ async fn two_servers_sharing_a_room_with(
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let alice = ha.register("alice").await;
     let bob = hb.register("bob").await;
-    let room = create_public_room(&ha, &alice).await;
+    let room = ha.create_public_room(&alice).await;
     let (status, v) = hb
         .call(
             "POST",
@@ -335,19 +283,6 @@ async fn two_servers_sharing_a_room_with(
     (a, b, alice, bob, room)
 }
 
-async fn create_public_room(http: &Http, token: &str) -> String {
-    let (status, v) = http
-        .call(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(token),
-            Some(r#"{"preset": "public_chat"}"#),
-        )
-        .await;
-    assert_eq!(status, 200, "createRoom: {v}");
-    v["room_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() {
     let ca = TestCa::new();
@@ -357,8 +292,8 @@ async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() 
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let alice = ha.register("alice").await;
     let bob = hb.register("bob").await;
-    let room = create_public_room(&ha, &alice).await;
-    send_text(&ha, &alice, &room, "a1", "before bob").await;
+    let room = ha.create_public_room(&alice).await;
+    ha.send_text(&alice, &room, "a1", "before bob").await;
     let (status, v) = hb
         .call(
             "POST",
@@ -382,10 +317,12 @@ async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() 
         assert!(v["joined"].get(b.user("bob")).is_some(), "{v}");
         assert!(v["joined"].get(a.user("alice")).is_some(), "{v}");
     }
-    send_text(&hb, &bob, &room, "b1", "hello from B").await;
-    wait_for_texts(&ha, &alice, &room, &["before bob", "hello from B"], 10).await;
-    let from_a = send_text(&ha, &alice, &room, "a2", "hello from A").await;
-    wait_for_texts(&hb, &bob, &room, &["hello from B", "hello from A"], 10).await;
+    hb.send_text(&bob, &room, "b1", "hello from B").await;
+    ha.wait_for_texts(&alice, &room, &["before bob", "hello from B"], 10)
+        .await;
+    let from_a = ha.send_text(&alice, &room, "a2", "hello from A").await;
+    hb.wait_for_texts(&bob, &room, &["hello from B", "hello from A"], 10)
+        .await;
     // Typing and read receipts cross too.
     let (status, v) = ha
         .call(
@@ -457,14 +394,17 @@ async fn texts_sent_while_the_other_server_is_down_arrive_once_when_it_returns()
     let (a, mut b, alice, bob, room) =
         two_servers_sharing_a_room_with(&ca, "metrics_token = \"scrape\"").await;
     let ha = Http::new(&a.server.url);
-    send_text(&Http::new(&b.server.url), &bob, &room, "b1", "bob first").await;
-    wait_for_texts(&ha, &alice, &room, &["bob first"], 10).await;
+    Http::new(&b.server.url)
+        .send_text(&bob, &room, "b1", "bob first")
+        .await;
+    ha.wait_for_texts(&alice, &room, &["bob first"], 10).await;
     b.server.kill9();
     // A accepts every send while B is down: a 200 never waits on a peer.
     let mut want = vec!["bob first".to_owned()];
     for i in 0..5 {
         let text = format!("while B is down {i}");
-        send_text(&ha, &alice, &room, &format!("down{i}"), &text).await;
+        ha.send_text(&alice, &room, &format!("down{i}"), &text)
+            .await;
         want.push(text);
     }
     // The operator sees it: queued for B, which does not answer.
@@ -487,17 +427,17 @@ async fn texts_sent_while_the_other_server_is_down_arrive_once_when_it_returns()
     let hb = Http::new(&b.server.url);
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
     // Each once, in order (A retries at most every 30 s).
-    wait_for_texts(&hb, &bob, &room, &want, 45).await;
+    hb.wait_for_texts(&bob, &room, &want, 45).await;
     let report = a.server.admin_configured(&["federation"]);
     assert!(
         report.contains(&format!("{}\tqueued 0\tanswers (Hotline", b.name)),
         "{report}"
     );
     // And the conversation goes on both ways.
-    send_text(&hb, &bob, &room, "b2", "back again").await;
+    hb.send_text(&bob, &room, "b2", "back again").await;
     let mut after = want.clone();
     after.push("back again");
-    wait_for_texts(&ha, &alice, &room, &after, 10).await;
+    ha.wait_for_texts(&alice, &room, &after, 10).await;
 }
 
 /// A PDU from `sender` (of `origin`) in `room` on top of A's newest event,
@@ -649,7 +589,7 @@ async fn a_server_denied_by_the_room_acl_has_its_events_refused() {
             .is_some_and(|e| e.contains("ACL")),
         "{v}"
     );
-    assert_eq!(texts(&ha, &alice, &room).await, ["allowed"]);
+    assert_eq!(ha.texts(&alice, &room).await, ["allowed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -692,7 +632,7 @@ async fn a_pdu_with_a_forged_signature_is_refused_and_one_with_a_broken_hash_is_
     assert!(v["pdus"][&forged_id]["error"].is_string(), "{v}");
     assert_eq!(v["pdus"][&tampered_id], json!({}), "{v}");
     // Neither text shows; the tampered event is there, redacted.
-    let got = texts(&ha, &alice, &room).await;
+    let got = ha.texts(&alice, &room).await;
     assert!(
         !got.iter()
             .any(|t| t == "forged" || t == "tampered" || t == "original"),
@@ -770,8 +710,8 @@ async fn a_user_of_the_other_server_is_invited_and_joins_by_the_invite() {
         )
         .await;
     assert_eq!(status, 200, "{v}");
-    send_text(&hb, &bob, &room, "b1", "accepted").await;
-    wait_for_texts(&ha, &alice, &room, &["accepted"], 10).await;
+    hb.send_text(&bob, &room, "b1", "accepted").await;
+    ha.wait_for_texts(&alice, &room, &["accepted"], 10).await;
     // And the other way: bob invites carol of A into a room on B.
     let carol = ha.register("carol").await;
     let room_b = hb.create_room(&bob).await;
@@ -793,8 +733,8 @@ async fn a_user_of_the_other_server_is_invited_and_joins_by_the_invite() {
         )
         .await;
     assert_eq!(status, 200, "{v}");
-    send_text(&ha, &carol, &room_b, "c1", "carol here").await;
-    wait_for_texts(&hb, &bob, &room_b, &["carol here"], 10).await;
+    ha.send_text(&carol, &room_b, "c1", "carol here").await;
+    hb.wait_for_texts(&bob, &room_b, &["carol here"], 10).await;
     // An invite declined into a room A is not in: the leave goes through
     // the inviting server.
     let dave = ha.register("dave").await;
@@ -863,7 +803,7 @@ async fn events_missing_before_a_received_one_are_fetched_from_its_sender() {
     // for what lies between (get_missing_events) and takes both, in order.
     let (status, v) = send_as(&ca, &a, &b, "gap-2", &[&e2]).await;
     assert_eq!((status, &v["pdus"][&e2_id]), (200, &json!({})), "{v}");
-    assert_eq!(texts(&ha, &alice, &room).await, ["first", "second"]);
+    assert_eq!(ha.texts(&alice, &room).await, ["first", "second"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -905,6 +845,7 @@ async fn a_room_is_joined_by_its_alias_on_the_other_server() {
         )
         .await;
     assert_eq!((status, &v["room_id"]), (200, &json!(room)), "{v}");
-    send_text(&hb, &bob, &room, "b1", "joined by alias").await;
-    wait_for_texts(&ha, &alice, &room, &["joined by alias"], 10).await;
+    hb.send_text(&bob, &room, "b1", "joined by alias").await;
+    ha.wait_for_texts(&alice, &room, &["joined by alias"], 10)
+        .await;
 }

@@ -329,6 +329,71 @@ impl Http {
         v["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// Sends a text; answers its event id.
+    pub async fn send_text(&self, token: &str, room: &str, txn: &str, body: &str) -> String {
+        let (status, v) = self
+            .call(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                Some(token),
+                Some(&serde_json::json!({"msgtype": "m.text", "body": body}).to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "send: {v}");
+        v["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The texts of a room's timeline as `token` reads them, oldest first.
+    pub async fn texts(&self, token: &str, room: &str) -> Vec<String> {
+        let (status, v) = self
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "messages: {v}");
+        let mut out: Vec<String> = v["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.message")
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Waits (up to `secs`) until `token` reads `want` as the room's texts.
+    pub async fn wait_for_texts(&self, token: &str, room: &str, want: &[&str], secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let got = self.texts(token, room).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {want:?}, read {got:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn create_public_room(&self, token: &str) -> String {
+        let (status, v) = self
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(token),
+                Some(r#"{"preset": "public_chat"}"#),
+            )
+            .await;
+        assert_eq!(status, 200, "createRoom: {v}");
+        v["room_id"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a room with the defaults; returns its id.
     pub async fn create_room(&self, token: &str) -> String {
         let (status, v) = self
@@ -716,6 +781,17 @@ impl TestCa {
     pub fn new() -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // A name of its own (a leaf with its issuer's name looks
+        // self-issued to OpenSSL, which Synapse verifies with) and the key
+        // usage of a CA.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Hotline test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
         let issuer =
             rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
                 .unwrap();
@@ -734,10 +810,12 @@ impl TestCa {
     pub fn issue(&self, label: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let cert = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, label);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         let cert_file = self.dir.path().join(format!("{label}.crt"));
         let key_file = self.dir.path().join(format!("{label}.key"));
         std::fs::write(&cert_file, cert.pem()).unwrap();
@@ -857,4 +935,191 @@ pub async fn federation_request(
         status,
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// The reference homeserver, Synapse (from PyPI, installed into
+/// `bench/.venv` by `scripts/synapse.sh install`, or `SYNAPSE_VENV`),
+/// federating over TLS on loopback: named by IP literal and port like a
+/// [`FederatedServer`], its certificate from the test's CA, which it trusts
+/// for peers (`federation_custom_ca_list`), talking only to `allow`.
+pub struct SynapseServer {
+    /// The client API, plain HTTP.
+    pub url: String,
+    pub name: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SynapseServer {
+    /// Starts Synapse with its federation listener on `port` (from
+    /// [`FederatedServer::reserve`]).
+    pub async fn start(ca: &TestCa, port: u16, allow: &[&str]) -> SynapseServer {
+        let venv = std::env::var("SYNAPSE_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/.venv")
+            });
+        let python = venv.join("bin/python");
+        assert!(
+            python.exists(),
+            "Synapse is not installed at {} (scripts/synapse.sh install)",
+            venv.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let name = format!("127.0.0.1:{port}");
+        let client_port = free_port();
+        let (cert, key) = ca.issue(&format!("synapse-{port}"), &["127.0.0.1"]);
+        let allow = allow
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let secret = "interop-test-secret";
+        std::fs::write(
+            d.join("log.config"),
+            format!(
+                "version: 1\nformatters:\n  precise:\n    format: '%(asctime)s %(name)s %(levelname)s %(message)s'\n\
+                 handlers:\n  file:\n    class: logging.FileHandler\n    formatter: precise\n    filename: {log}\n\
+                 root:\n  level: {level}\n  handlers: [file]\ndisable_existing_loggers: false\n",
+                log = d.join("homeserver.log").display(),
+                level = std::env::var("SYNAPSE_TEST_LOG").unwrap_or_else(|_| "WARNING".into())
+            ),
+        )
+        .unwrap();
+        let config = format!(
+            r#"server_name: "{name}"
+pid_file: "{d}/homeserver.pid"
+public_baseurl: "http://127.0.0.1:{client_port}/"
+listeners:
+  - port: {port}
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: true
+    resources:
+      - names: [federation]
+  - port: {client_port}
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: false
+    resources:
+      - names: [client]
+tls_certificate_path: "{cert}"
+tls_private_key_path: "{key}"
+federation_custom_ca_list: ["{ca}"]
+federation_verify_certificates: true
+federation_domain_whitelist: [{allow}]
+ip_range_blacklist: []
+federation_ip_range_blacklist: []
+ip_range_whitelist: ["127.0.0.0/8"]
+trusted_key_servers: []
+suppress_key_server_warning: true
+default_room_version: "11"
+database:
+  name: sqlite3
+  args:
+    database: "{d}/homeserver.db"
+log_config: "{d}/log.config"
+media_store_path: "{d}/media"
+signing_key_path: "{d}/signing.key"
+registration_shared_secret: "{secret}"
+macaroon_secret_key: "{secret}"
+form_secret: "{secret}"
+report_stats: false
+enable_registration: true
+enable_registration_without_verification: true
+bcrypt_rounds: 4
+presence:
+  enabled: false
+rc_message:
+  per_second: 1000
+  burst_count: 1000
+rc_joins:
+  local:
+    per_second: 1000
+    burst_count: 1000
+  remote:
+    per_second: 1000
+    burst_count: 1000
+rc_login:
+  address:
+    per_second: 1000
+    burst_count: 1000
+  account:
+    per_second: 1000
+    burst_count: 1000
+rc_registration:
+  per_second: 1000
+  burst_count: 1000
+"#,
+            d = d.display(),
+            cert = cert.display(),
+            key = key.display(),
+            ca = ca.ca_file.display(),
+        );
+        let yaml = d.join("homeserver.yaml");
+        std::fs::write(&yaml, config).unwrap();
+        let keys = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&yaml)
+            .arg("--generate-keys")
+            .output()
+            .unwrap();
+        assert!(
+            keys.status.success(),
+            "synapse --generate-keys: {}",
+            String::from_utf8_lossy(&keys.stderr)
+        );
+        let child = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&yaml)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(d.join("stderr.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{client_port}");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{url}/_matrix/client/versions")).await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "synapse did not start: {}",
+                std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        SynapseServer {
+            url,
+            name,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// A user id of this server.
+    pub fn user(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.name)
+    }
+
+    /// Synapse's log so far (warnings and errors).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("homeserver.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SynapseServer {
+    fn drop(&mut self) {
+        // A failing test shows what Synapse said.
+        if std::thread::panicking() {
+            eprintln!("--- synapse log ---\n{}", self.log_text());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
