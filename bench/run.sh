@@ -54,6 +54,11 @@
 #                database and one data directory; each pair's sender talks to
 #                one process and its receiver to the other, so every message
 #                crosses processes (LISTEN/NOTIFY replay)
+#   hotline-fed  two Hotlines on SQLite, each its own server (named by
+#                loopback address and port), federating over TLS; each pair's
+#                sender is on one and its receiver on the other, so every
+#                message crosses servers (and the DM is made across them)
+#   synapse-fed  the same with two Synapses
 # The -pg sides share one PostgreSQL cluster the script starts
 # (scripts/postgres.sh, in BENCH_DATA_ROOT/pg, on PG_PORT) and stops at the
 # end, with PostgreSQL's durable defaults: fsync and synchronous_commit on.
@@ -109,7 +114,7 @@ stop_hotline() {
 }
 cleanup() {
     local side
-    for side in synapse synapse-pg; do
+    for side in synapse synapse-pg synapse-fed0 synapse-fed1; do
         "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/$side" 2>/dev/null || true
     done
     stop_hotline
@@ -320,6 +325,92 @@ EOF
     return $rc
 }
 
+# A CA and one certificate for 127.0.0.1 (both servers of a -fed side are
+# on loopback), made once with openssl; prints the directory.
+fed_certs() {
+    local tls="$DATA_ROOT/tls"
+    if [[ ! -s "$tls/server.pem" ]]; then
+        mkdir -p "$tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 2 -subj "/CN=bench CA" 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout "$tls/server.sec1.key" -out "$tls/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/ext.cnf"
+        openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+            -CAcreateserial -out "$tls/server.pem" -days 2 -extfile "$tls/ext.cnf" 2>/dev/null
+        openssl pkcs8 -topk8 -nocrypt -in "$tls/server.sec1.key" -out "$tls/server.key"
+    fi
+    echo "$tls"
+}
+
+# run_hotline_fed SIDE: two Hotlines federating (see "Sides").
+run_hotline_fed() {
+    local side="$1" tls i port fport peer dir toml log pid urls="" pids=""
+    [[ -x "$HOTLINE" ]] || { log "no $HOTLINE; skipping $side"; return 0; }
+    tls="$(fed_certs)"
+    wait_quiet
+    for i in 0 1; do
+        port=$((HOTLINE_PORT + i)) fport=$((HOTLINE_PORT + 10 + i)) peer=$((HOTLINE_PORT + 11 - i))
+        dir="$DATA_ROOT/$side$i" toml="$DATA_ROOT/$side$i.toml" log="$RESULTS/$side.server$i.log"
+        mkdir -p "$dir"
+        {
+            echo "server_name = \"127.0.0.1:$fport\""
+            printf '%s\n' "${HOTLINE_TOML:-}"
+            cat <<EOF
+[rate_limits]
+per_user_per_second = 1000000.0
+per_user_burst = 1000000.0
+per_ip_per_second = 1000000.0
+per_ip_burst = 1000000.0
+[federation]
+enabled = true
+listen = "127.0.0.1:$fport"
+tls_certificate = "$tls/server.pem"
+tls_private_key = "$tls/server.key"
+ca_file = "$tls/ca.pem"
+allow = ["127.0.0.1:$peer"]
+EOF
+        } >"$toml"
+        cp "$toml" "$RESULTS/$side$i.toml"
+        HOTLINE_LOG="${HOTLINE_LOG:-warn}" "$HOTLINE" serve --config "$toml" \
+            --allow-registration --listen "127.0.0.1:$port" \
+            --data-dir "$dir" >"$log" 2>&1 &
+        pid=$!
+        HOTLINE_PIDS+=("$pid")
+        if ! wait_versions "$port" "$pid"; then
+            log "$side did not answer /versions on $port; see $log"
+            stop_hotline
+            return 1
+        fi
+        urls+="${urls:+,}http://127.0.0.1:$port"
+        pids+="${pids:+,}$pid"
+    done
+    local rc=0
+    loadgen "$side" "$urls" "$pids" "" "$(size_cmd "$DATA_ROOT/${side}0/hotline.db")" || rc=$?
+    stop_hotline
+    return $rc
+}
+
+# run_synapse_fed SIDE: two Synapses federating (see "Sides").
+run_synapse_fed() {
+    local side="$1" tls i port fport peer urls="" pids="" rc=0
+    tls="$(fed_certs)"
+    wait_quiet
+    for i in 0 1; do
+        port=$((SYNAPSE_PORT + i)) fport=$((SYNAPSE_PORT + 10 + i)) peer=$((SYNAPSE_PORT + 11 - i))
+        SYNAPSE_FEDERATION_PORT="$fport" SYNAPSE_PEERS="127.0.0.1:$peer" \
+            SYNAPSE_TLS_CERT="$tls/server.pem" SYNAPSE_TLS_KEY="$tls/server.key" \
+            SYNAPSE_CA_FILE="$tls/ca.pem" SYNAPSE_BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-12}" \
+            "$ROOT/scripts/synapse.sh" start "$port" "$DATA_ROOT/$side$i" >&2 || return 1
+        cp "$DATA_ROOT/$side$i/homeserver.yaml" "$RESULTS/$side$i.homeserver.yaml"
+        urls+="${urls:+,}http://127.0.0.1:$port"
+        pids+="${pids:+,}$(cat "$DATA_ROOT/$side$i/synapse.pid")"
+    done
+    loadgen "$side" "$urls" "$pids" "" "$(size_cmd "$DATA_ROOT/${side}0/homeserver.db")" || rc=$?
+    for i in 0 1; do "$ROOT/scripts/synapse.sh" stop "$DATA_ROOT/$side$i"; done
+    return $rc
+}
+
 # table SYNAPSE_DIR HOTLINE_DIR LABEL: render results (the two sides may come
 # from different runs, e.g. each taken when the machine was quiet).
 table() {
@@ -437,6 +528,8 @@ names = {
     "hotline": "Hotline, SQLite",
     "hotline-pg": "Hotline, PostgreSQL, 1 process",
     "hotline-pg2": "Hotline, PostgreSQL, 2 processes",
+    "hotline-fed": "Hotline ↔ Hotline, federated, SQLite",
+    "synapse-fed": "Synapse ↔ Synapse, federated, SQLite",
 }
 def g(v, *path):
     for k in path:
@@ -447,7 +540,7 @@ def ratio(x, ref, lower_better):
     if x is None or not ref: return "—"
     r = (ref / x if x else 0) if lower_better else x / ref
     return f"{r:,.0f}×" if r >= 10 else f"{r:,.2f}×"
-refs = [(s, names[s]) for s in ("synapse-pg", "synapse") if data.get(s)]
+refs = [(s, names[s]) for s in ("synapse-fed", "synapse-pg", "synapse") if data.get(s)]
 print(f"Run {stamp}: {any_['pairs']} DM pairs, {any_['load']}, {any_['warmup_s']} s warm-up, {any_['window_s']:.0f} s window, loopback, {os.cpu_count()} cores.\n")
 head = ["side", "delivered msg/s", "p50 (ms)", "p99 (ms)"]
 for _, n in refs:
@@ -541,13 +634,15 @@ fi
 build
 for side in $SIDES; do
     case "$side" in
-        synapse | synapse-pg | hotline | hotline-pg | hotline-pg2) ;;
+        synapse | synapse-pg | hotline | hotline-pg | hotline-pg2 | hotline-fed | synapse-fed) ;;
         *) log "unknown side $side" ; exit 2 ;;
     esac
 done
 for side in $SIDES; do
     case "$side" in
         # One side failing must not hide the other side's numbers.
+        synapse-fed) run_synapse_fed "$side" || log "$side run failed" ;;
+        hotline-fed) run_hotline_fed "$side" || log "$side run failed" ;;
         synapse*) run_synapse "$side" || log "$side run failed" ;;
         hotline*) run_hotline "$side" || log "$side run failed" ;;
     esac

@@ -14,6 +14,12 @@
 # listener on 127.0.0.1:PORT, open registration and rate limits raised far
 # beyond any benchmark so the numbers measure the server, not its throttles.
 #
+# SYNAPSE_FEDERATION_PORT=N federates instead of "localhost": the server is
+# named 127.0.0.1:N and serves federation over TLS on that port with
+# SYNAPSE_TLS_CERT and SYNAPSE_TLS_KEY (PEM), trusts SYNAPSE_CA_FILE for its
+# peers, and talks only to SYNAPSE_PEERS (comma-separated server names);
+# loopback addresses are let through its IP range block list.
+#
 # SYNAPSE_DATABASE=postgres://USER@HOST:PORT/DB puts Synapse on PostgreSQL
 # instead (psycopg2, installed into the venv from PyPI as psycopg2-binary
 # when missing): DB is created if it does not exist, with the encoding and
@@ -109,6 +115,40 @@ database:
 EOF
 }
 
+# The federation part of the config: none, or TLS, a CA and peers.
+federation_config() {
+    if [[ -z "${SYNAPSE_FEDERATION_PORT:-}" ]]; then
+        echo "federation_domain_whitelist: []"
+        return
+    fi
+    local peers="" p
+    for p in ${SYNAPSE_PEERS//,/ }; do peers+="${peers:+, }\"$p\""; done
+    cat <<EOF
+federation_domain_whitelist: [$peers]
+tls_certificate_path: "$SYNAPSE_TLS_CERT"
+tls_private_key_path: "$SYNAPSE_TLS_KEY"
+federation_custom_ca_list: ["$SYNAPSE_CA_FILE"]
+federation_verify_certificates: true
+ip_range_blacklist: []
+federation_ip_range_blacklist: []
+ip_range_whitelist: ["127.0.0.0/8"]
+EOF
+}
+
+# The federation listener, when federating.
+federation_listener() {
+    [[ -z "${SYNAPSE_FEDERATION_PORT:-}" ]] && return 0
+    cat <<EOF
+  - port: $SYNAPSE_FEDERATION_PORT
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: true
+    resources:
+      - names: [federation]
+        compress: false
+EOF
+}
+
 write_config() {
     local port="$1" dir="$2"
     [[ -n "$PG_DB" ]] && create_pg_database
@@ -136,8 +176,10 @@ root:
 disable_existing_loggers: false
 EOF
     {
+        local name="localhost"
+        [[ -n "${SYNAPSE_FEDERATION_PORT:-}" ]] && name="127.0.0.1:$SYNAPSE_FEDERATION_PORT"
         cat <<EOF
-server_name: "localhost"
+server_name: "$name"
 public_baseurl: "http://127.0.0.1:$port/"
 pid_file: "$dir/homeserver.pid"
 listeners:
@@ -149,6 +191,7 @@ listeners:
     resources:
       - names: [client]
         compress: false
+$(federation_listener)
 $(database_config "$dir")
 log_config: "$dir/log.config"
 media_store_path: "$dir/media_store"
@@ -160,7 +203,7 @@ report_stats: false
 enable_metrics: false
 suppress_key_server_warning: true
 trusted_key_servers: []
-federation_domain_whitelist: []
+$(federation_config)
 enable_registration: true
 enable_registration_without_verification: true
 presence:

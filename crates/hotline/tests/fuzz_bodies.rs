@@ -1666,6 +1666,7 @@ const FED_NAME: &str = "fuzz-a.hotline.test";
 struct FedFx {
     app: axum::Router,
     _dir: tempfile::TempDir,
+    _database: Option<common::TestDatabase>,
     _ca: common::TestCa,
     peer: common::FederatedServer,
     key: ruma::signatures::Ed25519KeyPair,
@@ -1697,11 +1698,15 @@ impl FedFx {
         config.federation.enabled = true;
         config.federation.allow = vec![peer.name.clone()];
         config.federation.ca_file = Some(ca.ca_file.clone());
-        let store: std::sync::Arc<dyn hotline_store::Store> = hotline_store::SqliteStore::open(
-            dir.path().join("hotline.db"),
-            hotline_store::Durability::Normal,
-        )
-        .unwrap();
+        let database = common::test_database();
+        let store: std::sync::Arc<dyn hotline_store::Store> = match &database {
+            Some(db) => hotline_store::PostgresStore::open(&db.url).unwrap(),
+            None => hotline_store::SqliteStore::open(
+                dir.path().join("hotline.db"),
+                hotline_store::Durability::Normal,
+            )
+            .unwrap(),
+        };
         let services = hotline_service::Services::new(config, store).unwrap();
         services.federation.set_transport(std::sync::Arc::new(
             hotline_api::federation::client::FederationClient::new(Some(&ca.ca_file)).unwrap(),
@@ -1738,6 +1743,7 @@ impl FedFx {
         let mut fx = FedFx {
             app: apps.federation,
             _dir: dir,
+            _database: database,
             _ca: ca,
             alice: format!("@alice:{FED_NAME}"),
             bob: peer.user("bob"),

@@ -281,7 +281,7 @@ impl Services {
         for peer in self.federation.allowed() {
             let queued = self
                 .store
-                .federation_outbox(&peer, 100_000)
+                .federation_outbox(&peer, 0, 100_000)
                 .map(|q| q.len())
                 .unwrap_or(0);
             let reached = match ServerName::parse(&peer) {

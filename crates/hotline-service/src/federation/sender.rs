@@ -6,8 +6,9 @@
 //! (`WriteOp::QueueFederation`), so what a client was told is sent stays
 //! queued through a restart or a peer's outage. Each destination has one
 //! task: it sends the oldest queued events (at most 50) with the EDUs
-//! waiting for it (at most 100) in one transaction, takes them off the
-//! queue once the peer answers `200`, and on failure waits and tries again,
+//! waiting for it (at most 100) in one transaction, moves past them once
+//! the peer answers `200` (taking them off the stored queue within a
+//! second, [`DEQUEUE_EVERY`]), and on failure waits and tries again,
 //! twice as long each time from half a second up to [`MAX_BACKOFF`], or at
 //! once when the peer is heard from. Every attempt has a fresh transaction
 //! id: the events in it are deduplicated by id where they arrive.
@@ -65,6 +66,9 @@ pub struct PeerStatus {
     /// Transactions and events delivered since start.
     pub transactions: u64,
     pub events: u64,
+    /// The queue's `seq` delivered up to (taken off the stored queue at
+    /// most a second later, or when the queue drains).
+    pub sent_upto: i64,
 }
 
 /// The destinations and how to start their tasks.
@@ -186,7 +190,7 @@ impl Services {
             .map(|(s, status)| {
                 let queued = self
                     .store
-                    .federation_outbox(s.as_str(), 10_000)
+                    .federation_outbox(s.as_str(), status.sent_upto, 10_000)
                     .map(|q| q.len())
                     .unwrap_or(0);
                 (s, status, queued)
@@ -305,16 +309,37 @@ impl Services {
     }
 }
 
+/// Longest a delivered entry stays on the stored queue: taking entries off
+/// is a write, done once a second (or when the queue drains) rather than
+/// once per transaction. A restart in between sends those entries again,
+/// which the receiver ignores (it has their event ids).
+const DEQUEUE_EVERY: Duration = Duration::from_secs(1);
+
 /// One destination's task (module docs).
 async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destination>) {
     let mut backoff = Duration::from_millis(500);
+    let (mut sent_upto, mut dequeued_upto) = (0i64, 0i64);
+    let mut last_dequeue = std::time::Instant::now();
+    let dequeue = |s: &Arc<Services>, upto: i64| {
+        let store = s.store.clone();
+        let destination = server.to_string();
+        tokio::spawn(async move {
+            let op = WriteOp::DequeueFederation {
+                destination: destination.clone(),
+                upto,
+            };
+            if let Err(e) = store.write(WriteBatch::one(op)).await {
+                tracing::error!(peer = %destination, error = %e, "taking sent events off the queue");
+            }
+        });
+    };
     loop {
         let Some(s) = services.upgrade() else {
             return;
         };
         let rows = if s.store.runs_deployment_jobs() {
             s.store
-                .federation_outbox(server.as_str(), PDUS_PER_TXN)
+                .federation_outbox(server.as_str(), sent_upto, PDUS_PER_TXN)
                 .unwrap_or_else(|e| {
                     tracing::error!(peer = %server, error = %e, "reading the federation queue");
                     Vec::new()
@@ -328,6 +353,11 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
             pending.drain(..n).collect()
         };
         if rows.is_empty() && edus.is_empty() {
+            if sent_upto > dequeued_upto {
+                dequeue(&s, sent_upto);
+                dequeued_upto = sent_upto;
+                last_dequeue = std::time::Instant::now();
+            }
             drop(s);
             d.wake.notified().await;
             continue;
@@ -368,12 +398,11 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                     }
                 }
                 if let Some(last) = rows.last() {
-                    let dequeue = WriteOp::DequeueFederation {
-                        destination: server.to_string(),
-                        upto: last.seq,
-                    };
-                    if let Err(e) = s.store.write(WriteBatch::one(dequeue)).await {
-                        tracing::error!(peer = %server, error = %e, "taking sent events off the queue");
+                    sent_upto = last.seq;
+                    if last_dequeue.elapsed() >= DEQUEUE_EVERY {
+                        dequeue(&s, sent_upto);
+                        dequeued_upto = sent_upto;
+                        last_dequeue = std::time::Instant::now();
                     }
                 }
                 let mut status = d.status.lock();
@@ -382,6 +411,7 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                 status.last_success_ts = now_ms();
                 status.transactions += 1;
                 status.events += rows.len() as u64;
+                status.sent_upto = sent_upto;
                 backoff = Duration::from_millis(500);
             }
             Err(e) => {

@@ -33,10 +33,15 @@ fn outbox_row(r: &Row) -> PgResult<OutboxRow> {
 }
 
 impl FederationStore for PostgresStore {
-    fn federation_outbox(&self, destination: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+    fn federation_outbox(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
         self.query_all(
-            "SELECT seq, destination, event_id FROM federation_outbox WHERE destination = $1 ORDER BY seq LIMIT $2",
-            &[&destination, &(limit as i64)],
+            "SELECT seq, destination, event_id FROM federation_outbox WHERE destination = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&destination, &after, &(limit as i64)],
             outbox_row,
         )
     }

@@ -26,10 +26,15 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
 }
 
 impl FederationStore for SqliteStore {
-    fn federation_outbox(&self, destination: &str, limit: usize) -> Result<Vec<OutboxRow>> {
+    fn federation_outbox(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
         self.query_all(
-            "SELECT seq, destination, event_id FROM federation_outbox WHERE destination = ?1 ORDER BY seq LIMIT ?2",
-            params![destination, limit as i64],
+            "SELECT seq, destination, event_id FROM federation_outbox WHERE destination = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            params![destination, after, limit as i64],
             outbox_row,
         )
     }
