@@ -214,7 +214,8 @@ impl Services {
                 } => self.keys.counts_changed(user_id, device_id),
                 hotline_store::WriteOp::DeleteDevice { user_id, device_id } => {
                     self.keys.forget_device(user_id, device_id);
-                    // Its tokens stop working in every process at once.
+                    // Its tokens stop working in each process as it applies this commit
+                    // (another process replays it within milliseconds).
                     if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
                         self.forget_cached_tokens(&u, Some(device_id));
                     }

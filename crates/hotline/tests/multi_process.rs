@@ -560,8 +560,9 @@ async fn an_auth_flow_begun_on_one_process_ends_on_the_other() {
         .call("DELETE", &path, Some(&alice), Some(&body.to_string()))
         .await;
     assert_eq!(status, 200, "{v}");
-    // The device and its token are gone, on both.
-    let (status, _) = ha
+    // The device and its token are gone on B at once, and on A as soon as
+    // A replays B's commit (its cached token goes with it).
+    let (status, _) = hb
         .call(
             "GET",
             "/_matrix/client/v3/account/whoami",
@@ -570,6 +571,26 @@ async fn an_auth_flow_begun_on_one_process_ends_on_the_other() {
         )
         .await;
     assert_eq!(status, 401);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = ha
+            .call(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                Some(&alice),
+                None,
+            )
+            .await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "A still accepts the deleted device's token after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn presence(http: &Http, token: &str, user: &str) -> String {
