@@ -46,7 +46,10 @@ pub struct Pdu {
     pub prev_events: Vec<OwnedEventId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redacts: Option<OwnedEventId>,
-    pub room_id: OwnedRoomId,
+    /// Absent only on the create event of room version 12 and later, whose
+    /// event id names the room (see [`PduEvent::room_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<OwnedRoomId>,
     pub sender: OwnedUserId,
     #[serde(default)]
     pub signatures: BTreeMap<String, BTreeMap<String, String>>,
@@ -60,6 +63,9 @@ pub struct Pdu {
 #[derive(Debug)]
 pub struct PduEvent {
     pub event_id: OwnedEventId,
+    /// The room: `pdu.room_id`, or for a create event without one (room
+    /// version 12), its event id with `!` for `$`.
+    pub room_id: OwnedRoomId,
     /// Stream position; `0` until the commit hook stamps it. Atomic because
     /// the event is shared (`Arc`) from build to cache.
     pos: std::sync::atomic::AtomicI64,
@@ -149,6 +155,7 @@ impl PduEvent {
         let json = serde_json::to_string(&pdu)?;
         Ok((
             PduEvent {
+                room_id: room_of(&pdu, &event_id)?,
                 event_id,
                 pos: Default::default(),
                 pdu,
@@ -163,8 +170,10 @@ impl PduEvent {
     /// who can look the redaction up.
     pub fn from_row(row: &hotline_store::EventRow) -> Result<PduEvent> {
         let pdu: Pdu = serde_json::from_str(&row.json).map_err(Error::internal)?;
+        let event_id = EventId::parse(&row.event_id).map_err(Error::internal)?;
         Ok(PduEvent {
-            event_id: EventId::parse(&row.event_id).map_err(Error::internal)?,
+            room_id: room_of(&pdu, &event_id)?,
+            event_id,
             pos: row.pos.into(),
             pdu,
             redacted_because: None,
@@ -176,8 +185,10 @@ impl PduEvent {
     /// replayed into this one's caches).
     pub fn from_new(new: &hotline_store::NewEvent) -> Result<PduEvent> {
         let pdu: Pdu = serde_json::from_str(&new.json).map_err(Error::internal)?;
+        let event_id = EventId::parse(&new.event_id).map_err(Error::internal)?;
         Ok(PduEvent {
-            event_id: EventId::parse(&new.event_id).map_err(Error::internal)?,
+            room_id: room_of(&pdu, &event_id)?,
+            event_id,
             pos: 0.into(),
             pdu,
             redacted_because: None,
@@ -196,14 +207,16 @@ impl PduEvent {
         Ok(serde_json::to_string(&redacted)?)
     }
 
-    pub fn new(event_id: OwnedEventId, pos: i64, pdu: Pdu) -> Self {
-        PduEvent {
+    /// An event whose id was derived from `pdu` (a received one).
+    pub fn new(event_id: OwnedEventId, pos: i64, pdu: Pdu) -> Result<Self> {
+        Ok(PduEvent {
+            room_id: room_of(&pdu, &event_id)?,
             event_id,
             pos: pos.into(),
             pdu,
             redacted_because: None,
             txn: None,
-        }
+        })
     }
 
     /// The stream position (`0` before commit).
@@ -246,7 +259,7 @@ impl PduEvent {
             content: &self.pdu.content,
             event_id: &self.event_id,
             origin_server_ts: self.pdu.origin_server_ts,
-            room_id: with_room.then_some(&*self.pdu.room_id),
+            room_id: with_room.then_some(&*self.room_id),
             sender: &self.pdu.sender,
             state_key: self.pdu.state_key.as_deref(),
             kind: &self.pdu.kind,
@@ -258,6 +271,20 @@ impl PduEvent {
             },
         };
         serde_json::value::to_raw_value(&event).expect("client event serializes")
+    }
+}
+
+/// The room of an event: its `room_id`, or for a create event that has
+/// none (room version 12), its own id with the sigil `!` (the room id is
+/// the create event's reference hash). An event without either is refused.
+fn room_of(pdu: &Pdu, event_id: &EventId) -> Result<OwnedRoomId> {
+    match &pdu.room_id {
+        Some(r) => Ok(r.clone()),
+        None if pdu.kind == TimelineEventType::RoomCreate => {
+            RoomId::parse(format!("!{}", &event_id.as_str()[1..]))
+                .map_err(|e| Error::bad_json(format!("Malformed create event: {e}")))
+        }
+        None => Err(Error::bad_json("The event has no room_id")),
     }
 }
 
@@ -279,7 +306,8 @@ struct Essentials<'a> {
     prev_events: &'a [OwnedEventId],
     #[serde(skip_serializing_if = "Option::is_none")]
     redacts: Option<&'a EventId>,
-    room_id: &'a RoomId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a RoomId>,
     sender: &'a UserId,
     #[serde(skip_serializing_if = "Option::is_none")]
     state_key: Option<&'a str>,
@@ -297,7 +325,7 @@ impl<'a> Essentials<'a> {
             origin_server_ts: pdu.origin_server_ts,
             prev_events: &pdu.prev_events,
             redacts: None,
-            room_id: &pdu.room_id,
+            room_id: pdu.room_id.as_deref(),
             sender: &pdu.sender,
             state_key: pdu.state_key.as_deref(),
             kind: &pdu.kind,
@@ -347,7 +375,7 @@ impl ruma::state_res::Event for PduEvent {
         &self.event_id
     }
     fn room_id(&self) -> Option<&RoomId> {
-        Some(&self.pdu.room_id)
+        self.pdu.room_id.as_deref()
     }
     fn sender(&self) -> &UserId {
         &self.pdu.sender
@@ -396,7 +424,7 @@ mod tests {
             origin_server_ts: MilliSecondsSinceUnixEpoch(UInt::new(1_700_000_000_000).unwrap()),
             prev_events: vec![owned_event_id!("$cccc")],
             redacts: None,
-            room_id: owned_room_id!("!room:hotline.test"),
+            room_id: Some(owned_room_id!("!room:hotline.test")),
             sender: owned_user_id!("@alice:hotline.test"),
             state_key: state_key.map(str::to_owned),
             kind: kind.into(),
@@ -485,7 +513,23 @@ mod tests {
             ),
             redaction,
         ];
-        for version in [RoomVersionId::V10, RoomVersionId::V11] {
+        // Room version 12's create event has no room_id: its id names the room.
+        let mut create12 = pdu(
+            "m.room.create",
+            Some(""),
+            json!({"room_version": "12", "additional_creators": ["@bob:elsewhere.test"]}),
+        );
+        create12.room_id = None;
+        let (hash, event_id, json) = sealed_by_ruma(&create12, &RoomVersionId::V12);
+        let (event, stored) = PduEvent::seal(create12, &RoomVersionId::V12).unwrap();
+        assert_eq!(
+            (event.pdu.hashes.sha256.as_str(), event.event_id.as_str()),
+            (hash.as_str(), event_id.as_str())
+        );
+        assert_eq!(stored, json);
+        assert!(!stored.contains("room_id"), "{stored}");
+        assert_eq!(event.room_id.as_str(), format!("!{}", &event_id[1..]));
+        for version in [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12] {
             for case in &cases {
                 let (hash, event_id, json) = sealed_by_ruma(case, &version);
                 let (event, stored) = PduEvent::seal(case.clone(), &version).unwrap();

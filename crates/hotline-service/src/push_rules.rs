@@ -559,7 +559,7 @@ impl PushEval {
             pl.users,
             pl.users_default,
             pl.notifications,
-            RoomPowerLevelsRules::new(&room.authorization_rules(), room.creator()),
+            RoomPowerLevelsRules::new(&room.authorization_rules(), room.creators()),
         );
         let members = UInt::try_from(room.joined_count()).unwrap_or(UInt::MAX);
         let ctx = PushConditionRoomCtx::new(
@@ -583,7 +583,7 @@ impl PushEval {
             sender: &event.pdu.sender,
             content: &*event.pdu.content,
             state_key: event.pdu.state_key.as_deref(),
-            room_id: &event.pdu.room_id,
+            room_id: &event.room_id,
         }) else {
             return (false, false);
         };

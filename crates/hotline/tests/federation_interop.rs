@@ -6,9 +6,8 @@
 //! Device keys, one-time keys and to-device room keys cross servers; each
 //! server relays ciphertext only. Against Synapse this is the proof that
 //! Hotline speaks the Server-Server protocol, not a dialect of its own.
-//! Synapse runs with `default_room_version: "11"`: the rooms its clients
-//! make by default are version 12 today, which Hotline does not federate
-//! yet.
+//! Synapse runs with its defaults: its clients' rooms are of version 12
+//! (the room id is the create event's hash), Hotline's of 11 unless asked.
 
 #![recursion_limit = "256"]
 
@@ -19,6 +18,7 @@ mod sdk;
 use common::{scan_for_plaintext, FederatedServer, Http, SynapseServer, TestCa};
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use sdk::*;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_encrypted_dm_between_users_of_two_servers_decrypts_on_both_sides() {
@@ -83,31 +83,56 @@ async fn a_hotline_and_a_synapse_share_rooms_and_an_encrypted_dm_both_ways() {
     let alice = hh.register("alice").await;
     let sam = hs.register("sam").await;
 
-    // A room on Hotline, joined from Synapse.
-    let room = hh.create_public_room(&alice).await;
-    let (status, v) = hs
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/join/{room}?server_name={nh}"),
-            Some(&sam),
-            Some("{}"),
+    // Rooms on Hotline, of the version it makes by default and of the one
+    // Synapse does (12: the room id is the create event's hash), joined
+    // from Synapse.
+    for version in ["11", "12"] {
+        let (status, v) = hh
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(&alice),
+                Some(&json!({"preset": "public_chat", "room_version": version}).to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "createRoom {version}: {v}");
+        let room = v["room_id"].as_str().unwrap().to_owned();
+        assert_eq!(room_version(&hh, &alice, &room).await, version);
+        let (status, v) = hs
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/join/{room}?server_name={nh}"),
+                Some(&sam),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(
+            status,
+            200,
+            "Synapse joins a Hotline room of version {version}: {v}\n{}",
+            synapse.log_text()
+        );
+        assert_eq!(room_version(&hs, &sam, &room).await, version);
+        let (from_synapse, from_hotline) = (
+            format!("from synapse, v{version}"),
+            format!("from hotline, v{version}"),
+        );
+        hs.send_text(&sam, &room, "s1", &from_synapse).await;
+        hh.wait_for_texts(&alice, &room, &[from_synapse.as_str()], 20)
+            .await;
+        hh.send_text(&alice, &room, "h1", &from_hotline).await;
+        hs.wait_for_texts(
+            &sam,
+            &room,
+            &[from_synapse.as_str(), from_hotline.as_str()],
+            20,
         )
         .await;
-    assert_eq!(
-        status,
-        200,
-        "Synapse joins a Hotline room: {v}\n{}",
-        synapse.log_text()
-    );
-    hs.send_text(&sam, &room, "s1", "from synapse").await;
-    hh.wait_for_texts(&alice, &room, &["from synapse"], 20)
-        .await;
-    hh.send_text(&alice, &room, "h1", "from hotline").await;
-    hs.wait_for_texts(&sam, &room, &["from synapse", "from hotline"], 20)
-        .await;
+    }
 
-    // A room on Synapse, joined from Hotline.
+    // A room on Synapse, of its default version (12), joined from Hotline.
     let room = hs.create_public_room(&sam).await;
+    assert_eq!(room_version(&hs, &sam, &room).await, "12");
     let (status, v) = hh
         .call(
             "POST",
@@ -117,6 +142,7 @@ async fn a_hotline_and_a_synapse_share_rooms_and_an_encrypted_dm_both_ways() {
         )
         .await;
     assert_eq!(status, 200, "Hotline joins a Synapse room: {v}");
+    assert_eq!(room_version(&hh, &alice, &room).await, "12");
     hh.send_text(&alice, &room, "h2", "hotline in synapse's room")
         .await;
     hs.wait_for_texts(&sam, &room, &["hotline in synapse's room"], 20)
@@ -129,8 +155,38 @@ async fn a_hotline_and_a_synapse_share_rooms_and_an_encrypted_dm_both_ways() {
         20,
     )
     .await;
+    // Its creator holds a power above every level: Hotline lets Synapse's
+    // creator name the room and refuses the same of a plain member.
+    let (status, v) = hs
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&sam),
+            Some(r#"{"name": "Named by its creator"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    hh.wait_for_state(
+        &alice,
+        &room,
+        "m.room.name",
+        "name",
+        "Named by its creator",
+        20,
+    )
+    .await;
+    let (status, v) = hh
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&alice),
+            Some(r#"{"name": "Renamed by a member"}"#),
+        )
+        .await;
+    assert_eq!(status, 403, "{v}");
 
-    // Encrypted DMs with matrix-sdk clients, opened from either side.
+    // Encrypted DMs with matrix-sdk clients, opened from either side (rooms
+    // of version 11 on Hotline, 12 on Synapse).
     register(&hotline.server.url, "hana").await;
     register(&synapse.url, "sid").await;
     let hana = login(&hotline.server.url, "hana", "HANA1").await;
@@ -152,4 +208,18 @@ async fn a_hotline_and_a_synapse_share_rooms_and_an_encrypted_dm_both_ways() {
             .unwrap();
         wait_seen(opener, &reply).await;
     }
+}
+
+/// The version of `room` as `token`'s server holds it (its create event).
+async fn room_version(http: &Http, token: &str, room: &str) -> String {
+    let (status, v) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["room_version"].as_str().unwrap_or("1").to_owned()
 }

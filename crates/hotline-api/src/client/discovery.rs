@@ -57,7 +57,7 @@ pub async fn get_capabilities_route(Auth(_): Auth) -> Json<Value> {
     Json(json!({
         "capabilities": {
             "m.change_password": { "enabled": true },
-            "m.room_versions": { "default": "11", "available": { "10": "stable", "11": "stable" } },
+            "m.room_versions": { "default": "11", "available": { "10": "stable", "11": "stable", "12": "stable" } },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },

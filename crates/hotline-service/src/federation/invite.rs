@@ -119,7 +119,7 @@ impl Services {
         }
         let checked = self.check_incoming_pdu(&body.event, &version).await?;
         let event = checked.event.clone();
-        if event.event_id != event_id || event.pdu.room_id != room_id {
+        if event.event_id != event_id || event.room_id != room_id {
             return Err(Error::bad_json("The event does not match the path"));
         }
         let is_invite = event.pdu.kind == TimelineEventType::RoomMember

@@ -153,7 +153,7 @@ impl Services {
         let pdu: Pdu = serde_json::from_str(&json)
             .map_err(|e| Error::bad_json(format!("Malformed event: {e}")))?;
         Ok(CheckedPdu {
-            event: Arc::new(PduEvent::new(event_id, 0, pdu)),
+            event: Arc::new(PduEvent::new(event_id, 0, pdu)?),
             json,
         })
     }

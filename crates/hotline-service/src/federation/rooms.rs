@@ -31,8 +31,10 @@ use crate::rooms::Room;
 use crate::{Error, Result, Services};
 
 /// The room versions this server joins and serves over federation: those
-/// whose event ids are reference hashes and whose rooms ids name a server.
+/// whose event ids are reference hashes (from 12, room ids are too: such a
+/// room is reached through the servers a client names, or its inviter's).
 pub const FEDERATED_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V12,
     RoomVersionId::V11,
     RoomVersionId::V10,
     RoomVersionId::V9,
@@ -254,7 +256,7 @@ impl Services {
         let mut out = Vec::new();
         for raw in &answer.events {
             match self.check_incoming_pdu(raw, &room.version).await {
-                Ok(c) if c.event.pdu.room_id == room.id => out.push(c),
+                Ok(c) if c.event.room_id == room.id => out.push(c),
                 Ok(_) => {}
                 Err(e) => tracing::info!(peer = %origin, reason = %e, "a missing event is refused"),
             }
@@ -466,7 +468,7 @@ impl Services {
             .chain(state.auth_chain.iter().map(|r| (r, false)))
         {
             let checked = self.check_incoming_pdu(raw, &version).await?;
-            if checked.event.pdu.room_id != room_id {
+            if checked.event.room_id != room_id {
                 return Err(Error::forbidden(format!(
                     "{server} sent an event of another room"
                 )));
@@ -524,11 +526,17 @@ impl Services {
             )
             .map_err(|r| Error::forbidden(format!("{server} sent an unauthorized event: {r}")))?;
             if c.event.pdu.kind != TimelineEventType::RoomCreate {
+                // From room version 12 the create event is implied.
+                let implied = rules
+                    .authorization
+                    .room_create_event_id_as_room_id
+                    .then(|| create.event.event_id.clone());
                 let auth: HashMap<(String, String), Arc<PduEvent>> = c
                     .event
                     .pdu
                     .auth_events
                     .iter()
+                    .chain(implied.iter())
                     .filter_map(|id| fetch(id))
                     .filter_map(|e| {
                         let k = e.pdu.state_key.clone()?;
@@ -737,7 +745,7 @@ pub(crate) fn new_event(c: &CheckedPdu) -> Result<NewEvent> {
     };
     Ok(NewEvent {
         event_id: e.event_id.to_string(),
-        room_id: e.pdu.room_id.to_string(),
+        room_id: e.room_id.to_string(),
         sender: e.pdu.sender.to_string(),
         event_type: e.pdu.kind.to_string(),
         state_key: e.pdu.state_key.clone(),

@@ -69,7 +69,10 @@ impl Services {
             Some(v) => {
                 let v = RoomVersionId::try_from(v)
                     .map_err(|_| Error::UnsupportedRoomVersion("Unknown room version".into()))?;
-                if !matches!(v, RoomVersionId::V10 | RoomVersionId::V11) {
+                if !matches!(
+                    v,
+                    RoomVersionId::V10 | RoomVersionId::V11 | RoomVersionId::V12
+                ) {
                     return Err(Error::UnsupportedRoomVersion(format!(
                         "Room version {v} is not supported"
                     )));
@@ -77,7 +80,7 @@ impl Services {
                 v
             }
         };
-        let room_id = RoomId::new_v1(self.server_name());
+        let authorization = crate::pdu::rules(&version)?.authorization;
         let alias = match &req.room_alias_name {
             Some(local) => {
                 let alias = RoomAliasId::parse(format!("#{local}:{}", self.server_name()))
@@ -141,10 +144,21 @@ impl Services {
         drafts.push(draft("m.room.member", creator.as_str(), member)?);
 
         let mut users = Map::new();
-        users.insert(creator.to_string(), json!(100));
-        if preset == "trusted_private_chat" {
-            for u in &req.invite {
-                users.insert(u.to_string(), json!(100));
+        if authorization.explicitly_privilege_room_creators {
+            // From room version 12 creators hold a power above every
+            // level and may not be listed; a trusted chat's invitees are
+            // made creators too, as Synapse does.
+            if preset == "trusted_private_chat" && !req.invite.is_empty() {
+                let mut content: JsonValue = serde_json::from_str(drafts[0].content.get())?;
+                content["additional_creators"] = json!(req.invite);
+                drafts[0] = draft("m.room.create", "", content)?;
+            }
+        } else {
+            users.insert(creator.to_string(), json!(100));
+            if preset == "trusted_private_chat" {
+                for u in &req.invite {
+                    users.insert(u.to_string(), json!(100));
+                }
             }
         }
         let mut power = json!({
@@ -223,20 +237,57 @@ impl Services {
             drafts.push(draft("m.room.member", u.as_str(), content)?);
         }
 
-        let built = build_events(
-            &version,
-            &room_id,
-            &Default::default(),
-            Vec::new(),
-            creator,
-            drafts,
-            None,
-            None,
-            Some(&Seam {
-                services: self,
-                origin,
-            }),
-        )?;
+        let seam = Seam {
+            services: self,
+            origin,
+        };
+        let (room_id, built) = if authorization.room_create_event_id_as_room_id {
+            // The create event's id names the room: it is built first, and
+            // the others on top of it.
+            let create = drafts.remove(0);
+            let unused = RoomId::new_v1(self.server_name());
+            let mut built = build_events(
+                &version,
+                &unused,
+                &Default::default(),
+                Vec::new(),
+                creator,
+                vec![create],
+                None,
+                None,
+                Some(&seam),
+            )?;
+            let create = built[0].0.clone();
+            let room_id = create.room_id.clone();
+            let base: super::StateMap =
+                [(("m.room.create".to_owned(), String::new()), create.clone())].into();
+            built.extend(build_events(
+                &version,
+                &room_id,
+                &base,
+                vec![(create.event_id.clone(), create.pdu.depth)],
+                creator,
+                drafts,
+                None,
+                None,
+                Some(&seam),
+            )?);
+            (room_id, built)
+        } else {
+            let room_id = RoomId::new_v1(self.server_name());
+            let built = build_events(
+                &version,
+                &room_id,
+                &Default::default(),
+                Vec::new(),
+                creator,
+                drafts,
+                None,
+                None,
+                Some(&seam),
+            )?;
+            (room_id, built)
+        };
         let room = Arc::new(Room {
             id: room_id.clone(),
             version: version.clone(),

@@ -292,8 +292,37 @@ impl Room {
             .unwrap_or_else(|| RoomPowerLevelsEventContent::new(&self.authorization_rules()))
     }
 
+    /// The room's creators: the create event's sender, and from room
+    /// version 12 its `additional_creators`.
+    pub fn creators(&self) -> Vec<OwnedUserId> {
+        let Some(create) = self.state_event("m.room.create", "") else {
+            return Vec::new();
+        };
+        let mut out = vec![create.pdu.sender.clone()];
+        if self.authorization_rules().additional_room_creators {
+            #[derive(serde::Deserialize)]
+            struct Additional {
+                #[serde(default)]
+                additional_creators: Vec<OwnedUserId>,
+            }
+            if let Ok(a) = create.content::<Additional>() {
+                out.extend(a.additional_creators);
+            }
+        }
+        out
+    }
+
+    /// `user`'s power level; from room version 12 a creator's is above
+    /// every other.
     pub fn user_power(&self, user: &UserId) -> i64 {
         let pl = self.power_levels();
+        if self
+            .authorization_rules()
+            .explicitly_privilege_room_creators
+            && self.creators().iter().any(|c| c == user)
+        {
+            return i64::MAX;
+        }
         if self.state_event("m.room.power_levels", "").is_none()
             && self.creator().as_deref() == Some(user)
         {
@@ -350,17 +379,12 @@ impl Rooms {
             },
         };
         event.set_pos(pos);
-        let Some(room) = self.loaded(&event.pdu.room_id) else {
+        let Some(room) = self.loaded(&event.room_id) else {
             // A room this process has not loaded (another process's
             // commit): only the member's own list of rooms may be cached.
             if let Some((user, membership)) = &new.membership {
                 if let Ok(user) = UserId::parse(user.as_str()) {
-                    self.note_membership(
-                        &user,
-                        &event.pdu.room_id,
-                        membership.as_str().into(),
-                        pos,
-                    );
+                    self.note_membership(&user, &event.room_id, membership.as_str().into(), pos);
                     wake.push(user);
                 }
             }
@@ -406,7 +430,7 @@ impl Rooms {
                 let redact = |old: &PduEvent| -> Option<Arc<PduEvent>> {
                     let mut pdu = serde_json::from_str::<Pdu>(redacted_json).ok()?;
                     pdu.hashes = old.pdu.hashes.clone();
-                    let mut redacted = PduEvent::new(old.event_id.clone(), old.pos(), pdu);
+                    let mut redacted = PduEvent::new(old.event_id.clone(), old.pos(), pdu).ok()?;
                     redacted.redacted_because = Some(event.to_client(None, true));
                     redacted.txn = old.txn.clone();
                     Some(Arc::new(redacted))
@@ -741,7 +765,7 @@ impl Services {
             let event = checked.event.clone();
             let id = event.event_id.clone();
             let verdict = (|| -> Result<Option<NewEvent>> {
-                if event.pdu.room_id != room.id {
+                if event.room_id != room.id {
                     return Err(Error::bad_json("The event belongs to another room"));
                 }
                 if fresh.contains_key(&id) || self.store.get_event(id.as_str())?.is_some() {
@@ -926,7 +950,10 @@ pub(crate) fn build_events(
             origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
             prev_events,
             redacts: draft.redacts,
-            room_id: room_id.to_owned(),
+            // From room version 12 the create event's id names the room.
+            room_id: (draft.kind != TimelineEventType::RoomCreate
+                || !rules.authorization.room_create_event_id_as_room_id)
+                .then(|| room_id.to_owned()),
             sender: sender.to_owned(),
             state_key: draft.state_key,
             kind: draft.kind,
@@ -980,7 +1007,7 @@ pub(crate) fn build_events(
         heads = vec![(event.event_id.clone(), event.pdu.depth)];
         let new = NewEvent {
             event_id: event.event_id.to_string(),
-            room_id: room_id.to_string(),
+            room_id: event.room_id.to_string(),
             sender: sender.to_string(),
             event_type: event.pdu.kind.to_string(),
             state_key: event.pdu.state_key.clone(),

@@ -103,6 +103,29 @@ pub fn postgres_database() -> TestDatabase {
     }
 }
 
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`
+/// (Linux: the socket's inode in `/proc/net/tcp` among the process's fds).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    // local_address is "0100007F:PORT" in hex; state 0A is LISTEN.
+    let local = format!("0100007F:{port:04X}");
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_owned())
+    }) else {
+        return false;
+    };
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == want))
+        })
+        .unwrap_or(false)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -215,7 +238,22 @@ impl Server {
         c
     }
 
+    /// Starts the server on a free port. A port is free when chosen, but
+    /// another test's process may take it before this one binds it; then
+    /// this one exits (or the other answers), and another port is tried.
     pub async fn spawn(&mut self) {
+        for _ in 0..5 {
+            if self.spawn_once().await {
+                return;
+            }
+            self.kill9();
+        }
+        panic!("server did not start on any of five ports");
+    }
+
+    /// One try of [`Server::spawn`]: whether the server that answers on
+    /// the chosen port is this child.
+    async fn spawn_once(&mut self) -> bool {
         self.port = free_port();
         self.url = format!("http://127.0.0.1:{}", self.port);
         let child = self
@@ -245,12 +283,18 @@ impl Server {
             })
             .spawn()
             .expect("hotline binary runs");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/_matrix/client/versions", self.url)).await {
-                if r.status().is_success() {
-                    return;
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if listens_on(pid, self.port) {
+                if let Ok(r) = reqwest::get(format!("{}/_matrix/client/versions", self.url)).await {
+                    if r.status().is_success() {
+                        return true;
+                    }
                 }
             }
             assert!(Instant::now() < deadline, "server did not start");
@@ -376,6 +420,32 @@ impl Http {
             assert!(
                 std::time::Instant::now() < deadline,
                 "expected {want:?}, read {got:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `room`'s state event `kind` (empty state key) has
+    /// `field` equal to `want`, as `token` reads it.
+    pub async fn wait_for_state(
+        &self,
+        token: &str,
+        room: &str,
+        kind: &str,
+        field: &str,
+        want: &str,
+        secs: u64,
+    ) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let path = format!("/_matrix/client/v3/rooms/{room}/state/{kind}/");
+        loop {
+            let (status, v) = self.call("GET", &path, Some(token), None).await;
+            if status == 200 && v[field] == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {kind} with {field} {want:?}, read {status} {v}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -1014,7 +1084,6 @@ federation_ip_range_blacklist: []
 ip_range_whitelist: ["127.0.0.0/8"]
 trusted_key_servers: []
 suppress_key_server_warning: true
-default_room_version: "11"
 database:
   name: sqlite3
   args:
