@@ -288,6 +288,16 @@ fn room_of(pdu: &Pdu, event_id: &EventId) -> Result<OwnedRoomId> {
     }
 }
 
+/// The create event a room id names, for room ids that are one (room
+/// version 12 on: `!` and the create event's reference hash, no server);
+/// the inverse of [`room_of`] for a create event.
+pub(crate) fn create_event_id(room_id: &RoomId) -> Option<OwnedEventId> {
+    if room_id.server_name().is_some() {
+        return None;
+    }
+    EventId::parse(format!("${}", &room_id.as_str()[1..])).ok()
+}
+
 /// The spec's limit on a PDU's canonical JSON.
 const MAX_PDU_BYTES: usize = 65_536;
 

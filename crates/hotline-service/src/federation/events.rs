@@ -189,7 +189,7 @@ impl Services {
                 let pdu: Pdu = serde_json::from_str(&row.json).map_err(Error::internal)?;
                 // From room version 12 the create event is no event's auth
                 // event but every event's: the room id names it.
-                if let Some(create) = pdu.room_id.as_deref().and_then(create_event_id) {
+                if let Some(create) = pdu.room_id.as_deref().and_then(crate::pdu::create_event_id) {
                     todo.push(create);
                 }
                 todo.extend(pdu.auth_events);
@@ -209,13 +209,4 @@ impl Services {
         }
         Ok(out)
     }
-}
-
-/// The create event a room id names, for room ids that are one (room
-/// version 12 on: `!` and the create event's reference hash, no server).
-pub(crate) fn create_event_id(room_id: &ruma::RoomId) -> Option<OwnedEventId> {
-    if room_id.server_name().is_some() {
-        return None;
-    }
-    EventId::parse(format!("${}", &room_id.as_str()[1..])).ok()
 }

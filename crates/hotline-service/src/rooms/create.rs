@@ -129,6 +129,13 @@ impl Services {
         if version == RoomVersionId::V10 {
             create.insert("creator".into(), json!(creator));
         }
+        // From room version 12 creators hold a power above every level and
+        // may not be listed in the power levels; a trusted chat's invitees
+        // are made creators too, as Synapse does.
+        let privileged_creators = authorization.explicitly_privilege_room_creators;
+        if privileged_creators && preset == "trusted_private_chat" && !req.invite.is_empty() {
+            create.insert("additional_creators".into(), json!(req.invite));
+        }
         drafts.push(draft("m.room.create", "", JsonValue::Object(create))?);
 
         let profile = self.store.get_user(creator.as_str())?;
@@ -144,16 +151,7 @@ impl Services {
         drafts.push(draft("m.room.member", creator.as_str(), member)?);
 
         let mut users = Map::new();
-        if authorization.explicitly_privilege_room_creators {
-            // From room version 12 creators hold a power above every
-            // level and may not be listed; a trusted chat's invitees are
-            // made creators too, as Synapse does.
-            if preset == "trusted_private_chat" && !req.invite.is_empty() {
-                let mut content: JsonValue = serde_json::from_str(drafts[0].content.get())?;
-                content["additional_creators"] = json!(req.invite);
-                drafts[0] = draft("m.room.create", "", content)?;
-            }
-        } else {
+        if !privileged_creators {
             users.insert(creator.to_string(), json!(100));
             if preset == "trusted_private_chat" {
                 for u in &req.invite {
@@ -241,53 +239,36 @@ impl Services {
             services: self,
             origin,
         };
-        let (room_id, built) = if authorization.room_create_event_id_as_room_id {
-            // The create event's id names the room: it is built first, and
-            // the others on top of it.
-            let create = drafts.remove(0);
-            let unused = RoomId::new_v1(self.server_name());
-            let mut built = build_events(
-                &version,
-                &unused,
-                &Default::default(),
-                Vec::new(),
-                creator,
-                vec![create],
-                None,
-                None,
-                Some(&seam),
-            )?;
-            let create = built[0].0.clone();
-            let room_id = create.room_id.clone();
-            let base: super::StateMap =
-                [(("m.room.create".to_owned(), String::new()), create.clone())].into();
-            built.extend(build_events(
-                &version,
-                &room_id,
-                &base,
-                vec![(create.event_id.clone(), create.pdu.depth)],
-                creator,
-                drafts,
-                None,
-                None,
-                Some(&seam),
-            )?);
-            (room_id, built)
-        } else {
-            let room_id = RoomId::new_v1(self.server_name());
-            let built = build_events(
-                &version,
-                &room_id,
-                &Default::default(),
-                Vec::new(),
-                creator,
-                drafts,
-                None,
-                None,
-                Some(&seam),
-            )?;
-            (room_id, built)
-        };
+        // The create event is built first: from room version 12 its id
+        // names the room (the id proposed here is then not used), and the
+        // other events are built on top of it.
+        let create = drafts.remove(0);
+        let mut built = build_events(
+            &version,
+            &RoomId::new_v1(self.server_name()),
+            &Default::default(),
+            Vec::new(),
+            creator,
+            vec![create],
+            None,
+            None,
+            Some(&seam),
+        )?;
+        let create = built[0].0.clone();
+        let room_id = create.room_id.clone();
+        let base: super::StateMap =
+            [(("m.room.create".to_owned(), String::new()), create.clone())].into();
+        built.extend(build_events(
+            &version,
+            &room_id,
+            &base,
+            vec![(create.event_id.clone(), create.pdu.depth)],
+            creator,
+            drafts,
+            None,
+            None,
+            Some(&seam),
+        )?);
         let room = Arc::new(Room {
             id: room_id.clone(),
             version: version.clone(),

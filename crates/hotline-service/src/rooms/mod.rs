@@ -315,7 +315,6 @@ impl Room {
     /// `user`'s power level; from room version 12 a creator's is above
     /// every other.
     pub fn user_power(&self, user: &UserId) -> i64 {
-        let pl = self.power_levels();
         if self
             .authorization_rules()
             .explicitly_privilege_room_creators
@@ -323,6 +322,7 @@ impl Room {
         {
             return i64::MAX;
         }
+        let pl = self.power_levels();
         if self.state_event("m.room.power_levels", "").is_none()
             && self.creator().as_deref() == Some(user)
         {
