@@ -172,6 +172,9 @@ impl Services {
                         wake.push(u);
                     }
                 }
+                op @ hotline_store::WriteOp::SetCurrentState { .. } => {
+                    self.rooms.apply_current_state(*pos, op, &mut wake)
+                }
                 op @ hotline_store::WriteOp::PutReceipt { .. } => {
                     self.rooms.apply_receipt(*pos, op, &mut wake)
                 }

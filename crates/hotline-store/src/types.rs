@@ -346,6 +346,19 @@ pub enum WriteOp {
     CreateRoom(RoomRow),
     /// Gets a stream position.
     AppendEvent(NewEvent),
+    /// State resolution chose `event_id`, an event already stored, for
+    /// `(event_type, state_key)` of the room's current state, overruling
+    /// the newest event of that key (which `AppendEvent` made current).
+    /// Gets a stream position: a membership it changes is a change `/sync`
+    /// reports at that position.
+    SetCurrentState {
+        room_id: String,
+        event_type: String,
+        state_key: String,
+        event_id: String,
+        /// For an `m.room.member` key: `(user_id, membership)` of `event_id`.
+        membership: Option<(String, String)>,
+    },
     ForgetRoom {
         user_id: String,
         room_id: String,
@@ -513,6 +526,7 @@ impl WriteOp {
         matches!(
             self,
             WriteOp::AppendEvent(_)
+                | WriteOp::SetCurrentState { .. }
                 | WriteOp::PutAccountData { .. }
                 | WriteOp::PutReceipt { .. }
                 | WriteOp::KeyChange { .. }

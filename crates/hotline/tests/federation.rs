@@ -264,13 +264,32 @@ async fn two_servers_sharing_a_room_with(
     ca: &TestCa,
     extra: &str,
 ) -> (FederatedServer, FederatedServer, String, String, String) {
+    two_servers_sharing_a_room_made_with(ca, extra, r#"{"preset": "public_chat"}"#).await
+}
+
+/// [`two_servers_sharing_a_room_with`], the room made with the
+/// `createRoom` body `create`.
+async fn two_servers_sharing_a_room_made_with(
+    ca: &TestCa,
+    extra: &str,
+    create: &str,
+) -> (FederatedServer, FederatedServer, String, String, String) {
     let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
     let a = FederatedServer::start(ca, pa, &[&nb], extra).await;
     let b = FederatedServer::start(ca, pb, &[&na], "").await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let alice = ha.register("alice").await;
     let bob = hb.register("bob").await;
-    let room = ha.create_public_room(&alice).await;
+    let (status, v) = ha
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(create),
+        )
+        .await;
+    assert_eq!(status, 200, "createRoom: {v}");
+    let room = v["room_id"].as_str().unwrap().to_owned();
     let (status, v) = hb
         .call(
             "POST",
@@ -471,6 +490,37 @@ async fn pdu_after(
     body: &str,
     prev: Option<&str>,
 ) -> (ruma::CanonicalJsonObject, String) {
+    let draft = Crafted {
+        kind: "m.room.message",
+        state_key: None,
+        content: json!({"msgtype": "m.text", "body": body}),
+        prev: prev.map(|p| vec![p.to_owned()]),
+        origin_server_ts: 1_700_000_000_000,
+    };
+    craft_pdu(ha, alice, room, sender, (origin, key), draft).await
+}
+
+/// An event a test makes as another server would.
+struct Crafted<'a> {
+    kind: &'a str,
+    state_key: Option<&'a str>,
+    content: Value,
+    /// Its `prev_events`; A's newest event if `None`.
+    prev: Option<Vec<String>>,
+    origin_server_ts: u64,
+}
+
+/// `draft` as a PDU from `sender`, authorized by A's current create,
+/// power levels and sender's membership events, signed as `origin` with
+/// `key`; the PDU and its event id.
+async fn craft_pdu(
+    ha: &Http,
+    alice: &str,
+    room: &str,
+    sender: &str,
+    (origin, key): (&str, &Ed25519KeyPair),
+    draft: Crafted<'_>,
+) -> (ruma::CanonicalJsonObject, String) {
     let (status, state) = ha
         .call(
             "GET",
@@ -489,26 +539,54 @@ async fn pdu_after(
             .unwrap()["event_id"]
             .clone()
     };
-    let (_, latest) = ha
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
-            Some(alice),
-            None,
-        )
-        .await;
-    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(json!({
-        "auth_events": [id_of("m.room.create", ""), id_of("m.room.power_levels", ""), id_of("m.room.member", sender)],
-        "content": {"msgtype": "m.text", "body": body},
+    let prev = match draft.prev {
+        Some(prev) => json!(prev),
+        None => {
+            let (_, latest) = ha
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
+                    Some(alice),
+                    None,
+                )
+                .await;
+            json!([latest["chunk"][0]["event_id"].clone()])
+        }
+    };
+    let version = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .and_then(|e| e["content"]["room_version"].as_str())
+        .unwrap_or("1")
+        .to_owned();
+    // From room version 12 the create event is implied, never listed.
+    let mut auth = vec![
+        id_of("m.room.power_levels", ""),
+        id_of("m.room.member", sender),
+    ];
+    if version != "12" {
+        auth.insert(0, id_of("m.room.create", ""));
+    }
+    let mut event = json!({
+        "auth_events": auth,
+        "content": draft.content,
         "depth": 1000,
-        "origin_server_ts": 1_700_000_000_000u64,
-        "prev_events": [prev.map_or_else(|| latest["chunk"][0]["event_id"].clone(), |p| json!(p))],
+        "origin_server_ts": draft.origin_server_ts,
+        "prev_events": prev,
         "room_id": room,
         "sender": sender,
-        "type": "m.room.message",
-    }))
-    .unwrap();
-    let rules = ruma::RoomVersionId::V11.rules().unwrap();
+        "type": draft.kind,
+    });
+    if let Some(k) = draft.state_key {
+        event["state_key"] = json!(k);
+    }
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
+    let rules = ruma::RoomVersionId::try_from(version.as_str())
+        .unwrap()
+        .rules()
+        .unwrap();
     ruma::signatures::hash_and_sign_event(origin, key, &mut object, &rules.redaction).unwrap();
     let id = format!(
         "${}",
@@ -661,6 +739,200 @@ async fn a_pdu_with_a_forged_signature_is_refused_and_one_with_a_broken_hash_is_
         )
         .await;
     assert_eq!(status, 404);
+}
+
+/// The room's power levels as `token`'s server holds them now.
+async fn power_levels(http: &Http, token: &str, room: &str) -> Value {
+    let (status, v) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Waits until the room's power levels, as `token`'s server holds them,
+/// have `ban` at `level`.
+async fn wait_for_ban_level(http: &Http, token: &str, room: &str, level: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = power_levels(http, token, room).await;
+        if v["ban"] == level {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_state_changes_are_resolved_by_state_resolution_not_by_arrival_order() {
+    concurrent_state_changes_resolve_in_room_version("11").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_state_changes_are_resolved_in_room_version_12_too() {
+    concurrent_state_changes_resolve_in_room_version("12").await;
+}
+
+async fn concurrent_state_changes_resolve_in_room_version(version: &str) {
+    let ca = TestCa::new();
+    let create = json!({"preset": "public_chat", "room_version": version}).to_string();
+    let (a, b, alice, bob_token, room) =
+        two_servers_sharing_a_room_made_with(&ca, "", &create).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let bob = b.user("bob");
+    // Carol, of A, and Bob, of B, have the same power (the creator of a
+    // room of version 12 outranks everyone, so she is not the one here).
+    let carol_token = ha.register("carol").await;
+    let carol = a.user("carol");
+    let (status, v) = ha
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&carol_token),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let levels = |ban: u64| {
+        let mut users = json!({carol.clone(): 100, bob.clone(): 100});
+        if version != "12" {
+            users[a.user("alice")] = json!(100);
+        }
+        json!({"users": users, "users_default": 0,
+               "events_default": 0, "state_default": 50, "ban": ban, "kick": 50,
+               "redact": 50, "invite": 0, "events": {}})
+    };
+    let (_, latest) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    let before_bob_had_power = latest["chunk"][0]["event_id"].as_str().unwrap().to_owned();
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(&alice),
+            Some(&levels(50).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    wait_for_ban_level(&hb, &bob_token, &room, 50).await;
+    // A change on top of the room as it was before Bob had the power to
+    // make it is refused, although its auth events (today's) allow it: an
+    // event is checked against the state before it.
+    let (early, early_id) = craft_pdu(
+        &ha,
+        &alice,
+        &room,
+        &bob,
+        (&b.name, &b.signing_key()),
+        Crafted {
+            kind: "m.room.power_levels",
+            state_key: Some(""),
+            content: levels(53),
+            prev: Some(vec![before_bob_had_power]),
+            origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now().get().into(),
+        },
+    )
+    .await;
+    let (status, v) = send_as(&ca, &a, &b, "fork-0", &[&early]).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["pdus"][&early_id]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("state before it")),
+        "{v}"
+    );
+    assert_eq!(power_levels(&ha, &alice, &room).await["ban"], 50);
+    // Bob's server changes the power levels on top of the room as it is
+    // now, an hour in the past by its clock ...
+    let hour_ago = ruma::MilliSecondsSinceUnixEpoch::now().get() - ruma::UInt::from(3_600_000u32);
+    let (bobs, bobs_id) = craft_pdu(
+        &ha,
+        &alice,
+        &room,
+        &bob,
+        (&b.name, &b.signing_key()),
+        Crafted {
+            kind: "m.room.power_levels",
+            state_key: Some(""),
+            content: levels(52),
+            prev: None,
+            origin_server_ts: hour_ago.into(),
+        },
+    )
+    .await;
+    // ... while Carol changes them too: the two changes fork the room.
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(&carol_token),
+            Some(&levels(51).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let carols_id = v["event_id"].as_str().unwrap().to_owned();
+    // Bob's change reaches A after Carol's. Both senders have the same
+    // power, so the older change is applied first and the newer one wins
+    // (reverse topological power ordering): Carol's stays current although
+    // Bob's arrived last.
+    let (status, v) = send_as(&ca, &a, &b, "fork-1", &[&bobs]).await;
+    assert_eq!((status, &v["pdus"][&bobs_id]), (200, &json!({})), "{v}");
+    assert_eq!(power_levels(&ha, &alice, &room).await["ban"], 51);
+    let (status, v) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{bobs_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!((status, &v["content"]["ban"]), (200, &json!(52)), "{v}");
+    // An event that joins the two forks sees the resolved state, and so
+    // does the room after it.
+    let (merge, merge_id) = craft_pdu(
+        &ha,
+        &alice,
+        &room,
+        &bob,
+        (&b.name, &b.signing_key()),
+        Crafted {
+            kind: "m.room.message",
+            state_key: None,
+            content: json!({"msgtype": "m.text", "body": "after the fork"}),
+            prev: Some(vec![carols_id, bobs_id]),
+            origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now().get().into(),
+        },
+    )
+    .await;
+    let (status, v) = send_as(&ca, &a, &b, "fork-2", &[&merge]).await;
+    assert_eq!((status, &v["pdus"][&merge_id]), (200, &json!({})), "{v}");
+    assert_eq!(power_levels(&ha, &alice, &room).await["ban"], 51);
+    assert!(ha
+        .texts(&alice, &room)
+        .await
+        .iter()
+        .any(|t| t == "after the fork"));
+    // Bob's own server never saw his forked change and holds Carol's: the
+    // two servers agree.
+    wait_for_ban_level(&hb, &bob_token, &room, 51).await;
+    // And the choice survives a restart of A (it is stored, not only cached).
+    let mut a = a;
+    a.server.stop();
+    a.server.spawn().await;
+    let ha = Http::new(&a.server.url);
+    assert_eq!(power_levels(&ha, &alice, &room).await["ban"], 51);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,6 +10,7 @@ mod directory;
 mod ephemeral;
 mod membership;
 mod read;
+mod resolve;
 mod visibility;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -151,6 +152,13 @@ struct RoomInner {
     /// Typing users and when their typing expires.
     typing: HashMap<OwnedUserId, Instant>,
     typing_serial: u64,
+    /// Position of the newest change of `state`.
+    last_state_pos: i64,
+    /// The state after events that forked the room (see [`resolve`]), for
+    /// events that fork from them in turn; the newest
+    /// [`resolve::FORK_STATES`], oldest first in `fork_order`.
+    fork_states: HashMap<OwnedEventId, Arc<StateMap>>,
+    fork_order: VecDeque<OwnedEventId>,
 }
 
 /// All loaded rooms, and each user's memberships.
@@ -170,6 +178,17 @@ pub struct UserRooms {
 }
 
 impl RoomInner {
+    fn note_fork_state(&mut self, id: OwnedEventId, state: Arc<StateMap>) {
+        if self.fork_states.insert(id.clone(), state).is_none() {
+            self.fork_order.push_back(id);
+        }
+        while self.fork_order.len() > resolve::FORK_STATES {
+            if let Some(old) = self.fork_order.pop_front() {
+                self.fork_states.remove(&old);
+            }
+        }
+    }
+
     /// A receipt stored: it replaces its user's earlier one of the same
     /// type and thread.
     fn note_receipt(&mut self, r: hotline_store::ReceiptRow) {
@@ -408,6 +427,7 @@ impl Rooms {
                 return;
             }
             if let Some(key) = &event.pdu.state_key {
+                inner.last_state_pos = pos;
                 inner
                     .state
                     .insert((event.pdu.kind.to_string(), key.clone()), event.clone());
@@ -525,6 +545,70 @@ impl Rooms {
         }
     }
 
+    /// State resolution's choice for a key of a room's current state
+    /// (commit hook for [`WriteOp::SetCurrentState`]). The chosen event is
+    /// one the room has in memory (recent, or in a fork's state); if not,
+    /// the room is dropped and loads again from the store.
+    pub(crate) fn apply_current_state(&self, pos: i64, op: &WriteOp, wake: &mut Vec<OwnedUserId>) {
+        let WriteOp::SetCurrentState {
+            room_id,
+            event_type,
+            state_key,
+            event_id,
+            membership,
+        } = op
+        else {
+            return;
+        };
+        let Ok(room_id) = RoomId::parse(room_id.as_str()) else {
+            return;
+        };
+        if let Some(room) = self.loaded(&room_id) {
+            let mut inner = room.inner.write();
+            let key = (event_type.clone(), state_key.clone());
+            let chosen = inner
+                .recent
+                .iter()
+                .rev()
+                .find(|e| e.event_id.as_str() == event_id)
+                .cloned()
+                .or_else(|| {
+                    inner.fork_states.values().find_map(|s| {
+                        s.get(&key)
+                            .filter(|e| e.event_id.as_str() == event_id)
+                            .cloned()
+                    })
+                });
+            match chosen {
+                Some(chosen) => {
+                    inner.state.insert(key, chosen);
+                    inner.last_state_pos = pos;
+                    if let Some((user, m)) = membership {
+                        if let Ok(user) = UserId::parse(user.as_str()) {
+                            inner.last_member_pos = pos;
+                            if m == "join" {
+                                inner.joined.insert(user);
+                            } else {
+                                inner.joined.remove(&user);
+                            }
+                        }
+                    }
+                    wake.extend(inner.joined.iter().cloned());
+                }
+                None => {
+                    drop(inner);
+                    self.forget(&room_id);
+                }
+            }
+        }
+        if let Some((user, m)) = membership {
+            if let Ok(user) = UserId::parse(user.as_str()) {
+                self.note_membership(&user, &room_id, m.as_str().into(), pos);
+                wake.push(user);
+            }
+        }
+    }
+
     /// Notes that a user's private stream (account data) moved.
     pub(crate) fn touch_private(&self, user: &UserId, pos: i64) {
         if let Some(rooms) = self.memberships.lock().get(user) {
@@ -550,6 +634,7 @@ impl Services {
         let mut inner = RoomInner::default();
         for row in self.store.room_state(room_id.as_str())? {
             let e = Arc::new(self.load_event(&row)?);
+            inner.last_state_pos = inner.last_state_pos.max(e.pos());
             if let Some(k) = &e.pdu.state_key {
                 if e.pdu.kind == TimelineEventType::RoomMember {
                     inner.last_member_pos = inner.last_member_pos.max(e.pos());
@@ -732,10 +817,13 @@ impl Services {
     /// Appends events another server sent (already checked by
     /// [`Services::check_incoming_pdu`]), each on its own: one that is
     /// already stored is accepted again, one that fails the room's
-    /// authorization rules (against its auth events and against the
-    /// current state) or Hotline's rules is refused with the reason, and
-    /// the others are committed together. Nothing is queued for other
-    /// servers: the origin sends its events to the room's servers itself.
+    /// authorization rules (against its auth events, the state before it,
+    /// and the current state) or Hotline's rules is refused with the
+    /// reason, and the others are committed together. An event that forks
+    /// the room is checked against the state after its `prev_events` and
+    /// the room's state is resolved with it ([`resolve`]). Nothing is
+    /// queued for other servers: the origin sends its events to the room's
+    /// servers itself.
     pub(crate) async fn append_remote_events(
         &self,
         room: &Room,
@@ -756,7 +844,12 @@ impl Services {
             services: self,
             origin: Origin::Federation,
         };
+        // The batch's changes over the room's current state, and its heads
+        // as the batch moves them.
         let mut overlay: StateMap = HashMap::new();
+        let mut heads: Vec<OwnedEventId> = room.head_ids();
+        // The state after each accepted event that forked the room.
+        let mut forked: HashMap<OwnedEventId, Arc<StateMap>> = HashMap::new();
         let mut fresh: HashMap<OwnedEventId, Arc<PduEvent>> = HashMap::new();
         let mut results = Vec::with_capacity(events.len());
         let mut batch = WriteBatch::new();
@@ -764,7 +857,7 @@ impl Services {
         for checked in events {
             let event = checked.event.clone();
             let id = event.event_id.clone();
-            let verdict = (|| -> Result<Option<NewEvent>> {
+            let verdict = (|| -> Result<Option<(NewEvent, Option<StateMap>)>> {
                 if event.room_id != room.id {
                     return Err(Error::bad_json("The event belongs to another room"));
                 }
@@ -789,6 +882,48 @@ impl Services {
                     fetch,
                 )
                 .map_err(|r| Error::forbidden(format!("Not allowed by its auth events: {r}")))?;
+                let prevs = &event.pdu.prev_events;
+                let linear = prevs.len() == heads.len() && heads.iter().all(|h| prevs.contains(h));
+                // An event that forks the room: the state after it, and the
+                // room's state resolved with it.
+                let mut resolved = None;
+                if !linear {
+                    let mut befores = Vec::new();
+                    for p in prevs {
+                        if fresh.contains_key(p) && !forked.contains_key(p) {
+                            // Accepted in this batch on top of the room's
+                            // heads: the batch's state.
+                            befores.push(Arc::new(current_with(&inner.state, &overlay)));
+                        } else if let Some(s) = self.state_after(room, &inner, p, &forked)? {
+                            befores.push(s);
+                        }
+                    }
+                    let before = match befores.len() {
+                        0 => current_with(&inner.state, &overlay),
+                        1 => (*befores[0]).clone(),
+                        _ => {
+                            let forks: Vec<&StateMap> = befores.iter().map(|s| &**s).collect();
+                            self.resolve_forks(room, &rules, &forks, &fresh)?
+                        }
+                    };
+                    ruma::state_res::check_state_dependent_auth_rules(
+                        &rules.authorization,
+                        &event,
+                        |t: &StateEventType, k: &str| {
+                            before.get(&(t.to_string(), k.to_owned())).cloned()
+                        },
+                    )
+                    .map_err(|r| {
+                        Error::forbidden(format!("Not allowed by the state before it: {r}"))
+                    })?;
+                    let mut after = before;
+                    if let Some(k) = &event.pdu.state_key {
+                        after.insert((event.pdu.kind.to_string(), k.clone()), event.clone());
+                    }
+                    resolved = Some(after);
+                }
+                // Soft failure: an event the room's current state refuses is
+                // not taken in, even if the state before it allowed it.
                 ruma::state_res::check_state_dependent_auth_rules(
                     &rules.authorization,
                     &event,
@@ -796,13 +931,49 @@ impl Services {
                 )
                 .map_err(|r| Error::forbidden(format!("Not allowed by the room's state: {r}")))?;
                 seam.check(&event, &|t: &str, k: &str| lookup(t, k))?;
-                Ok(Some(crate::federation::new_event(&checked)?))
+                Ok(Some((crate::federation::new_event(&checked)?, resolved)))
             })();
             match verdict {
-                Ok(Some(new)) => {
-                    if let Some(k) = &event.pdu.state_key {
-                        overlay.insert((event.pdu.kind.to_string(), k.clone()), event.clone());
+                Ok(Some((new, after))) => {
+                    let prevs = &event.pdu.prev_events;
+                    let merges_all = heads.iter().all(|h| prevs.contains(h));
+                    match after {
+                        None => {
+                            if let Some(k) = &event.pdu.state_key {
+                                overlay
+                                    .insert((event.pdu.kind.to_string(), k.clone()), event.clone());
+                            }
+                        }
+                        Some(after) => {
+                            let after = Arc::new(after);
+                            let next = if merges_all {
+                                Ok((*after).clone())
+                            } else {
+                                let current = current_with(&room.inner.read().state, &overlay);
+                                self.resolve_forks(room, &rules, &[&current, &after], &fresh)
+                            };
+                            match next {
+                                Ok(next) => {
+                                    let inner = room.inner.read();
+                                    overlay = next
+                                        .into_iter()
+                                        .filter(|(k, e)| {
+                                            inner
+                                                .state
+                                                .get(k)
+                                                .is_none_or(|c| c.event_id != e.event_id)
+                                        })
+                                        .collect();
+                                }
+                                Err(e) => {
+                                    tracing::warn!(event_id = %id, reason = %e, "a forked room's state is kept as it was");
+                                }
+                            }
+                            forked.insert(id.clone(), after);
+                        }
                     }
+                    heads.retain(|h| !prevs.contains(h));
+                    heads.push(id.clone());
                     fresh.insert(id.clone(), event.clone());
                     batch.push(WriteOp::AppendEvent(new));
                     accepted.push(results.len());
@@ -815,12 +986,47 @@ impl Services {
                 }
             }
         }
-        if !batch.ops.is_empty() {
-            if let Err(e) = self.store.write(batch).await {
-                let e = Error::from(e);
-                for i in accepted {
-                    results[i].1 = Err(Error::Unavailable(e.to_string()));
+        if batch.ops.is_empty() {
+            return results;
+        }
+        if !forked.is_empty() {
+            // What the store makes current (each appended state event, in
+            // order) where the resolution chose otherwise.
+            let inner = room.inner.read();
+            let mut newest: HashMap<(String, String), &Arc<PduEvent>> = HashMap::new();
+            for op in &batch.ops {
+                if let WriteOp::AppendEvent(n) = op {
+                    if let (Some(k), Some(e)) = (&n.state_key, fresh.get(n.event_id.as_str())) {
+                        newest.insert((n.event_type.clone(), k.clone()), e);
+                    }
                 }
+            }
+            let mut overrides = Vec::new();
+            for (key, appended) in &newest {
+                let chosen = overlay.get(key).or_else(|| inner.state.get(key));
+                if let Some(chosen) = chosen.filter(|c| c.event_id != appended.event_id) {
+                    overrides.push(set_current_state(&room.id, key, chosen));
+                }
+            }
+            for (key, chosen) in &overlay {
+                if !newest.contains_key(key) {
+                    overrides.push(set_current_state(&room.id, key, chosen));
+                }
+            }
+            drop(inner);
+            batch.ops.extend(overrides);
+        }
+        if let Err(e) = self.store.write(batch).await {
+            let e = Error::from(e);
+            for i in accepted {
+                results[i].1 = Err(Error::Unavailable(e.to_string()));
+            }
+            return results;
+        }
+        if !forked.is_empty() {
+            let mut inner = room.inner.write();
+            for (id, state) in forked {
+                inner.note_fork_state(id, state);
             }
         }
         results
@@ -1020,6 +1226,29 @@ pub(crate) fn build_events(
         out.push((event, new));
     }
     Ok(out)
+}
+
+/// `base` under `overlay`: a room's whole current state while a batch of
+/// events changes it.
+fn current_with(base: &StateMap, overlay: &StateMap) -> StateMap {
+    let mut out = base.clone();
+    out.extend(overlay.iter().map(|(k, e)| (k.clone(), e.clone())));
+    out
+}
+
+/// The store operation that makes `chosen` current for `key` in `room_id`.
+fn set_current_state(room_id: &RoomId, key: &(String, String), chosen: &PduEvent) -> WriteOp {
+    let membership = (chosen.pdu.kind == TimelineEventType::RoomMember)
+        .then(|| chosen.content::<RoomMemberEventContent>().ok())
+        .flatten()
+        .map(|c| (key.1.clone(), c.membership.to_string()));
+    WriteOp::SetCurrentState {
+        room_id: room_id.to_string(),
+        event_type: key.0.clone(),
+        state_key: key.1.clone(),
+        event_id: chosen.event_id.to_string(),
+        membership,
+    }
 }
 
 #[cfg(test)]

@@ -119,6 +119,32 @@ fn first_failure<const N: usize>(results: [PgResult<()>; N]) -> Applied {
     Err(errors.swap_remove(cause).into())
 }
 
+/// [`WriteOp::SetCurrentState`].
+pub(crate) async fn set_current_state(
+    c: &Conn,
+    room_id: &str,
+    (event_type, state_key): (&str, &str),
+    event_id: &str,
+    membership: &Option<(String, String)>,
+    pos: i64,
+) -> Applied {
+    c.exec(
+        "INSERT INTO room_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        &[&room_id, &event_type, &state_key, &event_id],
+    )
+    .await?;
+    if let Some((user_id, membership)) = membership {
+        c.exec(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, pos, forgotten) VALUES ($1, $2, $3, $4, $5, 0)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = 0",
+            &[&room_id, user_id, membership, &event_id, &pos],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn forget_room(c: &Conn, user_id: &str, room_id: &str) -> Applied {
     c.exec(
         "UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2",
@@ -636,6 +662,34 @@ mod tests {
             .collect::<Vec<_>>();
         current.sort();
         assert_eq!(current, ["$n2", "$t"]);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_resolved_state_key_points_at_the_chosen_event_and_its_membership() {
+        let store = fresh_store();
+        store
+            .write(WriteBatch {
+                ops: vec![
+                    append(member("$j", "!r", "@b:hs", "join")),
+                    append(member("$x", "!r", "@b:hs", "ban")),
+                    WriteOp::SetCurrentState {
+                        room_id: "!r".into(),
+                        event_type: "m.room.member".into(),
+                        state_key: "@b:hs".into(),
+                        event_id: "$j".into(),
+                        membership: Some(("@b:hs".into(), "join".into())),
+                    },
+                ],
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.room_state("!r").unwrap()), ["$j"]);
+        let m = store.memberships_of_user("@b:hs").unwrap();
+        assert_eq!(
+            (m[0].membership.as_str(), m[0].event_id.as_str(), m[0].pos),
+            ("join", "$j", 3)
+        );
         store.close();
     }
 

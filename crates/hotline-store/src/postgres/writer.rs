@@ -563,6 +563,23 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
         // rooms and events
         W::CreateRoom(r) => rooms::create_room(c, r).await,
         W::AppendEvent(e) => rooms::append_event(c, e, pos).await,
+        W::SetCurrentState {
+            room_id,
+            event_type,
+            state_key,
+            event_id,
+            membership,
+        } => {
+            rooms::set_current_state(
+                c,
+                room_id,
+                (event_type, state_key),
+                event_id,
+                membership,
+                pos,
+            )
+            .await
+        }
         W::ForgetRoom { user_id, room_id } => rooms::forget_room(c, user_id, room_id).await,
         W::PutAlias(a) => rooms::put_alias(c, a).await,
         W::DeleteAlias { alias } => rooms::delete_alias(c, alias).await,

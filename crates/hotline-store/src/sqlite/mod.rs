@@ -388,6 +388,20 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
         // ----- rooms -----
         WriteOp::CreateRoom(r) => rooms::create_room(c, r),
         WriteOp::AppendEvent(e) => rooms::append_event(c, e, pos),
+        WriteOp::SetCurrentState {
+            room_id,
+            event_type,
+            state_key,
+            event_id,
+            membership,
+        } => rooms::set_current_state(
+            c,
+            room_id,
+            (event_type, state_key),
+            event_id,
+            membership,
+            pos,
+        ),
         WriteOp::ForgetRoom { user_id, room_id } => rooms::forget_room(c, user_id, room_id),
         WriteOp::PutAlias(a) => rooms::put_alias(c, a),
         WriteOp::DeleteAlias { alias } => rooms::delete_alias(c, alias),

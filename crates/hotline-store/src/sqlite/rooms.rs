@@ -58,6 +58,30 @@ pub(super) fn append_event(c: &Connection, e: &NewEvent, pos: i64) -> rusqlite::
     Ok(())
 }
 
+/// [`WriteOp::SetCurrentState`](crate::WriteOp::SetCurrentState).
+pub(super) fn set_current_state(
+    c: &Connection,
+    room_id: &str,
+    (event_type, state_key): (&str, &str),
+    event_id: &str,
+    membership: &Option<(String, String)>,
+    pos: i64,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO room_state (room_id, event_type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+    )?
+    .execute(params![room_id, event_type, state_key, event_id])?;
+    if let Some((user_id, membership)) = membership {
+        c.prepare_cached(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, pos, forgotten) VALUES (?1, ?2, ?3, ?4, ?5, 0)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = 0",
+        )?
+        .execute(params![room_id, user_id, membership, event_id, pos])?;
+    }
+    Ok(())
+}
+
 pub(super) fn forget_room(c: &Connection, user_id: &str, room_id: &str) -> rusqlite::Result<()> {
     c.prepare_cached("UPDATE memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2")?
         .execute(params![room_id, user_id])?;
