@@ -340,8 +340,14 @@ async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() 
     ha.wait_for_texts(&alice, &room, &["before bob", "hello from B"], 10)
         .await;
     let from_a = ha.send_text(&alice, &room, "a2", "hello from A").await;
-    hb.wait_for_texts(&bob, &room, &["hello from B", "hello from A"], 10)
-        .await;
+    // What was said before Bob joined came with his join.
+    hb.wait_for_texts(
+        &bob,
+        &room,
+        &["before bob", "hello from B", "hello from A"],
+        10,
+    )
+    .await;
     // Typing and read receipts cross too.
     let (status, v) = ha
         .call(
@@ -933,6 +939,172 @@ async fn concurrent_state_changes_resolve_in_room_version(version: &str) {
     a.server.spawn().await;
     let ha = Http::new(&a.server.url);
     assert_eq!(power_levels(&ha, &alice, &room).await["ban"], 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_who_joins_from_another_server_reads_what_was_said_before() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    // A public room's history is shared with its members, whenever they
+    // joined.
+    let room = ha.create_public_room(&alice).await;
+    ha.send_text(&alice, &room, "h1", "said before Bob came")
+        .await;
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&alice),
+            Some(r#"{"name": "Old name"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    ha.send_text(&alice, &room, "h2", "and this too").await;
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&alice),
+            Some(r#"{"name": "New name"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}?via={na}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "join over federation: {v}");
+    assert_eq!(
+        hb.texts(&bob, &room).await,
+        ["said before Bob came", "and this too"]
+    );
+    // The history's older name is history: the room is called what A says.
+    let (status, v) = hb
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!((status, &v["name"]), (200, &json!("New name")), "{v}");
+    hb.send_text(&bob, &room, "b1", "hello from B").await;
+    ha.wait_for_texts(
+        &alice,
+        &room,
+        &["said before Bob came", "and this too", "hello from B"],
+        10,
+    )
+    .await;
+}
+
+/// `request` (a ruma federation request) sent to A, signed as B.
+async fn signed_as<R: ruma::api::OutgoingRequest>(
+    ca: &TestCa,
+    a: &FederatedServer,
+    b: &FederatedServer,
+    request: R,
+) -> (u16, Value)
+where
+    for<'k> R::Authentication:
+        ruma::api::auth_scheme::AuthScheme<Input<'k> = ServerSignaturesInput<'k>>,
+    R::PathBuilder: ruma::api::path_builder::PathBuilder<Input<'static> = ()>,
+{
+    let b_key = b.signing_key();
+    let input = ServerSignaturesInput::new(
+        ServerName::parse(&b.name).unwrap(),
+        ServerName::parse(&a.name).unwrap(),
+        &b_key,
+    );
+    let request = request
+        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
+        .unwrap();
+    federation_request(&ca.ca_file, a.fed_port, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_that_asks_to_omit_members_gets_the_state_without_them_and_the_servers_in_the_room()
+{
+    use ruma::api::federation::membership::{create_join_event, prepare_join_event};
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let ha = Http::new(&a.server.url);
+    let alice = ha.register("alice").await;
+    let room = ha.create_public_room(&alice).await;
+    for i in 0..8 {
+        let token = ha.register(&format!("member{i}")).await;
+        let (status, v) = ha
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/join/{room}"),
+                Some(&token),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
+    let bob = ruma::OwnedUserId::try_from(b.user("bob")).unwrap();
+    for omit in [false, true] {
+        // Each pass a join of its own, as B would make it.
+        let mut ask = prepare_join_event::v1::Request::new(room_id.clone(), bob.clone());
+        ask.ver = vec![ruma::RoomVersionId::V11];
+        let (status, made) = signed_as(&ca, &a, &b, ask).await;
+        assert_eq!(status, 200, "{made}");
+        let mut join = made["event"].clone();
+        join["origin_server_ts"] = json!(ruma::MilliSecondsSinceUnixEpoch::now().get());
+        join["content"]["displayname"] = json!(format!("bob {omit}"));
+        let mut object: ruma::CanonicalJsonObject = serde_json::from_value(join).unwrap();
+        let rules = ruma::RoomVersionId::V11.rules().unwrap();
+        ruma::signatures::hash_and_sign_event(
+            &b.name,
+            &b.signing_key(),
+            &mut object,
+            &rules.redaction,
+        )
+        .unwrap();
+        let id = format!(
+            "${}",
+            ruma::signatures::reference_hash(&object, &rules).unwrap()
+        );
+        let mut send = create_join_event::v2::Request::new(
+            room_id.clone(),
+            ruma::OwnedEventId::try_from(id).unwrap(),
+            serde_json::value::to_raw_value(&object).unwrap(),
+        );
+        send.omit_members = omit;
+        let (status, answer) = signed_as(&ca, &a, &b, send).await;
+        assert_eq!(status, 200, "{answer}");
+        let members = answer["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.member")
+            .count();
+        assert_eq!(answer["members_omitted"], omit, "{answer}");
+        if omit {
+            // Bob's own membership (he joined in the first pass) and five
+            // heroes, of ten.
+            assert_eq!(members, 6, "{answer}");
+            let mut servers = vec![a.name.clone(), b.name.clone()];
+            servers.sort();
+            assert_eq!(answer["servers_in_room"], json!(servers));
+        } else {
+            // Alice and eight members (the state before Bob's first join).
+            assert_eq!(members, 9, "{answer}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -133,6 +133,8 @@ async fn a_hotline_and_a_synapse_share_rooms_and_an_encrypted_dm_both_ways() {
     // A room on Synapse, of its default version (12), joined from Hotline.
     let room = hs.create_public_room(&sam).await;
     assert_eq!(room_version(&hs, &sam, &room).await, "12");
+    hs.send_text(&sam, &room, "s0", "said before hotline came")
+        .await;
     let (status, v) = hh
         .call(
             "POST",
@@ -145,13 +147,23 @@ async fn a_hotline_and_a_synapse_share_rooms_and_an_encrypted_dm_both_ways() {
     assert_eq!(room_version(&hh, &alice, &room).await, "12");
     hh.send_text(&alice, &room, "h2", "hotline in synapse's room")
         .await;
-    hs.wait_for_texts(&sam, &room, &["hotline in synapse's room"], 20)
-        .await;
+    hs.wait_for_texts(
+        &sam,
+        &room,
+        &["said before hotline came", "hotline in synapse's room"],
+        20,
+    )
+    .await;
     hs.send_text(&sam, &room, "s2", "synapse answers").await;
+    // The history before the join came with it, from Synapse's /backfill.
     hh.wait_for_texts(
         &alice,
         &room,
-        &["hotline in synapse's room", "synapse answers"],
+        &[
+            "said before hotline came",
+            "hotline in synapse's room",
+            "synapse answers",
+        ],
         20,
     )
     .await;

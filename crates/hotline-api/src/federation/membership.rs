@@ -28,25 +28,38 @@ pub async fn prepare_join_event_route(
     Ok(Json(json!({ "room_version": version, "event": event })))
 }
 
-/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`.
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}[?omit_members=true]`.
 pub async fn create_join_event_route(
     State(s): State<AppState>,
     PathArgs((room_id, event_id)): PathArgs<(OwnedRoomId, OwnedEventId)>,
+    uri: axum::http::Uri,
     signed: Signed,
 ) -> ApiResult<Json<Value>> {
+    let omit_members = match repeated_query(uri.query(), "omit_members")?
+        .last()
+        .map(String::as_str)
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Error::invalid_param("omit_members is true or false").into()),
+    };
     let pdu: Box<serde_json::value::RawValue> = serde_json::from_slice(&signed.body)
         .map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
     let answer = s
         .services
-        .send_join(&signed.origin, &room_id, &event_id, &pdu)
+        .send_join(&signed.origin, &room_id, &event_id, &pdu, omit_members)
         .await?;
-    Ok(Json(json!({
+    let mut body = json!({
         "origin": s.services.server_name(),
         "state": answer.state,
         "auth_chain": answer.auth_chain,
         "event": answer.event,
-        "members_omitted": false,
-    })))
+        "members_omitted": answer.members_omitted,
+    });
+    if answer.members_omitted {
+        body["servers_in_room"] = json!(answer.servers_in_room);
+    }
+    Ok(Json(body))
 }
 
 /// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`.

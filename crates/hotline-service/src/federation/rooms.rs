@@ -30,6 +30,9 @@ use crate::pdu::{rules, EventDraft, Pdu, PduEvent};
 use crate::rooms::Room;
 use crate::{Error, Result, Services};
 
+/// Events of a room's history fetched with a join over federation.
+const HISTORY_ON_JOIN: u32 = 50;
+
 /// The room versions this server joins and serves over federation: those
 /// whose event ids are reference hashes (from 12, room ids are too: such a
 /// room is reached through the servers a client names, or its inviter's).
@@ -55,7 +58,15 @@ pub struct JoinAnswer {
     pub state: Vec<Box<RawValue>>,
     pub auth_chain: Vec<Box<RawValue>>,
     pub event: Box<RawValue>,
+    /// Whether `state` leaves members out (the joining server asked it to
+    /// with `omit_members`); then `servers_in_room` names where the room is.
+    pub members_omitted: bool,
+    pub servers_in_room: Vec<OwnedServerName>,
 }
+
+/// Members a partial-state join (`omit_members`) is still sent besides the
+/// joining user: enough for the room's name when it has none (its heroes).
+const HEROES: usize = 5;
 
 /// A `/send` transaction's body, as far as this server reads it.
 #[derive(Deserialize)]
@@ -185,6 +196,7 @@ impl Services {
         room_id: &RoomId,
         event_id: &EventId,
         pdu: &RawValue,
+        omit_members: bool,
     ) -> Result<JoinAnswer> {
         let room = self.resident_room(room_id)?;
         self.check_server_acl(&room, origin)?;
@@ -212,7 +224,40 @@ impl Services {
             .await
             .remove(0);
         verdict?;
-        let state_ids: Vec<OwnedEventId> = state.iter().map(|e| e.event_id.clone()).collect();
+        let servers_in_room: Vec<OwnedServerName> = {
+            let mut servers: Vec<OwnedServerName> = state
+                .iter()
+                .filter(|e| e.pdu.kind == TimelineEventType::RoomMember)
+                .filter(|e| {
+                    e.content::<RoomMemberEventContent>()
+                        .is_ok_and(|c| c.membership == MembershipState::Join)
+                })
+                .filter_map(|e| UserId::parse(e.pdu.state_key.as_deref()?).ok())
+                .map(|u| u.server_name().to_owned())
+                .collect();
+            servers.push(origin.to_owned());
+            servers.sort();
+            servers.dedup();
+            servers
+        };
+        // A partial-state join: the room's state without its members, but
+        // for the joining user's and a few others' (the heroes); the auth
+        // chain is then the one of what is sent.
+        let mut heroes = 0;
+        let state_ids: Vec<OwnedEventId> = state
+            .iter()
+            .filter(|e| {
+                if !omit_members || e.pdu.kind != TimelineEventType::RoomMember {
+                    return true;
+                }
+                if e.pdu.state_key.as_deref() == Some(joiner) {
+                    return true;
+                }
+                heroes += 1;
+                heroes <= HEROES
+            })
+            .map(|e| e.event_id.clone())
+            .collect();
         let auth_chain = self.auth_chain_rows(&state_ids)?;
         let mut out_state = Vec::with_capacity(state_ids.len());
         for id in &state_ids {
@@ -228,6 +273,8 @@ impl Services {
             state: out_state,
             auth_chain: out_chain,
             event: self.outgoing_pdu(&json, &room.version, true)?,
+            members_omitted: omit_members,
+            servers_in_room,
         })
     }
 
@@ -263,6 +310,99 @@ impl Services {
         }
         out.sort_by_key(|c| c.event.pdu.depth);
         out
+    }
+
+    /// Up to [`HISTORY_ON_JOIN`] events before `join`, asked of `server`
+    /// (`/backfill`), each checked as every received event is and against
+    /// its auth events (which the join's auth chain, the history itself or
+    /// the store hold); those that fail are left out. Nothing if the server
+    /// cannot say.
+    async fn history_before(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        join: &PduEvent,
+        known: &HashMap<OwnedEventId, CheckedPdu>,
+    ) -> Vec<CheckedPdu> {
+        let ask = ruma::api::federation::backfill::get_backfill::v1::Request::new(
+            room_id.to_owned(),
+            join.pdu.prev_events.clone(),
+            ruma::UInt::from(HISTORY_ON_JOIN),
+        );
+        let answer = match self.federation_call(server, ask).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(peer = %server, %room_id, error = %e, "history before a join could not be had");
+                return Vec::new();
+            }
+        };
+        let Ok(rules) = rules(version) else {
+            return Vec::new();
+        };
+        let mut history: HashMap<OwnedEventId, CheckedPdu> = HashMap::new();
+        for raw in answer.pdus.iter().take(HISTORY_ON_JOIN as usize) {
+            match self.check_incoming_pdu(raw, version).await {
+                Ok(c) if c.event.room_id == room_id && !known.contains_key(&c.event.event_id) => {
+                    history.insert(c.event.event_id.clone(), c);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(peer = %server, reason = %e, "an event of a room's history is refused")
+                }
+            }
+        }
+        let fetch = |id: &EventId| -> Option<Arc<PduEvent>> {
+            if let Some(c) = known.get(id).or_else(|| history.get(id)) {
+                return Some(c.event.clone());
+            }
+            let row = self.store.get_event(id.as_str()).ok()??;
+            self.load_event(&row).ok().map(Arc::new)
+        };
+        let create = known
+            .values()
+            .find(|c| c.event.pdu.kind == TimelineEventType::RoomCreate)
+            .map(|c| c.event.event_id.clone());
+        let allowed: Vec<OwnedEventId> = history
+            .values()
+            .filter(|c| {
+                let event = &c.event;
+                let independent = ruma::state_res::check_state_independent_auth_rules(
+                    &rules.authorization,
+                    event,
+                    fetch,
+                );
+                // Against its own auth events (the create event implied
+                // from room version 12).
+                let implied = rules
+                    .authorization
+                    .room_create_event_id_as_room_id
+                    .then(|| create.clone())
+                    .flatten();
+                let auth: HashMap<(String, String), Arc<PduEvent>> = event
+                    .pdu
+                    .auth_events
+                    .iter()
+                    .chain(implied.iter())
+                    .filter_map(|id| fetch(id))
+                    .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e)))
+                    .collect();
+                let dependent = ruma::state_res::check_state_dependent_auth_rules(
+                    &rules.authorization,
+                    event,
+                    |t: &StateEventType, k: &str| auth.get(&(t.to_string(), k.to_owned())).cloned(),
+                );
+                match independent.and(dependent) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::info!(peer = %server, event_id = %event.event_id, reason = %e, "an event of a room's history is not allowed");
+                        false
+                    }
+                }
+            })
+            .map(|c| c.event.event_id.clone())
+            .collect();
+        allowed.iter().filter_map(|id| history.remove(id)).collect()
     }
 
     /// A room id, or an alias resolved here or (for another server's
@@ -568,10 +708,19 @@ impl Services {
         )
         .map_err(|r| Error::forbidden(format!("The room does not let you in: {r}")))?;
 
-        // Stored: the room, its state in depth order, then the join.
+        // History before the join, one page of it as the resident server
+        // has it: a member who joins reads what was said before, as far as
+        // the room's history visibility lets them.
+        let history = self
+            .history_before(server, room_id, &version, &joined.event, &events)
+            .await;
+
+        // Stored: the room, its state and history in depth order, then the
+        // join.
         let mut ordered: Vec<&CheckedPdu> = state_ids
             .iter()
             .filter_map(|id| events.get(id))
+            .chain(history.iter())
             .filter(|c| c.event.event_id != joined.event.event_id)
             .collect();
         ordered.sort_by_key(|c| (c.event.pdu.depth, c.event.pdu.origin_server_ts));
@@ -582,11 +731,25 @@ impl Services {
                 room_version: version.to_string(),
             }));
         }
-        for c in ordered.into_iter().chain(std::iter::once(&joined)) {
+        // The store makes each key's last appended event current; where
+        // that is an older event of the history, the state the resident
+        // server sent is put back.
+        let mut newest: HashMap<(String, String), &CheckedPdu> = HashMap::new();
+        for c in ordered.iter().copied().chain(std::iter::once(&joined)) {
+            if let Some(k) = &c.event.pdu.state_key {
+                newest.insert((c.event.pdu.kind.to_string(), k.clone()), c);
+            }
             if self.store.get_event(c.event.event_id.as_str())?.is_some() {
                 continue;
             }
             batch.push(WriteOp::AppendEvent(new_event(c)?));
+        }
+        for (key, appended) in newest {
+            if let Some(current) = state_map.get(&key) {
+                if current.event_id != appended.event.event_id && key.1 != sender.as_str() {
+                    batch.push(crate::rooms::set_current_state(room_id, &key, current));
+                }
+            }
         }
         // A room this process loaded before (the user left it) is loaded
         // again from what is now stored.

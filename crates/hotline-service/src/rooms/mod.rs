@@ -1237,7 +1237,11 @@ fn current_with(base: &StateMap, overlay: &StateMap) -> StateMap {
 }
 
 /// The store operation that makes `chosen` current for `key` in `room_id`.
-fn set_current_state(room_id: &RoomId, key: &(String, String), chosen: &PduEvent) -> WriteOp {
+pub(crate) fn set_current_state(
+    room_id: &RoomId,
+    key: &(String, String),
+    chosen: &PduEvent,
+) -> WriteOp {
     let membership = (chosen.pdu.kind == TimelineEventType::RoomMember)
         .then(|| chosen.content::<RoomMemberEventContent>().ok())
         .flatten()
