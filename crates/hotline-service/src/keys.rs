@@ -822,11 +822,18 @@ impl Services {
             device_id: sender.device_id.to_string(),
             txn_id: txn_key,
         });
-        self.store.write(batch).await?;
         if !remote.is_empty() {
+            // Queued for the users' servers in the same commit: room keys
+            // travel this way, and a `200` must mean they will arrive.
             let message_id = format!("{}.{txn_id}", sender.device_id);
-            self.federate_to_device(&sender.user_id, event_type, &message_id, remote);
+            batch.ops.extend(self.federate_to_device(
+                &sender.user_id,
+                event_type,
+                &message_id,
+                remote,
+            ));
         }
+        self.store.write(batch).await?;
         Ok(())
     }
 

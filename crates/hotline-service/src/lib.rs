@@ -151,7 +151,8 @@ impl Services {
                     self.events_stored.fetch_add(1, Ordering::Relaxed);
                     self.rooms.apply_committed(*pos, e, &mut wake)
                 }
-                hotline_store::WriteOp::QueueFederation { destination, .. } => {
+                hotline_store::WriteOp::QueueFederation { destination, .. }
+                | hotline_store::WriteOp::QueueFederationEdu { destination, .. } => {
                     self.federation.wake(destination)
                 }
                 hotline_store::WriteOp::PutAccountData {

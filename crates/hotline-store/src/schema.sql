@@ -109,3 +109,8 @@ CREATE TABLE IF NOT EXISTS published_rooms (room_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS federation_outbox (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL, event_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS federation_outbox_destination ON federation_outbox (destination, seq);
+-- Federation: EDUs (to-device messages, receipts, device-list changes) waiting
+-- to go to another server, in order per destination.
+CREATE TABLE IF NOT EXISTS federation_edu_outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL, edu TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS federation_edu_outbox_destination ON federation_edu_outbox (destination, seq);

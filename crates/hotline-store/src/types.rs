@@ -235,6 +235,15 @@ pub struct AuditRow {
     pub detail: String,
 }
 
+/// An EDU of the outgoing federation queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEdu {
+    /// The queue order, assigned by the store.
+    pub seq: i64,
+    /// The EDU's JSON.
+    pub edu: String,
+}
+
 /// An entry of the outgoing federation queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRow {
@@ -498,6 +507,18 @@ pub enum WriteOp {
     QueueFederation {
         destination: String,
         event_id: String,
+    },
+    /// Queues an EDU (its JSON) for another server, behind the EDUs queued
+    /// for it.
+    QueueFederationEdu {
+        destination: String,
+        edu: String,
+    },
+    /// Takes the EDUs up to `upto` (a queue `seq`) off `destination`'s EDU
+    /// queue: they were delivered.
+    DequeueFederationEdus {
+        destination: String,
+        upto: i64,
     },
     /// Takes the entries up to `upto` (a queue `seq`) off `destination`'s
     /// queue: they were delivered.

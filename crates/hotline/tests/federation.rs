@@ -470,6 +470,55 @@ async fn texts_sent_while_the_other_server_is_down_arrive_once_when_it_returns()
     ha.wait_for_texts(&alice, &room, &after, 10).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_to_device_message_for_another_server_survives_both_servers_being_killed() {
+    let ca = TestCa::new();
+    let (mut a, mut b, alice, bob, _room) = two_servers_sharing_a_room(&ca).await;
+    let ha = Http::new(&a.server.url);
+    b.server.kill9();
+    // Room keys travel as to-device messages: a `200` means it will arrive.
+    let body = json!({"messages": {b.user("bob"): {"*": {"n": 7}}}});
+    let (status, v) = ha
+        .call(
+            "PUT",
+            "/_matrix/client/v3/sendToDevice/org.example.key/t1",
+            Some(&alice),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    a.server.kill9();
+    a.server.spawn().await;
+    b.server.spawn().await;
+    let hb = Http::new(&b.server.url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    let mut since: Option<String> = None;
+    loop {
+        let path = match &since {
+            Some(t) => format!("/_matrix/client/v3/sync?timeout=2000&since={t}"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let (status, v) = hb.call("GET", &path, Some(&bob), None).await;
+        assert_eq!(status, 200, "{v}");
+        let got: Vec<&Value> = v["to_device"]["events"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        if let Some(e) = got.iter().find(|e| e["type"] == "org.example.key") {
+            assert_eq!(
+                (&e["sender"], &e["content"]["n"]),
+                (&json!(a.user("alice")), &json!(7))
+            );
+            break;
+        }
+        since = v["next_batch"].as_str().map(str::to_owned);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the to-device message never arrived"
+        );
+    }
+}
+
 /// A PDU from `sender` (of `origin`) in `room` on top of A's newest event,
 /// signed with `key` as `origin`; its event id.
 async fn pdu_from(

@@ -17,6 +17,7 @@ use ruma::api::federation::keys::{claim_keys, get_keys};
 use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
 use serde_json::{json, Map, Value};
 
+use super::sender::queue_edu;
 use crate::accounts::Sender;
 use crate::{Error, Result, Services};
 
@@ -223,14 +224,15 @@ impl Services {
     }
 
     /// To-device messages for users of other servers: one
-    /// `m.direct_to_device` EDU per server.
+    /// `m.direct_to_device` EDU per server, as the operations that queue
+    /// them.
     pub(crate) fn federate_to_device(
         &self,
         sender: &UserId,
         event_type: &str,
         message_id: &str,
         messages: BTreeMap<OwnedUserId, Map<String, Value>>,
-    ) {
+    ) -> Vec<WriteOp> {
         let mut per_server: BTreeMap<OwnedServerName, Map<String, Value>> = BTreeMap::new();
         for (user, devices) in messages {
             if self.federation_peer(user.server_name()).is_err() {
@@ -241,14 +243,17 @@ impl Services {
                 .or_default()
                 .insert(user.to_string(), Value::Object(devices));
         }
-        for (server, messages) in per_server {
-            self.federation.outbox.push_edu(
-                &server,
-                json!({"edu_type": "m.direct_to_device", "content": {
-                    "sender": sender, "type": event_type, "message_id": message_id,
-                    "messages": messages }}),
-            );
-        }
+        per_server
+            .into_iter()
+            .map(|(server, messages)| {
+                queue_edu(
+                    &server,
+                    json!({"edu_type": "m.direct_to_device", "content": {
+                        "sender": sender, "type": event_type, "message_id": message_id,
+                        "messages": messages }}),
+                )
+            })
+            .collect()
     }
 
     /// A local user's devices or keys changed: the servers sharing a room
@@ -267,15 +272,29 @@ impl Services {
             .collect();
         servers.sort();
         servers.dedup();
-        for server in servers {
-            if self.federation_peer(server).is_ok() {
-                self.federation.outbox.push_edu(
+        let ops: Vec<WriteOp> = servers
+            .into_iter()
+            .filter(|server| self.federation_peer(server).is_ok())
+            .map(|server| {
+                queue_edu(
                     server,
                     json!({"edu_type": "m.device_list_update", "content": {
                         "user_id": user, "device_id": "", "stream_id": pos, "prev_id": [] }}),
-                );
-            }
+                )
+            })
+            .collect();
+        if ops.is_empty() {
+            return;
         }
+        // Called from the commit hook, which cannot write: queued by a
+        // write of its own (a crash before it lands loses the notice; the
+        // peer still learns of the change at its next keys query).
+        let store = self.store.clone();
+        self.federation.outbox.spawn(async move {
+            if let Err(e) = store.write(WriteBatch { ops }).await {
+                tracing::error!(error = %e, "queueing a device-list change for other servers");
+            }
+        });
     }
 
     /// `m.direct_to_device` from `origin`: queued for the local devices

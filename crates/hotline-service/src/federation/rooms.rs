@@ -776,6 +776,17 @@ impl Services {
             )));
         }
         self.federation.heard_from(origin);
+        // To-device messages first: the room keys a transaction carries
+        // are on the devices before the messages they open reach them (a
+        // client that syncs in between would find a message it cannot
+        // read yet). Receipts and the rest come after the events they name.
+        let (to_device, edus): (Vec<Value>, Vec<Value>) = txn
+            .edus
+            .into_iter()
+            .partition(|e| e["edu_type"] == "m.direct_to_device");
+        for edu in to_device {
+            self.receive_edu(origin, edu).await;
+        }
         let mut results = BTreeMap::new();
         // In order, grouped by room as they come.
         let mut by_room: Vec<(OwnedRoomId, Vec<Box<RawValue>>)> = Vec::new();
@@ -845,7 +856,7 @@ impl Services {
                 results.insert(id.to_string(), answer);
             }
         }
-        for edu in txn.edus {
+        for edu in edus {
             self.receive_edu(origin, edu).await;
         }
         Ok(results)

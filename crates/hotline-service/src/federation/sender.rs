@@ -13,12 +13,13 @@
 //! once when the peer is heard from. Every attempt has a fresh transaction
 //! id: the events in it are deduplicated by id where they arrive.
 //!
-//! EDUs (typing, receipts, to-device messages, device-list changes) are
-//! kept in memory and go with the next transaction; a failed one keeps
-//! them for the next try, except typing, which is stale by then. They do
-//! not survive a restart. With several processes on one
-//! database, the process that runs the deployment's jobs sends the queued
-//! events; each process sends its own EDUs.
+//! EDUs go with the events: to-device messages (room keys travel so),
+//! read receipts and device-list changes are queued durably as well, on a
+//! queue of their own per destination (`WriteOp::QueueFederationEdu`, in
+//! the commit that stores what they report), and leave it as events do.
+//! Typing is kept in memory only: it is stale after a restart or a failed
+//! try. With several processes on one database, the process that runs the
+//! deployment's jobs sends the queues; each process sends its own typing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +107,17 @@ impl Outbox {
         d
     }
 
+    /// Runs `task` on the sender's runtime (from anywhere, the commit hook's
+    /// thread included); nothing before the sender starts.
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        match self.runner.get() {
+            Some((handle, _)) => {
+                handle.spawn(task);
+            }
+            None => tracing::warn!("federation work dropped: the sender has not started"),
+        }
+    }
+
     /// Something was queued for `server`.
     pub(crate) fn wake(&self, server: &str) {
         if let Ok(server) = ServerName::parse(server) {
@@ -122,7 +134,9 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn push_edu(&self, server: &ServerName, edu: Value) {
+    /// Typing for `server`, kept in memory only (stale after a restart or
+    /// a failed try); every other EDU is queued durably ([`queue_edu`]).
+    pub(crate) fn push_typing(&self, server: &ServerName, edu: Value) {
         let d = self.destination(server);
         {
             let mut edus = d.edus.lock();
@@ -204,7 +218,7 @@ impl Services {
             return;
         }
         for server in self.federation_destinations_of(room) {
-            self.federation.outbox.push_edu(
+            self.federation.outbox.push_typing(
                 &server,
                 json!({"edu_type": "m.typing", "content": {
                     "room_id": room.id, "user_id": user, "typing": typing }}),
@@ -212,7 +226,8 @@ impl Services {
         }
     }
 
-    /// Sends a local user's public read receipt to the room's other servers.
+    /// A local user's public read receipt for the room's other servers:
+    /// the operations that queue it.
     pub(crate) fn federate_receipt(
         &self,
         room: &crate::rooms::Room,
@@ -220,22 +235,25 @@ impl Services {
         event_id: &str,
         thread_id: &str,
         ts: i64,
-    ) {
+    ) -> Vec<WriteOp> {
         if user.server_name() != self.server_name() {
-            return;
+            return Vec::new();
         }
         let mut data = json!({ "ts": ts });
         if !thread_id.is_empty() {
             data["thread_id"] = json!(thread_id);
         }
-        for server in self.federation_destinations_of(room) {
-            self.federation.outbox.push_edu(
-                &server,
-                json!({"edu_type": "m.receipt", "content": {
-                    (room.id.as_str()): { "m.read": { (user.as_str()): {
-                        "event_ids": [event_id], "data": data }}}}}),
-            );
-        }
+        self.federation_destinations_of(room)
+            .iter()
+            .map(|server| {
+                queue_edu(
+                    server,
+                    json!({"edu_type": "m.receipt", "content": {
+                        (room.id.as_str()): { "m.read": { (user.as_str()): {
+                            "event_ids": [event_id], "data": data }}}}}),
+                )
+            })
+            .collect()
     }
 
     /// An EDU from `origin`: typing and read receipts of its own users in
@@ -309,6 +327,14 @@ impl Services {
     }
 }
 
+/// The operation that queues `edu` for `server`, durably (module docs).
+pub(crate) fn queue_edu(server: &ServerName, edu: Value) -> WriteOp {
+    WriteOp::QueueFederationEdu {
+        destination: server.to_string(),
+        edu: edu.to_string(),
+    }
+}
+
 /// Longest a delivered entry stays on the stored queue: taking entries off
 /// is a write, done once a second (or when the queue drains) rather than
 /// once per transaction. A restart in between sends those entries again,
@@ -318,18 +344,31 @@ const DEQUEUE_EVERY: Duration = Duration::from_secs(1);
 /// One destination's task (module docs).
 async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destination>) {
     let mut backoff = Duration::from_millis(500);
-    let (mut sent_upto, mut dequeued_upto) = (0i64, 0i64);
+    // Delivered up to, and taken off the stored queues up to: (events, EDUs).
+    let (mut sent, mut dequeued) = ((0i64, 0i64), (0i64, 0i64));
     let mut last_dequeue = std::time::Instant::now();
-    let dequeue = |s: &Arc<Services>, upto: i64| {
+    let dequeue = |s: &Arc<Services>, upto: (i64, i64), done: (i64, i64)| {
         let store = s.store.clone();
         let destination = server.to_string();
-        tokio::spawn(async move {
-            let op = WriteOp::DequeueFederation {
+        let mut ops = Vec::new();
+        if upto.0 > done.0 {
+            ops.push(WriteOp::DequeueFederation {
                 destination: destination.clone(),
-                upto,
-            };
-            if let Err(e) = store.write(WriteBatch::one(op)).await {
-                tracing::error!(peer = %destination, error = %e, "taking sent events off the queue");
+                upto: upto.0,
+            });
+        }
+        if upto.1 > done.1 {
+            ops.push(WriteOp::DequeueFederationEdus {
+                destination: destination.clone(),
+                upto: upto.1,
+            });
+        }
+        if ops.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = store.write(WriteBatch { ops }).await {
+                tracing::error!(peer = %destination, error = %e, "taking sent entries off the queue");
             }
         });
     };
@@ -337,25 +376,35 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
         let Some(s) = services.upgrade() else {
             return;
         };
-        let rows = if s.store.runs_deployment_jobs() {
-            s.store
-                .federation_outbox(server.as_str(), sent_upto, PDUS_PER_TXN)
-                .unwrap_or_else(|e| {
-                    tracing::error!(peer = %server, error = %e, "reading the federation queue");
-                    Vec::new()
-                })
-        } else {
-            Vec::new()
-        };
-        let edus: Vec<Value> = {
+        // Typing, kept in memory (stale by a retry); then the stored EDUs.
+        let typing: Vec<Value> = {
             let mut pending = d.edus.lock();
             let n = pending.len().min(EDUS_PER_TXN);
             pending.drain(..n).collect()
         };
-        if rows.is_empty() && edus.is_empty() {
-            if sent_upto > dequeued_upto {
-                dequeue(&s, sent_upto);
-                dequeued_upto = sent_upto;
+        let (rows, stored) = if s.store.runs_deployment_jobs() {
+            let rows = s
+                .store
+                .federation_outbox(server.as_str(), sent.0, PDUS_PER_TXN)
+                .unwrap_or_else(|e| {
+                    tracing::error!(peer = %server, error = %e, "reading the federation queue");
+                    Vec::new()
+                });
+            let stored = s
+                .store
+                .federation_edu_outbox(server.as_str(), sent.1, EDUS_PER_TXN - typing.len())
+                .unwrap_or_else(|e| {
+                    tracing::error!(peer = %server, error = %e, "reading the federation queue");
+                    Vec::new()
+                });
+            (rows, stored)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        if rows.is_empty() && typing.is_empty() && stored.is_empty() {
+            if sent != dequeued {
+                dequeue(&s, sent, dequeued);
+                dequeued = sent;
                 last_dequeue = std::time::Instant::now();
             }
             drop(s);
@@ -385,9 +434,14 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
             ruma::MilliSecondsSinceUnixEpoch::now(),
         );
         request.pdus = pdus;
-        request.edus = edus
+        request.edus = typing
             .iter()
             .filter_map(|e| serde_json::value::to_raw_value(e).ok())
+            .chain(
+                stored
+                    .iter()
+                    .filter_map(|e| serde_json::value::RawValue::from_string(e.edu.clone()).ok()),
+            )
             .map(ruma::serde::Raw::from_json)
             .collect();
         match s.federation_call(&server, request).await {
@@ -398,12 +452,15 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                     }
                 }
                 if let Some(last) = rows.last() {
-                    sent_upto = last.seq;
-                    if last_dequeue.elapsed() >= DEQUEUE_EVERY {
-                        dequeue(&s, sent_upto);
-                        dequeued_upto = sent_upto;
-                        last_dequeue = std::time::Instant::now();
-                    }
+                    sent.0 = last.seq;
+                }
+                if let Some(last) = stored.last() {
+                    sent.1 = last.seq;
+                }
+                if last_dequeue.elapsed() >= DEQUEUE_EVERY && sent != dequeued {
+                    dequeue(&s, sent, dequeued);
+                    dequeued = sent;
+                    last_dequeue = std::time::Instant::now();
                 }
                 let mut status = d.status.lock();
                 status.failures = 0;
@@ -411,7 +468,7 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                 status.last_success_ts = now_ms();
                 status.transactions += 1;
                 status.events += rows.len() as u64;
-                status.sent_upto = sent_upto;
+                status.sent_upto = sent.0;
                 backoff = Duration::from_millis(500);
             }
             Err(e) => {
@@ -420,20 +477,8 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                     status.failures += 1;
                     status.last_error = Some(e.to_string());
                 }
-                // Typing is stale by the next try; the rest (to-device
-                // messages carry room keys) goes with it, first.
-                let keep: Vec<Value> = edus
-                    .into_iter()
-                    .filter(|e| e["edu_type"] != "m.typing")
-                    .collect();
-                if !keep.is_empty() {
-                    let mut pending = d.edus.lock();
-                    let rest = std::mem::take(&mut *pending);
-                    *pending = keep;
-                    pending.extend(rest);
-                    let excess = pending.len().saturating_sub(MAX_PENDING_EDUS);
-                    pending.drain(..excess);
-                }
+                // The stored entries stay queued for the next try; typing
+                // is stale by then.
                 tracing::info!(peer = %server, error = %e, retry_in_ms = backoff.as_millis() as u64, "a transaction failed");
                 drop(s);
                 tokio::select! {

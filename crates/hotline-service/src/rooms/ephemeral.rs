@@ -164,19 +164,21 @@ impl Services {
             return Ok(());
         }
         let ts = now_ms();
-        self.store
-            .write(WriteBatch::one(WriteOp::PutReceipt {
-                room_id: room_id.to_string(),
-                user_id: user.to_string(),
-                receipt_type: receipt_type.to_owned(),
-                thread_id: thread_id.clone(),
-                event_id: event_id.to_string(),
-                ts,
-            }))
-            .await?;
+        let mut batch = WriteBatch::one(WriteOp::PutReceipt {
+            room_id: room_id.to_string(),
+            user_id: user.to_string(),
+            receipt_type: receipt_type.to_owned(),
+            thread_id: thread_id.clone(),
+            event_id: event_id.to_string(),
+            ts,
+        });
         if receipt_type == "m.read" {
-            self.federate_receipt(&room, user, event_id.as_str(), &thread_id, ts);
+            // Queued for the room's other servers in the same commit.
+            batch
+                .ops
+                .extend(self.federate_receipt(&room, user, event_id.as_str(), &thread_id, ts));
         }
+        self.store.write(batch).await?;
         Ok(())
     }
 

@@ -24,6 +24,24 @@ pub(crate) async fn dequeue(c: &Conn, destination: &str, upto: i64) -> Applied {
     Ok(())
 }
 
+pub(crate) async fn queue_edu(c: &Conn, destination: &str, edu: &str) -> Applied {
+    c.exec(
+        "INSERT INTO federation_edu_outbox (destination, edu) VALUES ($1, $2)",
+        &[&destination, &edu],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn dequeue_edus(c: &Conn, destination: &str, upto: i64) -> Applied {
+    c.exec(
+        "DELETE FROM federation_edu_outbox WHERE destination = $1 AND seq <= $2",
+        &[&destination, &upto],
+    )
+    .await?;
+    Ok(())
+}
+
 fn outbox_row(r: &Row) -> PgResult<OutboxRow> {
     Ok(OutboxRow {
         seq: r.try_get(0)?,
@@ -46,9 +64,27 @@ impl FederationStore for PostgresStore {
         )
     }
 
+    fn federation_edu_outbox(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEdu>> {
+        self.query_all(
+            "SELECT seq, edu FROM federation_edu_outbox WHERE destination = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&destination, &after, &(limit as i64)],
+            |r| {
+                Ok(OutboxEdu {
+                    seq: r.try_get(0)?,
+                    edu: r.try_get(1)?,
+                })
+            },
+        )
+    }
+
     fn federation_destinations(&self) -> Result<Vec<String>> {
         self.query_all(
-            "SELECT DISTINCT destination FROM federation_outbox",
+            "SELECT destination FROM federation_outbox UNION SELECT destination FROM federation_edu_outbox",
             &[],
             |r| r.try_get(0),
         )

@@ -326,6 +326,7 @@ fn one_round(op: &WriteOp) -> bool {
             | W::DeleteOneTimeKey { .. }
             | W::MarkFallbackUsed { .. }
             | W::QueueFederation { .. }
+            | W::QueueFederationEdu { .. }
     )
 }
 
@@ -643,6 +644,12 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
         } => federation::queue(c, destination, event_id).await,
         W::DequeueFederation { destination, upto } => {
             federation::dequeue(c, destination, *upto).await
+        }
+        W::QueueFederationEdu { destination, edu } => {
+            federation::queue_edu(c, destination, edu).await
+        }
+        W::DequeueFederationEdus { destination, upto } => {
+            federation::dequeue_edus(c, destination, *upto).await
         }
         // official identity and lines
         W::PutOfficial(o) => identity::put_official(c, o).await,

@@ -17,6 +17,18 @@ pub(super) fn dequeue(c: &Connection, destination: &str, upto: i64) -> rusqlite:
     Ok(())
 }
 
+pub(super) fn queue_edu(c: &Connection, destination: &str, edu: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO federation_edu_outbox (destination, edu) VALUES (?1, ?2)")?
+        .execute(params![destination, edu])?;
+    Ok(())
+}
+
+pub(super) fn dequeue_edus(c: &Connection, destination: &str, upto: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM federation_edu_outbox WHERE destination = ?1 AND seq <= ?2")?
+        .execute(params![destination, upto])?;
+    Ok(())
+}
+
 fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
     Ok(OutboxRow {
         seq: r.get(0)?,
@@ -39,9 +51,27 @@ impl FederationStore for SqliteStore {
         )
     }
 
+    fn federation_edu_outbox(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEdu>> {
+        self.query_all(
+            "SELECT seq, edu FROM federation_edu_outbox WHERE destination = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            params![destination, after, limit as i64],
+            |r| {
+                Ok(OutboxEdu {
+                    seq: r.get(0)?,
+                    edu: r.get(1)?,
+                })
+            },
+        )
+    }
+
     fn federation_destinations(&self) -> Result<Vec<String>> {
         self.query_all(
-            "SELECT DISTINCT destination FROM federation_outbox",
+            "SELECT destination FROM federation_outbox UNION SELECT destination FROM federation_edu_outbox",
             [],
             column,
         )

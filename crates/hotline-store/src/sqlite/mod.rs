@@ -554,6 +554,12 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
         WriteOp::DequeueFederation { destination, upto } => {
             federation::dequeue(c, destination, *upto)
         }
+        WriteOp::QueueFederationEdu { destination, edu } => {
+            federation::queue_edu(c, destination, edu)
+        }
+        WriteOp::DequeueFederationEdus { destination, upto } => {
+            federation::dequeue_edus(c, destination, *upto)
+        }
     }
 }
 

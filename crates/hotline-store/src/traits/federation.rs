@@ -13,7 +13,15 @@ pub trait FederationStore {
         after: i64,
         limit: usize,
     ) -> Result<Vec<OutboxRow>>;
-    /// Every destination with something queued.
+    /// The oldest EDUs queued for `destination` after `after` (a `seq`; 0
+    /// for all), in queue order, at most `limit`.
+    fn federation_edu_outbox(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEdu>>;
+    /// Every destination with something queued (events or EDUs).
     fn federation_destinations(&self) -> Result<Vec<String>>;
 }
 
@@ -69,4 +77,34 @@ pub(crate) async fn queue_keeps_order_per_destination_and_never_reuses_a_number(
         .await
         .unwrap();
     assert!(store.federation_outbox("b.example", 0, 10).unwrap()[0].seq > last);
+    // EDUs queue the same way, on a queue of their own; a destination with
+    // only EDUs queued is a destination.
+    let edu = |d: &str, e: &str| WriteOp::QueueFederationEdu {
+        destination: d.into(),
+        edu: e.into(),
+    };
+    store
+        .write(WriteBatch {
+            ops: vec![edu("d.example", "{\"n\":1}"), edu("d.example", "{\"n\":2}")],
+        })
+        .await
+        .unwrap();
+    let edus = store.federation_edu_outbox("d.example", 0, 10).unwrap();
+    assert_eq!(
+        edus.iter().map(|e| e.edu.as_str()).collect::<Vec<_>>(),
+        ["{\"n\":1}", "{\"n\":2}"]
+    );
+    assert!(store
+        .federation_destinations()
+        .unwrap()
+        .contains(&"d.example".to_owned()));
+    store
+        .write(WriteBatch::one(WriteOp::DequeueFederationEdus {
+            destination: "d.example".into(),
+            upto: edus[0].seq,
+        }))
+        .await
+        .unwrap();
+    let rest = store.federation_edu_outbox("d.example", 0, 10).unwrap();
+    assert_eq!((rest.len(), rest[0].seq), (1, edus[1].seq));
 }
