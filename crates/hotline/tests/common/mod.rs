@@ -464,6 +464,28 @@ impl Http {
         v["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a room anyone may knock on (join rule `knock`, room
+    /// version 11); returns its id.
+    pub async fn create_knock_room(&self, token: &str) -> String {
+        let body = serde_json::json!({
+            "room_version": "11",
+            "initial_state": [{
+                "type": "m.room.join_rules", "state_key": "",
+                "content": {"join_rule": "knock"},
+            }],
+        });
+        let (status, v) = self
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(token),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "createRoom: {v}");
+        v["room_id"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a room with the defaults; returns its id.
     pub async fn create_room(&self, token: &str) -> String {
         let (status, v) = self
