@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{federation_request, FederatedServer, Http, TestCa};
+use common::{
+    federation_request, knock_invite_join, wait_for_sync, FederatedServer, Http, Side, TestCa,
+};
 use ruma::api::federation::authentication::ServerSignaturesInput;
 use ruma::api::OutgoingRequest;
 use ruma::signatures::Ed25519KeyPair;
@@ -367,25 +369,6 @@ async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() 
             })
     })
     .await;
-}
-
-/// Polls a full `/sync` for `token` until `check` holds (up to `secs`).
-async fn wait_for_sync(http: &Http, token: &str, secs: u64, check: impl Fn(&Value) -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let (status, v) = http
-            .call("GET", "/_matrix/client/v3/sync", Some(token), None)
-            .await;
-        assert_eq!(status, 200, "{v}");
-        if check(&v) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not seen in time: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -855,158 +838,19 @@ async fn a_room_is_joined_by_its_alias_on_the_other_server() {
         .await;
 }
 
-/// One side of a knock across servers: a server, a client of it, and a
-/// user's token and id.
-struct Side<'a> {
-    server: &'a FederatedServer,
-    http: Http,
-    token: String,
-    user: String,
-}
-
-impl<'a> Side<'a> {
-    async fn register(server: &'a FederatedServer, name: &str) -> Side<'a> {
-        let http = Http::new(&server.server.url);
-        let token = http.register(name).await;
-        Side {
-            server,
-            http,
-            token,
-            user: server.user(name),
-        }
-    }
-
-    /// Knocks on `room` through `via`: the status and answer.
-    async fn knock(&self, room: &str, via: &str) -> (u16, Value) {
-        self.http
-            .call(
-                "POST",
-                &format!("/_matrix/client/v3/knock/{room}?via={via}"),
-                Some(&self.token),
-                Some(r#"{"reason": "let me in"}"#),
-            )
-            .await
-    }
-
-    /// `user`'s membership in `room`, as this side's user reads it (null
-    /// when `user` has none).
-    async fn membership_of(&self, room: &str, user: &str) -> Value {
-        let (status, v) = self
-            .http
-            .call(
-                "GET",
-                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}"),
-                Some(&self.token),
-                None,
-            )
-            .await;
-        assert!(status == 200 || status == 404, "{status} {v}");
-        v["membership"].clone()
-    }
-}
-
-/// `guest` knocks on a knock room of `host`'s on the other server: the
-/// guest's `/sync` shows the knock with the room's face, the host sees it
-/// and invites, the guest sees the invite and joins, and texts cross. A
-/// second guest of the same server knocks and takes it back (`/leave`)
-/// before that: the host sees the knock, then the leave.
-async fn knock_invite_join(host: &Side<'_>, guest: &Side<'_>, second: &Side<'_>) {
-    let room = host.http.create_knock_room(&host.token).await;
-    let (status, v) = guest.knock(&room, &host.server.name).await;
-    assert_eq!((status, &v["room_id"]), (200, &json!(room)), "{v}");
-    wait_for_sync(&guest.http, &guest.token, 10, |v| {
-        v["rooms"]["knock"][&room]["knock_state"]["events"]
-            .as_array()
-            .is_some_and(|es| {
-                es.iter().any(|e| {
-                    e["type"] == "m.room.join_rules" && e["content"]["join_rule"] == "knock"
-                }) && es.iter().any(|e| e["type"] == "m.room.create")
-                    && es.iter().any(|e| {
-                        e["type"] == "m.room.member"
-                            && e["state_key"] == guest.user
-                            && e["content"]["membership"] == "knock"
-                    })
-            })
-    })
-    .await;
-    // The host sees the knock, in /sync and in the room's state.
-    let guest_id = guest.user.clone();
-    wait_for_sync(&host.http, &host.token, 10, |v| {
-        v["rooms"]["join"][&room]["timeline"]["events"]
-            .as_array()
-            .is_some_and(|es| {
-                es.iter().any(|e| {
-                    e["type"] == "m.room.member"
-                        && e["state_key"] == guest_id
-                        && e["content"]["membership"] == "knock"
-                        && e["content"]["reason"] == "let me in"
-                })
-            })
-    })
-    .await;
-    assert_eq!(host.membership_of(&room, &guest.user).await, "knock");
-    // A knock taken back (before anyone of the guests' server is in the
-    // room) goes through the room's server.
-    let (status, v) = second.knock(&room, &host.server.name).await;
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(host.membership_of(&room, &second.user).await, "knock");
-    let (status, v) = second
-        .http
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{room}/leave"),
-            Some(&second.token),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(host.membership_of(&room, &second.user).await, "leave");
-    let (status, v) = host
-        .http
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{room}/invite"),
-            Some(&host.token),
-            Some(&json!({"user_id": guest.user}).to_string()),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    wait_for_sync(&guest.http, &guest.token, 10, |v| {
-        v["rooms"]["invite"][&room].is_object() && v["rooms"]["knock"][&room].is_null()
-    })
-    .await;
-    let (status, v) = guest
-        .http
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/join/{room}"),
-            Some(&guest.token),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    guest
-        .http
-        .send_text(&guest.token, &room, "k1", "in by knocking")
-        .await;
-    host.http
-        .wait_for_texts(&host.token, &room, &["in by knocking"], 10)
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_knock_from_the_other_server_is_seen_answered_with_an_invite_and_joined_both_ways() {
     let ca = TestCa::new();
     let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
     let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
     let b = FederatedServer::start(&ca, pb, &[&na], "").await;
-    let alice = Side::register(&a, "alice").await;
-    let bob = Side::register(&b, "bob").await;
-    let carol = Side::register(&a, "carol").await;
-    let dave = Side::register(&b, "dave").await;
+    let alice = Side::of(&a, "alice").await;
+    let bob = Side::of(&b, "bob").await;
+    let carol = Side::of(&a, "carol").await;
+    let dave = Side::of(&b, "dave").await;
     // B's users knock on A's room, then A's on B's.
-    knock_invite_join(&alice, &bob, &dave).await;
-    knock_invite_join(&bob, &alice, &carol).await;
+    knock_invite_join(&alice, &bob, Some(&dave), "11").await;
+    knock_invite_join(&bob, &alice, Some(&carol), "11").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1015,13 +859,13 @@ async fn a_knock_on_a_room_whose_join_rule_is_not_knock_is_refused_with_403() {
     let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
     let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
     let b = FederatedServer::start(&ca, pb, &[&na], "").await;
-    let alice = Side::register(&a, "alice").await;
-    let bob = Side::register(&b, "bob").await;
+    let alice = Side::of(&a, "alice").await;
+    let bob = Side::of(&b, "bob").await;
     for (host, guest) in [(&alice, &bob), (&bob, &alice)] {
         let public = host.http.create_public_room(&host.token).await;
         let private = host.http.create_room(&host.token).await;
         for room in [&public, &private] {
-            let (status, v) = guest.knock(room, &host.server.name).await;
+            let (status, v) = guest.knock(room, &host.name).await;
             assert_eq!(
                 (status, v["errcode"].as_str()),
                 (403, Some("M_FORBIDDEN")),
@@ -1074,8 +918,8 @@ async fn make_knock_answers_a_template_only_for_the_askers_users_in_a_version_it
     let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
     let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
     let b = FederatedServer::start(&ca, pb, &[&na], "").await;
-    let alice = Side::register(&a, "alice").await;
-    let room = alice.http.create_knock_room(&alice.token).await;
+    let alice = Side::of(&a, "alice").await;
+    let room = alice.http.create_knock_room(&alice.token, "11").await;
     let bob = b.user("bob");
     let (status, v) = make_knock_as(&ca, &a, &b, &room, &bob, &["10", "11"]).await;
     assert_eq!(status, 200, "{v}");
