@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{federation_request, FederatedServer, Http, TestCa};
+use common::{
+    federation_request, knock_invite_join, wait_for_sync, FederatedServer, Http, Side, TestCa,
+};
 use ruma::api::federation::authentication::ServerSignaturesInput;
 use ruma::api::OutgoingRequest;
 use ruma::signatures::Ed25519KeyPair;
@@ -392,25 +394,6 @@ async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() 
             })
     })
     .await;
-}
-
-/// Polls a full `/sync` for `token` until `check` holds (up to `secs`).
-async fn wait_for_sync(http: &Http, token: &str, secs: u64, check: impl Fn(&Value) -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let (status, v) = http
-            .call("GET", "/_matrix/client/v3/sync", Some(token), None)
-            .await;
-        assert_eq!(status, 200, "{v}");
-        if check(&v) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not seen in time: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1346,4 +1329,144 @@ async fn a_room_is_joined_by_its_alias_on_the_other_server() {
     hb.send_text(&bob, &room, "b1", "joined by alias").await;
     ha.wait_for_texts(&alice, &room, &["joined by alias"], 10)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_knock_from_the_other_server_is_seen_answered_with_an_invite_and_joined_both_ways() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let alice = Side::of(&a, "alice").await;
+    let bob = Side::of(&b, "bob").await;
+    let carol = Side::of(&a, "carol").await;
+    let dave = Side::of(&b, "dave").await;
+    // B's users knock on A's room, then A's on B's.
+    knock_invite_join(&alice, &bob, Some(&dave), "11").await;
+    knock_invite_join(&bob, &alice, Some(&carol), "11").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_knock_on_a_room_whose_join_rule_is_not_knock_is_refused_with_403() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let alice = Side::of(&a, "alice").await;
+    let bob = Side::of(&b, "bob").await;
+    for (host, guest) in [(&alice, &bob), (&bob, &alice)] {
+        let public = host.http.create_public_room(&host.token).await;
+        let private = host.http.create_room(&host.token).await;
+        for room in [&public, &private] {
+            let (status, v) = guest.knock(room, &host.name).await;
+            assert_eq!(
+                (status, v["errcode"].as_str()),
+                (403, Some("M_FORBIDDEN")),
+                "{v}"
+            );
+            assert_eq!(host.membership_of(room, &guest.user).await, Value::Null);
+        }
+        // Nothing is kept on the knocker's side.
+        let (status, v) = guest
+            .http
+            .call("GET", "/_matrix/client/v3/sync", Some(&guest.token), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["rooms"]["knock"][&public].is_null(), "{v}");
+        assert!(v["rooms"]["knock"][&private].is_null(), "{v}");
+    }
+}
+
+/// A `make_knock` for `user` in `room` asked of `to` as `from` would ask it,
+/// offering `versions`: the status and answer.
+async fn make_knock_as(
+    ca: &TestCa,
+    to: &FederatedServer,
+    from: &FederatedServer,
+    room: &str,
+    user: &str,
+    versions: &[&str],
+) -> (u16, Value) {
+    let mut ask = ruma::api::federation::membership::prepare_knock_event::v1::Request::new(
+        room.try_into().unwrap(),
+        user.try_into().unwrap(),
+    );
+    ask.ver = versions.iter().map(|v| (*v).try_into().unwrap()).collect();
+    let key = from.signing_key();
+    let input = ServerSignaturesInput::new(
+        ServerName::parse(&from.name).unwrap(),
+        ServerName::parse(&to.name).unwrap(),
+        &key,
+    );
+    let request = ask
+        .try_into_http_request::<Vec<u8>>(&format!("https://{}", to.name), input, ())
+        .unwrap();
+    federation_request(&ca.ca_file, to.fed_port, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn make_knock_answers_a_template_only_for_the_askers_users_in_a_version_it_speaks_past_the_acl(
+) {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let alice = Side::of(&a, "alice").await;
+    let room = alice.http.create_knock_room(&alice.token, "11").await;
+    let bob = b.user("bob");
+    let (status, v) = make_knock_as(&ca, &a, &b, &room, &bob, &["10", "11"]).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            &v["room_version"],
+            &v["event"]["type"],
+            &v["event"]["state_key"],
+            &v["event"]["content"]["membership"]
+        ),
+        (
+            &json!("11"),
+            &json!("m.room.member"),
+            &json!(bob),
+            &json!("knock")
+        ),
+        "{v}"
+    );
+    let (status, v) = make_knock_as(&ca, &a, &b, &room, &bob, &["7", "10"]).await;
+    assert_eq!(
+        (status, v["errcode"].as_str(), &v["room_version"]),
+        (400, Some("M_INCOMPATIBLE_ROOM_VERSION"), &json!("11")),
+        "{v}"
+    );
+    // B asks for a user of A's.
+    let (status, v) = make_knock_as(&ca, &a, &b, &room, &a.user("carol"), &["11"]).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{v}"
+    );
+    // A room A does not have.
+    let (status, v) = make_knock_as(&ca, &a, &b, &format!("!nowhere:{na}"), &bob, &["11"]).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{v}"
+    );
+    // A server the room's ACL denies (IP literals, so B) is refused, as
+    // for joins.
+    let (status, v) = alice
+        .http
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/"),
+            Some(&alice.token),
+            Some(&json!({"allow": ["*"], "allow_ip_literals": false}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = make_knock_as(&ca, &a, &b, &room, &bob, &["11"]).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{v}"
+    );
 }

@@ -15,7 +15,9 @@ mod common;
 #[path = "common/sdk.rs"]
 mod sdk;
 
-use common::{scan_for_plaintext, FederatedServer, Http, SynapseServer, TestCa};
+use common::{
+    knock_invite_join, scan_for_plaintext, FederatedServer, Http, Side, SynapseServer, TestCa,
+};
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use sdk::*;
 use serde_json::json;
@@ -234,4 +236,26 @@ async fn room_version(http: &Http, token: &str, room: &str) -> String {
         .await;
     assert_eq!(status, 200, "{v}");
     v["room_version"].as_str().unwrap_or("1").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hotline_user_knocks_on_a_synapse_room_and_a_synapse_user_on_a_hotline_room() {
+    let ca = TestCa::new();
+    let ((ph, nh), (ps, ns)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let hotline = FederatedServer::start(&ca, ph, &[&ns], "").await;
+    let synapse = SynapseServer::start(&ca, ps, &[&nh]).await;
+    let alice = Side::of(&hotline, "alice").await;
+    let carol = Side::of(&hotline, "carol").await;
+    let sam = Side::register(&synapse.url, &synapse.name, "sam").await;
+    // On Synapse, a room of its default version (12), knocked on from
+    // Hotline, and a knock taken back through Synapse.
+    knock_invite_join(&sam, &alice, Some(&carol), "12").await;
+    // On Hotline, rooms of its own version (11) and of Synapse's, knocked
+    // on from Synapse. (Synapse takes its users' knocks on other servers'
+    // rooms back locally, telling the room's server nothing, so that step
+    // is not checked this way.)
+    let hal = Side::of(&hotline, "hal").await;
+    let sue = Side::register(&synapse.url, &synapse.name, "sue").await;
+    knock_invite_join(&alice, &sam, None, "11").await;
+    knock_invite_join(&hal, &sue, None, "12").await;
 }

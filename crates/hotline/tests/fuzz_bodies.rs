@@ -1594,6 +1594,18 @@ const FED_SPECS: &[(&str, &str, &str, &str)] = &[
         "$PDU",
     ),
     (
+        "GET",
+        "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
+        "ver=10&ver=11",
+        "",
+    ),
+    (
+        "PUT",
+        "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
+        "",
+        "$PDU",
+    ),
+    (
         "PUT",
         "/_matrix/federation/v2/invite/{room_id}/{event_id}",
         "",

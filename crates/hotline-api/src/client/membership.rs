@@ -52,16 +52,7 @@ pub async fn join_room_by_id_or_alias_route(
     uri: axum::http::Uri,
     JsonBody(b): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    let (room_id, mut via) = s.services.resolve_room_anywhere(&room).await?;
-    // `via` is the current name; `server_name` the one before it.
-    let mut asked = repeated_query(uri.query(), "via")?;
-    asked.extend(repeated_query(uri.query(), "server_name")?);
-    via.splice(
-        0..0,
-        asked
-            .into_iter()
-            .filter_map(|v| ruma::OwnedServerName::try_from(v).ok()),
-    );
+    let (room_id, via) = servers_for(&s, &room, &uri).await?;
     s.services
         .join_via(&sender.user_id, &room_id, b.reason, &via)
         .await?;
@@ -73,13 +64,34 @@ pub async fn knock_room_route(
     State(s): State<AppState>,
     Auth(sender): Auth,
     PathArgs(room): PathArgs<OwnedRoomOrAliasId>,
+    uri: axum::http::Uri,
     JsonBody(b): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    let room_id = s.services.resolve_room(&room)?;
+    let (room_id, via) = servers_for(&s, &room, &uri).await?;
     s.services
-        .knock(&sender.user_id, &room_id, b.reason)
+        .knock(&sender.user_id, &room_id, b.reason, &via)
         .await?;
     Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// The room a join or knock names, and the servers to reach it through:
+/// those the client names first (`via`, or `server_name` as before), then
+/// those the alias's server gave.
+async fn servers_for(
+    s: &AppState,
+    room: &OwnedRoomOrAliasId,
+    uri: &axum::http::Uri,
+) -> ApiResult<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    let (room_id, mut via) = s.services.resolve_room_anywhere(room).await?;
+    let mut asked = repeated_query(uri.query(), "via")?;
+    asked.extend(repeated_query(uri.query(), "server_name")?);
+    via.splice(
+        0..0,
+        asked
+            .into_iter()
+            .filter_map(|v| ruma::OwnedServerName::try_from(v).ok()),
+    );
+    Ok((room_id, via))
 }
 
 /// `POST /rooms/{roomId}/leave`.

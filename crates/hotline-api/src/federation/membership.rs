@@ -1,5 +1,6 @@
-//! Joining across servers: `make_join` and `send_join` (v2), answered for
-//! the rooms this server is in.
+//! Membership across servers: `make_join` and `send_join` (v2),
+//! `make_leave` and `send_leave` (v2), `make_knock` and `send_knock` (v1),
+//! answered for the rooms this server is in; invites (v2).
 
 use axum::extract::State;
 use axum::Json;
@@ -11,6 +12,14 @@ use super::Signed;
 use crate::extract::{repeated_query, PathArgs};
 use crate::{ApiResult, AppState};
 
+/// The room versions a `make_*` request says its server speaks (`ver`).
+fn offered_versions(uri: &axum::http::Uri) -> ApiResult<Vec<RoomVersionId>> {
+    Ok(repeated_query(uri.query(), "ver")?
+        .into_iter()
+        .filter_map(|v| RoomVersionId::try_from(v).ok())
+        .collect())
+}
+
 /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`.
 pub async fn prepare_join_event_route(
     State(s): State<AppState>,
@@ -18,10 +27,7 @@ pub async fn prepare_join_event_route(
     uri: axum::http::Uri,
     signed: Signed,
 ) -> ApiResult<Json<Value>> {
-    let versions: Vec<RoomVersionId> = repeated_query(uri.query(), "ver")?
-        .into_iter()
-        .filter_map(|v| RoomVersionId::try_from(v).ok())
-        .collect();
+    let versions = offered_versions(&uri)?;
     let (version, event) = s
         .services
         .make_join(&signed.origin, &room_id, &user_id, &versions)?;
@@ -97,4 +103,33 @@ pub async fn create_leave_event_route(
         .send_leave(&signed.origin, &room_id, &event_id, &pdu)
         .await?;
     Ok(Json(json!({})))
+}
+
+/// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`.
+pub async fn prepare_knock_event_route(
+    State(s): State<AppState>,
+    PathArgs((room_id, user_id)): PathArgs<(OwnedRoomId, OwnedUserId)>,
+    uri: axum::http::Uri,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let versions = offered_versions(&uri)?;
+    let (version, event) = s
+        .services
+        .make_knock(&signed.origin, &room_id, &user_id, &versions)?;
+    Ok(Json(json!({ "room_version": version, "event": event })))
+}
+
+/// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`.
+pub async fn create_knock_event_route(
+    State(s): State<AppState>,
+    PathArgs((room_id, event_id)): PathArgs<(OwnedRoomId, OwnedEventId)>,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let pdu: Box<serde_json::value::RawValue> = serde_json::from_slice(&signed.body)
+        .map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    let face = s
+        .services
+        .send_knock(&signed.origin, &room_id, &event_id, &pdu)
+        .await?;
+    Ok(Json(json!({ "knock_room_state": face })))
 }

@@ -60,6 +60,12 @@ pub fn routes() -> Routes {
         .endpoint::<f::membership::create_leave_event::v2::Request, _, _>(
             membership::create_leave_event_route,
         )
+        .endpoint::<f::membership::prepare_knock_event::v1::Request, _, _>(
+            membership::prepare_knock_event_route,
+        )
+        .endpoint::<f::membership::create_knock_event::v1::Request, _, _>(
+            membership::create_knock_event_route,
+        )
         .endpoint::<f::query::get_room_information::v1::Request, _, _>(
             query::get_room_information_route,
         )

@@ -10,6 +10,8 @@
 //! that invite alone until the user joins) with the stripped state the
 //! inviting server sent, which `/sync` shows the invitee.
 
+use std::sync::Arc;
+
 use hotline_store::{RoomRow, WriteBatch, WriteOp};
 use ruma::api::federation::membership::{create_invite, RawStrippedState};
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
@@ -19,13 +21,15 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::rooms::FEDERATED_VERSIONS;
-use crate::pdu::EventDraft;
+use crate::pdu::{EventDraft, PduEvent};
 use crate::policy::Origin;
 use crate::rooms::Room;
 use crate::{Error, Result, Services};
 
-/// The meta key under which an invite's stripped state is kept.
-pub(crate) fn invite_state_key(room_id: &RoomId, user: &UserId) -> String {
+/// The meta key under which the stripped state of a room this server is
+/// not in is kept for `user`, as its server sent it with an invite or a
+/// knock's answer (the key's name is from when only invites kept it).
+pub(crate) fn remote_state_key(room_id: &RoomId, user: &UserId) -> String {
     format!("federation.invite_state {room_id} {user}")
 }
 
@@ -54,23 +58,8 @@ impl Services {
         )?;
         let (event, mut new) = self.build_one(room, sender, draft, Origin::Client)?;
         let signed = self.outgoing_pdu(&new.json, &room.version, false)?;
-        // The room's public face and the inviter, as full PDUs (the
-        // spec's form since Matrix 1.16).
-        let mut face = Vec::new();
         let inviter = room.state_event("m.room.member", sender.as_str());
-        for e in crate::sync::stripped::INVITE_STATE
-            .iter()
-            .filter_map(|k| room.state_event(k, ""))
-            .chain(inviter)
-        {
-            if let Some(row) = self.store.get_event(e.event_id.as_str())? {
-                face.push(RawStrippedState::Pdu(self.outgoing_pdu(
-                    &row.json,
-                    &room.version,
-                    false,
-                )?));
-            }
-        }
+        let face = self.room_face(room, inviter)?;
         let request = create_invite::v2::Request::new(
             room.id.clone(),
             event.event_id.clone(),
@@ -173,21 +162,9 @@ impl Services {
                     room_version: version.to_string(),
                 }));
             }
-            // Kept stripped, whether sent stripped or (since Matrix 1.16)
-            // as full PDUs.
-            let face: Vec<serde_json::Value> = body
-                .invite_room_state
-                .iter()
-                .filter_map(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
-                .map(|e| {
-                    serde_json::json!({
-                        "type": e["type"], "state_key": e["state_key"],
-                        "sender": e["sender"], "content": e["content"],
-                    })
-                })
-                .collect();
+            let face = strip_face(body.invite_room_state.iter().map(|r| &**r));
             batch.push(WriteOp::PutMeta {
-                key: invite_state_key(room_id, &target),
+                key: remote_state_key(room_id, &target),
                 value: serde_json::to_string(&face)?,
             });
             batch.push(WriteOp::AppendEvent(super::new_event(&stored)?));
@@ -196,12 +173,41 @@ impl Services {
         Ok(signed)
     }
 
-    /// The stripped state `/sync` shows for an invite into a room this
-    /// server is not in: what the inviting server sent, and the invite.
-    pub(crate) fn remote_invite_state(&self, room: &Room, user: &UserId) -> Vec<Box<RawValue>> {
+    /// The room's public face ([`INVITE_STATE`]) and `extra` (the
+    /// inviter's member event, for an invite), as full PDUs (the spec's
+    /// form since Matrix 1.16): the state an invite carries and a knock is
+    /// answered with.
+    ///
+    /// [`INVITE_STATE`]: crate::sync::stripped::INVITE_STATE
+    pub(super) fn room_face(
+        &self,
+        room: &Room,
+        extra: Option<Arc<PduEvent>>,
+    ) -> Result<Vec<RawStrippedState>> {
+        let mut face = Vec::new();
+        for e in crate::sync::stripped::INVITE_STATE
+            .iter()
+            .filter_map(|k| room.state_event(k, ""))
+            .chain(extra)
+        {
+            if let Some(row) = self.store.get_event(e.event_id.as_str())? {
+                face.push(RawStrippedState::Pdu(self.outgoing_pdu(
+                    &row.json,
+                    &room.version,
+                    false,
+                )?));
+            }
+        }
+        Ok(face)
+    }
+
+    /// The stripped state `/sync` shows for an invite into (or a knock on)
+    /// a room this server is not in: what the room's server sent, and the
+    /// user's own member event.
+    pub(crate) fn remote_stripped_state(&self, room: &Room, user: &UserId) -> Vec<Box<RawValue>> {
         let mut events: Vec<Box<RawValue>> = self
             .store
-            .get_meta(&invite_state_key(&room.id, user))
+            .get_meta(&remote_state_key(&room.id, user))
             .ok()
             .flatten()
             .and_then(|v| serde_json::from_str(&v).ok())
@@ -209,4 +215,18 @@ impl Services {
         events.extend(crate::sync::stripped::stripped_state(room, user, false));
         events
     }
+}
+
+/// A room's state as another server sent it with an invite or a knock's
+/// answer, kept stripped whether sent stripped or (since Matrix 1.16) as
+/// full PDUs.
+pub(super) fn strip_face<'a>(raws: impl Iterator<Item = &'a RawValue>) -> Vec<serde_json::Value> {
+    raws.filter_map(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+        .map(|e| {
+            serde_json::json!({
+                "type": e["type"], "state_key": e["state_key"],
+                "sender": e["sender"], "content": e["content"],
+            })
+        })
+        .collect()
 }

@@ -18,6 +18,7 @@ mod e2ee;
 mod events;
 mod invite;
 pub mod keys;
+mod knock;
 mod pdus;
 mod rooms;
 mod sender;

@@ -132,20 +132,13 @@ impl Services {
         user: &UserId,
         versions: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
-        if user.server_name() != origin {
-            return Err(Error::forbidden("A server may only join its own users"));
-        }
-        let room = self.resident_room(room_id)?;
-        self.check_server_acl(&room, origin)?;
+        // A server that names no version speaks version 1 only.
         let offered = if versions.is_empty() {
             &[RoomVersionId::V1][..]
         } else {
             versions
         };
-        if !offered.contains(&room.version) {
-            return Err(Error::IncompatibleRoomVersion(room.version.clone()));
-        }
-        self.membership_template(&room, user, MembershipState::Join)
+        self.make_membership(origin, room_id, user, Some(offered), MembershipState::Join)
     }
 
     /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`.
@@ -155,12 +148,75 @@ impl Services {
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
+        self.make_membership(origin, room_id, user, None, MembershipState::Leave)
+    }
+
+    /// The `make_*` answers: a `membership` event of `user` (a user of
+    /// `origin`) for `origin` to fill in and sign, built on the room's
+    /// heads and checked against its rules and Hotline's as if sent now;
+    /// refused when the room's ACL denies `origin`, or when `offered` (the
+    /// room versions `origin` speaks, when it says) lacks the room's.
+    pub(super) fn make_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        offered: Option<&[RoomVersionId]>,
+        membership: MembershipState,
+    ) -> Result<(RoomVersionId, Box<RawValue>)> {
         if user.server_name() != origin {
             return Err(Error::forbidden("A server may only act for its own users"));
         }
         let room = self.resident_room(room_id)?;
         self.check_server_acl(&room, origin)?;
-        self.membership_template(&room, user, MembershipState::Leave)
+        if offered.is_some_and(|o| !o.contains(&room.version)) {
+            return Err(Error::IncompatibleRoomVersion(room.version.clone()));
+        }
+        if membership == MembershipState::Knock && !rules(&room.version)?.authorization.knocking {
+            return Err(Error::forbidden(format!(
+                "Room version {} does not allow knocking",
+                room.version
+            )));
+        }
+        self.membership_template(&room, user, membership)
+    }
+
+    /// The `send_*` checks: `pdu`, sent by `origin` for the room as the
+    /// event `event_id`, is a well-formed, signed `membership` event of a
+    /// user of `origin` for themselves; with the room it is for.
+    pub(super) async fn received_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawValue,
+        membership: MembershipState,
+    ) -> Result<(Arc<Room>, CheckedPdu)> {
+        let room = self.resident_room(room_id)?;
+        self.check_server_acl(&room, origin)?;
+        let checked = self.check_incoming_pdu(pdu, &room.version).await?;
+        let event = &checked.event;
+        if event.event_id != event_id {
+            return Err(Error::invalid_param(
+                "The event id does not match the event",
+            ));
+        }
+        let is_own = event.pdu.kind == TimelineEventType::RoomMember
+            && event.pdu.state_key.as_deref() == Some(event.pdu.sender.as_str())
+            && event
+                .content::<RoomMemberEventContent>()
+                .is_ok_and(|c| c.membership == membership);
+        if !is_own {
+            return Err(Error::invalid_param(format!(
+                "Not a {membership} event of its sender"
+            )));
+        }
+        if event.pdu.sender.server_name() != origin {
+            return Err(Error::invalid_param(
+                "A server may only act for its own users",
+            ));
+        }
+        Ok((room, checked))
     }
 
     /// A membership event of `user` for their server to fill in and sign.
@@ -198,25 +254,9 @@ impl Services {
         pdu: &RawValue,
         omit_members: bool,
     ) -> Result<JoinAnswer> {
-        let room = self.resident_room(room_id)?;
-        self.check_server_acl(&room, origin)?;
-        let checked = self.check_incoming_pdu(pdu, &room.version).await?;
-        let event = checked.event.clone();
-        if event.event_id != event_id {
-            return Err(Error::bad_json("The event id does not match the event"));
-        }
-        let joiner = event.pdu.state_key.as_deref().unwrap_or_default();
-        let is_join = event.pdu.kind == TimelineEventType::RoomMember
-            && joiner == event.pdu.sender.as_str()
-            && event
-                .content::<RoomMemberEventContent>()
-                .is_ok_and(|c| c.membership == MembershipState::Join);
-        if !is_join {
-            return Err(Error::bad_json("Not a join event"));
-        }
-        if event.pdu.sender.server_name() != origin {
-            return Err(Error::forbidden("A server may only join its own users"));
-        }
+        let (room, checked) = self
+            .received_membership(origin, room_id, event_id, pdu, MembershipState::Join)
+            .await?;
         let state = room.state();
         let json = checked.json.clone();
         let (_, verdict) = self
@@ -459,31 +499,18 @@ impl Services {
         event_id: &EventId,
         pdu: &RawValue,
     ) -> Result<()> {
-        let room = self.resident_room(room_id)?;
-        self.check_server_acl(&room, origin)?;
-        let checked = self.check_incoming_pdu(pdu, &room.version).await?;
-        let event = &checked.event;
-        let is_leave = event.event_id == event_id
-            && event.pdu.kind == TimelineEventType::RoomMember
-            && event.pdu.state_key.as_deref() == Some(event.pdu.sender.as_str())
-            && event
-                .content::<RoomMemberEventContent>()
-                .is_ok_and(|c| c.membership == MembershipState::Leave);
-        if !is_leave {
-            return Err(Error::bad_json("Not this leave event"));
-        }
-        if event.pdu.sender.server_name() != origin {
-            return Err(Error::forbidden("A server may only act for its own users"));
-        }
+        let (room, checked) = self
+            .received_membership(origin, room_id, event_id, pdu, MembershipState::Leave)
+            .await?;
         self.append_remote_events(&room, vec![checked])
             .await
             .remove(0)
             .1
     }
 
-    /// Leaves (or declines the invite into) a room this server is not in,
-    /// through the first of `via` that answers (`make_leave`, then
-    /// `send_leave`); the leave is stored here too.
+    /// Leaves (or declines the invite into, or takes back the knock on) a
+    /// room this server is not in, through the first of `via` that answers
+    /// (`make_leave`, then `send_leave`); the leave is stored here too.
     pub(crate) async fn leave_remote(
         &self,
         sender: &UserId,
@@ -491,57 +518,51 @@ impl Services {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<()> {
-        let mut last = Error::not_found("No server in the room could be asked");
-        for server in via {
-            if server == self.server_name() {
-                continue;
-            }
-            let attempt = async {
-                let made = self
-                    .federation_call(
-                        server,
-                        prepare_leave_event::v1::Request::new(
-                            room_id.to_owned(),
-                            sender.to_owned(),
-                        ),
-                    )
-                    .await?;
-                let version = made.room_version.unwrap_or(RoomVersionId::V1);
-                if !FEDERATED_VERSIONS.contains(&version) {
-                    return Err(Error::IncompatibleRoomVersion(version));
-                }
-                let mut content = RoomMemberEventContent::new(MembershipState::Leave);
-                content.reason = reason.clone();
-                let (leave, json) =
-                    fill_template(server, &made.event, &version, sender, room_id, &content)?;
-                let signed = self.outgoing_pdu(&json, &version, false)?;
-                self.federation_call(
-                    server,
-                    create_leave_event::v2::Request::new(
-                        room_id.to_owned(),
-                        leave.event_id.clone(),
-                        signed.clone(),
-                    ),
-                )
-                .await?;
-                let stored = CheckedPdu {
-                    event: Arc::new(leave),
-                    json: signed.get().to_owned(),
-                };
-                self.store
-                    .write(WriteBatch::one(WriteOp::AppendEvent(new_event(&stored)?)))
-                    .await?;
-                Ok(())
-            };
-            match attempt.await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::info!(peer = %server, %room_id, error = %e, "a leave through this server failed");
-                    last = e;
-                }
-            }
+        self.through_first(via, room_id, "leave", |server| {
+            self.leave_through(sender, room_id, server, reason.clone())
+        })
+        .await
+    }
+
+    async fn leave_through(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        server: &ServerName,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let made = self
+            .federation_call(
+                server,
+                prepare_leave_event::v1::Request::new(room_id.to_owned(), sender.to_owned()),
+            )
+            .await?;
+        let version = made.room_version.unwrap_or(RoomVersionId::V1);
+        if !FEDERATED_VERSIONS.contains(&version) {
+            return Err(Error::IncompatibleRoomVersion(version));
         }
-        Err(last)
+        let mut content = RoomMemberEventContent::new(MembershipState::Leave);
+        content.reason = reason;
+        let (leave, json) =
+            fill_template(server, &made.event, &version, sender, room_id, &content)?;
+        let signed = self.outgoing_pdu(&json, &version, false)?;
+        self.federation_call(
+            server,
+            create_leave_event::v2::Request::new(
+                room_id.to_owned(),
+                leave.event_id.clone(),
+                signed.clone(),
+            ),
+        )
+        .await?;
+        let stored = CheckedPdu {
+            event: Arc::new(leave),
+            json: signed.get().to_owned(),
+        };
+        self.store
+            .write(WriteBatch::one(WriteOp::AppendEvent(new_event(&stored)?)))
+            .await?;
+        Ok(())
     }
 
     /// Joins `sender` to a room this server is not in, through the first
@@ -552,16 +573,35 @@ impl Services {
         room_id: &RoomId,
         via: &[OwnedServerName],
     ) -> Result<()> {
-        let mut last = Error::not_found("No server in the room could be asked to join it");
+        self.through_first(via, room_id, "join", |server| {
+            self.join_through(sender, room_id, server)
+        })
+        .await
+    }
+
+    /// Runs `attempt` through each of `via` in turn (this server and
+    /// repeats skipped) until one succeeds; the last failure otherwise.
+    pub(super) async fn through_first<'a, F, Fut>(
+        &self,
+        via: &'a [OwnedServerName],
+        room_id: &RoomId,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<()>
+    where
+        F: FnMut(&'a ServerName) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut last = Error::not_found(format!("No server in the room could be asked to {what}"));
         let mut asked = HashSet::new();
         for server in via {
-            if server == self.server_name() || !asked.insert(server.clone()) {
+            if server == self.server_name() || !asked.insert(server) {
                 continue;
             }
-            match self.join_through(sender, room_id, server).await {
+            match attempt(server).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::info!(peer = %server, %room_id, error = %e, "a join through this server failed");
+                    tracing::info!(peer = %server, %room_id, error = %e, what, "a membership change through this server failed");
                     last = e;
                 }
             }
@@ -863,10 +903,11 @@ impl Services {
     }
 }
 
-/// A membership template from `server` (`make_join`, `make_leave`) filled
+/// A membership template from `server` (`make_join`, `make_leave`,
+/// `make_knock`) filled
 /// in with this server's `content` and time, hashed: the event and its
 /// JSON.
-fn fill_template(
+pub(super) fn fill_template(
     server: &ServerName,
     made: &RawValue,
     version: &RoomVersionId,
@@ -880,6 +921,13 @@ fn fill_template(
         && template.get("state_key").and_then(Value::as_str) == Some(sender.as_str())
         && template.get("sender").and_then(Value::as_str) == Some(sender.as_str())
         && template.get("room_id").and_then(Value::as_str) == Some(room_id.as_str());
+    // A template that names a membership names this one.
+    let membership = serde_json::to_value(&content.membership)?;
+    let ok = ok
+        && template
+            .get("content")
+            .and_then(|c| c.get("membership"))
+            .is_none_or(|m| *m == membership);
     if !ok {
         return Err(Error::Unavailable(format!(
             "{server} sent a template for something else"

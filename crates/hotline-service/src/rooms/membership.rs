@@ -110,27 +110,8 @@ impl Services {
         reason: Option<String>,
         via: &[ruma::OwnedServerName],
     ) -> Result<()> {
-        let known = self.room(room_id).ok();
-        let local = known.as_ref().filter(|room| {
-            room.joined_members()
-                .iter()
-                .any(|u| u.server_name() == self.server_name())
-        });
-        if local.is_none() && self.federation.enabled() {
-            let mut servers = via.to_vec();
-            // Whoever invited the user is in the room.
-            if let Some(invite) = known
-                .as_ref()
-                .and_then(|r| r.state_event("m.room.member", sender.as_str()))
-            {
-                servers.insert(0, invite.pdu.sender.server_name().to_owned());
-            }
-            if let Some(named) = room_id.server_name() {
-                servers.push(named.to_owned());
-            }
-            if servers.iter().any(|s| s != self.server_name()) {
-                return self.join_remote(sender, room_id, &servers).await;
-            }
+        if let Some(servers) = self.servers_to_ask(sender, room_id, via) {
+            return self.join_remote(sender, room_id, &servers).await;
         }
         let room = self
             .room(room_id)
@@ -150,19 +131,58 @@ impl Services {
         Ok(())
     }
 
+    /// The servers to reach a room through when no user of this server is
+    /// joined to it (and federation is on): whoever invited `sender` (they
+    /// are in the room), then `via`, then the server the room id names.
+    /// `None` when the room is here, or there is nobody else to ask.
+    fn servers_to_ask(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        via: &[ruma::OwnedServerName],
+    ) -> Option<Vec<ruma::OwnedServerName>> {
+        if !self.federation.enabled() {
+            return None;
+        }
+        let known = self.room(room_id).ok();
+        let here = known.as_ref().is_some_and(|room| {
+            room.joined_members()
+                .iter()
+                .any(|u| u.server_name() == self.server_name())
+        });
+        if here {
+            return None;
+        }
+        let mut servers = via.to_vec();
+        if let Some(invite) = known
+            .as_ref()
+            .and_then(|r| r.state_event("m.room.member", sender.as_str()))
+        {
+            servers.insert(0, invite.pdu.sender.server_name().to_owned());
+        }
+        if let Some(named) = room_id.server_name() {
+            servers.push(named.to_owned());
+        }
+        servers
+            .iter()
+            .any(|s| s != self.server_name())
+            .then_some(servers)
+    }
+
     /// `POST /knock/{roomIdOrAlias}`: asks to be let into a room whose join
     /// rule is `knock` (the auth rules refuse it anywhere else); a member
-    /// with invite power answers with an invite, or a kick to refuse.
+    /// with invite power answers with an invite, or a kick to refuse. A
+    /// room on other servers only is knocked on through them (`via`, then
+    /// the server the room id names).
     pub async fn knock(
         &self,
         sender: &UserId,
         room_id: &RoomId,
         reason: Option<String>,
+        via: &[ruma::OwnedServerName],
     ) -> Result<()> {
-        let room = self
-            .room(room_id)
-            .map_err(|_| Error::not_found("Unknown room"))?;
-        match room.membership(sender) {
+        let known = self.room(room_id).ok();
+        match known.as_ref().and_then(|r| r.membership(sender)) {
             Some(MembershipState::Join) => {
                 return Err(Error::forbidden("You are already in this room"))
             }
@@ -173,6 +193,12 @@ impl Services {
                 return Err(Error::forbidden("You are banned from this room"))
             }
             _ => {}
+        }
+        if let Some(servers) = self.servers_to_ask(sender, room_id, via) {
+            return self.knock_remote(sender, room_id, &servers, reason).await;
+        }
+        if known.is_none() {
+            return Err(Error::not_found("Unknown room"));
         }
         self.set_membership(
             sender,
@@ -198,13 +224,15 @@ impl Services {
             Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {}
             _ => return Err(Error::forbidden("You are not in this room")),
         }
-        // Invited into a room this server is not in: the leave goes through
-        // the inviting server.
+        // Invited into (or knocking on) a room this server is not in: the
+        // leave goes through the inviting server (or the knock's).
         if room.state_event("m.room.create", "").is_none() && self.federation.enabled() {
             let mut via = Vec::new();
             if let Some(invite) = room.state_event("m.room.member", sender.as_str()) {
                 via.push(invite.pdu.sender.server_name().to_owned());
             }
+            // A knock went through a server of the room's.
+            via.extend(self.knocked_through(room_id, sender));
             if let Some(named) = room_id.server_name() {
                 via.push(named.to_owned());
             }

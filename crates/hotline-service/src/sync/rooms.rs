@@ -65,7 +65,7 @@ impl Services {
                         stripped_state(&room, user, true)
                     } else {
                         // Invited over federation into a room not held here.
-                        self.remote_invite_state(&room, user)
+                        self.remote_stripped_state(&room, user)
                     };
                     rooms.invite.insert(
                         room_id.clone(),
@@ -78,7 +78,12 @@ impl Services {
                 // and the knock itself, like an invite's.
                 MembershipState::Knock if newly => {
                     let room = self.room(room_id)?;
-                    let events = stripped_state(&room, user, false);
+                    let events = if room.state_event("m.room.create", "").is_some() {
+                        stripped_state(&room, user, false)
+                    } else {
+                        // Knocked over federation on a room not held here.
+                        self.remote_stripped_state(&room, user)
+                    };
                     rooms
                         .knock
                         .insert(room_id.clone(), json!({"knock_state": {"events": events}}));

@@ -464,6 +464,28 @@ impl Http {
         v["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a room anyone may knock on (join rule `knock`) of room
+    /// `version`; returns its id.
+    pub async fn create_knock_room(&self, token: &str, version: &str) -> String {
+        let body = serde_json::json!({
+            "room_version": version,
+            "initial_state": [{
+                "type": "m.room.join_rules", "state_key": "",
+                "content": {"join_rule": "knock"},
+            }],
+        });
+        let (status, v) = self
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(token),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "createRoom: {v}");
+        v["room_id"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a room with the defaults; returns its id.
     pub async fn create_room(&self, token: &str) -> String {
         let (status, v) = self
@@ -1191,4 +1213,187 @@ impl Drop for SynapseServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls a full `/sync` for `token` until `check` holds (up to `secs`).
+pub async fn wait_for_sync(
+    http: &Http,
+    token: &str,
+    secs: u64,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    // Each poll asks with another timeout (an initial sync does not wait),
+    // so Synapse answers afresh rather than from its cache of the request.
+    for attempt in 0u64.. {
+        let (status, v) = http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/sync?timeout={attempt}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        if check(&v) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not seen in time: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A user of a server, for tests across servers: the server's name, a
+/// client of it, and the user's token and id.
+pub struct Side {
+    pub name: String,
+    pub http: Http,
+    pub token: String,
+    pub user: String,
+}
+
+impl Side {
+    /// `localpart`, registered on the server at `url` named `name`.
+    pub async fn register(url: &str, name: &str, localpart: &str) -> Side {
+        let http = Http::new(url);
+        let token = http.register(localpart).await;
+        Side {
+            name: name.to_owned(),
+            http,
+            token,
+            user: format!("@{localpart}:{name}"),
+        }
+    }
+
+    /// `localpart`, registered on a Hotline of the test's.
+    pub async fn of(server: &FederatedServer, localpart: &str) -> Side {
+        Side::register(&server.server.url, &server.name, localpart).await
+    }
+
+    /// Knocks on `room` through `via`: the status and answer.
+    pub async fn knock(&self, room: &str, via: &str) -> (u16, serde_json::Value) {
+        self.http
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/knock/{room}?via={via}"),
+                Some(&self.token),
+                Some(r#"{"reason": "let me in"}"#),
+            )
+            .await
+    }
+
+    /// `user`'s membership in `room`, as this side's user reads it (null
+    /// when `user` has none).
+    pub async fn membership_of(&self, room: &str, user: &str) -> serde_json::Value {
+        let (status, v) = self
+            .http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}"),
+                Some(&self.token),
+                None,
+            )
+            .await;
+        assert!(status == 200 || status == 404, "{status} {v}");
+        v["membership"].clone()
+    }
+}
+
+/// `guest` knocks on a knock room of `host`'s (of room `version`) on the
+/// other server: the
+/// guest's `/sync` shows the knock with the room's face, the host sees it
+/// and invites, the guest sees the invite and joins, and texts cross. A
+/// `second` guest of the same server, if named, knocks and takes it back
+/// (`/leave`) before that: the host sees the knock, then the leave.
+pub async fn knock_invite_join(host: &Side, guest: &Side, second: Option<&Side>, version: &str) {
+    let room = host.http.create_knock_room(&host.token, version).await;
+    let (status, v) = guest.knock(&room, &host.name).await;
+    assert_eq!(
+        (status, &v["room_id"]),
+        (200, &serde_json::json!(room)),
+        "{v}"
+    );
+    wait_for_sync(&guest.http, &guest.token, 10, |v| {
+        v["rooms"]["knock"][&room]["knock_state"]["events"]
+            .as_array()
+            .is_some_and(|es| {
+                es.iter().any(|e| {
+                    e["type"] == "m.room.join_rules" && e["content"]["join_rule"] == "knock"
+                }) && es.iter().any(|e| e["type"] == "m.room.create")
+                    && es.iter().any(|e| {
+                        e["type"] == "m.room.member"
+                            && e["state_key"] == guest.user
+                            && e["content"]["membership"] == "knock"
+                    })
+            })
+    })
+    .await;
+    // The host sees the knock, in /sync and in the room's state.
+    let guest_id = guest.user.clone();
+    wait_for_sync(&host.http, &host.token, 10, |v| {
+        v["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .is_some_and(|es| {
+                es.iter().any(|e| {
+                    e["type"] == "m.room.member"
+                        && e["state_key"] == guest_id
+                        && e["content"]["membership"] == "knock"
+                        && e["content"]["reason"] == "let me in"
+                })
+            })
+    })
+    .await;
+    assert_eq!(host.membership_of(&room, &guest.user).await, "knock");
+    // A knock taken back (before anyone of the guests' server is in the
+    // room) goes through the room's server.
+    if let Some(second) = second {
+        let (status, v) = second.knock(&room, &host.name).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(host.membership_of(&room, &second.user).await, "knock");
+        let (status, v) = second
+            .http
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{room}/leave"),
+                Some(&second.token),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(host.membership_of(&room, &second.user).await, "leave");
+    }
+    let (status, v) = host
+        .http
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&host.token),
+            Some(&serde_json::json!({"user_id": guest.user}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    wait_for_sync(&guest.http, &guest.token, 10, |v| {
+        v["rooms"]["invite"][&room].is_object() && v["rooms"]["knock"][&room].is_null()
+    })
+    .await;
+    let (status, v) = guest
+        .http
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&guest.token),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    guest
+        .http
+        .send_text(&guest.token, &room, "k1", "in by knocking")
+        .await;
+    host.http
+        .wait_for_texts(&host.token, &room, &["in by knocking"], 10)
+        .await;
 }
