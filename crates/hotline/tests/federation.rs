@@ -502,6 +502,61 @@ async fn a_to_device_message_for_another_server_survives_both_servers_being_kill
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_through_the_rooms_server_reaches_its_third_servers() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb), (pc, nc)) = (
+        FederatedServer::reserve(),
+        FederatedServer::reserve(),
+        FederatedServer::reserve(),
+    );
+    let a = FederatedServer::start(&ca, pa, &[&nb, &nc], "").await;
+    let b = FederatedServer::start(&ca, pb, &[&na, &nc], "").await;
+    let c = FederatedServer::start(&ca, pc, &[&na, &nb], "").await;
+    let (ha, hb, hc) = (
+        Http::new(&a.server.url),
+        Http::new(&b.server.url),
+        Http::new(&c.server.url),
+    );
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let carol = hc.register("carol").await;
+    let room = ha.create_public_room(&alice).await;
+    for (http, token) in [(&hb, &bob), (&hc, &carol)] {
+        let (status, v) = http
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/join/{room}?via={na}"),
+                Some(token),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    // Carol joined through A; B hears of it from A, which passes it on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, v) = hb
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+                Some(&bob),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        if v["joined"].get(c.user("carol")).is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And what Carol says reaches both other servers.
+    hc.send_text(&carol, &room, "c1", "carol on C").await;
+    ha.wait_for_texts(&alice, &room, &["carol on C"], 10).await;
+    hb.wait_for_texts(&bob, &room, &["carol on C"], 10).await;
+}
+
 /// A PDU from `sender` (of `origin`) in `room` on top of A's newest event,
 /// signed with `key` as `origin`; its event id.
 async fn pdu_from(

@@ -77,10 +77,7 @@ impl Services {
         let (room, checked) = self
             .received_membership(origin, room_id, event_id, pdu, MembershipState::Knock)
             .await?;
-        self.append_remote_events(&room, vec![checked])
-            .await
-            .remove(0)
-            .1?;
+        self.append_membership_from(origin, &room, checked).await?;
         self.room_face(&room, None)
     }
 

@@ -259,11 +259,9 @@ impl Services {
             .await?;
         let state = room.state();
         let json = checked.json.clone();
-        let (_, verdict) = self
-            .append_remote_events(&room, vec![checked])
-            .await
-            .remove(0);
-        verdict?;
+        let joiner = checked.event.pdu.state_key.clone().unwrap_or_default();
+        let joiner = joiner.as_str();
+        self.append_membership_from(origin, &room, checked).await?;
         let servers_in_room: Vec<OwnedServerName> = {
             let mut servers: Vec<OwnedServerName> = state
                 .iter()
@@ -502,10 +500,36 @@ impl Services {
         let (room, checked) = self
             .received_membership(origin, room_id, event_id, pdu, MembershipState::Leave)
             .await?;
-        self.append_remote_events(&room, vec![checked])
+        self.append_membership_from(origin, &room, checked).await
+    }
+
+    /// A membership event `origin` handed this server (`send_join`,
+    /// `send_knock`, `send_leave`), taken into the room and passed on to
+    /// the room's other servers: `origin` sent it here alone.
+    pub(crate) async fn append_membership_from(
+        &self,
+        origin: &ServerName,
+        room: &Room,
+        checked: CheckedPdu,
+    ) -> Result<()> {
+        let event_id = checked.event.event_id.clone();
+        self.append_remote_events(room, vec![checked])
             .await
             .remove(0)
-            .1
+            .1?;
+        let ops: Vec<WriteOp> = self
+            .federation_destinations_of(room)
+            .into_iter()
+            .filter(|s| s != origin)
+            .map(|destination| WriteOp::QueueFederation {
+                destination: destination.to_string(),
+                event_id: event_id.to_string(),
+            })
+            .collect();
+        if !ops.is_empty() {
+            self.store.write(WriteBatch { ops }).await?;
+        }
+        Ok(())
     }
 
     /// Leaves (or declines the invite into, or takes back the knock on) a
