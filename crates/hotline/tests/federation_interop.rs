@@ -283,9 +283,6 @@ async fn media_crosses_between_a_hotline_and_a_synapse_both_ways() {
         assert_eq!(got.status, 200, "{mxc} thumbnail: {:?}", got.json());
         let thumb = image::load_from_memory(&got.body).unwrap();
         let (w, h) = (thumb.width(), thumb.height());
-        assert!(
-            w.max(h) >= 32 && w <= 320 && h <= 320,
-            "{mxc}: {w}×{h}"
-        );
+        assert!(w.max(h) >= 32 && w <= 320 && h <= 320, "{mxc}: {w}×{h}");
     }
 }
