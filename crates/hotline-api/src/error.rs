@@ -57,6 +57,7 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         StorageFull => (StatusCode::SERVICE_UNAVAILABLE, "M_RESOURCE_LIMIT_EXCEEDED"),
         Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
         Unavailable(_) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+        RemoteTooLarge(_) => (StatusCode::BAD_GATEWAY, "M_TOO_LARGE"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
     }
 }

@@ -78,6 +78,10 @@ pub enum Error {
     /// usable (`502`).
     #[error("{0}")]
     Unavailable(String),
+    /// Another server's media is larger than this server takes (the
+    /// spec's `502` with `M_TOO_LARGE`).
+    #[error("{0}")]
+    RemoteTooLarge(String),
     /// Something broke inside. Logged in full; clients see a generic message.
     #[error("Internal error: {0}")]
     Internal(String),

@@ -78,9 +78,16 @@ pub struct Media {
     dir: PathBuf,
     thumbnails: PathBuf,
     thumbnailers: tokio::sync::Semaphore,
+    /// Remote media being fetched, one lock per `(origin, media_id)`, so
+    /// concurrent requests for it fetch it once (see `federation/media.rs`).
+    pub(crate) fetching: parking_lot::Mutex<Fetching>,
     /// Uploads are failing for want of space (see [`Media::note_full`]).
     full: std::sync::atomic::AtomicBool,
 }
+
+/// The locks of remote media fetches in flight, by `(origin, media_id)`.
+pub(crate) type Fetching =
+    std::collections::HashMap<(String, String), std::sync::Weak<tokio::sync::Mutex<()>>>;
 
 /// Whether an I/O error means the disk (`ENOSPC`) or a quota (`EDQUOT`) is
 /// full.
@@ -99,6 +106,7 @@ impl Media {
             dir,
             thumbnails,
             thumbnailers: tokio::sync::Semaphore::new(THUMBNAILERS),
+            fetching: Default::default(),
             full: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -113,14 +121,22 @@ impl Media {
     }
 
     fn path(&self, media_id: &str) -> Result<PathBuf> {
-        if media_id.is_empty()
-            || !media_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(Error::not_found("Unknown media"));
-        }
+        check_id(media_id)?;
         Ok(self.dir.join(media_id))
+    }
+
+    /// Where another server's media is kept: `remote/{origin}/{media_id}`
+    /// (see [`MediaKey::stem`]).
+    fn remote_path(&self, origin: &str, media_id: &str) -> Result<PathBuf> {
+        Ok(self.dir.join(MediaKey::Remote(origin, media_id).stem()?))
+    }
+
+    /// The file of `key`.
+    fn file_path(&self, key: MediaKey<'_>) -> Result<PathBuf> {
+        match key {
+            MediaKey::Local(id) => self.path(id),
+            MediaKey::Remote(origin, id) => self.remote_path(origin, id),
+        }
     }
 
     /// Writes the file and makes it durable (its bytes, then its name in
@@ -133,9 +149,29 @@ impl Media {
         media_id: &str,
         bytes: impl AsRef<[u8]> + Send + 'static,
     ) -> Result<()> {
-        let path = self.path(media_id)?;
-        let dir = self.dir.clone();
+        self.write_at(self.path(media_id)?, bytes).await
+    }
+
+    /// Keeps another server's media file, as [`Media::write_file`] does an
+    /// upload (its directory made first).
+    pub(crate) async fn write_remote_file(
+        &self,
+        origin: &str,
+        media_id: &str,
+        bytes: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<()> {
+        self.write_at(self.remote_path(origin, media_id)?, bytes)
+            .await
+    }
+
+    async fn write_at(
+        &self,
+        path: PathBuf,
+        bytes: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<()> {
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+            std::fs::create_dir_all(&dir)?;
             let tmp = path.with_extension("part");
             let written = (|| {
                 let mut f = std::fs::File::create(&tmp)?;
@@ -192,7 +228,12 @@ impl Media {
     }
 
     pub async fn read_file(&self, media_id: &str) -> Result<Vec<u8>> {
-        let path = self.path(media_id)?;
+        self.read_key(MediaKey::Local(media_id)).await
+    }
+
+    /// The file of `key`; `NotFound` when there is none.
+    pub(crate) async fn read_key(&self, key: MediaKey<'_>) -> Result<Vec<u8>> {
+        let path = self.file_path(key)?;
         tokio::task::spawn_blocking(move || std::fs::read(path))
             .await
             .map_err(Error::internal)?
@@ -202,15 +243,14 @@ impl Media {
     /// Where the thumbnail of `media_id` at `size` by `method` is cached.
     fn thumbnail_path(
         &self,
-        media_id: &str,
+        key: MediaKey<'_>,
         (w, h): (u32, u32),
         method: ThumbnailMethod,
     ) -> Result<PathBuf> {
-        // `path` checks the id: nothing outside the media directory is named.
-        self.path(media_id)?;
+        // `stem` checks the names: nothing outside the media directory is named.
         Ok(self
             .thumbnails
-            .join(format!("{media_id}-{w}x{h}-{}", method.as_str())))
+            .join(format!("{}-{w}x{h}-{}", key.stem()?, method.as_str())))
     }
 
     /// The cached thumbnail, if there is a whole one. Its type is read from
@@ -240,7 +280,11 @@ impl Media {
     async fn cache_thumbnail(&self, path: PathBuf, bytes: Vec<u8>) -> Result<Vec<u8>> {
         let tmp = path.with_extension(format!("{}.part", Self::new_id()));
         let (written, bytes) = tokio::task::spawn_blocking(move || {
-            let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&tmp, &bytes))
+                .and_then(|()| std::fs::rename(&tmp, &path));
             if written.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
@@ -260,11 +304,11 @@ impl Media {
     /// encrypted attachment costs one small read.
     async fn make_thumbnail(
         &self,
-        media_id: &str,
+        key: MediaKey<'_>,
         size: (u32, u32),
         method: ThumbnailMethod,
     ) -> Result<Thumbnail> {
-        let path = self.path(media_id)?;
+        let path = self.file_path(key)?;
         tokio::task::spawn_blocking(move || -> Result<Thumbnail> {
             let mut file =
                 std::fs::File::open(path).map_err(|_| Error::not_found("Unknown media"))?;
@@ -287,6 +331,58 @@ impl Media {
         })
         .await
         .map_err(Error::internal)?
+    }
+}
+
+/// A media id as this server names its files: letters, digits, `_`, `-`
+/// (what the spec's `mxc://` grammar allows); anything else is unknown.
+fn check_id(media_id: &str) -> Result<()> {
+    if media_id.is_empty()
+        || media_id.len() > 255
+        || !media_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Error::not_found("Unknown media"));
+    }
+    Ok(())
+}
+
+/// Which media file: an upload of this server, or another server's
+/// (`origin`, `media_id`) kept here.
+#[derive(Clone, Copy, Debug)]
+pub enum MediaKey<'a> {
+    Local(&'a str),
+    Remote(&'a str, &'a str),
+}
+
+impl MediaKey<'_> {
+    /// The file's name under the media directory (and its thumbnails' under
+    /// `thumbnails/`): the media id, or `remote/{origin}/{media_id}` with
+    /// the origin's `:` written `+` (a server name has letters, digits,
+    /// `.`, `-`, `:` and the brackets of an IPv6 literal; `+` never, so two
+    /// origins never share a directory). A name that could leave the
+    /// directory is `NotFound`.
+    fn stem(self) -> Result<String> {
+        match self {
+            MediaKey::Local(id) => {
+                check_id(id)?;
+                Ok(id.to_owned())
+            }
+            MediaKey::Remote(origin, id) => {
+                check_id(id)?;
+                if origin.is_empty()
+                    || origin.len() > 255
+                    || origin.starts_with('.')
+                    || !origin
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                {
+                    return Err(Error::not_found("Unknown media"));
+                }
+                Ok(format!("remote/{}/{id}", origin.replace(':', "+")))
+            }
+        }
     }
 }
 
@@ -490,8 +586,21 @@ impl crate::Services {
         self.store
             .get_media(media_id)?
             .ok_or_else(|| Error::not_found("Unknown media"))?;
+        self.thumbnail_of(MediaKey::Local(media_id), width, height, method)
+            .await
+    }
+
+    /// A thumbnail of a stored file (local, or remote and kept here), from
+    /// the cache when it was made before.
+    pub(crate) async fn thumbnail_of(
+        &self,
+        key: MediaKey<'_>,
+        width: u32,
+        height: u32,
+        method: ThumbnailMethod,
+    ) -> Result<Thumbnail> {
         let size = thumbnail_size(width, height);
-        let path = self.media.thumbnail_path(media_id, size, method)?;
+        let path = self.media.thumbnail_path(key, size, method)?;
         if let Some(cached) = self.media.cached_thumbnail(&path).await {
             return Ok(cached);
         }
@@ -505,7 +614,7 @@ impl crate::Services {
         if let Some(cached) = self.media.cached_thumbnail(&path).await {
             return Ok(cached);
         }
-        let thumb = self.media.make_thumbnail(media_id, size, method).await?;
+        let thumb = self.media.make_thumbnail(key, size, method).await?;
         let bytes = self.media.cache_thumbnail(path, thumb.bytes).await?;
         Ok(Thumbnail { bytes, ..thumb })
     }

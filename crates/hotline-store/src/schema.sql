@@ -46,6 +46,11 @@ CREATE INDEX IF NOT EXISTS receipts_pos ON receipts (room_id, pos);
 CREATE TABLE IF NOT EXISTS media (
   media_id TEXT PRIMARY KEY, uploader TEXT NOT NULL, content_type TEXT, filename TEXT,
   size INTEGER NOT NULL, created_ts INTEGER NOT NULL);
+-- Other servers' media fetched over federation and kept (a cache: the file
+-- is fetched again when missing).
+CREATE TABLE IF NOT EXISTS remote_media (
+  origin TEXT NOT NULL, media_id TEXT NOT NULL, content_type TEXT, filename TEXT,
+  size INTEGER NOT NULL, fetched_ts INTEGER NOT NULL, PRIMARY KEY (origin, media_id));
 -- End-to-end encryption. Key material is public-key JSON signed by clients;
 -- the server stores and serves it as-is and never holds private keys.
 CREATE TABLE IF NOT EXISTS device_keys (

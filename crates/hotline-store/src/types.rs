@@ -127,6 +127,19 @@ pub struct MediaRow {
     pub created_ts: i64,
 }
 
+/// Media of another server kept here: its metadata as that server answered
+/// it over federation (the file is beside the local media, in `remote/`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteMediaRow {
+    /// The server that holds the original (the `mxc://` URI's server name).
+    pub origin: String,
+    pub media_id: String,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub size: i64,
+    pub fetched_ts: i64,
+}
+
 /// A signature by `signer_user`'s key `signer_key_id` over `target_user`'s
 /// key `target_key_id` (a device id or a cross-signing public key).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -393,6 +406,9 @@ pub enum WriteOp {
         ts: i64,
     },
     PutMedia(MediaRow),
+    /// Records (or replaces) a remote media file's metadata once its file
+    /// is stored.
+    PutRemoteMedia(RemoteMediaRow),
     /// Gets a stream position: replaces the user's presence.
     PutPresence {
         user_id: String,

@@ -6,8 +6,10 @@
 //! file is durable under its name before the row naming it commits, and is
 //! never deleted, so every file the snapshot names is there when the files
 //! are copied. Uploads finished since are copied too, as files no row names
-//! (harmless); uploads still being written (`*.part`) and thumbnails
-//! (derived, made again on request) are not. The signing key and the keys
+//! (harmless); uploads still being written (`*.part`), thumbnails
+//! (derived, made again on request) and other servers' media kept in
+//! `remote/` (whose rows a restored server finds without their files, and
+//! so fetches again) are not. The signing key and the keys
 //! it replaced (`signing.old`) change only by `hotline admin
 //! rotate-signing-key`. The configuration file is not in the data
 //! directory: keep it with the copy.
@@ -66,7 +68,7 @@ pub fn run(data_dir: &Path, dest: &Path) -> Result<String> {
             let entry = entry?;
             let name = entry.file_name();
             if !entry.file_type()?.is_file() || Path::new(&name).extension().is_some() {
-                // `thumbnails/`, and uploads still being written (`.part`):
+                // `thumbnails/`, `remote/`, and uploads still being written (`.part`):
                 // media ids have no dot.
                 continue;
             }

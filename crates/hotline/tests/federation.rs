@@ -1525,3 +1525,258 @@ async fn make_knock_answers_a_template_only_for_the_askers_users_in_a_version_it
         "{v}"
     );
 }
+
+/// Two servers federating, alice on A (whose `/metrics` answers to
+/// `scrape`), bob on B: their servers and tokens.
+async fn two_servers_for_media(ca: &TestCa) -> (FederatedServer, FederatedServer, String, String) {
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(ca, pa, &[&nb], "metrics_token = \"scrape\"").await;
+    let b = FederatedServer::start(ca, pb, &[&na], "").await;
+    let alice = Http::new(&a.server.url).register("alice").await;
+    let bob = Http::new(&b.server.url).register("bob").await;
+    (a, b, alice, bob)
+}
+
+/// The `{server}/{mediaId}` of an `mxc://` URI.
+fn mxc_path(mxc: &str) -> &str {
+    mxc.strip_prefix("mxc://").unwrap()
+}
+
+/// How many `GET`s of `route` the server behind `http` answered `200`, by
+/// its `/metrics`.
+async fn served_200(http: &Http, route: &str) -> u64 {
+    let (status, metrics) = http.call("GET", "/metrics", Some("scrape"), None).await;
+    assert_eq!(status, 200);
+    let line =
+        format!("hotline_http_requests_total{{method=\"GET\",path=\"{route}\",status=\"200\"}} ");
+    metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+const FED_DOWNLOAD: &str = "/_matrix/federation/v1/media/download/{media_id}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remote_media_is_fetched_once_over_federation_then_served_from_the_cache() {
+    let ca = TestCa::new();
+    let (mut a, b, alice, bob) = two_servers_for_media(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let notes = ha
+        .upload(&alice, bytes.clone(), "application/pdf", "minutes.pdf")
+        .await;
+    let never_fetched = ha
+        .upload(&alice, b"not asked for".to_vec(), "text/plain", "later.txt")
+        .await;
+    assert!(notes.starts_with(&format!("mxc://{}/", a.name)), "{notes}");
+    // Bob asks B five times at once: B fetches it from A once.
+    let download = format!("/_matrix/client/v1/media/download/{}", mxc_path(&notes));
+    let answers =
+        futures_util::future::join_all((0..5).map(|_| hb.get_bytes(&download, &bob))).await;
+    for got in answers {
+        assert_eq!(got.status, 200, "{:?}", got.json());
+        assert!(got.body == bytes, "the bytes as uploaded");
+        assert_eq!(got.content_type.as_deref(), Some("application/pdf"));
+        let disposition = got.disposition.unwrap();
+        assert!(disposition.contains("minutes.pdf"), "{disposition}");
+    }
+    assert_eq!(served_200(&ha, FED_DOWNLOAD).await, 1, "fetched once");
+    // The name in the path wins, as for local media.
+    let got = hb.get_bytes(&format!("{download}/renamed.pdf"), &bob).await;
+    assert_eq!(got.status, 200);
+    assert!(got.disposition.unwrap().contains("renamed.pdf"));
+    assert_eq!(served_200(&ha, FED_DOWNLOAD).await, 1, "from B's cache");
+    // With A gone, B still serves what it keeps, and says A is out of
+    // reach for what it does not.
+    a.server.stop();
+    let got = hb.get_bytes(&download, &bob).await;
+    assert_eq!(got.status, 200, "{:?}", got.json());
+    assert!(got.body == bytes);
+    let got = hb
+        .get_bytes(
+            &format!(
+                "/_matrix/client/v1/media/download/{}",
+                mxc_path(&never_fetched)
+            ),
+            &bob,
+        )
+        .await;
+    assert_eq!(
+        (got.status, got.json()["errcode"].as_str()),
+        (502, Some("M_UNKNOWN")),
+        "{:?}",
+        got.json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thumbnail_of_remote_media_is_made_from_the_original_kept_here() {
+    use ruma::api::federation::authenticated_media::{get_content_thumbnail, FileOrLocation};
+    use ruma::api::IncomingResponse;
+    let ca = TestCa::new();
+    let (a, b, alice, bob) = two_servers_for_media(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let photo = ha
+        .upload(&alice, common::png(640, 480), "image/png", "photo.png")
+        .await;
+    let got = hb
+        .get_bytes(
+            &format!(
+                "/_matrix/client/v1/media/thumbnail/{}?width=96&height=96&method=scale",
+                mxc_path(&photo)
+            ),
+            &bob,
+        )
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.json());
+    assert_eq!(got.content_type.as_deref(), Some("image/png"));
+    let thumb = image::load_from_memory(&got.body).unwrap();
+    assert_eq!(
+        (thumb.width(), thumb.height()),
+        (96, 72),
+        "scaled to fit 96×96"
+    );
+    // B asked A for the original, not for a thumbnail.
+    assert_eq!(served_200(&ha, FED_DOWNLOAD).await, 1);
+    assert_eq!(
+        served_200(&ha, "/_matrix/federation/v1/media/thumbnail/{media_id}").await,
+        0
+    );
+    // A serves a peer its thumbnails too: multipart, JSON metadata, then
+    // the image inline.
+    let media_id = photo.rsplit('/').next().unwrap().to_owned();
+    let mut request = get_content_thumbnail::v1::Request::new(media_id, 32u32.into(), 32u32.into());
+    request.method = Some(ruma::media::Method::Crop);
+    let key = b.signing_key();
+    let input = ServerSignaturesInput::new(
+        ServerName::parse(&b.name).unwrap(),
+        ServerName::parse(&a.name).unwrap(),
+        &key,
+    );
+    let http = request
+        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
+        .unwrap();
+    let answer = common::federation_request_raw(&ca.ca_file, a.fed_port, http).await;
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("multipart/mixed; boundary="));
+    let answer = get_content_thumbnail::v1::Response::try_from_http_response(answer).unwrap();
+    let FileOrLocation::File(content) = answer.content else {
+        panic!("a Location, not the thumbnail");
+    };
+    assert_eq!(content.content_type.as_deref(), Some("image/png"));
+    let disposition = content.content_disposition.unwrap().to_string();
+    assert!(disposition.starts_with("inline"), "{disposition}");
+    let thumb = image::load_from_memory(&content.file).unwrap();
+    assert_eq!(
+        (thumb.width(), thumb.height()),
+        (32, 32),
+        "cropped to 32×32"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_remote_media_is_404_not_found() {
+    let ca = TestCa::new();
+    let (a, b, _alice, bob) = two_servers_for_media(&ca).await;
+    let hb = Http::new(&b.server.url);
+    for path in [
+        format!("/_matrix/client/v1/media/download/{}/NoSuchMedia", a.name),
+        format!(
+            "/_matrix/client/v1/media/download/{}/NoSuchMedia/x.txt",
+            a.name
+        ),
+        format!(
+            "/_matrix/client/v1/media/thumbnail/{}/NoSuchMedia?width=32&height=32",
+            a.name
+        ),
+    ] {
+        let got = hb.get_bytes(&path, &bob).await;
+        assert_eq!(
+            (got.status, got.json()["errcode"].as_str()),
+            (404, Some("M_NOT_FOUND")),
+            "{path}: {:?}",
+            got.json()
+        );
+    }
+    // A peer asking A directly gets the same, signed or not.
+    let request = ruma::api::federation::authenticated_media::get_content::v1::Request::new(
+        "NoSuchMedia".into(),
+    );
+    let key = b.signing_key();
+    let input = ServerSignaturesInput::new(
+        ServerName::parse(&b.name).unwrap(),
+        ServerName::parse(&a.name).unwrap(),
+        &key,
+    );
+    let http = request
+        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
+        .unwrap();
+    let (status, v) = federation_request(&ca.ca_file, a.fed_port, http).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_of_a_server_not_on_the_allow_list_is_refused() {
+    let ca = TestCa::new();
+    let ((pb, nb), (pc, nc)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    // C would serve B; B federates with nobody.
+    let b = FederatedServer::start(&ca, pb, &[], "").await;
+    let c = FederatedServer::start(&ca, pc, &[&nb], "").await;
+    let (hb, hc) = (Http::new(&b.server.url), Http::new(&c.server.url));
+    let bob = hb.register("bob").await;
+    let carol = hc.register("carol").await;
+    let file = hc
+        .upload(&carol, b"for peers only".to_vec(), "text/plain", "c.txt")
+        .await;
+    assert!(file.starts_with(&format!("mxc://{nc}/")), "{file}");
+    for path in [
+        format!("/_matrix/client/v1/media/download/{}", mxc_path(&file)),
+        format!(
+            "/_matrix/client/v1/media/thumbnail/{}?width=32&height=32",
+            mxc_path(&file)
+        ),
+    ] {
+        let got = hb.get_bytes(&path, &bob).await;
+        assert_eq!(
+            (got.status, got.json()["errcode"].as_str()),
+            (404, Some("M_NOT_FOUND")),
+            "{path}: {:?}",
+            got.json()
+        );
+        let error = got.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("not a federation peer"), "{error}");
+    }
+    // And B serves C none of its own media: C is not on B's list (403,
+    // as on every federation route).
+    let own = hb
+        .upload(&bob, b"B's".to_vec(), "text/plain", "b.txt")
+        .await;
+    let request = ruma::api::federation::authenticated_media::get_content::v1::Request::new(
+        own.rsplit('/').next().unwrap().into(),
+    );
+    let key = c.signing_key();
+    let input = ServerSignaturesInput::new(
+        ServerName::parse(&nc).unwrap(),
+        ServerName::parse(&nb).unwrap(),
+        &key,
+    );
+    let http = request
+        .try_into_http_request::<Vec<u8>>(&format!("https://{nb}"), input, ())
+        .unwrap();
+    let (status, v) = federation_request(&ca.ca_file, pb, http).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{v}"
+    );
+}

@@ -259,3 +259,66 @@ async fn a_hotline_user_knocks_on_a_synapse_room_and_a_synapse_user_on_a_hotline
     knock_invite_join(&alice, &sam, None, "11").await;
     knock_invite_join(&hal, &sue, None, "12").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_crosses_between_a_hotline_and_a_synapse_both_ways() {
+    let ca = TestCa::new();
+    let ((ph, nh), (ps, ns)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let hotline = FederatedServer::start(&ca, ph, &[&ns], "").await;
+    let synapse = SynapseServer::start(&ca, ps, &[&nh]).await;
+    let (hh, hs) = (Http::new(&hotline.server.url), Http::new(&synapse.url));
+    let alice = hh.register("alice").await;
+    let sam = hs.register("sam").await;
+    let hotline_png = common::png(320, 200);
+    let synapse_png = common::png(200, 320);
+    let on_hotline = hh
+        .upload(&alice, hotline_png.clone(), "image/png", "from-hotline.png")
+        .await;
+    let on_synapse = hs
+        .upload(&sam, synapse_png.clone(), "image/png", "from-synapse.png")
+        .await;
+    assert!(
+        on_hotline.starts_with(&format!("mxc://{nh}/")),
+        "{on_hotline}"
+    );
+    assert!(
+        on_synapse.starts_with(&format!("mxc://{ns}/")),
+        "{on_synapse}"
+    );
+    // Each server's user downloads the other's file through their own
+    // server: the same bytes, type and name.
+    for (http, token, mxc, bytes, name) in [
+        (&hs, &sam, &on_hotline, &hotline_png, "from-hotline.png"),
+        (&hh, &alice, &on_synapse, &synapse_png, "from-synapse.png"),
+    ] {
+        let path = mxc.strip_prefix("mxc://").unwrap();
+        let got = http
+            .get_bytes(&format!("/_matrix/client/v1/media/download/{path}"), token)
+            .await;
+        assert_eq!(
+            got.status,
+            200,
+            "{mxc}: {:?}\n{}",
+            got.json(),
+            synapse.log_text()
+        );
+        assert!(&got.body == bytes, "{mxc}: the bytes as uploaded");
+        assert_eq!(got.content_type.as_deref(), Some("image/png"), "{mxc}");
+        let disposition = got.disposition.unwrap_or_default();
+        assert!(disposition.contains(name), "{mxc}: {disposition}");
+        // And a thumbnail of it: at least the size asked, never upscaled
+        // (Synapse answers from its preset sizes, up to the original's).
+        let got = http
+            .get_bytes(
+                &format!(
+                    "/_matrix/client/v1/media/thumbnail/{path}?width=32&height=32&method=scale"
+                ),
+                token,
+            )
+            .await;
+        assert_eq!(got.status, 200, "{mxc} thumbnail: {:?}", got.json());
+        let thumb = image::load_from_memory(&got.body).unwrap();
+        let (w, h) = (thumb.width(), thumb.height());
+        assert!(w.max(h) >= 32 && w <= 320 && h <= 320, "{mxc}: {w}×{h}");
+    }
+}

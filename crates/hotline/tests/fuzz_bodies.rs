@@ -1666,6 +1666,18 @@ const FED_SPECS: &[(&str, &str, &str, &str)] = &[
         "",
         r#"{"one_time_keys":{"$ALICE":{"DEV":"signed_curve25519"}}}"#,
     ),
+    (
+        "GET",
+        "/_matrix/federation/v1/media/download/{media_id}",
+        "",
+        "",
+    ),
+    (
+        "GET",
+        "/_matrix/federation/v1/media/thumbnail/{media_id}",
+        "width=32&height=32&method=crop&timeout_ms=1000&animated=false",
+        "",
+    ),
 ];
 
 /// The server under test's name (in process: it is never dialled).
@@ -1688,6 +1700,8 @@ struct FedFx {
     alias: String,
     event: String,
     pdu: String,
+    /// An image alice uploaded.
+    media: String,
 }
 
 impl FedFx {
@@ -1752,6 +1766,25 @@ impl FedFx {
         .await
         .unwrap();
         let room = a.json()["room_id"].as_str().unwrap().to_owned();
+        let a = call(
+            &client,
+            &Method::POST,
+            "/_matrix/media/v3/upload?filename=fuzz.png",
+            &[
+                ("authorization", format!("Bearer {token}")),
+                ("content-type", "image/png".to_owned()),
+            ],
+            common::png(64, 48),
+        )
+        .await
+        .unwrap();
+        let media = a.json()["content_uri"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
         let mut fx = FedFx {
             app: apps.federation,
             _dir: dir,
@@ -1765,6 +1798,7 @@ impl FedFx {
             room,
             event: String::new(),
             pdu: String::new(),
+            media,
         };
         // Bob of B joins, as B would: make_join, then a signed send_join.
         let uri = format!(
@@ -1910,6 +1944,7 @@ impl FedFx {
             "event_id" => self.event.clone(),
             "server_name" => self.peer.name.clone(),
             "transaction_id" => format!("t{}", rng.gen::<u32>()),
+            "media_id" => self.media.clone(),
             "user_id" if path.contains("/devices/") => self.alice.clone(),
             "user_id" => self.bob.clone(),
             other => panic!("no fuzz value for {{{other}}}"),

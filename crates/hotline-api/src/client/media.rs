@@ -49,7 +49,7 @@ const SANDBOX_POLICY: &str = "sandbox; default-src 'none'";
 /// above, and `nosniff`, so a browser never takes an upload for another
 /// type than the one it is served as (an "image" that parses as script or
 /// HTML), as Synapse sends.
-fn media_headers(resp: &mut Response) {
+pub(crate) fn media_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_SECURITY_POLICY,
@@ -67,20 +67,15 @@ async fn serve(
     media_id: &str,
     filename: Option<String>,
 ) -> ApiResult<Response> {
-    if server != s.services.server_name().as_str() {
-        return Err(Error::not_found("Remote media is not available").into());
-    }
-    let (meta, bytes) = s.services.download_media(media_id).await?;
-    let ct = meta
+    // Local, or another server's fetched over federation once and kept.
+    let file = s.services.media_file(server, media_id).await?;
+    let ct = file
         .content_type
         .unwrap_or_else(|| "application/octet-stream".into());
     let name = filename
-        .or(meta.filename)
+        .or(file.filename)
         .unwrap_or_else(|| media_id.to_owned());
-    let safe: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c))
-        .collect();
+    let safe = safe_filename(&name);
     // Served as attachments with a strict policy: uploaded HTML never runs in our origin.
     let mut resp = (
         [
@@ -90,11 +85,19 @@ async fn serve(
                 format!("attachment; filename=\"{safe}\""),
             ),
         ],
-        bytes,
+        file.bytes,
     )
         .into_response();
     media_headers(&mut resp);
     Ok(resp)
+}
+
+/// A file name as it may go into `Content-Disposition` unquoted-safe:
+/// ASCII letters, digits, `.`, `_`, `-` and spaces.
+pub(crate) fn safe_filename(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c))
+        .collect()
 }
 
 /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`.
@@ -118,15 +121,15 @@ pub async fn get_content_as_filename_route(
 #[derive(Deserialize)]
 pub struct ThumbnailQuery {
     // Strings, parsed below, so each bad value gets its own message.
-    width: Option<String>,
-    height: Option<String>,
-    method: Option<String>,
+    pub(crate) width: Option<String>,
+    pub(crate) height: Option<String>,
+    pub(crate) method: Option<String>,
 }
 
 /// A required positive dimension: missing is `M_MISSING_PARAM` (the spec's
 /// errcode for it, and Synapse's), anything but a positive integer is
 /// `M_INVALID_PARAM`.
-fn dimension(name: &str, value: Option<&str>) -> Result<u32, Error> {
+pub(crate) fn dimension(name: &str, value: Option<&str>) -> Result<u32, Error> {
     let value =
         value.ok_or_else(|| Error::MissingParam(format!("Missing query parameter '{name}'")))?;
     match value.parse::<u32>() {
@@ -153,12 +156,11 @@ pub async fn get_content_thumbnail_route(
     let width = dimension("width", q.width.as_deref())?;
     let height = dimension("height", q.height.as_deref())?;
     let method: ThumbnailMethod = q.method.as_deref().unwrap_or("scale").parse()?;
-    if server != s.services.server_name().as_str() {
-        return Err(Error::not_found("Remote media is not available").into());
-    }
+    // Another server's media is fetched and kept whole, then thumbnailed
+    // here like local media.
     let thumb = s
         .services
-        .media_thumbnail(&media_id, width, height, method)
+        .media_thumbnail_of(&server, &media_id, width, height, method)
         .await?;
     let name = if thumb.content_type == "image/jpeg" {
         "thumbnail.jpg"

@@ -5,7 +5,7 @@ mod backup;
 mod directory;
 mod discovery;
 mod keys;
-mod media;
+pub(crate) mod media;
 mod membership;
 mod message;
 mod presence;

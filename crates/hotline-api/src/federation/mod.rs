@@ -10,6 +10,7 @@
 pub mod client;
 mod events;
 pub(crate) mod keys;
+mod media;
 mod membership;
 mod query;
 pub mod resolve;
@@ -86,6 +87,12 @@ pub fn routes() -> Routes {
         .endpoint::<f::keys::claim_keys::v1::Request, _, _>(user::claim_keys_route)
         .endpoint::<f::transactions::send_transaction_message::v1::Request, _, _>(
             transactions::send_transaction_message_route,
+        )
+        .endpoint::<f::authenticated_media::get_content::v1::Request, _, _>(
+            media::get_content_route,
+        )
+        .endpoint::<f::authenticated_media::get_content_thumbnail::v1::Request, _, _>(
+            media::get_content_thumbnail_route,
         )
 }
 

@@ -19,10 +19,12 @@ mod events;
 mod invite;
 pub mod keys;
 mod knock;
+mod media;
 mod pdus;
 mod rooms;
 mod sender;
 
+pub use media::MediaFile;
 pub(crate) use pdus::CheckedPdu;
 pub(crate) use rooms::new_event;
 pub use rooms::{JoinAnswer, FEDERATED_VERSIONS};

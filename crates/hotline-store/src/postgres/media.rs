@@ -15,6 +15,29 @@ pub(crate) async fn put_media(c: &Conn, m: &MediaRow) -> Applied {
     Ok(())
 }
 
+/// The same `(origin, media_id)` again replaces its row (see the SQLite
+/// engine's).
+pub(crate) async fn put_remote_media(c: &Conn, m: &RemoteMediaRow) -> Applied {
+    c.exec(
+        "INSERT INTO remote_media (origin, media_id, content_type, filename, size, fetched_ts) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (origin, media_id) DO UPDATE SET content_type = excluded.content_type, filename = excluded.filename, size = excluded.size, fetched_ts = excluded.fetched_ts",
+        &[&m.origin, &m.media_id, &m.content_type, &m.filename, &m.size, &m.fetched_ts],
+    )
+    .await?;
+    Ok(())
+}
+
+fn remote_media_row(r: &Row) -> PgResult<RemoteMediaRow> {
+    Ok(RemoteMediaRow {
+        origin: r.try_get(0)?,
+        media_id: r.try_get(1)?,
+        content_type: r.try_get(2)?,
+        filename: r.try_get(3)?,
+        size: r.try_get(4)?,
+        fetched_ts: r.try_get(5)?,
+    })
+}
+
 fn media_row(r: &Row) -> PgResult<MediaRow> {
     Ok(MediaRow {
         media_id: r.try_get(0)?,
@@ -32,6 +55,14 @@ impl MediaStore for PostgresStore {
             "SELECT media_id, uploader, content_type, filename, size, created_ts FROM media WHERE media_id = $1",
             &[&media_id],
             media_row,
+        )
+    }
+
+    fn get_remote_media(&self, origin: &str, media_id: &str) -> Result<Option<RemoteMediaRow>> {
+        self.query_one(
+            "SELECT origin, media_id, content_type, filename, size, fetched_ts FROM remote_media WHERE origin = $1 AND media_id = $2",
+            &[&origin, &media_id],
+            remote_media_row,
         )
     }
 }
@@ -74,6 +105,14 @@ mod tests {
         assert_eq!(m.created_ts, 1_700_000_000_000);
         let m = store.get_media("m2").unwrap().unwrap();
         assert_eq!((m.content_type, m.filename), (None, None));
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn remote_media_is_kept_per_origin_and_replaced_when_fetched_again() {
+        let store = fresh_store();
+        crate::traits::remote_media_is_kept_per_origin_and_replaced_when_fetched_again(&*store)
+            .await;
         store.close();
     }
 

@@ -637,6 +637,7 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
         }
         // media
         W::PutMedia(m) => media::put_media(c, m).await,
+        W::PutRemoteMedia(m) => media::put_remote_media(c, m).await,
         // federation
         W::QueueFederation {
             destination,

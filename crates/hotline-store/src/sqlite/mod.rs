@@ -545,6 +545,7 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
 
         // ----- media -----
         WriteOp::PutMedia(m) => media::put_media(c, m),
+        WriteOp::PutRemoteMedia(m) => media::put_remote_media(c, m),
 
         // ----- federation -----
         WriteOp::QueueFederation {

@@ -23,5 +23,7 @@ pub use federation::FederationStore;
 pub use identity::IdentityStore;
 pub use key_backup::KeyBackupStore;
 pub use keys::KeyStore;
+#[cfg(test)]
+pub(crate) use media::remote_media_is_kept_per_origin_and_replaced_when_fetched_again;
 pub use media::MediaStore;
 pub use rooms::RoomStore;

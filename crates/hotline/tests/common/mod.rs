@@ -318,6 +318,35 @@ impl Drop for Server {
 }
 
 /// Raw HTTP helper for error-shape tests.
+/// What [`Http::get_bytes`] got.
+#[derive(Debug)]
+pub struct MediaAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub disposition: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl MediaAnswer {
+    /// The body as a Matrix error's JSON (for failures).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A `w` × `h` PNG, a gradient (so it compresses like a picture, not to
+/// nothing).
+pub fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
 pub struct Http {
     pub client: reqwest::Client,
     pub base: String,
@@ -356,6 +385,58 @@ impl Http {
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
+    }
+
+    /// Uploads `bytes` as `content_type` named `filename`; the `mxc://` URI.
+    pub async fn upload(
+        &self,
+        token: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        filename: &str,
+    ) -> String {
+        let resp = self
+            .client
+            .post(format!(
+                "{}/_matrix/media/v3/upload?filename={filename}",
+                self.base
+            ))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        v["content_uri"].as_str().unwrap().to_owned()
+    }
+
+    /// A `GET` answered with bytes (media): the status, the `Content-Type`
+    /// and `Content-Disposition` headers, and the body.
+    pub async fn get_bytes(&self, path: &str, token: &str) -> MediaAnswer {
+        let resp = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let disposition = header(reqwest::header::CONTENT_DISPOSITION);
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap().to_vec();
+        MediaAnswer {
+            status,
+            content_type,
+            disposition,
+            body,
+        }
     }
 
     /// Registers `name` with open registration; returns the access token.
@@ -983,6 +1064,20 @@ pub async fn federation_request(
     port: u16,
     request: http::Request<Vec<u8>>,
 ) -> (u16, serde_json::Value) {
+    let answer = federation_request_raw(ca_file, port, request).await;
+    (
+        answer.status().as_u16(),
+        serde_json::from_slice(answer.body()).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// [`federation_request`]'s answer whole (headers, bytes): for answers
+/// that are not JSON (media).
+pub async fn federation_request_raw(
+    ca_file: &std::path::Path,
+    port: u16,
+    request: http::Request<Vec<u8>>,
+) -> http::Response<Vec<u8>> {
     use http_body_util::BodyExt;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -1021,12 +1116,9 @@ pub async fn federation_request(
     let request =
         http::Request::from_parts(parts, http_body_util::Full::new(bytes::Bytes::from(body)));
     let answer = sender.send_request(request).await.unwrap();
-    let status = answer.status().as_u16();
-    let body = answer.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
+    let (parts, body) = answer.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    http::Response::from_parts(parts, body.to_vec())
 }
 
 /// The reference homeserver, Synapse (from PyPI, installed into
