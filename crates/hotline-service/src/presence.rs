@@ -462,6 +462,13 @@ impl Services {
             .insert(user.clone(), Some(Arc::new(row)));
         match self.users_sharing_rooms(&user) {
             Ok(users) => {
+                self.federate_presence(
+                    &user,
+                    state,
+                    status_msg.as_deref(),
+                    *last_active_ts,
+                    &users,
+                );
                 let mut heard = self.presence.heard.lock();
                 for u in users {
                     let h = heard.entry(u.clone()).or_insert(pos);

@@ -557,6 +557,40 @@ async fn a_join_through_the_rooms_server_reaches_its_third_servers() {
     hb.wait_for_texts(&bob, &room, &["carol on C"], 10).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_reaches_those_who_share_a_room_on_the_other_server() {
+    let ca = TestCa::new();
+    let (a, b, alice, bob, _room) = two_servers_sharing_a_room(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice_id = a.user("alice");
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/presence/{alice_id}/status"),
+            Some(&alice),
+            Some(r#"{"presence": "unavailable", "status_msg": "in the summit"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, v) = hb
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/presence/{alice_id}/status"),
+                Some(&bob),
+                None,
+            )
+            .await;
+        if status == 200 && v["presence"] == "unavailable" {
+            assert_eq!(v["status_msg"], "in the summit", "{v}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A PDU from `sender` (of `origin`) in `room` on top of A's newest event,
 /// signed with `key` as `origin`; its event id.
 async fn pdu_from(

@@ -212,6 +212,95 @@ impl Services {
             .collect()
     }
 
+    /// A local user's presence, for the servers of those who share a room
+    /// with them (`m.presence`, kept in memory like typing: the next change
+    /// supersedes it). From the commit hook; once per deployment.
+    pub(crate) fn federate_presence(
+        &self,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+        last_active_ts: i64,
+        sharing: &std::collections::HashSet<ruma::OwnedUserId>,
+    ) {
+        if user.server_name() != self.server_name()
+            || !self.federation.enabled()
+            || !self.store.runs_deployment_jobs()
+        {
+            return;
+        }
+        let mut servers: Vec<&ServerName> = sharing
+            .iter()
+            .map(|u| u.server_name())
+            .filter(|s| *s != self.server_name())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        let mut entry = json!({
+            "user_id": user,
+            "presence": state,
+            "last_active_ago": (now_ms() - last_active_ts).max(0),
+            "currently_active": state == "online",
+        });
+        if let Some(m) = status_msg {
+            entry["status_msg"] = json!(m);
+        }
+        for server in servers {
+            if self.federation_peer(server).is_ok() {
+                self.federation.outbox.push_typing(
+                    server,
+                    json!({"edu_type": "m.presence", "content": {"push": [entry.clone()]}}),
+                );
+            }
+        }
+    }
+
+    /// `m.presence` from `origin`: the states of its own users who share a
+    /// room with a user of this server, stored as this server's own are
+    /// (their server times them out and says so).
+    async fn receive_presence(&self, origin: &ServerName, content: &Value) {
+        let Some(push) = content["push"].as_array() else {
+            return;
+        };
+        let mut batch = WriteBatch::new();
+        for p in push.iter().take(EDUS_PER_TXN) {
+            let Some(user) = p["user_id"]
+                .as_str()
+                .and_then(|u| UserId::parse(u).ok())
+                .filter(|u| u.server_name() == origin)
+            else {
+                continue;
+            };
+            let state = match p["presence"].as_str() {
+                Some(s @ ("online" | "offline" | "unavailable")) => s,
+                _ => continue,
+            };
+            let shares = self
+                .users_sharing_rooms(&user)
+                .is_ok_and(|users| users.iter().any(|u| u.server_name() == self.server_name()));
+            if !shares {
+                continue;
+            }
+            let ago = p["last_active_ago"]
+                .as_i64()
+                .unwrap_or(0)
+                .clamp(0, i64::MAX / 2);
+            batch.push(WriteOp::PutPresence {
+                user_id: user.to_string(),
+                state: state.to_owned(),
+                status_msg: p["status_msg"]
+                    .as_str()
+                    .map(|m| m.chars().take(256).collect()),
+                last_active_ts: now_ms() - ago,
+            });
+        }
+        if !batch.ops.is_empty() {
+            if let Err(e) = self.store.write(batch).await {
+                tracing::warn!(peer = %origin, error = %e, "presence from another server was not stored");
+            }
+        }
+    }
+
     /// Sends `local_user`'s typing in `room_id` to the room's other servers.
     pub(crate) fn federate_typing(&self, room: &crate::rooms::Room, user: &UserId, typing: bool) {
         if user.server_name() != self.server_name() {
@@ -319,6 +408,7 @@ impl Services {
                 }
             }
             Some("m.direct_to_device") => self.receive_to_device(origin, &edu["content"]).await,
+            Some("m.presence") => self.receive_presence(origin, &edu["content"]).await,
             Some("m.device_list_update") | Some("m.signing_key_update") => {
                 self.receive_key_change(origin, &edu["content"]).await
             }
