@@ -739,16 +739,7 @@ async fn send_as(
         .iter()
         .map(|p| serde_json::value::to_raw_value(p).unwrap())
         .collect();
-    let b_key = b.signing_key();
-    let input = ServerSignaturesInput::new(
-        ServerName::parse(&b.name).unwrap(),
-        ServerName::parse(&a.name).unwrap(),
-        &b_key,
-    );
-    let request = txn
-        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
-        .unwrap();
-    federation_request(&ca.ca_file, a.fed_port, request).await
+    signed_as(ca, a, b, txn).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1481,16 +1472,7 @@ async fn make_knock_as(
         user.try_into().unwrap(),
     );
     ask.ver = versions.iter().map(|v| (*v).try_into().unwrap()).collect();
-    let key = from.signing_key();
-    let input = ServerSignaturesInput::new(
-        ServerName::parse(&from.name).unwrap(),
-        ServerName::parse(&to.name).unwrap(),
-        &key,
-    );
-    let request = ask
-        .try_into_http_request::<Vec<u8>>(&format!("https://{}", to.name), input, ())
-        .unwrap();
-    federation_request(&ca.ca_file, to.fed_port, request).await
+    signed_as(ca, to, from, ask).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -259,22 +259,9 @@ impl Services {
     /// A local user's devices or keys changed: the servers sharing a room
     /// with them hear of it.
     pub(crate) fn federate_key_change(&self, user: &UserId, sharing: &[OwnedUserId], pos: i64) {
-        if user.server_name() != self.server_name()
-            || !self.federation.enabled()
-            || !self.store.runs_deployment_jobs()
-        {
-            return;
-        }
-        let mut servers: Vec<&ServerName> = sharing
-            .iter()
-            .map(|u| u.server_name())
-            .filter(|s| *s != self.server_name())
-            .collect();
-        servers.sort();
-        servers.dedup();
-        let ops: Vec<WriteOp> = servers
+        let ops: Vec<WriteOp> = self
+            .peers_hearing_of(user, sharing)
             .into_iter()
-            .filter(|server| self.federation_peer(server).is_ok())
             .map(|server| {
                 queue_edu(
                     server,

@@ -223,19 +223,10 @@ impl Services {
         last_active_ts: i64,
         sharing: &std::collections::HashSet<ruma::OwnedUserId>,
     ) {
-        if user.server_name() != self.server_name()
-            || !self.federation.enabled()
-            || !self.store.runs_deployment_jobs()
-        {
+        let servers = self.peers_hearing_of(user, sharing);
+        if servers.is_empty() {
             return;
         }
-        let mut servers: Vec<&ServerName> = sharing
-            .iter()
-            .map(|u| u.server_name())
-            .filter(|s| *s != self.server_name())
-            .collect();
-        servers.sort();
-        servers.dedup();
         let mut entry = json!({
             "user_id": user,
             "presence": state,
@@ -246,13 +237,37 @@ impl Services {
             entry["status_msg"] = json!(m);
         }
         for server in servers {
-            if self.federation_peer(server).is_ok() {
-                self.federation.outbox.push_typing(
-                    server,
-                    json!({"edu_type": "m.presence", "content": {"push": [entry.clone()]}}),
-                );
-            }
+            self.federation.outbox.push_typing(
+                server,
+                json!({"edu_type": "m.presence", "content": {"push": [entry.clone()]}}),
+            );
         }
+    }
+
+    /// The peers to tell of a change of local `user`'s (keys, presence):
+    /// the servers of `sharing` (those who share a room with them), each
+    /// once; none for another server's user, or where federation is off,
+    /// or in a process that does not run the deployment's jobs (one tells
+    /// for all).
+    pub(crate) fn peers_hearing_of<'a>(
+        &self,
+        user: &UserId,
+        sharing: impl IntoIterator<Item = &'a ruma::OwnedUserId>,
+    ) -> Vec<&'a ServerName> {
+        if user.server_name() != self.server_name()
+            || !self.federation.enabled()
+            || !self.store.runs_deployment_jobs()
+        {
+            return Vec::new();
+        }
+        let mut servers: Vec<&ServerName> = sharing
+            .into_iter()
+            .map(|u| u.server_name())
+            .filter(|s| *s != self.server_name() && self.federation_peer(s).is_ok())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        servers
     }
 
     /// `m.presence` from `origin`: the states of its own users who share a
