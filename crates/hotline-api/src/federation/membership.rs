@@ -49,8 +49,7 @@ pub async fn create_join_event_route(
         Some("true") => true,
         Some(_) => return Err(Error::invalid_param("omit_members is true or false").into()),
     };
-    let pdu: Box<serde_json::value::RawValue> = serde_json::from_slice(&signed.body)
-        .map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    let pdu = signed.pdu()?;
     let answer = s
         .services
         .send_join(&signed.origin, &room_id, &event_id, &pdu, omit_members)
@@ -97,8 +96,7 @@ pub async fn create_leave_event_route(
     PathArgs((room_id, event_id)): PathArgs<(OwnedRoomId, OwnedEventId)>,
     signed: Signed,
 ) -> ApiResult<Json<Value>> {
-    let pdu: Box<serde_json::value::RawValue> = serde_json::from_slice(&signed.body)
-        .map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    let pdu = signed.pdu()?;
     s.services
         .send_leave(&signed.origin, &room_id, &event_id, &pdu)
         .await?;
@@ -125,8 +123,7 @@ pub async fn create_knock_event_route(
     PathArgs((room_id, event_id)): PathArgs<(OwnedRoomId, OwnedEventId)>,
     signed: Signed,
 ) -> ApiResult<Json<Value>> {
-    let pdu: Box<serde_json::value::RawValue> = serde_json::from_slice(&signed.body)
-        .map_err(|e| Error::bad_json(format!("Not an event: {e}")))?;
+    let pdu = signed.pdu()?;
     let face = s
         .services
         .send_knock(&signed.origin, &room_id, &event_id, &pdu)

@@ -124,6 +124,14 @@ pub struct Signed {
     pub body: bytes::Bytes,
 }
 
+impl Signed {
+    /// The body as one event (`send_join`, `send_leave`, `send_knock`).
+    pub fn pdu(&self) -> Result<Box<serde_json::value::RawValue>, hotline_service::Error> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| hotline_service::Error::bad_json(format!("Not an event: {e}")))
+    }
+}
+
 impl FromRequest<AppState> for Signed {
     type Rejection = ApiError;
 

@@ -404,36 +404,10 @@ impl Services {
         let allowed: Vec<OwnedEventId> = history
             .values()
             .filter(|c| {
-                let event = &c.event;
-                let independent = ruma::state_res::check_state_independent_auth_rules(
-                    &rules.authorization,
-                    event,
-                    fetch,
-                );
-                // Against its own auth events (the create event implied
-                // from room version 12).
-                let implied = rules
-                    .authorization
-                    .room_create_event_id_as_room_id
-                    .then(|| create.clone())
-                    .flatten();
-                let auth: HashMap<(String, String), Arc<PduEvent>> = event
-                    .pdu
-                    .auth_events
-                    .iter()
-                    .chain(implied.iter())
-                    .filter_map(|id| fetch(id))
-                    .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e)))
-                    .collect();
-                let dependent = ruma::state_res::check_state_dependent_auth_rules(
-                    &rules.authorization,
-                    event,
-                    |t: &StateEventType, k: &str| auth.get(&(t.to_string(), k.to_owned())).cloned(),
-                );
-                match independent.and(dependent) {
+                match authorized_by_its_auth_events(&rules, &c.event, create.as_deref(), fetch) {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::info!(peer = %server, event_id = %event.event_id, reason = %e, "an event of a room's history is not allowed");
+                        tracing::info!(peer = %server, event_id = %c.event.event_id, reason = %e, "an event of a room's history is not allowed");
                         false
                     }
                 }
@@ -723,39 +697,10 @@ impl Services {
         // state it joins.
         let fetch = |id: &EventId| events.get(id).map(|c| c.event.clone());
         for c in events.values() {
-            ruma::state_res::check_state_independent_auth_rules(
-                &rules.authorization,
-                &c.event,
-                fetch,
-            )
-            .map_err(|r| Error::forbidden(format!("{server} sent an unauthorized event: {r}")))?;
-            if c.event.pdu.kind != TimelineEventType::RoomCreate {
-                // From room version 12 the create event is implied.
-                let implied = rules
-                    .authorization
-                    .room_create_event_id_as_room_id
-                    .then(|| create.event.event_id.clone());
-                let auth: HashMap<(String, String), Arc<PduEvent>> = c
-                    .event
-                    .pdu
-                    .auth_events
-                    .iter()
-                    .chain(implied.iter())
-                    .filter_map(|id| fetch(id))
-                    .filter_map(|e| {
-                        let k = e.pdu.state_key.clone()?;
-                        Some(((e.pdu.kind.to_string(), k), e))
-                    })
-                    .collect();
-                ruma::state_res::check_state_dependent_auth_rules(
-                    &rules.authorization,
-                    &c.event,
-                    |t: &StateEventType, k: &str| auth.get(&(t.to_string(), k.to_owned())).cloned(),
-                )
+            authorized_by_its_auth_events(&rules, &c.event, Some(&create.event.event_id), fetch)
                 .map_err(|r| {
                     Error::forbidden(format!("{server} sent an unauthorized event: {r}"))
                 })?;
-            }
         }
         let state_map: HashMap<(String, String), Arc<PduEvent>> = state_ids
             .iter()
@@ -925,6 +870,34 @@ impl Services {
         }
         Ok(results)
     }
+}
+
+/// Whether `event` passes the room version's rules against its own auth
+/// events (`fetch` finds them; from room version 12 the create event
+/// `create` is implied): the check of a received event that is not checked
+/// against the room's state here (a join's state and auth chain, history).
+fn authorized_by_its_auth_events(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    event: &Arc<PduEvent>,
+    create: Option<&EventId>,
+    fetch: impl Fn(&EventId) -> Option<Arc<PduEvent>>,
+) -> std::result::Result<(), String> {
+    ruma::state_res::check_state_independent_auth_rules(&rules.authorization, event, &fetch)?;
+    let implied = create.filter(|_| rules.authorization.room_create_event_id_as_room_id);
+    let auth: HashMap<(String, String), Arc<PduEvent>> = event
+        .pdu
+        .auth_events
+        .iter()
+        .map(|id| &**id)
+        .chain(implied)
+        .filter_map(&fetch)
+        .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e)))
+        .collect();
+    ruma::state_res::check_state_dependent_auth_rules(
+        &rules.authorization,
+        event,
+        |t: &StateEventType, k: &str| auth.get(&(t.to_string(), k.to_owned())).cloned(),
+    )
 }
 
 /// A membership template from `server` (`make_join`, `make_leave`,

@@ -134,9 +134,10 @@ impl Outbox {
         }
     }
 
-    /// Typing for `server`, kept in memory only (stale after a restart or
-    /// a failed try); every other EDU is queued durably ([`queue_edu`]).
-    pub(crate) fn push_typing(&self, server: &ServerName, edu: Value) {
+    /// An ephemeral EDU (typing, presence) for `server`, kept in memory
+    /// only (stale after a restart or a failed try); every other EDU is
+    /// queued durably ([`queue_edu`]).
+    pub(crate) fn push_ephemeral(&self, server: &ServerName, edu: Value) {
         let d = self.destination(server);
         {
             let mut edus = d.edus.lock();
@@ -237,7 +238,7 @@ impl Services {
             entry["status_msg"] = json!(m);
         }
         for server in servers {
-            self.federation.outbox.push_typing(
+            self.federation.outbox.push_ephemeral(
                 server,
                 json!({"edu_type": "m.presence", "content": {"push": [entry.clone()]}}),
             );
@@ -322,7 +323,7 @@ impl Services {
             return;
         }
         for server in self.federation_destinations_of(room) {
-            self.federation.outbox.push_typing(
+            self.federation.outbox.push_ephemeral(
                 &server,
                 json!({"edu_type": "m.typing", "content": {
                     "room_id": room.id, "user_id": user, "typing": typing }}),
@@ -481,8 +482,9 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
         let Some(s) = services.upgrade() else {
             return;
         };
-        // Typing, kept in memory (stale by a retry); then the stored EDUs.
-        let typing: Vec<Value> = {
+        // Typing and presence, kept in memory (stale by a retry); then
+        // the stored EDUs.
+        let ephemeral: Vec<Value> = {
             let mut pending = d.edus.lock();
             let n = pending.len().min(EDUS_PER_TXN);
             pending.drain(..n).collect()
@@ -497,7 +499,7 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                 });
             let stored = s
                 .store
-                .federation_edu_outbox(server.as_str(), sent.1, EDUS_PER_TXN - typing.len())
+                .federation_edu_outbox(server.as_str(), sent.1, EDUS_PER_TXN - ephemeral.len())
                 .unwrap_or_else(|e| {
                     tracing::error!(peer = %server, error = %e, "reading the federation queue");
                     Vec::new()
@@ -506,7 +508,7 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
         } else {
             (Vec::new(), Vec::new())
         };
-        if rows.is_empty() && typing.is_empty() && stored.is_empty() {
+        if rows.is_empty() && ephemeral.is_empty() && stored.is_empty() {
             if sent != dequeued {
                 dequeue(&s, sent, dequeued);
                 dequeued = sent;
@@ -539,7 +541,7 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
             ruma::MilliSecondsSinceUnixEpoch::now(),
         );
         request.pdus = pdus;
-        request.edus = typing
+        request.edus = ephemeral
             .iter()
             .filter_map(|e| serde_json::value::to_raw_value(e).ok())
             .chain(
@@ -582,8 +584,8 @@ async fn run(services: Weak<Services>, server: OwnedServerName, d: Arc<Destinati
                     status.failures += 1;
                     status.last_error = Some(e.to_string());
                 }
-                // The stored entries stay queued for the next try; typing
-                // is stale by then.
+                // The stored entries stay queued for the next try; typing and
+                // presence are stale by then.
                 tracing::info!(peer = %server, error = %e, retry_in_ms = backoff.as_millis() as u64, "a transaction failed");
                 drop(s);
                 tokio::select! {

@@ -226,8 +226,8 @@ impl Services {
     }
 
     /// The room's state after `id` (see the module docs for where it comes
-    /// from); `None` for an event this server does not have. `base` is the
-    /// room's current state before the batch being appended.
+    /// from); `None` for an event this server does not have. `batch` holds
+    /// the states after the forking events of the batch being appended.
     pub(super) fn state_after(
         &self,
         room: &Room,
