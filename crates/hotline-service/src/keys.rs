@@ -605,6 +605,14 @@ impl Services {
             }
         }
         let mut batch = WriteBatch::new();
+        let public: serde_json::Map<String, Value> = new
+            .iter()
+            .filter(|(kind, _)| matches!(**kind, "master" | "self_signing"))
+            .map(|(kind, key)| (format!("{kind}_key"), key.clone()))
+            .collect();
+        batch
+            .ops
+            .extend(self.signing_key_update_edus(&sender.user_id, public)?);
         for (kind, key) in new {
             batch.push(WriteOp::PutCrossSigningKey {
                 user_id: user.to_owned(),

@@ -23,6 +23,10 @@ CREATE INDEX IF NOT EXISTS events_room_pos ON events (room_id, pos);
 -- history of one key (a user's memberships, the history visibility).
 CREATE INDEX IF NOT EXISTS events_room_state ON events (room_id, event_type, state_key, pos)
   WHERE state_key IS NOT NULL;
+-- Events known but outside their room's timeline: a join's auth chain,
+-- events fetched to check others, soft-failed events.
+CREATE TABLE IF NOT EXISTS outliers (
+  event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS txns (
   user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL,
   PRIMARY KEY (user_id, device_id, txn_id));

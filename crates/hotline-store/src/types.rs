@@ -519,6 +519,24 @@ pub enum WriteOp {
         user_id: String,
         version: i64,
     },
+    /// Puts an event of a room's past, fetched from another server
+    /// (`/backfill`), before every event stored: at a position below all
+    /// others (such positions count down from -1). Only the event row is
+    /// written: it changes no current state, membership or transaction, and
+    /// no `/sync` hears of it. A batch's events go newest first, so each
+    /// lands before the one put before it. An event already stored is left
+    /// as it is.
+    AppendBackfilled(NewEvent),
+    /// Keeps an event that is not part of its room's timeline: one of a
+    /// join's auth chain, one fetched to check another, or one the room's
+    /// current state refused (soft-failed). Read by
+    /// [`RoomStore::get_outlier`](crate::RoomStore::get_outlier); a second
+    /// put of the same event is a no-op.
+    PutOutlier {
+        event_id: String,
+        room_id: String,
+        json: String,
+    },
     /// Queues an event for another server, behind what is queued for it.
     QueueFederation {
         destination: String,

@@ -1796,3 +1796,169 @@ async fn media_of_a_server_not_on_the_allow_list_is_refused() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_paging_back_past_what_the_join_brought_gets_the_rest_from_the_rooms_server() {
+    let ca = TestCa::new();
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let mut a = FederatedServer::start(&ca, pa, &[&nb], "").await;
+    let mut b = FederatedServer::start(&ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let room = ha.create_public_room(&alice).await;
+    // More than a join brings with it (one page of 50 events). Alice
+    // renames herself halfway: the older texts are authorized by a
+    // membership of hers that is no longer the room's state.
+    let said: Vec<String> = (0..130).map(|i| format!("text {i}")).collect();
+    for (i, text) in said.iter().enumerate() {
+        if i == 40 {
+            set_displayname(&ha, &alice, &a.user("alice"), "Alice A.").await;
+        }
+        ha.send_text(&alice, &room, &format!("t{i}"), text).await;
+    }
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}?via={na}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "join over federation: {v}");
+    // Paging back fetches the rest from A as it goes: every text once, in
+    // the order it was said.
+    assert_eq!(hb.texts_paging_back(&bob, &room, 25).await, said);
+    // Kept: with A gone and B restarted, B reads it all from its own store.
+    a.server.stop();
+    b.server.stop();
+    b.server.spawn().await;
+    let hb = Http::new(&b.server.url);
+    assert_eq!(hb.texts_paging_back(&bob, &room, 40).await, said);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_the_rooms_state_no_longer_allows_is_kept_but_never_shown_or_built_on() {
+    let ca = TestCa::new();
+    let (a, b, alice, _bob_token, room) = two_servers_sharing_a_room(&ca).await;
+    let ha = Http::new(&a.server.url);
+    let bob = b.user("bob");
+    // Bob's server makes a text while anyone may still speak ...
+    let (late, late_id) = pdu_from(
+        &ha,
+        &alice,
+        &room,
+        &bob,
+        &b.name,
+        &b.signing_key(),
+        "said before the room was muted",
+    )
+    .await;
+    // ... and Alice mutes the room before it arrives.
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(&alice),
+            Some(
+                &json!({"users": {a.user("alice"): 100}, "users_default": 0,
+                        "events_default": 50, "state_default": 50, "ban": 50, "kick": 50,
+                        "redact": 50, "invite": 0, "events": {}})
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let muted_id = v["event_id"].as_str().unwrap().to_owned();
+    // The state before the text allowed it, so it is accepted (soft
+    // failure, not rejection) ...
+    let (status, v) = send_as(&ca, &a, &b, "late-1", &[&late]).await;
+    assert_eq!((status, &v["pdus"][&late_id]), (200, &json!({})), "{v}");
+    // ... but no reader sees it,
+    let (status, v) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/event/{late_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{v}");
+    assert!(ha.texts(&alice, &room).await.is_empty());
+    // the next event made here does not build on it,
+    let next_id = ha.send_text(&alice, &room, "n1", "still here").await;
+    let (status, next) = signed_as(
+        &ca,
+        &a,
+        &b,
+        ruma::api::federation::event::get_event::v1::Request::new(
+            ruma::OwnedEventId::try_from(next_id.as_str()).unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(next["pdus"][0]["prev_events"], json!([muted_id]), "{next}");
+    // and it is kept: A serves it to the room's servers, and takes it
+    // again as known.
+    let (status, kept) = signed_as(
+        &ca,
+        &a,
+        &b,
+        ruma::api::federation::event::get_event::v1::Request::new(
+            ruma::OwnedEventId::try_from(late_id.as_str()).unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(
+        kept["pdus"][0]["content"]["body"],
+        "said before the room was muted"
+    );
+    let (status, v) = send_as(&ca, &a, &b, "late-2", &[&late]).await;
+    assert_eq!((status, &v["pdus"][&late_id]), (200, &json!({})), "{v}");
+    assert_eq!(ha.texts(&alice, &room).await, ["still here"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_cross_signing_keys_are_queued_for_the_servers_sharing_a_room_as_a_signing_key_update()
+{
+    let ca = TestCa::new();
+    let (mut a, b, alice, bob_token, room) = two_servers_sharing_a_room(&ca).await;
+    let hb = Http::new(&b.server.url);
+    let bob = b.user("bob");
+    // A is down, so what B sends it stays queued where the test can read it.
+    a.server.stop();
+    let master = json!({"user_id": bob, "usage": ["master"],
+                        "keys": {"ed25519:bobsmasterkey": "bobsmasterkey"}});
+    let (status, v) = hb
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/device_signing/upload",
+            Some(&bob_token),
+            Some(&json!({"master_key": master}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let queued = b.server.queued_edus(&a.name);
+    let updates: Vec<&Value> = queued
+        .iter()
+        .filter(|e| e["edu_type"] == "m.signing_key_update")
+        .collect();
+    assert_eq!(updates.len(), 1, "{queued:?}");
+    assert_eq!(updates[0]["content"]["user_id"], json!(bob));
+    assert_eq!(updates[0]["content"]["master_key"], master);
+    assert!(updates[0]["content"].get("user_signing_key").is_none());
+    // And A hears of it when it is back (and heard from: a text from A
+    // tells B it is up).
+    a.server.spawn().await;
+    Http::new(&a.server.url)
+        .send_text(&alice, &room, "back", "back again")
+        .await;
+    for _ in 0..150 {
+        if b.server.queued_edus(&a.name).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("B never delivered its queued EDUs to A");
+}

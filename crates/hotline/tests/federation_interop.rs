@@ -199,6 +199,24 @@ async fn a_hotline_and_a_synapse_share_rooms_and_an_encrypted_dm_both_ways() {
         .await;
     assert_eq!(status, 403, "{v}");
 
+    // A room with more history than a join brings: Hotline fetches the
+    // rest from Synapse (its /backfill) as Alice pages back.
+    let long = hs.create_public_room(&sam).await;
+    let said: Vec<String> = (0..75).map(|i| format!("long ago {i}")).collect();
+    for (i, text) in said.iter().enumerate() {
+        hs.send_text(&sam, &long, &format!("l{i}"), text).await;
+    }
+    let (status, v) = hh
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{long}?via={ns}"),
+            Some(&alice),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "Hotline joins a Synapse room: {v}");
+    assert_eq!(hh.texts_paging_back(&alice, &long, 20).await, said);
+
     // Encrypted DMs with matrix-sdk clients, opened from either side (rooms
     // of version 11 on Hotline, 12 on Synapse).
     register(&hotline.server.url, "hana").await;

@@ -58,15 +58,18 @@ pub async fn get_message_events_route(
         None => RoomEventFilter::default(),
     };
     let limit = q.limit.or(filter.limit).unwrap_or(10);
-    let page = s.services.messages(
-        &sender.user_id,
-        &room,
-        q.from.as_deref(),
-        q.to.as_deref(),
-        dir,
-        limit,
-        &filter,
-    )?;
+    let page = s
+        .services
+        .messages(
+            &sender.user_id,
+            &room,
+            q.from.as_deref(),
+            q.to.as_deref(),
+            dir,
+            limit,
+            &filter,
+        )
+        .await?;
     let mut out = json!({
         "start": page.start,
         "chunk": events_json(&page.chunk, &sender),

@@ -1,8 +1,8 @@
 //! End-to-end encryption across servers: device keys and one-time keys of
 //! other servers' users (asked of their server when a client asks), the
 //! device list of a local user for other servers, to-device messages as
-//! `m.direct_to_device` EDUs, and device-list changes as
-//! `m.device_list_update` EDUs.
+//! `m.direct_to_device` EDUs, device-list changes as `m.device_list_update`
+//! EDUs, and new public cross-signing keys as `m.signing_key_update`.
 //!
 //! Keys of remote users are not cached: each `/keys/query` for them asks
 //! their server, so what a client sees is never older than the request. A
@@ -282,6 +282,35 @@ impl Services {
                 tracing::error!(error = %e, "queueing a device-list change for other servers");
             }
         });
+    }
+
+    /// `m.signing_key_update` for the servers of those sharing a room with
+    /// `user` (of this server), whose public cross-signing keys changed to
+    /// `keys` (`master_key`, `self_signing_key`): writes to go with the
+    /// change, so the notice is as durable as the keys.
+    pub(crate) fn signing_key_update_edus(
+        &self,
+        user: &UserId,
+        keys: Map<String, Value>,
+    ) -> Result<Vec<WriteOp>> {
+        if !self.federation.enabled() || keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sharing = self.users_sharing_rooms(user)?;
+        let mut servers: Vec<&ServerName> = sharing
+            .iter()
+            .map(|u| u.server_name())
+            .filter(|s| *s != self.server_name() && self.federation_peer(s).is_ok())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        let mut content = keys;
+        content.insert("user_id".into(), json!(user));
+        let edu = json!({"edu_type": "m.signing_key_update", "content": content});
+        Ok(servers
+            .into_iter()
+            .map(|s| queue_edu(s, edu.clone()))
+            .collect())
     }
 
     /// `m.direct_to_device` from `origin`: queued for the local devices

@@ -42,11 +42,21 @@ impl Services {
             .ok_or_else(|| Error::not_found("Unknown event"))
     }
 
+    /// A stored event by id, in a timeline or kept outside one.
+    pub(crate) fn known_event_row(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<hotline_store::EventRow>> {
+        match self.store.get_event(event_id.as_str())? {
+            Some(row) => Ok(Some(row)),
+            None => Ok(self.store.get_outlier(event_id.as_str())?),
+        }
+    }
+
     /// `GET /_matrix/federation/v1/event/{eventId}`.
     pub fn event_for_peer(&self, origin: &ServerName, event_id: &EventId) -> Result<Box<RawValue>> {
         let row = self
-            .store
-            .get_event(event_id.as_str())?
+            .known_event_row(event_id)?
             .ok_or_else(|| Error::not_found("Unknown event"))?;
         let room_id = RoomId::parse(&row.room_id).map_err(Error::internal)?;
         let room = self.room_for_peer(origin, &room_id)?;
@@ -113,15 +123,14 @@ impl Services {
         limit: usize,
     ) -> Result<Vec<Box<RawValue>>> {
         let room = self.room_for_peer(origin, room_id)?;
-        let mut upto = 0;
-        for id in from {
-            if let Ok(row) = self.stored_in(&room, id) {
-                upto = upto.max(row.pos);
-            }
-        }
-        if upto == 0 {
+        let Some(upto) = from
+            .iter()
+            .filter_map(|id| self.stored_in(&room, id).ok())
+            .map(|row| row.pos)
+            .max()
+        else {
             return Ok(Vec::new());
-        }
+        };
         self.store
             .room_events_backward(room_id.as_str(), upto + 1, limit.min(MAX_EVENTS))?
             .iter()
@@ -200,7 +209,7 @@ impl Services {
             if !seen.insert(id.clone()) {
                 continue;
             }
-            let Some(row) = self.store.get_event(id.as_str())? else {
+            let Some(row) = self.known_event_row(&id)? else {
                 continue;
             };
             let pdu: Pdu = serde_json::from_str(&row.json).map_err(Error::internal)?;

@@ -14,6 +14,7 @@
 //! other peers as notaries when it cannot be reached, and kept until their
 //! `valid_until_ts`.
 
+mod backfill;
 mod e2ee;
 mod events;
 mod invite;
@@ -67,6 +68,7 @@ pub struct Federation {
     transport: OnceLock<Arc<dyn Transport>>,
     pub(crate) keys: keys::KeyCache,
     pub(crate) outbox: sender::Outbox,
+    pub(crate) backfills: backfill::Backfills,
 }
 
 impl Federation {
@@ -81,6 +83,7 @@ impl Federation {
             transport: OnceLock::new(),
             keys: keys::KeyCache::default(),
             outbox: sender::Outbox::default(),
+            backfills: backfill::Backfills::default(),
         }
     }
 

@@ -7,7 +7,8 @@
 //! and against the room's authorization rules before the room is stored.
 //! The state events are stored in the room's timeline ahead of the join,
 //! in depth order, so the room loads like a room made here; events of the
-//! auth chain that are no longer state are checked but not kept.
+//! auth chain that are no longer state are kept outside the timeline
+//! (outliers), for checking the room's past when it is fetched.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -29,9 +30,6 @@ use super::pdus::CheckedPdu;
 use crate::pdu::{rules, EventDraft, Pdu, PduEvent};
 use crate::rooms::Room;
 use crate::{Error, Result, Services};
-
-/// Events of a room's history fetched with a join over federation.
-const HISTORY_ON_JOIN: u32 = 50;
 
 /// The room versions this server joins and serves over federation: those
 /// whose event ids are reference hashes (from 12, room ids are too: such a
@@ -350,73 +348,6 @@ impl Services {
         out
     }
 
-    /// Up to [`HISTORY_ON_JOIN`] events before `join`, asked of `server`
-    /// (`/backfill`), each checked as every received event is and against
-    /// its auth events (which the join's auth chain, the history itself or
-    /// the store hold); those that fail are left out. Nothing if the server
-    /// cannot say.
-    async fn history_before(
-        &self,
-        server: &ServerName,
-        room_id: &RoomId,
-        version: &RoomVersionId,
-        join: &PduEvent,
-        known: &HashMap<OwnedEventId, CheckedPdu>,
-    ) -> Vec<CheckedPdu> {
-        let ask = ruma::api::federation::backfill::get_backfill::v1::Request::new(
-            room_id.to_owned(),
-            join.pdu.prev_events.clone(),
-            ruma::UInt::from(HISTORY_ON_JOIN),
-        );
-        let answer = match self.federation_call(server, ask).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::info!(peer = %server, %room_id, error = %e, "history before a join could not be had");
-                return Vec::new();
-            }
-        };
-        let Ok(rules) = rules(version) else {
-            return Vec::new();
-        };
-        let mut history: HashMap<OwnedEventId, CheckedPdu> = HashMap::new();
-        for raw in answer.pdus.iter().take(HISTORY_ON_JOIN as usize) {
-            match self.check_incoming_pdu(raw, version).await {
-                Ok(c) if c.event.room_id == room_id && !known.contains_key(&c.event.event_id) => {
-                    history.insert(c.event.event_id.clone(), c);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::info!(peer = %server, reason = %e, "an event of a room's history is refused")
-                }
-            }
-        }
-        let fetch = |id: &EventId| -> Option<Arc<PduEvent>> {
-            if let Some(c) = known.get(id).or_else(|| history.get(id)) {
-                return Some(c.event.clone());
-            }
-            let row = self.store.get_event(id.as_str()).ok()??;
-            self.load_event(&row).ok().map(Arc::new)
-        };
-        let create = known
-            .values()
-            .find(|c| c.event.pdu.kind == TimelineEventType::RoomCreate)
-            .map(|c| c.event.event_id.clone());
-        let allowed: Vec<OwnedEventId> = history
-            .values()
-            .filter(|c| {
-                match authorized_by_its_auth_events(&rules, &c.event, create.as_deref(), fetch) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::info!(peer = %server, event_id = %c.event.event_id, reason = %e, "an event of a room's history is not allowed");
-                        false
-                    }
-                }
-            })
-            .map(|c| c.event.event_id.clone())
-            .collect();
-        allowed.iter().filter_map(|id| history.remove(id)).collect()
-    }
-
     /// A room id, or an alias resolved here or (for another server's
     /// alias) by its server, with the servers to join it through.
     pub async fn resolve_room_anywhere(
@@ -720,7 +651,7 @@ impl Services {
         // History before the join, one page of it as the resident server
         // has it: a member who joins reads what was said before, as far as
         // the room's history visibility lets them.
-        let history = self
+        let (history, fetched) = self
             .history_before(server, room_id, &version, &joined.event, &events)
             .await;
 
@@ -752,6 +683,16 @@ impl Services {
                 continue;
             }
             batch.push(WriteOp::AppendEvent(new_event(c)?));
+        }
+        // The auth chain that is no longer state, and what was fetched to
+        // check the history, outside the timeline.
+        let state_ids: HashSet<&OwnedEventId> = state_ids.iter().collect();
+        for c in events
+            .values()
+            .filter(|c| !state_ids.contains(&c.event.event_id))
+            .chain(fetched.iter())
+        {
+            batch.push(super::backfill::outlier(c));
         }
         for (key, appended) in newest {
             if let Some(current) = state_map.get(&key) {
@@ -844,9 +785,10 @@ impl Services {
                 checked.iter().map(|c| c.event.event_id.clone()).collect();
             let mut gaps = Vec::new();
             for c in &checked {
-                let unknown = c.event.pdu.prev_events.iter().any(|p| {
-                    !here.contains(p) && self.store.get_event(p.as_str()).ok().flatten().is_none()
-                });
+                let unknown =
+                    c.event.pdu.prev_events.iter().any(|p| {
+                        !here.contains(p) && self.known_event_row(p).ok().flatten().is_none()
+                    });
                 if unknown {
                     gaps.push(c.event.event_id.clone());
                 }
@@ -876,7 +818,7 @@ impl Services {
 /// events (`fetch` finds them; from room version 12 the create event
 /// `create` is implied): the check of a received event that is not checked
 /// against the room's state here (a join's state and auth chain, history).
-fn authorized_by_its_auth_events(
+pub(super) fn authorized_by_its_auth_events(
     rules: &ruma::room_version_rules::RoomVersionRules,
     event: &Arc<PduEvent>,
     create: Option<&EventId>,

@@ -29,6 +29,7 @@ use ruma::{
 
 pub use create::CreateRoom;
 pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
+pub(crate) use read::OLDEST_POS;
 pub use read::{
     parse_position_token, position_token, Direction, EventContext, MessagesPage, MAX_SCAN,
 };
@@ -857,12 +858,15 @@ impl Services {
         for checked in events {
             let event = checked.event.clone();
             let id = event.event_id.clone();
-            let verdict = (|| -> Result<Option<(NewEvent, Option<StateMap>)>> {
+            let verdict = (|| -> Result<Verdict> {
                 if event.room_id != room.id {
                     return Err(Error::bad_json("The event belongs to another room"));
                 }
-                if fresh.contains_key(&id) || self.store.get_event(id.as_str())?.is_some() {
-                    return Ok(None);
+                if fresh.contains_key(&id)
+                    || self.store.get_event(id.as_str())?.is_some()
+                    || self.store.get_outlier(id.as_str())?.is_some()
+                {
+                    return Ok(Verdict::Known);
                 }
                 let inner = room.inner.read();
                 let lookup = |t: &str, k: &str| -> Option<Arc<PduEvent>> {
@@ -922,19 +926,42 @@ impl Services {
                     }
                     resolved = Some(after);
                 }
-                // Soft failure: an event the room's current state refuses is
-                // not taken in, even if the state before it allowed it.
-                ruma::state_res::check_state_dependent_auth_rules(
+                // Soft failure: an event the room's current state refuses,
+                // although the state before it allowed it, is kept but not
+                // taken in (no reader sees it, no event of ours follows
+                // it). Its sender's server may still build on it.
+                if let Err(r) = ruma::state_res::check_state_dependent_auth_rules(
                     &rules.authorization,
                     &event,
                     |t: &StateEventType, k: &str| lookup(&t.to_string(), k),
-                )
-                .map_err(|r| Error::forbidden(format!("Not allowed by the room's state: {r}")))?;
+                ) {
+                    if let Some(after) = resolved {
+                        tracing::info!(event_id = %id, sender = %event.pdu.sender, reason = %r, "an event from another server is soft-failed: the room's state does not allow it");
+                        return Ok(Verdict::SoftFailed(after));
+                    }
+                    return Err(Error::forbidden(format!(
+                        "Not allowed by the room's state: {r}"
+                    )));
+                }
                 seam.check(&event, &|t: &str, k: &str| lookup(t, k))?;
-                Ok(Some((crate::federation::new_event(&checked)?, resolved)))
+                Ok(Verdict::Take(
+                    crate::federation::new_event(&checked)?,
+                    resolved,
+                ))
             })();
             match verdict {
-                Ok(Some((new, after))) => {
+                Ok(Verdict::SoftFailed(after)) => {
+                    forked.insert(id.clone(), Arc::new(after));
+                    fresh.insert(id.clone(), event.clone());
+                    batch.push(WriteOp::PutOutlier {
+                        event_id: id.to_string(),
+                        room_id: room.id.to_string(),
+                        json: checked.json.clone(),
+                    });
+                    accepted.push(results.len());
+                    results.push((id, Ok(())));
+                }
+                Ok(Verdict::Take(new, after)) => {
                     let prevs = &event.pdu.prev_events;
                     let merges_all = heads.iter().all(|h| prevs.contains(h));
                     match after {
@@ -979,7 +1006,7 @@ impl Services {
                     accepted.push(results.len());
                     results.push((id, Ok(())));
                 }
-                Ok(None) => results.push((id, Ok(()))),
+                Ok(Verdict::Known) => results.push((id, Ok(()))),
                 Err(e) => {
                     tracing::info!(event_id = %id, sender = %event.pdu.sender, reason = %e, "an event from another server is refused");
                     results.push((id, Err(e)));
@@ -1230,6 +1257,18 @@ pub(crate) fn build_events(
 
 /// `base` under `overlay`: a room's whole current state while a batch of
 /// events changes it.
+/// What becomes of an event another server sent.
+enum Verdict {
+    /// Taken into the room: the write, and the state after it when it
+    /// forked the room.
+    Take(NewEvent, Option<StateMap>),
+    /// Here already.
+    Known,
+    /// Allowed by the state before it, refused by the room's state now:
+    /// kept outside the timeline, with the state after it.
+    SoftFailed(StateMap),
+}
+
 fn current_with(base: &StateMap, overlay: &StateMap) -> StateMap {
     let mut out = base.clone();
     out.extend(overlay.iter().map(|(k, e)| (k.clone(), e.clone())));

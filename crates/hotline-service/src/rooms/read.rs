@@ -46,8 +46,14 @@ pub struct MessagesPage {
     pub state: Vec<Arc<PduEvent>>,
 }
 
+/// The lowest position a token may name. Events of a room's past fetched
+/// from another server sit at negative positions (counting down from -1);
+/// this bound leaves room for any number of them and for arithmetic on it.
+pub(crate) const OLDEST_POS: i64 = i64::MIN / 4;
+
 /// Pagination tokens are stream positions: `t{P}` is the boundary just after
-/// position `P`. Sync tokens (`s{P}_{T}`) are accepted too.
+/// position `P` (negative in a past fetched from another server). Sync
+/// tokens (`s{P}_{T}`) are accepted too.
 pub fn parse_position_token(token: &str) -> Result<i64> {
     let bad = || Error::invalid_param("Invalid pagination token");
     let rest = token
@@ -57,7 +63,7 @@ pub fn parse_position_token(token: &str) -> Result<i64> {
     rest.split('_')
         .next()
         .and_then(|p| p.parse::<i64>().ok())
-        .filter(|p| *p >= 0)
+        .filter(|p| *p >= OLDEST_POS)
         .ok_or_else(bad)
 }
 
@@ -195,8 +201,40 @@ impl Services {
     }
 
     /// `GET /rooms/{roomId}/messages`: the filter applies before the limit.
+    /// A backward page that reaches the oldest event stored here, short of
+    /// its limit, in a room other servers are in, asks them for the room's
+    /// past first ([`Services::backfill`]) when the reader could see it.
     #[allow(clippy::too_many_arguments)]
-    pub fn messages(
+    pub async fn messages(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        from: Option<&str>,
+        to: Option<&str>,
+        dir: Direction,
+        limit: usize,
+        filter: &RoomEventFilter,
+    ) -> Result<MessagesPage> {
+        let page = self.messages_page(user, room_id, from, to, dir, limit, filter)?;
+        let short = page.end.is_none() && page.chunk.len() < limit.clamp(1, 1000);
+        if dir != Direction::Backward || !short || to.is_some() || !self.federation.enabled() {
+            return Ok(page);
+        }
+        let room = self.room(room_id)?;
+        // Negative positions are the room's past from other servers.
+        if room.remote_servers(self.server_name()).is_empty()
+            || !self.visibility(&room, user)?.allows(-1)
+        {
+            return Ok(page);
+        }
+        if self.backfill(&room, limit.max(20)).await == 0 {
+            return Ok(page);
+        }
+        self.messages_page(user, room_id, from, to, dir, limit, filter)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn messages_page(
         &self,
         user: &UserId,
         room_id: &RoomId,
@@ -213,11 +251,13 @@ impl Services {
         let from_pos = match from {
             Some(t) => parse_position_token(t)?.min(top),
             None if dir == Direction::Backward => top,
-            None => 0,
+            None => OLDEST_POS,
         };
         let to_pos = to.map(parse_position_token).transpose()?;
         let runs = match dir {
-            Direction::Backward => vis.visible_runs(to_pos.map_or(1, |t| t + 1), from_pos),
+            Direction::Backward => {
+                vis.visible_runs(to_pos.map_or(OLDEST_POS + 1, |t| t + 1), from_pos)
+            }
             Direction::Forward => {
                 vis.visible_runs(from_pos + 1, to_pos.map_or(top, |t| t.min(top)))
             }
@@ -231,7 +271,7 @@ impl Services {
         })?;
         let end = match (dir, ended) {
             (Direction::Backward, ScanEnd::Full(p) | ScanEnd::Budget(p)) => {
-                (p > 1).then(|| position_token(p - 1))
+                Some(position_token(p - 1))
             }
             (Direction::Forward, ScanEnd::Full(p) | ScanEnd::Budget(p)) => Some(position_token(p)),
             (Direction::Backward, ScanEnd::Exhausted) => None,
@@ -326,7 +366,7 @@ impl Services {
         let start = if before_n == 0 {
             position_token(pos - 1)
         } else {
-            let runs = vis.visible_runs(1, pos - 1);
+            let runs = vis.visible_runs(OLDEST_POS + 1, pos - 1);
             match self.scan(room_id, &runs, Direction::Backward, |row| {
                 if let Some(e) = self.filtered_event(row, filter)? {
                     before.push(e);

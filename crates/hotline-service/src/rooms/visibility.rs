@@ -85,7 +85,8 @@ pub(crate) struct Visibility {
     /// Positions of the user's membership events in the room and their
     /// values, oldest first.
     memberships: Vec<(i64, Membership)>,
-    /// Position of the user's latest join, 0 if they never joined.
+    /// Position of the user's latest join, [`i64::MIN`] if they never
+    /// joined.
     last_join: i64,
 }
 
@@ -105,7 +106,7 @@ impl Visibility {
             .iter()
             .rev()
             .find(|(_, m)| *m == Membership::Join)
-            .map_or(0, |(p, _)| *p);
+            .map_or(i64::MIN, |(p, _)| *p);
         Visibility {
             history,
             memberships,
@@ -142,8 +143,15 @@ impl Visibility {
 
     /// Whether the user may see the room's event at `pos`.
     pub(crate) fn allows(&self, pos: i64) -> bool {
-        // No visibility event yet: the spec's default, `shared`.
-        let before = Self::before(&self.history, pos).unwrap_or(HistoryVisibility::Shared);
+        // No visibility event yet: the spec's default, `shared`. Except in
+        // a past fetched from another server (negative positions, below
+        // the state a join brought): what was in force there is unknown
+        // here, so the oldest setting known after it stands for it.
+        let before =
+            Self::before(&self.history, pos).unwrap_or_else(|| match self.history.first() {
+                Some((_, oldest)) if pos < 0 => *oldest,
+                _ => HistoryVisibility::Shared,
+            });
         let visibility = match Self::exactly(&self.history, pos) {
             Some(new) => before.max(new),
             None => before,

@@ -119,6 +119,38 @@ fn first_failure<const N: usize>(results: [PgResult<()>; N]) -> Applied {
     Err(errors.swap_remove(cause).into())
 }
 
+/// [`WriteOp::AppendBackfilled`]: the event row alone, below every
+/// position taken (the writer holds the stream's lock, so no other process
+/// takes the same one).
+pub(crate) async fn append_backfilled(c: &Conn, e: &NewEvent) -> Applied {
+    c.exec(
+        "INSERT INTO events (pos, event_id, room_id, sender, event_type, state_key, json)
+         VALUES ((SELECT LEAST(0, COALESCE(MIN(pos), 0)) FROM events) - 1, $1, $2, $3, $4, $5, $6)
+         ON CONFLICT (event_id) DO NOTHING",
+        &[
+            &e.event_id,
+            &e.room_id,
+            &e.sender,
+            &e.event_type,
+            &e.state_key,
+            &e.json,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`WriteOp::PutOutlier`].
+pub(crate) async fn put_outlier(c: &Conn, event_id: &str, room_id: &str, json: &str) -> Applied {
+    c.exec(
+        "INSERT INTO outliers (event_id, room_id, json) VALUES ($1, $2, $3)
+         ON CONFLICT (event_id) DO NOTHING",
+        &[&event_id, &room_id, &json],
+    )
+    .await?;
+    Ok(())
+}
+
 /// [`WriteOp::SetCurrentState`].
 pub(crate) async fn set_current_state(
     c: &Conn,
@@ -267,6 +299,14 @@ impl RoomStore for PostgresStore {
     fn get_event(&self, event_id: &str) -> Result<Option<EventRow>> {
         self.query_one(
             concat!("SELECT ", event_cols!(), " FROM events WHERE event_id = $1"),
+            &[&event_id],
+            event_row,
+        )
+    }
+
+    fn get_outlier(&self, event_id: &str) -> Result<Option<EventRow>> {
+        self.query_one(
+            "SELECT 0::BIGINT, event_id, room_id, json, NULL::TEXT, NULL::TEXT, NULL::TEXT FROM outliers WHERE event_id = $1",
             &[&event_id],
             event_row,
         )
@@ -662,6 +702,14 @@ mod tests {
             .collect::<Vec<_>>();
         current.sort();
         assert_eq!(current, ["$n2", "$t"]);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn backfilled_events_go_before_all_others_and_outliers_stay_out_of_the_timeline() {
+        let store = fresh_store();
+        crate::traits::backfilled_events_go_before_all_others_and_outliers_stay_out_of_the_timeline(&*store)
+            .await;
         store.close();
     }
 

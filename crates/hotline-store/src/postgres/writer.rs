@@ -564,6 +564,12 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
         // rooms and events
         W::CreateRoom(r) => rooms::create_room(c, r).await,
         W::AppendEvent(e) => rooms::append_event(c, e, pos).await,
+        W::AppendBackfilled(e) => rooms::append_backfilled(c, e).await,
+        W::PutOutlier {
+            event_id,
+            room_id,
+            json,
+        } => rooms::put_outlier(c, event_id, room_id, json).await,
         W::SetCurrentState {
             room_id,
             event_type,

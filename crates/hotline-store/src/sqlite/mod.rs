@@ -388,6 +388,12 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
         // ----- rooms -----
         WriteOp::CreateRoom(r) => rooms::create_room(c, r),
         WriteOp::AppendEvent(e) => rooms::append_event(c, e, pos),
+        WriteOp::AppendBackfilled(e) => rooms::append_backfilled(c, e),
+        WriteOp::PutOutlier {
+            event_id,
+            room_id,
+            json,
+        } => rooms::put_outlier(c, event_id, room_id, json),
         WriteOp::SetCurrentState {
             room_id,
             event_type,

@@ -58,6 +58,40 @@ pub(super) fn append_event(c: &Connection, e: &NewEvent, pos: i64) -> rusqlite::
     Ok(())
 }
 
+/// [`WriteOp::AppendBackfilled`](crate::WriteOp::AppendBackfilled): the
+/// event row alone, below every position taken.
+pub(super) fn append_backfilled(c: &Connection, e: &NewEvent) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO events (pos, event_id, room_id, sender, event_type, state_key, json)
+         VALUES ((SELECT MIN(0, IFNULL(MIN(pos), 0)) FROM events) - 1, ?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (event_id) DO NOTHING",
+    )?
+    .execute(params![
+        e.event_id,
+        e.room_id,
+        e.sender,
+        e.event_type,
+        e.state_key,
+        e.json
+    ])?;
+    Ok(())
+}
+
+/// [`WriteOp::PutOutlier`](crate::WriteOp::PutOutlier).
+pub(super) fn put_outlier(
+    c: &Connection,
+    event_id: &str,
+    room_id: &str,
+    json: &str,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO outliers (event_id, room_id, json) VALUES (?1, ?2, ?3)
+         ON CONFLICT (event_id) DO NOTHING",
+    )?
+    .execute(params![event_id, room_id, json])?;
+    Ok(())
+}
+
 /// [`WriteOp::SetCurrentState`](crate::WriteOp::SetCurrentState).
 pub(super) fn set_current_state(
     c: &Connection,
@@ -206,6 +240,14 @@ impl RoomStore for SqliteStore {
         )
     }
 
+    fn get_outlier(&self, event_id: &str) -> Result<Option<EventRow>> {
+        self.query_one(
+            "SELECT 0, event_id, room_id, json, NULL, NULL, NULL FROM outliers WHERE event_id = ?1",
+            params![event_id],
+            event_row,
+        )
+    }
+
     fn room_events_backward(
         &self,
         room_id: &str,
@@ -342,5 +384,19 @@ impl RoomStore for SqliteStore {
              AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')",
             params![room_id, user_id],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn backfilled_events_go_before_all_others_and_outliers_stay_out_of_the_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite"), Durability::Normal).unwrap();
+        crate::traits::backfilled_events_go_before_all_others_and_outliers_stay_out_of_the_timeline(&*store)
+            .await;
+        store.close();
     }
 }

@@ -26,4 +26,6 @@ pub use keys::KeyStore;
 #[cfg(test)]
 pub(crate) use media::remote_media_is_kept_per_origin_and_replaced_when_fetched_again;
 pub use media::MediaStore;
+#[cfg(test)]
+pub(crate) use rooms::backfilled_events_go_before_all_others_and_outliers_stay_out_of_the_timeline;
 pub use rooms::RoomStore;

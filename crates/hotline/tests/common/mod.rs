@@ -490,6 +490,41 @@ impl Http {
         out
     }
 
+    /// Every text of `room` as `token` reads it paging back `limit` at a
+    /// time from the newest (`/messages` until it gives no `end`), oldest
+    /// first.
+    pub async fn texts_paging_back(&self, token: &str, room: &str, limit: u32) -> Vec<String> {
+        let mut texts = Vec::new();
+        let mut from = String::new();
+        for _ in 0..100 {
+            let (status, v) = self
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit={limit}{from}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "messages: {v}");
+            texts.extend(
+                v["chunk"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["type"] == "m.room.message")
+                    .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)),
+            );
+            match v["end"].as_str() {
+                Some(end) => from = format!("&from={end}"),
+                None => {
+                    texts.reverse();
+                    return texts;
+                }
+            }
+        }
+        panic!("paging back never ended");
+    }
+
     /// Waits (up to `secs`) until `token` reads `want` as the room's texts.
     pub async fn wait_for_texts(&self, token: &str, room: &str, want: &[&str], secs: u64) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -917,6 +952,36 @@ impl TestDatabase {
 }
 
 impl Server {
+    /// The EDUs the server holds queued for `destination`, oldest first,
+    /// read from its store beside it (as `hotline admin` reads it).
+    pub fn queued_edus(&self, destination: &str) -> Vec<serde_json::Value> {
+        let lines: Vec<String> = match &self.database {
+            Some(db) => db
+                .query(&format!(
+                    "SELECT edu FROM federation_edu_outbox WHERE destination = '{destination}' ORDER BY seq"
+                ))
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            None => {
+                use hotline_store::FederationStore;
+                let store = hotline_store::SqliteStore::open(
+                    self.data.join("hotline.db"),
+                    hotline_store::Durability::Normal,
+                )
+                .unwrap();
+                let queued = store.federation_edu_outbox(destination, 0, 10_000).unwrap();
+                store.close();
+                queued.into_iter().map(|q| q.edu).collect()
+            }
+        };
+        lines
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Stops the server as an operator does (SIGTERM: it finishes, flushes
     /// and closes the store) and waits for it to exit.
     pub fn stop(&mut self) {
