@@ -245,6 +245,29 @@ for (const [label, fx] of fixtures) {
     assert.equal(late?.status, "invalid");
     assert.match(late.reason, /expired/);
   });
+
+  test(`${label}: another government's directory counts only with a key its user's server pinned, and only for its own users`, async () => {
+    const [keyId, { key }] = Object.entries(fx.server_keys.verify_keys)[0];
+    const answer = (pinned) => ({ directory: clone(fx.directory), server_keys: clone(fx.server_keys), pinned_keys: pinned });
+    const entries = await A.verifyPeerDirectory(answer({ [keyId]: key }), issuer, now);
+    assert.equal(entries.get(fx.genuine.user_id)?.status, "verified");
+    assert.equal(entries.get(fx.revoked.user_id)?.status, "revoked");
+    // Nothing pinned, or another key pinned under the same id: nothing counts.
+    await assert.rejects(A.verifyPeerDirectory(answer({}), issuer, now), /pinned/);
+    const other = A.encodeBase64(await ed.getPublicKeyAsync(ed.utils.randomSecretKey()));
+    await assert.rejects(A.verifyPeerDirectory(answer({ [keyId]: other }), issuer, now), /pinned/);
+    // The directory or key document of another server than the one asked.
+    await assert.rejects(A.verifyPeerDirectory(answer({ [keyId]: key }), "gov-x.example", now), /gov-x.example/);
+    const foreign = answer({ [keyId]: key });
+    foreign.directory.issuer = "gov-x.example";
+    await assert.rejects(A.verifyPeerDirectory(foreign, issuer, now), /not/);
+    // An attestation of a user of another server is no entry at all.
+    const elsewhere = answer({ [keyId]: key });
+    elsewhere.directory.attestations.push({ ...genuineAtt(), user_id: "@pm:elsewhere.example" });
+    const e = await A.verifyPeerDirectory(elsewhere, issuer, now);
+    assert.ok(!e.has("@pm:elsewhere.example"));
+    assert.equal(e.get(fx.genuine.user_id)?.status, "verified");
+  });
 }
 
 test("canonical JSON: the Matrix spec's examples", () => {

@@ -21,6 +21,10 @@ pub fn routes() -> Routes {
         )
         .route("/_hotline/v1/directory", get(get_directory_route))
         .route(
+            "/_hotline/v1/directory/{server_name}",
+            get(get_peer_directory_route),
+        )
+        .route(
             "/_hotline/v1/enrol/{code}",
             get(preview_enrolment_route).post(redeem_enrolment_route),
         )
@@ -38,12 +42,36 @@ pub fn routes() -> Routes {
         )
 }
 
-/// `GET /_hotline/v1/directory`: current attestations and revocations.
+/// `GET /_hotline/v1/directory`: current attestations and revocations,
+/// and the peers whose directories `/_hotline/v1/directory/{serverName}`
+/// serves.
 pub async fn get_directory_route(
     State(s): State<AppState>,
     Auth(_sender): Auth,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(s.services.directory()?))
+    let mut directory = s.services.directory()?;
+    let peers = match s.services.federation.enabled() {
+        true => s.services.federation.allowed(),
+        false => Vec::new(),
+    };
+    directory["peers"] = json!(peers);
+    Ok(Json(directory))
+}
+
+/// `GET /_hotline/v1/directory/{serverName}`: a peer government's
+/// directory as its server signed it, with its key document and the keys
+/// pinned here, for the client to verify.
+pub async fn get_peer_directory_route(
+    State(s): State<AppState>,
+    Auth(_sender): Auth,
+    PathArgs(server): PathArgs<ruma::OwnedServerName>,
+) -> ApiResult<Json<Value>> {
+    let d = s.services.peer_directory(&server).await?;
+    Ok(Json(json!({
+        "directory": d.directory,
+        "server_keys": d.server_keys,
+        "pinned_keys": d.pinned,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -84,6 +84,11 @@ pub struct Federation {
     /// `/.well-known/matrix/server` on the client listener (delegation).
     /// Unset: no delegation (`404`).
     pub public_address: Option<String>,
+    /// Peers' attestation keys pinned by the operator, each
+    /// `"SERVER KEY_ID KEY"` (`gov-b.example ed25519:a_1 BASE64`). A peer
+    /// named here is trusted with these keys only; any other peer's key is
+    /// pinned when first seen (trust on first use).
+    pub pinned_keys: Vec<String>,
 }
 
 impl Default for Federation {
@@ -96,6 +101,7 @@ impl Default for Federation {
             ca_file: None,
             allow: Vec::new(),
             public_address: None,
+            pinned_keys: Vec::new(),
         }
     }
 }
@@ -232,6 +238,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("federation.tls_private_key", Kind::Text),
     ("federation.ca_file", Kind::Text),
     ("federation.allow", Kind::List),
+    ("federation.pinned_keys", Kind::List),
     ("federation.public_address", Kind::Text),
 ];
 

@@ -287,7 +287,7 @@ pub struct Enrolment {
     pub valid_hours: i64,
 }
 
-fn audit(actor: &str, action: &str, subject: &str, detail: Value) -> WriteOp {
+pub(crate) fn audit(actor: &str, action: &str, subject: &str, detail: Value) -> WriteOp {
     WriteOp::AppendAudit(AuditRow {
         seq: 0,
         ts: now_ms(),
@@ -495,10 +495,12 @@ impl Services {
             &o.user_id,
             json!({"master_key": master}),
         ));
-        // Everyone sharing a room re-reads the directory on this change.
+        // Everyone sharing a room re-reads the directory on this change,
+        // here and on the other servers.
         batch.push(WriteOp::KeyChange {
             user_id: o.user_id.clone(),
         });
+        batch.ops.extend(self.device_list_update_edus(&user_id)?);
         self.store.write(batch).await?;
         Ok(att)
     }
@@ -547,6 +549,7 @@ impl Services {
         batch.push(WriteOp::KeyChange {
             user_id: user_id.to_string(),
         });
+        batch.ops.extend(self.device_list_update_edus(&user_id)?);
         self.store.write(batch).await?;
         Ok(())
     }
@@ -606,15 +609,27 @@ impl Services {
         text: &str,
         matches: impl Fn(&crate::names::Official) -> bool,
     ) -> Result<()> {
-        for o in self.store.list_officials()? {
-            if o.user_id == actor || !matches(&crate::names::Official::new(&o.name, &o.user_id)) {
+        // This server's officials, and those of the peers (as last read):
+        // a name that passes for another government's official is refused
+        // here too.
+        let local = self
+            .store
+            .list_officials()?
+            .into_iter()
+            .map(|o| (o.user_id, o.name, o.title, o.country));
+        let peers = self
+            .peer_officials()
+            .into_iter()
+            .map(|a| (a.user_id, a.name, a.title, a.country));
+        for (user_id, name, title, country) in local.chain(peers) {
+            if user_id == actor || !matches(&crate::names::Official::new(&name, &user_id)) {
                 continue;
             }
             // The refusal is answered now; its audit entry commits on its own.
             let write = self.store.write(WriteBatch::one(audit(
                 actor,
                 "impersonation_refused",
-                &o.user_id,
+                &user_id,
                 json!({"field": what, "attempt": text}),
             )));
             tokio::spawn(async move {
@@ -623,8 +638,7 @@ impl Services {
                 }
             });
             return Err(Error::forbidden(format!(
-                "This {what} is too close to the name of {}, {} of {}, an enrolled official",
-                o.name, o.title, o.country
+                "This {what} is too close to the name of {name}, {title} of {country}, an enrolled official"
             )));
         }
         Ok(())

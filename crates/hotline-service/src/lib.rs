@@ -24,6 +24,7 @@ pub mod media;
 pub mod names;
 mod notifier;
 pub mod pdu;
+pub mod peer_officials;
 pub mod policy;
 pub mod presence;
 pub mod push_rules;
@@ -59,6 +60,8 @@ pub struct Services {
     /// Signs attestations; published at `/_matrix/key/v2/server`.
     pub server_key: identity::ServerKey,
     pub federation: federation::Federation,
+    /// Peers' directories of officials as last read.
+    pub(crate) peer_directories: peer_officials::PeerDirectories,
     pub ratelimit: ratelimit::RateLimiter,
     /// Serialises line invite redemptions (see `redeem_line_invite`).
     pub(crate) line_redeem_lock: tokio::sync::Mutex<()>,
@@ -89,6 +92,7 @@ impl Services {
             push_rules_cache: Default::default(),
             server_key,
             federation: federation::Federation::new(&config.federation),
+            peer_directories: Default::default(),
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),
             events_stored: AtomicU64::new(store.count_events()?),
@@ -185,6 +189,8 @@ impl Services {
                 hotline_store::WriteOp::KeyChange { user_id } => {
                     self.keys.note_key_change(*pos);
                     if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
+                        // A vouch or revocation on a peer comes as one.
+                        self.forget_peer_directory(u.server_name());
                         // Everyone who shares a room hears of it in `device_lists`.
                         match self.users_sharing_rooms(&u) {
                             Ok(users) => {
@@ -287,6 +293,8 @@ impl Services {
                     if let Err(e) = s.store.write(hotline_store::WriteBatch::new()).await {
                         tracing::warn!(error = %e, "catching up with another process");
                     }
+                    // What it queued for other servers goes out now.
+                    s.wake_federation_queues();
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading the stored position"),

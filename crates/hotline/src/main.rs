@@ -642,6 +642,7 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
             .map_err(|e| format!("listening on {} (federation.listen): {e}", f.listen))?;
         tracing::info!(address = %listener.local_addr()?, peers = f.allow.len(), "federation is serving");
         services.start_federation_sender();
+        services.start_peer_directory_refresh();
         Some((listener, tls))
     } else {
         None

@@ -1,4 +1,4 @@
-import { useIdentity, titleLine } from "../lib/identity";
+import { badgeLine, useIdentity } from "../lib/identity";
 import { dateTime } from "../lib/format";
 import { SealCheckIcon, ShieldAlertIcon } from "./icons";
 
@@ -27,7 +27,7 @@ export function IdentityMark({ userId, compact = false }: { userId: string; comp
         >
           <SealCheckIcon size={size} />
           <span class="visually-hidden">Verified: </span>
-          <span class="idmark-text">{titleLine(a)}</span>
+          <span class="idmark-text">{badgeLine(a)}</span>
         </span>
       );
     }

@@ -303,6 +303,49 @@ export async function verifyDirectory(dir: unknown, issuer: ServerKeys, now: num
   return out;
 }
 
+/** The server part of a user id: `@pm:gov-b.example:8448` → `gov-b.example:8448`. */
+export function serverOf(userId: string): string {
+  const i = userId.indexOf(":");
+  return i < 0 ? "" : userId.slice(i + 1);
+}
+
+/**
+ * Keeps of `keys` only those the user's own server pinned for that server
+ * (`pinned`: key id → key, as `GET /_hotline/v1/directory/{server}` names
+ * them): a peer's attestation counts only when signed by a key pinned
+ * there. Throws when none is left.
+ */
+export function keepPinned(keys: ServerKeys, pinned: unknown): ServerKeys {
+  const pins = isObject(pinned) ? pinned : {};
+  const kept = new Map<string, ServerKey>();
+  for (const [id, k] of keys.keys) {
+    if (pins[id] === k.key) kept.set(id, k);
+  }
+  if (kept.size === 0) throw new AttestationError(`no key of ${keys.serverName} is pinned by this server`);
+  return { serverName: keys.serverName, keys: kept };
+}
+
+/**
+ * Another government's directory as the user's own server hands it
+ * (`GET /_hotline/v1/directory/{server}`: `directory`, `server_keys`,
+ * `pinned_keys`): its key document checked (self-signed, for `peer`), only
+ * the pinned keys kept, every attestation verified with them. Entries are
+ * kept only for `peer`'s own users: a government vouches for its own
+ * officials, never another's.
+ */
+export async function verifyPeerDirectory(answer: unknown, peer: string, now: number): Promise<Map<string, DirectoryEntry>> {
+  if (!isObject(answer)) throw new AttestationError("the peer directory answer is not a JSON object");
+  const keys = keepPinned(await verifyServerKeys(answer.server_keys, peer), answer.pinned_keys);
+  if (!isObject(answer.directory) || answer.directory.issuer !== peer) {
+    throw new AttestationError(`the directory is not ${peer}'s`);
+  }
+  const out = new Map<string, DirectoryEntry>();
+  for (const [userId, entry] of await verifyDirectory(answer.directory, keys, now)) {
+    if (serverOf(userId) === peer) out.set(userId, entry);
+  }
+  return out;
+}
+
 /** A master key fingerprint grouped for reading aloud: "AbCd EfGh …". */
 export function groupFingerprint(key: string): string {
   return key.replace(/\s+/g, "").replace(/(.{4})(?=.)/g, "$1 ");

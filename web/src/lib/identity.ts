@@ -21,7 +21,9 @@ import {
   Attestation,
   DirectoryEntry,
   ServerKeys,
+  serverOf,
   verifyDirectory,
+  verifyPeerDirectory,
   verifyServerKeys,
 } from "./attestation";
 
@@ -39,6 +41,8 @@ class IdentityStore {
   /** Current master public key per attested user (null: none uploaded). */
   private masterKeys = new Map<string, string | null>();
   private serverKeys: ServerKeys | null = null;
+  /** Why a peer government's directory could not be had or checked. */
+  private peerErrors = new Map<string, string>();
   private running: Promise<void> | null = null;
   private again = false;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -150,7 +154,24 @@ class IdentityStore {
         delete doc.__status;
         this.serverKeys = await verifyServerKeys(doc, issuer);
       }
-      const entries = await verifyDirectory(dir, this.serverKeys, Date.now());
+      const entries = new Map<string, DirectoryEntry>();
+      for (const [u, e] of await verifyDirectory(dir, this.serverKeys, Date.now())) {
+        // A server vouches for its own users only.
+        if (serverOf(u) === issuer) entries.set(u, e);
+      }
+      // The other governments' officials, from their own directories,
+      // fetched through this server and checked with the keys it pinned.
+      // One that cannot be read or checked leaves its officials unverified.
+      const peerErrors = new Map<string, string>();
+      for (const peer of Array.isArray(dir.peers) ? (dir.peers as string[]) : []) {
+        try {
+          const answer = await api(base, "GET", `/_hotline/v1/directory/${encodeURIComponent(peer)}`, undefined, token);
+          for (const [u, e] of await verifyPeerDirectory(answer, peer, Date.now())) entries.set(u, e);
+        } catch (e) {
+          peerErrors.set(peer, e instanceof Error ? e.message : String(e));
+        }
+      }
+      this.peerErrors = peerErrors;
       const attested = [...entries].filter(([, e]) => e.status === "verified").map(([u]) => u);
       const masterKeys = new Map<string, string | null>();
       if (attested.length) {
@@ -182,10 +203,18 @@ class IdentityStore {
     return out;
   }
 
+  /** This client's own server. */
+  ownServer(): string | null {
+    return this.mx.getDomain();
+  }
+
   status(userId: string): IdentityStatus {
     if (!this.loaded || !this.available) return { kind: "unknown" };
     const e = this.entries.get(userId);
-    if (!e) return { kind: "unverified" };
+    if (!e) {
+      const why = this.peerErrors.get(serverOf(userId));
+      return why ? { kind: "unverified", reason: `${serverOf(userId)}'s directory: ${why}` } : { kind: "unverified" };
+    }
     if (e.status === "invalid") return { kind: "unverified", reason: e.reason };
     if (e.status === "revoked") return { kind: "revoked", att: e.attestation, revokedTs: e.revokedTs };
     const current = this.masterKeys.has(userId) ? this.masterKeys.get(userId)! : e.attestation.master_key;
@@ -264,6 +293,17 @@ export function blocksLine(s: IdentityStatus): boolean {
 /** "President · Avalon". */
 export function titleLine(att: Attestation): string {
   return `${att.title} · ${att.country}`;
+}
+
+/**
+ * The badge text: "President · Avalon" for this server's officials;
+ * "Prime Minister · Borduria, vouched by Borduria Chancellery (gov-b)" for
+ * another government's, whose office and server are named.
+ */
+export function badgeLine(att: Attestation): string {
+  const own = store?.ownServer();
+  if (!own || att.issuer === own) return titleLine(att);
+  return `${titleLine(att)}, vouched by ${att.office} (${att.issuer})`;
 }
 
 /** The cross-signing master public key this device holds for its own user. */

@@ -88,6 +88,10 @@ pub fn routes() -> Routes {
         .endpoint::<f::transactions::send_transaction_message::v1::Request, _, _>(
             transactions::send_transaction_message_route,
         )
+        .route(
+            hotline_service::peer_officials::FEDERATION_DIRECTORY_PATH,
+            axum::routing::get(query::get_hotline_directory_route),
+        )
         .endpoint::<f::authenticated_media::get_content::v1::Request, _, _>(
             media::get_content_route,
         )

@@ -1,4 +1,5 @@
-//! Queries: profiles.
+//! Queries: profiles, aliases, and this government's directory of
+//! officials (Hotline's own federation endpoint).
 
 use axum::extract::State;
 use axum::Json;
@@ -52,4 +53,13 @@ pub async fn get_room_information_route(
 ) -> ApiResult<Json<Value>> {
     let (room_id, servers) = s.services.directory_for_peer(&q.room_alias)?;
     Ok(Json(json!({ "room_id": room_id, "servers": servers })))
+}
+
+/// `GET /_hotline/federation/v1/directory`: this server's attestations and
+/// revocations, as its clients read them, for a peer.
+pub async fn get_hotline_directory_route(
+    State(s): State<AppState>,
+    _signed: Signed,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(s.services.directory()?))
 }

@@ -293,7 +293,31 @@ impl Services {
         user: &UserId,
         keys: Map<String, Value>,
     ) -> Result<Vec<WriteOp>> {
-        if !self.federation.enabled() || keys.is_empty() {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut content = keys;
+        content.insert("user_id".into(), json!(user));
+        self.edus_for_servers_sharing_a_room(
+            user,
+            json!({"edu_type": "m.signing_key_update", "content": content}),
+        )
+    }
+
+    /// `m.device_list_update` for the servers of those sharing a room with
+    /// `user` (of this server), as writes to go with a change made outside
+    /// the running server (`hotline admin vouch` and `revoke`, whose
+    /// commits the server's commit hook does not see on SQLite).
+    pub(crate) fn device_list_update_edus(&self, user: &UserId) -> Result<Vec<WriteOp>> {
+        self.edus_for_servers_sharing_a_room(
+            user,
+            json!({"edu_type": "m.device_list_update", "content": {
+                "user_id": user, "device_id": "", "stream_id": crate::now_ms(), "prev_id": [] }}),
+        )
+    }
+
+    fn edus_for_servers_sharing_a_room(&self, user: &UserId, edu: Value) -> Result<Vec<WriteOp>> {
+        if !self.federation.enabled() {
             return Ok(Vec::new());
         }
         let sharing = self.users_sharing_rooms(user)?;
@@ -304,9 +328,6 @@ impl Services {
             .collect();
         servers.sort();
         servers.dedup();
-        let mut content = keys;
-        content.insert("user_id".into(), json!(user));
-        let edu = json!({"edu_type": "m.signing_key_update", "content": content});
         Ok(servers
             .into_iter()
             .map(|s| queue_edu(s, edu.clone()))

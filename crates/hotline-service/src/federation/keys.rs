@@ -193,6 +193,22 @@ impl Services {
         Ok(fetched)
     }
 
+    /// `server`'s key document as it signed it (checked as the module docs
+    /// say), with its current keys and those it rotated out (key id →
+    /// unpadded base64).
+    pub(crate) async fn peer_key_document(
+        &self,
+        server: &ServerName,
+    ) -> Result<(Value, BTreeMap<String, String>, BTreeMap<String, String>)> {
+        let k = self.keys_of(server, true).await?;
+        let old = k
+            .old_verify_keys
+            .into_iter()
+            .map(|(id, (key, _))| (id, key))
+            .collect();
+        Ok((k.signed, k.verify_keys, old))
+    }
+
     async fn fetch_keys_directly(&self, server: &ServerName) -> Result<ServerKeys> {
         let answer = self
             .federation_call_unsigned(server, get_server_keys::v2::Request::new())

@@ -183,11 +183,65 @@ impl Services {
         self.federation_exchange::<R>(destination, http).await
     }
 
+    /// A signed `GET` of `path` (with its query) on `destination`, for
+    /// Hotline's own federation endpoints (which have no ruma types): the
+    /// JSON answered.
+    pub(crate) async fn federation_get_json(
+        &self,
+        destination: &ServerName,
+        path: &str,
+    ) -> Result<serde_json::Value> {
+        self.federation_peer(destination)?;
+        let origin = self.server_name().as_str();
+        let mut signed = serde_json::json!({
+            "method": "GET",
+            "uri": path,
+            "origin": origin,
+            "destination": destination.as_str(),
+        });
+        self.server_key.sign(origin, &mut signed)?;
+        let key_id = &self.server_key.key_id;
+        let sig = signed["signatures"][origin][key_id]
+            .as_str()
+            .ok_or_else(|| Error::internal("a request was not signed"))?;
+        let request = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(format!("https://{destination}{path}"))
+            .header(
+                http::header::AUTHORIZATION,
+                format!(
+                    "X-Matrix origin=\"{origin}\",destination=\"{destination}\",key=\"{key_id}\",sig=\"{sig}\""
+                ),
+            )
+            .body(Vec::new())
+            .map_err(Error::internal)?;
+        let response = self.federation_send(destination, request).await?;
+        serde_json::from_slice(response.body()).map_err(|e| {
+            tracing::warn!(peer = %destination, %path, error = %e, "an unreadable federation answer");
+            Error::Unavailable(format!("{destination} gave an unreadable answer"))
+        })
+    }
+
     async fn federation_exchange<R: OutgoingRequest>(
         &self,
         destination: &ServerName,
         request: http::Request<Vec<u8>>,
     ) -> Result<R::IncomingResponse> {
+        let path = request.uri().path().to_owned();
+        let response = self.federation_send(destination, request).await?;
+        R::IncomingResponse::try_from_http_response(response).map_err(|e| {
+            tracing::warn!(peer = %destination, %path, error = %e, "an unreadable federation answer");
+            Error::Unavailable(format!("{destination} gave an unreadable answer"))
+        })
+    }
+
+    /// Sends `request` to `destination`: its answer when it succeeded, the
+    /// reason (as an error of the kind its status says) when not.
+    async fn federation_send(
+        &self,
+        destination: &ServerName,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<TransportResponse> {
         let transport = self
             .federation
             .transport
@@ -215,10 +269,7 @@ impl Services {
                 _ => Error::Unavailable(format!("{destination} answered {status}")),
             });
         }
-        R::IncomingResponse::try_from_http_response(response).map_err(|e| {
-            tracing::warn!(peer = %destination, %path, error = %e, "an unreadable federation answer");
-            Error::Unavailable(format!("{destination} gave an unreadable answer"))
-        })
+        Ok(response)
     }
 
     /// Checks a request received over federation: an `X-Matrix`

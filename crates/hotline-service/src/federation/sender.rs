@@ -185,10 +185,19 @@ impl Services {
                 tokio::spawn(run(Arc::downgrade(self), server.clone(), d.clone()));
             }
         }
+        self.wake_federation_queues();
+    }
+
+    /// Wakes the sender of every destination with something queued (at
+    /// start, and when another process wrote to the queues).
+    pub(crate) fn wake_federation_queues(&self) {
+        if !self.federation.enabled() {
+            return;
+        }
         match self.store.federation_destinations() {
             Ok(list) => {
                 for server in list {
-                    outbox.wake(&server);
+                    self.federation.wake(&server);
                 }
             }
             Err(e) => tracing::error!(error = %e, "reading the federation queue"),

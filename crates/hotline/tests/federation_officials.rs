@@ -1,0 +1,365 @@
+//! Officials across governments' servers: each government's directory of
+//! attestations reaches the other's clients over signed federation, checked
+//! against the issuing server's own key, pinned on first use; a revocation
+//! there reaches clients here within seconds; the reach rule and the name
+//! guard hold for the other server's users and officials.
+
+mod common;
+
+use common::{FederatedServer, Http, TestCa};
+use serde_json::{json, Value};
+
+/// A master key as a client would upload it (32 bytes, unpadded base64).
+const MASTER: &str = "bWFzdGVyIGtleSBvZiBwZXRyYSBub3ZhaywgcG0hISE";
+
+/// Enrols `localpart` on `server` as a principal named `name`, has them
+/// upload a master key, and has their office vouch for it. Their token.
+async fn vouched_principal(server: &FederatedServer, localpart: &str, name: &str) -> String {
+    let http = Http::new(&server.server.url);
+    let out = server.server.admin_configured(&[
+        "enroll",
+        localpart,
+        "--name",
+        name,
+        "--title",
+        "Prime Minister",
+        "--country",
+        "Borduria",
+        "--office",
+        "Borduria Chancellery",
+        "--role",
+        "principal",
+        "--hours",
+        "72",
+    ]);
+    let code = out.lines().find_map(|l| l.strip_prefix("code ")).unwrap();
+    let (status, v) = http.redeem_enrolment(code).await;
+    assert_eq!(status, 200, "{v}");
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    let user = server.user(localpart);
+    let master = json!({"user_id": user, "usage": ["master"],
+                        "keys": {format!("ed25519:{MASTER}"): MASTER}});
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/device_signing/upload",
+            Some(&token),
+            Some(&json!({ "master_key": master }).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    server
+        .server
+        .admin_configured(&["vouch", localpart, "--master-key", MASTER]);
+    token
+}
+
+/// `GET /_hotline/v1/directory/{server}` as `token` on `http`.
+async fn peer_directory(http: &Http, token: &str, server: &str) -> (u16, Value) {
+    http.call(
+        "GET",
+        &format!("/_hotline/v1/directory/{server}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+/// Two servers that federate, and a user of each with a room both are in.
+async fn two_governments(
+    ca: &TestCa,
+) -> (FederatedServer, FederatedServer, String, String, String) {
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(ca, pa, &[&nb], "").await;
+    let b = FederatedServer::start(ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let room = ha.create_public_room(&alice).await;
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}?via={na}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "join over federation: {v}");
+    (a, b, alice, bob, room)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_governments_attestations_reach_clients_here_signed_by_its_key_pinned_on_first_use()
+{
+    let ca = TestCa::new();
+    let (a, b, alice, _bob, _room) = two_governments(&ca).await;
+    let ha = Http::new(&a.server.url);
+    vouched_principal(&b, "pm", "Petra Novak").await;
+    // The directory names the peers whose directories are served here.
+    let (status, own) = ha
+        .call("GET", "/_hotline/v1/directory", Some(&alice), None)
+        .await;
+    assert_eq!((status, &own["peers"]), (200, &json!([b.name])), "{own}");
+    let (status, v) = peer_directory(&ha, &alice, &b.name).await;
+    assert_eq!(status, 200, "{v}");
+    let dir = &v["directory"];
+    assert_eq!(dir["issuer"], json!(b.name));
+    let att = dir["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["user_id"] == json!(b.user("pm")))
+        .unwrap_or_else(|| panic!("no attestation of pm: {dir}"));
+    assert_eq!(
+        (&att["name"], &att["master_key"]),
+        (&json!("Petra Novak"), &json!(MASTER))
+    );
+    // The key document is B's own, and the key pinned here is its current
+    // key: the attestation verifies with it, and with nothing else.
+    let (status, keys) = Http::new(&b.server.url)
+        .call("GET", "/_matrix/key/v2/server", None, None)
+        .await;
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(v["server_keys"]["verify_keys"], keys["verify_keys"]);
+    let (key_id, key) = keys["verify_keys"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(id, k)| (id.clone(), k["key"].as_str().unwrap().to_owned()))
+        .unwrap();
+    assert_eq!(v["pinned_keys"], json!({ key_id.clone(): key.clone() }));
+    let verifies = |with: &str| {
+        let object: ruma::CanonicalJsonObject = serde_json::from_value(att.clone()).unwrap();
+        let map = [(
+            b.name.clone(),
+            [(key_id.clone(), ruma::serde::Base64::parse(with).unwrap())].into(),
+        )]
+        .into();
+        ruma::signatures::verify_json(&map, &object).is_ok()
+    };
+    assert!(verifies(&key));
+    assert!(!verifies("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    // The pin was recorded when B was first seen.
+    let audit = a.server.admin_configured(&["audit"]);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("peer_key_pinned") && l.contains(&b.name)),
+        "{audit}"
+    );
+    // B answers its directory to signed requests of its peers only.
+    let unsigned = http::Request::get(format!(
+        "https://{}/_hotline/federation/v1/directory",
+        b.name
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let (status, v) = common::federation_request(&ca.ca_file, b.fed_port, unsigned).await;
+    assert_eq!(
+        (status, &v["errcode"]),
+        (401, &json!("M_UNAUTHORIZED")),
+        "{v}"
+    );
+    // A server that is no peer is not asked.
+    let (status, v) = peer_directory(&ha, &alice, "127.0.0.1:1").await;
+    assert_eq!((status, &v["errcode"]), (403, &json!("M_FORBIDDEN")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_the_issuing_server_reaches_the_other_sides_clients_within_seconds() {
+    let ca = TestCa::new();
+    let (a, b, alice, _bob, room) = two_governments(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    // The principal shares a room with Alice: B tells A of her key changes.
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}?via={}", a.name),
+            Some(&pm),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = peer_directory(&ha, &alice, &b.name).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["directory"]["revocations"], json!([]));
+    b.server.admin_configured(&["revoke", "pm"]);
+    // Within seconds (a directory read here is otherwise reused for a
+    // minute): the revocation, as B signed it.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, v) = peer_directory(&ha, &alice, &b.name).await;
+        assert_eq!(status, 200, "{v}");
+        let revoked = v["directory"]["revocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["user_id"] == json!(b.user("pm")));
+        if revoked {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the revocation did not reach A: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_whose_signing_key_changed_since_it_was_pinned_is_not_trusted_until_an_operator_pins_it(
+) {
+    let ca = TestCa::new();
+    let (mut a, mut b, alice, _bob, _room) = two_governments(&ca).await;
+    vouched_principal(&b, "pm", "Petra Novak").await;
+    let (status, v) = peer_directory(&Http::new(&a.server.url), &alice, &b.name).await;
+    assert_eq!(status, 200, "{v}");
+    // B replaces its key; A, restarted, sees the new one.
+    b.server.stop();
+    b.server.admin_configured(&["rotate-signing-key"]);
+    b.server.spawn().await;
+    a.server.stop();
+    a.server.spawn().await;
+    let ha = Http::new(&a.server.url);
+    let (status, v) = peer_directory(&ha, &alice, &b.name).await;
+    assert_eq!((status, &v["errcode"]), (403, &json!("M_FORBIDDEN")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("pinned_keys"), "{v}");
+    // The operator pins B's new key: trusted again.
+    let (_, keys) = Http::new(&b.server.url)
+        .call("GET", "/_matrix/key/v2/server", None, None)
+        .await;
+    let (key_id, key) = keys["verify_keys"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(id, k)| (id.clone(), k["key"].as_str().unwrap().to_owned()))
+        .unwrap();
+    let config = a.server.data.parent().unwrap().join("hotline.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!("pinned_keys = [\"{} {key_id} {key}\"]\n", b.name));
+    std::fs::write(&config, toml).unwrap();
+    a.server.stop();
+    a.server.spawn().await;
+    let (status, v) = peer_directory(&Http::new(&a.server.url), &alice, &b.name).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["pinned_keys"], json!({ key_id: key }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_on_another_server_can_neither_invite_nor_message_a_principal_here() {
+    let ca = TestCa::new();
+    let (a, b, _alice, bob, _room) = two_governments(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let carol = ha.register("carol").await;
+    // Bob, who holds no line with the President, invites her: A refuses.
+    let room = hb.create_room(&bob).await;
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&bob),
+            Some(&json!({"user_id": a.user("pres")}).to_string()),
+        )
+        .await;
+    assert_eq!((status, &v["errcode"]), (403, &json!("M_FORBIDDEN")), "{v}");
+    // Anyone else on A he may invite.
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&bob),
+            Some(&json!({"user_id": a.user("carol")}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // His to-device messages reach Carol, never the President.
+    for (txn, user) in [("t1", a.user("pres")), ("t2", a.user("carol"))] {
+        let (status, v) = hb
+            .call(
+                "PUT",
+                &format!("/_matrix/client/v3/sendToDevice/m.test/{txn}"),
+                Some(&bob),
+                Some(&json!({"messages": {user: {"*": {"note": "hello"}}}}).to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let to_device = |token: String| {
+        let ha = &ha;
+        async move {
+            let (status, v) = ha
+                .call(
+                    "GET",
+                    "/_matrix/client/v3/sync?timeout=0",
+                    Some(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+            v["to_device"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let started = std::time::Instant::now();
+    while to_device(carol.clone()).await.is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "Carol got nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(to_device(pres).await, Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_that_passes_for_a_peer_governments_official_is_refused_here() {
+    let ca = TestCa::new();
+    let (a, b, alice, _bob, room) = two_governments(&ca).await;
+    let ha = Http::new(&a.server.url);
+    vouched_principal(&b, "pm", "Petra Novak").await;
+    // Once A has read B's directory ...
+    let (status, v) = peer_directory(&ha, &alice, &b.name).await;
+    assert_eq!(status, 200, "{v}");
+    // ... nobody here may take her name, or one that passes for it.
+    for name in ["Petra Novak", "Petr\u{430} Nov\u{430}k"] {
+        let (status, v) = ha
+            .call(
+                "PUT",
+                &format!("/_matrix/client/v3/profile/{}/displayname", a.user("alice")),
+                Some(&alice),
+                Some(&json!({ "displayname": name }).to_string()),
+            )
+            .await;
+        assert_eq!(
+            (status, &v["errcode"]),
+            (403, &json!("M_FORBIDDEN")),
+            "{name}: {v}"
+        );
+        assert!(v["error"].as_str().unwrap().contains("Petra Novak"), "{v}");
+    }
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            Some(&alice),
+            Some(r#"{"name": "Petra Novak"}"#),
+        )
+        .await;
+    assert_eq!((status, &v["errcode"]), (403, &json!("M_FORBIDDEN")), "{v}");
+    // A name of her own is hers to take.
+    let (status, v) = ha
+        .call(
+            "PUT",
+            &format!("/_matrix/client/v3/profile/{}/displayname", a.user("alice")),
+            Some(&alice),
+            Some(r#"{"displayname": "Alice Martin"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
