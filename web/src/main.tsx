@@ -230,6 +230,9 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   }, [lines, call?.phase]);
 
   const inviteCode = route[0] === "line" && isInviteCode(route[1]) ? route[1] : null;
+  // `#/line/{code}/{server}`: the server that issued it (another
+  // government's: redeemed through this one).
+  const inviteServer = inviteCode ? route[2] : undefined;
   const selected = route[0] === "line" && !inviteCode ? route[1] : null;
   const room = selected ? mx.getRoom(selected) : null;
   const page = inviteCode ? "redeem" : route[0] === "invites" ? "invites" : route[0] === "enrol" ? "enrol" : null;
@@ -272,7 +275,7 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
         ) : page === "invites" ? (
           <LineInvites mx={mx} />
         ) : page === "redeem" ? (
-          <RedeemInvite key={inviteCode} mx={mx} code={inviteCode!} />
+          <RedeemInvite key={inviteCode} mx={mx} code={inviteCode!} server={inviteServer} />
         ) : page === "enrol" ? (
           <div class="placeholder-pane">
             <span class="brand-mark big" aria-hidden="true">

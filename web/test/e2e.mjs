@@ -869,7 +869,7 @@ test("line invites: a principal creates, shares (link + QR) and revokes; refusal
 
   // Revoked in the list: refused.
   const revoked = await createInvite(A);
-  const revokedCode = revoked.split("/").pop();
+  const revokedCode = revoked.split("#/line/")[1].split("/")[0];
   const row = A.locator(`[data-testid="invites"] li[data-code="${revokedCode}"]`);
   A.once("dialog", (d) => d.accept());
   await row.getByRole("button", { name: /^Revoke invite/ }).click();
@@ -884,8 +884,9 @@ test("line invites: a principal creates, shares (link + QR) and revokes; refusal
 
   // The real one: single use, 7 days, for Bruno (picked); its link and QR code.
   const link = await createInvite(A, { forName: "Bruno Keller" });
-  const code = link.split("/").pop();
-  assert.equal(link, `${URL_}/#/line/${code}`);
+  // The link names the issuing server after the code.
+  const [code, issuer] = link.split("#/line/")[1].split("/");
+  assert.equal(link, `${URL_}/#/line/${code}/${issuer}`);
   const created = A.getByTestId("created-invite");
   await created.getByText("single use · expires in 7 days · only for Bruno Keller (Chancellor · Borduria)").waitFor();
   await assertQrEncodes(created.getByTestId("invite-qr"), link);

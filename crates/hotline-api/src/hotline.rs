@@ -10,7 +10,7 @@ use hotline_service::identity::{LineInviteRedemption, LineInviteRow, OfficialRow
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::extract::{Auth, ClientAddr, IpLimited, JsonBody, PathArgs};
+use crate::extract::{Auth, ClientAddr, IpLimited, JsonBody, PathArgs, QueryArgs};
 use crate::{ApiResult, AppState, Routes};
 
 pub fn routes() -> Routes {
@@ -145,7 +145,15 @@ fn invite_json(s: &AppState, i: &LineInviteRow, redeemed_by: &[LineInviteRedempt
         .unwrap_or_else(|| format!("http://{}", s.services.config.listen));
     json!({
         "code": i.code,
-        "url": format!("{}/#/line/{}", base.trim_end_matches('/'), i.code),
+        // The issuing server is named, so a principal of another server
+        // redeems it through their own.
+        "url": format!(
+            "{}/#/line/{}/{}",
+            base.trim_end_matches('/'),
+            i.code,
+            s.services.server_name()
+        ),
+        "server": s.services.server_name(),
         "principal": i.principal,
         "created_by": i.created_by,
         "for_user": i.for_user,
@@ -209,19 +217,32 @@ pub async fn preview_line_invite_route(
     Auth(sender): Auth,
     ClientAddr(ip): ClientAddr,
     PathArgs(code): PathArgs<String>,
+    QueryArgs(q): QueryArgs<IssuerQuery>,
 ) -> ApiResult<Json<Value>> {
     s.services
         .ratelimit
         .check_code_probe(sender.user_id.as_str(), ip)?;
-    let p = s.services.preview_line_invite(&sender.user_id, &code)?;
-    Ok(Json(json!({
-        "principal": p.principal,
-        "name": p.name,
-        "title": p.title,
-        "country": p.country,
-        "office": p.office,
-        "expires_ts": p.expires_ts,
-    })))
+    let p = match issuing_server(&s, &q) {
+        Some(server) => {
+            s.services
+                .preview_remote_line_invite(&sender.user_id, &code, server)
+                .await?
+        }
+        None => s.services.preview_line_invite(&sender.user_id, &code)?,
+    };
+    Ok(Json(hotline_service::lines_across::preview_json(&p)))
+}
+
+/// `?server=S`: the server that issued a line invite, when not this one.
+#[derive(Deserialize, Default)]
+pub struct IssuerQuery {
+    server: Option<ruma::OwnedServerName>,
+}
+
+fn issuing_server<'a>(s: &AppState, q: &'a IssuerQuery) -> Option<&'a ruma::ServerName> {
+    q.server
+        .as_deref()
+        .filter(|server| *server != s.services.server_name())
 }
 
 /// `DELETE /_hotline/v1/line_invites/{code}`.
@@ -236,12 +257,22 @@ pub async fn revoke_line_invite_route(
     Ok(Json(json!({})))
 }
 
-/// `POST /_hotline/v1/line_invites/{code}/redeem`: opens the line.
+/// `POST /_hotline/v1/line_invites/{code}/redeem`: opens the line; with
+/// `?server=S`, the line an invite of that server opens, asked of it over
+/// federation.
 pub async fn redeem_line_invite_route(
     State(s): State<AppState>,
     Auth(sender): Auth,
     PathArgs(code): PathArgs<String>,
+    QueryArgs(q): QueryArgs<IssuerQuery>,
 ) -> ApiResult<Json<Value>> {
-    let room_id = s.services.redeem_line_invite(&sender, &code).await?;
+    let room_id = match issuing_server(&s, &q) {
+        Some(server) => {
+            s.services
+                .redeem_remote_line_invite(&sender, &code, server)
+                .await?
+        }
+        None => s.services.redeem_line_invite(&sender, &code).await?,
+    };
     Ok(Json(json!({ "room_id": room_id })))
 }

@@ -20,6 +20,7 @@ pub mod federation;
 pub mod fingerprint;
 pub mod identity;
 pub mod keys;
+pub mod lines_across;
 pub mod media;
 pub mod names;
 mod notifier;
@@ -190,7 +191,7 @@ impl Services {
                     self.keys.note_key_change(*pos);
                     if let Ok(u) = ruma::UserId::parse(user_id.as_str()) {
                         // A vouch or revocation on a peer comes as one.
-                        self.forget_peer_directory(u.server_name());
+                        self.reread_peer_directory(u.server_name());
                         // Everyone who shares a room hears of it in `device_lists`.
                         match self.users_sharing_rooms(&u) {
                             Ok(users) => {

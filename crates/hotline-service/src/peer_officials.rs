@@ -246,6 +246,81 @@ impl Services {
             .collect()
     }
 
+    /// The principal a user of another server acts for, as their
+    /// government's directory (last read here) vouches: themself for a
+    /// principal, theirs for an aide (of the same server). `None` for
+    /// anyone it does not vouch for now.
+    pub(crate) fn peer_principal_of(&self, user: &ruma::UserId) -> Option<ruma::OwnedUserId> {
+        let cache = self.peer_directories.cache.lock();
+        let (_, d) = cache.get(user.server_name())?;
+        let a = d.officials.iter().find(|a| a.user_id == user.as_str())?;
+        match a.role.as_str() {
+            "principal" => Some(user.to_owned()),
+            "aide" => a
+                .principal
+                .as_deref()
+                .and_then(|p| ruma::UserId::parse(p).ok())
+                .filter(|p| p.server_name() == user.server_name()),
+            _ => None,
+        }
+    }
+
+    /// [`Services::check_line_open`] for a principal of another server:
+    /// paused while their government's directory (as last read here)
+    /// lists them revoked, or while the master key their server last
+    /// reported differs from the one their attestation vouches for. Nothing
+    /// to check before either is known here.
+    pub(crate) fn check_peer_principal_open(&self, principal: &ruma::UserId) -> Result<()> {
+        let (attested, revoked) = {
+            let cache = self.peer_directories.cache.lock();
+            let Some((_, d)) = cache.get(principal.server_name()) else {
+                return Ok(());
+            };
+            let attested = d
+                .officials
+                .iter()
+                .find(|a| a.user_id == principal.as_str())
+                .cloned();
+            let revoked = d.directory["revocations"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["user_id"] == principal.as_str()));
+            (attested, revoked)
+        };
+        let server = principal.server_name();
+        match attested {
+            None if revoked => Err(Error::forbidden(format!(
+                "This line is paused: the government of {principal} ({server}) revoked their attestation."
+            ))),
+            None => Ok(()),
+            Some(att) => {
+                let current = self.master_public_key(principal.as_str())?;
+                if current.is_some_and(|k| k != att.master_key) {
+                    return Err(Error::forbidden(format!(
+                        "This line is paused: the identity key of {} changed since their office ({server}) vouched for it. Their protocol office must vouch again.",
+                        att.name
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A key change of a user of `server` arrived: its directory is read
+    /// again at once (a vouch or revocation there comes as one), so a line
+    /// paused for a key change opens again when the office vouches again.
+    pub(crate) fn reread_peer_directory(&self, server: &ServerName) {
+        if server == self.server_name() || !self.federation.enabled() {
+            return;
+        }
+        self.forget_peer_directory(server);
+        let server = server.to_owned();
+        self.federation.outbox.spawn_with(move |s| async move {
+            if let Err(e) = s.peer_directory(&server).await {
+                tracing::info!(peer = %server, error = %e, "a peer's directory could not be read again");
+            }
+        });
+    }
+
     /// Reads every peer's directory now and every [`REFRESH_EVERY`], so
     /// the name guard knows their officials. Called once, on the runtime.
     pub fn start_peer_directory_refresh(self: &Arc<Self>) {

@@ -300,6 +300,10 @@ impl Services {
     /// whose principal's attestation) was revoked: a revoked role grants
     /// nothing.
     pub fn principal_of(&self, user: &UserId) -> Result<Option<OwnedUserId>> {
+        if user.server_name() != self.server_name() {
+            // Another government's official, as its directory says.
+            return Ok(self.peer_principal_of(user));
+        }
         let Some(o) = self.store.get_official(user.as_str())? else {
             return Ok(None);
         };
@@ -356,6 +360,10 @@ impl Services {
     /// the office vouches again. Two indexed reads per principal.
     pub(crate) fn check_line_open(&self, line: &PduEvent) -> Result<()> {
         for p in line_principals(line) {
+            if p.server_name() != self.server_name() {
+                self.check_peer_principal_open(&p)?;
+                continue;
+            }
             let Some(att) = self.store.get_attestation(p.as_str())? else {
                 continue;
             };

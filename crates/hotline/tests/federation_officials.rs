@@ -363,3 +363,351 @@ async fn a_name_that_passes_for_a_peer_governments_official_is_refused_here() {
         .await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// `POST /_hotline/v1/line_invites` as `office` with `body`: the invite.
+async fn line_invite(http: &Http, office: &str, body: Value) -> Value {
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_hotline/v1/line_invites",
+            Some(office),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Redeems `code` of `server` as `token` through `http` (their own server).
+async fn redeem(http: &Http, token: &str, code: &str, server: &str) -> (u16, Value) {
+    http.call(
+        "POST",
+        &format!("/_hotline/v1/line_invites/{code}/redeem?server={server}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_line_invite_of_one_government_opens_an_encrypted_line_with_a_principal_of_the_other() {
+    let ca = TestCa::new();
+    let (a, b, _alice, _bob, _room) = two_governments(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    // The President's office issues an invite; its link names A.
+    let inv = line_invite(&ha, &pres, json!({})).await;
+    let code = inv["code"].as_str().unwrap().to_owned();
+    assert_eq!(inv["server"], json!(a.name));
+    assert!(
+        inv["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#/line/{code}/{}", a.name)),
+        "{inv}"
+    );
+    // The Prime Minister, on B, sees who is calling, as A says ...
+    let (status, v) = hb
+        .call(
+            "GET",
+            &format!("/_hotline/v1/line_invites/{code}?server={}", a.name),
+            Some(&pm),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["principal"], &v["name"]),
+        (&json!(a.user("pres")), &json!("Anna Weber"))
+    );
+    // ... and opens the line through B.
+    let (status, v) = redeem(&hb, &pm, &code, &a.name).await;
+    assert_eq!(status, 200, "{v}");
+    let line = v["room_id"].as_str().unwrap().to_owned();
+    // Both principals are joined, on both servers; the room is encrypted
+    // and marked as their line.
+    for (http, token) in [(&ha, &pres), (&hb, &pm)] {
+        let (status, v) = http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{line}/joined_members"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let mut joined: Vec<&String> = v["joined"].as_object().unwrap().keys().collect();
+        joined.sort();
+        let mut want = vec![a.user("pres"), b.user("pm")];
+        want.sort();
+        assert_eq!(joined, want.iter().collect::<Vec<_>>());
+    }
+    let (status, v) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{line}/state/org.hotline.line/"),
+            Some(&pres),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut principals = vec![a.user("pres"), b.user("pm")];
+    principals.sort();
+    assert_eq!(v["principals"], json!(principals));
+    let (status, v) = hb
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{line}/state/m.room.encryption/"),
+            Some(&pm),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &v["algorithm"]),
+        (200, &json!("m.megolm.v1.aes-sha2")),
+        "{v}"
+    );
+    // Ciphertext crosses both ways.
+    let sealed = |n: &str| {
+        json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": format!("sealed-{n}"),
+               "device_id": "D", "sender_key": "k", "session_id": "s"})
+        .to_string()
+    };
+    for (from, http, token) in [("b", &hb, &pm), ("a", &ha, &pres)] {
+        let (status, v) = http
+            .call(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{line}/send/m.room.encrypted/{from}1"),
+                Some(token),
+                Some(&sealed(from)),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    for (http, token, from) in [(&ha, &pres, "b"), (&hb, &pm, "a")] {
+        let started = std::time::Instant::now();
+        loop {
+            let (_, v) = http
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{line}/messages?dir=b&limit=20"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            let seen = v["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["content"]["ciphertext"] == json!(format!("sealed-{from}")));
+            if seen {
+                break;
+            }
+            assert!(
+                started.elapsed().as_secs() < 10,
+                "the text never crossed: {v}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    // The line lets the President's devices reach the Prime Minister's on B
+    // (room keys travel as to-device messages).
+    let (status, v) = ha
+        .call(
+            "PUT",
+            "/_matrix/client/v3/sendToDevice/m.test/k1",
+            Some(&pres),
+            Some(&json!({"messages": {b.user("pm"): {"*": {"key": "for the line"}}}}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, v) = hb
+            .call("GET", "/_matrix/client/v3/sync?timeout=0", Some(&pm), None)
+            .await;
+        let got = v["to_device"]["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["key"] == "for the line"));
+        if got {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the key never reached B: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Redeeming again gives the same line; both audit logs record it.
+    let (status, v) = redeem(&hb, &pm, &code, &a.name).await;
+    assert_eq!((status, &v["room_id"]), (200, &json!(line)), "{v}");
+    for (server, other) in [(&a, &b), (&b, &a)] {
+        let audit = server.server.admin_configured(&["audit"]);
+        assert!(
+            audit.lines().any(|l| l.contains("line_invite_redeemed")
+                && l.contains(&line)
+                && l.contains(&other.name)),
+            "{}: {audit}",
+            server.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn used_up_expired_revoked_and_wrongly_bound_invites_are_refused_across_servers_in_the_issuers_words(
+) {
+    let ca = TestCa::new();
+    let (a, b, _alice, bob, _room) = two_governments(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    let fm = vouched_principal(&b, "fm", "Otto Brandt").await;
+    let refused = |r: (u16, Value), why: &str| {
+        assert_eq!(r.0, 403, "{}", r.1);
+        let said = r.1["error"].as_str().unwrap_or_default().to_owned();
+        assert!(said.contains(why), "expected {why:?}, got {said:?}");
+    };
+    // Used up: one use, taken by the Prime Minister.
+    let once = line_invite(&ha, &pres, json!({})).await;
+    let once = once["code"].as_str().unwrap();
+    assert_eq!(redeem(&hb, &pm, once, &a.name).await.0, 200);
+    refused(
+        redeem(&hb, &fm, once, &a.name).await,
+        "This line invite has been used up",
+    );
+    // Expired.
+    let short = line_invite(&ha, &pres, json!({"expires_in_ms": 1000})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    refused(
+        redeem(&hb, &fm, short["code"].as_str().unwrap(), &a.name).await,
+        "This line invite has expired",
+    );
+    // Revoked by its office.
+    let revoked = line_invite(&ha, &pres, json!({})).await;
+    let revoked = revoked["code"].as_str().unwrap();
+    let (status, v) = ha
+        .call(
+            "DELETE",
+            &format!("/_hotline/v1/line_invites/{revoked}"),
+            Some(&pres),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    refused(
+        redeem(&hb, &fm, revoked, &a.name).await,
+        "This line invite was revoked by its office",
+    );
+    // Bound to the Prime Minister: the Foreign Minister is refused, at the
+    // preview already.
+    let bound = line_invite(&ha, &pres, json!({"for_user": b.user("pm")})).await;
+    let bound = bound["code"].as_str().unwrap();
+    refused(
+        hb.call(
+            "GET",
+            &format!("/_hotline/v1/line_invites/{bound}?server={}", a.name),
+            Some(&fm),
+            None,
+        )
+        .await,
+        "This line invite is meant for someone else",
+    );
+    refused(
+        redeem(&hb, &fm, bound, &a.name).await,
+        "This line invite is meant for someone else",
+    );
+    // Someone nobody vouches for as a principal cannot redeem at all.
+    let open = line_invite(&ha, &pres, json!({})).await;
+    refused(
+        redeem(&hb, &bob, open["code"].as_str().unwrap(), &a.name).await,
+        "Only an enrolled principal can redeem a line invite",
+    );
+}
+
+/// Opens a line between the President (on A) and the Prime Minister (on
+/// B) with an invite of A's: the line's room.
+async fn cross_server_line(
+    a: &FederatedServer,
+    b: &FederatedServer,
+    pres: &str,
+    pm: &str,
+) -> String {
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let inv = line_invite(&ha, pres, json!({})).await;
+    let (status, v) = redeem(&hb, pm, inv["code"].as_str().unwrap(), &a.name).await;
+    assert_eq!(status, 200, "{v}");
+    v["room_id"].as_str().unwrap().to_owned()
+}
+
+/// Sends a text into `room` as `token`: the status and answer.
+async fn text(http: &Http, token: &str, room: &str, txn: &str) -> (u16, Value) {
+    http.call(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+        Some(token),
+        Some(r#"{"msgtype": "m.text", "body": "hello"}"#),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_key_reset_on_one_server_pauses_the_line_on_the_other_until_vouched_again() {
+    let ca = TestCa::new();
+    let (a, b, _alice, _bob, _room) = two_governments(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    let line = cross_server_line(&a, &b, &pres, &pm).await;
+    assert_eq!(text(&hb, &pm, &line, "t0").await.0, 200);
+    // The President's identity key is reset (a new master key, her
+    // password confirming it).
+    const NEW: &str = "bmV3IG1hc3RlciBrZXkgb2YgYW5uYSB3ZWJlciEhISE";
+    let user = a.user("pres");
+    let (status, v) = ha
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/device_signing/upload",
+            Some(&pres),
+            Some(
+                &json!({
+                    "master_key": {"user_id": user, "usage": ["master"],
+                                   "keys": {format!("ed25519:{NEW}"): NEW}},
+                    "auth": {"type": "m.login.password",
+                             "identifier": {"type": "m.id.user", "user": user},
+                             "password": common::OFFICIAL_PW}
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // B hears of it and pauses the line: the Prime Minister cannot text.
+    let until = |want: u16, what: &'static str| {
+        let (hb, pm, line) = (&hb, &pm, &line);
+        async move {
+            let started = std::time::Instant::now();
+            for i in 0.. {
+                let r = text(hb, pm, line, &format!("{what}{i}")).await;
+                if r.0 == want {
+                    return r;
+                }
+                assert!(started.elapsed().as_secs() < 10, "{what}: {}", r.1);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            unreachable!()
+        }
+    };
+    let (_, v) = until(403, "paused").await;
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("identity key of Anna Weber changed"),
+        "{v}"
+    );
+    // Her office vouches for the new key: the line opens again on B.
+    a.server
+        .admin_configured(&["vouch", "pres", "--master-key", NEW]);
+    until(200, "open").await;
+}

@@ -442,6 +442,7 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     // Hotline's own API, server keys, operations
     ("GET", "/_matrix/key/v2/server", "", ""),
     ("GET", "/_hotline/v1/directory", "", ""),
+    ("GET", "/_hotline/v1/directory/{server_name}", "", ""),
     ("GET", "/_hotline/v1/enrol/{code}", "", ""),
     (
         "POST",
@@ -1678,6 +1679,20 @@ const FED_SPECS: &[(&str, &str, &str, &str)] = &[
         "width=32&height=32&method=crop&timeout_ms=1000&animated=false",
         "",
     ),
+    // Hotline's own federation endpoints
+    ("GET", "/_hotline/federation/v1/directory", "", ""),
+    (
+        "GET",
+        "/_hotline/federation/v1/line_invites/{code}",
+        "redeemer=$BOB",
+        "",
+    ),
+    (
+        "POST",
+        "/_hotline/federation/v1/line_invites/{code}/redeem",
+        "",
+        r#"{"redeemer":"$BOB"}"#,
+    ),
 ];
 
 /// The server under test's name (in process: it is never dialled).
@@ -1945,6 +1960,7 @@ impl FedFx {
             "server_name" => self.peer.name.clone(),
             "transaction_id" => format!("t{}", rng.gen::<u32>()),
             "media_id" => self.media.clone(),
+            "code" => "nosuchcode".into(),
             "user_id" if path.contains("/devices/") => self.alice.clone(),
             "user_id" => self.bob.clone(),
             other => panic!("no fuzz value for {{{other}}}"),

@@ -346,7 +346,7 @@ function joined(mx: MatrixClient, roomId: string, timeoutMs = 30_000): Promise<v
  * the new line; the server's refusals (used up, expired, revoked, meant for
  * someone else, not a principal) are shown as it words them.
  */
-export function RedeemInvite({ mx, code }: { mx: MatrixClient; code: string }) {
+export function RedeemInvite({ mx, code, server }: { mx: MatrixClient; code: string; server?: string }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [preview, setPreview] = useState<InvitePreview | null>(null);
@@ -356,7 +356,7 @@ export function RedeemInvite({ mx, code }: { mx: MatrixClient; code: string }) {
     let live = true;
     setPreview(null);
     setRefused(null);
-    previewInvite(mx, code).then(
+    previewInvite(mx, code, server).then(
       (p) => live && setPreview(p),
       (err) =>
         live &&
@@ -371,12 +371,12 @@ export function RedeemInvite({ mx, code }: { mx: MatrixClient; code: string }) {
     return () => {
       live = false;
     };
-  }, [mx, code]);
+  }, [mx, code, server]);
   const open = async () => {
     setBusy(true);
     setError(null);
     try {
-      const roomId = await redeemInvite(mx, code);
+      const roomId = await redeemInvite(mx, code, server);
       await joined(mx, roomId);
       navigate("line", roomId);
     } catch (err) {

@@ -8,6 +8,8 @@ import { api } from "./session";
 export interface LineInvite {
   code: string;
   url: string;
+  /** The server that issued it. */
+  server?: string;
   principal: string;
   created_by: string;
   for_user: string | null;
@@ -57,16 +59,21 @@ export async function revokeInvite(mx: MatrixClient, code: string): Promise<void
   await call(mx, "DELETE", `/_hotline/v1/line_invites/${encodeURIComponent(code)}`);
 }
 
+/** `?server=S` for an invite another server issued (this server asks it). */
+function issuer(mx: MatrixClient, server: string | undefined): string {
+  return server && server !== mx.getDomain() ? `?server=${encodeURIComponent(server)}` : "";
+}
+
 /** Who sent an invite (`GET /_hotline/v1/line_invites/{code}`); refusals as a redeem words them. */
-export async function previewInvite(mx: MatrixClient, code: string): Promise<InvitePreview> {
-  const r = await call(mx, "GET", `/_hotline/v1/line_invites/${encodeURIComponent(code)}`);
+export async function previewInvite(mx: MatrixClient, code: string, server?: string): Promise<InvitePreview> {
+  const r = await call(mx, "GET", `/_hotline/v1/line_invites/${encodeURIComponent(code)}${issuer(mx, server)}`);
   delete r.__status;
   return r as InvitePreview;
 }
 
 /** Redeems an invite: the server opens the line (or returns the existing one). */
-export async function redeemInvite(mx: MatrixClient, code: string): Promise<string> {
-  const r = await call(mx, "POST", `/_hotline/v1/line_invites/${encodeURIComponent(code)}/redeem`, {});
+export async function redeemInvite(mx: MatrixClient, code: string, server?: string): Promise<string> {
+  const r = await call(mx, "POST", `/_hotline/v1/line_invites/${encodeURIComponent(code)}/redeem${issuer(mx, server)}`, {});
   return r.room_id as string;
 }
 
@@ -88,7 +95,8 @@ export function shareUrl(inv: LineInvite): string {
     if (u.hostname === "0.0.0.0" || u.hostname === "[::]") throw new Error("unspecified address");
     return inv.url;
   } catch {
-    return `${window.location.origin}${window.location.pathname}#/line/${inv.code}`;
+    const server = inv.server ? `/${inv.server}` : "";
+    return `${window.location.origin}${window.location.pathname}#/line/${inv.code}${server}`;
   }
 }
 

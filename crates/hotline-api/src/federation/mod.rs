@@ -92,6 +92,14 @@ pub fn routes() -> Routes {
             hotline_service::peer_officials::FEDERATION_DIRECTORY_PATH,
             axum::routing::get(query::get_hotline_directory_route),
         )
+        .route(
+            "/_hotline/federation/v1/line_invites/{code}",
+            axum::routing::get(query::preview_line_invite_for_peer_route),
+        )
+        .route(
+            "/_hotline/federation/v1/line_invites/{code}/redeem",
+            axum::routing::post(query::redeem_line_invite_for_peer_route),
+        )
         .endpoint::<f::authenticated_media::get_content::v1::Request, _, _>(
             media::get_content_route,
         )

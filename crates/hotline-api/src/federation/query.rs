@@ -63,3 +63,43 @@ pub async fn get_hotline_directory_route(
 ) -> ApiResult<Json<Value>> {
     Ok(Json(s.services.directory()?))
 }
+
+#[derive(Deserialize)]
+pub struct RedeemerQuery {
+    redeemer: OwnedUserId,
+}
+
+/// `GET /_hotline/federation/v1/line_invites/{code}?redeemer=U`: who is
+/// calling, for a user of the asking server who holds the code.
+pub async fn preview_line_invite_for_peer_route(
+    State(s): State<AppState>,
+    crate::extract::PathArgs(code): crate::extract::PathArgs<String>,
+    QueryArgs(q): QueryArgs<RedeemerQuery>,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let p = s
+        .services
+        .preview_line_invite_for_peer(&signed.origin, &code, &q.redeemer)?;
+    Ok(Json(hotline_service::lines_across::preview_json(&p)))
+}
+
+#[derive(Deserialize)]
+struct RedeemBody {
+    redeemer: OwnedUserId,
+}
+
+/// `POST /_hotline/federation/v1/line_invites/{code}/redeem`: the line a
+/// principal of the asking server opens with this server's invite.
+pub async fn redeem_line_invite_for_peer_route(
+    State(s): State<AppState>,
+    crate::extract::PathArgs(code): crate::extract::PathArgs<String>,
+    signed: Signed,
+) -> ApiResult<Json<Value>> {
+    let body: RedeemBody = serde_json::from_slice(&signed.body)
+        .map_err(|e| Error::bad_json(format!("Not a redeem request: {e}")))?;
+    let (room_id, principal) = s
+        .services
+        .redeem_line_invite_for_peer(&signed.origin, &code, &body.redeemer)
+        .await?;
+    Ok(Json(json!({ "room_id": room_id, "principal": principal })))
+}

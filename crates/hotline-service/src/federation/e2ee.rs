@@ -390,7 +390,8 @@ impl Services {
     }
 
     /// `m.device_list_update` or `m.signing_key_update` from `origin`: its
-    /// user's keys changed.
+    /// user's keys changed. A new master key is kept (the line with them
+    /// pauses when it is not the one their government vouched for).
     pub(crate) async fn receive_key_change(&self, origin: &ServerName, content: &Value) {
         let Some(user) = content["user_id"]
             .as_str()
@@ -399,13 +400,58 @@ impl Services {
         else {
             return;
         };
-        let change = WriteOp::KeyChange {
+        let mut batch = WriteBatch::new();
+        if let Some(op) = content
+            .get("master_key")
+            .and_then(|k| remote_master_key(&user, k))
+        {
+            batch.push(op);
+        }
+        batch.push(WriteOp::KeyChange {
             user_id: user.to_string(),
-        };
-        if let Err(e) = self.store.write(WriteBatch::one(change)).await {
+        });
+        if let Err(e) = self.store.write(batch).await {
             tracing::warn!(peer = %origin, error = %e, "a device list change was not stored");
         }
     }
+
+    /// Asks `user`'s server for their current master key, and keeps it
+    /// (when a line with them opens: from then on, `m.signing_key_update`
+    /// keeps it current).
+    pub(crate) async fn fetch_remote_master_key(&self, user: &UserId) -> Result<()> {
+        let server = user.server_name();
+        let mut request = get_keys::v1::Request::new(BTreeMap::new());
+        request.device_keys.insert(user.to_owned(), Vec::new());
+        let answer = self.federation_call(server, request).await?;
+        let Some(raw) = answer.master_keys.get(user) else {
+            return Ok(());
+        };
+        let key: Value = serde_json::to_value(raw)?;
+        if let Some(op) = remote_master_key(user, &key) {
+            self.store.write(WriteBatch::one(op)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The write that keeps `key` as the master key of `user` (of another
+/// server), when it is one: theirs, for `master` usage, one ed25519 key.
+fn remote_master_key(user: &UserId, key: &Value) -> Option<WriteOp> {
+    let usage_master = key["usage"]
+        .as_array()
+        .is_some_and(|u| u.iter().any(|x| x == "master"));
+    let one_key = key["keys"].as_object().is_some_and(|k| {
+        k.len() == 1
+            && k.keys().all(|id| id.starts_with("ed25519:"))
+            && k.values().all(Value::is_string)
+    });
+    (key["user_id"] == user.as_str() && usage_master && one_key).then(|| {
+        WriteOp::PutCrossSigningKey {
+            user_id: user.to_string(),
+            key_type: "master".into(),
+            json: key.to_string(),
+        }
+    })
 }
 
 /// Keeps only the entries (by user id, one level down) of `server`'s users:

@@ -191,30 +191,53 @@ impl Services {
         destination: &ServerName,
         path: &str,
     ) -> Result<serde_json::Value> {
+        self.federation_json(http::Method::GET, destination, path, None)
+            .await
+    }
+
+    /// A signed request of `method` on `path` of `destination` with the
+    /// JSON `body`, for Hotline's own federation endpoints: the JSON
+    /// answered.
+    pub(crate) async fn federation_json(
+        &self,
+        method: http::Method,
+        destination: &ServerName,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
         self.federation_peer(destination)?;
         let origin = self.server_name().as_str();
         let mut signed = serde_json::json!({
-            "method": "GET",
+            "method": method.as_str(),
             "uri": path,
             "origin": origin,
             "destination": destination.as_str(),
         });
+        if let Some(b) = &body {
+            signed["content"] = b.clone();
+        }
         self.server_key.sign(origin, &mut signed)?;
         let key_id = &self.server_key.key_id;
         let sig = signed["signatures"][origin][key_id]
             .as_str()
             .ok_or_else(|| Error::internal("a request was not signed"))?;
-        let request = http::Request::builder()
-            .method(http::Method::GET)
+        let bytes = match &body {
+            Some(b) => serde_json::to_vec(b)?,
+            None => Vec::new(),
+        };
+        let mut request = http::Request::builder()
+            .method(method)
             .uri(format!("https://{destination}{path}"))
             .header(
                 http::header::AUTHORIZATION,
                 format!(
                     "X-Matrix origin=\"{origin}\",destination=\"{destination}\",key=\"{key_id}\",sig=\"{sig}\""
                 ),
-            )
-            .body(Vec::new())
-            .map_err(Error::internal)?;
+            );
+        if body.is_some() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(bytes).map_err(Error::internal)?;
         let response = self.federation_send(destination, request).await?;
         serde_json::from_slice(response.body()).map_err(|e| {
             tracing::warn!(peer = %destination, %path, error = %e, "an unreadable federation answer");

@@ -118,6 +118,23 @@ impl Outbox {
         }
     }
 
+    /// Runs `task` with the services on the sender's runtime (from the
+    /// commit hook's thread too); nothing before the sender starts.
+    pub(crate) fn spawn_with<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(Arc<Services>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Some((handle, services)) = self.runner.get() {
+            let services = services.clone();
+            handle.spawn(async move {
+                if let Some(s) = services.upgrade() {
+                    task(s).await;
+                }
+            });
+        }
+    }
+
     /// Something was queued for `server`.
     pub(crate) fn wake(&self, server: &str) {
         if let Ok(server) = ServerName::parse(server) {

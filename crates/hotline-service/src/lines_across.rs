@@ -1,0 +1,334 @@
+//! Lines between governments (docs/DESIGN.md capability 5 across servers):
+//! a line invite issued on one server, redeemed by a principal of another
+//! through their own server.
+//!
+//! The redeemer's server asks the issuing server over signed federation
+//! (`GET /_hotline/federation/v1/line_invites/{code}` for who is calling,
+//! `POST .../redeem` to open the line). The issuing server holds the
+//! invite, so it alone decides: binding, expiry, uses and revocation hold
+//! as they do locally, and its refusal (in its words) is what the redeemer
+//! sees. It takes the redeemer for a principal only when the redeemer's own
+//! government vouches for them (their server's directory, read and checked
+//! with the pinned key, [`crate::peer_officials`]). It opens the line room
+//! (encrypted, `org.hotline.line`) as its principal, invites the redeemer
+//! (the invite's consent is the office's, as locally), records the line and
+//! the use, and answers the room. The redeemer's server then records the
+//! line on its side (so the reach rule lets the other principal's keys and
+//! messages through) and joins the redeemer through the issuing server.
+//! Both servers' audit logs record the redemption.
+
+use ruma::events::room::member::MembershipState;
+use ruma::events::TimelineEventType;
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, ServerName, UserId};
+use serde_json::{json, Value};
+
+use hotline_store::{LineRow, WriteBatch, WriteOp};
+
+use crate::accounts::Sender;
+use crate::identity::{audit, LineInvitePreview};
+use crate::policy::Origin;
+use crate::{now_ms, Error, Result, Services};
+
+/// Where a server answers for its line invites to its peers.
+pub const FEDERATION_LINE_INVITES_PATH: &str = "/_hotline/federation/v1/line_invites";
+
+impl Services {
+    /// `GET /_hotline/v1/line_invites/{code}?server=S` for an invite of
+    /// another server: who is calling, as `server` says.
+    pub async fn preview_remote_line_invite(
+        &self,
+        sender: &UserId,
+        code: &str,
+        server: &ServerName,
+    ) -> Result<LineInvitePreview> {
+        let path = format!(
+            "{FEDERATION_LINE_INVITES_PATH}/{}?redeemer={}",
+            urlencoding(code),
+            urlencoding(sender.as_str())
+        );
+        let answer = self.federation_get_json(server, &path).await?;
+        let s = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
+        let principal = s("principal");
+        if UserId::parse(&principal).map_or(true, |p| p.server_name() != server) {
+            return Err(Error::Unavailable(format!(
+                "{server} named someone else's official as its own"
+            )));
+        }
+        Ok(LineInvitePreview {
+            principal,
+            name: s("name"),
+            title: s("title"),
+            country: s("country"),
+            office: s("office"),
+            expires_ts: answer["expires_ts"].as_i64(),
+        })
+    }
+
+    /// `GET /_hotline/federation/v1/line_invites/{code}?redeemer=U` from
+    /// `origin`: the preview a user of `origin` would get here.
+    pub fn preview_line_invite_for_peer(
+        &self,
+        origin: &ServerName,
+        code: &str,
+        redeemer: &UserId,
+    ) -> Result<LineInvitePreview> {
+        if redeemer.server_name() != origin {
+            return Err(Error::forbidden("A server asks for its own users only"));
+        }
+        self.preview_line_invite(redeemer, code)
+    }
+
+    /// `POST /_hotline/v1/line_invites/{code}/redeem?server=S` for an
+    /// invite of another server: the line opened there, recorded and
+    /// joined here (or the one the two principals already hold).
+    pub async fn redeem_remote_line_invite(
+        &self,
+        sender: &Sender,
+        code: &str,
+        server: &ServerName,
+    ) -> Result<OwnedRoomId> {
+        let me = &sender.user_id;
+        self.principal_of(me)?.filter(|p| p == me).ok_or_else(|| {
+            Error::forbidden("Only an enrolled principal can redeem a line invite")
+        })?;
+        // The other government's officials as they are now (its principal
+        // may have been vouched for since it was last read), so that
+        // principal may reach the redeemer here once the line is recorded.
+        self.forget_peer_directory(server);
+        self.peer_directory(server).await?;
+        let path = format!(
+            "{FEDERATION_LINE_INVITES_PATH}/{}/redeem",
+            urlencoding(code)
+        );
+        let answer = self
+            .federation_json(
+                http::Method::POST,
+                server,
+                &path,
+                Some(json!({ "redeemer": me })),
+            )
+            .await?;
+        let room_id = answer["room_id"]
+            .as_str()
+            .and_then(|r| OwnedRoomId::try_from(r).ok())
+            .ok_or_else(|| Error::Unavailable(format!("{server} answered no line")))?;
+        let theirs = answer["principal"]
+            .as_str()
+            .and_then(|p| UserId::parse(p).ok())
+            .filter(|p| p.server_name() == server)
+            .ok_or_else(|| Error::Unavailable(format!("{server} answered no principal")))?;
+        let _one_at_a_time = self.line_redeem_lock.lock().await;
+        if self.store.get_line(me.as_str(), theirs.as_str())?.is_none() {
+            let (a, b) = ordered(me, &theirs);
+            let mut batch = WriteBatch::new();
+            batch.push(WriteOp::PutLine(LineRow {
+                principal_a: a.to_string(),
+                principal_b: b.to_string(),
+                room_id: room_id.to_string(),
+                created_ts: now_ms(),
+            }));
+            batch.push(audit(
+                me.as_str(),
+                "line_invite_redeemed",
+                theirs.as_str(),
+                json!({"code_prefix": &code[..4.min(code.len())], "room_id": room_id, "server": server}),
+            ));
+            self.store.write(batch).await?;
+        }
+        drop(_one_at_a_time);
+        // Their master key, so the line pauses here when it changes.
+        if let Err(e) = self.fetch_remote_master_key(&theirs).await {
+            tracing::info!(user = %theirs, error = %e, "a principal's master key could not be had");
+        }
+        let joined = self
+            .room(&room_id)
+            .is_ok_and(|r| r.membership(me) == Some(MembershipState::Join));
+        if !joined {
+            let via: Vec<OwnedServerName> = vec![server.to_owned()];
+            self.join_remote(me, &room_id, &via).await?;
+        }
+        self.add_direct_room(me, std::slice::from_ref(&theirs), &room_id)
+            .await?;
+        Ok(room_id)
+    }
+
+    /// `POST /_hotline/federation/v1/line_invites/{code}/redeem` from
+    /// `origin`, for its principal `redeemer`: the line, opened here with
+    /// the redeemer invited (or the one they already hold), and this
+    /// server's principal on it.
+    pub async fn redeem_line_invite_for_peer(
+        &self,
+        origin: &ServerName,
+        code: &str,
+        redeemer: &UserId,
+    ) -> Result<(OwnedRoomId, OwnedUserId)> {
+        if redeemer.server_name() != origin {
+            return Err(Error::forbidden("A server redeems for its own users only"));
+        }
+        // Their own government vouches for them as a principal, or nothing
+        // (asked again when the directory read last does not say so: they
+        // may have been vouched for since).
+        let is_principal = |d: &crate::peer_officials::PeerDirectory| {
+            d.officials
+                .iter()
+                .any(|a| a.user_id == redeemer.as_str() && a.role == "principal")
+        };
+        // A directory that cannot be had vouches for nobody.
+        let unread = |e: Error| {
+            Error::forbidden(format!(
+                "The directory of {origin} could not be read here ({e}), so nobody it vouches for is known"
+            ))
+        };
+        let mut vouched = is_principal(&*self.peer_directory(origin).await.map_err(unread)?);
+        if !vouched {
+            self.forget_peer_directory(origin);
+            vouched = is_principal(&*self.peer_directory(origin).await.map_err(unread)?);
+        }
+        if !vouched {
+            return Err(Error::forbidden(
+                "Only a principal their own government vouches for can redeem a line invite",
+            ));
+        }
+        let _one_at_a_time = self.line_redeem_lock.lock().await;
+        let inv = self
+            .store
+            .get_line_invite(code)?
+            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
+        let refuse = |why: &str| Error::forbidden(format!("This line invite {why}"));
+        if inv
+            .for_user
+            .as_deref()
+            .is_some_and(|u| u != redeemer.as_str())
+        {
+            return Err(refuse("is meant for someone else"));
+        }
+        let theirs = UserId::parse(inv.principal.as_str()).map_err(Error::internal)?;
+        if let Some(line) = self.store.get_line(redeemer.as_str(), theirs.as_str())? {
+            let room_id = OwnedRoomId::try_from(line.room_id).map_err(Error::internal)?;
+            self.invite_to_line(&theirs, redeemer, &room_id).await?;
+            return Ok((room_id, theirs));
+        }
+        if inv.revoked {
+            return Err(refuse("was revoked by its office"));
+        }
+        if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
+            return Err(refuse("has expired"));
+        }
+        if inv.uses_allowed.is_some_and(|n| inv.uses >= n) {
+            return Err(refuse("has been used up"));
+        }
+        let (a, b) = ordered(redeemer, &theirs);
+        let line_state = json!({"principals": [a, b], "official": true, "opened_by": redeemer, "invite_from": inv.created_by});
+        let room_id = self
+            .create_room_as(
+                &theirs,
+                crate::rooms::CreateRoom {
+                    preset: Some("trusted_private_chat".into()),
+                    is_direct: true,
+                    initial_state: vec![
+                        (
+                            "m.room.encryption".into(),
+                            String::new(),
+                            json!({"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 604800000u64, "rotation_period_msgs": 100}),
+                        ),
+                        (crate::policy::LINE_STATE.into(), String::new(), line_state),
+                    ],
+                    ..Default::default()
+                },
+                Origin::Server,
+                |room_id| {
+                    vec![
+                        WriteOp::UseLineInvite {
+                            code: code.to_owned(),
+                            now_ms: now_ms(),
+                            redeemer: redeemer.to_string(),
+                        },
+                        audit(
+                            redeemer.as_str(),
+                            "line_invite_redeemed",
+                            theirs.as_str(),
+                            json!({"code_prefix": &code[..4.min(code.len())], "room_id": room_id, "server": origin}),
+                        ),
+                        WriteOp::PutLine(LineRow {
+                            principal_a: a.to_string(),
+                            principal_b: b.to_string(),
+                            room_id: room_id.to_string(),
+                            created_ts: now_ms(),
+                        }),
+                    ]
+                },
+                || refuse("has been used up"),
+            )
+            .await?;
+        self.invite_to_line(&theirs, redeemer, &room_id).await?;
+        self.add_direct_room(&theirs, &[redeemer.to_owned()], &room_id)
+            .await?;
+        // Their master key, so the line pauses here when it changes.
+        if let Err(e) = self.fetch_remote_master_key(redeemer).await {
+            tracing::info!(user = %redeemer, error = %e, "a principal's master key could not be had");
+        }
+        Ok((room_id, theirs))
+    }
+
+    /// The office's consent, as an invite from its principal: written by
+    /// the server (the redeemer's server joins them through it, so no
+    /// invite needs to cross).
+    async fn invite_to_line(
+        &self,
+        principal: &UserId,
+        redeemer: &UserId,
+        room_id: &ruma::RoomId,
+    ) -> Result<()> {
+        let room = self.room(room_id)?;
+        if matches!(
+            room.membership(redeemer),
+            Some(MembershipState::Invite | MembershipState::Join)
+        ) {
+            return Ok(());
+        }
+        let content = json!({"membership": "invite", "is_direct": true});
+        let draft = crate::pdu::EventDraft::new(
+            TimelineEventType::RoomMember,
+            &content,
+            Some(redeemer.to_string()),
+        )?;
+        self.append_server_events(&room, principal, vec![draft])
+            .await?;
+        Ok(())
+    }
+}
+
+/// Two principals in the order a line records them.
+fn ordered<'a>(x: &'a UserId, y: &'a UserId) -> (&'a UserId, &'a UserId) {
+    if x.as_str() <= y.as_str() {
+        (x, y)
+    } else {
+        (y, x)
+    }
+}
+
+/// `s` for a URL path segment or query value.
+fn urlencoding(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The JSON a preview is answered with, here and across servers.
+pub fn preview_json(p: &LineInvitePreview) -> Value {
+    json!({
+        "principal": p.principal,
+        "name": p.name,
+        "title": p.title,
+        "country": p.country,
+        "office": p.office,
+        "expires_ts": p.expires_ts,
+    })
+}
