@@ -885,8 +885,8 @@ test("line invites: a principal creates, shares (link + QR) and revokes; refusal
   // The real one: single use, 7 days, for Bruno (picked); its link and QR code.
   const link = await createInvite(A, { forName: "Bruno Keller" });
   // The link names the issuing server after the code.
-  const [code, issuer] = link.split("#/line/")[1].split("/");
-  assert.equal(link, `${URL_}/#/line/${code}/${issuer}`);
+  const [code, issuingServer] = link.split("#/line/")[1].split("/");
+  assert.equal(link, `${URL_}/#/line/${code}/${issuingServer}`);
   const created = A.getByTestId("created-invite");
   await created.getByText("single use · expires in 7 days · only for Bruno Keller (Chancellor · Borduria)").waitFor();
   await assertQrEncodes(created.getByTestId("invite-qr"), link);
