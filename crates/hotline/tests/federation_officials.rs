@@ -15,8 +15,19 @@ const MASTER: &str = "bWFzdGVyIGtleSBvZiBwZXRyYSBub3ZhaywgcG0hISE";
 /// Enrols `localpart` on `server` as a principal named `name`, has them
 /// upload a master key, and has their office vouch for it. Their token.
 async fn vouched_principal(server: &FederatedServer, localpart: &str, name: &str) -> String {
+    vouched_official(server, localpart, name, None).await
+}
+
+/// [`vouched_principal`], or an aide of `principal` (a localpart) when given.
+async fn vouched_official(
+    server: &FederatedServer,
+    localpart: &str,
+    name: &str,
+    principal: Option<&str>,
+) -> String {
     let http = Http::new(&server.server.url);
-    let out = server.server.admin_configured(&[
+    let principal_id = principal.map(|p| server.user(p));
+    let mut args = vec![
         "enroll",
         localpart,
         "--name",
@@ -27,11 +38,14 @@ async fn vouched_principal(server: &FederatedServer, localpart: &str, name: &str
         "Borduria",
         "--office",
         "Borduria Chancellery",
-        "--role",
-        "principal",
         "--hours",
         "72",
-    ]);
+    ];
+    match &principal_id {
+        Some(p) => args.extend(["--role", "aide", "--principal", p.as_str()]),
+        None => args.extend(["--role", "principal"]),
+    }
+    let out = server.server.admin_configured(&args);
     let code = out.lines().find_map(|l| l.strip_prefix("code ")).unwrap();
     let (status, v) = http.redeem_enrolment(code).await;
     assert_eq!(status, 200, "{v}");
@@ -710,4 +724,100 @@ async fn a_master_key_reset_on_one_server_pauses_the_line_on_the_other_until_vou
     a.server
         .admin_configured(&["vouch", "pres", "--master-key", NEW]);
     until(200, "open").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_locally() {
+    let ca = TestCa::new();
+    let (a, b, _alice, bob, _room) = two_governments(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let aide = vouched_official(&a, "aide", "Karl Brandt", Some("pres")).await;
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    // The President's aide issues the invite, for her.
+    let inv = line_invite(&ha, &aide, json!({})).await;
+    assert_eq!(inv["principal"], json!(a.user("pres")));
+    let (status, v) = redeem(&hb, &pm, inv["code"].as_str().unwrap(), &a.name).await;
+    assert_eq!(status, 200, "{v}");
+    let line = v["room_id"].as_str().unwrap().to_owned();
+    // She brings her aide onto the line; B lets him in (his government
+    // vouches for him as her aide), and the Prime Minister reads him.
+    let (status, v) = ha
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{line}/invite"),
+            Some(&pres),
+            Some(&json!({"user_id": a.user("aide")}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = ha
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{line}"),
+            Some(&aide),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(text(&ha, &aide, &line, "aide1").await.0, 200);
+    let started = std::time::Instant::now();
+    loop {
+        let (_, v) = hb
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{line}/messages?dir=b&limit=20"),
+                Some(&pm),
+                None,
+            )
+            .await;
+        let from_aide = v["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["sender"] == json!(a.user("aide")) && e["type"] == "m.room.message");
+        if from_aide {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "B never showed the aide's text: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // His devices reach the Prime Minister's (room keys), a stranger's do not.
+    for (txn, http, token) in [("k1", &ha, &aide), ("k2", &hb, &bob)] {
+        let (status, v) = http
+            .call(
+                "PUT",
+                &format!("/_matrix/client/v3/sendToDevice/m.test/{txn}"),
+                Some(token),
+                Some(&json!({"messages": {b.user("pm"): {"*": {"from": txn}}}}).to_string()),
+            )
+            .await;
+        // A local stranger is refused at once; the aide's goes out.
+        assert!(
+            status == 200 || (txn == "k2" && status == 403),
+            "{txn}: {v}"
+        );
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let (_, v) = hb
+            .call("GET", "/_matrix/client/v3/sync?timeout=0", Some(&pm), None)
+            .await;
+        let events = v["to_device"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if events.iter().any(|e| e["content"]["from"] == "k1") {
+            assert!(!events.iter().any(|e| e["content"]["from"] == "k2"), "{v}");
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the aide's key never reached B: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
