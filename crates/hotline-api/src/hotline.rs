@@ -24,6 +24,7 @@ pub fn routes() -> Routes {
             "/_hotline/v1/directory/{server_name}",
             get(get_peer_directory_route),
         )
+        .route("/_hotline/v1/resembles", get(get_resembled_official_route))
         .route(
             "/_hotline/v1/enrol/{code}",
             get(preview_enrolment_route).post(redeem_enrolment_route),
@@ -72,6 +73,30 @@ pub async fn get_peer_directory_route(
         "server_keys": d.server_keys,
         "pinned_keys": d.pinned,
     })))
+}
+
+#[derive(Deserialize)]
+pub struct ResemblesQuery {
+    user_id: ruma::OwnedUserId,
+    name: String,
+}
+
+/// `GET /_hotline/v1/resembles?user_id=U&name=N`: the official whose name
+/// `N` (U's display name) passes for, if any but U themself: `{}` when
+/// none.
+pub async fn get_resembled_official_route(
+    State(s): State<AppState>,
+    Auth(_sender): Auth,
+    QueryArgs(q): QueryArgs<ResemblesQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        match s.services.resembled_official(&q.user_id, &q.name)? {
+            Some(o) => json!({"official": {
+                "user_id": o.user_id, "name": o.name, "title": o.title, "country": o.country,
+            }}),
+            None => json!({}),
+        },
+    ))
 }
 
 #[derive(Deserialize)]

@@ -253,6 +253,15 @@ pub fn verify_attestation(
     Ok(a)
 }
 
+/// An official a name passes for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resembled {
+    pub user_id: String,
+    pub name: String,
+    pub title: String,
+    pub country: String,
+}
+
 /// What a line invite shows before it is redeemed: who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineInvitePreview {
@@ -600,8 +609,7 @@ impl Services {
     }
 
     /// Refuses `text` when `matches` one enrolled official other than
-    /// `actor`, with an audit entry. Officials are normalised here, per
-    /// check: they are few, and the rules may change without a migration.
+    /// `actor`, with an audit entry.
     fn guard(
         &self,
         actor: &str,
@@ -609,39 +617,63 @@ impl Services {
         text: &str,
         matches: impl Fn(&crate::names::Official) -> bool,
     ) -> Result<()> {
-        // This server's officials, and those of the peers (as last read):
-        // a name that passes for another government's official is refused
-        // here too.
-        let local = self
-            .store
-            .list_officials()?
-            .into_iter()
-            .map(|o| (o.user_id, o.name, o.title, o.country));
-        let peers = self
-            .peer_officials()
-            .into_iter()
-            .map(|a| (a.user_id, a.name, a.title, a.country));
-        for (user_id, name, title, country) in local.chain(peers) {
-            if user_id == actor || !matches(&crate::names::Official::new(&name, &user_id)) {
-                continue;
+        let Some(o) = self.passes_for(actor, matches)? else {
+            return Ok(());
+        };
+        // The refusal is answered now; its audit entry commits on its own.
+        let write = self.store.write(WriteBatch::one(audit(
+            actor,
+            "impersonation_refused",
+            &o.user_id,
+            json!({"field": what, "attempt": text}),
+        )));
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                tracing::error!(error = %e, "audit write failed");
             }
-            // The refusal is answered now; its audit entry commits on its own.
-            let write = self.store.write(WriteBatch::one(audit(
-                actor,
-                "impersonation_refused",
-                &user_id,
-                json!({"field": what, "attempt": text}),
-            )));
-            tokio::spawn(async move {
-                if let Err(e) = write.await {
-                    tracing::error!(error = %e, "audit write failed");
-                }
-            });
-            return Err(Error::forbidden(format!(
-                "This {what} is too close to the name of {name}, {title} of {country}, an enrolled official"
-            )));
+        });
+        Err(Error::forbidden(format!(
+            "This {what} is too close to the name of {}, {} of {}, an enrolled official",
+            o.name, o.title, o.country
+        )))
+    }
+
+    /// The official, other than `actor`, that `matches`: this server's
+    /// enrolled officials and the peers' (as last read). Officials are
+    /// normalised here, per check: they are few, and the rules may change
+    /// without a migration.
+    fn passes_for(
+        &self,
+        actor: &str,
+        matches: impl Fn(&crate::names::Official) -> bool,
+    ) -> Result<Option<Resembled>> {
+        let local = self.store.list_officials()?.into_iter().map(|o| Resembled {
+            user_id: o.user_id,
+            name: o.name,
+            title: o.title,
+            country: o.country,
+        });
+        let peers = self.peer_officials().into_iter().map(|a| Resembled {
+            user_id: a.user_id,
+            name: a.name,
+            title: a.title,
+            country: a.country,
+        });
+        for o in local.chain(peers) {
+            if o.user_id != actor && matches(&crate::names::Official::new(&o.name, &o.user_id)) {
+                return Ok(Some(o));
+            }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// `GET /_hotline/v1/resembles`: the official (of this server or a
+    /// peer) whose name `user`'s display name `name` passes for, unless
+    /// `user` is that official: what the web app warns of beside a user of
+    /// another server, whose name this server's guard never saw.
+    pub fn resembled_official(&self, user: &UserId, name: &str) -> Result<Option<Resembled>> {
+        let candidate = crate::names::Candidate::new(name);
+        self.passes_for(user.as_str(), |o| crate::names::impersonates(&candidate, o))
     }
 
     // ----- direct lines -----

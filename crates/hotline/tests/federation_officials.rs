@@ -821,3 +821,49 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_of_another_server_whose_name_passes_for_an_official_is_named_for_a_warning() {
+    let ca = TestCa::new();
+    let (a, b, alice, _bob, _room) = two_governments(&ca).await;
+    let ha = Http::new(&a.server.url);
+    vouched_principal(&a, "pres", "Anna Weber").await;
+    vouched_principal(&b, "pm", "Petra Novak").await;
+    let (status, v) = peer_directory(&ha, &alice, &b.name).await;
+    assert_eq!(status, 200, "{v}");
+    let resembles = |user: String, name: &'static str| {
+        let (ha, alice) = (&ha, &alice);
+        async move {
+            let (status, v) = ha
+                .call(
+                    "GET",
+                    &format!(
+                        "/_hotline/v1/resembles?user_id={}&name={}",
+                        user.replace(':', "%3A").replace('@', "%40"),
+                        name.replace(' ', "%20")
+                    ),
+                    Some(alice),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+    };
+    // Someone on B calling himself after A's President, or after B's own
+    // Prime Minister: A names the official, for the web app's warning.
+    let v = resembles(b.user("mallory"), "Anna Weber").await;
+    assert_eq!(v["official"]["user_id"], json!(a.user("pres")), "{v}");
+    let v = resembles(b.user("mallory"), "Petra Novak").await;
+    assert_eq!(
+        (&v["official"]["user_id"], &v["official"]["title"]),
+        (&json!(b.user("pm")), &json!("Prime Minister")),
+        "{v}"
+    );
+    // The official herself, and an unremarkable name, are nothing to warn of.
+    assert_eq!(resembles(b.user("pm"), "Petra Novak").await, json!({}));
+    assert_eq!(
+        resembles(b.user("mallory"), "Mallory Jones").await,
+        json!({})
+    );
+}

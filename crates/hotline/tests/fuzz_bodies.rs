@@ -443,6 +443,12 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     ("GET", "/_matrix/key/v2/server", "", ""),
     ("GET", "/_hotline/v1/directory", "", ""),
     ("GET", "/_hotline/v1/directory/{server_name}", "", ""),
+    (
+        "GET",
+        "/_hotline/v1/resembles",
+        "user_id=$BOB&name=Bob%20Smith",
+        "",
+    ),
     ("GET", "/_hotline/v1/enrol/{code}", "", ""),
     (
         "POST",

@@ -1,4 +1,4 @@
-import { badgeLine, useIdentity } from "../lib/identity";
+import { badgeLine, useIdentity, useResemblance } from "../lib/identity";
 import { dateTime } from "../lib/format";
 import { SealCheckIcon, ShieldAlertIcon } from "./icons";
 
@@ -11,7 +11,23 @@ import { SealCheckIcon, ShieldAlertIcon } from "./icons";
  */
 export function IdentityMark({ userId, compact = false }: { userId: string; compact?: boolean }) {
   const s = useIdentity(userId);
+  const resembles = useResemblance(userId);
   const size = compact ? 14 : 16;
+  if (resembles && s.kind !== "verified") {
+    // Someone of another server whose name passes for an official: a
+    // warning, never a badge.
+    return (
+      <span
+        class={"idmark warning" + (compact ? " compact" : "")}
+        data-testid="identity-mark"
+        data-status="resembles-official"
+        title={`Not verified. This name resembles ${resembles.name}, ${resembles.title} of ${resembles.country}, but no government vouches that this is them.`}
+      >
+        <ShieldAlertIcon size={size} />
+        <span class="idmark-text">Unverified: resembles {resembles.name}</span>
+      </span>
+    );
+  }
   switch (s.kind) {
     case "unknown":
       return null;

@@ -27,6 +27,14 @@ import {
   verifyServerKeys,
 } from "./attestation";
 
+/** An official a name passes for (`/_hotline/v1/resembles`). */
+export interface Resembled {
+  user_id: string;
+  name: string;
+  title: string;
+  country: string;
+}
+
 export type IdentityStatus =
   | { kind: "unknown" }
   | { kind: "unverified"; reason?: string }
@@ -43,6 +51,8 @@ class IdentityStore {
   private serverKeys: ServerKeys | null = null;
   /** Why a peer government's directory could not be had or checked. */
   private peerErrors = new Map<string, string>();
+  /** `userId\nname` → the official the name passes for (or none). */
+  private resembles = new Map<string, Resembled | null | "asking">();
   private running: Promise<void> | null = null;
   private again = false;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -208,6 +218,40 @@ class IdentityStore {
     return this.mx.getDomain();
   }
 
+  /**
+   * For a user of another server: the official their display name passes
+   * for, as this server's name guard judges it (`/_hotline/v1/resembles`;
+   * this server's own users cannot take such a name). Asked once per
+   * user and name; `null` until known, or when none.
+   */
+  resemblance(userId: string): Resembled | null {
+    const own = this.mx.getDomain();
+    if (!own || serverOf(userId) === own) return null;
+    const name = this.displayName(userId);
+    if (!name) return null;
+    const key = `${userId}\n${name}`;
+    const known = this.resembles.get(key);
+    if (known !== undefined) return known === "asking" ? null : known;
+    this.resembles.set(key, "asking");
+    const q = `?user_id=${encodeURIComponent(userId)}&name=${encodeURIComponent(name)}`;
+    api(this.mx.getHomeserverUrl(), "GET", `/_hotline/v1/resembles${q}`, undefined, this.mx.getAccessToken() || undefined)
+      .then((r) => {
+        this.resembles.set(key, r?.official ? (r.official as Resembled) : null);
+        this.changed();
+      })
+      .catch(() => this.resembles.delete(key));
+    return null;
+  }
+
+  /** The name a user shows in the rooms this client shares with them. */
+  private displayName(userId: string): string | null {
+    for (const room of this.mx.getRooms()) {
+      const m = room.getMember(userId);
+      if (m?.rawDisplayName && m.rawDisplayName !== userId) return m.rawDisplayName;
+    }
+    return null;
+  }
+
   status(userId: string): IdentityStatus {
     if (!this.loaded || !this.available) return { kind: "unknown" };
     const e = this.entries.get(userId);
@@ -283,6 +327,12 @@ export function useIdentityVersion(): number {
 export function useIdentity(userId: string): IdentityStatus {
   useIdentityVersion();
   return identityOf(userId);
+}
+
+/** The official a user of another server's name passes for, kept current. */
+export function useResemblance(userId: string): Resembled | null {
+  useIdentityVersion();
+  return store ? store.resemblance(userId) : null;
 }
 
 /** Whether a status stops a line: the counterpart's identity can't be trusted now. */
