@@ -262,6 +262,22 @@ pub struct Resembled {
     pub country: String,
 }
 
+/// Refuses an invite that is revoked, expired or used up, in the words a
+/// redeemer sees (on this server or, through theirs, on another).
+pub(crate) fn check_redeemable(inv: &LineInviteRow) -> Result<()> {
+    let refuse = |why: &str| Err(Error::forbidden(format!("This line invite {why}")));
+    if inv.revoked {
+        return refuse("was revoked by its office");
+    }
+    if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
+        return refuse("has expired");
+    }
+    if inv.uses_allowed.is_some_and(|n| inv.uses >= n) {
+        return refuse("has been used up");
+    }
+    Ok(())
+}
+
 /// What a line invite shows before it is redeemed: who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineInvitePreview {
@@ -859,64 +875,9 @@ impl Services {
         if let Some(room_id) = self.existing_line(&mine, &theirs).await? {
             return Ok(room_id);
         }
-        if inv.revoked {
-            return Err(refuse("was revoked by its office"));
-        }
-        if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
-            return Err(refuse("has expired"));
-        }
-        if inv.uses_allowed.is_some_and(|n| inv.uses >= n) {
-            return Err(refuse("has been used up"));
-        }
-        let (a, b) = if mine.as_str() <= theirs.as_str() {
-            (&mine, &theirs)
-        } else {
-            (&theirs, &mine)
-        };
-        let line_state = json!({"principals": [a, b], "official": true, "opened_by": me, "invite_from": inv.created_by});
+        check_redeemable(&inv)?;
         let created = self
-            .create_room_as(
-                me,
-                crate::rooms::CreateRoom {
-                    preset: Some("trusted_private_chat".into()),
-                    is_direct: true,
-                    invite: vec![theirs.clone()],
-                    initial_state: vec![
-                        (
-                            "m.room.encryption".into(),
-                            String::new(),
-                            json!({"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 604800000u64, "rotation_period_msgs": 100}),
-                        ),
-                        (crate::policy::LINE_STATE.into(), String::new(), line_state),
-                    ],
-                    ..Default::default()
-                },
-                // The server writes the line's state and invites the office's
-                // principal on the consent the invite carries.
-                Origin::Server,
-                |room_id| {
-                    vec![
-                        WriteOp::UseLineInvite {
-                            code: code.to_owned(),
-                            now_ms: now_ms(),
-                            redeemer: me.to_string(),
-                        },
-                        audit(
-                            me.as_str(),
-                            "line_invite_redeemed",
-                            theirs.as_str(),
-                            json!({"code_prefix": &code[..4.min(code.len())], "room_id": room_id}),
-                        ),
-                        WriteOp::PutLine(LineRow {
-                            principal_a: a.to_string(),
-                            principal_b: b.to_string(),
-                            room_id: room_id.to_string(),
-                            created_ts: now_ms(),
-                        }),
-                    ]
-                },
-                || refuse("has been used up"),
-            )
+            .create_line_room(me, vec![theirs.clone()], me, &theirs, &inv, json!({}))
             .await;
         let room_id = match created {
             Ok(room_id) => room_id,
@@ -932,6 +893,74 @@ impl Services {
         self.add_direct_room(&theirs, std::slice::from_ref(me), &room_id)
             .await?;
         Ok(room_id)
+    }
+
+    /// Opens the line `inv` gives `redeemer`: a direct room created by
+    /// `creator` (inviting `invite`), encrypted, with its `org.hotline.line`
+    /// state naming the two principals; the invite's use (a conditional
+    /// write: refused as used up when another redeem took the last one),
+    /// the audit entry (with `detail`'s fields) and the line's row commit
+    /// with it. The server writes the line's state and the invites on the
+    /// consent the invite carries.
+    pub(crate) async fn create_line_room(
+        &self,
+        creator: &UserId,
+        invite: Vec<OwnedUserId>,
+        redeemer: &UserId,
+        theirs: &UserId,
+        inv: &LineInviteRow,
+        mut detail: Value,
+    ) -> Result<ruma::OwnedRoomId> {
+        let code = inv.code.as_str();
+        let (a, b) = if redeemer.as_str() <= theirs.as_str() {
+            (redeemer, theirs)
+        } else {
+            (theirs, redeemer)
+        };
+        let line_state = json!({"principals": [a, b], "official": true, "opened_by": redeemer, "invite_from": inv.created_by});
+        self.create_room_as(
+            creator,
+            crate::rooms::CreateRoom {
+                preset: Some("trusted_private_chat".into()),
+                is_direct: true,
+                invite,
+                initial_state: vec![
+                    (
+                        "m.room.encryption".into(),
+                        String::new(),
+                        json!({"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 604800000u64, "rotation_period_msgs": 100}),
+                    ),
+                    (crate::policy::LINE_STATE.into(), String::new(), line_state),
+                ],
+                ..Default::default()
+            },
+            Origin::Server,
+            |room_id| {
+                detail["code_prefix"] = json!(&code[..4.min(code.len())]);
+                detail["room_id"] = json!(room_id);
+                vec![
+                    WriteOp::UseLineInvite {
+                        code: code.to_owned(),
+                        now_ms: now_ms(),
+                        redeemer: redeemer.to_string(),
+                    },
+                    audit(
+                        redeemer.as_str(),
+                        "line_invite_redeemed",
+                        theirs.as_str(),
+                        detail,
+                    ),
+                    WriteOp::PutLine(LineRow {
+                        principal_a: a.to_string(),
+                        principal_b: b.to_string(),
+                        room_id: room_id.to_string(),
+                        created_ts: now_ms(),
+                    }),
+                ]
+            },
+            || Error::forbidden("This line invite has been used up"),
+        )
+        .await
     }
 
     /// The line between two principals, if they hold one, with both joined.

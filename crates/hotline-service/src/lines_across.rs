@@ -26,7 +26,6 @@ use hotline_store::{LineRow, WriteBatch, WriteOp};
 
 use crate::accounts::Sender;
 use crate::identity::{audit, LineInvitePreview};
-use crate::policy::Origin;
 use crate::{now_ms, Error, Result, Services};
 
 /// Where a server answers for its line invites to its peers.
@@ -208,56 +207,15 @@ impl Services {
             self.invite_to_line(&theirs, redeemer, &room_id).await?;
             return Ok((room_id, theirs));
         }
-        if inv.revoked {
-            return Err(refuse("was revoked by its office"));
-        }
-        if inv.expires_ts.is_some_and(|t| t <= now_ms()) {
-            return Err(refuse("has expired"));
-        }
-        if inv.uses_allowed.is_some_and(|n| inv.uses >= n) {
-            return Err(refuse("has been used up"));
-        }
-        let (a, b) = ordered(redeemer, &theirs);
-        let line_state = json!({"principals": [a, b], "official": true, "opened_by": redeemer, "invite_from": inv.created_by});
+        crate::identity::check_redeemable(&inv)?;
         let room_id = self
-            .create_room_as(
+            .create_line_room(
                 &theirs,
-                crate::rooms::CreateRoom {
-                    preset: Some("trusted_private_chat".into()),
-                    is_direct: true,
-                    initial_state: vec![
-                        (
-                            "m.room.encryption".into(),
-                            String::new(),
-                            json!({"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_ms": 604800000u64, "rotation_period_msgs": 100}),
-                        ),
-                        (crate::policy::LINE_STATE.into(), String::new(), line_state),
-                    ],
-                    ..Default::default()
-                },
-                Origin::Server,
-                |room_id| {
-                    vec![
-                        WriteOp::UseLineInvite {
-                            code: code.to_owned(),
-                            now_ms: now_ms(),
-                            redeemer: redeemer.to_string(),
-                        },
-                        audit(
-                            redeemer.as_str(),
-                            "line_invite_redeemed",
-                            theirs.as_str(),
-                            json!({"code_prefix": &code[..4.min(code.len())], "room_id": room_id, "server": origin}),
-                        ),
-                        WriteOp::PutLine(LineRow {
-                            principal_a: a.to_string(),
-                            principal_b: b.to_string(),
-                            room_id: room_id.to_string(),
-                            created_ts: now_ms(),
-                        }),
-                    ]
-                },
-                || refuse("has been used up"),
+                Vec::new(),
+                redeemer,
+                &theirs,
+                &inv,
+                json!({"server": origin}),
             )
             .await?;
         self.invite_to_line(&theirs, redeemer, &room_id).await?;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{FederatedServer, Http, TestCa};
+use common::{within, FederatedServer, Http, TestCa};
 use serde_json::{json, Value};
 
 /// A master key as a client would upload it (32 bytes, unpadded base64).
@@ -77,6 +77,37 @@ async fn peer_directory(http: &Http, token: &str, server: &str) -> (u16, Value) 
         None,
     )
     .await
+}
+
+/// The to-device messages `token`'s device has waiting (`/sync`).
+async fn to_device_of(http: &Http, token: &str) -> Vec<Value> {
+    let (status, v) = http
+        .call(
+            "GET",
+            "/_matrix/client/v3/sync?timeout=0",
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["to_device"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The newest 20 events of `room` as `token` reads them.
+async fn events_of(http: &Http, token: &str, room: &str) -> Vec<Value> {
+    let (status, v) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=20"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["chunk"].as_array().cloned().unwrap_or_default()
 }
 
 /// Two servers that federate, and a user of each with a room both are in.
@@ -202,8 +233,7 @@ async fn a_revocation_on_the_issuing_server_reaches_the_other_sides_clients_with
     b.server.admin_configured(&["revoke", "pm"]);
     // Within seconds (a directory read here is otherwise reused for a
     // minute): the revocation, as B signed it.
-    let started = std::time::Instant::now();
-    loop {
+    within(10, || async {
         let (status, v) = peer_directory(&ha, &alice, &b.name).await;
         assert_eq!(status, 200, "{v}");
         let revoked = v["directory"]["revocations"]
@@ -211,15 +241,11 @@ async fn a_revocation_on_the_issuing_server_reaches_the_other_sides_clients_with
             .unwrap()
             .iter()
             .any(|r| r["user_id"] == json!(b.user("pm")));
-        if revoked {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the revocation did not reach A: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        revoked
+            .then_some(())
+            .ok_or(format!("the revocation did not reach A: {v}"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -302,33 +328,14 @@ async fn a_stranger_on_another_server_can_neither_invite_nor_message_a_principal
             .await;
         assert_eq!(status, 200, "{v}");
     }
-    let to_device = |token: String| {
-        let ha = &ha;
-        async move {
-            let (status, v) = ha
-                .call(
-                    "GET",
-                    "/_matrix/client/v3/sync?timeout=0",
-                    Some(&token),
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200, "{v}");
-            v["to_device"]["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        }
-    };
-    let started = std::time::Instant::now();
-    while to_device(carol.clone()).await.is_empty() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "Carol got nothing"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(to_device(pres).await, Vec::<Value>::new());
+    within(10, || async {
+        let got = to_device_of(&ha, &carol).await;
+        (!got.is_empty())
+            .then_some(())
+            .ok_or("Carol got nothing".to_owned())
+    })
+    .await;
+    assert_eq!(to_device_of(&ha, &pres).await, Vec::<Value>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -500,30 +507,15 @@ async fn a_line_invite_of_one_government_opens_an_encrypted_line_with_a_principa
         assert_eq!(status, 200, "{v}");
     }
     for (http, token, from) in [(&ha, &pres, "b"), (&hb, &pm, "a")] {
-        let started = std::time::Instant::now();
-        loop {
-            let (_, v) = http
-                .call(
-                    "GET",
-                    &format!("/_matrix/client/v3/rooms/{line}/messages?dir=b&limit=20"),
-                    Some(token),
-                    None,
-                )
-                .await;
-            let seen = v["chunk"]
-                .as_array()
-                .unwrap()
+        within(10, || async {
+            let events = events_of(http, token, &line).await;
+            let seen = events
                 .iter()
                 .any(|e| e["content"]["ciphertext"] == json!(format!("sealed-{from}")));
-            if seen {
-                break;
-            }
-            assert!(
-                started.elapsed().as_secs() < 10,
-                "the text never crossed: {v}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+            seen.then_some(())
+                .ok_or(format!("the text never crossed: {events:?}"))
+        })
+        .await;
     }
     // The line lets the President's devices reach the Prime Minister's on B
     // (room keys travel as to-device messages).
@@ -536,23 +528,13 @@ async fn a_line_invite_of_one_government_opens_an_encrypted_line_with_a_principa
         )
         .await;
     assert_eq!(status, 200, "{v}");
-    let started = std::time::Instant::now();
-    loop {
-        let (_, v) = hb
-            .call("GET", "/_matrix/client/v3/sync?timeout=0", Some(&pm), None)
-            .await;
-        let got = v["to_device"]["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["content"]["key"] == "for the line"));
-        if got {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "the key never reached B: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    within(10, || async {
+        let events = to_device_of(&hb, &pm).await;
+        let got = events.iter().any(|e| e["content"]["key"] == "for the line");
+        got.then_some(())
+            .ok_or(format!("the key never reached B: {events:?}"))
+    })
+    .await;
     // Redeeming again gives the same line; both audit logs record it.
     let (status, v) = redeem(&hb, &pm, &code, &a.name).await;
     assert_eq!((status, &v["room_id"]), (200, &json!(line)), "{v}");
@@ -697,19 +679,19 @@ async fn a_master_key_reset_on_one_server_pauses_the_line_on_the_other_until_vou
         .await;
     assert_eq!(status, 200, "{v}");
     // B hears of it and pauses the line: the Prime Minister cannot text.
+    // Texts until the answer is `want` (each with a transaction id of its own).
     let until = |want: u16, what: &'static str| {
         let (hb, pm, line) = (&hb, &pm, &line);
+        let tries = std::sync::atomic::AtomicU32::new(0);
         async move {
-            let started = std::time::Instant::now();
-            for i in 0.. {
+            within(10, || async {
+                let i = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let r = text(hb, pm, line, &format!("{what}{i}")).await;
-                if r.0 == want {
-                    return r;
-                }
-                assert!(started.elapsed().as_secs() < 10, "{what}: {}", r.1);
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            unreachable!()
+                (r.0 == want)
+                    .then(|| r.clone())
+                    .ok_or(format!("{what}: {}", r.1))
+            })
+            .await
         }
     };
     let (_, v) = until(403, "paused").await;
@@ -761,30 +743,16 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(text(&ha, &aide, &line, "aide1").await.0, 200);
-    let started = std::time::Instant::now();
-    loop {
-        let (_, v) = hb
-            .call(
-                "GET",
-                &format!("/_matrix/client/v3/rooms/{line}/messages?dir=b&limit=20"),
-                Some(&pm),
-                None,
-            )
-            .await;
-        let from_aide = v["chunk"]
-            .as_array()
-            .unwrap()
+    within(10, || async {
+        let events = events_of(&hb, &pm, &line).await;
+        let from_aide = events
             .iter()
             .any(|e| e["sender"] == json!(a.user("aide")) && e["type"] == "m.room.message");
-        if from_aide {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "B never showed the aide's text: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        from_aide
+            .then_some(())
+            .ok_or(format!("B never showed the aide's text: {events:?}"))
+    })
+    .await;
     // His devices reach the Prime Minister's (room keys), a stranger's do not.
     for (txn, http, token) in [("k1", &ha, &aide), ("k2", &hb, &bob)] {
         let (status, v) = http
@@ -801,25 +769,19 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
             "{txn}: {v}"
         );
     }
-    let started = std::time::Instant::now();
-    loop {
-        let (_, v) = hb
-            .call("GET", "/_matrix/client/v3/sync?timeout=0", Some(&pm), None)
-            .await;
-        let events = v["to_device"]["events"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+    let events = within(10, || async {
+        let events = to_device_of(&hb, &pm).await;
         if events.iter().any(|e| e["content"]["from"] == "k1") {
-            assert!(!events.iter().any(|e| e["content"]["from"] == "k2"), "{v}");
-            break;
+            Ok(events)
+        } else {
+            Err(format!("the aide's key never reached B: {events:?}"))
         }
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "the aide's key never reached B: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(
+        !events.iter().any(|e| e["content"]["from"] == "k2"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

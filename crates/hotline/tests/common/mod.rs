@@ -801,6 +801,23 @@ impl Http {
     }
 }
 
+/// Polls `check` every 100 ms until it answers `Ok` (its value), for up to
+/// `secs`; then fails with its last `Err`.
+pub async fn within<T, F, Fut>(secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The status and `errcode` of a response.
 pub fn status_errcode(r: &(u16, serde_json::Value)) -> (u16, &str) {
     (r.0, r.1["errcode"].as_str().unwrap_or(""))
