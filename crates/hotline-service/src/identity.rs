@@ -262,6 +262,15 @@ pub struct Resembled {
     pub country: String,
 }
 
+/// Two principals in the order a line records them.
+pub(crate) fn line_pair<'a>(x: &'a UserId, y: &'a UserId) -> (&'a UserId, &'a UserId) {
+    if x.as_str() <= y.as_str() {
+        (x, y)
+    } else {
+        (y, x)
+    }
+}
+
 /// Refuses an invite that is revoked, expired or used up, in the words a
 /// redeemer sees (on this server or, through theirs, on another).
 pub(crate) fn check_redeemable(inv: &LineInviteRow) -> Result<()> {
@@ -780,18 +789,8 @@ impl Services {
     /// redeemers open them again to get back to their line. Callers are
     /// limited per user and per address ([`crate::ratelimit`]) before this.
     pub fn preview_line_invite(&self, sender: &UserId, code: &str) -> Result<LineInvitePreview> {
-        let inv = self
-            .store
-            .get_line_invite(code)?
-            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
+        let inv = self.line_invite_for(code, sender)?;
         let refuse = |why: &str| Error::forbidden(format!("This line invite {why}"));
-        if inv
-            .for_user
-            .as_deref()
-            .is_some_and(|u| u != sender.as_str())
-        {
-            return Err(refuse("is meant for someone else"));
-        }
         if inv.revoked {
             return Err(refuse("was revoked by its office"));
         }
@@ -857,14 +856,7 @@ impl Services {
         // redeem finds the line their first one opened. Redeems are rare
         // human acts; the conditional write still guards other processes.
         let _one_at_a_time = self.line_redeem_lock.lock().await;
-        let inv = self
-            .store
-            .get_line_invite(code)?
-            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
-        let refuse = |why: &str| Error::forbidden(format!("This line invite {why}"));
-        if inv.for_user.as_deref().is_some_and(|u| u != me.as_str()) {
-            return Err(refuse("is meant for someone else"));
-        }
+        let inv = self.line_invite_for(code, me)?;
         let mine = self.principal_of(me)?.filter(|p| p == me).ok_or_else(|| {
             Error::forbidden("Only an enrolled principal can redeem a line invite")
         })?;
@@ -895,6 +887,21 @@ impl Services {
         Ok(room_id)
     }
 
+    /// The line invite `code`, when `user` may use it: `M_NOT_FOUND` for
+    /// an unknown code, refused when it is bound to someone else.
+    pub(crate) fn line_invite_for(&self, code: &str, user: &UserId) -> Result<LineInviteRow> {
+        let inv = self
+            .store
+            .get_line_invite(code)?
+            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
+        if inv.for_user.as_deref().is_some_and(|u| u != user.as_str()) {
+            return Err(Error::forbidden(
+                "This line invite is meant for someone else",
+            ));
+        }
+        Ok(inv)
+    }
+
     /// Opens the line `inv` gives `redeemer`: a direct room created by
     /// `creator` (inviting `invite`), encrypted, with its `org.hotline.line`
     /// state naming the two principals; the invite's use (a conditional
@@ -912,11 +919,7 @@ impl Services {
         mut detail: Value,
     ) -> Result<ruma::OwnedRoomId> {
         let code = inv.code.as_str();
-        let (a, b) = if redeemer.as_str() <= theirs.as_str() {
-            (redeemer, theirs)
-        } else {
-            (theirs, redeemer)
-        };
+        let (a, b) = line_pair(redeemer, theirs);
         let line_state = json!({"principals": [a, b], "official": true, "opened_by": redeemer, "invite_from": inv.created_by});
         self.create_room_as(
             creator,

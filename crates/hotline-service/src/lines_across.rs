@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use hotline_store::{LineRow, WriteBatch, WriteOp};
 
 use crate::accounts::Sender;
-use crate::identity::{audit, LineInvitePreview};
+use crate::identity::{audit, line_pair, LineInvitePreview};
 use crate::{now_ms, Error, Result, Services};
 
 /// Where a server answers for its line invites to its peers.
@@ -118,7 +118,7 @@ impl Services {
             .ok_or_else(|| Error::Unavailable(format!("{server} answered no principal")))?;
         let _one_at_a_time = self.line_redeem_lock.lock().await;
         if self.store.get_line(me.as_str(), theirs.as_str())?.is_none() {
-            let (a, b) = ordered(me, &theirs);
+            let (a, b) = line_pair(me, &theirs);
             let mut batch = WriteBatch::new();
             batch.push(WriteOp::PutLine(LineRow {
                 principal_a: a.to_string(),
@@ -189,18 +189,7 @@ impl Services {
             ));
         }
         let _one_at_a_time = self.line_redeem_lock.lock().await;
-        let inv = self
-            .store
-            .get_line_invite(code)?
-            .ok_or_else(|| Error::not_found("Unknown line invite"))?;
-        let refuse = |why: &str| Error::forbidden(format!("This line invite {why}"));
-        if inv
-            .for_user
-            .as_deref()
-            .is_some_and(|u| u != redeemer.as_str())
-        {
-            return Err(refuse("is meant for someone else"));
-        }
+        let inv = self.line_invite_for(code, redeemer)?;
         let theirs = UserId::parse(inv.principal.as_str()).map_err(Error::internal)?;
         if let Some(line) = self.store.get_line(redeemer.as_str(), theirs.as_str())? {
             let room_id = OwnedRoomId::try_from(line.room_id).map_err(Error::internal)?;
@@ -256,27 +245,9 @@ impl Services {
     }
 }
 
-/// Two principals in the order a line records them.
-fn ordered<'a>(x: &'a UserId, y: &'a UserId) -> (&'a UserId, &'a UserId) {
-    if x.as_str() <= y.as_str() {
-        (x, y)
-    } else {
-        (y, x)
-    }
-}
-
 /// `s` for a URL path segment or query value.
 fn urlencoding(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// The JSON a preview is answered with, here and across servers.

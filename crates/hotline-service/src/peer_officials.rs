@@ -67,6 +67,9 @@ pub(crate) struct PeerDirectories {
     cache: Mutex<HashMap<OwnedServerName, (Option<Instant>, Arc<PeerDirectory>)>>,
     /// One read at a time per peer.
     reading: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Peers whose directory is to be read again and not yet being read:
+    /// a burst of key changes reads it once.
+    rereads: Mutex<std::collections::HashSet<OwnedServerName>>,
 }
 
 /// The `meta` key of a peer's pinned keys.
@@ -313,12 +316,25 @@ impl Services {
             return;
         }
         self.forget_peer_directory(server);
-        let server = server.to_owned();
-        self.federation.outbox.spawn_with(move |s| async move {
-            if let Err(e) = s.peer_directory(&server).await {
-                tracing::info!(peer = %server, error = %e, "a peer's directory could not be read again");
+        if !self
+            .peer_directories
+            .rereads
+            .lock()
+            .insert(server.to_owned())
+        {
+            return;
+        }
+        let peer = server.to_owned();
+        let started = self.federation.outbox.spawn_with(move |s| async move {
+            // Taken off first: a change from now on asks for another read.
+            s.peer_directories.rereads.lock().remove(&peer);
+            if let Err(e) = s.peer_directory(&peer).await {
+                tracing::info!(%peer, error = %e, "a peer's directory could not be read again");
             }
         });
+        if !started {
+            self.peer_directories.rereads.lock().remove(server);
+        }
     }
 
     /// Reads every peer's directory now and every [`REFRESH_EVERY`], so

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{
-    federation_request, knock_invite_join, wait_for_sync, FederatedServer, Http, Side, TestCa,
+    federation_request, knock_invite_join, two_servers_sharing_a_room,
+    two_servers_sharing_a_room_made_with, two_servers_sharing_a_room_with, wait_for_sync,
+    FederatedServer, Http, Side, TestCa,
 };
 use ruma::api::federation::authentication::ServerSignaturesInput;
 use ruma::api::OutgoingRequest;
@@ -255,55 +257,6 @@ async fn a_server_publishes_signed_keys_and_vouches_for_its_peers_as_a_notary() 
 }
 
 /// Two servers, alice on A in a public room of hers, bob of B joined to it.
-async fn two_servers_sharing_a_room(
-    ca: &TestCa,
-) -> (FederatedServer, FederatedServer, String, String, String) {
-    two_servers_sharing_a_room_with(ca, "").await
-}
-
-/// [`two_servers_sharing_a_room`], with `extra` in A's configuration.
-async fn two_servers_sharing_a_room_with(
-    ca: &TestCa,
-    extra: &str,
-) -> (FederatedServer, FederatedServer, String, String, String) {
-    two_servers_sharing_a_room_made_with(ca, extra, r#"{"preset": "public_chat"}"#).await
-}
-
-/// [`two_servers_sharing_a_room_with`], the room made with the
-/// `createRoom` body `create`.
-async fn two_servers_sharing_a_room_made_with(
-    ca: &TestCa,
-    extra: &str,
-    create: &str,
-) -> (FederatedServer, FederatedServer, String, String, String) {
-    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
-    let a = FederatedServer::start(ca, pa, &[&nb], extra).await;
-    let b = FederatedServer::start(ca, pb, &[&na], "").await;
-    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
-    let alice = ha.register("alice").await;
-    let bob = hb.register("bob").await;
-    let (status, v) = ha
-        .call(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&alice),
-            Some(create),
-        )
-        .await;
-    assert_eq!(status, 200, "createRoom: {v}");
-    let room = v["room_id"].as_str().unwrap().to_owned();
-    let (status, v) = hb
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/join/{room}?via={na}"),
-            Some(&bob),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "join over federation: {v}");
-    (a, b, alice, bob, room)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_room_on_one_server_is_joined_from_the_other_and_texts_go_both_ways() {
     let ca = TestCa::new();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{within, FederatedServer, Http, TestCa};
+use common::{two_servers_sharing_a_room, within, FederatedServer, Http, TestCa};
 use serde_json::{json, Value};
 
 /// A master key as a client would upload it (32 bytes, unpadded base64).
@@ -110,34 +110,11 @@ async fn events_of(http: &Http, token: &str, room: &str) -> Vec<Value> {
     v["chunk"].as_array().cloned().unwrap_or_default()
 }
 
-/// Two servers that federate, and a user of each with a room both are in.
-async fn two_governments(
-    ca: &TestCa,
-) -> (FederatedServer, FederatedServer, String, String, String) {
-    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
-    let a = FederatedServer::start(ca, pa, &[&nb], "").await;
-    let b = FederatedServer::start(ca, pb, &[&na], "").await;
-    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
-    let alice = ha.register("alice").await;
-    let bob = hb.register("bob").await;
-    let room = ha.create_public_room(&alice).await;
-    let (status, v) = hb
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/join/{room}?via={na}"),
-            Some(&bob),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "join over federation: {v}");
-    (a, b, alice, bob, room)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_governments_attestations_reach_clients_here_signed_by_its_key_pinned_on_first_use()
 {
     let ca = TestCa::new();
-    let (a, b, alice, _bob, _room) = two_governments(&ca).await;
+    let (a, b, alice, _bob, _room) = two_servers_sharing_a_room(&ca).await;
     let ha = Http::new(&a.server.url);
     vouched_principal(&b, "pm", "Petra Novak").await;
     // The directory names the peers whose directories are served here.
@@ -214,7 +191,7 @@ async fn a_peer_governments_attestations_reach_clients_here_signed_by_its_key_pi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_on_the_issuing_server_reaches_the_other_sides_clients_within_seconds() {
     let ca = TestCa::new();
-    let (a, b, alice, _bob, room) = two_governments(&ca).await;
+    let (a, b, alice, _bob, room) = two_servers_sharing_a_room(&ca).await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let pm = vouched_principal(&b, "pm", "Petra Novak").await;
     // The principal shares a room with Alice: B tells A of her key changes.
@@ -252,7 +229,7 @@ async fn a_revocation_on_the_issuing_server_reaches_the_other_sides_clients_with
 async fn a_peer_whose_signing_key_changed_since_it_was_pinned_is_not_trusted_until_an_operator_pins_it(
 ) {
     let ca = TestCa::new();
-    let (mut a, mut b, alice, _bob, _room) = two_governments(&ca).await;
+    let (mut a, mut b, alice, _bob, _room) = two_servers_sharing_a_room(&ca).await;
     vouched_principal(&b, "pm", "Petra Novak").await;
     let (status, v) = peer_directory(&Http::new(&a.server.url), &alice, &b.name).await;
     assert_eq!(status, 200, "{v}");
@@ -291,7 +268,7 @@ async fn a_peer_whose_signing_key_changed_since_it_was_pinned_is_not_trusted_unt
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stranger_on_another_server_can_neither_invite_nor_message_a_principal_here() {
     let ca = TestCa::new();
-    let (a, b, _alice, bob, _room) = two_governments(&ca).await;
+    let (a, b, _alice, bob, _room) = two_servers_sharing_a_room(&ca).await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let pres = vouched_principal(&a, "pres", "Anna Weber").await;
     let carol = ha.register("carol").await;
@@ -341,7 +318,7 @@ async fn a_stranger_on_another_server_can_neither_invite_nor_message_a_principal
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_name_that_passes_for_a_peer_governments_official_is_refused_here() {
     let ca = TestCa::new();
-    let (a, b, alice, _bob, room) = two_governments(&ca).await;
+    let (a, b, alice, _bob, room) = two_servers_sharing_a_room(&ca).await;
     let ha = Http::new(&a.server.url);
     vouched_principal(&b, "pm", "Petra Novak").await;
     // Once A has read B's directory ...
@@ -385,20 +362,6 @@ async fn a_name_that_passes_for_a_peer_governments_official_is_refused_here() {
     assert_eq!(status, 200, "{v}");
 }
 
-/// `POST /_hotline/v1/line_invites` as `office` with `body`: the invite.
-async fn line_invite(http: &Http, office: &str, body: Value) -> Value {
-    let (status, v) = http
-        .call(
-            "POST",
-            "/_hotline/v1/line_invites",
-            Some(office),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
 /// Redeems `code` of `server` as `token` through `http` (their own server).
 async fn redeem(http: &Http, token: &str, code: &str, server: &str) -> (u16, Value) {
     http.call(
@@ -413,12 +376,12 @@ async fn redeem(http: &Http, token: &str, code: &str, server: &str) -> (u16, Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_line_invite_of_one_government_opens_an_encrypted_line_with_a_principal_of_the_other() {
     let ca = TestCa::new();
-    let (a, b, _alice, _bob, _room) = two_governments(&ca).await;
+    let (a, b, _alice, _bob, _room) = two_servers_sharing_a_room(&ca).await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let pres = vouched_principal(&a, "pres", "Anna Weber").await;
     let pm = vouched_principal(&b, "pm", "Petra Novak").await;
     // The President's office issues an invite; its link names A.
-    let inv = line_invite(&ha, &pres, json!({})).await;
+    let inv = ha.create_line_invite(&pres, json!({})).await;
     let code = inv["code"].as_str().unwrap().to_owned();
     assert_eq!(inv["server"], json!(a.name));
     assert!(
@@ -554,7 +517,7 @@ async fn a_line_invite_of_one_government_opens_an_encrypted_line_with_a_principa
 async fn used_up_expired_revoked_and_wrongly_bound_invites_are_refused_across_servers_in_the_issuers_words(
 ) {
     let ca = TestCa::new();
-    let (a, b, _alice, bob, _room) = two_governments(&ca).await;
+    let (a, b, _alice, bob, _room) = two_servers_sharing_a_room(&ca).await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let pres = vouched_principal(&a, "pres", "Anna Weber").await;
     let pm = vouched_principal(&b, "pm", "Petra Novak").await;
@@ -565,7 +528,7 @@ async fn used_up_expired_revoked_and_wrongly_bound_invites_are_refused_across_se
         assert!(said.contains(why), "expected {why:?}, got {said:?}");
     };
     // Used up: one use, taken by the Prime Minister.
-    let once = line_invite(&ha, &pres, json!({})).await;
+    let once = ha.create_line_invite(&pres, json!({})).await;
     let once = once["code"].as_str().unwrap();
     assert_eq!(redeem(&hb, &pm, once, &a.name).await.0, 200);
     refused(
@@ -573,14 +536,16 @@ async fn used_up_expired_revoked_and_wrongly_bound_invites_are_refused_across_se
         "This line invite has been used up",
     );
     // Expired.
-    let short = line_invite(&ha, &pres, json!({"expires_in_ms": 1000})).await;
+    let short = ha
+        .create_line_invite(&pres, json!({"expires_in_ms": 1000}))
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     refused(
         redeem(&hb, &fm, short["code"].as_str().unwrap(), &a.name).await,
         "This line invite has expired",
     );
     // Revoked by its office.
-    let revoked = line_invite(&ha, &pres, json!({})).await;
+    let revoked = ha.create_line_invite(&pres, json!({})).await;
     let revoked = revoked["code"].as_str().unwrap();
     let (status, v) = ha
         .call(
@@ -597,7 +562,9 @@ async fn used_up_expired_revoked_and_wrongly_bound_invites_are_refused_across_se
     );
     // Bound to the Prime Minister: the Foreign Minister is refused, at the
     // preview already.
-    let bound = line_invite(&ha, &pres, json!({"for_user": b.user("pm")})).await;
+    let bound = ha
+        .create_line_invite(&pres, json!({"for_user": b.user("pm")}))
+        .await;
     let bound = bound["code"].as_str().unwrap();
     refused(
         hb.call(
@@ -614,7 +581,7 @@ async fn used_up_expired_revoked_and_wrongly_bound_invites_are_refused_across_se
         "This line invite is meant for someone else",
     );
     // Someone nobody vouches for as a principal cannot redeem at all.
-    let open = line_invite(&ha, &pres, json!({})).await;
+    let open = ha.create_line_invite(&pres, json!({})).await;
     refused(
         redeem(&hb, &bob, open["code"].as_str().unwrap(), &a.name).await,
         "Only an enrolled principal can redeem a line invite",
@@ -630,7 +597,7 @@ async fn cross_server_line(
     pm: &str,
 ) -> String {
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
-    let inv = line_invite(&ha, pres, json!({})).await;
+    let inv = ha.create_line_invite(pres, json!({})).await;
     let (status, v) = redeem(&hb, pm, inv["code"].as_str().unwrap(), &a.name).await;
     assert_eq!(status, 200, "{v}");
     v["room_id"].as_str().unwrap().to_owned()
@@ -650,7 +617,7 @@ async fn text(http: &Http, token: &str, room: &str, txn: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_key_reset_on_one_server_pauses_the_line_on_the_other_until_vouched_again() {
     let ca = TestCa::new();
-    let (a, b, _alice, _bob, _room) = two_governments(&ca).await;
+    let (a, b, _alice, _bob, _room) = two_servers_sharing_a_room(&ca).await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let pres = vouched_principal(&a, "pres", "Anna Weber").await;
     let pm = vouched_principal(&b, "pm", "Petra Novak").await;
@@ -711,13 +678,13 @@ async fn a_master_key_reset_on_one_server_pauses_the_line_on_the_other_until_vou
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_locally() {
     let ca = TestCa::new();
-    let (a, b, _alice, bob, _room) = two_governments(&ca).await;
+    let (a, b, _alice, bob, _room) = two_servers_sharing_a_room(&ca).await;
     let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
     let pres = vouched_principal(&a, "pres", "Anna Weber").await;
     let aide = vouched_official(&a, "aide", "Karl Brandt", Some("pres")).await;
     let pm = vouched_principal(&b, "pm", "Petra Novak").await;
     // The President's aide issues the invite, for her.
-    let inv = line_invite(&ha, &aide, json!({})).await;
+    let inv = ha.create_line_invite(&aide, json!({})).await;
     assert_eq!(inv["principal"], json!(a.user("pres")));
     let (status, v) = redeem(&hb, &pm, inv["code"].as_str().unwrap(), &a.name).await;
     assert_eq!(status, 200, "{v}");
@@ -787,7 +754,7 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_user_of_another_server_whose_name_passes_for_an_official_is_named_for_a_warning() {
     let ca = TestCa::new();
-    let (a, b, alice, _bob, _room) = two_governments(&ca).await;
+    let (a, b, alice, _bob, _room) = two_servers_sharing_a_room(&ca).await;
     let ha = Http::new(&a.server.url);
     vouched_principal(&a, "pres", "Anna Weber").await;
     vouched_principal(&b, "pm", "Petra Novak").await;

@@ -126,10 +126,20 @@ pub struct ThumbnailQuery {
     pub(crate) method: Option<String>,
 }
 
+impl ThumbnailQuery {
+    /// The width, height and method asked for (`scale` when none).
+    pub(crate) fn parsed(&self) -> Result<(u32, u32, ThumbnailMethod), Error> {
+        let width = dimension("width", self.width.as_deref())?;
+        let height = dimension("height", self.height.as_deref())?;
+        let method = self.method.as_deref().unwrap_or("scale").parse()?;
+        Ok((width, height, method))
+    }
+}
+
 /// A required positive dimension: missing is `M_MISSING_PARAM` (the spec's
 /// errcode for it, and Synapse's), anything but a positive integer is
 /// `M_INVALID_PARAM`.
-pub(crate) fn dimension(name: &str, value: Option<&str>) -> Result<u32, Error> {
+fn dimension(name: &str, value: Option<&str>) -> Result<u32, Error> {
     let value =
         value.ok_or_else(|| Error::MissingParam(format!("Missing query parameter '{name}'")))?;
     match value.parse::<u32>() {
@@ -153,9 +163,7 @@ pub async fn get_content_thumbnail_route(
     PathArgs((server, media_id)): PathArgs<(String, String)>,
     QueryArgs(q): QueryArgs<ThumbnailQuery>,
 ) -> ApiResult<Response> {
-    let width = dimension("width", q.width.as_deref())?;
-    let height = dimension("height", q.height.as_deref())?;
-    let method: ThumbnailMethod = q.method.as_deref().unwrap_or("scale").parse()?;
+    let (width, height, method) = q.parsed()?;
     // Another server's media is fetched and kept whole, then thumbnailed
     // here like local media.
     let thumb = s

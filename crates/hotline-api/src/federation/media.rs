@@ -6,7 +6,6 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use hotline_service::media::ThumbnailMethod;
 use hotline_service::Error;
 use ruma::api::federation::authenticated_media::{
     get_content, get_content_thumbnail, Content, ContentMetadata, FileOrLocation,
@@ -15,7 +14,7 @@ use ruma::api::OutgoingResponse;
 use ruma::http_headers::{ContentDisposition, ContentDispositionType};
 
 use super::Signed;
-use crate::client::media::{dimension, media_headers, ThumbnailQuery};
+use crate::client::media::{media_headers, ThumbnailQuery};
 use crate::extract::{PathArgs, QueryArgs};
 use crate::{ApiResult, AppState};
 
@@ -59,9 +58,7 @@ pub async fn get_content_thumbnail_route(
     QueryArgs(q): QueryArgs<ThumbnailQuery>,
     signed: Signed,
 ) -> ApiResult<Response> {
-    let width = dimension("width", q.width.as_deref())?;
-    let height = dimension("height", q.height.as_deref())?;
-    let method: ThumbnailMethod = q.method.as_deref().unwrap_or("scale").parse()?;
+    let (width, height, method) = q.parsed()?;
     let thumb = s
         .services
         .media_thumbnail(&media_id, width, height, method)

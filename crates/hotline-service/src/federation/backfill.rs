@@ -314,19 +314,11 @@ impl Services {
         }
         // Oldest first, so an event's auth events are judged before it;
         // each checked against what was allowed so far.
-        let mut order: Vec<(bool, OwnedEventId)> = page
-            .keys()
-            .map(|id| (true, id.clone()))
-            .chain(fetched.keys().map(|id| (false, id.clone())))
-            .collect();
-        let depth_of = |(in_page, id): &(bool, OwnedEventId)| {
-            let c = if *in_page { &page[id] } else { &fetched[id] };
-            (c.event.pdu.depth, c.event.pdu.origin_server_ts)
-        };
-        order.sort_by_key(depth_of);
+        let mut order: Vec<&CheckedPdu> = page.values().chain(fetched.values()).collect();
+        order.sort_by_key(|c| (c.event.pdu.depth, c.event.pdu.origin_server_ts));
         let mut allowed: HashMap<OwnedEventId, Arc<PduEvent>> = HashMap::new();
-        for (in_page, id) in &order {
-            let c = if *in_page { &page[id] } else { &fetched[id] };
+        for c in order {
+            let id = &c.event.event_id;
             let fetch = |id: &EventId| -> Option<Arc<PduEvent>> {
                 known
                     .get(id)

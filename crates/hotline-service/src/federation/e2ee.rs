@@ -321,14 +321,8 @@ impl Services {
             return Ok(Vec::new());
         }
         let sharing = self.users_sharing_rooms(user)?;
-        let mut servers: Vec<&ServerName> = sharing
-            .iter()
-            .map(|u| u.server_name())
-            .filter(|s| *s != self.server_name() && self.federation_peer(s).is_ok())
-            .collect();
-        servers.sort();
-        servers.dedup();
-        Ok(servers
+        Ok(self
+            .peers_of(&sharing)
             .into_iter()
             .map(|s| queue_edu(s, edu.clone()))
             .collect())

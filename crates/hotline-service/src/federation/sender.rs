@@ -119,20 +119,23 @@ impl Outbox {
     }
 
     /// Runs `task` with the services on the sender's runtime (from the
-    /// commit hook's thread too); nothing before the sender starts.
-    pub(crate) fn spawn_with<F, Fut>(&self, task: F)
+    /// commit hook's thread too); nothing before the sender starts. Whether
+    /// it was started.
+    pub(crate) fn spawn_with<F, Fut>(&self, task: F) -> bool
     where
         F: FnOnce(Arc<Services>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        if let Some((handle, services)) = self.runner.get() {
-            let services = services.clone();
-            handle.spawn(async move {
-                if let Some(s) = services.upgrade() {
-                    task(s).await;
-                }
-            });
-        }
+        let Some((handle, services)) = self.runner.get() else {
+            return false;
+        };
+        let services = services.clone();
+        handle.spawn(async move {
+            if let Some(s) = services.upgrade() {
+                task(s).await;
+            }
+        });
+        true
     }
 
     /// Something was queued for `server`.
@@ -281,13 +284,22 @@ impl Services {
         user: &UserId,
         sharing: impl IntoIterator<Item = &'a ruma::OwnedUserId>,
     ) -> Vec<&'a ServerName> {
-        if user.server_name() != self.server_name()
-            || !self.federation.enabled()
-            || !self.store.runs_deployment_jobs()
-        {
+        if user.server_name() != self.server_name() || !self.store.runs_deployment_jobs() {
             return Vec::new();
         }
-        let mut servers: Vec<&ServerName> = sharing
+        self.peers_of(sharing)
+    }
+
+    /// The allowed peers among the servers of `users`, each once; none
+    /// where federation is off.
+    pub(crate) fn peers_of<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a ruma::OwnedUserId>,
+    ) -> Vec<&'a ServerName> {
+        if !self.federation.enabled() {
+            return Vec::new();
+        }
+        let mut servers: Vec<&ServerName> = users
             .into_iter()
             .map(|u| u.server_name())
             .filter(|s| *s != self.server_name() && self.federation_peer(s).is_ok())

@@ -862,10 +862,7 @@ impl Services {
                 if event.room_id != room.id {
                     return Err(Error::bad_json("The event belongs to another room"));
                 }
-                if fresh.contains_key(&id)
-                    || self.store.get_event(id.as_str())?.is_some()
-                    || self.store.get_outlier(id.as_str())?.is_some()
-                {
+                if fresh.contains_key(&id) || self.store.get_event(id.as_str())?.is_some() {
                     return Ok(Verdict::Known);
                 }
                 let inner = room.inner.read();
@@ -892,6 +889,11 @@ impl Services {
                 // room's state resolved with it.
                 let mut resolved = None;
                 if !linear {
+                    // Only an event that forks the room can have been
+                    // soft-failed (kept outside the timeline) before.
+                    if self.store.get_outlier(id.as_str())?.is_some() {
+                        return Ok(Verdict::Known);
+                    }
                     let mut befores = Vec::new();
                     for p in prevs {
                         if fresh.contains_key(p) && !forked.contains_key(p) {

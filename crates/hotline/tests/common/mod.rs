@@ -1571,3 +1571,54 @@ pub async fn knock_invite_join(host: &Side, guest: &Side, second: Option<&Side>,
         .wait_for_texts(&host.token, &room, &["in by knocking"], 10)
         .await;
 }
+
+/// Two Hotlines that federate (A and B), a user of each (their tokens),
+/// and a public room on A that B's user joined: `(a, b, alice, bob, room)`.
+pub async fn two_servers_sharing_a_room(
+    ca: &TestCa,
+) -> (FederatedServer, FederatedServer, String, String, String) {
+    two_servers_sharing_a_room_with(ca, "").await
+}
+
+/// [`two_servers_sharing_a_room`], with `extra` in A's configuration.
+pub async fn two_servers_sharing_a_room_with(
+    ca: &TestCa,
+    extra: &str,
+) -> (FederatedServer, FederatedServer, String, String, String) {
+    two_servers_sharing_a_room_made_with(ca, extra, r#"{"preset": "public_chat"}"#).await
+}
+
+/// [`two_servers_sharing_a_room_with`], the room made with the
+/// `createRoom` body `create`.
+pub async fn two_servers_sharing_a_room_made_with(
+    ca: &TestCa,
+    extra: &str,
+    create: &str,
+) -> (FederatedServer, FederatedServer, String, String, String) {
+    let ((pa, na), (pb, nb)) = (FederatedServer::reserve(), FederatedServer::reserve());
+    let a = FederatedServer::start(ca, pa, &[&nb], extra).await;
+    let b = FederatedServer::start(ca, pb, &[&na], "").await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let (status, v) = ha
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            Some(create),
+        )
+        .await;
+    assert_eq!(status, 200, "createRoom: {v}");
+    let room = v["room_id"].as_str().unwrap().to_owned();
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room}?via={na}"),
+            Some(&bob),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "join over federation: {v}");
+    (a, b, alice, bob, room)
+}
