@@ -1091,8 +1091,23 @@ impl FederatedServer {
     /// The federation port a server will have, and so its name, before it
     /// starts (peers' allow-lists name each other).
     pub fn reserve() -> (u16, String) {
-        let port = free_port();
-        (port, format!("127.0.0.1:{port}"))
+        // Outside the kernel's ephemeral range (32768-60999 by default),
+        // where outgoing connections and port-0 listeners take their ports:
+        // a server's name is its port, so it cannot try another when one of
+        // those takes it first. Each port is handed out once per process.
+        use rand::Rng;
+        static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        loop {
+            let port = rand::thread_rng().gen_range(20_000..32_000);
+            let mut handed_out = HANDED_OUT.lock().unwrap();
+            if handed_out.contains(&port)
+                || std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+            {
+                continue;
+            }
+            handed_out.push(port);
+            return (port, format!("127.0.0.1:{port}"));
+        }
     }
 
     /// Starts a server on `port` (from [`FederatedServer::reserve`]) that
