@@ -15,7 +15,9 @@
 # the running server signs), web/test/fingerprint.test.mjs (the fingerprint
 # digits' test vector) and
 # web/test/e2e.mjs (node's test runner, playwright-core driving Debian's
-# chromium), and stop everything on exit.
+# chromium); then two governments' federating servers (scripts/governments.sh,
+# the demo's set-up, on free ports) and web/test/governments.mjs, the line
+# between them in two browser contexts; and stop everything on exit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEB="$ROOT/web"
@@ -52,6 +54,21 @@ build() {
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the kernel's ephemeral range (32768-60999), for a port a
+# server's name holds: an outgoing connection's source port cannot take it
+# between here and the server's start.
+free_named_port() {
+  python3 -c '
+import random, socket
+for p in random.sample(range(20000, 32000), 200):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
 
 test_e2e() {
   build
@@ -59,11 +76,14 @@ test_e2e() {
     (cd "$ROOT" && cargo build --release -p hotline)
   fi
   server_pid=""
+  governments_pid=""
   tmp="$(mktemp -d /tmp/hotline-web-test.XXXXXX)"
   port="$(free_port)"
   turn_port="$(free_port)"
   cleanup() {
     [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+    # (governments.sh serve stops both servers and their relays on TERM)
+    [[ -n "${governments_pid:-}" ]] && kill -TERM "$governments_pid" 2>/dev/null && wait "$governments_pid" 2>/dev/null || true
     "$ROOT/scripts/coturn.sh" stop "$tmp" >/dev/null 2>&1 || true
     if [[ "${KEEP_TEST_DIR:-}" == 1 ]]; then echo "web: kept $tmp"; else rm -rf "$tmp"; fi
   }
@@ -90,6 +110,34 @@ test_e2e() {
   HOTLINE_URL="http://127.0.0.1:$port" HOTLINE_BIN="$BIN" HOTLINE_DATA="$tmp" HOTLINE_TURN="$turn" \
     HOTLINE_PASSWORD="hotline-test-pw" HOTLINE_SCREENSHOTS="${HOTLINE_SCREENSHOTS:-}" \
     node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/fingerprint.test.mjs" "$WEB/test/e2e.mjs"
+  test_governments "$@"
+}
+
+# Two governments' servers (scripts/governments.sh, the demo's set-up) on
+# free ports, each named by its federation port, and the browser test of the
+# line between them.
+test_governments() {
+  local gov_dir="$tmp/governments" a_fed b_fed
+  a_fed="$(free_named_port)"; b_fed="$a_fed"
+  while [[ "$b_fed" == "$a_fed" ]]; do b_fed="$(free_named_port)"; done
+  GOV_A_NAME="localhost:$a_fed" GOV_A_FED="127.0.0.1:$a_fed" GOV_A_LISTEN="127.0.0.1:$(free_port)" \
+  GOV_B_NAME="localhost:$b_fed" GOV_B_FED="127.0.0.1:$b_fed" GOV_B_LISTEN="127.0.0.1:$(free_port)" \
+    HOTLINE_BIN="$BIN" "$ROOT/scripts/governments.sh" init "$gov_dir"
+  HOTLINE_BIN="$BIN" "$ROOT/scripts/governments.sh" demo "$gov_dir" "hotline-test-pw" 2>"$gov_dir/demo.log" \
+    || { cat "$gov_dir/demo.log" >&2; exit 1; }
+  HOTLINE_BIN="$BIN" "$ROOT/scripts/governments.sh" serve "$gov_dir" --web-dir "$WEB/dist" >"$gov_dir/serve.log" 2>&1 &
+  governments_pid=$!
+  local gov listen
+  for gov in avalon borduria; do
+    listen="$(sed -n 's/^listen = "\(.*\)"$/\1/p' "$gov_dir/$gov/hotline.toml" | head -n1)"
+    for _ in $(seq 1 150); do
+      curl -sf "http://$listen/healthz" >/dev/null 2>&1 && break
+      kill -0 "$governments_pid" 2>/dev/null || { cat "$gov_dir/serve.log" >&2; echo "web: the governments' servers exited" >&2; exit 1; }
+      sleep 0.1
+    done
+  done
+  HOTLINE_GOV_DIR="$gov_dir" HOTLINE_BIN="$BIN" HOTLINE_PASSWORD="hotline-test-pw" \
+    node --test --test-concurrency=1 "$@" "$WEB/test/governments.mjs"
 }
 
 unit() {

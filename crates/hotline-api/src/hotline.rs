@@ -1,5 +1,5 @@
 //! Hotline's own API (`/_hotline/v1`): enrolment, the directory of
-//! attestations, line invites. Documented in `docs/hotline-api.yaml`.
+//! attestations, line invites, aides on lines, the contact log. Documented in `docs/hotline-api.yaml`.
 //! Also the server key endpoint `/_matrix/key/v2/server` (attestations are
 //! checked against it), as on the federation listener.
 
@@ -40,6 +40,11 @@ pub fn routes() -> Routes {
         .route(
             "/_hotline/v1/line_invites/{code}/redeem",
             post(redeem_line_invite_route),
+        )
+        .route("/_hotline/v1/contact_log", get(get_contact_log_route))
+        .route(
+            "/_hotline/v1/lines/{room_id}/aides/{user_id}",
+            axum::routing::put(add_line_aide_route).delete(remove_line_aide_route),
         )
 }
 
@@ -300,4 +305,82 @@ pub async fn redeem_line_invite_route(
         None => s.services.redeem_line_invite(&sender, &code).await?,
     };
     Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// `PUT /_hotline/v1/lines/{roomId}/aides/{userId}`: a principal of the line
+/// brings their aide onto it, marked as their aide for everyone to see.
+pub async fn add_line_aide_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs((room_id, user_id)): PathArgs<(ruma::OwnedRoomId, ruma::OwnedUserId)>,
+) -> ApiResult<Json<Value>> {
+    s.services
+        .add_line_aide(&sender.user_id, &room_id, &user_id)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /_hotline/v1/lines/{roomId}/aides/{userId}`: either principal of
+/// the line takes an aide off it.
+pub async fn remove_line_aide_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs((room_id, user_id)): PathArgs<(ruma::OwnedRoomId, ruma::OwnedUserId)>,
+) -> ApiResult<Json<Value>> {
+    s.services
+        .remove_line_aide(&sender.user_id, &room_id, &user_id)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `?principal=&from=&to=&format=`.
+#[derive(Deserialize, Default)]
+pub struct ContactLogQuery {
+    principal: Option<ruma::OwnedUserId>,
+    from: Option<i64>,
+    to: Option<i64>,
+    format: Option<String>,
+}
+
+/// `GET /_hotline/v1/contact_log`: a principal's texts and calls, metadata
+/// only, for the principal and their aides; `format=csv` for a file.
+pub async fn get_contact_log_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    QueryArgs(q): QueryArgs<ContactLogQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(hotline_service::Error::invalid_param("format is json or csv").into())
+        }
+    };
+    let principal = s
+        .services
+        .contact_log_subject(&sender.user_id, q.principal.as_deref())?;
+    let window = hotline_service::contact_log::Window {
+        from: q.from,
+        to: q.to,
+    };
+    let entries = s.services.contact_log(&principal, window)?;
+    if csv {
+        let file = format!(
+            "attachment; filename=\"contact-log-{}.csv\"",
+            principal.localpart()
+        );
+        return Ok((
+            [
+                (
+                    http::header::CONTENT_TYPE,
+                    "text/csv; charset=utf-8".to_owned(),
+                ),
+                (http::header::CONTENT_DISPOSITION, file),
+            ],
+            hotline_service::contact_log::to_csv(&entries),
+        )
+            .into_response());
+    }
+    Ok(Json(json!({ "principal": principal, "entries": entries })).into_response())
 }

@@ -921,11 +921,25 @@ impl Services {
         let code = inv.code.as_str();
         let (a, b) = line_pair(redeemer, theirs);
         let line_state = json!({"principals": [a, b], "official": true, "opened_by": redeemer, "invite_from": inv.created_by});
+        // Everyone on the line (aides too) may be in its calls: MatrixRTC
+        // memberships are state events, which need power 50 by default.
+        let mut events = crate::rooms::create::default_event_power();
+        events["m.call.member"] = json!(0);
+        events["org.matrix.msc3401.call.member"] = json!(0);
+        let mut power = serde_json::Map::new();
+        power.insert("events".into(), events);
+        // Both principals hold the room alike (the other may be of another
+        // server, invited apart from `invite`).
+        power.insert(
+            "users".into(),
+            json!({ creator.as_str(): 100, a.as_str(): 100, b.as_str(): 100 }),
+        );
         self.create_room_as(
             creator,
             crate::rooms::CreateRoom {
                 preset: Some("trusted_private_chat".into()),
                 is_direct: true,
+                power_level_content_override: Some(power),
                 invite,
                 initial_state: vec![
                     (

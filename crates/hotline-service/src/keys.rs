@@ -180,6 +180,14 @@ fn same_key(old: &str, new: &Value) -> bool {
     old == new
 }
 
+/// Who claims one-time keys: a user of this server, or another server
+/// for its users.
+#[derive(Clone, Copy)]
+pub enum Claimant<'a> {
+    User(&'a UserId),
+    Server(&'a ruma::ServerName),
+}
+
 impl Services {
     /// Whether `user` lives here. Users of other servers (no federation) are
     /// noted in `failures` by server name, as `/keys/query|claim` report them;
@@ -445,14 +453,14 @@ impl Services {
     /// principal, nor drain their one-time keys.
     pub async fn claim_keys(
         &self,
-        sender: Option<&UserId>,
+        claimant: Claimant<'_>,
         wanted: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Value> {
         // A claim in this process waits for the one before; one in another
         // process sharing the database may take a key this one picked, and
         // the store then refuses the second (a conflict): pick again.
         for _ in 0..8 {
-            if let Some(claimed) = self.claim_keys_once(sender, &wanted).await? {
+            if let Some(claimed) = self.claim_keys_once(claimant, &wanted).await? {
                 return Ok(claimed);
             }
         }
@@ -465,7 +473,7 @@ impl Services {
     /// claimed one of the keys first.
     async fn claim_keys_once(
         &self,
-        sender: Option<&UserId>,
+        claimant: Claimant<'_>,
         wanted: &BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Option<Value>> {
         let _one_at_a_time = self.keys.claim_lock.lock().await;
@@ -476,20 +484,11 @@ impl Services {
             if !self.is_local_or_failure(user, &mut failures) {
                 continue;
             }
-            // Another server's claim (no sender known here) gets no
-            // official's keys: whether its user may reach them is the
-            // reach rule's question, which needs the user.
-            let may_reach =
-                UserId::parse(user.as_str())
-                    .map_err(|_| ())
-                    .and_then(|u| match sender {
-                        Some(sender) => self.check_may_reach(sender, &u).map_err(|_| ()),
-                        None => match self.principal_of(&u) {
-                            Ok(None) => Ok(()),
-                            _ => Err(()),
-                        },
-                    });
-            if may_reach.is_err() {
+            let may_reach = match UserId::parse(user.as_str()) {
+                Ok(u) => self.claimant_may_reach(claimant, &u)?,
+                Err(_) => false,
+            };
+            if !may_reach {
                 continue;
             }
             let mut per_user = Map::new();
@@ -533,6 +532,27 @@ impl Services {
             }
         }
         Ok(Some(json!({ "one_time_keys": out, "failures": failures })))
+    }
+
+    /// Whether a claim may take `target`'s keys. Another server's claim
+    /// names no user (`/user/keys/claim` carries none), so it may take a
+    /// principal's keys when one of its users sharing a room with them may
+    /// reach them: the counterpart of a line, or that principal's aides.
+    fn claimant_may_reach(&self, claimant: Claimant<'_>, target: &UserId) -> Result<bool> {
+        match claimant {
+            Claimant::User(sender) => Ok(self.check_may_reach(sender, target).is_ok()),
+            Claimant::Server(origin) => {
+                if self.reach_protected(target)?.is_none() {
+                    return Ok(true);
+                }
+                for u in self.users_sharing_rooms(target)? {
+                    if u.server_name() == origin && self.check_may_reach(&u, target).is_ok() {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
     }
 
     // ----- cross-signing -----

@@ -15,11 +15,13 @@
 pub mod accounts;
 pub mod backup;
 pub mod config;
+pub mod contact_log;
 pub mod error;
 pub mod federation;
 pub mod fingerprint;
 pub mod identity;
 pub mod keys;
+pub mod line_aides;
 pub mod lines_across;
 pub mod media;
 pub mod names;

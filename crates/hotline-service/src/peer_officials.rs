@@ -268,6 +268,17 @@ impl Services {
         }
     }
 
+    /// The name of a principal of another server, as their government's
+    /// directory (last read here) lists them; `None` for anyone else.
+    pub(crate) fn peer_principal_name(&self, user: &ruma::UserId) -> Option<String> {
+        let cache = self.peer_directories.cache.lock();
+        let (_, d) = cache.get(user.server_name())?;
+        d.officials
+            .iter()
+            .find(|a| a.user_id == user.as_str() && a.role == "principal")
+            .map(|a| a.name.clone())
+    }
+
     /// [`Services::check_line_open`] for a principal of another server:
     /// paused while their government's directory (as last read here)
     /// lists them revoked, or while the master key their server last

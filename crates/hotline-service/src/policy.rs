@@ -16,6 +16,10 @@
 //!   knock into a room where a principal is joined, unless that principal
 //!   or their aide invited the joiner; and, in a line, an invite by anyone
 //!   but the line's principals and their aides.
+//! - **Members of a line.** A line holds its principals and the aides a
+//!   principal brought onto it, marked `org.hotline.aide` by the server
+//!   ([`crate::line_aides`]); nobody else enters it or sends into it. A
+//!   peer server may send an aide marking of its own principal's aide.
 //! - **Pause.** While a line is paused ([`Services::check_line_open`]),
 //!   every event in it is refused except a member leaving and in-room
 //!   key verification, which is how the parties re-verify each other.
@@ -38,6 +42,7 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
+use crate::line_aides::{aide_key, aide_of_key, marked_for, AIDE_STATE};
 use crate::pdu::PduEvent;
 use crate::{Error, Result, Services};
 
@@ -98,7 +103,11 @@ impl Seam<'_> {
         let s = self.services;
         let kind = &event.pdu.kind;
         if self.origin != Origin::Server {
-            if event.pdu.state_key.is_some() && kind.to_string().starts_with("org.hotline.") {
+            let hotline_state =
+                event.pdu.state_key.is_some() && kind.to_string().starts_with("org.hotline.");
+            if hotline_state
+                && !(self.origin == Origin::Federation && self.peer_aide_marking(event, state)?)
+            {
                 return Err(Error::forbidden(
                     "org.hotline.* state is written by the server only",
                 ));
@@ -111,6 +120,7 @@ impl Seam<'_> {
             if !allowed_while_paused(event) {
                 s.check_line_open(&line)?;
             }
+            self.check_line_members(event, &line, state)?;
         }
         if *kind == TimelineEventType::RoomMember {
             self.check_membership(event, state)?;
@@ -201,6 +211,87 @@ impl Seam<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Who is in a line: its principals and the aides marked on it
+    /// (`org.hotline.aide`, [`crate::line_aides`]). Nobody else is invited,
+    /// joins or knocks; nobody else sends anything but their own leave.
+    fn check_line_members(
+        &self,
+        event: &PduEvent,
+        line: &PduEvent,
+        state: StateLookup<'_>,
+    ) -> Result<()> {
+        let principals = line_principals(line);
+        let is_principal = |u: &UserId| principals.iter().any(|p| p == u);
+        // An aide is on the line while marked for a principal of it whose
+        // aide they are now (a revoked aide acts for nobody).
+        let marked_aide = |u: &UserId| -> Result<bool> {
+            let Some(marked) = state(AIDE_STATE, &aide_key(u)).and_then(|m| marked_for(&m)) else {
+                return Ok(false);
+            };
+            Ok(is_principal(&marked) && self.services.principal_of(u)?.as_ref() == Some(&marked))
+        };
+        let sender = &event.pdu.sender;
+        if event.pdu.kind == TimelineEventType::RoomMember {
+            let target = event
+                .pdu
+                .state_key
+                .as_deref()
+                .and_then(|k| UserId::parse(k).ok());
+            let membership = event.content::<RoomMemberEventContent>()?.membership;
+            if let Some(target) = target {
+                let entering = matches!(
+                    membership,
+                    MembershipState::Invite | MembershipState::Join | MembershipState::Knock
+                );
+                if entering && !is_principal(&target) && !marked_aide(&target)? {
+                    return Err(Error::forbidden(
+                        "Only the line's principals, and the aides a principal brings onto it, are members of a line",
+                    ));
+                }
+                if target == *sender && membership == MembershipState::Leave {
+                    return Ok(());
+                }
+                if entering && target == *sender {
+                    return Ok(());
+                }
+            }
+        }
+        if is_principal(sender) || marked_aide(sender)? {
+            return Ok(());
+        }
+        Err(Error::forbidden(
+            "Only the line's principals and its aides send into a line",
+        ))
+    }
+
+    /// Whether an aide marking another server sent is its to send: by a
+    /// principal of the line from that server, marking an aide of theirs
+    /// from the same server (as its government's directory says), or
+    /// taking any aide off the line.
+    fn peer_aide_marking(&self, event: &PduEvent, state: StateLookup<'_>) -> Result<bool> {
+        if event.pdu.kind.to_string() != AIDE_STATE {
+            return Ok(false);
+        }
+        let Some(line) = state(LINE_STATE, "") else {
+            return Ok(false);
+        };
+        let sender = &event.pdu.sender;
+        if sender.server_name() == self.services.server_name()
+            || !line_principals(&line).iter().any(|p| p == sender)
+        {
+            return Ok(false);
+        }
+        let Some(aide) = event.pdu.state_key.as_deref().and_then(aide_of_key) else {
+            return Ok(false);
+        };
+        match marked_for(event) {
+            None => Ok(true),
+            Some(principal) => Ok(principal == *sender
+                && aide.server_name() == sender.server_name()
+                && self.services.principal_of(&aide)?.as_ref() == Some(sender)),
+        }
     }
 
     /// The principals among a room's joined members.
@@ -329,6 +420,20 @@ impl Services {
             .is_some_and(|a| a.revoked_ts.is_some()))
     }
 
+    /// The name of `target` when the reach rule protects them (a
+    /// principal, of this server or, as its directory says, of a peer
+    /// government's); `None` when anyone may reach them.
+    pub(crate) fn reach_protected(&self, target: &UserId) -> Result<Option<String>> {
+        if target.server_name() != self.server_name() {
+            return Ok(self.peer_principal_name(target));
+        }
+        Ok(self
+            .store
+            .get_official(target.as_str())?
+            .filter(|t| t.role == "principal")
+            .map(|t| t.name))
+    }
+
     /// Whether `sender` may reach `target` (invite, room, to-device, one-time
     /// keys): anyone may reach a non-principal; a principal is reached by
     /// themself, their aides, and the principals (and aides) holding a line
@@ -337,20 +442,16 @@ impl Services {
         if sender == target {
             return Ok(());
         }
-        let Some(t) = self.store.get_official(target.as_str())? else {
+        let Some(name) = self.reach_protected(target)? else {
             return Ok(());
         };
-        if t.role != "principal" {
-            return Ok(());
-        }
         if let Some(p) = self.principal_of(sender)? {
             if p == target || self.store.get_line(p.as_str(), target.as_str())?.is_some() {
                 return Ok(());
             }
         }
         Err(Error::forbidden(format!(
-            "{} can only be reached through a direct line: ask their office for a line invite",
-            t.name
+            "{name} can only be reached through a direct line: ask their office for a line invite"
         )))
     }
 

@@ -149,6 +149,19 @@ enum Admin {
     Revoke { user: String },
     /// Print the append-only audit log.
     Audit,
+    /// Print a principal's contact log: each text and call on their lines,
+    /// with counterpart, direction, time and call duration (metadata only),
+    /// as CSV.
+    ContactLog {
+        /// The principal (localpart or full user id).
+        user: String,
+        /// From this time on (milliseconds since the epoch).
+        #[arg(long)]
+        from: Option<i64>,
+        /// Before this time (milliseconds since the epoch).
+        #[arg(long)]
+        to: Option<i64>,
+    },
     /// Replace the server's signing key with a new one. The old key stays
     /// published as an old key (`old_verify_keys`), so what it signed
     /// (attestations, events) still verifies. Restart every server process
@@ -438,6 +451,23 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                     e.seq, e.ts, e.actor, e.action, e.subject, e.detail
                 );
             }
+            store.close();
+            Ok(())
+        }
+        Command::Admin(Admin::ContactLog { user, from, to }) => {
+            let (services, store) = open(config)?;
+            let log = (|| {
+                let principal = services.local_user_id(&user)?;
+                if services.principal_of(&principal)?.as_ref() != Some(&principal) {
+                    return Err(hotline_service::Error::not_found("Not a principal"));
+                }
+                services.contact_log(
+                    &principal,
+                    hotline_service::contact_log::Window { from, to },
+                )
+            })()
+            .map_err(|e| e.to_string())?;
+            print!("{}", hotline_service::contact_log::to_csv(&log));
             store.close();
             Ok(())
         }

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{
-    federation_request, knock_invite_join, two_servers_sharing_a_room,
-    two_servers_sharing_a_room_made_with, two_servers_sharing_a_room_with, wait_for_sync,
-    FederatedServer, Http, Side, TestCa,
+    craft_pdu, federation_request, knock_invite_join, send_as, signed_as,
+    two_servers_sharing_a_room, two_servers_sharing_a_room_made_with,
+    two_servers_sharing_a_room_with, wait_for_sync, Crafted, FederatedServer, Http, Side, TestCa,
 };
 use ruma::api::federation::authentication::ServerSignaturesInput;
 use ruma::api::OutgoingRequest;
@@ -580,121 +580,6 @@ async fn pdu_after(
     craft_pdu(ha, alice, room, sender, (origin, key), draft).await
 }
 
-/// An event a test makes as another server would.
-struct Crafted<'a> {
-    kind: &'a str,
-    state_key: Option<&'a str>,
-    content: Value,
-    /// Its `prev_events`; A's newest event if `None`.
-    prev: Option<Vec<String>>,
-    origin_server_ts: u64,
-}
-
-/// `draft` as a PDU from `sender`, authorized by A's current create,
-/// power levels and sender's membership events, signed as `origin` with
-/// `key`; the PDU and its event id.
-async fn craft_pdu(
-    ha: &Http,
-    alice: &str,
-    room: &str,
-    sender: &str,
-    (origin, key): (&str, &Ed25519KeyPair),
-    draft: Crafted<'_>,
-) -> (ruma::CanonicalJsonObject, String) {
-    let (status, state) = ha
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{room}/state"),
-            Some(alice),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{state}");
-    let id_of = |t: &str, k: &str| {
-        state
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["type"] == t && e["state_key"] == k)
-            .unwrap()["event_id"]
-            .clone()
-    };
-    let prev = match draft.prev {
-        Some(prev) => json!(prev),
-        None => {
-            let (_, latest) = ha
-                .call(
-                    "GET",
-                    &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
-                    Some(alice),
-                    None,
-                )
-                .await;
-            json!([latest["chunk"][0]["event_id"].clone()])
-        }
-    };
-    let version = state
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "m.room.create")
-        .and_then(|e| e["content"]["room_version"].as_str())
-        .unwrap_or("1")
-        .to_owned();
-    // From room version 12 the create event is implied, never listed.
-    let mut auth = vec![
-        id_of("m.room.power_levels", ""),
-        id_of("m.room.member", sender),
-    ];
-    if version != "12" {
-        auth.insert(0, id_of("m.room.create", ""));
-    }
-    let mut event = json!({
-        "auth_events": auth,
-        "content": draft.content,
-        "depth": 1000,
-        "origin_server_ts": draft.origin_server_ts,
-        "prev_events": prev,
-        "room_id": room,
-        "sender": sender,
-        "type": draft.kind,
-    });
-    if let Some(k) = draft.state_key {
-        event["state_key"] = json!(k);
-    }
-    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
-    let rules = ruma::RoomVersionId::try_from(version.as_str())
-        .unwrap()
-        .rules()
-        .unwrap();
-    ruma::signatures::hash_and_sign_event(origin, key, &mut object, &rules.redaction).unwrap();
-    let id = format!(
-        "${}",
-        ruma::signatures::reference_hash(&object, &rules).unwrap()
-    );
-    (object, id)
-}
-
-/// Sends `pdus` to A in a transaction signed as B; A's answer.
-async fn send_as(
-    ca: &TestCa,
-    a: &FederatedServer,
-    b: &FederatedServer,
-    txn_id: &str,
-    pdus: &[&ruma::CanonicalJsonObject],
-) -> (u16, Value) {
-    let mut txn = ruma::api::federation::transactions::send_transaction_message::v1::Request::new(
-        txn_id.into(),
-        ServerName::parse(&b.name).unwrap(),
-        ruma::MilliSecondsSinceUnixEpoch::now(),
-    );
-    txn.pdus = pdus
-        .iter()
-        .map(|p| serde_json::value::to_raw_value(p).unwrap())
-        .collect();
-    signed_as(ca, a, b, txn).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_denied_by_the_room_acl_has_its_events_refused() {
     let ca = TestCa::new();
@@ -1070,30 +955,6 @@ async fn a_member_who_joins_from_another_server_reads_what_was_said_before() {
         10,
     )
     .await;
-}
-
-/// `request` (a ruma federation request) sent to A, signed as B.
-async fn signed_as<R: ruma::api::OutgoingRequest>(
-    ca: &TestCa,
-    a: &FederatedServer,
-    b: &FederatedServer,
-    request: R,
-) -> (u16, Value)
-where
-    for<'k> R::Authentication:
-        ruma::api::auth_scheme::AuthScheme<Input<'k> = ServerSignaturesInput<'k>>,
-    R::PathBuilder: ruma::api::path_builder::PathBuilder<Input<'static> = ()>,
-{
-    let b_key = b.signing_key();
-    let input = ServerSignaturesInput::new(
-        ServerName::parse(&b.name).unwrap(),
-        ServerName::parse(&a.name).unwrap(),
-        &b_key,
-    );
-    let request = request
-        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
-        .unwrap();
-    federation_request(&ca.ca_file, a.fed_port, request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

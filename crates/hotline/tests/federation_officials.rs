@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{two_servers_sharing_a_room, within, FederatedServer, Http, TestCa};
+use common::{
+    craft_pdu, send_as, signed_as, two_servers_sharing_a_room, within, Crafted, FederatedServer,
+    Http, TestCa,
+};
 use serde_json::{json, Value};
 
 /// A master key as a client would upload it (32 bytes, unpadded base64).
@@ -313,6 +316,199 @@ async fn a_stranger_on_another_server_can_neither_invite_nor_message_a_principal
     })
     .await;
     assert_eq!(to_device_of(&ha, &pres).await, Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invite_or_knock_over_federation_from_someone_without_a_line_to_a_principal_here_is_refused(
+) {
+    // B here is a server that would let its user try (a Hotline refuses
+    // before anything leaves it): the test speaks as B, with B's key.
+    let ca = TestCa::new();
+    let (a, b, alice, bob, room) = two_servers_sharing_a_room(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let key = b.signing_key();
+    fn invite(user: &str) -> Crafted<'_> {
+        Crafted {
+            kind: "m.room.member",
+            state_key: Some(user),
+            content: json!({"membership": "invite"}),
+            prev: None,
+            origin_server_ts: 1_700_000_000_000,
+        }
+    }
+    let (pres_id, carol_id) = (a.user("pres"), a.user("carol"));
+    ha.register("carol").await;
+    // In a transaction: refused for the President, allowed for Carol.
+    let (pdu, id) = craft_pdu(
+        &ha,
+        &alice,
+        &room,
+        &b.user("bob"),
+        (&b.name, &key),
+        invite(&pres_id),
+    )
+    .await;
+    let (status, v) = send_as(&ca, &a, &b, "reach-1", &[&pdu]).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["pdus"][&id]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("direct line")),
+        "{v}"
+    );
+    let (pdu, id) = craft_pdu(
+        &ha,
+        &alice,
+        &room,
+        &b.user("bob"),
+        (&b.name, &key),
+        invite(&carol_id),
+    )
+    .await;
+    let (status, v) = send_as(&ca, &a, &b, "reach-2", &[&pdu]).await;
+    assert_eq!((status, &v["pdus"][&id]), (200, &json!({})), "{v}");
+    // Through `/invite`, A's countersignature is refused: 403.
+    let (pdu, id) = craft_pdu(
+        &ha,
+        &alice,
+        &room,
+        &b.user("bob"),
+        (&b.name, &key),
+        invite(&pres_id),
+    )
+    .await;
+    let request = ruma::api::federation::membership::create_invite::v2::Request::new(
+        room.parse().unwrap(),
+        id.parse().unwrap(),
+        ruma::RoomVersionId::V11,
+        serde_json::value::to_raw_value(&pdu).unwrap(),
+        Vec::new(),
+    );
+    let (status, v) = signed_as(&ca, &a, &b, request).await;
+    assert_eq!((status, &v["errcode"]), (403, &json!("M_FORBIDDEN")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("direct line")),
+        "{v}"
+    );
+    // The President got no invitation.
+    let (_, sync) = ha
+        .call(
+            "GET",
+            "/_matrix/client/v3/sync?timeout=0",
+            Some(&pres),
+            None,
+        )
+        .await;
+    assert_eq!(sync["rooms"]["invite"], json!({}), "{sync}");
+    // A knock from Bob on a room of the President's: refused by A.
+    let knock_room = ha.create_knock_room(&pres, "12").await;
+    let knock = |room: String| {
+        let (hb, bob, via) = (&hb, &bob, &a.name);
+        async move {
+            hb.call(
+                "POST",
+                &format!("/_matrix/client/v3/knock/{room}?via={via}"),
+                Some(bob),
+                Some("{}"),
+            )
+            .await
+        }
+    };
+    let (status, v) = knock(knock_room).await;
+    assert_eq!((status, &v["errcode"]), (403, &json!("M_FORBIDDEN")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("direct line")),
+        "{v}"
+    );
+    // On Alice's, he may knock.
+    let (status, v) = knock(ha.create_knock_room(&alice, "12").await).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// `POST /keys/claim` of `user`'s `device` through `http`: the keys got.
+async fn claim(http: &Http, token: &str, user: &str, device: &str) -> Value {
+    let (status, v) = http
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/claim",
+            Some(token),
+            Some(&json!({"one_time_keys": {user: {device: "signed_curve25519"}}}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["one_time_keys"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_principals_one_time_keys_go_to_the_other_server_for_their_lines_counterpart_and_never_for_a_stranger(
+) {
+    let ca = TestCa::new();
+    let (a, b, _alice, bob, _room) = two_servers_sharing_a_room(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    let (_, who) = ha
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&pres),
+            None,
+        )
+        .await;
+    let device = who["device_id"].as_str().unwrap().to_owned();
+    let otk = |k: &str| json!({"key": k, "signatures": {}});
+    let (status, v) = ha
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/upload",
+            Some(&pres),
+            Some(
+                &json!({"one_time_keys": {
+                    "signed_curve25519:AAAAAQ": otk("zKbLg+NrIjpnagy+pIY6uPL4ZwEG2v+8F9lmgsnlZzs"),
+                    "signed_curve25519:AAAAAg": otk("wKbLg+NrIjpnagy+pIY6uPL4ZwEG2v+8F9lmgsnlZzs"),
+                }})
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // Bob on B holds no line with the President: B asks A, which gives
+    // nothing (an Olm session with her is the reach rule's to allow).
+    assert_eq!(claim(&hb, &bob, &a.user("pres"), &device).await, json!({}));
+    // Nor does the Prime Minister before a line joins them.
+    assert_eq!(claim(&hb, &pm, &a.user("pres"), &device).await, json!({}));
+    cross_server_line(&a, &b, &pres, &pm).await;
+    // With the line, B's claim for him gets one of her keys.
+    let got = claim(&hb, &pm, &a.user("pres"), &device).await;
+    let keys = got[a.user("pres")][&device]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 1, "{got}");
+    assert!(
+        keys.keys().all(|k| k.starts_with("signed_curve25519:")),
+        "{got}"
+    );
+    // And still none for Bob, who shares a server with him.
+    let (_, counts) = ha
+        .call(
+            "POST",
+            "/_matrix/client/v3/keys/upload",
+            Some(&pres),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(
+        counts["one_time_key_counts"]["signed_curve25519"],
+        json!(1),
+        "{counts}"
+    );
+    assert_eq!(claim(&hb, &bob, &a.user("pres"), &device).await, json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -693,10 +889,10 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
     // vouches for him as her aide), and the Prime Minister reads him.
     let (status, v) = ha
         .call(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{line}/invite"),
+            "PUT",
+            &format!("/_hotline/v1/lines/{line}/aides/{}", a.user("aide")),
             Some(&pres),
-            Some(&json!({"user_id": a.user("aide")}).to_string()),
+            Some("{}"),
         )
         .await;
     assert_eq!(status, 200, "{v}");
@@ -749,6 +945,75 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
         !events.iter().any(|e| e["content"]["from"] == "k2"),
         "{events:?}"
     );
+
+    // The Prime Minister brings an aide of his, enrolled just now: A reads
+    // B's directory again for the marking B's server wrote (its principal,
+    // its aide) and shows the aide's text.
+    let pm_aide = vouched_official(&b, "paide", "Lena Hof", Some("pm")).await;
+    let (status, v) = hb
+        .call(
+            "PUT",
+            &format!("/_hotline/v1/lines/{line}/aides/{}", b.user("paide")),
+            Some(&pm),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = hb
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{line}"),
+            Some(&pm_aide),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(text(&hb, &pm_aide, &line, "paide1").await.0, 200);
+    within(10, || async {
+        let events = events_of(&ha, &pres, &line).await;
+        let marked = events.iter().any(|e| {
+            e["type"] == "org.hotline.aide"
+                && e["state_key"] == json!(format!("_{}", b.user("paide")))
+                && e["content"]["principal"] == json!(b.user("pm"))
+        });
+        let spoke = events
+            .iter()
+            .any(|e| e["sender"] == json!(b.user("paide")) && e["type"] == "m.room.message");
+        (marked && spoke)
+            .then_some(())
+            .ok_or(format!("A never showed the marked aide's text: {events:?}"))
+    })
+    .await;
+
+    // The Prime Minister objects to the President's aide: off the line on
+    // both servers, and A refuses his next text.
+    let (status, v) = hb
+        .call(
+            "DELETE",
+            &format!("/_hotline/v1/lines/{line}/aides/{}", a.user("aide")),
+            Some(&pm),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    within(10, || async {
+        let (_, m) = ha
+            .call(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{line}/state/m.room.member/{}",
+                    a.user("aide")
+                ),
+                Some(&pres),
+                None,
+            )
+            .await;
+        (m["membership"] == "leave")
+            .then_some(())
+            .ok_or(format!("A still has the aide on the line: {m}"))
+    })
+    .await;
+    assert_eq!(text(&ha, &aide, &line, "aide2").await.0, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -466,6 +466,9 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     ("GET", "/_hotline/v1/line_invites/{code}", "", ""),
     ("DELETE", "/_hotline/v1/line_invites/{code}", "", ""),
     ("POST", "/_hotline/v1/line_invites/{code}/redeem", "", "{}"),
+    ("GET", "/_hotline/v1/contact_log", "format=csv&from=0&to=99", ""),
+    ("PUT", "/_hotline/v1/lines/{room_id}/aides/{user_id}", "", "{}"),
+    ("DELETE", "/_hotline/v1/lines/{room_id}/aides/{user_id}", "", ""),
     ("GET", "/healthz", "", ""),
 ];
 

@@ -325,10 +325,10 @@ async fn revocation_takes_away_what_the_role_granted_on_the_next_request() {
     // Before: the aide joins the line, invites are made, rooms opened.
     let r = c
         .call(
-            "POST",
-            &format!("/_matrix/client/v3/rooms/{}/invite", c.line),
+            "PUT",
+            &format!("/_hotline/v1/lines/{}/aides/@aide:localhost", c.line),
             &c.macron,
-            Some(r#"{"user_id": "@aide:localhost"}"#),
+            Some("{}"),
         )
         .await;
     assert_eq!(r.0, 200, "{}", r.1);
@@ -573,17 +573,18 @@ async fn a_principal_is_reached_only_through_a_line_on_every_path() {
         .await;
     assert_eq!(r.0, 200, "invited by the principal: {}", r.1);
 
-    // Invited into the line by one principal, a stranger still cannot join:
-    // the other principal did not consent.
-    let r = c
-        .call(
+    // A line holds its principals and their marked aides: a principal
+    // cannot invite a stranger into it, and the stranger cannot join.
+    forbidden(
+        &c.call(
             "POST",
             &format!("/_matrix/client/v3/rooms/{}/invite", c.line),
             &c.macron,
             Some(r#"{"user_id": "@stranger:localhost"}"#),
         )
-        .await;
-    assert_eq!(r.0, 200, "{}", r.1);
+        .await,
+        "invite a stranger into a line",
+    );
     forbidden(
         &c.call(
             "POST",

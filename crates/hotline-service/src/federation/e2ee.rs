@@ -115,13 +115,22 @@ impl Services {
         wanted: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Value> {
         if !self.federation.enabled() {
-            return self.claim_keys(Some(sender), wanted).await;
+            return self
+                .claim_keys(crate::keys::Claimant::User(sender), wanted)
+                .await;
         }
         let (local, remote) = by_server(self.server_name(), wanted);
-        let mut out = self.claim_keys(Some(sender), local).await?;
+        let mut out = self
+            .claim_keys(crate::keys::Claimant::User(sender), local)
+            .await?;
         for (server, users) in remote {
             let mut claims = BTreeMap::new();
             for (user, devices) in users {
+                // The other server is asked for the user's sake, unnamed:
+                // the reach rule is this server's to keep for its own.
+                if self.check_may_reach(sender, &user).is_err() {
+                    continue;
+                }
                 let devices = devices
                     .into_iter()
                     .filter_map(|(d, alg)| {
@@ -214,9 +223,10 @@ impl Services {
         origin: &ServerName,
         wanted: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<Value> {
-        let _ = origin;
         let (local, _) = by_server(self.server_name(), wanted);
-        let mut out = self.claim_keys(None, local).await?;
+        let mut out = self
+            .claim_keys(crate::keys::Claimant::Server(origin), local)
+            .await?;
         if let Some(o) = out.as_object_mut() {
             o.remove("failures");
         }

@@ -152,9 +152,37 @@ impl Services {
         let json = serde_json::to_string(&object)?;
         let pdu: Pdu = serde_json::from_str(&json)
             .map_err(|e| Error::bad_json(format!("Malformed event: {e}")))?;
-        Ok(CheckedPdu {
-            event: Arc::new(PduEvent::new(event_id, 0, pdu)?),
-            json,
-        })
+        let event = Arc::new(PduEvent::new(event_id, 0, pdu)?);
+        self.read_directory_for_aide_marking(&event).await;
+        Ok(CheckedPdu { event, json })
+    }
+
+    /// A peer's principal marks an aide of theirs on a line: the aide may
+    /// have been enrolled since the peer's directory was last read here, so
+    /// it is read again before the seam judges the marking by it.
+    async fn read_directory_for_aide_marking(&self, event: &PduEvent) {
+        let sender = &event.pdu.sender;
+        let peer = sender.server_name();
+        if event.pdu.kind.to_string() != crate::line_aides::AIDE_STATE || peer == self.server_name()
+        {
+            return;
+        }
+        let Some(aide) = event
+            .pdu
+            .state_key
+            .as_deref()
+            .and_then(crate::line_aides::aide_of_key)
+        else {
+            return;
+        };
+        if crate::line_aides::marked_for(event).is_none()
+            || self.peer_principal_of(&aide).as_ref() == Some(sender)
+        {
+            return;
+        }
+        self.forget_peer_directory(peer);
+        if let Err(e) = self.peer_directory(peer).await {
+            tracing::info!(%peer, error = %e, "a peer's directory could not be read for an aide marking");
+        }
     }
 }

@@ -31,6 +31,16 @@ pub struct CreateRoom {
     pub initial_state: Vec<(String, String, JsonValue)>,
 }
 
+/// The power each event type needs in a new room, before a client's
+/// `power_level_content_override`.
+pub(crate) fn default_event_power() -> JsonValue {
+    json!({
+        "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+        "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+        "m.room.server_acl": 100, "m.room.encryption": 100
+    })
+}
+
 fn draft(kind: &str, state_key: &str, content: JsonValue) -> Result<EventDraft> {
     EventDraft::new(
         TimelineEventType::from(kind),
@@ -162,11 +172,7 @@ impl Services {
         let mut power = json!({
             "users": users,
             "users_default": 0,
-            "events": {
-                "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
-                "m.room.server_acl": 100, "m.room.encryption": 100
-            },
+            "events": default_event_power(),
             "events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,
             "notifications": {"room": 50}
         });

@@ -5,7 +5,7 @@
 //! rules against the room's current state before it is written, under the
 //! room's send lock, so state and `prev_events` are never raced.
 
-mod create;
+pub(crate) mod create;
 mod directory;
 mod ephemeral;
 mod membership;
@@ -746,7 +746,20 @@ impl Services {
         sender: &UserId,
         drafts: Vec<EventDraft>,
     ) -> Result<Vec<OwnedEventId>> {
-        self.append_events_as(room, sender, drafts, None, None, Origin::Server)
+        self.append_server_events_with(room, sender, drafts, Vec::new())
+            .await
+    }
+
+    /// [`append_server_events`], with `extra` writes (an audit entry) in
+    /// the same commit.
+    pub(crate) async fn append_server_events_with(
+        &self,
+        room: &Room,
+        sender: &UserId,
+        drafts: Vec<EventDraft>,
+        extra: Vec<WriteOp>,
+    ) -> Result<Vec<OwnedEventId>> {
+        self.append_events_as(room, sender, drafts, None, None, Origin::Server, extra)
             .await
     }
 
@@ -760,8 +773,16 @@ impl Services {
         txn: Option<(String, String)>,
         redacts: Option<(String, String)>,
     ) -> Result<Vec<OwnedEventId>> {
-        self.append_events_as(room, sender, drafts, txn, redacts, Origin::Client)
-            .await
+        self.append_events_as(
+            room,
+            sender,
+            drafts,
+            txn,
+            redacts,
+            Origin::Client,
+            Vec::new(),
+        )
+        .await
     }
 
     async fn append_events_as(
@@ -772,6 +793,7 @@ impl Services {
         txn: Option<(String, String)>,
         redacts: Option<(String, String)>,
         origin: Origin,
+        extra: Vec<WriteOp>,
     ) -> Result<Vec<OwnedEventId>> {
         let _guard = room.send_lock.lock().await;
         // Built under the read lock: the send lock keeps other writers out, and
@@ -811,6 +833,7 @@ impl Services {
                 });
             }
         }
+        batch.ops.extend(extra);
         self.store.write(batch).await?;
         Ok(ids)
     }

@@ -248,6 +248,14 @@ impl IdentityStore for SqliteStore {
         )
     }
 
+    fn lines_of(&self, principal: &str) -> Result<Vec<LineRow>> {
+        self.query_all(
+            "SELECT principal_a, principal_b, room_id, created_ts FROM lines WHERE principal_a = ?1 OR principal_b = ?1 ORDER BY created_ts",
+            params![principal],
+            line_row,
+        )
+    }
+
     fn audit_log(&self) -> Result<Vec<AuditRow>> {
         self.query_all(
             "SELECT seq, ts, actor, action, subject, detail FROM audit_log ORDER BY seq",

@@ -19,5 +19,7 @@ pub trait IdentityStore {
     fn line_invite_redemptions_of(&self, principal: &str) -> Result<Vec<LineInviteRedemption>>;
     /// The line between two principals, in either order.
     fn get_line(&self, a: &str, b: &str) -> Result<Option<LineRow>>;
+    /// Every line `principal` holds, oldest first.
+    fn lines_of(&self, principal: &str) -> Result<Vec<LineRow>>;
     fn audit_log(&self) -> Result<Vec<AuditRow>>;
 }

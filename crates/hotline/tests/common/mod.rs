@@ -1154,6 +1154,146 @@ impl FederatedServer {
     }
 }
 
+/// An event a test makes as another server would.
+pub struct Crafted<'a> {
+    pub kind: &'a str,
+    pub state_key: Option<&'a str>,
+    pub content: serde_json::Value,
+    /// Its `prev_events`; A's newest event if `None`.
+    pub prev: Option<Vec<String>>,
+    pub origin_server_ts: u64,
+}
+
+/// `draft` as a PDU from `sender`, authorized by A's current create,
+/// power levels and sender's membership events, signed as `origin` with
+/// `key`; the PDU and its event id.
+pub async fn craft_pdu(
+    ha: &Http,
+    alice: &str,
+    room: &str,
+    sender: &str,
+    (origin, key): (&str, &ruma::signatures::Ed25519KeyPair),
+    draft: Crafted<'_>,
+) -> (ruma::CanonicalJsonObject, String) {
+    let (status, state) = ha
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state"),
+            Some(alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let id_of = |t: &str, k: &str| {
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == t && e["state_key"] == k)
+            .unwrap()["event_id"]
+            .clone()
+    };
+    let prev = match draft.prev {
+        Some(prev) => serde_json::json!(prev),
+        None => {
+            let (_, latest) = ha
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
+                    Some(alice),
+                    None,
+                )
+                .await;
+            serde_json::json!([latest["chunk"][0]["event_id"].clone()])
+        }
+    };
+    let version = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .and_then(|e| e["content"]["room_version"].as_str())
+        .unwrap_or("1")
+        .to_owned();
+    // From room version 12 the create event is implied, never listed.
+    let mut auth = vec![
+        id_of("m.room.power_levels", ""),
+        id_of("m.room.member", sender),
+    ];
+    if version != "12" {
+        auth.insert(0, id_of("m.room.create", ""));
+    }
+    let mut event = serde_json::json!({
+        "auth_events": auth,
+        "content": draft.content,
+        "depth": 1000,
+        "origin_server_ts": draft.origin_server_ts,
+        "prev_events": prev,
+        "room_id": room,
+        "sender": sender,
+        "type": draft.kind,
+    });
+    if let Some(k) = draft.state_key {
+        event["state_key"] = serde_json::json!(k);
+    }
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
+    let rules = ruma::RoomVersionId::try_from(version.as_str())
+        .unwrap()
+        .rules()
+        .unwrap();
+    ruma::signatures::hash_and_sign_event(origin, key, &mut object, &rules.redaction).unwrap();
+    let id = format!(
+        "${}",
+        ruma::signatures::reference_hash(&object, &rules).unwrap()
+    );
+    (object, id)
+}
+
+/// `request` (a ruma federation request) sent to A, signed as B.
+pub async fn signed_as<R: ruma::api::OutgoingRequest>(
+    ca: &TestCa,
+    a: &FederatedServer,
+    b: &FederatedServer,
+    request: R,
+) -> (u16, serde_json::Value)
+where
+    for<'k> R::Authentication: ruma::api::auth_scheme::AuthScheme<
+        Input<'k> = ruma::api::federation::authentication::ServerSignaturesInput<'k>,
+    >,
+    R::PathBuilder: ruma::api::path_builder::PathBuilder<Input<'static> = ()>,
+{
+    let b_key = b.signing_key();
+    let input = ruma::api::federation::authentication::ServerSignaturesInput::new(
+        ruma::ServerName::parse(&b.name).unwrap(),
+        ruma::ServerName::parse(&a.name).unwrap(),
+        &b_key,
+    );
+    let request = request
+        .try_into_http_request::<Vec<u8>>(&format!("https://{}", a.name), input, ())
+        .unwrap();
+    federation_request(&ca.ca_file, a.fed_port, request).await
+}
+
+/// Sends `pdus` to A in a transaction signed as B; A's answer.
+pub async fn send_as(
+    ca: &TestCa,
+    a: &FederatedServer,
+    b: &FederatedServer,
+    txn_id: &str,
+    pdus: &[&ruma::CanonicalJsonObject],
+) -> (u16, serde_json::Value) {
+    let mut txn = ruma::api::federation::transactions::send_transaction_message::v1::Request::new(
+        txn_id.into(),
+        ruma::ServerName::parse(&b.name).unwrap(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    txn.pdus = pdus
+        .iter()
+        .map(|p| serde_json::value::to_raw_value(p).unwrap())
+        .collect();
+    signed_as(ca, a, b, txn).await
+}
+
 /// A request to a federation listener on loopback, over TLS checked
 /// against `ca_file`: the status and the JSON answer.
 pub async fn federation_request(
