@@ -14,7 +14,7 @@ import {
   stopSession,
 } from "./lib/session";
 import { createLine, findLine, lineSummaries, normaliseUserId } from "./lib/lines";
-import { startIdentity, stopIdentity, useIdentity } from "./lib/identity";
+import { startIdentity, stopIdentity, useIdentity, useIdentityVersion } from "./lib/identity";
 import { isInviteCode } from "./lib/lineInvites";
 import { askNotificationPermission, CallView, onCall, watchIncomingCalls } from "./lib/calls";
 import { navigate, useClientTick, useRoute } from "./lib/hooks";
@@ -211,7 +211,10 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
     };
   }, [mx]);
 
-  const lines = useMemo(() => (synced ? lineSummaries(mx) : []), [tick, synced]);
+  // (The directory names our principal, which tells an invitation onto a
+  // line as their aide from others.)
+  const idVersion = useIdentityVersion();
+  const lines = useMemo(() => (synced ? lineSummaries(mx) : []), [tick, synced, idVersion]);
 
   // Line invites are for principals and their aides, as our own verified
   // attestation says (asking the server would be a 403 for everyone else,

@@ -13,13 +13,25 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import qrcode from "qrcode-generator";
 import * as ed from "@noble/ed25519";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
+import {
+  T,
+  TRACK_PCS,
+  apiAt,
+  assertAudioBothWays,
+  b64,
+  launchChromium,
+  mark,
+  message,
+  replaceCrossSigning,
+  send,
+  tokenOf,
+} from "./helpers.mjs";
 
 const URL_ = process.env.HOTLINE_URL;
 const PW = process.env.HOTLINE_PASSWORD || "hotline-test-pw";
@@ -31,7 +43,6 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const TEST_DIST = join(HERE, "..", "test-dist");
 if (!URL_) throw new Error("HOTLINE_URL is not set: run through scripts/web.sh test");
 
-const T = 30_000; // default wait for anything that crosses the server
 
 let browser;
 const pages = []; // every page, for the console check
@@ -39,37 +50,7 @@ const problems = []; // console errors and page errors
 let expectSendFailure = false; // while a test makes sends fail on purpose
 const signedOutElsewhere = new Set(); // pages whose device was removed on purpose
 
-// Records every RTCPeerConnection a page makes, so tests read real stats.
-const TRACK_PCS = () => {
-  window.__notifications = [];
-  if (window.Notification) {
-    const OrigN = window.Notification;
-    window.Notification = class extends OrigN {
-      constructor(title, opts) {
-        super(title, opts);
-        window.__notifications.push({ title, body: opts?.body });
-      }
-    };
-  }
-  window.__pcs = [];
-  const Orig = window.RTCPeerConnection;
-  window.RTCPeerConnection = class extends Orig {
-    constructor(...args) {
-      super(...args);
-      window.__pcs.push(this);
-    }
-  };
-};
-
-async function api(method, path, body, token) {
-  const resp = await fetch(URL_ + path, {
-    method,
-    headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await resp.json().catch(() => ({}));
-  return { status: resp.status, json };
-}
+const api = (method, path, body, token) => apiAt(URL_, method, path, body, token);
 
 async function supports(method, path, body) {
   const login = await api("POST", "/_matrix/client/v3/login", {
@@ -155,64 +136,6 @@ async function openLine(page, counterpartId) {
   await page.locator("#composer-input, .invite-bar").first().waitFor();
 }
 
-async function send(page, text) {
-  const box = page.locator("#composer-input");
-  await box.fill(text);
-  await box.press("Enter");
-}
-
-function message(page, text) {
-  return page.getByTestId("message").filter({ hasText: text });
-}
-
-/** Audio stats of the page's newest peer connection. */
-async function callStats(page) {
-  return page.evaluate(async () => {
-    const pc = window.__pcs[window.__pcs.length - 1];
-    if (!pc) return null;
-    const stats = await pc.getStats();
-    let inbound = 0;
-    let outbound = 0;
-    let pairId = null;
-    const byId = new Map();
-    stats.forEach((s) => {
-      byId.set(s.id, s);
-      if (s.type === "inbound-rtp" && s.kind === "audio") inbound += s.bytesReceived || 0;
-      if (s.type === "outbound-rtp" && s.kind === "audio") outbound += s.bytesSent || 0;
-      if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
-    });
-    if (!pairId) stats.forEach((s) => s.type === "candidate-pair" && s.nominated && s.state === "succeeded" && (pairId = s.id));
-    const pair = pairId ? byId.get(pairId) : null;
-    return {
-      inbound,
-      outbound,
-      state: pc.connectionState,
-      policy: pc.getConfiguration().iceTransportPolicy,
-      local: pair ? byId.get(pair.localCandidateId)?.candidateType : null,
-      remote: pair ? byId.get(pair.remoteCandidateId)?.candidateType : null,
-    };
-  });
-}
-
-/** Asserts audio flows both ways: inbound bytes grow on both pages. */
-async function assertAudioBothWays(a, b) {
-  const deadline = Date.now() + T;
-  let a1, b1;
-  for (;;) {
-    a1 = await callStats(a);
-    b1 = await callStats(b);
-    if (a1?.inbound > 0 && b1?.inbound > 0) break;
-    if (Date.now() > deadline) assert.fail(`no audio received: ${JSON.stringify({ a1, b1 })}`);
-    await a.waitForTimeout(250);
-  }
-  await a.waitForTimeout(1500);
-  const a2 = await callStats(a);
-  const b2 = await callStats(b);
-  assert.ok(a2.inbound > a1.inbound, `caller's inbound audio grows (${a1.inbound} -> ${a2.inbound})`);
-  assert.ok(b2.inbound > b1.inbound, `callee's inbound audio grows (${b1.inbound} -> ${b2.inbound})`);
-  return { a: a2, b: b2 };
-}
-
 let alice, bob, aliceKey, lineRoomId;
 const ALICE = "@alice:localhost";
 const BOB = "@bob:localhost";
@@ -222,21 +145,7 @@ before(async () => {
   E2EE = await supports("POST", "/_matrix/client/v3/keys/query", { device_keys: {} });
   TURN_API = await supports("GET", "/_matrix/client/v3/voip/turnServer");
   if (!E2EE) console.log("# server has no E2EE endpoints yet: key set-up steps are skipped, encrypted sends will fail");
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: [
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -690,7 +599,6 @@ function admin(...args) {
   return execFileSync(BIN, ["--data-dir", DATA, "admin", ...args]).toString();
 }
 
-const tokenOf = (page) => page.evaluate(() => JSON.parse(localStorage.getItem("hotline.session")).accessToken);
 
 /** Asserts that a rendered QR code (our SVG) holds exactly `text`. */
 async function assertQrEncodes(svg, text) {
@@ -708,8 +616,6 @@ async function assertQrEncodes(svg, text) {
   assert.equal(wrong, 0, `QR modules differ from the encoding of ${text}`);
 }
 
-/** The identity mark next to a counterpart in a scope (list row, chat header, call UI). */
-const mark = (scope) => scope.getByTestId("identity-mark");
 
 test("official enrolment: set a password, key set-up, fingerprint, vouched by the office", async () => {
   for (const key of ["a", "b"]) {
@@ -1000,41 +906,6 @@ test("direct line: verified badges (title, country) in list, header and call; te
   await B.getByTestId("active-call").waitFor({ state: "detached", timeout: 10_000 });
 });
 
-const b64 = (bytes) => Buffer.from(bytes).toString("base64").replace(/=+$/, "");
-const canonical = (v) =>
-  v && typeof v === "object" && !Array.isArray(v)
-    ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`
-    : Array.isArray(v) ? `[${v.map(canonical).join(",")}]` : JSON.stringify(v);
-
-/**
- * Replaces a user's cross-signing keys on the server with a new, consistent
- * set (master; self-signing and user-signing keys signed by it), as a reset
- * on another device (or an attacker holding the password) would.
- * Returns the new master public key.
- */
-async function replaceCrossSigning(userId, password, token) {
-  const master = ed.utils.randomSecretKey();
-  const masterPub = b64(await ed.getPublicKeyAsync(master));
-  const key = async (usage, secret) => {
-    const pub = b64(await ed.getPublicKeyAsync(secret));
-    const obj = { user_id: userId, usage: [usage], keys: { [`ed25519:${pub}`]: pub } };
-    if (usage === "master") return obj;
-    const sig = b64(await ed.signAsync(new TextEncoder().encode(canonical(obj)), master));
-    return { ...obj, signatures: { [userId]: { [`ed25519:${masterPub}`]: sig } } };
-  };
-  const body = {
-    master_key: await key("master", master),
-    self_signing_key: await key("self_signing", ed.utils.randomSecretKey()),
-    user_signing_key: await key("user_signing", ed.utils.randomSecretKey()),
-  };
-  const first = await api("POST", "/_matrix/client/v3/keys/device_signing/upload", body, token);
-  assert.equal(first.status, 401, "replacing the master key needs the password");
-  const auth = { type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password, session: first.json.session };
-  const second = await api("POST", "/_matrix/client/v3/keys/device_signing/upload", { ...body, auth }, token);
-  assert.equal(second.status, 200, JSON.stringify(second.json));
-  return masterPub;
-}
-
 test("a changed identity key pauses the line until the office vouches again", async () => {
   const A = official.a.page;
   const B = official.b.page;
@@ -1044,7 +915,7 @@ test("a changed identity key pauses the line until the office vouches again", as
   await B.goto(URL_ + room);
   await A.locator("#composer-input:not([disabled])").waitFor();
 
-  const newKey = await replaceCrossSigning(official.b.userId, b.password, await tokenOf(B));
+  const newKey = await replaceCrossSigning(URL_, official.b.userId, b.password, await tokenOf(B));
   const changedAt = Date.now();
 
   // Alma's side: a blocking banner, composer and call button off, the badge turns to a warning.
@@ -1240,6 +1111,174 @@ test("a phone-sized screen shows the whole chat header, and a principal reads 'y
   await intro.waitFor();
   assert.doesNotMatch(await intro.textContent(), /your principal/);
   assert.match(await intro.textContent(), /line with you\./);
+});
+
+// ---- aides on a line, visibly (docs/DESIGN.md capability 6) ----
+
+/**
+ * Enrols an official through their link, as "official enrolment" does
+ * (password, key set-up), and vouches for them with the digits their
+ * fingerprint screen shows. Returns their page and user id.
+ */
+async function enrolThroughLink(pageName, o, roleArgs) {
+  const out = admin("enroll", o.user, "--name", o.name, "--title", o.title, "--country", o.country, "--office", o.office, ...roleArgs, "--base-url", URL_);
+  const link = /^link (\S+)$/m.exec(out)?.[1];
+  const userId = /^enrolled (\S+)$/m.exec(out)?.[1];
+  assert.ok(link && userId, out);
+  const page = await newPage(pageName);
+  await page.goto(link);
+  await page.getByLabel("New password").fill(o.password);
+  await page.getByLabel("Confirm password").fill(o.password);
+  await page.getByRole("button", { name: "Set password and continue" }).click();
+  if (E2EE) {
+    await page.getByRole("button", { name: "Create my recovery key" }).click();
+    await page.getByTestId("recovery-key").waitFor({ timeout: 60_000 });
+    await page.getByLabel("I have stored my recovery key").check();
+    await page.getByRole("button", { name: "Continue" }).click();
+  }
+  await page.locator('[data-testid="fingerprint"][data-ready="true"]').waitFor();
+  const digits = (await page.getByTestId("fingerprint").textContent()).trim();
+  const att = JSON.parse(admin("vouch", userId, "--master-key", digits));
+  await page.getByTestId("own-identity").filter({ hasText: `Vouched for by ${o.office}` }).waitFor();
+  await page.getByRole("button", { name: "Continue to Hotline" }).click();
+  await page.getByRole("navigation", { name: "Lines" }).waitFor();
+  return { page, userId, masterKey: att.master_key, digits };
+}
+
+/**
+ * The two principals' line of the tests above (Alma Reyes and Bruno
+ * Keller); run on its own (--test-name-pattern), the same two are
+ * enrolled here and the line is opened from an invite of Alma's.
+ */
+async function principalsLine() {
+  for (const key of ["a", "b"]) {
+    if (!official[key]) official[key] = await enrolThroughLink(`official-${key}`, OFFICIALS[key], ["--role", "principal"]);
+  }
+  if (!official.roomId) {
+    const inv = await api("POST", "/_hotline/v1/line_invites", {}, await tokenOf(official.a.page));
+    assert.equal(inv.status, 200, JSON.stringify(inv.json));
+    const r = await api("POST", `/_hotline/v1/line_invites/${inv.json.code}/redeem`, {}, await tokenOf(official.b.page));
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    official.roomId = r.json.room_id;
+  }
+  return { A: official.a.page, B: official.b.page, roomId: official.roomId };
+}
+
+const AIDE = {
+  user: "avalon-chief-of-staff",
+  name: "Lea Moreau",
+  title: "Chief of Staff",
+  country: "Avalon",
+  office: "Office of the President of Avalon",
+  password: "lea-moreau-pw-1",
+};
+
+test("aides on a line: a principal adds their aide, everyone sees 'Aide: NAME (for PRINCIPAL)', the other principal removes them", async () => {
+  const { A, B, roomId } = await principalsLine();
+  const { a, b } = OFFICIALS;
+  const { page: L, userId: aideId } = await enrolThroughLink("aide", AIDE, ["--role", "aide", "--principal", official.a.userId]);
+  const label = `Aide: ${AIDE.name} (for ${a.name})`;
+  const room = `/#/line/${encodeURIComponent(roomId)}`;
+
+  // Alma opens "People on this line" from the header: the two principals.
+  await A.goto(URL_ + room);
+  await A.locator("#composer-input:not([disabled])").waitFor();
+  await A.getByRole("button", { name: "People on this line (2)" }).click();
+  const panelA = A.getByTestId("people-dialog");
+  await panelA.getByTestId("person").nth(1).waitFor();
+  assert.equal(await panelA.getByTestId("person").count(), 2);
+  // "Add aide" lists her own aides as the directory vouches for them (read
+  // again as it opens: Lea was vouched for a moment ago).
+  await panelA.getByRole("button", { name: "Add aide" }).click();
+  const candidate = panelA.getByTestId("aide-candidates").locator(`li[data-user="${aideId}"]`);
+  await candidate.getByText(`${AIDE.title} · ${AIDE.country}`).waitFor();
+  assert.deepEqual(await unnamedControls(A), [], "people panel: every control has a name");
+  await candidate.getByRole("button", { name: `Add ${AIDE.name} to the line` }).click();
+  const aideRowA = panelA.locator(`[data-testid="person"][data-user="${aideId}"]`);
+  await aideRowA.getByTestId("person-role").filter({ hasText: `Aide to ${a.name} · invited` }).waitFor();
+  await mark(aideRowA).and(A.locator('[data-status="verified"]')).filter({ hasText: `${AIDE.title} · ${AIDE.country}` }).waitFor();
+  await panelA.getByRole("button", { name: "Close" }).click();
+  await A.getByTestId("aide-notice").filter({ hasText: `${a.name} added ${AIDE.name} to the line as their aide` }).waitFor();
+
+  // Bruno sees her in his header as soon as she is invited, and why.
+  await B.goto(URL_ + room);
+  await B.locator(".chat-head").getByTestId("aide-label").filter({ hasText: `${label} · invited` }).waitFor();
+  await B.getByTestId("aide-notice").filter({ hasText: `${a.name} added ${AIDE.name} to the line as their aide` }).waitFor();
+
+  // Lea's list: her principal bringing her onto a line; she accepts.
+  await L.goto(URL_ + "/#/");
+  const entry = L.locator('a.line[data-aide="true"]');
+  await entry.filter({ hasText: "Brings you onto a line as their aide" }).waitFor();
+  await entry.click();
+  await L.getByTestId("aide-invite").filter({ hasText: `${a.name} brings you onto a line as their aide.` }).waitFor();
+  await L.getByRole("button", { name: "Accept" }).click();
+  // The line between the two principals, not a chat with one person.
+  await L.locator("#chat-title").filter({ hasText: `${a.name} – ${b.name}` }).waitFor();
+  await L.getByTestId("you-aide").filter({ hasText: `You are on this line as aide to ${a.name}` }).waitFor();
+  await entry.filter({ hasText: `${a.name} – ${b.name}` }).getByTestId("line-role").filter({ hasText: `As aide to ${a.name}` }).waitFor();
+  assert.equal(await L.locator(`a.line[data-counterpart="${official.a.userId}"]:not([data-aide])`).count(), 0, "no direct chat with her principal appears");
+  await L.locator("#composer-input:not([disabled])").waitFor();
+  await send(L, "The briefing notes for tonight are ready.");
+
+  // Bruno: her message, named as an aide and for whom; his header too.
+  const fromAide = message(B, "The briefing notes for tonight are ready.");
+  await fromAide.waitFor();
+  await fromAide.getByTestId("sender").filter({ hasText: label }).waitFor();
+  assert.equal((await fromAide.getByTestId("sender").textContent()).trim(), label);
+  await B.getByTestId("aide-notice").filter({ hasText: `${AIDE.name} joined the line as aide to ${a.name}` }).waitFor();
+  const headerB = B.locator(".chat-head").getByTestId("aide-label");
+  await B.waitForFunction((l) => document.querySelector('.chat-head [data-testid="aide-label"]')?.textContent.trim() === l, label);
+  assert.equal((await headerB.textContent()).trim(), label);
+  // Alma reads it the same way; her reply reaches the aide, named.
+  await message(A, "The briefing notes for tonight are ready.").getByTestId("sender").filter({ hasText: label }).waitFor();
+  await send(A, "Thank you, Lea. Chancellor, shall we begin?");
+  await message(L, "Thank you, Lea. Chancellor, shall we begin?").getByTestId("sender").filter({ hasText: a.name }).waitFor();
+  await message(B, "Thank you, Lea. Chancellor, shall we begin?").getByTestId("sender").filter({ hasText: a.name }).waitFor();
+  await shot(B, "line-aide.png");
+
+  // Bruno's "People on this line": three, with roles and verified badges.
+  await B.getByRole("button", { name: "People on this line (3)" }).click();
+  const panelB = B.getByTestId("people-dialog");
+  await panelB.getByTestId("person").nth(2).waitFor();
+  const rows = await panelB.getByTestId("person").evaluateAll((els) =>
+    els.map((e) => [e.dataset.user, e.dataset.role, e.querySelector('[data-testid="person-role"]').textContent.trim(), e.querySelector('[data-testid="identity-mark"]')?.dataset.status]),
+  );
+  assert.deepEqual(
+    rows.sort((x, y) => (x[0] < y[0] ? -1 : 1)),
+    [
+      [official.a.userId, "principal", "Principal", "verified"],
+      [aideId, "aide", `Aide to ${a.name}`, "verified"],
+      [official.b.userId, "principal", "Principal", "verified"],
+    ].sort((x, y) => (x[0] < y[0] ? -1 : 1)),
+  );
+  await panelB.getByText(`${b.name} (you)`).waitFor();
+  // He has no aide of his own to add.
+  await panelB.getByRole("button", { name: "Add aide" }).click();
+  await panelB.getByTestId("no-aides").waitFor();
+  assert.deepEqual(await unnamedControls(B), [], "people panel: every control has a name");
+
+  // The other side objects to the aide: Bruno takes her off the line.
+  B.once("dialog", (d) => d.accept());
+  await panelB.getByRole("button", { name: `Remove ${AIDE.name} from the line` }).click();
+  await panelB.locator(`[data-testid="person"][data-user="${aideId}"]`).waitFor({ state: "detached" });
+  await panelB.getByRole("button", { name: "Close" }).click();
+  for (const page of [A, B]) {
+    await page.getByTestId("aide-notice").filter({ hasText: `${b.name} removed ${AIDE.name} from the line` }).waitFor();
+    await page.locator(".chat-head").getByTestId("line-aides").waitFor({ state: "detached" });
+    await page.getByRole("button", { name: "People on this line (2)" }).waitFor();
+  }
+  // Lea's page: no composer, and a sentence saying who took her off.
+  await L.getByTestId("left-bar").filter({ hasText: `${b.name} removed you from this line. You are no longer on it as aide to ${a.name}.` }).waitFor();
+  assert.equal(await L.locator("#composer-input").count(), 0, "no composer once off the line");
+  await entry.waitFor({ state: "detached" });
+  // The server agrees: the marking names who removed her, and she can't send.
+  const marking = await api("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/org.hotline.aide/${encodeURIComponent("_" + aideId)}`, undefined, await tokenOf(A));
+  assert.deepEqual(marking.json, { removed_by: official.b.userId });
+  const refused = await api("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/aide-${Date.now()}`, { msgtype: "m.text", body: "x" }, await tokenOf(L));
+  assert.equal(refused.status, 403);
+  // The principals' texts go on as before.
+  await send(A, "Just the two of us again.");
+  await message(B, "Just the two of us again.").waitFor();
 });
 
 // ---- calls without a relay: a second server, started here with no TURN ----

@@ -10,8 +10,30 @@ import {
   MatrixEvent,
   Room,
 } from "matrix-js-sdk";
-import { counterpartOf, displayName, isShown, lineState, markDirect, messageText } from "../lib/lines";
-import { blocksLine, IdentityStatus, refreshIdentity, titleLine, useIdentity } from "../lib/identity";
+import {
+  AIDE_EVENT,
+  aideOf,
+  counterpartOf,
+  displayName,
+  isShown,
+  lineAides,
+  lineState,
+  lineTitle,
+  markDirect,
+  messageText,
+  nameOf,
+} from "../lib/lines";
+import { aideNotice, aideTrail } from "../lib/aides";
+import {
+  blocksLine,
+  identityOf,
+  IdentityStatus,
+  lookForIdentity,
+  refreshIdentity,
+  titleLine,
+  useIdentity,
+  useIdentityVersion,
+} from "../lib/identity";
 import { dateTime } from "../lib/format";
 import { mediaObjectUrl, sendFile } from "../lib/attachments";
 import { bytes, dayLabel, duration, iso, timeOfDay } from "../lib/format";
@@ -29,6 +51,7 @@ import {
 import { DecryptionFailureCode } from "matrix-js-sdk/lib/crypto-api";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
+import { AideLabel, PeopleDialog, PersonName } from "./People";
 import {
   AlertIcon,
   AttachIcon,
@@ -39,6 +62,7 @@ import {
   EditIcon,
   LockIcon,
   MissedIcon,
+  PeopleIcon,
   ShieldAlertIcon,
   PhoneIcon,
   RetryIcon,
@@ -79,11 +103,21 @@ function callRecords(mx: MatrixClient, events: MatrixEvent[]): Map<string, CallR
   return calls;
 }
 
-function CallEntry({ ev, rec, active }: { ev: MatrixEvent; rec?: CallRecord; active: boolean }) {
+function CallEntry(props: { ev: MatrixEvent; rec?: CallRecord; active: boolean; between?: [string, string] }) {
+  const { ev, rec, active } = props;
   const outgoing = rec?.outgoing ?? false;
   let label: string;
   let missed = false;
-  if (active && (!rec || !rec.endedAt)) label = rec?.answeredAt ? "Call in progress" : outgoing ? "Ringing…" : "Incoming call";
+  if (props.between) {
+    // A call between others on the line (the principals, seen by an aide).
+    const [from, to] = props.between;
+    label =
+      rec?.answeredAt && rec.endedAt
+        ? `${from} called ${to} · ${duration(rec.endedAt - rec.answeredAt)}`
+        : rec?.answeredAt
+          ? `${from} and ${to} are in a call`
+          : `${from} called ${to}`;
+  } else if (active && (!rec || !rec.endedAt)) label = rec?.answeredAt ? "Call in progress" : outgoing ? "Ringing…" : "Incoming call";
   else if (rec?.answeredAt && rec.endedAt) label = `${outgoing ? "Outgoing" : "Incoming"} call · ${duration(rec.endedAt - rec.answeredAt)}`;
   else if (rec?.rejected || rec?.reason === "user_busy") label = outgoing ? "Call declined" : "Declined call";
   else if (rec?.endedAt) {
@@ -204,6 +238,16 @@ function Body({ mx, ev, room }: { mx: MatrixClient; ev: MatrixEvent; room: Room 
   return <span class="text">{messageText(ev)}</span>;
 }
 
+/** Who sent a message, above it, when more than two people are on the line. */
+function SenderLabel(props: { mx: MatrixClient; room: Room; sender: string; aideFor?: string }) {
+  const { mx, room, sender, aideFor } = props;
+  return (
+    <div class={"sender" + (aideFor ? " aide" : "")} data-testid="sender">
+      {aideFor ? <AideLabel mx={mx} room={room} aide={sender} principal={aideFor} /> : <PersonName mx={mx} room={room} userId={sender} />}
+    </div>
+  );
+}
+
 function memberLine(mx: MatrixClient, ev: MatrixEvent, room: Room): string | null {
   const c = ev.getContent();
   const prev = ev.getPrevContent();
@@ -230,15 +274,33 @@ export function Chat(props: {
   const name = displayName(mx, counterpart, room);
   const member = room.getMember(counterpart);
   const invited = room.getMyMembership() === KnownMembership.Invite;
+  // Taken off the line (or left it): read-only.
+  const left = room.getMyMembership() === KnownMembership.Leave;
   const encrypted = room.hasEncryptionStateEvent();
   const other = member?.membership;
   const line = lineState(room);
-  const them = useIdentity(counterpart);
+  // On the line as an aide: the principal we act for (and were, once off it).
+  const asAide = aideOf(mx, room);
+  const wasAide = asAide || (left ? aideOf(mx, room, true) : null);
+  const title = wasAide ? lineTitle(mx, room, wasAide, counterpart) : name;
+  const aides = lineAides(room);
+  const [people, setPeople] = useState(false);
+  // An aide new to this device: their office's word is read at once.
+  const aideIds = aides.map((a) => a.userId).join("\n");
+  useEffect(() => {
+    for (const a of aides) lookForIdentity(a.userId);
+  }, [aideIds]);
+  useIdentityVersion();
   const self = useIdentity(me);
-  // A line stops while the counterpart's identity can't be trusted (key
-  // changed since their office vouched, or revoked), and while our own key
-  // differs from our attestation (the server refuses our sends then).
-  const paused = !!line && (blocksLine(them) || self.kind === "key-mismatch");
+  // A line stops while a principal's identity can't be trusted (key
+  // changed since their office vouched, or revoked): the counterpart's, or
+  // for an aide either principal's; and while our own key differs from our
+  // attestation (the server refuses our sends then).
+  const watched = asAide && line ? line.principals : [counterpart];
+  const blocking = watched.find((u) => blocksLine(identityOf(u)));
+  const them = identityOf(blocking || counterpart);
+  const ownKeyOff = !asAide && self.kind === "key-mismatch";
+  const paused = !!line && (!!blocking || ownKeyOff);
 
   const [text, setText] = useState("");
   const [editing, setEditing] = useState<MatrixEvent | null>(null);
@@ -275,6 +337,10 @@ export function Chat(props: {
   const calls = useMemo(() => callRecords(mx, all), [props.tick, room.roomId]);
   const folded = foldRedeliveries(all);
   const shown = folded.events.filter(isShown);
+  // Who was an aide when: labels and notices as they were at each event.
+  const trail = useMemo(() => aideTrail(room, all), [props.tick, room.roomId, all.length]);
+  // More than two people on the line: the other side's messages are named.
+  const group = trail.any || aides.length > 0;
   const tsOf = (e: MatrixEvent) => folded.sentAt.get(e) ?? e.getTs();
 
   // Reset per room.
@@ -285,6 +351,7 @@ export function Chat(props: {
     setAtStart(false);
     setAway(false);
     setAsking(false);
+    setPeople(false);
     receiptSent.current = null;
     stick.current = true;
     if (!invited) setTimeout(() => input.current?.focus(), 0);
@@ -309,7 +376,7 @@ export function Chat(props: {
   // on a later event covers it), and each event gets one receipt at most
   // from here.
   useEffect(() => {
-    if (invited || document.visibilityState !== "visible") return;
+    if (invited || left || document.visibilityState !== "visible") return;
     const lastOther = [...live]
       .reverse()
       .find(
@@ -331,7 +398,7 @@ export function Chat(props: {
     mx.sendReadReceipt(lastOther).catch(() => {
       receiptSent.current = null;
     });
-  }, [props.tick, room.roomId, invited]);
+  }, [props.tick, room.roomId, invited, left]);
 
   // Stay at the bottom when the pane resizes (a call bar appears, the
   // keyboard opens on a phone).
@@ -520,7 +587,9 @@ export function Chat(props: {
   const accept = async () => {
     try {
       await mx.joinRoom(room.roomId);
-      await markDirect(mx, counterpart, room.roomId);
+      // A line we join as an aide is the principals' line, not a direct
+      // chat of ours with one of them.
+      if (!asAide) await markDirect(mx, counterpart, room.roomId);
     } catch (err) {
       setError(humanError(err, "Could not accept the invitation."));
     }
@@ -537,7 +606,7 @@ export function Chat(props: {
   const call = async () => {
     setError(null);
     try {
-      await placeCall(mx, room.roomId);
+      await placeCall(mx, room.roomId, counterpart);
     } catch (err) {
       setError(humanError(err, "Could not place the call."));
     }
@@ -555,6 +624,14 @@ export function Chat(props: {
   const inCallHere = props.call && props.call.roomId === room.roomId && props.call.phase !== "ended";
   let lastDay = "";
 
+  /** Why we can no longer write here: who took us off, and as whose aide. */
+  function leftText(): string {
+    const by = room.getMember(me)?.events.member?.getSender();
+    const as = wasAide ? ` as aide to ${nameOf(mx, wasAide, room).name}` : "";
+    if (by && by !== me) return `${nameOf(mx, by, room).name} removed you from this line. You are no longer on it${as}.`;
+    return `You left this line. You are no longer on it${as}.`;
+  }
+
   return (
     <section class="chat" aria-labelledby="chat-title">
       <header class="chat-head">
@@ -563,13 +640,20 @@ export function Chat(props: {
         </button>
         <Avatar mx={mx} userId={counterpart} name={name} mxc={member?.getMxcAvatarUrl()} size={36} />
         <div class="chat-who">
-          <h1 id="chat-title" title={counterpart}>
-            {name}
-            <IdentityMark userId={counterpart} />
-          </h1>
+          {wasAide ? (
+            // An aide's view: the line between the two principals.
+            <h1 id="chat-title" title={line ? `The line between ${title.replace(" – ", " and ")}` : undefined}>
+              {title}
+            </h1>
+          ) : (
+            <h1 id="chat-title" title={counterpart}>
+              {name}
+              <IdentityMark userId={counterpart} />
+            </h1>
+          )}
           <p class="chat-sub">
             {typing.length ? (
-              <span class="typing-inline">typing…</span>
+              <span class="typing-inline">{group ? `${typing.join(", ")} typing…` : "typing…"}</span>
             ) : encrypted ? (
               <span class="enc">
                 <LockIcon size={12} /> {line ? "Official line · " : ""}End-to-end encrypted
@@ -578,12 +662,43 @@ export function Chat(props: {
               <span class="warn-text">Not encrypted</span>
             )}
           </p>
+          {(asAide || aides.length > 0) && !invited && (
+            <p class="chat-aides" data-testid="line-aides">
+              {asAide && (
+                <span class="you-aide" data-testid="you-aide">
+                  You are on this line as aide to <PersonName mx={mx} room={room} userId={asAide} />
+                </span>
+              )}
+              {aides
+                .filter((a) => a.userId !== me)
+                .map((a, i) => (
+                  <Fragment key={a.userId}>
+                    {i > 0 || asAide ? <span aria-hidden="true"> · </span> : null}
+                    <AideLabel mx={mx} room={room} aide={a.userId} principal={a.principal} invited={a.membership === "invite"} />
+                  </Fragment>
+                ))}
+            </p>
+          )}
         </div>
+        {line && !invited && !left && (
+          <button
+            class="icon-button labelled people-button"
+            type="button"
+            onClick={() => setPeople(true)}
+            aria-label={`People on this line (${line.principals.length + aides.length})`}
+            aria-haspopup="dialog"
+            title="People on this line"
+            data-testid="people-button"
+          >
+            <PeopleIcon size={18} />
+            <span>{line.principals.length + aides.length}</span>
+          </button>
+        )}
         <button
           class="icon-button call-button"
           type="button"
           onClick={call}
-          disabled={invited || !!inCallHere || other !== "join" || paused}
+          disabled={invited || left || !!inCallHere || other !== "join" || paused}
           aria-label={`Call ${name}`}
           title={paused ? "This line is paused" : other === "join" ? `Call ${name}` : `${name} has not joined yet`}
         >
@@ -591,7 +706,12 @@ export function Chat(props: {
         </button>
       </header>
 
-      <IdentityBanner name={name} them={them} self={self} line={!!line} />
+      <IdentityBanner
+        name={displayName(mx, blocking || counterpart, room)}
+        them={them}
+        self={asAide ? { kind: "unknown" } : self}
+        line={!!line}
+      />
 
       {!props.cryptoOk && encrypted && (
         <div class="banner warn" role="alert">
@@ -600,25 +720,30 @@ export function Chat(props: {
         </div>
       )}
 
-      <div class="timeline" ref={scroller} onScroll={onScroll} role="log" aria-label={`Messages with ${name}`} aria-live="polite" data-testid="timeline">
+      <div class="timeline" ref={scroller} onScroll={onScroll} role="log" aria-label={group ? "Messages on this line" : `Messages with ${name}`} aria-live="polite" data-testid="timeline">
         {loadingOlder && (
           <p class="history-note" role="status">
             Loading earlier messages…
           </p>
         )}
-        {atStart && <p class="history-note">This is the beginning of your line with {name}.</p>}
+        {atStart && (
+          <p class="history-note">{wasAide ? "This is the beginning of the line." : `This is the beginning of your line with ${name}.`}</p>
+        )}
         {shown.map((ev, i) => (
           <Fragment key={ev.getTxnId() || ev.getId() || String(i)}>{((): any => {
           const day = dayLabel(tsOf(ev));
           const sep = day !== lastDay ? <div class="day" role="separator">{day}</div> : null;
           lastDay = day;
           const t = ev.getType();
-          if (t === EventType.RoomMember) {
-            const line = memberLine(mx, ev, room);
+          if (t === EventType.RoomMember || t === AIDE_EVENT) {
+            // An aide's arrival and departure as the marking tells them; other
+            // membership changes as before.
+            const told = aideNotice(mx, room, ev, trail);
+            const line = told !== undefined ? told : memberLine(mx, ev, room);
             return line ? (
               <>
                 {sep}
-                <p class="system" key={ev.getId()}>
+                <p class="system" key={ev.getId()} data-testid={told !== undefined ? "aide-notice" : undefined}>
                   {line}
                 </p>
               </>
@@ -638,10 +763,15 @@ export function Chat(props: {
           }
           if (t === EventType.CallInvite) {
             const id = ev.getContent().call_id;
+            const invitee = ev.getContent().invitee;
+            const between: [string, string] | undefined =
+              ev.getSender() !== me && typeof invitee === "string" && invitee !== me
+                ? [nameOf(mx, ev.getSender()!, room).name, nameOf(mx, invitee, room).name]
+                : undefined;
             return (
               <>
                 {sep}
-                <CallEntry ev={ev} rec={calls.get(id)} active={!!inCallHere && props.call?.call.callId === id} />
+                <CallEntry ev={ev} rec={calls.get(id)} active={!!inCallHere && props.call?.call.callId === id} between={between} />
               </>
             );
           }
@@ -672,6 +802,7 @@ export function Chat(props: {
                 }
                 onClick={() => setFocused(actionsOpen ? null : key)}
               >
+                {!mine && group && <SenderLabel mx={mx} room={room} sender={ev.getSender()!} aideFor={trail.senderFor.get(ev)} />}
                 <div class="bubble">
                   <Body mx={mx} ev={ev} room={room} />
                   <span class="meta">
@@ -759,11 +890,25 @@ export function Chat(props: {
         {typing.length ? `${typing.join(", ")} ${typing.length > 1 ? "are" : "is"} typing…` : ""}
       </div>
 
-      {invited ? (
+      {left ? (
+        <div class="invite-bar left-bar" role="status" data-testid="left-bar">
+          <p>{leftText()}</p>
+        </div>
+      ) : invited ? (
         <div class="invite-bar">
-          <p>
-            <strong>{name}</strong> wants to open a line with you.
-          </p>
+          {asAide ? (
+            <p data-testid="aide-invite">
+              <strong>
+                <PersonName mx={mx} room={room} userId={asAide} />
+              </strong>{" "}
+              brings you onto a line as their aide. Everyone on the line will see you as "Aide: {nameOf(mx, me, room).name} (for{" "}
+              {nameOf(mx, asAide, room).name})".
+            </p>
+          ) : (
+            <p>
+              <strong>{name}</strong> wants to open a line with you.
+            </p>
+          )}
           <div class="row">
             <button type="button" onClick={declineInvite}>
               Decline
@@ -831,13 +976,13 @@ export function Chat(props: {
             </button>
             <input ref={fileInput} type="file" class="visually-hidden" tabIndex={-1} aria-hidden="true" multiple onChange={onFile} data-testid="file-input" />
             <label for="composer-input" class="visually-hidden">
-              Message {name}
+              {group ? "Message the line" : `Message ${name}`}
             </label>
             <textarea
               id="composer-input"
               ref={input}
               rows={1}
-              placeholder={paused ? "This line is paused" : `Message ${name}`}
+              placeholder={paused ? "This line is paused" : group ? "Message the line" : `Message ${name}`}
               disabled={paused}
               value={text}
               onInput={onInput}
@@ -849,6 +994,7 @@ export function Chat(props: {
           </div>
         </form>
       )}
+      {people && line && <PeopleDialog mx={mx} room={room} onClose={() => setPeople(false)} />}
     </section>
   );
 }

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import type { MatrixClient } from "matrix-js-sdk";
-import { LineSummary } from "../lib/lines";
+import { LineSummary, nameOf } from "../lib/lines";
 import { iso, shortWhen } from "../lib/format";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
@@ -83,7 +83,9 @@ export function LineList(props: {
             // An official's title and country get a line of their own (as
             // do warnings); "unverified" fits beside the name.
             const id = identityOf(l.counterpart).kind;
-            const ownLine = id === "verified" || id === "revoked" || id === "key-mismatch";
+            // A line we are on as an aide is named after both principals
+            // ("Maria Castell – Jon Varga"); the row says whose aide we are.
+            const ownLine = !l.aideOf && (id === "verified" || id === "revoked" || id === "key-mismatch");
             return (
               <li key={l.roomId}>
                 <a
@@ -92,13 +94,14 @@ export function LineList(props: {
                   aria-current={l.roomId === selected ? "page" : undefined}
                   data-counterpart={l.counterpart}
                   data-official={l.official ? "true" : undefined}
+                  data-aide={l.aideOf ? "true" : undefined}
                 >
-                  <Avatar mx={mx} userId={l.counterpart} name={l.name} mxc={l.avatarMxc} size={44} />
+                  <Avatar mx={mx} userId={l.counterpart} name={l.aideOf ? nameOf(mx, l.counterpart, l.room).name : l.name} mxc={l.avatarMxc} size={44} />
                   <span class="line-main">
                     <span class="line-top">
                       <span class="line-name">
                         <span class="line-name-text">{l.name}</span>
-                        {!ownLine && <IdentityMark userId={l.counterpart} compact />}
+                        {!ownLine && !l.aideOf && <IdentityMark userId={l.counterpart} compact />}
                       </span>
                       <time class="line-time" dateTime={iso(l.previewTs)}>
                         {shortWhen(l.previewTs)}
@@ -107,6 +110,11 @@ export function LineList(props: {
                     {ownLine && (
                       <span class="line-id">
                         <IdentityMark userId={l.counterpart} compact />
+                      </span>
+                    )}
+                    {l.aideOf && (
+                      <span class="line-id line-role" data-testid="line-role">
+                        As aide to {nameOf(mx, l.aideOf, l.room).name}
                       </span>
                     )}
                     <span class="line-bottom">

@@ -88,3 +88,7 @@ export const CopyIcon = (p: { size?: number }) => (
 export const QrIcon = (p: { size?: number }) => (
   <Icon size={p.size || 16} d="M3 3h7v7H3zM14 3h7v7h-7zM3 14h7v7H3zM14 14h3v3h-3zM20 14v.01M14 20h.01M17 20h4v-3M6 6h1v1H6zM17 6h1v1h-1zM6 17h1v1H6z" />
 );
+/** Several people: who is on a line. */
+export const PeopleIcon = (p: { size?: number }) => (
+  <Icon size={p.size} d="M16 21v-2a4 4 0 0 0-4-4H6a4 4 0 0 0-4 4v2M9 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8zM22 21v-2a4 4 0 0 0-3-3.9M16 3.1a4 4 0 0 1 0 7.8" />
+);

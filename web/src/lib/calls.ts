@@ -269,10 +269,15 @@ export function watchIncomingCalls(mx: MatrixClient): () => void {
   return () => mx.off(CallEventHandlerEvent.Incoming, onIncoming);
 }
 
-export async function placeCall(mx: MatrixClient, roomId: string): Promise<void> {
+/**
+ * Calls `invitee` in a room. The invite names them (`invitee`, VoIP v1), so
+ * on a line with aides only the called person rings, not everyone in it.
+ */
+export async function placeCall(mx: MatrixClient, roomId: string, invitee?: string): Promise<void> {
   if (current && current.phase !== "ended") throw new Error("You are already in a call");
   const call = mx.createCall(roomId);
   if (!call) throw new Error("Calls are not supported in this browser");
+  if (invitee && invitee !== mx.getUserId()) call.invitee = invitee;
   attach(mx, call, roomId);
   if (await relayMissing(mx)) {
     fail(call, NO_RELAY);

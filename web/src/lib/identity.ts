@@ -12,7 +12,8 @@
 // Refreshed on start, when /sync reports changed device lists (the server
 // reports a vouch, a revocation and a new identity key that way), when the
 // crypto layer reports a changed identity, when the window regains focus,
-// and every minute while the page is visible.
+// every minute while the page is visible, and when someone it does not list
+// turns up as an aide on a line (`lookForIdentity`).
 import { useEffect, useState } from "preact/hooks";
 import type { MatrixClient } from "matrix-js-sdk";
 import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api";
@@ -58,6 +59,8 @@ class IdentityStore {
   private timer: ReturnType<typeof setInterval> | null = null;
   private debounce: ReturnType<typeof setTimeout> | null = null;
   private offDeviceLists: (() => void) | null = null;
+  /** When the directory was last read again for someone it did not list. */
+  private lookedFor = new Map<string, number>();
   /** False when the server has no directory (not a Hotline server). */
   available = true;
   loaded = false;
@@ -191,6 +194,12 @@ class IdentityStore {
           masterKeys.set(u, keys ? (Object.values(keys)[0] as string) : null);
         }
       }
+      // A new official may be the one a name already judged harmless
+      // passes for: those names are asked about again.
+      const officials = (m: Map<string, DirectoryEntry>) => [...m.keys()].sort().join("\n");
+      if (officials(entries) !== officials(this.entries)) {
+        for (const [k, v] of this.resembles) if (v === null) this.resembles.delete(k);
+      }
       this.entries = entries;
       this.masterKeys = masterKeys;
       this.lastError = null;
@@ -201,6 +210,20 @@ class IdentityStore {
     }
     this.loaded = true;
     this.changed();
+  }
+
+  /**
+   * Someone the directory did not list turned up where who they are
+   * matters (an aide brought onto a line): read it again soon, at most
+   * once a minute per user, so a newly vouched official shows verified
+   * without waiting for the minute's refresh.
+   */
+  lookFor(userId: string): void {
+    if (!this.loaded || !this.available || this.entries.has(userId)) return;
+    const last = this.lookedFor.get(userId) || 0;
+    if (Date.now() - last < REFRESH_MS) return;
+    this.lookedFor.set(userId, Date.now());
+    this.soon();
   }
 
   /** The officials whose attestation verifies and whose key is the attested one. */
@@ -298,6 +321,11 @@ export function identityLoaded(): boolean {
 /** Refreshes now (a "Check again" button); resolves when done. */
 export function refreshIdentity(): Promise<void> {
   return store ? store.refresh() : Promise.resolve();
+}
+
+/** Reads the directory again soon when it does not list `userId` yet (see IdentityStore.lookFor). */
+export function lookForIdentity(userId: string): void {
+  store?.lookFor(userId);
 }
 
 /** The directory's verified officials, by name (for the pickers). */

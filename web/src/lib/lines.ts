@@ -1,6 +1,10 @@
 // Lines: direct conversations, their counterpart, unread count and preview.
+// A line between two principals may hold aides too (`org.hotline.aide`,
+// written by the server): an aide sees the line as the one between the
+// two principals, never as a conversation with one person.
 import {
   EventStatus,
+  EventTimeline,
   EventType,
   KnownMembership,
   MatrixClient,
@@ -8,6 +12,7 @@ import {
   Preset,
   Room,
 } from "matrix-js-sdk";
+import { identityOf } from "./identity";
 
 export interface LineSummary {
   room: Room;
@@ -23,6 +28,12 @@ export interface LineSummary {
   encrypted: boolean;
   /** An official direct line opened from a line invite (`org.hotline.line`). */
   official: boolean;
+  /**
+   * Set when we are on this line as an aide: the principal we act for.
+   * `counterpart` is then the other principal (or, for an invitation not
+   * yet accepted, the principal who brought us onto it).
+   */
+  aideOf: string | null;
 }
 
 /** State event of a direct line between two principals, set by the server. */
@@ -33,6 +44,115 @@ export function lineState(room: Room): { principals: string[]; official: boolean
   const c = room.currentState.getStateEvents(LINE_EVENT, "")?.getContent();
   if (!c || !Array.isArray(c.principals)) return null;
   return { principals: c.principals.filter((p: unknown) => typeof p === "string"), official: c.official !== false };
+}
+
+/**
+ * State event marking an aide on a line, written by the server; its state
+ * key is the aide's user id after an underscore, `_@lea:server` (a room's
+ * rules let only a user send state keyed by their bare id).
+ */
+export const AIDE_EVENT = "org.hotline.aide";
+
+/** The state key of an aide's marking. */
+export function aideKey(userId: string): string {
+  return `_${userId}`;
+}
+
+/** The aide a marking's state key names, or null. */
+export function aideOfKey(key: string | undefined): string | null {
+  return key && key.startsWith("_@") ? key.slice(1) : null;
+}
+
+/**
+ * An `org.hotline.aide` marking: `principal` (and `added_by`) while the aide
+ * is on the line, `removed_by` once a principal took them off.
+ */
+export interface AideMarking {
+  principal: string | null;
+  addedBy: string | null;
+  removedBy: string | null;
+}
+
+export function markingFrom(content: Record<string, any> | undefined | null): AideMarking | null {
+  if (!content) return null;
+  const s = (v: unknown) => (typeof v === "string" && v ? v : null);
+  return { principal: s(content.principal), addedBy: s(content.added_by), removedBy: s(content.removed_by) };
+}
+
+export interface LineAide {
+  userId: string;
+  /** The principal of the line the aide acts for. */
+  principal: string;
+  membership: "join" | "invite";
+}
+
+/**
+ * The aides on a line now: marked for one of its principals, and joined
+ * (or invited). Nobody without the marking is an aide, whatever they say.
+ */
+export function lineAides(room: Room): LineAide[] {
+  const line = lineState(room);
+  if (!line) return [];
+  const out: LineAide[] = [];
+  for (const ev of room.currentState.getStateEvents(AIDE_EVENT)) {
+    const userId = aideOfKey(ev.getStateKey());
+    const m = markingFrom(ev.getContent());
+    if (!userId || !m?.principal || !line.principals.includes(m.principal) || line.principals.includes(userId)) continue;
+    const membership = room.getMember(userId)?.membership;
+    if (membership === KnownMembership.Join || membership === KnownMembership.Invite) {
+      out.push({ userId, principal: m.principal, membership });
+    }
+  }
+  // Grouped by principal, in the line's order of principals.
+  return out.sort((a, b) => line.principals.indexOf(a.principal) - line.principals.indexOf(b.principal) || a.userId.localeCompare(b.userId));
+}
+
+/**
+ * The principal we act for on this room when we are on it as an aide:
+ * our marking names them. Before we accept, an invitation sent by our own
+ * principal (as our verified attestation names them) that is not a direct
+ * chat is their bringing us onto a line. With `past`, also the principal
+ * we were an aide for before we were taken off (or left).
+ */
+export function aideOf(mx: MatrixClient, room: Room, past = false): string | null {
+  const me = mx.getUserId()!;
+  const line = lineState(room);
+  if (line?.principals.includes(me)) return null;
+  const ev = room.currentState.getStateEvents(AIDE_EVENT, aideKey(me));
+  const m = markingFrom(ev?.getContent());
+  const valid = (p: string | null | undefined): p is string => !!p && (!line || line.principals.includes(p));
+  if (valid(m?.principal)) return m!.principal;
+  if (past && ev) {
+    // The marking before the one that took us off (the server sends no
+    // prev_content): the newest with a principal in the loaded timeline.
+    const timeline = room.getLiveTimeline();
+    const events = timeline.getEvents();
+    for (let i = events.length - 1; i >= 0; i--) {
+      const e = events[i];
+      if (e.getType() !== AIDE_EVENT || e.getStateKey() !== aideKey(me)) continue;
+      const p = markingFrom(e.getContent())?.principal;
+      if (valid(p)) return p;
+    }
+    const before = timeline.getState(EventTimeline.BACKWARDS)?.getStateEvents(AIDE_EVENT, aideKey(me));
+    const p = markingFrom(before?.getContent())?.principal;
+    if (valid(p)) return p;
+  }
+  if (room.getMyMembership() === KnownMembership.Invite) {
+    const mine = room.getMember(me)?.events.member;
+    const own = identityOf(me);
+    const inviter = mine?.getSender();
+    if (
+      mine &&
+      inviter &&
+      !mine.getContent().is_direct &&
+      own.kind === "verified" &&
+      own.att.role === "aide" &&
+      own.att.principal === inviter
+    ) {
+      return inviter;
+    }
+  }
+  return null;
 }
 
 /** m.direct account data inverted: room id -> user id. */
@@ -54,6 +174,13 @@ export function counterpartOf(mx: MatrixClient, room: Room, direct?: Map<string,
   if (line && line.principals.includes(me)) {
     const others = line.principals.filter((p) => p !== me);
     if (others.length === 1) return others[0];
+  }
+  // On the line as an aide: the other principal (before we accept, the
+  // principal who brought us onto it: the line is not known yet).
+  const principal = aideOf(mx, room, room.getMyMembership() === KnownMembership.Leave);
+  if (principal) {
+    const others = line?.principals.filter((p) => p !== principal) || [];
+    return others.length === 1 ? others[0] : principal;
   }
   const d = (direct || directMap(mx)).get(room.roomId);
   if (d) return d;
@@ -89,6 +216,18 @@ export function displayName(mx: MatrixClient, userId: string, room?: Room | null
   return localpart(userId);
 }
 
+/**
+ * Who someone is, for labels that say what they are on a line: the name
+ * their office vouches for when their attestation verifies here, else
+ * their display name, which claims nothing (`verified` false: shown
+ * marked unverified).
+ */
+export function nameOf(mx: MatrixClient, userId: string, room?: Room | null): { name: string; verified: boolean } {
+  const s = identityOf(userId);
+  if (s.kind === "verified") return { name: s.att.name, verified: true };
+  return { name: displayName(mx, userId, room), verified: false };
+}
+
 export function localpart(userId: string): string {
   return userId.replace(/^@/, "").replace(/:.*$/, "");
 }
@@ -104,6 +243,7 @@ export function isShown(ev: MatrixEvent): boolean {
   if (t === EventType.CallInvite) return true;
   if (t === EventType.RoomMember) return true;
   if (t === EventType.RoomEncryption) return true;
+  if (t === AIDE_EVENT) return true;
   return false;
 }
 
@@ -136,7 +276,7 @@ export function latestContent(ev: MatrixEvent): Record<string, any> {
   return ev.getContent();
 }
 
-function previewOf(mx: MatrixClient, room: Room): { text: string; ts: number } {
+function previewOf(mx: MatrixClient, room: Room, counterpart: string): { text: string; ts: number } {
   const me = mx.getUserId();
   const events = room.getLiveTimeline().getEvents();
   for (let i = events.length - 1; i >= 0; i--) {
@@ -145,10 +285,17 @@ function previewOf(mx: MatrixClient, room: Room): { text: string; ts: number } {
     if (t === EventType.RoomMessage || t === EventType.RoomMessageEncrypted) {
       const rel = ev.getWireContent()["m.relates_to"] || ev.getContent()["m.relates_to"];
       if (rel?.rel_type === "m.replace") continue;
-      const prefix = ev.getSender() === me ? "You: " : "";
+      // With aides on the line, whoever is not the counterpart is named.
+      const sender = ev.getSender()!;
+      const prefix = sender === me ? "You: " : sender !== counterpart ? `${displayName(mx, sender, room)}: ` : "";
       return { text: prefix + messageText(ev), ts: ev.getTs() };
     }
     if (t === EventType.CallInvite) {
+      const invitee = ev.getContent().invitee;
+      if (ev.getSender() !== me && typeof invitee === "string" && invitee !== me) {
+        // A call between others on the line (the principals, while we are an aide).
+        return { text: `${displayName(mx, ev.getSender()!, room)} called ${displayName(mx, invitee, room)}`, ts: ev.getTs() };
+      }
       return { text: ev.getSender() === me ? "Outgoing call" : "Incoming call", ts: ev.getTs() };
     }
   }
@@ -183,20 +330,22 @@ export function lineSummaries(mx: MatrixClient): LineSummary[] {
     if (!cp) continue;
     const invite = membership === KnownMembership.Invite;
     const member = room.getMember(cp);
-    const p = previewOf(mx, room);
+    const p = previewOf(mx, room, cp);
+    const aide = aideOf(mx, room);
     out.push({
       room,
       roomId: room.roomId,
       counterpart: cp,
-      name: displayName(mx, cp, room),
+      name: aide ? lineTitle(mx, room, aide, cp) : displayName(mx, cp, room),
       avatarMxc: member?.getMxcAvatarUrl() || mx.getUser(cp)?.avatarUrl || null,
       invite,
       inviter: invite ? room.getMember(mx.getUserId()!)?.events.member?.getSender() || null : null,
       unread: invite ? 1 : unreadCount(mx, room),
-      preview: invite ? "Wants to open a line with you" : p.text,
+      preview: invite ? (aide ? "Brings you onto a line as their aide" : "Wants to open a line with you") : p.text,
       previewTs: p.ts || Math.max(0, room.getLastActiveTimestamp() || 0),
       encrypted: mx.isRoomEncrypted?.(room.roomId) ?? room.hasEncryptionStateEvent(),
       official: !!lineState(room)?.official,
+      aideOf: aide,
     });
   }
   out.sort((a, b) => (a.invite !== b.invite ? (a.invite ? -1 : 1) : b.previewTs - a.previewTs));
@@ -211,12 +360,25 @@ export function lineSummaries(mx: MatrixClient): LineSummary[] {
  * waiting in, else the most recent. `findLine` opens the same one.
  */
 function onePerPerson(sorted: LineSummary[]): LineSummary[] {
+  // A line we are on as an aide is the principals' line, not ours with
+  // one person: each stands on its own.
+  const key = (s: LineSummary) => (s.aideOf ? `aide\n${s.roomId}` : s.counterpart);
   const best = new Map<string, LineSummary>();
   for (const s of sorted) {
-    const cur = best.get(s.counterpart);
-    if (!cur || rank(s) > rank(cur)) best.set(s.counterpart, s);
+    const cur = best.get(key(s));
+    if (!cur || rank(s) > rank(cur)) best.set(key(s), s);
   }
-  return sorted.filter((s) => best.get(s.counterpart) === s);
+  return sorted.filter((s) => best.get(key(s)) === s);
+}
+
+/**
+ * What an aide calls a line: "Maria Castell – Jon Varga", their own
+ * principal first; before they accept (the other side not known yet),
+ * their principal's name.
+ */
+export function lineTitle(mx: MatrixClient, room: Room, principal: string, counterpart: string): string {
+  const mine = nameOf(mx, principal, room).name;
+  return counterpart === principal ? mine : `${mine} – ${nameOf(mx, counterpart, room).name}`;
 }
 
 function rank(s: LineSummary): number {
@@ -239,7 +401,7 @@ export async function markDirect(mx: MatrixClient, userId: string, roomId: strin
 /** An existing line with this user, if any. */
 export function findLine(mx: MatrixClient, userId: string): Room | null {
   for (const s of lineSummaries(mx)) {
-    if (s.counterpart === userId && !s.invite) {
+    if (s.counterpart === userId && !s.invite && !s.aideOf) {
       const other = s.room.getMember(userId)?.membership;
       if (other === "join" || other === "invite") return s.room;
     }
