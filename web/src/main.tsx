@@ -16,7 +16,7 @@ import {
 import { createLine, findLine, lineSummaries, normaliseUserId } from "./lib/lines";
 import { startIdentity, stopIdentity, useIdentity, useIdentityVersion } from "./lib/identity";
 import { isInviteCode } from "./lib/lineInvites";
-import { askNotificationPermission, CallView, onCall, watchIncomingCalls } from "./lib/calls";
+import { askNotificationPermission, CallView, clearStaleMemberships, onCall, watchIncomingCalls } from "./lib/calls";
 import { navigate, useClientTick, useRoute } from "./lib/hooks";
 import { startDelivery } from "./lib/delivery";
 import { SignIn } from "./components/SignIn";
@@ -28,6 +28,7 @@ import { ActiveCall, IncomingCall } from "./components/CallPanel";
 import { EnrolForm, FingerprintStep } from "./components/Enrol";
 import { OfficialPicker } from "./components/OfficialPicker";
 import { LineInvites, RedeemInvite } from "./components/LineInvites";
+import { ContactLog } from "./components/ContactLog";
 import { AlertIcon, CloseIcon, LockIcon } from "./components/icons";
 
 export interface CryptoInfo {
@@ -198,6 +199,8 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
     let live = true;
     firstSync(mx).then(() => {
       setSynced(true);
+      // A line call this device never said it left (lib/calls.ts).
+      if (live) clearStaleMemberships(mx);
       // Messages waiting for a counterpart's device (lib/delivery.ts).
       if (live) stopDelivery = startDelivery(mx);
     });
@@ -238,7 +241,15 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   const inviteServer = inviteCode ? route[2] : undefined;
   const selected = route[0] === "line" && !inviteCode ? route[1] : null;
   const room = selected ? mx.getRoom(selected) : null;
-  const page = inviteCode ? "redeem" : route[0] === "invites" ? "invites" : route[0] === "enrol" ? "enrol" : null;
+  const page = inviteCode
+    ? "redeem"
+    : route[0] === "invites"
+      ? "invites"
+      : route[0] === "contact-log"
+        ? "contact-log"
+        : route[0] === "enrol"
+          ? "enrol"
+          : null;
   const view = route[0] === "settings" ? "settings" : page ? "page" : room ? "chat" : "list";
 
   const banner =
@@ -262,6 +273,7 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
         loading={!synced}
         canInvite={canInvite}
         invitesOpen={page === "invites"}
+        logOpen={page === "contact-log"}
       />
       <main class="pane">
         {banner && (
@@ -277,6 +289,15 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
           <Settings mx={mx} crypto={props.crypto} onSignOut={props.onSignOut} onVerify={props.onVerify} canInvite={canInvite} />
         ) : page === "invites" ? (
           <LineInvites mx={mx} />
+        ) : page === "contact-log" ? (
+          canInvite ? (
+            <ContactLog mx={mx} />
+          ) : (
+            <div class="placeholder-pane">
+              <h1>Contact log</h1>
+              <p class="muted">The contact log is kept for principals and their aides.</p>
+            </div>
+          )
         ) : page === "redeem" ? (
           <RedeemInvite key={inviteCode} mx={mx} code={inviteCode!} server={inviteServer} />
         ) : page === "enrol" ? (

@@ -1281,6 +1281,188 @@ test("aides on a line: a principal adds their aide, everyone sees 'Aide: NAME (f
   await message(B, "Just the two of us again.").waitFor();
 });
 
+// ---- the official record: official or personal, calls on record, the contact log ----
+
+test("official or personal: one principal asks, the other agrees, either makes it official again", async () => {
+  const { A, B, roomId } = await principalsLine();
+  const { a, b } = OFFICIALS;
+  const room = `/#/line/${encodeURIComponent(roomId)}`;
+  const lineOnServer = async () =>
+    (await api("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/org.hotline.line/`, undefined, await tokenOf(A))).json;
+  await A.goto(URL_ + room);
+  await B.goto(URL_ + room);
+  for (const page of [A, B]) await page.locator(".chat-head").getByText("Official line · End-to-end encrypted").waitFor();
+
+  // Alma asks, from "People on this line"; a confirm says both must agree.
+  await A.getByRole("button", { name: /^People on this line/ }).click();
+  const panelA = A.getByTestId("people-dialog");
+  await panelA.getByTestId("record-state").filter({ hasText: "This line is official: it is kept in the official record." }).waitFor();
+  let asked = "";
+  A.once("dialog", (d) => {
+    asked = d.message();
+    d.accept();
+  });
+  await panelA.getByRole("button", { name: "Ask to make it personal" }).click();
+  await panelA.getByTestId("record-state").filter({ hasText: `You asked to make this line personal; waiting for ${b.name}.` }).waitFor();
+  assert.match(asked, new RegExp(`Ask ${b.name} to make this line personal\\?`));
+  assert.match(asked, /only when you both agree/);
+  assert.deepEqual(await unnamedControls(A), [], "record section: every control has a name");
+  await panelA.getByRole("button", { name: "Close" }).click();
+  await A.getByTestId("record-notice").filter({ hasText: `${a.name} asked to make this line personal` }).waitFor();
+  // One consent changes nothing yet.
+  await A.locator(".chat-head").getByText("Official line · End-to-end encrypted").waitFor();
+  assert.notEqual((await lineOnServer()).official, false, "still official on the server");
+
+  // Bruno sees the request above his timeline, and agrees.
+  const bar = B.getByTestId("record-request");
+  await bar.filter({ hasText: `${a.name} asks to make this line personal.` }).waitFor();
+  await B.getByTestId("record-notice").filter({ hasText: `${a.name} asked to make this line personal` }).waitFor();
+  assert.deepEqual(await unnamedControls(B), [], "request bar: every control has a name");
+  await bar.getByRole("button", { name: "Agree" }).click();
+  for (const page of [A, B]) {
+    await page.locator(".chat-head").getByText("Personal line · End-to-end encrypted").waitFor();
+    await page.getByTestId("record-notice").filter({ hasText: "This line is now personal: not recorded" }).waitFor();
+  }
+  await bar.waitFor({ state: "detached" });
+  await A.locator(`a.line[data-counterpart="${official.b.userId}"][data-personal="true"]`).waitFor();
+  // The server agrees: the line says personal, and who turned it.
+  const personal = await lineOnServer();
+  assert.equal(personal.official, false, JSON.stringify(personal));
+  assert.equal(personal.record_changed_by, official.b.userId);
+
+  // Alma alone makes it official again.
+  await A.getByRole("button", { name: /^People on this line/ }).click();
+  await panelA.getByTestId("record-state").filter({ hasText: "This line is personal: it is not kept in the official record." }).waitFor();
+  await panelA.getByRole("button", { name: "Make it official again" }).click();
+  await panelA.getByTestId("record-state").filter({ hasText: "This line is official: it is kept in the official record." }).waitFor();
+  await panelA.getByRole("button", { name: "Close" }).click();
+  for (const page of [A, B]) {
+    await page.locator(".chat-head").getByText("Official line · End-to-end encrypted").waitFor();
+    await page.getByTestId("record-notice").filter({ hasText: `${a.name} made this line official again` }).waitFor();
+  }
+  const again = await lineOnServer();
+  assert.equal(again.official, true, JSON.stringify(again));
+  const consent = await api("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/org.hotline.record/${encodeURIComponent("_" + official.b.userId)}`, undefined, await tokenOf(A));
+  assert.deepEqual(consent.json, { withdrawn_by: official.a.userId });
+  await A.locator(`a.line[data-counterpart="${official.b.userId}"][data-official="true"]`).waitFor();
+  // Bruno's panel reads the same, with his own button.
+  await B.getByRole("button", { name: /^People on this line/ }).click();
+  await B.getByTestId("people-dialog").getByRole("button", { name: "Ask to make it personal" }).waitFor();
+  await B.getByTestId("people-dialog").getByRole("button", { name: "Close" }).click();
+});
+
+/** The MatrixRTC memberships (m.call.member) on a room, by state key, as the server holds them. */
+async function callMembers(roomId, token) {
+  const state = await api("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`, undefined, token);
+  return Object.fromEntries(state.json.filter((e) => e.type === "m.call.member").map((e) => [e.state_key, e.content]));
+}
+
+test("contact log: a call and a text on the line, with direction and length; the CSV download", async () => {
+  const { A, B, roomId } = await principalsLine();
+  const { a, b } = OFFICIALS;
+  const room = `/#/line/${encodeURIComponent(roomId)}`;
+  await A.goto(URL_ + room);
+  await B.goto(URL_ + room);
+  await A.locator("#composer-input:not([disabled])").waitFor();
+  await B.locator("#composer-input:not([disabled])").waitFor();
+  const token = await tokenOf(A);
+  const devices = {};
+  for (const [k, page] of [["a", A], ["b", B]]) {
+    devices[k] = await page.evaluate(() => JSON.parse(localStorage.getItem("hotline.session")).deviceId);
+  }
+  const keyA = `_${official.a.userId}_${devices.a}`;
+  const keyB = `_${official.b.userId}_${devices.b}`;
+
+  // Alma calls Bruno: her membership stands from placing the call, his from answering.
+  await A.getByRole("button", { name: `Call ${b.name}` }).click();
+  await B.getByTestId("incoming-call").waitFor();
+  for (let i = 0; !(await callMembers(roomId, token))[keyA]?.application; i++) {
+    assert.ok(i < 150, `the caller's membership is published when the call is placed: ${JSON.stringify(await callMembers(roomId, token))}`);
+    await A.waitForTimeout(100);
+  }
+  assert.equal((await callMembers(roomId, token))[keyB]?.application, undefined, "the callee is not in the call before answering");
+  await B.getByRole("button", { name: "Answer call" }).click();
+  for (const page of [A, B]) await page.locator('[data-testid="active-call"][data-phase="connected"]').waitFor();
+  await assertAudioBothWays(A, B);
+  const inCall = await callMembers(roomId, token);
+  for (const [key, device] of [[keyA, devices.a], [keyB, devices.b]]) {
+    const m = inCall[key];
+    assert.ok(m, `membership ${key}: ${JSON.stringify(inCall)}`);
+    assert.deepEqual(
+      { ...m, created_ts: typeof m.created_ts },
+      { application: "m.call", call_id: "", scope: "m.room", device_id: device, expires: 14400000, focus_active: { type: "mesh" }, foci_preferred: [], created_ts: "number" },
+    );
+  }
+  await A.waitForTimeout(2000);
+  await A.getByRole("button", { name: "Hang up" }).click();
+  for (const page of [A, B]) await page.getByTestId("active-call").waitFor({ state: "detached", timeout: 10_000 });
+  // Both left: each membership is empty again (the callee's too, ended by the other side).
+  for (let i = 0; ; i++) {
+    const m = await callMembers(roomId, token);
+    if (JSON.stringify(m[keyA]) === "{}" && JSON.stringify(m[keyB]) === "{}") break;
+    assert.ok(i < 100, `memberships left: ${JSON.stringify(m)}`);
+    await A.waitForTimeout(100);
+  }
+  // The memberships stay out of the timeline: the call's own entry tells it.
+  assert.equal(await A.getByTestId("timeline").getByText("m.call.member").count(), 0);
+
+  // A text from Bruno after the call.
+  await send(B, "Noted for the record, Madam President.");
+  await message(A, "Noted for the record, Madam President.").waitFor();
+  const textId = await message(B, "Noted for the record, Madam President.").getAttribute("data-event-id");
+
+  // Alma's contact log, from the lines list; its requests carry no token in a URL.
+  const urls = [];
+  A.on("request", (r) => urls.push(r.url()));
+  await A.getByRole("link", { name: "Contact log" }).click();
+  await A.getByRole("heading", { name: "Contact log" }).waitFor();
+  const rows = A.getByTestId("contact-row");
+  const callRow = A.locator('[data-testid="contact-row"][data-kind="call"]').first();
+  await callRow.waitFor();
+  assert.equal(await callRow.getAttribute("data-direction"), "outgoing");
+  assert.equal((await callRow.getByTestId("contact-direction").textContent()).trim(), `You → ${b.name}`);
+  const length = (await callRow.getByTestId("contact-length").textContent()).trim();
+  const m = /^(?:(\d+) min ?)?(?:(\d+) s)?$/.exec(length);
+  assert.ok(m && Number(m[1] || 0) * 60 + Number(m[2] || 0) >= 3, `the call lasted 3 s or more: "${length}"`);
+  await mark(callRow).and(A.locator('[data-status="verified"]')).waitFor();
+  const textRow = A.locator(`[data-testid="contact-row"][data-event-id="${textId}"]`);
+  await textRow.waitFor();
+  assert.equal(await textRow.getAttribute("data-kind"), "text");
+  assert.equal(await textRow.getAttribute("data-direction"), "incoming");
+  assert.equal((await textRow.getByTestId("contact-direction").textContent()).trim(), `${b.name} → you`);
+  // Newest first: the text sent after the call is above it.
+  const order = await rows.evaluateAll((els) => els.map((e) => e.dataset.eventId));
+  const callId = await callRow.getAttribute("data-event-id");
+  assert.ok(order.indexOf(textId) < order.indexOf(callId), `newest first: ${order}`);
+  // Metadata only: no message text anywhere in the log.
+  assert.doesNotMatch(await A.getByTestId("contact-log").textContent(), /Noted for the record|Madam President\./);
+  assert.deepEqual(await unnamedControls(A), [], "contact log: every control has a name");
+  await shot(A, "contact-log.png", { bottom: false });
+
+  // The CSV, fetched with the token in a header and saved as a file.
+  const [download] = await Promise.all([A.waitForEvent("download"), A.getByRole("button", { name: "Download CSV" }).click()]);
+  assert.match(download.suggestedFilename(), /^contact-log-.*\.csv$/);
+  const csv = readFileSync(await download.path(), "utf8");
+  const lines = csv.split(/\r?\n/);
+  assert.equal(lines[0], "time_utc,kind,direction,counterpart,by,duration_s,answered,urgent,room_id,event_id");
+  const callLine = lines.find((l) => l.includes(`,${callId}`));
+  assert.ok(callLine, csv);
+  const cells = callLine.split(",");
+  assert.deepEqual(cells.slice(1, 5), ["call", "outgoing", official.b.userId, official.a.userId]);
+  assert.ok(Number(cells[5]) >= 3, `duration_s ${cells[5]}`);
+  assert.equal(cells[6], "true");
+  assert.ok(lines.some((l) => l.endsWith(`,${textId}`) && l.includes(",text,incoming,")), csv);
+  assert.deepEqual(urls.filter((u) => /access_token/.test(u)), [], "no token in any URL");
+  assert.ok(urls.some((u) => /\/_hotline\/v1\/contact_log\?.*format=csv/.test(u)));
+
+  // Bruno's log: the same call, incoming from Alma.
+  await B.getByRole("link", { name: "Contact log" }).click();
+  const hisCall = B.locator(`[data-testid="contact-row"][data-event-id="${callId}"]`);
+  await hisCall.waitFor();
+  assert.equal(await hisCall.getAttribute("data-direction"), "incoming");
+  assert.equal((await hisCall.getByTestId("contact-direction").textContent()).trim(), `${a.name} → you`);
+});
+
 // ---- calls without a relay: a second server, started here with no TURN ----
 // (as scripts/run.sh's demo runs when coturn cannot start). Its users are
 // alice and bob too, on their own data dir.

@@ -43,6 +43,10 @@ pub fn routes() -> Routes {
         )
         .route("/_hotline/v1/contact_log", get(get_contact_log_route))
         .route(
+            "/_hotline/v1/lines/{room_id}/record",
+            axum::routing::put(set_line_record_route),
+        )
+        .route(
             "/_hotline/v1/lines/{room_id}/aides/{user_id}",
             axum::routing::put(add_line_aide_route).delete(remove_line_aide_route),
         )
@@ -383,4 +387,24 @@ pub async fn get_contact_log_route(
             .into_response());
     }
     Ok(Json(json!({ "principal": principal, "entries": entries })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LineRecordBody {
+    official: bool,
+}
+
+/// `PUT /_hotline/v1/lines/{roomId}/record`: a principal asks for the line
+/// to be official (alone) or personal (both principals together).
+pub async fn set_line_record_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room_id): PathArgs<ruma::OwnedRoomId>,
+    JsonBody(body): JsonBody<LineRecordBody>,
+) -> ApiResult<Json<Value>> {
+    let official = s
+        .services
+        .set_line_record(&sender.user_id, &room_id, body.official)
+        .await?;
+    Ok(Json(json!({ "official": official })))
 }

@@ -59,6 +59,24 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Talking to other Matrix servers (the Server-Server API).
     pub federation: Federation,
+    /// Whether this server's principals may make a line personal (both
+    /// principals together; an official line is recorded, a personal one
+    /// is not). `false`: the protocol office keeps every line official.
+    pub personal_lines: bool,
+    /// The records office's archiver on official lines.
+    pub records: Records,
+}
+
+/// The `[records]` table: this government's records office.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Records {
+    /// The archiver's account (a user id of this server): brought onto every
+    /// official line of this server's principals. Unset: lines are not
+    /// recorded.
+    pub archiver: Option<String>,
+    /// The office's name, shown on the line ("Records office of Avalon").
+    pub office: Option<String>,
 }
 
 /// The `[federation]` table. Off by default; when on, only the servers in
@@ -187,6 +205,8 @@ impl Default for Config {
             metrics_listen: None,
             metrics_token: None,
             federation: Federation::default(),
+            personal_lines: true,
+            records: Records::default(),
         }
     }
 }
@@ -240,6 +260,9 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("federation.allow", Kind::List),
     ("federation.pinned_keys", Kind::List),
     ("federation.public_address", Kind::Text),
+    ("personal_lines", Kind::Bool),
+    ("records.archiver", Kind::Text),
+    ("records.office", Kind::Text),
 ];
 
 /// Which engine holds the data, from [`Config::database`].

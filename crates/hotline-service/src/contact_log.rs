@@ -123,7 +123,9 @@ impl Services {
             out.extend(reader.finish(crate::now_ms()));
         }
         out.retain(|e| window.holds(e.ts));
-        out.sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
+        // Stable: contacts of one line in the same millisecond keep their
+        // order in the line.
+        out.sort_by_key(|e| e.ts);
         Ok(out)
     }
 }
@@ -201,7 +203,21 @@ struct LineReader<'a> {
     /// time, answer time, urgent).
     voip: HashMap<String, (String, String, Side, i64, Option<i64>, bool)>,
     entries: Vec<ContactEntry>,
+    /// Encrypted events counted as texts, which a call's encrypted
+    /// signalling may turn out to be (see [`SIGNALLING_GRACE_MS`]).
+    encrypted: HashSet<String>,
+    /// Each user's times in a MatrixRTC call: (joined, left).
+    in_call: HashMap<String, Vec<(i64, Option<i64>)>>,
 }
+
+/// A 1:1 call's signalling in an encrypted room is encrypted too, so it
+/// cannot be told from a text by its type. An encrypted event that a
+/// user sends while their MatrixRTC membership says they are in a call (or
+/// this long before joining it or after leaving it: the invite and answer
+/// go with the membership, the hangup after it) is taken for signalling,
+/// not a text. A text typed during a call is therefore not in the log as
+/// a text: a known limit until line calls signal over to-device messages.
+const SIGNALLING_GRACE_MS: i64 = 3_000;
 
 impl<'a> LineReader<'a> {
     fn new(principal: &'a str, counterpart: &'a str, room_id: &'a str) -> Self {
@@ -213,6 +229,8 @@ impl<'a> LineReader<'a> {
             sessions: BTreeMap::new(),
             voip: HashMap::new(),
             entries: Vec::new(),
+            encrypted: HashSet::new(),
+            in_call: HashMap::new(),
         }
     }
 
@@ -290,6 +308,9 @@ impl<'a> LineReader<'a> {
                     let mut e = self.entry("text", side, sender, ts, event_id);
                     e.urgent = urgent;
                     self.entries.push(e);
+                    if kind == "m.room.encrypted" {
+                        self.encrypted.insert(event_id.to_owned());
+                    }
                 }
             }
             ("m.call.invite", None) => {
@@ -358,6 +379,17 @@ impl<'a> LineReader<'a> {
             None if content.get("application").is_some() => vec![content],
             None => Vec::new(),
         };
+        let spans = self.in_call.entry(sender.to_owned()).or_default();
+        let open = spans.last().is_some_and(|(_, left)| left.is_none());
+        match (memberships.is_empty(), open) {
+            (false, false) => spans.push((ts, None)),
+            (true, true) => {
+                if let Some(last) = spans.last_mut() {
+                    last.1 = Some(ts);
+                }
+            }
+            _ => {}
+        }
         // A member leaves the sessions they were in, then joins the ones
         // their membership names now.
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
@@ -431,6 +463,18 @@ impl<'a> LineReader<'a> {
         for c in calls {
             self.push_voip(c, None);
         }
+        let (encrypted, in_call) = (&self.encrypted, &self.in_call);
+        self.entries.retain(|e| {
+            let signalling = e.kind == "text"
+                && encrypted.contains(&e.event_id)
+                && in_call.get(&e.by).is_some_and(|spans| {
+                    spans.iter().any(|(joined, left)| {
+                        e.ts >= joined - SIGNALLING_GRACE_MS
+                            && left.is_none_or(|l| e.ts <= l + SIGNALLING_GRACE_MS)
+                    })
+                });
+            !signalling
+        });
         self.entries
     }
 }
@@ -672,6 +716,37 @@ mod tests {
         );
         assert_eq!(log[0].ongoing, Some(false));
         assert_eq!(log[0].duration_ms, Some(14_400_000 + 1_000 - 2_000));
+    }
+
+    #[test]
+    fn a_calls_encrypted_signalling_is_not_counted_as_texts() {
+        let enc = json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x"});
+        let log = read(
+            &[
+                ev("m.room.encrypted", P, 1_000, None, enc.clone()),
+                ev("m.room.encrypted", P, 95_000, None, enc.clone()),
+                member(P, "PD", 100_000, true),
+                ev("m.room.encrypted", P, 100_100, None, enc.clone()),
+                member(Q, "QD", 101_000, true),
+                ev("m.room.encrypted", Q, 100_900, None, enc.clone()),
+                ev("m.room.encrypted", Q, 101_100, None, enc.clone()),
+                member(P, "PD", 110_000, false),
+                member(Q, "QD", 110_000, false),
+                ev("m.room.encrypted", Q, 110_500, None, enc.clone()),
+                ev("m.room.encrypted", Q, 200_000, None, enc),
+            ],
+            300_000,
+        );
+        let seen: Vec<_> = log.iter().map(|e| (e.kind, e.ts)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("text", 1_000),
+                ("text", 95_000),
+                ("call", 100_000),
+                ("text", 200_000)
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub mod fingerprint;
 pub mod identity;
 pub mod keys;
 pub mod line_aides;
+pub mod line_record;
+pub mod line_recorder;
 pub mod lines_across;
 pub mod media;
 pub mod names;
@@ -74,6 +76,10 @@ pub struct Services {
     typing_serial: AtomicU64,
     /// Room events in the store: counted once at start, then per commit.
     events_stored: AtomicU64,
+    /// The serving process's runtime, for the records archiver's invites
+    /// the commit hook asks for (`line_recorder`).
+    pub(crate) recorder_runner:
+        std::sync::OnceLock<(tokio::runtime::Handle, std::sync::Weak<Services>)>,
 }
 
 impl Services {
@@ -99,6 +105,7 @@ impl Services {
             visible_pos: AtomicI64::new(store.current_position()),
             typing_serial: AtomicU64::new(0),
             events_stored: AtomicU64::new(store.count_events()?),
+            recorder_runner: Default::default(),
             config,
             store,
         });
@@ -152,10 +159,21 @@ impl Services {
     /// Applies a committed batch to the caches, then wakes whoever it concerns.
     fn on_commit(&self, committed: &hotline_store::Committed) {
         let mut wake = Vec::new();
+        let mut lines_to_record = Vec::new();
         for (pos, op) in &committed.items {
             match op {
                 hotline_store::WriteOp::AppendEvent(e) => {
                     self.events_stored.fetch_add(1, Ordering::Relaxed);
+                    // A line turned official, or a principal joined one: the
+                    // records office's archiver comes onto it.
+                    let joined = e.membership.as_ref().is_some_and(|(u, m)| {
+                        m == "join" && u.ends_with(&format!(":{}", self.server_name()))
+                    });
+                    if e.event_type == policy::LINE_STATE || joined {
+                        if let Ok(room) = ruma::OwnedRoomId::try_from(e.room_id.as_str()) {
+                            lines_to_record.push(room);
+                        }
+                    }
                     self.rooms.apply_committed(*pos, e, &mut wake)
                 }
                 hotline_store::WriteOp::QueueFederation { destination, .. }
@@ -259,6 +277,10 @@ impl Services {
         }
         for user in wake {
             self.notifier.wake(&user);
+        }
+        // After the caches took the commit: the task reads the line's state.
+        for room in lines_to_record {
+            self.ensure_recorder_soon(room);
         }
     }
 

@@ -43,6 +43,8 @@ use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
 use crate::line_aides::{aide_key, aide_of_key, marked_for, AIDE_STATE};
+use crate::line_record::{consent_key, consents, RECORD_STATE};
+use crate::line_recorder::{marked_recorder, recorder_key, RECORDER_STATE};
 use crate::pdu::PduEvent;
 use crate::{Error, Result, Services};
 
@@ -106,7 +108,7 @@ impl Seam<'_> {
             let hotline_state =
                 event.pdu.state_key.is_some() && kind.to_string().starts_with("org.hotline.");
             if hotline_state
-                && !(self.origin == Origin::Federation && self.peer_aide_marking(event, state)?)
+                && !(self.origin == Origin::Federation && self.peer_line_state(event, state)?)
             {
                 return Err(Error::forbidden(
                     "org.hotline.* state is written by the server only",
@@ -201,6 +203,14 @@ impl Seam<'_> {
                     Some(inviter) => s.principal_of(inviter)?,
                     None => None,
                 };
+                // A records office's archiver, marked by its server on a
+                // consent it checked (an official line of its principal).
+                if state(LINE_STATE, "").is_some()
+                    && state(RECORDER_STATE, &recorder_key(&target))
+                        .is_some_and(|m| marked_recorder(&m))
+                {
+                    return Ok(());
+                }
                 for principal in self.joined_principals(state)? {
                     if inviter_acts_for.as_ref() == Some(&principal) {
                         continue;
@@ -232,6 +242,11 @@ impl Seam<'_> {
             };
             Ok(is_principal(&marked) && self.services.principal_of(u)?.as_ref() == Some(&marked))
         };
+        // A records office's archiver, marked by its server: a member that
+        // only enters and leaves.
+        let recorder = |u: &UserId| {
+            state(RECORDER_STATE, &recorder_key(u)).is_some_and(|m| marked_recorder(&m))
+        };
         let sender = &event.pdu.sender;
         if event.pdu.kind == TimelineEventType::RoomMember {
             let target = event
@@ -245,7 +260,11 @@ impl Seam<'_> {
                     membership,
                     MembershipState::Invite | MembershipState::Join | MembershipState::Knock
                 );
-                if entering && !is_principal(&target) && !marked_aide(&target)? {
+                if entering
+                    && !is_principal(&target)
+                    && !recorder(&target)
+                    && !marked_aide(&target)?
+                {
                     return Err(Error::forbidden(
                         "Only the line's principals, and the aides a principal brings onto it, are members of a line",
                     ));
@@ -266,31 +285,59 @@ impl Seam<'_> {
         ))
     }
 
-    /// Whether an aide marking another server sent is its to send: by a
-    /// principal of the line from that server, marking an aide of theirs
-    /// from the same server (as its government's directory says), or
-    /// taking any aide off the line.
-    fn peer_aide_marking(&self, event: &PduEvent, state: StateLookup<'_>) -> Result<bool> {
-        if event.pdu.kind.to_string() != AIDE_STATE {
-            return Ok(false);
-        }
+    /// Whether line state another server sent is its to send. Always by a
+    /// principal of the line from that server:
+    /// - an aide marking of an aide of theirs from the same server (as its
+    ///   government's directory says), or taking any aide off the line;
+    /// - their own consent to a personal line, or withdrawing consents;
+    /// - the line turned personal once both consents stand, or official
+    ///   again, nothing else of it changed.
+    fn peer_line_state(&self, event: &PduEvent, state: StateLookup<'_>) -> Result<bool> {
         let Some(line) = state(LINE_STATE, "") else {
             return Ok(false);
         };
         let sender = &event.pdu.sender;
+        let principals = line_principals(&line);
         if sender.server_name() == self.services.server_name()
-            || !line_principals(&line).iter().any(|p| p == sender)
+            || !principals.iter().any(|p| p == sender)
         {
             return Ok(false);
         }
-        let Some(aide) = event.pdu.state_key.as_deref().and_then(aide_of_key) else {
-            return Ok(false);
-        };
-        match marked_for(event) {
-            None => Ok(true),
-            Some(principal) => Ok(principal == *sender
-                && aide.server_name() == sender.server_name()
-                && self.services.principal_of(&aide)?.as_ref() == Some(sender)),
+        let key = event.pdu.state_key.as_deref().unwrap_or_default();
+        match event.pdu.kind.to_string().as_str() {
+            AIDE_STATE => {
+                let Some(aide) = aide_of_key(key) else {
+                    return Ok(false);
+                };
+                match marked_for(event) {
+                    None => Ok(true),
+                    Some(principal) => Ok(principal == *sender
+                        && aide.server_name() == sender.server_name()
+                        && self.services.principal_of(&aide)?.as_ref() == Some(sender)),
+                }
+            }
+            RECORD_STATE => Ok(key == consent_key(sender) || !consents(event)),
+            RECORDER_STATE => Ok(!marked_recorder(event)
+                || aide_of_key(key).is_some_and(|u| u.server_name() == sender.server_name())),
+            LINE_STATE if key.is_empty() => {
+                let (Ok(mut old), Ok(mut new)) =
+                    (line.content::<Value>(), event.content::<Value>())
+                else {
+                    return Ok(false);
+                };
+                let official = new.get("official") != Some(&Value::Bool(false));
+                for c in [&mut old, &mut new] {
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("official");
+                        o.remove("record_changed_by");
+                    }
+                }
+                let both_consent = principals
+                    .iter()
+                    .all(|p| state(RECORD_STATE, &consent_key(p)).is_some_and(|e| consents(&e)));
+                Ok(old == new && (official || both_consent))
+            }
+            _ => Ok(false),
         }
     }
 

@@ -52,6 +52,52 @@ enum Command {
     /// Write a coturn configuration sharing a secret with this server, and
     /// make `/voip/turnServer` hand out credentials for it.
     TurnConfig(TurnConfigArgs),
+    /// The official record: keys, export of a line, verification.
+    #[command(subcommand)]
+    Records(Records),
+}
+
+/// `hotline records ...`: no server, no database; files only.
+#[derive(Subcommand)]
+enum Records {
+    /// Write the records office's age key pair (the archive is encrypted
+    /// to it) and the archiver's Ed25519 checkpoint key pair into DIR.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decrypt an archive and write a verifiable package of one line:
+    /// entries.jsonl (with chain hashes), checkpoints.jsonl, manifest.json,
+    /// transcript.html, attachments/.
+    Export {
+        /// The archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+        /// The line (room id).
+        #[arg(long)]
+        line: String,
+        /// From this time on (milliseconds since the epoch, inclusive).
+        #[arg(long)]
+        from: Option<i64>,
+        /// Before this time (milliseconds since the epoch).
+        #[arg(long)]
+        to: Option<i64>,
+        /// The records office's secret key file (records-office.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// The package directory to create (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prove a package complete and untampered, or say which entry fails
+    /// and how; exits non-zero on failure.
+    Verify {
+        package: PathBuf,
+        /// The archiver's checkpoint verifying key (base64, or the file
+        /// checkpoint-verify.pub). Without it, the key the package names.
+        #[arg(long)]
+        checkpoint_key: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -343,6 +389,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             serve(config).await
         }
         Command::TurnConfig(args) => turn_config(config, args).await,
+        Command::Records(cmd) => records(cmd),
         Command::Admin(Admin::CreateUser {
             username,
             password,
@@ -555,6 +602,32 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
     }
 }
 
+fn records(cmd: Records) -> anyhow_lite::Result<()> {
+    use hotline_records::cli;
+    match cmd {
+        Records::Keygen { out } => print!("{}", cli::keygen(&out)?),
+        Records::Export {
+            archive,
+            line,
+            from,
+            to,
+            key,
+            out,
+        } => print!("{}", cli::export(&archive, &line, from, to, &key, &out)?),
+        Records::Verify {
+            package,
+            checkpoint_key,
+        } => {
+            let (report, ok) = cli::verify(&package, checkpoint_key.as_deref())?;
+            print!("{report}");
+            if !ok {
+                return Err(format!("{} does not verify", package.display()).into());
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn turn_config(config: Config, args: TurnConfigArgs) -> anyhow_lite::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -652,6 +725,7 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
     services.watch_other_processes(std::time::Duration::from_secs(1));
     services.time_out_presence()?;
     services.flush_seen_devices_regularly();
+    services.start_line_recorders();
     let hotline_api::Apps {
         main: app,
         metrics_only: metrics_app,

@@ -1061,3 +1061,86 @@ async fn a_user_of_another_server_whose_name_passes_for_an_official_is_named_for
         json!({})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_line_across_servers_turns_personal_only_with_both_principals_consent() {
+    let ca = TestCa::new();
+    let (a, b, _alice, _bob, _room) = two_servers_sharing_a_room(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    let line = cross_server_line(&a, &b, &pres, &pm).await;
+    let record = |http: &Http, token: &str, official: bool| {
+        let (http, token) = (http.base.clone(), token.to_owned());
+        let line = line.clone();
+        async move {
+            Http::new(&http)
+                .call(
+                    "PUT",
+                    &format!("/_hotline/v1/lines/{line}/record"),
+                    Some(&token),
+                    Some(&json!({ "official": official }).to_string()),
+                )
+                .await
+        }
+    };
+    let official_on = |http: &Http, token: &str| {
+        let (http, token) = (http.base.clone(), token.to_owned());
+        let line = line.clone();
+        async move {
+            let (_, v) = Http::new(&http)
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{line}/state/org.hotline.line/"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            v["official"].clone()
+        }
+    };
+    // The Prime Minister asks on B; his consent reaches A, where the
+    // President's agreement turns the line personal on both servers.
+    assert_eq!(
+        record(&hb, &pm, false).await,
+        (200, json!({"official": true}))
+    );
+    let consent_key = format!("_{}", b.user("pm"));
+    within(10, || async {
+        let (_, v) = ha
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{line}/state/org.hotline.record/{consent_key}"),
+                Some(&pres),
+                None,
+            )
+            .await;
+        (v == json!({"personal": true}))
+            .then_some(())
+            .ok_or(format!("A never had the Prime Minister's consent: {v}"))
+    })
+    .await;
+    assert_eq!(
+        record(&ha, &pres, false).await,
+        (200, json!({"official": false}))
+    );
+    within(10, || async {
+        let v = official_on(&hb, &pm).await;
+        (v == json!(false))
+            .then_some(())
+            .ok_or(format!("B still has the line official: {v}"))
+    })
+    .await;
+    // The Prime Minister alone makes it official again, on both.
+    assert_eq!(
+        record(&hb, &pm, true).await,
+        (200, json!({"official": true}))
+    );
+    within(10, || async {
+        let v = official_on(&ha, &pres).await;
+        (v == json!(true))
+            .then_some(())
+            .ok_or(format!("A still has the line personal: {v}"))
+    })
+    .await;
+}

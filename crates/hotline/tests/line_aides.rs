@@ -177,6 +177,31 @@ async fn a_principal_brings_their_aide_onto_a_line_marked_for_all_and_either_pri
     );
     // Again: nothing changes.
     assert_eq!(l.aides("PUT", &l.macron, AIDE).await.0, 200);
+    // The aide's invite says who the line is between and for whom.
+    let (_, sync) = l
+        .http
+        .call(
+            "GET",
+            "/_matrix/client/v3/sync?timeout=0",
+            Some(&l.aide),
+            None,
+        )
+        .await;
+    let invite_state = sync["rooms"]["invite"][&l.line]["invite_state"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let of = |kind: &str| invite_state.iter().find(|e| e["type"] == kind).cloned();
+    assert_eq!(
+        of("org.hotline.line").map(|e| e["content"]["principals"].clone()),
+        Some(json!(["@macron:localhost", "@scholz:localhost"])),
+        "{invite_state:?}"
+    );
+    assert_eq!(
+        of("org.hotline.aide").map(|e| e["content"]["principal"].clone()),
+        Some(json!("@macron:localhost")),
+        "{invite_state:?}"
+    );
 
     // The aide joins and speaks on the line.
     let r = l.join(&l.aide).await;

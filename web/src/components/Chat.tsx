@@ -13,6 +13,7 @@ import {
 import {
   AIDE_EVENT,
   aideOf,
+  LINE_EVENT,
   counterpartOf,
   displayName,
   isShown,
@@ -24,6 +25,7 @@ import {
   nameOf,
 } from "../lib/lines";
 import { aideNotice, aideTrail } from "../lib/aides";
+import { recordNotices, RECORD_EVENT } from "../lib/record";
 import {
   blocksLine,
   identityOf,
@@ -51,7 +53,7 @@ import {
 import { DecryptionFailureCode } from "matrix-js-sdk/lib/crypto-api";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
-import { AideLabel, PeopleDialog, PersonName } from "./People";
+import { AideLabel, PeopleDialog, PersonName, RecordSection } from "./People";
 import {
   AlertIcon,
   AttachIcon,
@@ -339,6 +341,8 @@ export function Chat(props: {
   const shown = folded.events.filter(isShown);
   // Who was an aide when: labels and notices as they were at each event.
   const trail = useMemo(() => aideTrail(room, all), [props.tick, room.roomId, all.length]);
+  // Official or personal, as each change happened.
+  const recordTold = useMemo(() => recordNotices(mx, room, all), [props.tick, room.roomId, all.length]);
   // More than two people on the line: the other side's messages are named.
   const group = trail.any || aides.length > 0;
   const tsOf = (e: MatrixEvent) => folded.sentAt.get(e) ?? e.getTs();
@@ -656,7 +660,7 @@ export function Chat(props: {
               <span class="typing-inline">{group ? `${typing.join(", ")} typing…` : "typing…"}</span>
             ) : encrypted ? (
               <span class="enc">
-                <LockIcon size={12} /> {line ? "Official line · " : ""}End-to-end encrypted
+                <LockIcon size={12} /> {line ? (line.official ? "Official line · " : "Personal line · ") : ""}End-to-end encrypted
               </span>
             ) : (
               <span class="warn-text">Not encrypted</span>
@@ -706,6 +710,7 @@ export function Chat(props: {
         </button>
       </header>
 
+      {line && !invited && !left && <RecordSection mx={mx} room={room} bar />}
       <IdentityBanner
         name={displayName(mx, blocking || counterpart, room)}
         them={them}
@@ -745,6 +750,19 @@ export function Chat(props: {
                 {sep}
                 <p class="system" key={ev.getId()} data-testid={told !== undefined ? "aide-notice" : undefined}>
                   {line}
+                </p>
+              </>
+            ) : (
+              sep
+            );
+          }
+          if (t === RECORD_EVENT || t === LINE_EVENT) {
+            const told = recordTold.get(ev);
+            return told ? (
+              <>
+                {sep}
+                <p class="system" key={ev.getId()} data-testid="record-notice">
+                  {told}
                 </p>
               </>
             ) : (

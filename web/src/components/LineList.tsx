@@ -4,7 +4,7 @@ import { LineSummary, nameOf } from "../lib/lines";
 import { iso, shortWhen } from "../lib/format";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
-import { PlusIcon, TicketIcon } from "./icons";
+import { LogIcon, PlusIcon, TicketIcon } from "./icons";
 import { navigate } from "../lib/hooks";
 import { identityOf, useIdentityVersion } from "../lib/identity";
 
@@ -17,6 +17,7 @@ export function LineList(props: {
   /** Show the line invites entry (principals and their aides). */
   canInvite?: boolean;
   invitesOpen?: boolean;
+  logOpen?: boolean;
 }) {
   const { mx, lines, selected } = props;
   useIdentityVersion();
@@ -58,6 +59,18 @@ export function LineList(props: {
               <span>Invites</span>
             </a>
           )}
+          {props.canInvite && (
+            <a
+              class={"icon-button accent" + (props.logOpen ? " current" : "")}
+              href="#/contact-log"
+              aria-label="Contact log"
+              title="Contact log: your texts and calls on record"
+              aria-current={props.logOpen ? "page" : undefined}
+              data-testid="contact-log-link"
+            >
+              <LogIcon />
+            </a>
+          )}
           <button class="icon-button accent" type="button" onClick={props.onNewLine} aria-label="New line" title="New line">
             <PlusIcon />
           </button>
@@ -94,6 +107,7 @@ export function LineList(props: {
                   aria-current={l.roomId === selected ? "page" : undefined}
                   data-counterpart={l.counterpart}
                   data-official={l.official ? "true" : undefined}
+                  data-personal={l.line && !l.official ? "true" : undefined}
                   data-aide={l.aideOf ? "true" : undefined}
                 >
                   <Avatar mx={mx} userId={l.counterpart} name={l.aideOf ? nameOf(mx, l.counterpart, l.room).name : l.name} mxc={l.avatarMxc} size={44} />

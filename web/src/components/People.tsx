@@ -7,9 +7,10 @@ import { addAide, myAides, removeAide } from "../lib/aides";
 import { humanError } from "../lib/errors";
 import { refreshIdentity, titleLine, useIdentityVersion } from "../lib/identity";
 import { lineAides, lineState, nameOf } from "../lib/lines";
+import { recordState, setLineRecord } from "../lib/record";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
-import { PlusIcon, SealCheckIcon } from "./icons";
+import { LockIcon, PlusIcon, SealCheckIcon } from "./icons";
 
 /**
  * A name as a line label shows it: the vouched-for name, or the display
@@ -39,6 +40,102 @@ export function AideLabel(props: { mx: MatrixClient; room: Room; aide: string; p
       Aide: <PersonName mx={mx} room={room} userId={aide} /> (for <PersonName mx={mx} room={room} userId={principal} />)
       {props.invited && <span class="muted"> · invited</span>}
     </span>
+  );
+}
+
+/**
+ * Official or personal (lib/record.ts): where the line stands, and for a
+ * principal of it what they can do: ask to make it personal (both must
+ * agree), agree or keep it official when the other asks, withdraw their own
+ * request, make it official again. Aides read the same, with no buttons.
+ * `bar`: only the other principal's request, above the timeline.
+ */
+export function RecordSection({ mx, room, bar = false }: { mx: MatrixClient; room: Room; bar?: boolean }) {
+  const me = mx.getUserId()!;
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const st = recordState(room);
+  if (!st) return null;
+  const amPrincipal = st.principals.includes(me) && room.getMyMembership() === "join";
+  const other = st.principals.find((p) => p !== me) || "";
+  const n = (u: string) => nameOf(mx, u, room).name;
+  const asker = st.asking[0] || null;
+  const theyAsk = amPrincipal && st.official && !!asker && asker !== me;
+  if (bar && !theyAsk) return null;
+
+  const set = async (official: boolean) => {
+    if (!official && st.official && !st.asking.length) {
+      const ok = confirm(
+        `Ask ${n(other)} to make this line personal?\n\nA personal line is not kept in the official record. ` +
+          "It becomes personal only when you both agree, and either of you can make it official again at any time.",
+      );
+      if (!ok) return;
+    }
+    setBusy(true);
+    setError(null);
+    try {
+      await setLineRecord(mx, room.roomId, official);
+    } catch (e) {
+      setError(humanError(e, official ? "Could not keep the line official." : "Could not make the line personal."));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  let text: string;
+  if (!st.official) text = "This line is personal: it is not kept in the official record.";
+  else if (!asker) text = "This line is official: it is kept in the official record.";
+  else if (asker === me) text = `You asked to make this line personal; waiting for ${n(other)}.`;
+  else if (amPrincipal) text = `${n(asker)} asks to make this line personal.`;
+  else {
+    const rest = st.principals.find((p) => p !== asker);
+    text = `${n(asker)} asks to make this line personal; waiting for ${rest ? n(rest) : "the other principal"}.`;
+  }
+  const buttons = !amPrincipal ? null : !st.official ? (
+    <button type="button" onClick={() => set(true)} disabled={busy}>
+      {busy ? "Making it official…" : "Make it official again"}
+    </button>
+  ) : !asker ? (
+    <button type="button" onClick={() => set(false)} disabled={busy}>
+      Ask to make it personal
+    </button>
+  ) : asker === me ? (
+    <button type="button" onClick={() => set(true)} disabled={busy}>
+      Withdraw request
+    </button>
+  ) : (
+    <>
+      <button type="button" class="primary" onClick={() => set(false)} disabled={busy}>
+        Agree
+      </button>
+      <button type="button" onClick={() => set(true)} disabled={busy}>
+        Keep it official
+      </button>
+    </>
+  );
+  return (
+    <section
+      class={bar ? "banner record-bar" : "record"}
+      aria-labelledby={bar ? undefined : "record-title"}
+      aria-label={bar ? "Request to make this line personal" : undefined}
+      data-testid={bar ? "record-request" : "record"}
+      data-official={st.official ? "true" : "false"}
+    >
+      {!bar && (
+        <h3 id="record-title">
+          <LockIcon size={14} /> Official record
+        </h3>
+      )}
+      <p class={bar ? "" : "small"} data-testid="record-state" role="status">
+        {text}
+      </p>
+      {buttons && <div class="row">{buttons}</div>}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
   );
 }
 
@@ -158,6 +255,7 @@ export function PeopleDialog({ mx, room, onClose }: { mx: MatrixClient; room: Ro
           {done}
         </p>
       )}
+      <RecordSection mx={mx} room={room} />
       {error && (
         <p class="error" role="alert">
           {error}

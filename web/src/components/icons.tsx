@@ -92,3 +92,9 @@ export const QrIcon = (p: { size?: number }) => (
 export const PeopleIcon = (p: { size?: number }) => (
   <Icon size={p.size} d="M16 21v-2a4 4 0 0 0-4-4H6a4 4 0 0 0-4 4v2M9 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8zM22 21v-2a4 4 0 0 0-3-3.9M16 3.1a4 4 0 0 1 0 7.8" />
 );
+export const LogIcon = (p: { size?: number }) => (
+  <Icon size={p.size} d="M8 6h13M8 12h13M8 18h13M3 6h.01M3 12h.01M3 18h.01" />
+);
+export const DownloadIcon = (p: { size?: number }) => (
+  <Icon size={p.size || 16} d="M21 15v4a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2v-4M7 10l5 5 5-5M12 15V3" />
+);

@@ -8,7 +8,7 @@ import {
   CallState,
   MatrixCall,
 } from "matrix-js-sdk/lib/webrtc/call";
-import { displayName } from "./lines";
+import { displayName, LINE_EVENT } from "./lines";
 
 export type CallPhase = "ringing-in" | "ringing-out" | "connecting" | "connected" | "ended";
 
@@ -36,6 +36,120 @@ export const CONNECT_TIMEOUT_MS = 7000;
 const NO_RELAY =
   "relay-only calls are on, but this homeserver has no relay server (TURN). " +
   "Turn off \u201cRelay calls through the server\u201d in Settings to call directly.";
+
+// ---- MatrixRTC membership on lines ----
+// A line's texts and calls go into the principal's contact log, which the
+// server reads from what it holds in clear text. In an encrypted room a 1:1
+// call's m.call.* events are encrypted, so while this device is in a call on
+// a line it also publishes its MatrixRTC membership (MSC4143 `m.call.member`,
+// state keyed `_{userId}_{deviceId}`; line rooms give it power 0): joined
+// when it joins the call (the caller on placing it, the callee on
+// answering), `{}` when it leaves (hang up, ended by the other side, failed,
+// page closed). Ordinary rooms keep plain 1:1 calls only.
+
+/** MSC4143 MatrixRTC membership state. */
+export const CALL_MEMBER_EVENT = "m.call.member";
+/** How long a membership lasts if this device never says it left (MSC4143's default, 4 hours). */
+const MEMBERSHIP_EXPIRES_MS = 14_400_000;
+
+interface Membership {
+  roomId: string;
+  key: string;
+  /** The join, sent or failed; a leave waits for it so it lands after. */
+  joined: Promise<void>;
+  left: boolean;
+}
+
+const memberships = new WeakMap<MatrixCall, Membership>();
+const openMemberships = new Set<Membership>();
+
+function isLineRoom(mx: MatrixClient, roomId: string): boolean {
+  return !!mx.getRoom(roomId)?.currentState.getStateEvents(LINE_EVENT, "");
+}
+
+function membershipKey(mx: MatrixClient): string {
+  return `_${mx.getUserId()}_${mx.getDeviceId()}`;
+}
+
+/** This device joins the line's call (MatrixRTC membership), once per call. */
+function joinMembership(mx: MatrixClient, call: MatrixCall, roomId: string): void {
+  if (memberships.has(call) || !isLineRoom(mx, roomId) || !mx.getDeviceId()) return;
+  const key = membershipKey(mx);
+  const content = {
+    application: "m.call",
+    call_id: "",
+    scope: "m.room",
+    device_id: mx.getDeviceId(),
+    expires: MEMBERSHIP_EXPIRES_MS,
+    focus_active: { type: "mesh" },
+    foci_preferred: [],
+    created_ts: Date.now(),
+  };
+  const m: Membership = {
+    roomId,
+    key,
+    joined: mx.sendStateEvent(roomId, CALL_MEMBER_EVENT as any, content as any, key).then(
+      () => undefined,
+      () => undefined,
+    ),
+    left: false,
+  };
+  memberships.set(call, m);
+  openMemberships.add(m);
+}
+
+/** This device left the call: its membership becomes `{}`. */
+function leaveMembership(mx: MatrixClient, call: MatrixCall): void {
+  const m = memberships.get(call);
+  if (!m || m.left) return;
+  m.left = true;
+  m.joined
+    .then(() => mx.sendStateEvent(m.roomId, CALL_MEMBER_EVENT as any, {} as any, m.key))
+    .catch(() => undefined)
+    .finally(() => openMemberships.delete(m));
+}
+
+/**
+ * Closing the page ends the call: the membership is emptied with a request
+ * that outlives the page (keepalive), best effort.
+ */
+function leaveOnUnload(mx: MatrixClient): () => void {
+  const onHide = () => {
+    const token = mx.getAccessToken();
+    for (const m of openMemberships) {
+      if (m.left || !token) continue;
+      m.left = true;
+      const url =
+        mx.getHomeserverUrl().replace(/\/$/, "") +
+        `/_matrix/client/v3/rooms/${encodeURIComponent(m.roomId)}/state/${CALL_MEMBER_EVENT}/${encodeURIComponent(m.key)}`;
+      fetch(url, {
+        method: "PUT",
+        keepalive: true,
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+        body: "{}",
+      }).catch(() => undefined);
+    }
+    openMemberships.clear();
+  };
+  window.addEventListener("pagehide", onHide);
+  return () => window.removeEventListener("pagehide", onHide);
+}
+
+/**
+ * A membership of this device left standing on a line (the page closed
+ * before it could say so, the browser crashed) is emptied at start, unless
+ * this device is in a call there.
+ */
+export function clearStaleMemberships(mx: MatrixClient): void {
+  const key = membershipKey(mx);
+  for (const room of mx.getRooms()) {
+    if (room.getMyMembership() !== "join" || !room.currentState.getStateEvents(LINE_EVENT, "")) continue;
+    const ev = room.currentState.getStateEvents(CALL_MEMBER_EVENT, key);
+    if (!ev || Object.keys(ev.getContent()).length === 0) continue;
+    if (current && current.roomId === room.roomId && current.phase !== "ended") continue;
+    mx.sendStateEvent(room.roomId, CALL_MEMBER_EVENT as any, {} as any, key).catch(() => undefined);
+  }
+}
 
 type Listener = (v: CallView | null) => void;
 
@@ -128,6 +242,7 @@ function attach(mx: MatrixClient, call: MatrixCall, roomId: string): void {
     // (and hangs up after 30 s without it).
     if (state === CallState.Connecting && !current.connectedAt) watchConnect(mx, call);
     if (state === CallState.Connected || state === CallState.Ended) clearConnectTimer();
+    if (state === CallState.Ended) leaveMembership(mx, call);
     if (state !== CallState.Ringing) stopRinging();
     if (state === CallState.InviteSent) startRinging("out");
     emit();
@@ -220,6 +335,7 @@ async function relayMissing(mx: MatrixClient): Promise<boolean> {
 function finish(mx: MatrixClient, call: MatrixCall): void {
   stopRinging();
   clearConnectTimer();
+  leaveMembership(mx, call);
   if (!current || current.call !== call) return;
   current.phase = "ended";
   const reason = call.hangupReason;
@@ -266,7 +382,11 @@ export function watchIncomingCalls(mx: MatrixClient): () => void {
     notifyIncoming(current!.name);
   };
   mx.on(CallEventHandlerEvent.Incoming, onIncoming);
-  return () => mx.off(CallEventHandlerEvent.Incoming, onIncoming);
+  const stopUnload = leaveOnUnload(mx);
+  return () => {
+    mx.off(CallEventHandlerEvent.Incoming, onIncoming);
+    stopUnload();
+  };
 }
 
 /**
@@ -283,12 +403,20 @@ export async function placeCall(mx: MatrixClient, roomId: string, invitee?: stri
     fail(call, NO_RELAY);
     return;
   }
-  await call.placeVoiceCall();
+  // On a line, the caller is in the call from placing it (MatrixRTC).
+  joinMembership(mx, call, roomId);
+  try {
+    await call.placeVoiceCall();
+  } catch (e) {
+    leaveMembership(mx, call);
+    throw e;
+  }
 }
 
 export async function answer(mx: MatrixClient): Promise<void> {
   if (!current) return;
   const call = current.call;
+  const roomId = current.roomId;
   stopRinging();
   current.phase = "connecting";
   emit();
@@ -296,6 +424,9 @@ export async function answer(mx: MatrixClient): Promise<void> {
     fail(call, NO_RELAY);
     return;
   }
+  // The callee joins the line's call on answering.
+  if (call.state === CallState.Ended) return;
+  joinMembership(mx, call, roomId);
   await call.answer(true, false);
 }
 

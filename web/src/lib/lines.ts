@@ -26,7 +26,9 @@ export interface LineSummary {
   preview: string;
   previewTs: number;
   encrypted: boolean;
-  /** An official direct line opened from a line invite (`org.hotline.line`). */
+  /** A line between two principals (`org.hotline.line`), official or personal. */
+  line: boolean;
+  /** Such a line, kept in the official record (not made personal by both principals). */
   official: boolean;
   /**
    * Set when we are on this line as an aide: the principal we act for.
@@ -45,6 +47,9 @@ export function lineState(room: Room): { principals: string[]; official: boolean
   if (!c || !Array.isArray(c.principals)) return null;
   return { principals: c.principals.filter((p: unknown) => typeof p === "string"), official: c.official !== false };
 }
+
+/** A principal's consent to a personal line (lib/record.ts), keyed `_` + their user id. */
+export const RECORD_EVENT = "org.hotline.record";
 
 /**
  * State event marking an aide on a line, written by the server; its state
@@ -244,6 +249,10 @@ export function isShown(ev: MatrixEvent): boolean {
   if (t === EventType.RoomMember) return true;
   if (t === EventType.RoomEncryption) return true;
   if (t === AIDE_EVENT) return true;
+  // Official or personal: the consents and the line's changes (told as notices).
+  if (t === RECORD_EVENT || (t === LINE_EVENT && ev.getStateKey() === "")) return true;
+  // MatrixRTC memberships (m.call.member) are not shown: the call's own
+  // entry (m.call.invite) tells the call.
   return false;
 }
 
@@ -344,6 +353,7 @@ export function lineSummaries(mx: MatrixClient): LineSummary[] {
       preview: invite ? (aide ? "Brings you onto a line as their aide" : "Wants to open a line with you") : p.text,
       previewTs: p.ts || Math.max(0, room.getLastActiveTimestamp() || 0),
       encrypted: mx.isRoomEncrypted?.(room.roomId) ?? room.hasEncryptionStateEvent(),
+      line: !!lineState(room),
       official: !!lineState(room)?.official,
       aideOf: aide,
     });
@@ -382,7 +392,7 @@ export function lineTitle(mx: MatrixClient, room: Room, principal: string, count
 }
 
 function rank(s: LineSummary): number {
-  if (s.official) return 4;
+  if (s.line) return 4;
   const other = s.room.getMember(s.counterpart)?.membership;
   if (s.invite) return 2; // they are waiting in it
   if (other === "join") return 3;

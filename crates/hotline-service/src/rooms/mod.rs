@@ -261,6 +261,17 @@ impl Room {
             .cloned()
     }
 
+    /// The current state events of one type, with their state keys.
+    pub fn state_of_type(&self, kind: &str) -> Vec<(String, Arc<PduEvent>)> {
+        self.inner
+            .read()
+            .state
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, key), e)| (key.clone(), e.clone()))
+            .collect()
+    }
+
     pub fn state(&self) -> Vec<Arc<PduEvent>> {
         self.inner.read().state.values().cloned().collect()
     }

@@ -17,6 +17,9 @@ pub(crate) const INVITE_STATE: &[&str] = &[
     "m.room.canonical_alias",
     "m.room.encryption",
     "m.room.topic",
+    // A line's principals: who the line is between, before accepting (only
+    // its principals and marked aides are ever invited to it).
+    crate::policy::LINE_STATE,
 ];
 
 /// What an invitee or a knocker is shown of a room: its public face
@@ -35,6 +38,13 @@ pub(crate) fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> V
             }
         }
         events.push(stripped(&m));
+    }
+    // An aide brought onto a line is shown the marking: for whom.
+    if let Some(marking) = room.state_event(
+        crate::line_aides::AIDE_STATE,
+        &crate::line_aides::aide_key(user),
+    ) {
+        events.push(stripped(&marking));
     }
     events
 }

@@ -227,6 +227,13 @@ impl Server {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// The configuration file of a server started with
+    /// [`Server::start_configured`] (rewrite it, then restart the server).
+    pub fn config_path(&self) -> PathBuf {
+        let at = self.extra.iter().position(|a| a == "--config").unwrap();
+        PathBuf::from(&self.extra[at + 1])
+    }
+
     /// `hotline --data-dir DATA`, on this server's database.
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hotline"));
