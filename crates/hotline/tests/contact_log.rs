@@ -56,17 +56,13 @@ async fn a_principals_texts_and_calls_are_logged_by_side_without_content_and_rea
 ) {
     let server = Server::start().await;
     let http = Http::new(&server.url);
-    let macron = http
-        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
-        .await;
-    let scholz = http
-        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
-        .await;
-    let aide = http
-        .enrolled(&server, "aide", "Marie Aide", "aide", Some("macron"))
-        .await;
-    let stranger = http.register("stranger").await;
-    let line = http.open_line(&macron, &scholz).await;
+    let common::LineCast {
+        macron,
+        scholz,
+        aide,
+        stranger,
+        line,
+    } = http.line_cast(&server).await;
     let (s, v) = http
         .call(
             "PUT",

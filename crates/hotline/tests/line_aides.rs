@@ -28,20 +28,16 @@ struct Line {
 async fn line() -> Line {
     let server = Server::start().await;
     let http = Http::new(&server.url);
-    let macron = http
-        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
-        .await;
-    let scholz = http
-        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
-        .await;
-    let aide = http
-        .enrolled(&server, "aide", "Marie Aide", "aide", Some("macron"))
-        .await;
+    let common::LineCast {
+        macron,
+        scholz,
+        aide,
+        stranger,
+        line,
+    } = http.line_cast(&server).await;
     let scholz_aide = http
         .enrolled(&server, "saide", "Karl Helfer", "aide", Some("scholz"))
         .await;
-    let stranger = http.register("stranger").await;
-    let line = http.open_line(&macron, &scholz).await;
     Line {
         server,
         http,

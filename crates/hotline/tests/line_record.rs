@@ -40,17 +40,13 @@ fn forbidden(r: &(u16, Value), what: &str) {
 async fn only_both_principals_together_make_a_line_personal_and_either_makes_it_official_again() {
     let server = Server::start().await;
     let http = Http::new(&server.url);
-    let macron = http
-        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
-        .await;
-    let scholz = http
-        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
-        .await;
-    let aide = http
-        .enrolled(&server, "aide", "Marie Aide", "aide", Some("macron"))
-        .await;
-    let stranger = http.register("stranger").await;
-    let line = http.open_line(&macron, &scholz).await;
+    let common::LineCast {
+        macron,
+        scholz,
+        aide,
+        stranger,
+        line,
+    } = http.line_cast(&server).await;
     assert_eq!(
         state(&http, &scholz, &line, "org.hotline.line", "").await["official"],
         true
@@ -166,13 +162,12 @@ async fn only_both_principals_together_make_a_line_personal_and_either_makes_it_
 async fn an_office_that_keeps_every_line_official_refuses_its_principals_consent() {
     let server = Server::start_configured(&[], "personal_lines = false\n", None).await;
     let http = Http::new(&server.url);
-    let macron = http
-        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
-        .await;
-    let scholz = http
-        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
-        .await;
-    let line = http.open_line(&macron, &scholz).await;
+    let common::LineCast {
+        macron,
+        scholz,
+        line,
+        ..
+    } = http.line_cast(&server).await;
     for token in [&macron, &scholz] {
         let r = record(&http, token, &line, false).await;
         forbidden(&r, "personal where the office keeps lines official");
@@ -196,24 +191,6 @@ async fn an_office_that_keeps_every_line_official_refuses_its_principals_consent
     );
 }
 
-/// Signs `user` in with `password`; the access token.
-async fn login(http: &Http, user: &str, password: &str) -> String {
-    let (s, v) = http
-        .call(
-            "POST",
-            "/_matrix/client/v3/login",
-            None,
-            Some(
-                &json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user},
-                        "password": password})
-                .to_string(),
-            ),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v["access_token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_official_line_carries_the_records_office_archiver_shown_as_a_member_and_a_personal_one_does_not(
 ) {
@@ -225,14 +202,13 @@ async fn an_official_line_carries_the_records_office_archiver_shown_as_a_member_
     .await;
     let http = Http::new(&server.url);
     server.admin(&["create-user", "records", "--password", "archiver password"]);
-    let archiver = login(&http, "records", "archiver password").await;
-    let macron = http
-        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
-        .await;
-    let scholz = http
-        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
-        .await;
-    let line = http.open_line(&macron, &scholz).await;
+    let archiver = http.login("records", "archiver password").await;
+    let common::LineCast {
+        macron,
+        scholz,
+        line,
+        ..
+    } = http.line_cast(&server).await;
     const KEY: &str = "_@records:localhost";
 
     // Brought onto the official line, marked for everyone to see.
@@ -297,13 +273,11 @@ async fn lines_held_before_the_records_office_had_an_archiver_get_it_at_the_next
     let mut server = Server::start_configured(&[], "", None).await;
     let http = Http::new(&server.url);
     server.admin(&["create-user", "records", "--password", "archiver password"]);
-    let macron = http
-        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
-        .await;
-    let scholz = http
-        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
-        .await;
-    let line = http.open_line(&macron, &scholz).await;
+    let common::LineCast {
+        scholz,
+        line,
+        ..
+    } = http.line_cast(&server).await;
     assert_eq!(
         state(&http, &scholz, &line, "m.room.member", "@records:localhost").await["errcode"],
         "M_NOT_FOUND"

@@ -29,17 +29,13 @@ struct Cast {
 async fn cast() -> Cast {
     let server = Server::start().await;
     let http = Http::new(&server.url);
-    let macron = http
-        .enrolled(&server, "macron", "Emmanuel Macron", "principal", None)
-        .await;
-    let scholz = http
-        .enrolled(&server, "scholz", "Olaf Scholz", "principal", None)
-        .await;
-    let aide = http
-        .enrolled(&server, "aide", "Marie Aide", "aide", Some("macron"))
-        .await;
-    let stranger = http.register("stranger").await;
-    let line = http.open_line(&macron, &scholz).await;
+    let common::LineCast {
+        macron,
+        scholz,
+        aide,
+        stranger,
+        line,
+    } = http.line_cast(&server).await;
     Cast {
         server,
         http,

@@ -808,6 +808,57 @@ impl Http {
     }
 }
 
+/// The people of a line on one server: two principals holding it (Emmanuel
+/// Macron, Olaf Scholz), an aide of Macron's (Marie Aide) and a stranger;
+/// their access tokens and the line's room.
+pub struct LineCast {
+    pub macron: String,
+    pub scholz: String,
+    pub aide: String,
+    pub stranger: String,
+    pub line: String,
+}
+
+impl Http {
+    /// Enrols the [`LineCast`] on `server` and opens the line.
+    pub async fn line_cast(&self, server: &Server) -> LineCast {
+        let macron = self
+            .enrolled(server, "macron", "Emmanuel Macron", "principal", None)
+            .await;
+        let scholz = self
+            .enrolled(server, "scholz", "Olaf Scholz", "principal", None)
+            .await;
+        let aide = self
+            .enrolled(server, "aide", "Marie Aide", "aide", Some("macron"))
+            .await;
+        let stranger = self.register("stranger").await;
+        let line = self.open_line(&macron, &scholz).await;
+        LineCast {
+            macron,
+            scholz,
+            aide,
+            stranger,
+            line,
+        }
+    }
+
+    /// Signs `user` in with `password`; the access token.
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let body = serde_json::json!({"type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user}, "password": password});
+        let (s, v) = self
+            .call(
+                "POST",
+                "/_matrix/client/v3/login",
+                None,
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
 /// Polls `check` every 100 ms until it answers `Ok` (its value), for up to
 /// `secs`; then fails with its last `Err`.
 pub async fn within<T, F, Fut>(secs: u64, mut check: F) -> T
