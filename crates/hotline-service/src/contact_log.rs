@@ -212,12 +212,15 @@ struct LineReader<'a> {
 
 /// A 1:1 call's signalling in an encrypted room is encrypted too, so it
 /// cannot be told from a text by its type. An encrypted event that a
-/// user sends while their MatrixRTC membership says they are in a call (or
-/// this long before joining it or after leaving it: the invite and answer
-/// go with the membership, the hangup after it) is taken for signalling,
-/// not a text. A text typed during a call is therefore not in the log as
-/// a text: a known limit until line calls signal over to-device messages.
+/// user sends while their MatrixRTC membership says they are in a call is
+/// taken for signalling, not a text; so is one this long before they join
+/// (an answer may land before the membership) or [`SIGNALLING_AFTER_MS`]
+/// after they leave (a hangup queued before the membership's end may land
+/// after it). A text typed during a call is therefore not in the log as a
+/// text: a known limit until line calls signal over to-device messages.
 const SIGNALLING_GRACE_MS: i64 = 3_000;
+/// See [`SIGNALLING_GRACE_MS`].
+const SIGNALLING_AFTER_MS: i64 = 1_000;
 
 impl<'a> LineReader<'a> {
     fn new(principal: &'a str, counterpart: &'a str, room_id: &'a str) -> Self {
@@ -470,7 +473,7 @@ impl<'a> LineReader<'a> {
                 && in_call.get(&e.by).is_some_and(|spans| {
                     spans.iter().any(|(joined, left)| {
                         e.ts >= joined - SIGNALLING_GRACE_MS
-                            && left.is_none_or(|l| e.ts <= l + SIGNALLING_GRACE_MS)
+                            && left.is_none_or(|l| e.ts <= l + SIGNALLING_AFTER_MS)
                     })
                 });
             !signalling
@@ -733,6 +736,7 @@ mod tests {
                 member(P, "PD", 110_000, false),
                 member(Q, "QD", 110_000, false),
                 ev("m.room.encrypted", Q, 110_500, None, enc.clone()),
+                ev("m.room.encrypted", Q, 111_500, None, enc.clone()),
                 ev("m.room.encrypted", Q, 200_000, None, enc),
             ],
             300_000,
@@ -744,6 +748,7 @@ mod tests {
                 ("text", 1_000),
                 ("text", 95_000),
                 ("call", 100_000),
+                ("text", 111_500),
                 ("text", 200_000)
             ]
         );

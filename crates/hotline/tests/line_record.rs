@@ -160,7 +160,12 @@ async fn only_both_principals_together_make_a_line_personal_and_either_makes_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_office_that_keeps_every_line_official_refuses_its_principals_consent() {
-    let server = Server::start_configured(&[], "personal_lines = false\n", None).await;
+    let server = Server::start_configured(
+        &[],
+        "allow_registration = true\npersonal_lines = false\n",
+        None,
+    )
+    .await;
     let http = Http::new(&server.url);
     let common::LineCast {
         macron,
@@ -196,7 +201,7 @@ async fn an_official_line_carries_the_records_office_archiver_shown_as_a_member_
 ) {
     let server = Server::start_configured(
         &[],
-        "[records]\narchiver = \"@records:localhost\"\noffice = \"Records office of Freedonia\"\n",
+        "allow_registration = true\n[records]\narchiver = \"@records:localhost\"\noffice = \"Records office of Freedonia\"\n",
         None,
     )
     .await;
@@ -270,21 +275,17 @@ async fn an_official_line_carries_the_records_office_archiver_shown_as_a_member_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_held_before_the_records_office_had_an_archiver_get_it_at_the_next_start() {
-    let mut server = Server::start_configured(&[], "", None).await;
+    let mut server = Server::start_configured(&[], "allow_registration = true\n", None).await;
     let http = Http::new(&server.url);
     server.admin(&["create-user", "records", "--password", "archiver password"]);
-    let common::LineCast {
-        scholz,
-        line,
-        ..
-    } = http.line_cast(&server).await;
+    let common::LineCast { scholz, line, .. } = http.line_cast(&server).await;
     assert_eq!(
         state(&http, &scholz, &line, "m.room.member", "@records:localhost").await["errcode"],
         "M_NOT_FOUND"
     );
     std::fs::write(
         server.config_path(),
-        "[records]\narchiver = \"@records:localhost\"\n",
+        "allow_registration = true\n[records]\narchiver = \"@records:localhost\"\n",
     )
     .unwrap();
     server.kill9();
