@@ -289,7 +289,8 @@ impl<'a> LineReader<'a> {
         self.close_empty_sessions();
         match (kind, state_key) {
             (AIDE_STATE, Some(key)) => {
-                let aide = key.strip_prefix('_').unwrap_or(key).to_owned();
+                let aide = crate::policy::user_of_key(key)
+                    .map_or_else(|| key.to_owned(), |u| u.to_string());
                 match content["principal"].as_str() {
                     Some(p) => {
                         self.aides.insert(aide, p.to_owned());

@@ -28,23 +28,13 @@ use serde_json::{json, Value};
 
 use crate::identity::audit;
 use crate::pdu::EventDraft;
-use crate::policy::{line_principals, LINE_STATE};
+use crate::policy::{line_principals, user_key, LINE_STATE};
 use crate::rooms::Room;
 use crate::{Error, Result, Services};
 
-/// The state type marking an aide on a line; its state key is
-/// [`aide_key`].
+/// The state type marking an aide on a line; its state key is the aide's
+/// [`user_key`].
 pub const AIDE_STATE: &str = "org.hotline.aide";
-
-/// The state key of an aide's marking: `_` and their user id.
-pub fn aide_key(aide: &UserId) -> String {
-    format!("_{aide}")
-}
-
-/// The aide a marking's state key names.
-pub(crate) fn aide_of_key(key: &str) -> Option<ruma::OwnedUserId> {
-    key.strip_prefix('_').and_then(|u| UserId::parse(u).ok())
-}
 
 /// The principal an aide marking names while the aide is on the line.
 pub(crate) fn marked_for(marking: &crate::pdu::PduEvent) -> Option<ruma::OwnedUserId> {
@@ -57,18 +47,24 @@ pub(crate) fn marked_for(marking: &crate::pdu::PduEvent) -> Option<ruma::OwnedUs
 }
 
 impl Services {
-    /// The line's room and principals; `404` for a room that is not a line.
-    fn line_room(
+    /// The line's room, its `org.hotline.line` state and its principals;
+    /// `404` for a room that is not a line.
+    pub(crate) fn line_room(
         &self,
         room_id: &RoomId,
-    ) -> Result<(std::sync::Arc<Room>, Vec<ruma::OwnedUserId>)> {
+    ) -> Result<(
+        std::sync::Arc<Room>,
+        std::sync::Arc<crate::pdu::PduEvent>,
+        Vec<ruma::OwnedUserId>,
+    )> {
         let room = self
             .room(room_id)
             .map_err(|_| Error::not_found("No such line"))?;
         let Some(line) = room.state_event(LINE_STATE, "") else {
             return Err(Error::not_found("This room is not a line"));
         };
-        Ok((room, line_principals(&line)))
+        let principals = line_principals(&line);
+        Ok((room, line, principals))
     }
 
     /// `PUT /_hotline/v1/lines/{roomId}/aides/{userId}`: `principal` brings
@@ -80,7 +76,7 @@ impl Services {
         room_id: &RoomId,
         aide: &UserId,
     ) -> Result<()> {
-        let (room, principals) = self.line_room(room_id)?;
+        let (room, _, principals) = self.line_room(room_id)?;
         self.require_joined(&room, principal)?;
         if !principals.iter().any(|p| p == principal)
             || self.principal_of(principal)?.as_deref() != Some(principal)
@@ -98,7 +94,7 @@ impl Services {
             )));
         }
         let on_line = room
-            .state_event(AIDE_STATE, &aide_key(aide))
+            .state_event(AIDE_STATE, &user_key(aide))
             .is_some_and(|m| marked_for(&m).as_deref() == Some(principal));
         let membership = room.membership(aide);
         if on_line
@@ -112,7 +108,7 @@ impl Services {
         let mut drafts = vec![EventDraft::new(
             TimelineEventType::from(AIDE_STATE),
             &json!({"principal": principal, "added_by": principal}),
-            Some(aide_key(aide)),
+            Some(user_key(aide)),
         )?];
         if !matches!(
             membership,
@@ -150,7 +146,7 @@ impl Services {
         room_id: &RoomId,
         aide: &UserId,
     ) -> Result<Vec<OwnedEventId>> {
-        let (room, principals) = self.line_room(room_id)?;
+        let (room, _, principals) = self.line_room(room_id)?;
         self.require_joined(&room, sender)?;
         if !principals.iter().any(|p| p == sender) {
             return Err(Error::forbidden(
@@ -161,7 +157,7 @@ impl Services {
             return Err(Error::forbidden("A principal is not an aide of the line"));
         }
         let marked = room
-            .state_event(AIDE_STATE, &aide_key(aide))
+            .state_event(AIDE_STATE, &user_key(aide))
             .is_some_and(|m| marked_for(&m).is_some());
         let membership = room.membership(aide);
         let in_room = matches!(
@@ -176,7 +172,7 @@ impl Services {
             drafts.push(EventDraft::new(
                 TimelineEventType::from(AIDE_STATE),
                 &json!({"removed_by": sender}),
-                Some(aide_key(aide)),
+                Some(user_key(aide)),
             )?);
         }
         if in_room {

@@ -23,17 +23,12 @@ use serde_json::{json, Value};
 
 use crate::identity::audit;
 use crate::pdu::{EventDraft, PduEvent};
-use crate::policy::{line_principals, LINE_STATE};
+use crate::policy::{user_key, LINE_STATE};
 use crate::{Error, Result, Services};
 
-/// A principal's consent to a personal line; keyed [`consent_key`].
+/// A principal's consent to a personal line; keyed by their
+/// [`user_key`].
 pub const RECORD_STATE: &str = "org.hotline.record";
-
-/// The state key of a principal's consent: `_` and their user id (a key
-/// that starts with `@` may only be sent by that user).
-pub fn consent_key(principal: &UserId) -> String {
-    format!("_{principal}")
-}
 
 /// Whether a consent event says personal.
 pub(crate) fn consents(event: &PduEvent) -> bool {
@@ -57,13 +52,7 @@ impl Services {
         room_id: &RoomId,
         official: bool,
     ) -> Result<bool> {
-        let room = self
-            .room(room_id)
-            .map_err(|_| Error::not_found("No such line"))?;
-        let Some(line) = room.state_event(LINE_STATE, "") else {
-            return Err(Error::not_found("This room is not a line"));
-        };
-        let principals = line_principals(&line);
+        let (room, line, principals) = self.line_room(room_id)?;
         if !principals.iter().any(|p| p == principal)
             || self.principal_of(principal)?.as_deref() != Some(principal)
         {
@@ -73,7 +62,7 @@ impl Services {
         }
         self.require_joined(&room, principal)?;
         let consent = |p: &UserId| {
-            room.state_event(RECORD_STATE, &consent_key(p))
+            room.state_event(RECORD_STATE, &user_key(p))
                 .is_some_and(|e| consents(&e))
         };
         let now_official = is_official(&line);
@@ -91,7 +80,7 @@ impl Services {
                 drafts.push(EventDraft::new(
                     TimelineEventType::from(RECORD_STATE),
                     &json!({"withdrawn_by": principal}),
-                    Some(consent_key(p)),
+                    Some(user_key(p)),
                 )?);
             }
             if !now_official {
@@ -118,7 +107,7 @@ impl Services {
                 drafts.push(EventDraft::new(
                     TimelineEventType::from(RECORD_STATE),
                     &json!({"personal": true}),
-                    Some(consent_key(principal)),
+                    Some(user_key(principal)),
                 )?);
             }
             let other_agrees = principals

@@ -25,23 +25,24 @@ use serde_json::{json, Value};
 use crate::identity::audit;
 use crate::line_record::is_official;
 use crate::pdu::{EventDraft, PduEvent};
-use crate::policy::{line_principals, LINE_STATE};
+use crate::policy::{line_principals, user_key, user_of_key, StateLookup, LINE_STATE};
 use crate::rooms::Room;
 use crate::{Result, Services};
 
 /// The state type marking a records office's archiver on a line.
 pub const RECORDER_STATE: &str = "org.hotline.recorder";
 
-/// The state key of a recorder's marking: `_` and the archiver's user id.
-pub fn recorder_key(archiver: &UserId) -> String {
-    format!("_{archiver}")
-}
-
-/// The archiver a marking's state key names, while the marking stands.
+/// Whether a recorder marking stands (it names the office).
 pub(crate) fn marked_recorder(marking: &PduEvent) -> bool {
     marking
         .content::<Value>()
         .is_ok_and(|c| c.get("office").is_some())
+}
+
+/// Whether `user` is a records archiver marked on the line `state` is of:
+/// a member that only enters and leaves.
+pub(crate) fn is_marked_recorder(state: StateLookup<'_>, user: &UserId) -> bool {
+    state(RECORDER_STATE, &user_key(user)).is_some_and(|m| marked_recorder(&m))
 }
 
 impl Services {
@@ -75,7 +76,7 @@ impl Services {
         else {
             return Ok(());
         };
-        let key = recorder_key(&archiver);
+        let key = user_key(&archiver);
         let marked = room
             .state_event(RECORDER_STATE, &key)
             .is_some_and(|m| marked_recorder(&m));
@@ -138,7 +139,7 @@ impl Services {
                 &json!({"removed_by": by}),
                 Some(key.clone()),
             )?);
-            let Some(archiver) = key.strip_prefix('_').and_then(|u| UserId::parse(u).ok()) else {
+            let Some(archiver) = user_of_key(&key) else {
                 continue;
             };
             if matches!(
@@ -185,6 +186,13 @@ impl Services {
         let Some((handle, weak)) = self.recorder_runner.get() else {
             return;
         };
+        // Most joins are into rooms that are no line: no task for them.
+        let is_line = self
+            .room(&room_id)
+            .is_ok_and(|r| r.state_event(LINE_STATE, "").is_some());
+        if !is_line {
+            return;
+        }
         let weak = weak.clone();
         handle.spawn(async move {
             let Some(s) = weak.upgrade() else { return };

@@ -42,9 +42,9 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
-use crate::line_aides::{aide_key, aide_of_key, marked_for, AIDE_STATE};
-use crate::line_record::{consent_key, consents, RECORD_STATE};
-use crate::line_recorder::{marked_recorder, recorder_key, RECORDER_STATE};
+use crate::line_aides::{marked_for, AIDE_STATE};
+use crate::line_record::{consents, RECORD_STATE};
+use crate::line_recorder::{is_marked_recorder, marked_recorder};
 use crate::pdu::PduEvent;
 use crate::{Error, Result, Services};
 
@@ -76,6 +76,19 @@ pub(crate) struct Seam<'a> {
 /// The state type of a line, written by the server when a line invite is
 /// redeemed.
 pub const LINE_STATE: &str = "org.hotline.line";
+
+/// The state key of the server's per-user state in a line (an aide's or a
+/// records archiver's marking, a principal's consent): `_` and the user id,
+/// since the room version's rules let only a user send state keyed by their
+/// bare id.
+pub fn user_key(user: &UserId) -> String {
+    format!("_{user}")
+}
+
+/// The user a [`user_key`] names.
+pub(crate) fn user_of_key(key: &str) -> Option<OwnedUserId> {
+    key.strip_prefix('_').and_then(|u| UserId::parse(u).ok())
+}
 
 /// Event types that stay open in a paused line.
 fn allowed_while_paused(event: &PduEvent) -> bool {
@@ -205,10 +218,7 @@ impl Seam<'_> {
                 };
                 // A records office's archiver, marked by its server on a
                 // consent it checked (an official line of its principal).
-                if state(LINE_STATE, "").is_some()
-                    && state(RECORDER_STATE, &recorder_key(&target))
-                        .is_some_and(|m| marked_recorder(&m))
-                {
+                if state(LINE_STATE, "").is_some() && is_marked_recorder(state, &target) {
                     return Ok(());
                 }
                 for principal in self.joined_principals(state)? {
@@ -237,15 +247,10 @@ impl Seam<'_> {
         // An aide is on the line while marked for a principal of it whose
         // aide they are now (a revoked aide acts for nobody).
         let marked_aide = |u: &UserId| -> Result<bool> {
-            let Some(marked) = state(AIDE_STATE, &aide_key(u)).and_then(|m| marked_for(&m)) else {
+            let Some(marked) = state(AIDE_STATE, &user_key(u)).and_then(|m| marked_for(&m)) else {
                 return Ok(false);
             };
             Ok(is_principal(&marked) && self.services.principal_of(u)?.as_ref() == Some(&marked))
-        };
-        // A records office's archiver, marked by its server: a member that
-        // only enters and leaves.
-        let recorder = |u: &UserId| {
-            state(RECORDER_STATE, &recorder_key(u)).is_some_and(|m| marked_recorder(&m))
         };
         let sender = &event.pdu.sender;
         if event.pdu.kind == TimelineEventType::RoomMember {
@@ -262,7 +267,7 @@ impl Seam<'_> {
                 );
                 if entering
                     && !is_principal(&target)
-                    && !recorder(&target)
+                    && !is_marked_recorder(state, &target)
                     && !marked_aide(&target)?
                 {
                     return Err(Error::forbidden(
@@ -306,7 +311,7 @@ impl Seam<'_> {
         let key = event.pdu.state_key.as_deref().unwrap_or_default();
         match event.pdu.kind.to_string().as_str() {
             AIDE_STATE => {
-                let Some(aide) = aide_of_key(key) else {
+                let Some(aide) = user_of_key(key) else {
                     return Ok(false);
                 };
                 match marked_for(event) {
@@ -316,9 +321,9 @@ impl Seam<'_> {
                         && self.services.principal_of(&aide)?.as_ref() == Some(sender)),
                 }
             }
-            RECORD_STATE => Ok(key == consent_key(sender) || !consents(event)),
-            RECORDER_STATE => Ok(!marked_recorder(event)
-                || aide_of_key(key).is_some_and(|u| u.server_name() == sender.server_name())),
+            RECORD_STATE => Ok(key == user_key(sender) || !consents(event)),
+            crate::line_recorder::RECORDER_STATE => Ok(!marked_recorder(event)
+                || user_of_key(key).is_some_and(|u| u.server_name() == sender.server_name())),
             LINE_STATE if key.is_empty() => {
                 let (Ok(mut old), Ok(mut new)) =
                     (line.content::<Value>(), event.content::<Value>())
@@ -334,7 +339,7 @@ impl Seam<'_> {
                 }
                 let both_consent = principals
                     .iter()
-                    .all(|p| state(RECORD_STATE, &consent_key(p)).is_some_and(|e| consents(&e)));
+                    .all(|p| state(RECORD_STATE, &user_key(p)).is_some_and(|e| consents(&e)));
                 Ok(old == new && (official || both_consent))
             }
             _ => Ok(false),

@@ -63,24 +63,8 @@ async fn a_principals_texts_and_calls_are_logged_by_side_without_content_and_rea
         stranger,
         line,
     } = http.line_cast(&server).await;
-    let (s, v) = http
-        .call(
-            "PUT",
-            &format!("/_hotline/v1/lines/{line}/aides/@aide:localhost"),
-            Some(&macron),
-            Some("{}"),
-        )
+    http.bring_aide(&macron, &line, "@aide:localhost", &aide)
         .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = http
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/join/{line}"),
-            Some(&aide),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
 
     // Texts: the President, her aide, the Chancellor twice (one urgent);
     // an edit and a reaction are not texts.

@@ -887,24 +887,7 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
     let line = v["room_id"].as_str().unwrap().to_owned();
     // She brings her aide onto the line; B lets him in (his government
     // vouches for him as her aide), and the Prime Minister reads him.
-    let (status, v) = ha
-        .call(
-            "PUT",
-            &format!("/_hotline/v1/lines/{line}/aides/{}", a.user("aide")),
-            Some(&pres),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let (status, v) = ha
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/join/{line}"),
-            Some(&aide),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
+    ha.bring_aide(&pres, &line, &a.user("aide"), &aide).await;
     assert_eq!(text(&ha, &aide, &line, "aide1").await.0, 200);
     within(10, || async {
         let events = events_of(&hb, &pm, &line).await;
@@ -950,24 +933,7 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
     // B's directory again for the marking B's server wrote (its principal,
     // its aide) and shows the aide's text.
     let pm_aide = vouched_official(&b, "paide", "Lena Hof", Some("pm")).await;
-    let (status, v) = hb
-        .call(
-            "PUT",
-            &format!("/_hotline/v1/lines/{line}/aides/{}", b.user("paide")),
-            Some(&pm),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let (status, v) = hb
-        .call(
-            "POST",
-            &format!("/_matrix/client/v3/join/{line}"),
-            Some(&pm_aide),
-            Some("{}"),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
+    hb.bring_aide(&pm, &line, &b.user("paide"), &pm_aide).await;
     assert_eq!(text(&hb, &pm_aide, &line, "paide1").await.0, 200);
     within(10, || async {
         let events = events_of(&ha, &pres, &line).await;

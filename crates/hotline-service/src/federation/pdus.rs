@@ -171,7 +171,7 @@ impl Services {
             .pdu
             .state_key
             .as_deref()
-            .and_then(crate::line_aides::aide_of_key)
+            .and_then(crate::policy::user_of_key)
         else {
             return;
         };

@@ -42,7 +42,7 @@ pub(crate) fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> V
     // An aide brought onto a line is shown the marking: for whom.
     if let Some(marking) = room.state_event(
         crate::line_aides::AIDE_STATE,
-        &crate::line_aides::aide_key(user),
+        &crate::policy::user_key(user),
     ) {
         events.push(stripped(&marking));
     }

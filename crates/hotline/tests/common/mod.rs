@@ -842,6 +842,30 @@ impl Http {
         }
     }
 
+    /// `principal` brings their aide `aide` onto `line`
+    /// (`PUT /_hotline/v1/lines/{line}/aides/{aide}`), and the aide, signed
+    /// in as `aide_token`, joins it.
+    pub async fn bring_aide(&self, principal: &str, line: &str, aide: &str, aide_token: &str) {
+        let (s, v) = self
+            .call(
+                "PUT",
+                &format!("/_hotline/v1/lines/{line}/aides/{aide}"),
+                Some(principal),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = self
+            .call(
+                "POST",
+                &format!("/_matrix/client/v3/join/{line}"),
+                Some(aide_token),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(s, 200, "the aide joins: {v}");
+    }
+
     /// Signs `user` in with `password`; the access token.
     pub async fn login(&self, user: &str, password: &str) -> String {
         let body = serde_json::json!({"type": "m.login.password",
