@@ -17,7 +17,14 @@ scripts/postgres.sh install
 # PyPI (into bench/.venv, once).
 scripts/deps.sh python3 python3-venv
 scripts/synapse.sh install
-cargo build --release -p hotline
+# Every cargo command here selects the same packages, so Cargo resolves
+# features once and builds every crate once: `-p hotline` beside
+# `--workspace`, or a `cargo build` beside `cargo test` (dev-dependencies
+# add features), would build the server and matrix-sdk again. This one also
+# builds the server binary (target/release/hotline) the interop and browser
+# tests run.
+CARGO_ARGS=(--release --workspace --exclude hotline-loadgen)
+cargo test "${CARGO_ARGS[@]}" --no-run
 
 pg_dir="${TMPDIR:-/tmp}/hotline-test-postgres-$$"
 pg_port="${HOTLINE_TEST_POSTGRES_PORT:-55439}"
@@ -26,11 +33,11 @@ export HOTLINE_TEST_POSTGRES="$(scripts/postgres.sh start "$pg_dir" "$pg_port")"
 export HOTLINE_TEST_POSTGRES_DIR="$pg_dir"
 
 echo "== Rust tests, SQLite"
-cargo test --release --workspace --exclude hotline-loadgen -- --test-threads 2
+cargo test "${CARGO_ARGS[@]}" -- --test-threads 2
 echo "== Rust integration tests, PostgreSQL"
 # The body fuzzer takes a quarter of its cases here: every one commits.
 HOTLINE_TEST_ENGINE=postgres HOTLINE_FUZZ_CASES=10000 \
-  cargo test --release -p hotline --tests -- --test-threads 2
+  cargo test "${CARGO_ARGS[@]}" --test it -- --test-threads 2
 
 if [ -x tests/interop/run.sh ]; then
   tests/interop/run.sh

@@ -8,7 +8,7 @@
 #   tests/interop/run.sh conversation    # only files whose name contains it
 #   HOTLINE_BIN=path/to/hotline tests/interop/run.sh
 #
-# The server binary is built by scripts/test.sh (cargo build --release -p hotline).
+# The server binary is built by scripts/test.sh (with the tests, one build).
 set -euo pipefail
 cd "$(dirname "$0")"
 source ../../scripts/node.sh   # node and npm, installed when missing

@@ -25,6 +25,84 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
+/// An event's type exactly as its sender wrote it, with ruma's reading of
+/// it for the rules.
+///
+/// Why not ruma's [`TimelineEventType`] alone: it reads some stable names
+/// as aliases of unstable ones (`m.call.member` is
+/// `org.matrix.msc3401.call.member`) and writes the unstable name back, so
+/// a client's event would change type on the way in, and a remote event's
+/// hashes and id would no longer match its bytes. The rules compare with
+/// the parsed type (`==` with a [`TimelineEventType`], and through
+/// `Deref`); everything written out (`Display`, serde) is the sender's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventType {
+    parsed: TimelineEventType,
+    raw: Box<str>,
+}
+
+impl EventType {
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl From<&str> for EventType {
+    fn from(raw: &str) -> Self {
+        EventType {
+            parsed: TimelineEventType::from(raw),
+            raw: raw.into(),
+        }
+    }
+}
+
+impl From<String> for EventType {
+    fn from(raw: String) -> Self {
+        EventType {
+            parsed: TimelineEventType::from(raw.as_str()),
+            raw: raw.into(),
+        }
+    }
+}
+
+impl From<TimelineEventType> for EventType {
+    fn from(parsed: TimelineEventType) -> Self {
+        let raw = parsed.to_string().into();
+        EventType { parsed, raw }
+    }
+}
+
+impl std::ops::Deref for EventType {
+    type Target = TimelineEventType;
+    fn deref(&self) -> &TimelineEventType {
+        &self.parsed
+    }
+}
+
+impl PartialEq<TimelineEventType> for EventType {
+    fn eq(&self, other: &TimelineEventType) -> bool {
+        self.parsed == *other
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(EventType::from)
+    }
+}
+
 /// The `hashes` field of a PDU.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventHashes {
@@ -56,7 +134,7 @@ pub struct Pdu {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_key: Option<String>,
     #[serde(rename = "type")]
-    pub kind: TimelineEventType,
+    pub kind: EventType,
 }
 
 /// A persisted (or about to be persisted) event with its id and position.
@@ -78,7 +156,7 @@ pub struct PduEvent {
 
 /// What the server needs to build an event.
 pub struct EventDraft {
-    pub kind: TimelineEventType,
+    pub kind: EventType,
     pub content: Box<RawValue>,
     pub state_key: Option<String>,
     pub redacts: Option<OwnedEventId>,
@@ -86,12 +164,12 @@ pub struct EventDraft {
 
 impl EventDraft {
     pub fn new(
-        kind: TimelineEventType,
+        kind: impl Into<EventType>,
         content: &impl Serialize,
         state_key: Option<String>,
     ) -> Result<Self> {
         Ok(Self {
-            kind,
+            kind: kind.into(),
             content: serde_json::value::to_raw_value(content)?,
             state_key,
             redacts: None,
@@ -322,7 +400,7 @@ struct Essentials<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     state_key: Option<&'a str>,
     #[serde(rename = "type")]
-    kind: &'a TimelineEventType,
+    kind: &'a EventType,
 }
 
 impl<'a> Essentials<'a> {
@@ -354,7 +432,7 @@ struct ClientEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     state_key: Option<&'a str>,
     #[serde(rename = "type")]
-    kind: &'a TimelineEventType,
+    kind: &'a EventType,
     #[serde(skip_serializing_if = "Option::is_none")]
     redacts: Option<&'a EventId>,
     unsigned: Unsigned<'a>,
@@ -472,6 +550,26 @@ mod tests {
     }
 
     #[test]
+    fn an_event_type_keeps_the_name_its_sender_wrote() {
+        for name in [
+            "m.call.member",
+            "org.matrix.msc3401.call.member",
+            "m.room.member",
+            "org.hotline.line",
+        ] {
+            let json = serde_json::to_value(pdu(name, Some(""), json!({}))).unwrap();
+            assert_eq!(json["type"], name);
+            let back: Pdu = serde_json::from_value(json).unwrap();
+            assert_eq!(back.kind.to_string(), name);
+        }
+        // The rules read the parsed type.
+        assert_eq!(
+            EventType::from("m.room.member"),
+            TimelineEventType::RoomMember
+        );
+    }
+
+    #[test]
     fn seal_matches_the_spec_hashes_for_every_kind_of_event() {
         let mut redaction = pdu(
             "m.room.redaction",
@@ -516,6 +614,12 @@ mod tests {
                 json!({"history_visibility": "shared", "extra": "x"}),
             ),
             pdu("m.room.name", Some(""), json!({"name": "Line"})),
+            // A stable name ruma reads as an alias of an unstable one.
+            pdu(
+                "m.call.member",
+                Some("_@alice:hotline.test_DEV"),
+                json!({"application": "m.call", "call_id": ""}),
+            ),
             pdu(
                 "org.hotline.custom",
                 Some("key with spaces"),

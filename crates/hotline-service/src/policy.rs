@@ -379,7 +379,7 @@ impl Seam<'_> {
                 .as_str()
                 .map(str::to_owned)
         };
-        match event.pdu.kind {
+        match *event.pdu.kind {
             TimelineEventType::RoomMember => {
                 // A member's name is theirs: the official may show their own.
                 if let (Some(name), Some(who)) =

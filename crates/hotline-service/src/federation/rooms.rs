@@ -895,7 +895,7 @@ fn event_id_of(raw: &RawValue, version: &RoomVersionId) -> Option<String> {
 /// The write that appends a checked event.
 pub(crate) fn new_event(c: &CheckedPdu) -> Result<NewEvent> {
     let e = &c.event;
-    let membership = match (&e.pdu.state_key, &e.pdu.kind) {
+    let membership = match (&e.pdu.state_key, &*e.pdu.kind) {
         (Some(k), TimelineEventType::RoomMember) => {
             let m: RoomMemberEventContent = e
                 .content()

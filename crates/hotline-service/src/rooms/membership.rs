@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use hotline_store::{WriteBatch, WriteOp};
 
-use crate::pdu::EventDraft;
+use crate::pdu::{EventDraft, EventType};
 use crate::{Error, Result, Services};
 
 impl Services {
@@ -382,7 +382,7 @@ impl Services {
     ) -> Result<OwnedEventId> {
         let room = self.room(room_id)?;
         self.require_joined(&room, &sender.user_id)?;
-        let kind = TimelineEventType::from(kind);
+        let kind = EventType::from(kind);
         if kind == TimelineEventType::RoomRedaction {
             return Err(Error::invalid_param(
                 "Use the redact endpoint to redact events",
@@ -412,7 +412,7 @@ impl Services {
     ) -> Result<OwnedEventId> {
         let room = self.room(room_id)?;
         self.require_joined(&room, sender)?;
-        let kind = TimelineEventType::from(kind);
+        let kind = EventType::from(kind);
         if kind == TimelineEventType::RoomCreate {
             return Err(Error::forbidden("The create event cannot be replaced"));
         }

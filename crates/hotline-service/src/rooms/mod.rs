@@ -1338,7 +1338,7 @@ mod tests {
     use super::*;
 
     fn draft(kind: &str, state_key: Option<&str>, content: serde_json::Value) -> EventDraft {
-        EventDraft::new(kind.into(), &content, state_key.map(str::to_owned)).unwrap()
+        EventDraft::new(kind, &content, state_key.map(str::to_owned)).unwrap()
     }
 
     /// A room's state and newest event, as the send path sees them.
