@@ -1176,7 +1176,8 @@ const AIDE = {
 test("aides on a line: a principal adds their aide, everyone sees 'Aide: NAME (for PRINCIPAL)', the other principal removes them", async () => {
   const { A, B, roomId } = await principalsLine();
   const { a, b } = OFFICIALS;
-  const { page: L, userId: aideId } = await enrolThroughLink("aide", AIDE, ["--role", "aide", "--principal", official.a.userId]);
+  official.aide = await enrolThroughLink("aide", AIDE, ["--role", "aide", "--principal", official.a.userId]);
+  const { page: L, userId: aideId } = official.aide;
   const label = `Aide: ${AIDE.name} (for ${a.name})`;
   const room = `/#/line/${encodeURIComponent(roomId)}`;
 
@@ -1464,6 +1465,224 @@ test("contact log: a call and a text on the line, with direction and length; the
   await hisCall.waitFor();
   assert.equal(await hisCall.getAttribute("data-direction"), "incoming");
   assert.equal((await hisCall.getByTestId("contact-direction").textContent()).trim(), `${a.name} → you`);
+});
+
+// ---- a line call with more than two: the principals and their aides, a mesh ----
+
+/**
+ * The page's live peer connections: each one's DTLS fingerprints (its own
+ * and its peer's, from the SDP: Chromium gives every connection a
+ * certificate of its own, so they pair connections across pages) and the
+ * audio bytes it received.
+ */
+async function meshStats(page) {
+  return page.evaluate(async () => {
+    const fp = (d) => /a=fingerprint:\S+ (\S+)/.exec(d?.sdp || "")?.[1] || null;
+    const out = [];
+    for (const pc of window.__pcs) {
+      if (pc.connectionState !== "connected") continue;
+      let inbound = 0;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") inbound += s.bytesReceived || 0;
+      });
+      out.push({ local: fp(pc.localDescription), remote: fp(pc.remoteDescription), inbound });
+    }
+    return out;
+  });
+}
+
+/**
+ * Asserts a full mesh between the pages: each has one connected peer
+ * connection per other page (and no other), paired by fingerprints, and
+ * the audio each receives over it from each other page grows.
+ */
+async function assertMeshAudio(pages) {
+  const names = Object.keys(pages);
+  const take = async () => Object.fromEntries(await Promise.all(names.map(async (n) => [n, await meshStats(pages[n])])));
+  const links = (snap) => {
+    const m = {};
+    for (const x of names)
+      for (const y of names) {
+        if (x === y) continue;
+        const pc = snap[x].find((a) => snap[y].some((b) => b.local === a.remote && b.remote === a.local));
+        if (pc) m[`${y} → ${x}`] = pc.inbound;
+      }
+    return m;
+  };
+  const want = names.length * (names.length - 1);
+  const deadline = Date.now() + 60_000;
+  let snap, first;
+  for (;;) {
+    snap = await take();
+    first = links(snap);
+    if (Object.keys(first).length === want && Object.values(first).every((v) => v > 0)) break;
+    if (Date.now() > deadline) assert.fail(`no full mesh with audio: ${JSON.stringify({ first, snap })}`);
+    await pages[names[0]].waitForTimeout(250);
+  }
+  for (const n of names) assert.equal(snap[n].length, names.length - 1, `${n}: one connection per other participant, no more: ${JSON.stringify(snap[n])}`);
+  let later;
+  for (;;) {
+    await pages[names[0]].waitForTimeout(1000);
+    later = links(await take());
+    if (Object.keys(first).every((k) => later[k] > first[k])) break;
+    if (Date.now() > deadline) assert.fail(`audio does not grow on every link: ${JSON.stringify({ first, later })}`);
+  }
+  return later;
+}
+
+/** The call bar's participants: [user, name, role, identity mark] in the order shown. */
+const callRows = (page) =>
+  page.getByTestId("call-participant").evaluateAll((els) =>
+    els.map((e) => [
+      e.dataset.user,
+      e.querySelector('[data-testid="call-participant-name"]').textContent.trim(),
+      e.querySelector('[data-testid="call-participant-role"]').textContent.trim(),
+      e.querySelector('[data-testid="identity-mark"]')?.dataset.status,
+    ]),
+  );
+
+test("a line call with three parties: both principals and an aide, all shown with their roles, audio flowing between every pair (getStats), a leave announced; a seventh refused", async () => {
+  const { A, B, roomId } = await principalsLine();
+  const { a, b } = OFFICIALS;
+  if (!official.aide) official.aide = await enrolThroughLink("aide", AIDE, ["--role", "aide", "--principal", official.a.userId]);
+  const { page: L, userId: aideId } = official.aide;
+  const room = `/#/line/${encodeURIComponent(roomId)}`;
+  const token = await tokenOf(A);
+  // Alma brings Lea (back) onto the line; she joins.
+  const added = await api("PUT", `/_hotline/v1/lines/${encodeURIComponent(roomId)}/aides/${encodeURIComponent(aideId)}`, {}, token);
+  assert.equal(added.status, 200, JSON.stringify(added.json));
+  const joined = await api("POST", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/join`, {}, await tokenOf(L));
+  assert.equal(joined.status, 200, JSON.stringify(joined.json));
+  for (const page of [A, B, L]) {
+    await page.goto(URL_ + room);
+    await page.locator("#composer-input:not([disabled])").waitFor();
+  }
+  await A.getByRole("button", { name: "People on this line (3)" }).waitFor();
+  const devices = {};
+  for (const [k, page] of [["a", A], ["b", B], ["l", L]]) {
+    devices[k] = await page.evaluate(() => JSON.parse(localStorage.getItem("hotline.session")).deviceId);
+  }
+  const keys = {
+    a: `_${official.a.userId}_${devices.a}`,
+    b: `_${official.b.userId}_${devices.b}`,
+    l: `_${aideId}_${devices.l}`,
+  };
+  const started = Date.now();
+
+  // Alma calls Bruno, as on any line: he rings, Lea does not.
+  await A.getByRole("button", { name: `Call ${b.name}` }).click();
+  await B.getByTestId("incoming-call").waitFor();
+  await B.getByRole("button", { name: "Answer call" }).click();
+  for (const page of [A, B]) await page.locator('[data-testid="active-call"][data-phase="connected"]').waitFor();
+  assert.equal(await L.getByTestId("incoming-call").count(), 0, "the aide is not rung");
+  const entries = {};
+  for (const [k, page] of [["a", A], ["b", B]]) entries[k] = await page.getByTestId("call-entry").count();
+  const messages = {};
+  for (const [k, page] of [["a", A], ["b", B], ["l", L]]) messages[k] = await page.getByTestId("message").count();
+
+  // Lea's header: the call going on, who is in it, and "Join call".
+  const bar = L.getByTestId("join-call");
+  await bar.getByTestId("join-call-who").filter({ hasText: `In the call: ${a.name}, ${b.name}` }).waitFor();
+  assert.equal(await L.getByRole("button", { name: `Call ${b.name}` }).isDisabled(), true, "no second call while one goes on");
+  assert.deepEqual(await unnamedControls(L), [], "join bar: every control has a name");
+  await bar.getByRole("button", { name: "Join call" }).click();
+
+  // Everyone in it lists all three, with names, roles and verified badges.
+  const expected = new Map([
+    [official.a.userId, [a.name, a.title]],
+    [official.b.userId, [b.name, b.title]],
+    [aideId, [AIDE.name, `Aide: ${AIDE.name} (for ${a.name})`]],
+  ]);
+  for (const page of [A, B, L]) {
+    const callBar = page.locator('[data-testid="active-call"][data-phase="connected"]');
+    await callBar.waitFor();
+    await callBar.locator('[data-testid="call-participant"][data-link="connected"]').nth(1).waitFor({ timeout: 60_000 });
+    const rows = await callRows(page);
+    assert.equal(rows.length, 3, JSON.stringify(rows));
+    for (const [user, name, role, status] of rows) {
+      assert.deepEqual([name, role, status], [...expected.get(user), "verified"], `${user}: ${JSON.stringify(rows)}`);
+    }
+    // The principals first, then the aide.
+    assert.equal(rows[2][0], aideId, JSON.stringify(rows));
+  }
+  // Her joining is told to the others, as text and in a live region.
+  for (const page of [A, B]) {
+    const news = page.getByTestId("call-news");
+    await news.filter({ hasText: `${AIDE.name} joined the call` }).waitFor();
+    assert.equal(await news.getAttribute("aria-live"), "polite");
+  }
+  // Every device is in the call by its MatrixRTC membership.
+  const during = await callMembers(roomId, token);
+  for (const [k, key] of Object.entries(keys)) assert.equal(during[key]?.application, "m.call", `${k}: ${JSON.stringify(during)}`);
+
+  // Audio both ways between every pair: each page receives from each of the other two.
+  const audio = await assertMeshAudio({ alma: A, bruno: B, lea: L });
+  console.log(`# three-party line call: every link receives audio ${JSON.stringify(audio)}; ${Date.now() - started} ms from the first call`);
+
+  // Mute still works for the whole mesh.
+  await L.getByRole("button", { name: "Mute microphone" }).click();
+  await L.getByRole("button", { name: "Unmute microphone" }).waitFor();
+  // (every connection's microphone track disabled)
+  await L.waitForFunction(() => {
+    const live = window.__pcs.filter((pc) => pc.connectionState === "connected");
+    return live.length === 2 && live.every((pc) => pc.getSenders().every((s) => !s.track || !s.track.enabled));
+  });
+  await L.getByRole("button", { name: "Unmute microphone" }).click();
+
+  // The mesh's own signalling shows nowhere in the timeline.
+  for (const [k, page] of [["a", A], ["b", B]]) assert.equal(await page.getByTestId("call-entry").count(), entries[k], `${k}: no call entry for the mesh's links`);
+  for (const [k, page] of [["a", A], ["b", B], ["l", L]]) assert.equal(await page.getByTestId("message").count(), messages[k], `${k}: no message from the call`);
+
+  // Lea hangs up: the others are told, and go on between the two of them.
+  await L.getByRole("button", { name: "Hang up" }).click();
+  await L.getByTestId("active-call").waitFor({ state: "detached", timeout: 10_000 });
+  for (const page of [A, B]) {
+    await page.getByTestId("call-news").filter({ hasText: `${AIDE.name} left the call` }).waitFor();
+    await page.locator('[data-testid="call-participant"]').nth(2).waitFor({ state: "detached" });
+    assert.equal(await page.getByTestId("active-call").getAttribute("data-phase"), "connected");
+  }
+  for (let i = 0; JSON.stringify((await callMembers(roomId, token))[keys.l]) !== "{}"; i++) {
+    assert.ok(i < 100, `the aide's membership is emptied: ${JSON.stringify(await callMembers(roomId, token))}`);
+    await A.waitForTimeout(100);
+  }
+  assert.equal((await meshStats(L)).length, 0, "the aide has no connection left");
+  await assertMeshAudio({ alma: A, bruno: B });
+
+  // Alma hangs up: the call ends for Bruno too, nobody else being left; every membership is empty.
+  await A.getByRole("button", { name: "Hang up" }).click();
+  for (const page of [A, B]) await page.getByTestId("active-call").waitFor({ state: "detached", timeout: 10_000 });
+  for (let i = 0; ; i++) {
+    const m = await callMembers(roomId, token);
+    if (Object.values(keys).every((k) => JSON.stringify(m[k]) === "{}")) break;
+    assert.ok(i < 100, `memberships left: ${JSON.stringify(m)}`);
+    await A.waitForTimeout(100);
+  }
+  // Nobody is in a call: no "Join call" anywhere.
+  for (const page of [A, B, L]) await page.getByTestId("join-call").waitFor({ state: "detached" });
+
+  // Six in a call at most: with six memberships standing (devices of the
+  // principals that are not pages here), the aide's "Join call" is refused, in words.
+  const fakes = [];
+  for (const [user, tok] of [[official.a.userId, token], [official.b.userId, await tokenOf(B)]]) {
+    for (let i = 1; i <= 3; i++) {
+      const device = `MESHTEST${i}`;
+      const key = `_${user}_${device}`;
+      const content = { application: "m.call", call_id: "", scope: "m.room", device_id: device, expires: 120_000, focus_active: { type: "mesh" }, foci_preferred: [], created_ts: Date.now() };
+      const r = await api("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.call.member/${encodeURIComponent(key)}`, content, tok);
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      fakes.push([key, tok]);
+    }
+  }
+  const full = L.getByTestId("join-call");
+  await full.getByTestId("join-call-who").filter({ hasText: `In the call: ${a.name}, ${b.name}` }).waitFor();
+  await full.getByRole("button", { name: "Join call" }).click();
+  await full.getByTestId("join-call-error").filter({ hasText: "This call is full: at most 6 people can be in a call on a line." }).waitFor();
+  assert.equal(await L.getByTestId("active-call").count(), 0, "the seventh is not in the call");
+  assert.equal(JSON.stringify((await callMembers(roomId, token))[keys.l]), "{}", "the seventh published no membership");
+  for (const [key, tok] of fakes) {
+    await api("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.call.member/${encodeURIComponent(key)}`, {}, tok);
+  }
+  await full.waitFor({ state: "detached" });
 });
 
 // ---- calls without a relay: a second server, started here with no TURN ----

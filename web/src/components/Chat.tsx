@@ -40,7 +40,8 @@ import { dateTime } from "../lib/format";
 import { mediaObjectUrl, sendFile } from "../lib/attachments";
 import { bytes, dayLabel, duration, iso, timeOfDay } from "../lib/format";
 import { navigate } from "../lib/hooks";
-import { CallView, placeCall } from "../lib/calls";
+import { CallView, joinLineCall, lineCallMembers, placeCall } from "../lib/calls";
+import { meshInvites } from "../lib/rtc";
 import {
   cancelHeld,
   hold,
@@ -337,6 +338,8 @@ export function Chat(props: {
   const pending = room.getPendingEvents();
   const all = [...live, ...pending];
   const calls = useMemo(() => callRecords(mx, all), [props.tick, room.roomId]);
+  // The invites that only link two members of a line call going on (the mesh's own signalling).
+  const meshLinks = useMemo(() => meshInvites(room, all), [props.tick, room.roomId]);
   const folded = foldRedeliveries(all);
   const shown = folded.events.filter(isShown);
   // Who was an aide when: labels and notices as they were at each event.
@@ -616,6 +619,22 @@ export function Chat(props: {
     }
   };
 
+  // A call going on in this line that this device is not in: who is in it, and "Join call".
+  const [joinError, setJoinError] = useState<string | null>(null);
+  const inCallHere = props.call && props.call.roomId === room.roomId && props.call.phase !== "ended";
+  const lineCallNow = line && !invited && !left && !inCallHere ? lineCallMembers(mx, room.roomId) : [];
+  const inLineCall = [...new Set(lineCallNow.map((m) => m.userId))];
+  const mineElsewhere = inLineCall.includes(me);
+  useEffect(() => setJoinError(null), [room.roomId, inLineCall.length]);
+  const join = async () => {
+    setJoinError(null);
+    try {
+      await joinLineCall(mx, room.roomId);
+    } catch (err) {
+      setJoinError(humanError(err, "Could not join the call."));
+    }
+  };
+
   // Everything up to the other side's read receipt is read (receipts are
   // "read up to": a receipt on a later event covers the earlier ones). By
   // timeline position, not display position: a redelivery is shown in its
@@ -625,7 +644,6 @@ export function Chat(props: {
   const posOf = new Map(all.map((e, i) => [e, i]));
   const isRead = (ev: MatrixEvent) => theirsPos >= 0 && (posOf.get(ev) ?? Infinity) <= theirsPos;
 
-  const inCallHere = props.call && props.call.roomId === room.roomId && props.call.phase !== "ended";
   let lastDay = "";
 
   /** Why we can no longer write here: who took us off, and as whose aide. */
@@ -702,13 +720,46 @@ export function Chat(props: {
           class="icon-button call-button"
           type="button"
           onClick={call}
-          disabled={invited || left || !!inCallHere || other !== "join" || paused}
+          disabled={invited || left || !!inCallHere || other !== "join" || paused || inLineCall.length > 0}
           aria-label={`Call ${name}`}
-          title={paused ? "This line is paused" : other === "join" ? `Call ${name}` : `${name} has not joined yet`}
+          title={
+            paused
+              ? "This line is paused"
+              : inLineCall.length > 0
+                ? "A call is going on in this line: join it"
+                : other === "join"
+                  ? `Call ${name}`
+                  : `${name} has not joined yet`
+          }
         >
           <PhoneIcon />
         </button>
       </header>
+
+      {inLineCall.length > 0 && (
+        <div class="banner join-call" role="region" aria-label="Call in progress" data-testid="join-call">
+          <PhoneIcon size={16} />
+          <span data-testid="join-call-who">
+            In the call:{" "}
+            {inLineCall.map((u, i) => (
+              <Fragment key={u}>
+                {i > 0 ? ", " : ""}
+                {u === me ? "you (on another device)" : <PersonName mx={mx} room={room} userId={u} />}
+              </Fragment>
+            ))}
+          </span>
+          {!mineElsewhere && (
+            <button type="button" class="primary small" onClick={join} disabled={paused}>
+              Join call
+            </button>
+          )}
+          {joinError && (
+            <p class="error" role="alert" data-testid="join-call-error">
+              {joinError}
+            </p>
+          )}
+        </div>
+      )}
 
       {line && !invited && !left && <RecordSection mx={mx} room={room} bar />}
       <IdentityBanner
@@ -780,6 +831,8 @@ export function Chat(props: {
             );
           }
           if (t === EventType.CallInvite) {
+            // Two members of a line call linking up: not a call anyone placed.
+            if (meshLinks.has(ev.getId()!)) return sep;
             const id = ev.getContent().call_id;
             const invitee = ev.getContent().invitee;
             const between: [string, string] | undefined =
@@ -789,7 +842,7 @@ export function Chat(props: {
             return (
               <>
                 {sep}
-                <CallEntry ev={ev} rec={calls.get(id)} active={!!inCallHere && props.call?.call.callId === id} between={between} />
+                <CallEntry ev={ev} rec={calls.get(id)} active={!!inCallHere && props.call?.call?.callId === id} between={between} />
               </>
             );
           }

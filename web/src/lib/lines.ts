@@ -13,6 +13,7 @@ import {
   Room,
 } from "matrix-js-sdk";
 import { identityOf } from "./identity";
+import { meshInvites } from "./rtc";
 
 export interface LineSummary {
   room: Room;
@@ -288,6 +289,7 @@ export function latestContent(ev: MatrixEvent): Record<string, any> {
 function previewOf(mx: MatrixClient, room: Room, counterpart: string): { text: string; ts: number } {
   const me = mx.getUserId();
   const events = room.getLiveTimeline().getEvents();
+  let mesh: Set<string> | null = null;
   for (let i = events.length - 1; i >= 0; i--) {
     const ev = events[i];
     const t = ev.getType();
@@ -300,6 +302,8 @@ function previewOf(mx: MatrixClient, room: Room, counterpart: string): { text: s
       return { text: prefix + messageText(ev), ts: ev.getTs() };
     }
     if (t === EventType.CallInvite) {
+      // The links of a line call's mesh are not calls anyone placed.
+      if ((mesh ??= meshInvites(room, events)).has(ev.getId()!)) continue;
       const invitee = ev.getContent().invitee;
       if (ev.getSender() !== me && typeof invitee === "string" && invitee !== me) {
         // A call between others on the line (the principals, while we are an aide).
@@ -319,11 +323,13 @@ export function unreadCount(mx: MatrixClient, room: Room): number {
   const readUpTo = room.getEventReadUpTo(me);
   const events = room.getLiveTimeline().getEvents();
   let n = 0;
+  let mesh: Set<string> | null = null;
   for (let i = events.length - 1; i >= 0; i--) {
     const ev = events[i];
     if (ev.getId() === readUpTo) break;
     if (ev.getSender() === me) break;
     const t = ev.getType();
+    if (t === EventType.CallInvite && (mesh ??= meshInvites(room, events)).has(ev.getId()!)) continue;
     if ((t === EventType.RoomMessage || t === EventType.RoomMessageEncrypted || t === EventType.CallInvite) && isShown(ev)) n++;
   }
   return n;
