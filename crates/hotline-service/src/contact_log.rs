@@ -36,6 +36,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::line_aides::AIDE_STATE;
+
+/// The state types of a MatrixRTC call membership: MSC4143's and MSC3401's
+/// (keyed `_@user:server_DEVICE`).
+pub const CALL_MEMBER_TYPES: [&str; 2] = ["m.call.member", "org.matrix.msc3401.call.member"];
 use crate::{Error, Result, Services};
 
 /// One text or call in a principal's contact log.

@@ -924,8 +924,9 @@ impl Services {
         // Everyone on the line (aides too) may be in its calls: MatrixRTC
         // memberships are state events, which need power 50 by default.
         let mut events = crate::rooms::create::default_event_power();
-        events["m.call.member"] = json!(0);
-        events["org.matrix.msc3401.call.member"] = json!(0);
+        for kind in crate::contact_log::CALL_MEMBER_TYPES {
+            events[kind] = json!(0);
+        }
         let mut power = serde_json::Map::new();
         power.insert("events".into(), events);
         // Both principals hold the room alike (the other may be of another

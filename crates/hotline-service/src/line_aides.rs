@@ -26,6 +26,7 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedEventId, RoomId, UserId};
 use serde_json::{json, Value};
 
+use crate::contact_log::CALL_MEMBER_TYPES;
 use crate::identity::audit;
 use crate::pdu::EventDraft;
 use crate::policy::{line_principals, user_key, LINE_STATE};
@@ -138,8 +139,9 @@ impl Services {
     }
 
     /// `DELETE /_hotline/v1/lines/{roomId}/aides/{userId}`: either
-    /// principal of the line takes an aide off it: the marking ends and the
-    /// aide is removed from the room, in one commit.
+    /// principal of the line takes an aide off it: the marking ends, the
+    /// aide's call memberships are emptied and the aide is removed from the
+    /// room, in one commit.
     pub async fn remove_line_aide(
         &self,
         sender: &UserId,
@@ -174,6 +176,21 @@ impl Services {
                 &json!({"removed_by": sender}),
                 Some(user_key(aide)),
             )?);
+        }
+        // Off the line is out of its call: an aide taken off mid-call can no
+        // longer empty their own MatrixRTC memberships, so the commit that
+        // removes them does (else the call would list them, and the
+        // contact log count them, until the membership expires).
+        for kind in CALL_MEMBER_TYPES {
+            let prefix = format!("_{aide}_");
+            for (key, membership) in room.state_of_type(kind) {
+                let standing = membership
+                    .content::<Value>()
+                    .is_ok_and(|c| c.as_object().is_some_and(|o| !o.is_empty()));
+                if key.starts_with(&prefix) && standing {
+                    drafts.push(EventDraft::new(kind, &json!({}), Some(key))?);
+                }
+            }
         }
         if in_room {
             drafts.push(EventDraft::new(

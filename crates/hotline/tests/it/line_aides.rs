@@ -199,15 +199,36 @@ async fn a_principal_brings_their_aide_onto_a_line_marked_for_all_and_either_pri
         "{invite_state:?}"
     );
 
-    // The aide joins and speaks on the line.
+    // The aide joins, speaks on the line and is in its call.
     let r = l.join(&l.aide).await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(l.text(&l.aide, "a1").await.0, 200);
+    let call_key = format!("_{AIDE}_AIDEDEVICE");
+    let call_member = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.call.member/{call_key}",
+        l.line
+    );
+    let membership = r#"{"application": "m.call", "call_id": "", "scope": "m.room", "device_id": "AIDEDEVICE", "focus_active": {"type": "mesh"}}"#;
+    let r = l
+        .http
+        .call("PUT", &call_member, Some(&l.aide), Some(membership))
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
 
-    // The other principal objects: the aide is off the line.
+    // The other principal objects: the aide is off the line, and out of
+    // its call in the same commit.
     let r = l.aides("DELETE", &l.scholz, AIDE).await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(l.membership(AIDE).await, "leave");
+    let r = l
+        .http
+        .call("GET", &call_member, Some(&l.scholz), None)
+        .await;
+    assert_eq!(
+        r,
+        (200, json!({})),
+        "the removed aide's call membership is emptied"
+    );
     let (_, marking) = l.marking(AIDE).await;
     assert_eq!(marking, json!({"removed_by": "@scholz:localhost"}));
     forbidden(&l.text(&l.aide, "a2").await, "a removed aide texts");
