@@ -23,6 +23,9 @@
 # A server name without a port is reached on 8448 (after the spec's
 # .well-known and SRV look-ups, which find nothing for localhost).
 # HOTLINE_BIN names the binary (default: the release build).
+# HOTLINE_DEMO_ARCHIVER=1 at init gives Avalon a records office whose
+# archiver (`hotline archiver`) `serve` runs beside the servers
+# (scripts/run.sh's demo does).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hotline/target}"
@@ -85,6 +88,16 @@ tls_private_key = "$DIR/$gov/tls.key"
 ca_file = "$DIR/ca.pem"
 allow = ["$peer"]
 EOF
+  if [[ "$gov" == avalon && "${HOTLINE_DEMO_ARCHIVER:-0}" == 1 ]]; then
+    # Avalon's records office runs an archiver (`hotline archiver`, started
+    # by `serve`), brought onto every official line of Avalon's principals.
+    cat >>"$file" <<EOF
+
+[records]
+archiver = "@records.avalon:$name"
+office = "Records office of Avalon"
+EOF
+  fi
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -106,6 +119,18 @@ demo() {
   [[ -f "$DIR/demo-officials" ]] && return 0
   local a_url="http://$(setting avalon listen)" b_url="http://$(setting borduria listen)"
   for u in alice bob carol; do hl avalon admin create-user "$u" --password "$pw" >/dev/null; done
+  if grep -q '^\[records\]' "$DIR/avalon/hotline.toml"; then
+    # The archiver's account (before the line opens, so it is brought onto
+    # it), its password, and the records office's keys: the archiver keeps
+    # only the public half and its checkpoint key; the secret key that
+    # opens the archive stays with the office (records-office/).
+    local secret="$DIR/avalon/archiver.secret"
+    (umask 077; openssl rand -hex 24 >"$secret")
+    hl avalon admin create-user records.avalon --password "$(head -n1 "$secret")" >/dev/null
+    "$BIN" records keygen --out "$DIR/avalon/records-keys" >/dev/null
+    mkdir -p -m 700 "$DIR/avalon/records-office"
+    mv "$DIR/avalon/records-keys/records-office.key" "$DIR/avalon/records-office/"
+  fi
   hl avalon admin registration-token --uses 10 >"$DIR/demo-registration-token"
   # Fictional officials, each enrolled on their own government's server:
   # a one-time enrolment code from the protocol office, which
@@ -169,6 +194,15 @@ serve() {
     "$BIN" --config "$DIR/$gov/hotline.toml" serve "$@" &
     pids+=($!)
   done
+  if [[ -f "$DIR/avalon/archiver.secret" ]]; then
+    local a_url="http://$(setting avalon listen)"
+    wait_up "$a_url" "${pids[0]}" /dev/null
+    "$BIN" archiver --homeserver "$a_url" --user "@records.avalon:$(setting avalon server_name)" \
+      --password-file "$DIR/avalon/archiver.secret" --state "$DIR/avalon/archiver" \
+      --archive "$DIR/avalon/archive" --keys "$DIR/avalon/records-keys" 2>>"$DIR/avalon/archiver.log" &
+    pids+=($!)
+    echo "governments: Avalon's records office archives its official lines into $DIR/avalon/archive (log: $DIR/avalon/archiver.log)" >&2
+  fi
   local status=0
   wait -n "${pids[@]}" || status=$?
   stop_all

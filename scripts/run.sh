@@ -5,7 +5,8 @@
 # http://127.0.0.1:8008, with the President's office, and Borduria's on
 # http://127.0.0.1:8009, with the Prime Minister's; their direct line crosses
 # from one server to the other. Each server has a TURN relay for calls
-# (coturn, through scripts/coturn.sh local, the set-up the web tests use).
+# (coturn, through scripts/coturn.sh local, the set-up the web tests use),
+# and Avalon's records office runs its archiver (`hotline archiver`).
 # Stopping (Ctrl-C) stops both servers and their relays. Flags go to both
 # servers' `hotline serve`.
 set -euo pipefail
@@ -18,7 +19,7 @@ scripts/web.sh build
 DATA="${HOTLINE_DATA_DIR:-$PWD/data}"
 DEMO_PW="hotline-demo"
 export GOV_A_LISTEN="${HOTLINE_LISTEN:-${GOV_A_LISTEN:-127.0.0.1:8008}}"
-HOTLINE_BIN="$BIN" scripts/governments.sh init "$DATA"
+HOTLINE_DEMO_ARCHIVER=1 HOTLINE_BIN="$BIN" scripts/governments.sh init "$DATA"
 if [ ! -f "$DATA/demo-officials" ]; then
   echo "Creating the demo deployment in $DATA"
   HOTLINE_BIN="$BIN" scripts/governments.sh demo "$DATA" "$DEMO_PW"
@@ -48,6 +49,13 @@ $(sed 's/^/    /' "$DATA/demo-officials" 2>/dev/null)
   (after it, the office compares the 12 groups of 5 digits the envoy's device shows with
    $BIN --config $A_CFG admin show-key envoy.syldavia
    and vouches, typing them: $BIN --config $A_CFG admin vouch envoy.syldavia --master-key 'DIGITS')
+
+  Avalon's official lines are recorded by its records office's archiver
+  (a Matrix client of its own, shown on the line) into $DATA/avalon/archive,
+  encrypted to the office's key. The office exports and verifies a line:
+   $BIN records export --archive $DATA/avalon/archive --line ROOM_ID \\
+     --key $DATA/avalon/records-office/records-office.key --out /tmp/line-record
+   $BIN records verify /tmp/line-record
 
   Any Matrix client works: homeserver $A_URL or $B_URL
 

@@ -346,9 +346,11 @@ impl Archive {
     /// Appends events in order, one `fdatasync` for all: when this returns
     /// `Ok`, every entry it reports is durable. An event already archived
     /// (the same event id; an `undecryptable` placeholder and the decrypted
-    /// entry count apart) is not written again. On `Err` nothing of the
-    /// batch counts: the file is cut back to where it was, and the same
-    /// batch may be appended again.
+    /// entry count apart) is not written again. A decrypted entry of an
+    /// event held as an `undecryptable` placeholder (earlier, or before it
+    /// in the same batch) carries `"resolves": SEQ`, the placeholder's
+    /// entry number. On `Err` nothing of the batch counts: the file is cut
+    /// back to where it was, and the same batch may be appended again.
     pub fn append_all(&mut self, entries: &[NewEntry]) -> Result<Vec<Appended>, Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
@@ -373,7 +375,18 @@ impl Archive {
             };
             let mut salt = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut salt);
-            let value = entry_value(e, seq, &chain, &salt, now, attachment.as_ref());
+            // A decrypted entry names the placeholder it resolves, so the
+            // record shows that `undecryptable` was later read, and where.
+            let resolves = if e.kind == Kind::Undecryptable {
+                None
+            } else {
+                let placeholder = self.tag(&e.event_id, Kind::Undecryptable);
+                self.tags
+                    .get(&placeholder)
+                    .or(fresh.get(&placeholder))
+                    .copied()
+            };
+            let value = entry_value(e, seq, &chain, &salt, now, attachment.as_ref(), resolves);
             let digest = chain::digest(
                 seq,
                 &chain::line_tag(&self.archive_id, &e.room_id),

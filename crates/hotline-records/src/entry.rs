@@ -28,7 +28,8 @@ pub enum Kind {
     Call,
     /// An event the archiver could not decrypt (yet): `content` says why.
     /// When its keys arrive, the archiver appends the decrypted entry as
-    /// well; both stay, each once.
+    /// well; both stay, each once, and the decrypted one names this one
+    /// (`"resolves": SEQ`, set by the archive, not by the caller).
     Undecryptable,
 }
 
@@ -92,6 +93,7 @@ pub(crate) fn entry_value(
     salt: &[u8; 32],
     archived_ts: i64,
     attachment: Option<&AttachmentRef>,
+    resolves: Option<u64>,
 ) -> Value {
     let mut m = Map::new();
     m.insert("v".into(), json!(1));
@@ -116,6 +118,9 @@ pub(crate) fn entry_value(
             "attachment".into(),
             json!({"sha256": hex(&a.sha256), "size": a.size}),
         );
+    }
+    if let Some(r) = resolves {
+        m.insert("resolves".into(), json!(r));
     }
     Value::Object(m)
 }

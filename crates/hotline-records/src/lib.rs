@@ -33,8 +33,11 @@
 //! `room_id` (the line), `sender`, `sender_name` and `sender_title` if
 //! known, `origin_server_ts`, `archived_ts`, `kind` (`message`, `edit`,
 //! `redaction`, `attachment`, `call`, `undecryptable`), `content` (the
-//! decrypted event content as JSON; for a call, metadata only) and, for an
-//! attachment, `attachment: {sha256, size}` of the decrypted file, whose
+//! decrypted event content as JSON; for a call, metadata only),
+//! `resolves` on the decrypted entry of an event first archived as
+//! `undecryptable` (that placeholder's `seq`: the record shows the
+//! placeholder resolved, and where) and, for an attachment,
+//! `attachment: {sha256, size}` of the decrypted file, whose
 //! bytes are kept apart in `blobs/` (so entries stay small, and a package
 //! can list a file by hash). The chain (see `chain.rs` for the exact
 //! bytes):
@@ -61,7 +64,8 @@
 //! read from the frames' clear headers: the last `chain` value, the number
 //! of entries, and the entries' deduplication tags, so an event is
 //! appended at most once (per event id; an `undecryptable` placeholder and
-//! its later decryption are two entries, each at most once).
+//! its later decryption are two entries, each at most once, the second
+//! naming the first with `resolves`).
 //!
 //! # What leaks, what does not
 //!

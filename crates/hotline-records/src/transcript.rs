@@ -138,6 +138,11 @@ pub(crate) fn render(
             who,
             escape(s(e, "kind")),
             record_text(e, attachments, r.seq)
+                + &e
+                    .get("resolves")
+                    .and_then(Value::as_u64)
+                    .map(|m| format!(" <i>(decrypted later: resolves entry {m})</i>"))
+                    .unwrap_or_default()
         );
     }
     h.push_str("</tbody></table>\n</body></html>\n");

@@ -8,7 +8,9 @@
 //!    and its content (an exported entry) or its line tag, time and body
 //!    hash (a withheld one); an exported entry must be on the package's
 //!    line and in its window, and a withheld one must not be;
-//!    attachments must match the hash their entry gives;
+//!    attachments must match the hash their entry gives; an entry that
+//!    `resolves` a placeholder names an earlier `undecryptable` entry of
+//!    the same event (when that one is exported too);
 //! 3. checkpoints: each one's signature verifies with the checkpoint key,
 //!    and the chain value it signs is the one of the entry it names; the
 //!    package must reach its last checkpoint (else its tail was cut) and
@@ -249,6 +251,7 @@ pub fn verify(p: &Package, key: Option<&VerifyingKey>) -> Report {
         }
         prev = (n, it.chain);
     }
+    resolution_problems(&items, &mut r.problems);
     r.last_seq = items.last().map_or(0, |i| i.seq);
 
     // 3. Checkpoints.
@@ -326,6 +329,40 @@ pub fn verify(p: &Package, key: Option<&VerifyingKey>) -> Report {
         }
     }
     r
+}
+
+/// Each exported entry's `resolves` names an earlier entry; when that one
+/// is exported too, it is the `undecryptable` placeholder of the same event.
+fn resolution_problems(items: &[Item], problems: &mut Vec<String>) {
+    let exported: HashMap<u64, &Value> = items
+        .iter()
+        .filter_map(|i| match &i.body {
+            Body::Exported(e) => Some((i.seq, e)),
+            Body::Withheld { .. } => None,
+        })
+        .collect();
+    for it in items {
+        let Body::Exported(e) = &it.body else {
+            continue;
+        };
+        let Some(r) = e.get("resolves") else {
+            continue;
+        };
+        let n = it.seq;
+        let Some(m) = r.as_u64().filter(|m| *m < n) else {
+            problems.push(format!(
+                "entry {n}: resolves {r}, which is not an earlier entry"
+            ));
+            continue;
+        };
+        if let Some(p) = exported.get(&m) {
+            if p["kind"] != "undecryptable" || p["event_id"] != e["event_id"] {
+                problems.push(format!(
+                    "entry {n}: resolves entry {m}, which is not the undecryptable placeholder of its event"
+                ));
+            }
+        }
+    }
 }
 
 fn check_attachment(

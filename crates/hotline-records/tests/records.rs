@@ -493,3 +493,64 @@ fn transcript_escapes_everything() {
     assert!(t.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;"));
     assert!(t.contains("Official 0") && t.contains("Minister"));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Events first archived as `undecryptable` and decrypted later, in
+    /// any batches, across reopenings: each decrypted entry names its
+    /// placeholder (`resolves`), no other entry names one, and the export
+    /// verifies.
+    #[test]
+    fn a_decrypted_entry_names_the_undecryptable_placeholder_it_resolves(
+        events in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..16),
+        batch in 1..6usize,
+        reopen_every in 1..4usize,
+    ) {
+        // Event i: placeholder first when `events[i].0`; decrypted (at the
+        // end, in reverse order) when `events[i].1`.
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, keys) = new_keys();
+        let entry = |i: usize, kind: Kind| NewEntry {
+            kind,
+            ..new_entry(i, &Spec { line: 0, ts: i as i64, kind, body: format!("body {i}"), attachment: None })
+        };
+        let mut stream: Vec<NewEntry> = events.iter().enumerate()
+            .map(|(i, (placeholder, _))| entry(i, if *placeholder { Kind::Undecryptable } else { Kind::Message }))
+            .collect();
+        stream.extend(events.iter().enumerate().rev()
+            .filter(|(_, (placeholder, later))| *placeholder && *later)
+            .map(|(i, _)| entry(i, Kind::Message)));
+        // Each appended twice: the second time is a duplicate.
+        let doubled: Vec<NewEntry> = stream.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+        let mut a = Some(Archive::open(dir.path(), keys.clone(), Options::default()).unwrap());
+        for (n, chunk) in doubled.chunks(batch).enumerate() {
+            a.as_mut().unwrap().append_all(chunk).unwrap();
+            if n % reopen_every == 0 {
+                a.take().unwrap().close().unwrap();
+                a = Some(Archive::open(dir.path(), keys.clone(), Options::default()).unwrap());
+            }
+        }
+        a.take().unwrap().close().unwrap();
+
+        let contents = read_archive(dir.path(), &identity).unwrap();
+        prop_assert_eq!(contents.records.len(), stream.len());
+        let mut placeholder_of = std::collections::HashMap::new();
+        for r in &contents.records {
+            let id = r.entry["event_id"].as_str().unwrap().to_owned();
+            if r.entry["kind"] == "undecryptable" {
+                prop_assert!(r.entry.get("resolves").is_none());
+                placeholder_of.insert(id, r.seq);
+            } else {
+                prop_assert_eq!(r.entry.get("resolves").and_then(Value::as_u64), placeholder_of.get(&id).copied(), "{}", r.entry);
+            }
+        }
+        let filter = Filter { line: LINES[0].into(), from: None, to: None };
+        let (package, _) = build(dir.path(), &identity, &filter).unwrap();
+        let report = verify(&package, Some(&keys.signing.verifying_key()));
+        prop_assert!(report.ok(), "{:?}", report.problems);
+        if !placeholder_of.is_empty() && events.iter().any(|(p, l)| *p && *l) {
+            prop_assert!(package.transcript.contains("decrypted later: resolves entry"));
+        }
+    }
+}

@@ -55,6 +55,60 @@ enum Command {
     /// The official record: keys, export of a line, verification.
     #[command(subcommand)]
     Records(Records),
+    /// The records office's archiver: a Matrix client signed in as the
+    /// account of `[records] archiver`, which joins every official line it
+    /// is brought onto, decrypts its events and appends them to the
+    /// official record (ARCHIVE), encrypted to the records office. Runs
+    /// until SIGTERM or ctrl-c, then writes a last checkpoint.
+    ///
+    /// Files: PASSWORD_FILE holds the account's password on its first
+    /// line and, optionally, the passphrase of the archiver's encrypted
+    /// store on its second (else the password is used). KEYS is the
+    /// directory `hotline records keygen` wrote, without the records
+    /// office's secret key (records-office.key must not be there): the
+    /// archiver reads records-office.pub and checkpoint-signing.key.
+    /// STATE is the archiver's own (mode 0700): its device id, its session
+    /// (session.json, 0600), the matrix-sdk store, its bookkeeping, and
+    /// key-imports/, where a standard Matrix key export (NAME.keys) with
+    /// its passphrase (NAME.passphrase, written last) is imported and
+    /// deleted, to decrypt events archived as undecryptable.
+    Archiver(ArchiverArgs),
+}
+
+/// `hotline archiver`: no server config, no database.
+#[derive(Args)]
+struct ArchiverArgs {
+    /// The homeserver's client-server URL.
+    #[arg(long)]
+    homeserver: String,
+    /// The archiver's account, as `[records] archiver` names it.
+    #[arg(long)]
+    user: String,
+    /// The secret file: the password (first line), the store passphrase
+    /// (optional second line).
+    #[arg(long)]
+    password_file: PathBuf,
+    /// The archiver's state directory (created).
+    #[arg(long)]
+    state: PathBuf,
+    /// The archive directory (created on first run).
+    #[arg(long)]
+    archive: PathBuf,
+    /// The directory with records-office.pub and checkpoint-signing.key.
+    #[arg(long)]
+    keys: PathBuf,
+    /// A signed checkpoint after this many entries.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// And at least this often (seconds) while entries come.
+    #[arg(long, default_value_t = 60)]
+    checkpoint_seconds: u64,
+    /// How often (seconds) every line is caught up from its newest event.
+    #[arg(long, default_value_t = 300)]
+    catch_up_seconds: u64,
+    /// How often (seconds) undecryptable events are tried again.
+    #[arg(long, default_value_t = 30)]
+    retry_seconds: u64,
 }
 
 /// `hotline records ...`: no server, no database; files only.
@@ -352,7 +406,8 @@ fn main() {
 }
 
 async fn async_main() {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logging = tracing_subscriber::fmt()
         .with_env_filter(
             // ruma's auth checks log every event they allow at `info`, and
             // its push rule matching opens spans there for every event.
@@ -363,9 +418,33 @@ async fn async_main() {
         // stdout is for what a command prints (`admin` answers, tokens).
         .with_writer(std::io::stderr)
         // Colours for a terminal, plain text for a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if matches!(cli.command, Some(Command::Archiver(_))) {
+        // The archiver's Matrix client logs requests and events below
+        // `info`; whatever HOTLINE_LOG asks, none of that is written, so
+        // no message content, token or password reaches the log.
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        logging
+            .finish()
+            .with(tracing_subscriber::filter::filter_fn(|meta| {
+                const CLIENT: &[&str] = &[
+                    "matrix_sdk",
+                    "ruma",
+                    "reqwest",
+                    "hyper",
+                    "h2",
+                    "vodozemac",
+                    "eyeball",
+                    "rusqlite",
+                ];
+                *meta.level() <= tracing::Level::INFO
+                    || !CLIENT.iter().any(|c| meta.target().starts_with(c))
+            }))
+            .init();
+    } else {
+        logging.init();
+    }
     if let Err(e) = run(cli).await {
         eprintln!("hotline: {e}");
         std::process::exit(1);
@@ -373,8 +452,25 @@ async fn async_main() {
 }
 
 async fn run(cli: Cli) -> anyhow_lite::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Archiver(a) = command {
+        let mut config = hotline_archiver::Config::new(
+            a.homeserver,
+            a.user,
+            a.password_file,
+            a.state,
+            a.archive,
+            a.keys,
+        );
+        config.checkpoint_every = a.checkpoint_every;
+        config.checkpoint_interval = std::time::Duration::from_secs(a.checkpoint_seconds.max(1));
+        config.catch_up_interval = std::time::Duration::from_secs(a.catch_up_seconds.max(1));
+        config.retry_interval = std::time::Duration::from_secs(a.retry_seconds.max(1));
+        return Ok(hotline_archiver::run(config).await?);
+    }
     let mut config = load_config(&cli.common)?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Archiver(_) => unreachable!("handled above"),
         Command::Serve => {
             let args = cli.serve;
             if let Some(l) = args.listen {

@@ -39,12 +39,16 @@ pub(crate) fn stripped_state(room: &Room, user: &UserId, with_sender: bool) -> V
         }
         events.push(stripped(&m));
     }
-    // An aide brought onto a line is shown the marking: for whom.
-    if let Some(marking) = room.state_event(
+    // An aide brought onto a line is shown the marking (for whom), a
+    // records archiver its own (which office): an archiver joins only lines
+    // it is marked on.
+    for kind in [
         crate::line_aides::AIDE_STATE,
-        &crate::policy::user_key(user),
-    ) {
-        events.push(stripped(&marking));
+        crate::line_recorder::RECORDER_STATE,
+    ] {
+        if let Some(marking) = room.state_event(kind, &crate::policy::user_key(user)) {
+            events.push(stripped(&marking));
+        }
     }
     events
 }

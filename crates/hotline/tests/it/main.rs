@@ -9,6 +9,7 @@ mod common;
 #[path = "common/sdk.rs"]
 mod sdk;
 
+mod archiver;
 mod backup;
 mod cli;
 mod contact_log;
