@@ -10,16 +10,13 @@ use crate::sdk;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Http, Server};
 use matrix_sdk::attachment::AttachmentConfig;
-use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::events::room::message::{
-    OriginalSyncRoomMessageEvent, ReplacementMetadata, RoomMessageEventContent,
-    RoomMessageEventContentWithoutRelation,
+    ReplacementMetadata, RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
 };
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, UserId};
 use matrix_sdk::Room;
@@ -30,22 +27,7 @@ const ARCHIVER_PASSWORD: &str = "records office archiver password";
 
 /// A principal's `matrix-sdk` device, syncing in the background.
 async fn principal(url: &str, name: &str) -> sdk::Device {
-    let client = common::sdk_login_official(url, name).await;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(ev.content.body().to_owned());
-        }
-    });
-    let c = client.clone();
-    let sync = tokio::spawn(async move {
-        let _ = c
-            .sync(SyncSettings::default().timeout(Duration::from_secs(2)))
-            .await;
-    });
-    sdk::Device { client, seen, sync }
+    sdk::Device::syncing(common::sdk_login_official(url, name).await)
 }
 
 /// The archiver process and its files.

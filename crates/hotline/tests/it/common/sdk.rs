@@ -48,21 +48,29 @@ pub async fn login(url: &str, name: &str, device: &str) -> Device {
         .encryption()
         .wait_for_e2ee_initialization_tasks()
         .await;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(ev.content.body().to_owned());
-        }
-    });
-    let c = client.clone();
-    let sync = tokio::spawn(async move {
-        let _ = c
-            .sync(SyncSettings::default().timeout(Duration::from_secs(2)))
-            .await;
-    });
-    Device { client, seen, sync }
+    Device::syncing(client)
+}
+
+impl Device {
+    /// A signed-in client, syncing in the background from now on and
+    /// collecting the message bodies it decrypts.
+    pub fn syncing(client: Client) -> Device {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(ev.content.body().to_owned());
+            }
+        });
+        let c = client.clone();
+        let sync = tokio::spawn(async move {
+            let _ = c
+                .sync(SyncSettings::default().timeout(Duration::from_secs(2)))
+                .await;
+        });
+        Device { client, seen, sync }
+    }
 }
 
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
