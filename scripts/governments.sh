@@ -117,16 +117,20 @@ demo() {
   local pw="$1"
   [[ -f "$DIR/avalon/hotline.toml" && -f "$DIR/borduria/hotline.toml" ]] || die "run init first"
   [[ -f "$DIR/demo-officials" ]] && return 0
-  local a_url="http://$(setting avalon listen)" b_url="http://$(setting borduria listen)"
+  local a_url="http://$(setting avalon listen)" b_url="http://$(setting borduria listen)" archiver_code=""
   for u in alice bob carol; do hl avalon admin create-user "$u" --password "$pw" >/dev/null; done
   if grep -q '^\[records\]' "$DIR/avalon/hotline.toml"; then
-    # The archiver's account (before the line opens, so it is brought onto
-    # it), its password, and the records office's keys: the archiver keeps
-    # only the public half and its checkpoint key; the secret key that
-    # opens the archive stays with the office (records-office/).
+    # The archiver's account, enrolled by the protocol office as a recorder
+    # (before the line opens, so it is brought onto it; its code is redeemed
+    # with the archiver's password below), and the records office's keys:
+    # the archiver keeps only the public half and its checkpoint key; the
+    # secret key that opens the archive stays with the office
+    # (records-office/). Once the archiver has made its identity key,
+    # `serve` has the office vouch for it.
     local secret="$DIR/avalon/archiver.secret"
     (umask 077; openssl rand -hex 24 >"$secret")
-    hl avalon admin create-user records.avalon --password "$(head -n1 "$secret")" >/dev/null
+    archiver_code="$(hl avalon admin enroll records.avalon --name 'Records office of Avalon' --title 'Records archiver' \
+      --country Avalon --office 'Avalon Protocol Office' --role recorder --hours 720 --base-url "$a_url" | sed -n 's/^code //p')"
     "$BIN" records keygen --out "$DIR/avalon/records-keys" >/dev/null
     mkdir -p -m 700 "$DIR/avalon/records-office"
     mv "$DIR/avalon/records-keys/records-office.key" "$DIR/avalon/records-office/"
@@ -162,10 +166,22 @@ demo() {
     pids+=($!)
     wait_up "http://$setup" "$!" "$DIR/$gov/demo-setup.log"
     args+=(--server "$gov,http://$setup,$DIR/$gov/hotline.toml")
+    if [[ "$gov" == avalon && -n "$archiver_code" ]]; then
+      # The archiver's enrolment, redeemed with its password; the session
+      # it opens is closed again (the archiver signs in on its own device).
+      local session
+      session="$(curl -sf -X POST -H 'Content-Type: application/json' \
+        -d "{\"password\": \"$(head -n1 "$DIR/avalon/archiver.secret")\"}" "http://$setup/_hotline/v1/enrol/$archiver_code")" \
+        || die "redeeming the archiver's enrolment failed"
+      curl -sf -X POST -H 'Content-Type: application/json' -d '{}' \
+        -H "Authorization: Bearer $(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' <<<"$session")" \
+        "http://$setup/_matrix/client/v3/logout" >/dev/null
+    fi
   done
   local status=0
   (cd "$ROOT/web" && node scripts/demo-officials.mjs --bin "$BIN" "${args[@]}" --password "$pw" \
-    --out "$DIR/demo-officials.new" --line president.avalon,pm.borduria "${codes[@]}") || status=$?
+    --out "$DIR/demo-officials.new" --line president.avalon,pm.borduria \
+    --line-aide president.avalon,pm.borduria:aide.avalon "${codes[@]}") || status=$?
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   trap - EXIT
   [[ $status -eq 0 ]] || die "the demo officials could not be set up (see above; the servers' logs: $DIR/*/demo-setup.log)"
@@ -202,6 +218,21 @@ serve() {
       --archive "$DIR/avalon/archive" --keys "$DIR/avalon/records-keys" 2>>"$DIR/avalon/archiver.log" &
     pids+=($!)
     echo "governments: Avalon's records office archives its official lines into $DIR/avalon/archive (log: $DIR/avalon/archiver.log)" >&2
+    # The office vouches for the archiver's identity key once it has made
+    # one (a real office compares its fingerprint, `hotline admin show-key`,
+    # with the one the archiver's machine shows), so everyone's device shows
+    # whose archiver it is. Once per key.
+    (
+      for _ in $(seq 1 240); do
+        key="$(hl avalon admin show-key records.avalon 2>/dev/null | sed -n 's/^master_key //p' || true)"
+        [[ -n "$key" ]] && break
+        sleep 0.5
+      done
+      if [[ -n "$key" && "$key" != "$(cat "$DIR/avalon/archiver.vouched" 2>/dev/null)" ]]; then
+        hl avalon admin vouch records.avalon --master-key "$key" >/dev/null && echo "$key" >"$DIR/avalon/archiver.vouched" \
+          && echo "governments: Avalon's protocol office vouched for its archiver's identity key" >&2
+      fi
+    ) &
   fi
   local status=0
   wait -n "${pids[@]}" || status=$?

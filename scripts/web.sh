@@ -122,7 +122,7 @@ test_governments() {
   while [[ "$b_fed" == "$a_fed" ]]; do b_fed="$(free_named_port)"; done
   GOV_A_NAME="localhost:$a_fed" GOV_A_FED="127.0.0.1:$a_fed" GOV_A_LISTEN="127.0.0.1:$(free_port)" \
   GOV_B_NAME="localhost:$b_fed" GOV_B_FED="127.0.0.1:$b_fed" GOV_B_LISTEN="127.0.0.1:$(free_port)" \
-    HOTLINE_BIN="$BIN" "$ROOT/scripts/governments.sh" init "$gov_dir"
+    HOTLINE_DEMO_ARCHIVER=1 HOTLINE_BIN="$BIN" "$ROOT/scripts/governments.sh" init "$gov_dir"
   HOTLINE_BIN="$BIN" "$ROOT/scripts/governments.sh" demo "$gov_dir" "hotline-test-pw" 2>"$gov_dir/demo.log" \
     || { cat "$gov_dir/demo.log" >&2; exit 1; }
   HOTLINE_BIN="$BIN" "$ROOT/scripts/governments.sh" serve "$gov_dir" --web-dir "$WEB/dist" >"$gov_dir/serve.log" 2>&1 &

@@ -14,11 +14,14 @@
 //      (POST /_hotline/v1/line_invites) and the other principal redeems it,
 //      through their own server (`?server=` the issuing one when the two
 //      are different governments' servers, which ask each other over
-//      federation).
+//      federation),
+//   5. bring aides onto those lines: the aide's office does it
+//      (`hotline admin line-aide add AIDE --line ROOM`, which the line shows
+//      as the office's doing) and the aide accepts.
 //
 // Usage: node demo-officials.mjs --bin HOTLINE --password PW --out FILE
 //          --server GOV,URL,CONFIG [--server ...] [--line A,B ...]
-//          GOV:USER=CODE [GOV:USER=CODE ...]
+//          [--line-aide A,B:AIDE ...] GOV:USER=CODE [GOV:USER=CODE ...]
 // GOV names a server: URL is its client API, CONFIG its configuration file
 // (for the admin commands). Lines name officials by user name.
 // Writes one line per official to FILE: government, user id, password,
@@ -45,6 +48,7 @@ const { values: args, positionals } = parseArgs({
     password: { type: "string" },
     out: { type: "string" },
     line: { type: "string", multiple: true, default: [] },
+    "line-aide": { type: "string", multiple: true, default: [] },
   },
 });
 for (const k of ["bin", "password", "out"]) {
@@ -136,6 +140,7 @@ for (const p of positionals) {
   process.stderr.write(`demo: ${o.userId} enrolled and vouched\n`);
 }
 
+const lines = new Map();
 for (const pair of args.line) {
   const [a, b] = pair.split(",").map((l) => officials.get(l));
   if (!a || !b) throw new Error(`--line ${pair}: both must be officials set up here`);
@@ -145,7 +150,18 @@ for (const pair of args.line) {
   const across = a.hs !== b.hs ? `?server=${encodeURIComponent(invite.server)}` : "";
   const path = `/_hotline/v1/line_invites/${encodeURIComponent(invite.code)}/redeem${across}`;
   const { room_id } = await api(b.hs, "POST", path, b.token, {});
+  lines.set(pair, room_id);
   process.stderr.write(`demo: line ${a.userId} <-> ${b.userId} (${room_id})\n`);
+}
+
+for (const spec of args["line-aide"]) {
+  const [pair, localpart] = spec.split(":");
+  const room = lines.get(pair);
+  const aide = officials.get(localpart);
+  if (!room || !aide) throw new Error(`--line-aide ${spec}: expected a --line A,B and an aide set up here`);
+  hotline(servers.get(aide.gov).config, "admin", "line-aide", "add", localpart, "--line", room);
+  await api(aide.hs, "POST", `/_matrix/client/v3/join/${encodeURIComponent(room)}`, aide.token, {});
+  process.stderr.write(`demo: ${aide.userId} is on the line ${pair} as aide (${room})\n`);
 }
 
 // The set-up device is the office's, not the official's: sign it out. The

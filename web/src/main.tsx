@@ -397,6 +397,7 @@ function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void 
           value={picked}
           onChange={setPicked}
           onText={setWho}
+          roles={["principal", "aide"]}
           exclude={[mx.getUserId()!]}
           placeholder="Name, title, country, or @name:server"
           otherUser={(t) => {

@@ -157,6 +157,56 @@ test("texts and a voice call both ways across the two servers", async () => {
   }
 });
 
+test("the demo line shows its aide and the records office keeping it, and the office's archive holds the line's texts, verified", async () => {
+  const { president: P, pm: M } = pages;
+  assert.ok(P && M, "the principals signed in (the first test)");
+  const ARCHIVER = A.user("records.avalon");
+  for (const page of [P, M]) {
+    const header = page.locator(".chat-head");
+    // The aide the Avalon office brought on, named and placed on both
+    // servers' screens, and the office's doing told in the line.
+    await header.getByTestId("aide-label").filter({ hasText: "Aide: Lea Moreau (for Maria Castell)" }).waitFor();
+    await page.getByText("Avalon Protocol Office added Lea Moreau to the line as aide to Maria Castell").waitFor();
+    // The archiver joined when it started (scripts/governments.sh serve).
+    await header.getByTestId("line-recorder").filter({ hasText: "This line is recorded by Records office of Avalon" }).waitFor({ timeout: 60_000 });
+    await page.getByTestId("people-button").click();
+    const people = page.getByTestId("people-dialog");
+    const recorder = people.locator(`[data-testid="person"][data-role="recorder"][data-user="${ARCHIVER}"]`);
+    await recorder.filter({ hasText: "Records office of Avalon" }).filter({ hasText: "Archiver: keeps the official record" }).waitFor();
+    // Vouched for by Avalon's office, as its officials are.
+    await recorder.locator('[data-status="verified"]').waitFor({ timeout: 60_000 });
+    await people.locator('[data-testid="person"][data-role="aide"]').filter({ hasText: "Lea Moreau" }).waitFor();
+    assert.equal(await people.getByTestId("person").count(), 4, "both principals, the aide and the archiver");
+    await page.keyboard.press("Escape");
+    await people.waitFor({ state: "detached" });
+  }
+
+  // The archiver read both principals' texts with its own keys: the office's
+  // export of the line holds them, and the package verifies.
+  const room = await P.evaluate(() => location.hash.split("/").pop());
+  const text = "Good evening, Madam President. Verified on my side too.";
+  const key = join(DIR, "avalon", "records-office", "records-office.key");
+  const archive = join(DIR, "avalon", "archive");
+  let entries = "";
+  const deadline = Date.now() + 60_000;
+  for (let n = 0; !entries.includes(text); n++) {
+    assert.ok(Date.now() < deadline, `the archive holds the text within 60 s; the last export:\n${entries.slice(-2000)}`);
+    const out = join(DIR, `export-${n}`);
+    try {
+      execFileSync(BIN, ["records", "export", "--archive", archive, "--line", decodeURIComponent(room), "--key", key, "--out", out], { stdio: "pipe" });
+      entries = readFileSync(join(out, "entries.jsonl"), "utf8");
+      if (entries.includes(text)) {
+        // Exits non-zero, naming the entry, unless complete and untampered.
+        execFileSync(BIN, ["records", "verify", out, "--checkpoint-key", join(DIR, "avalon", "records-keys", "checkpoint-verify.pub")], { stdio: "pipe" });
+        assert.ok(entries.includes("Good evening, Prime Minister. This line crosses our two servers."), "the other principal's text too");
+      }
+    } catch (e) {
+      entries = `${e.message}`;
+    }
+    if (!entries.includes(text)) await new Promise((r) => setTimeout(r, 1000));
+  }
+});
+
 test("someone of the other server named like an official is shown with a warning, never a badge", async () => {
   // Mallory, on Borduria's server, takes the name of an official Avalon
   // has not enrolled yet (her server's name guard has nobody to protect

@@ -319,7 +319,11 @@ pub async fn add_line_aide_route(
     PathArgs((room_id, user_id)): PathArgs<(ruma::OwnedRoomId, ruma::OwnedUserId)>,
 ) -> ApiResult<Json<Value>> {
     s.services
-        .add_line_aide(&sender.user_id, &room_id, &user_id)
+        .add_line_aide(
+            hotline_service::line_aides::Actor::Principal(&sender.user_id),
+            &room_id,
+            &user_id,
+        )
         .await?;
     Ok(Json(json!({})))
 }
@@ -332,7 +336,11 @@ pub async fn remove_line_aide_route(
     PathArgs((room_id, user_id)): PathArgs<(ruma::OwnedRoomId, ruma::OwnedUserId)>,
 ) -> ApiResult<Json<Value>> {
     s.services
-        .remove_line_aide(&sender.user_id, &room_id, &user_id)
+        .remove_line_aide(
+            hotline_service::line_aides::Actor::Principal(&sender.user_id),
+            &room_id,
+            &user_id,
+        )
         .await?;
     Ok(Json(json!({})))
 }

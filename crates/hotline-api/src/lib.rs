@@ -15,6 +15,7 @@ pub mod extract;
 pub mod federation;
 mod hotline;
 pub mod metrics;
+pub mod office;
 pub mod server;
 
 use std::sync::Arc;
@@ -181,6 +182,8 @@ pub struct Apps {
     pub metrics_only: Router,
     /// The federation listener (TLS): the Server-Server API only.
     pub federation: Router,
+    /// The protocol office's Unix socket ([`office`]).
+    pub office: Router,
 }
 
 /// The application, and a router serving only `/metrics` for the
@@ -199,6 +202,7 @@ pub fn apps(services: Arc<Services>) -> Apps {
         .route("/metrics", axum::routing::get(metrics::metrics_route))
         .with_state(state.clone());
     let federation = federation::app(state.services.clone(), state.metrics.clone());
+    let office = office::router(state.clone());
     let main = routes()
         .router
         .fallback(web_app)
@@ -223,6 +227,7 @@ pub fn apps(services: Arc<Services>) -> Apps {
         main,
         metrics_only,
         federation,
+        office,
     }
 }
 

@@ -78,6 +78,10 @@ pub struct Services {
     events_stored: AtomicU64,
     /// The serving process's runtime, for the records archiver's invites
     /// the commit hook asks for (`line_recorder`).
+    /// One archiver invitation at a time: the commit hook asks for a new
+    /// line twice (its state, its principal's join), and two tasks reading
+    /// the same state would both invite.
+    pub(crate) recorder_ensuring: tokio::sync::Mutex<()>,
     pub(crate) recorder_runner:
         std::sync::OnceLock<(tokio::runtime::Handle, std::sync::Weak<Services>)>,
 }
@@ -106,6 +110,7 @@ impl Services {
             typing_serial: AtomicU64::new(0),
             events_stored: AtomicU64::new(store.count_events()?),
             recorder_runner: Default::default(),
+            recorder_ensuring: Default::default(),
             config,
             store,
         });

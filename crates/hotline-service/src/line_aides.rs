@@ -11,9 +11,13 @@
 //! Who may do what:
 //! - **add:** a principal of the line, for an aide their own government
 //!   vouches for as theirs (never another's aide, never someone who is no
-//!   aide). Their office does the same with `hotline admin line-aide`.
+//!   aide). Their office does the same with `hotline admin line-aide add`
+//!   ([`Actor::Office`]): the invite is the principal's, the marking names
+//!   the office (`"by_office": NAME`).
 //! - **remove:** either principal of the line, for any aide on it: the
-//!   other side may object to an aide by taking them off.
+//!   other side may object to an aide by taking them off. Either side's
+//!   office does the same for its principal (`hotline admin line-aide
+//!   remove`).
 //! - **the aide** leaves when they like.
 //!
 //! The rule that makes the marking unavoidable is the seam's
@@ -47,6 +51,16 @@ pub(crate) fn marked_for(marking: &crate::pdu::PduEvent) -> Option<ruma::OwnedUs
         .and_then(|p| UserId::parse(p).ok())
 }
 
+/// Who asks for an aide to be added to a line or taken off it.
+#[derive(Clone, Copy, Debug)]
+pub enum Actor<'a> {
+    /// A principal of the line, through their own account.
+    Principal(&'a UserId),
+    /// This server's protocol office (`hotline admin line-aide`), acting
+    /// for its principal on the line.
+    Office,
+}
+
 impl Services {
     /// The line's room, its `org.hotline.line` state and its principals;
     /// `404` for a room that is not a line.
@@ -73,19 +87,41 @@ impl Services {
     /// commit. Again for an aide already on it: nothing changes.
     pub async fn add_line_aide(
         &self,
-        principal: &UserId,
+        actor: Actor<'_>,
         room_id: &RoomId,
         aide: &UserId,
     ) -> Result<()> {
         let (room, _, principals) = self.line_room(room_id)?;
-        self.require_joined(&room, principal)?;
+        let (principal, office) = match actor {
+            Actor::Principal(p) => (p.to_owned(), None),
+            Actor::Office => {
+                let enrolled = (aide.server_name() == self.server_name())
+                    .then(|| self.store.get_official(aide.as_str()))
+                    .transpose()?
+                    .flatten()
+                    .filter(|o| o.role == "aide");
+                let (Some(o), Some(p)) = (enrolled, self.principal_of(aide)?) else {
+                    return Err(Error::forbidden(format!(
+                        "{aide} is not an aide this office has enrolled"
+                    )));
+                };
+                (p, Some(o.office))
+            }
+        };
+        let principal = principal.as_ref();
         if !principals.iter().any(|p| p == principal)
             || self.principal_of(principal)?.as_deref() != Some(principal)
         {
-            return Err(Error::forbidden(
-                "Only a principal of the line brings aides onto it",
-            ));
+            return Err(Error::forbidden(match actor {
+                Actor::Principal(_) => {
+                    "Only a principal of the line brings aides onto it".to_owned()
+                }
+                Actor::Office => {
+                    format!("{principal}, whom {aide} is the aide of, is no principal of this line")
+                }
+            }));
         }
+        self.require_joined(&room, principal)?;
         if aide.server_name() != self.server_name()
             || self.principal_of(aide)?.as_deref() != Some(principal)
             || aide == principal
@@ -106,9 +142,13 @@ impl Services {
         {
             return Ok(());
         }
+        let mut marking = json!({"principal": principal, "added_by": principal});
+        if let Some(office) = &office {
+            marking["by_office"] = json!(office);
+        }
         let mut drafts = vec![EventDraft::new(
             TimelineEventType::from(AIDE_STATE),
-            &json!({"principal": principal, "added_by": principal}),
+            &marking,
             Some(user_key(aide)),
         )?];
         if !matches!(
@@ -123,16 +163,16 @@ impl Services {
             )?);
         }
         let detail = json!({"room_id": room_id, "principal": principal});
+        let audited = if office.is_some() {
+            "protocol-office"
+        } else {
+            principal.as_str()
+        };
         self.append_server_events_with(
             &room,
             principal,
             drafts,
-            vec![audit(
-                principal.as_str(),
-                "line_aide_added",
-                aide.as_str(),
-                detail,
-            )],
+            vec![audit(audited, "line_aide_added", aide.as_str(), detail)],
         )
         .await?;
         Ok(())
@@ -144,11 +184,36 @@ impl Services {
     /// room, in one commit.
     pub async fn remove_line_aide(
         &self,
-        sender: &UserId,
+        actor: Actor<'_>,
         room_id: &RoomId,
         aide: &UserId,
     ) -> Result<Vec<OwnedEventId>> {
         let (room, _, principals) = self.line_room(room_id)?;
+        let (sender, office) = match actor {
+            Actor::Principal(p) => (p.to_owned(), None),
+            // The office acts through its own principal on the line: the
+            // aide's, when the aide is this server's, else this server's
+            // principal objecting to the other side's aide.
+            Actor::Office => {
+                let ours = principals
+                    .iter()
+                    .filter(|p| p.server_name() == self.server_name() && room.is_joined(p));
+                let mut ours: Vec<_> = ours.collect();
+                let served = self.principal_of(aide)?;
+                ours.sort_by_key(|p| Some(*p) != served.as_ref());
+                let Some(p) = ours.first() else {
+                    return Err(Error::forbidden(
+                        "No principal of this server is on the line",
+                    ));
+                };
+                let office = self.store.get_official(p.as_str())?.map(|o| o.office);
+                (
+                    (*p).clone(),
+                    Some(office.unwrap_or_else(|| "protocol-office".to_owned())),
+                )
+            }
+        };
+        let sender = sender.as_ref();
         self.require_joined(&room, sender)?;
         if !principals.iter().any(|p| p == sender) {
             return Err(Error::forbidden(
@@ -171,9 +236,13 @@ impl Services {
         }
         let mut drafts = Vec::new();
         if marked {
+            let mut ended = json!({"removed_by": sender});
+            if let Some(office) = &office {
+                ended["by_office"] = json!(office);
+            }
             drafts.push(EventDraft::new(
                 TimelineEventType::from(AIDE_STATE),
-                &json!({"removed_by": sender}),
+                &ended,
                 Some(user_key(aide)),
             )?);
         }
@@ -205,12 +274,33 @@ impl Services {
             sender,
             drafts,
             vec![audit(
-                sender.as_str(),
+                if office.is_some() {
+                    "protocol-office"
+                } else {
+                    sender.as_str()
+                },
                 "line_aide_removed",
                 aide.as_str(),
                 detail,
             )],
         )
         .await
+    }
+
+    /// The line between `principal` and `counterpart`, for the office
+    /// naming a line by who is on it.
+    pub fn line_between(
+        &self,
+        principal: &UserId,
+        counterpart: &UserId,
+    ) -> Result<ruma::OwnedRoomId> {
+        self.store
+            .lines_of(principal.as_str())?
+            .into_iter()
+            .find(|l| {
+                l.principal_a == counterpart.as_str() || l.principal_b == counterpart.as_str()
+            })
+            .and_then(|l| ruma::OwnedRoomId::try_from(l.room_id).ok())
+            .ok_or_else(|| Error::not_found(format!("{principal} has no line with {counterpart}")))
     }
 }

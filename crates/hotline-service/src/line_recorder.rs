@@ -61,6 +61,7 @@ impl Services {
         let Some(archiver) = self.archiver() else {
             return Ok(());
         };
+        let _one_at_a_time = self.recorder_ensuring.lock().await;
         let Ok(room) = self.room(room_id) else {
             return Ok(());
         };

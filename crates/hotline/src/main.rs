@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod alloc;
 mod backup;
+mod office;
 use hotline_service::config::Database;
 use hotline_service::{Config, Services};
 use hotline_store::{Durability, PostgresStore, SqliteStore, Store};
@@ -191,6 +192,28 @@ struct ServeArgs {
 }
 
 #[derive(Subcommand)]
+enum LineAide {
+    /// Bring an aide this office enrolled onto a line of their principal.
+    Add(LineAideArgs),
+    /// Take an aide (of either side) off a line, through this office's
+    /// principal on it.
+    Remove(LineAideArgs),
+}
+
+#[derive(Args)]
+struct LineAideArgs {
+    /// The aide (localpart or full user id).
+    aide: String,
+    /// The line's room id.
+    #[arg(long, conflicts_with = "with", required_unless_present = "with")]
+    line: Option<String>,
+    /// Or: the line between the aide's principal and this counterpart
+    /// (full user id).
+    #[arg(long)]
+    with: Option<String>,
+}
+
+#[derive(Subcommand)]
 enum Admin {
     /// Create an account.
     CreateUser {
@@ -247,6 +270,11 @@ enum Admin {
     ShowKey { user: String },
     /// Revoke an official's attestation, at once.
     Revoke { user: String },
+    /// Bring an aide onto a line, or take one off it, for the office's
+    /// principal on it: the line shows that the office did it. Talks to the
+    /// running server (its `office.sock` in the data directory).
+    #[command(subcommand)]
+    LineAide(LineAide),
     /// Print the append-only audit log.
     Audit,
     /// Print a principal's contact log: each text and call on their lines,
@@ -586,6 +614,25 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             println!("revoked {user}");
             Ok(())
         }
+        Command::Admin(Admin::LineAide(cmd)) => {
+            let (path, args) = match &cmd {
+                LineAide::Add(a) => ("/_hotline/office/v1/line_aides/add", a),
+                LineAide::Remove(a) => ("/_hotline/office/v1/line_aides/remove", a),
+            };
+            let aide = if args.aide.starts_with('@') {
+                args.aide.clone()
+            } else {
+                format!("@{}:{}", args.aide, config.server_name)
+            };
+            let body = serde_json::json!({"aide": aide, "room_id": args.line, "with": args.with});
+            let answer = office::call(&config.data_dir, path, &body).await?;
+            let room = answer["room_id"].as_str().unwrap_or_default();
+            match cmd {
+                LineAide::Add(_) => println!("{aide} is invited onto {room}, marked as aide"),
+                LineAide::Remove(_) => println!("{aide} is off {room}"),
+            }
+            Ok(())
+        }
         Command::Admin(Admin::Audit) => {
             let (services, store) = open(config)?;
             for e in services.audit_entries().map_err(|e| e.to_string())? {
@@ -826,7 +873,9 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
         main: app,
         metrics_only: metrics_app,
         federation: federation_app,
+        office: office_app,
     } = hotline_api::apps(services.clone());
+    let office_listener = office::bind(&services.config.data_dir).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("listening on {listen}: {e}"))?;
@@ -892,6 +941,14 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
+    let office_server = office_listener.map(|l| {
+        let stopping = stop_signal(stopped.clone());
+        tokio::spawn(async move {
+            axum::serve(l, office_app)
+                .with_graceful_shutdown(stopping)
+                .await
+        })
+    });
     let federation_server = federation.map(|(l, tls)| {
         tokio::spawn(hotline_api::server::serve_tls(
             l,
@@ -907,6 +964,10 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
     }
     if let Some(f) = federation_server {
         let _ = f.await;
+    }
+    if let Some(o) = office_server {
+        let _ = o.await;
+        office::unbind(&services.config.data_dir);
     }
     // What was noted since the last round, so a restart loses none of it.
     if let Err(e) = services.flush_seen_devices().await {

@@ -18,9 +18,11 @@ import {
   displayName,
   isShown,
   lineAides,
+  lineRecorders,
   lineState,
   lineTitle,
   markDirect,
+  recorderOffice,
   messageText,
   nameOf,
 } from "../lib/lines";
@@ -57,6 +59,7 @@ import { IdentityMark } from "./IdentityMark";
 import { AideLabel, PeopleDialog, PersonName, RecordSection } from "./People";
 import {
   AlertIcon,
+  ArchiveIcon,
   AttachIcon,
   BackIcon,
   CheckIcon,
@@ -254,6 +257,14 @@ function SenderLabel(props: { mx: MatrixClient; room: Room; sender: string; aide
 function memberLine(mx: MatrixClient, ev: MatrixEvent, room: Room): string | null {
   const c = ev.getContent();
   const prev = ev.getPrevContent();
+  // A records office's archiver: what it is there for, not its account name.
+  const office = recorderOffice(room, ev.getStateKey()!);
+  if (office) {
+    if (c.membership === "invite") return null;
+    if (c.membership === "join" && prev.membership !== "join") return `${office} joined to keep this line's official record`;
+    if (c.membership === "leave") return `${office} no longer records this line`;
+    return null;
+  }
   const who = displayName(mx, ev.getStateKey()!, room);
   const by = displayName(mx, ev.getSender()!, room);
   if (c.membership === "invite") return `${by} opened a line with ${who}`;
@@ -287,6 +298,7 @@ export function Chat(props: {
   const wasAide = asAide || (left ? aideOf(mx, room, true) : null);
   const title = wasAide ? lineTitle(mx, room, wasAide, counterpart) : name;
   const aides = lineAides(room);
+  const recorders = lineRecorders(room);
   const [people, setPeople] = useState(false);
   // An aide new to this device: their office's word is read at once.
   const aideIds = aides.map((a) => a.userId).join("\n");
@@ -701,19 +713,27 @@ export function Chat(props: {
                 ))}
             </p>
           )}
+          {recorders.length > 0 && !invited && (
+            <p class="chat-recorder" data-testid="line-recorder">
+              <ArchiveIcon size={12} />{" "}
+              {recorders.some((r) => r.membership === "join")
+                ? `This line is recorded by ${recorders.filter((r) => r.membership === "join").map((r) => r.office).join(" and ")}`
+                : `${recorders.map((r) => r.office).join(" and ")} will record this line once its archiver joins`}
+            </p>
+          )}
         </div>
         {line && !invited && !left && (
           <button
             class="icon-button labelled people-button"
             type="button"
             onClick={() => setPeople(true)}
-            aria-label={`People on this line (${line.principals.length + aides.length})`}
+            aria-label={`People on this line (${line.principals.length + aides.length + recorders.length})`}
             aria-haspopup="dialog"
             title="People on this line"
             data-testid="people-button"
           >
             <PeopleIcon size={18} />
-            <span>{line.principals.length + aides.length}</span>
+            <span>{line.principals.length + aides.length + recorders.length}</span>
           </button>
         )}
         <button

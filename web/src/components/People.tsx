@@ -6,7 +6,7 @@ import type { MatrixClient, Room } from "matrix-js-sdk";
 import { addAide, myAides, removeAide } from "../lib/aides";
 import { humanError } from "../lib/errors";
 import { refreshIdentity, titleLine, useIdentityVersion } from "../lib/identity";
-import { lineAides, lineState, nameOf } from "../lib/lines";
+import { lineAides, lineRecorders, lineState, nameOf } from "../lib/lines";
 import { recordState, setLineRecord } from "../lib/record";
 import { Avatar } from "./Avatar";
 import { IdentityMark } from "./IdentityMark";
@@ -204,11 +204,12 @@ export function PeopleDialog({ mx, room, onClose }: { mx: MatrixClient; room: Ro
     }
   };
 
-  const person = (userId: string, role: string, aide: boolean) => {
+  const recorders = lineRecorders(room);
+  const person = (userId: string, role: string, aide: boolean, kind = aide ? "aide" : "principal", shownAs?: string) => {
     const member = room.getMember(userId);
-    const name = n(userId);
+    const name = shownAs || n(userId);
     return (
-      <li key={userId} data-testid="person" data-user={userId} data-role={aide ? "aide" : "principal"}>
+      <li key={userId} data-testid="person" data-user={userId} data-role={kind}>
         <Avatar mx={mx} userId={userId} name={name} mxc={member?.getMxcAvatarUrl()} size={36} />
         <span class="person-main">
           <span class="person-name">
@@ -245,10 +246,16 @@ export function PeopleDialog({ mx, room, onClose }: { mx: MatrixClient; room: Ro
   return (
     <dialog ref={ref} class="dialog people-dialog" aria-labelledby="people-title" onClose={onClose} onCancel={onClose} data-testid="people-dialog">
       <h2 id="people-title">People on this line</h2>
-      <p class="muted small">Everyone here reads the line's messages. Aides act for the principal named beside them.</p>
+      <p class="muted small">
+        Everyone here reads the line's messages. Aides act for the principal named beside them
+        {recorders.length ? "; a records office's archiver keeps the official record with its own keys (the server cannot read it)." : "."}
+      </p>
       <ul class="people" data-testid="people">
         {principals.map((p) => person(p, `Principal${membershipNote(p)}`, false))}
         {aides.map((a) => person(a.userId, `Aide to ${n(a.principal)}${a.membership === "invite" ? " · invited" : ""}`, true))}
+        {recorders.map((r) =>
+          person(r.userId, `Archiver: keeps the official record${r.membership === "invite" ? " · invited" : ""}`, false, "recorder", r.office),
+        )}
       </ul>
       {done && (
         <p class="notice small" role="status">

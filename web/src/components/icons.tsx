@@ -98,3 +98,7 @@ export const LogIcon = (p: { size?: number }) => (
 export const DownloadIcon = (p: { size?: number }) => (
   <Icon size={p.size || 16} d="M21 15v4a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2v-4M7 10l5 5 5-5M12 15V3" />
 );
+/** The official record: an archive box. */
+export const ArchiveIcon = (p: { size?: number }) => (
+  <Icon size={p.size || 14} d="M21 8v13H3V8M1 3h22v5H1zM10 12h4" />
+);

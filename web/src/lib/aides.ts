@@ -106,12 +106,13 @@ export function aideNotice(mx: MatrixClient, room: Room, ev: MatrixEvent, trail:
   if (ev.getType() === AIDE_EVENT) {
     const m = markingFrom(ev.getContent());
     if (m?.principal && line?.principals.includes(m.principal)) {
+      if (m.byOffice) return `${m.byOffice} added ${n(who)} to the line as aide to ${n(m.principal)}`;
       const by = m.addedBy || ev.getSender()!;
       return by === m.principal
         ? `${n(by)} added ${n(who)} to the line as their aide`
         : `${n(by)} added ${n(who)} to the line as aide to ${n(m.principal)}`;
     }
-    if (m?.removedBy) return `${n(m.removedBy)} removed ${n(who)} from the line`;
+    if (m?.removedBy) return `${m.byOffice || n(m.removedBy)} removed ${n(who)} from the line`;
     return null;
   }
   if (ev.getType() !== EventType.RoomMember) return undefined;

@@ -20,7 +20,8 @@ export interface Attestation {
   title: string;
   country: string;
   office: string;
-  role: "principal" | "aide";
+  /** `recorder`: a records office's archiver, vouched for like an official. */
+  role: "principal" | "aide" | "recorder";
   /** For an aide: the principal served. */
   principal?: string;
   /** The official's cross-signing master public key, unpadded base64. */
@@ -230,7 +231,9 @@ export async function verifyAttestation(att: unknown, issuer: ServerKeys, opts: 
     issued_ts: int("issued_ts"),
     expires_ts: int("expires_ts"),
   };
-  if (a.role !== "principal" && a.role !== "aide") throw new AttestationError("role is neither principal nor aide");
+  if (a.role !== "principal" && a.role !== "aide" && a.role !== "recorder") {
+    throw new AttestationError("role is neither principal, aide nor recorder");
+  }
   if (att.principal !== undefined) {
     if (typeof att.principal !== "string") throw new AttestationError("principal is not a user id");
     a.principal = att.principal;

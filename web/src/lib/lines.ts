@@ -71,18 +71,26 @@ export function aideOfKey(key: string | undefined): string | null {
 
 /**
  * An `org.hotline.aide` marking: `principal` (and `added_by`) while the aide
- * is on the line, `removed_by` once a principal took them off.
+ * is on the line, `removed_by` once a principal took them off; `by_office`
+ * names the protocol office when it did either for its principal
+ * (`hotline admin line-aide`).
  */
 export interface AideMarking {
   principal: string | null;
   addedBy: string | null;
   removedBy: string | null;
+  byOffice: string | null;
 }
 
 export function markingFrom(content: Record<string, any> | undefined | null): AideMarking | null {
   if (!content) return null;
   const s = (v: unknown) => (typeof v === "string" && v ? v : null);
-  return { principal: s(content.principal), addedBy: s(content.added_by), removedBy: s(content.removed_by) };
+  return {
+    principal: s(content.principal),
+    addedBy: s(content.added_by),
+    removedBy: s(content.removed_by),
+    byOffice: s(content.by_office),
+  };
 }
 
 export interface LineAide {
@@ -111,6 +119,44 @@ export function lineAides(room: Room): LineAide[] {
   }
   // Grouped by principal, in the line's order of principals.
   return out.sort((a, b) => line.principals.indexOf(a.principal) - line.principals.indexOf(b.principal) || a.userId.localeCompare(b.userId));
+}
+
+/** The state type marking a records office's archiver on a line. */
+export const RECORDER_EVENT = "org.hotline.recorder";
+
+export interface LineRecorder {
+  userId: string;
+  /** The records office, as its server names it ("Records office of Avalon"). */
+  office: string;
+  membership: "join" | "invite";
+}
+
+/**
+ * The records offices' archivers on a line now: marked by their server
+ * (`org.hotline.recorder` keyed `_@archiver:server`, `{"office": NAME}`,
+ * written by the server only) and joined or invited. Only an official line
+ * has one; the server takes them off when it turns personal.
+ */
+export function lineRecorders(room: Room): LineRecorder[] {
+  const line = lineState(room);
+  if (!line?.official) return [];
+  const out: LineRecorder[] = [];
+  for (const ev of room.currentState.getStateEvents(RECORDER_EVENT)) {
+    const userId = aideOfKey(ev.getStateKey());
+    const office = ev.getContent()?.office;
+    if (!userId || typeof office !== "string" || !office) continue;
+    const membership = room.getMember(userId)?.membership;
+    if (membership === KnownMembership.Join || membership === KnownMembership.Invite) {
+      out.push({ userId, office, membership });
+    }
+  }
+  return out.sort((a, b) => a.office.localeCompare(b.office));
+}
+
+/** Whether `userId` is a records office's archiver marked on the line (any time). */
+export function recorderOffice(room: Room, userId: string): string | null {
+  const office = room.currentState.getStateEvents(RECORDER_EVENT, aideKey(userId))?.getContent()?.office;
+  return typeof office === "string" && office ? office : null;
 }
 
 /**

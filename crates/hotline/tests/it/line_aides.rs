@@ -389,3 +389,83 @@ async fn a_revoked_aide_is_nobodys_aide_on_the_line() {
         "a revoked aide brought back",
     );
 }
+
+/// `hotline admin line-aide`, as the office types it, against the running
+/// server; the answer's status and what it printed.
+fn office(l: &Line, args: &[&str]) -> (bool, String) {
+    let out = l
+        .server
+        .command()
+        .args(["admin", "line-aide"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_office_brings_its_principals_aide_onto_a_line_and_either_office_takes_aides_off_named_as_the_office(
+) {
+    let l = line().await;
+    // By the counterpart's name: the line between the aide's principal and
+    // scholz. The running server writes it, and the line says the office did.
+    let (ok, said) = office(&l, &["add", "aide", "--with", "@scholz:localhost"]);
+    assert!(ok, "office add: {said}");
+    assert!(said.contains(&l.line), "names the line: {said}");
+    assert_eq!(l.membership(AIDE).await, "invite");
+    let (status, marking) = l.marking(AIDE).await;
+    assert_eq!(status, 200);
+    assert_eq!(marking["principal"], "@macron:localhost");
+    assert_eq!(marking["added_by"], "@macron:localhost");
+    assert!(
+        marking["by_office"].as_str().is_some_and(|o| !o.is_empty()),
+        "the marking names the office: {marking}"
+    );
+    assert_eq!(l.join(&l.aide).await.0, 200);
+    assert_eq!(l.text(&l.aide, "office-1").await.0, 200);
+
+    // Refused, with the reason, and nothing written: someone who is no aide,
+    // an aide of a principal who is not on the line, no line named.
+    let (ok, said) = office(&l, &["add", "stranger", "--line", &l.line]);
+    assert!(!ok && said.contains("not an aide"), "a stranger: {said}");
+    let (ok, said) = office(&l, &["add", "aide", "--with", "@stranger:localhost"]);
+    assert!(!ok && said.contains("no line"), "no such line: {said}");
+    assert_eq!(l.membership("@stranger:localhost").await, "none");
+
+    // Taken off by the office, through its principal on the line.
+    let (ok, said) = office(&l, &["remove", "aide", "--line", &l.line]);
+    assert!(ok, "office remove: {said}");
+    assert_eq!(l.membership(AIDE).await, "leave");
+    let (_, ended) = l.marking(AIDE).await;
+    assert!(
+        ended.get("principal").is_none(),
+        "the marking ended: {ended}"
+    );
+    assert!(ended["by_office"].is_string(), "{ended}");
+    forbidden(
+        &l.text(&l.aide, "office-2").await,
+        "the removed aide speaks",
+    );
+
+    // The audit log says the office did both.
+    let audit = l.server.admin(&["audit"]);
+    for action in ["line_aide_added", "line_aide_removed"] {
+        assert!(
+            audit
+                .lines()
+                .any(|e| e.contains(action) && e.contains("protocol-office") && e.contains(AIDE)),
+            "{action} by the office in the audit log:\n{audit}"
+        );
+    }
+
+    // With no server running, the command says so.
+    let mut l = l;
+    l.server.kill9();
+    let (ok, said) = office(&l, &["add", "aide", "--line", &l.line]);
+    assert!(!ok && said.contains("no running server"), "{said}");
+}

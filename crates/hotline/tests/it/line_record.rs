@@ -206,8 +206,16 @@ async fn an_official_line_carries_the_records_office_archiver_shown_as_a_member_
     )
     .await;
     let http = Http::new(&server.url);
-    server.admin(&["create-user", "records", "--password", "archiver password"]);
-    let archiver = http.login("records", "archiver password").await;
+    // Enrolled by the protocol office as a recorder, like its officials.
+    let archiver = http
+        .enrolled(
+            &server,
+            "records",
+            "Records office of Freedonia",
+            "recorder",
+            None,
+        )
+        .await;
     let common::LineCast {
         macron,
         scholz,
@@ -225,6 +233,13 @@ async fn an_official_line_carries_the_records_office_archiver_shown_as_a_member_
             .ok_or(format!("no archiver invited yet: {marking} {member}"))
     })
     .await;
+    // Once: the line's opening asks twice (its state, its principal's join).
+    let audit = server.admin(&["audit"]);
+    assert_eq!(
+        audit.matches("line_recorder_added").count(),
+        1,
+        "one invitation of the archiver:\n{audit}"
+    );
     let (s, v) = http
         .call(
             "POST",
@@ -244,6 +259,33 @@ async fn an_official_line_carries_the_records_office_archiver_shown_as_a_member_
         )
         .await;
     forbidden(&r, "the archiver sends into the line");
+
+    // Vouched for by its office: the directory names it a recorder, for
+    // everyone's device to show whose archiver it is; it is nobody's
+    // principal, so it opens no lines.
+    let _device = common::vouched(&server, &http, &archiver, "records").await;
+    let (_, directory) = http
+        .call("GET", "/_hotline/v1/directory", Some(&scholz), None)
+        .await;
+    let listed = directory["attestations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["user_id"] == "@records:localhost")
+        .unwrap_or_else(|| panic!("the archiver in the directory: {directory}"));
+    assert_eq!(listed["role"], "recorder");
+    assert_eq!(listed["name"], "Records office of Freedonia");
+    forbidden(
+        &http
+            .call(
+                "POST",
+                "/_hotline/v1/line_invites",
+                Some(&archiver),
+                Some("{}"),
+            )
+            .await,
+        "the archiver opens a line",
+    );
 
     // Personal: the records office is off the line in that commit.
     assert_eq!(record(&http, &macron, &line, false).await.0, 200);

@@ -667,6 +667,10 @@ pub fn scan_for_plaintext(dir: &std::path::Path, needles: &[&str]) -> Vec<(PathB
                 stack.push(path);
                 continue;
             }
+            // A socket (the server's office.sock) holds no bytes at rest.
+            if !vanished(entry.file_type()).is_some_and(|t| t.is_file()) {
+                continue;
+            }
             let Some(bytes) = vanished(std::fs::read(&path)) else {
                 continue;
             };
