@@ -43,7 +43,12 @@ cat <<MSG
   unlock the official's keys):
 $(sed 's/^/    /' "$DATA/demo-officials" 2>/dev/null)
   President Castell (Avalon) and Prime Minister Varga (Borduria) have a
-  direct line across the two servers. Chancellor Kovic has none yet: sign in
+  direct line across the two servers, with the President's aide Lea Moreau
+  on it, brought on by Avalon's protocol office (which can take her off and
+  bring her back while the servers run:
+   $BIN --config $A_CFG admin line-aide remove aide.avalon --with @pm.borduria:$B_NAME
+   $BIN --config $A_CFG admin line-aide add aide.avalon --with @pm.borduria:$B_NAME).
+  Chancellor Kovic has no line yet: sign in
   as her, open "Line invites", and share one.
   An envoy's enrolment is pending: $(cat "$DATA/demo-enrolment-link")
   (after it, the office compares the 12 groups of 5 digits the envoy's device shows with

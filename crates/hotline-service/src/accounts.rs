@@ -241,7 +241,10 @@ impl Services {
     /// The `401` that asks for user-interactive auth. Every flow Hotline
     /// offers is one stage, so a session has nothing to remember: the
     /// session id is only echoed, and a flow begun on one server process
-    /// can end on another (nothing is kept per process).
+    /// can end on another (nothing is kept per process). A submission whose
+    /// `auth` carries only the `session` (a client asking where the flow
+    /// stands) gets the plain challenge again, no `errcode`: no stage of it
+    /// is completed until the one stage is.
     fn uiaa_challenge(
         &self,
         mut flows: serde_json::Value,
@@ -250,6 +253,7 @@ impl Services {
     ) -> Error {
         let session = session.unwrap_or_else(|| random_string(24));
         flows["session"] = json!(session);
+        flows["completed"] = json!([]);
         if let Some((code, msg)) = error {
             flows["errcode"] = json!(code);
             flows["error"] = json!(msg);
@@ -279,6 +283,9 @@ impl Services {
         let Some(auth) = auth else {
             return Err(self.uiaa_challenge(flows, None, None));
         };
+        if auth.kind.is_none() {
+            return Err(self.uiaa_challenge(flows, auth.session, None));
+        }
         let mut used_token = None;
         match auth.kind.as_deref() {
             Some("m.login.dummy") if self.config.allow_registration => {}
@@ -594,6 +601,9 @@ impl Services {
         let Some(auth) = auth else {
             return Err(self.uiaa_challenge(flows, None, None));
         };
+        if auth.kind.is_none() {
+            return Err(self.uiaa_challenge(flows, auth.session, None));
+        }
         if auth.kind.as_deref() != Some("m.login.password") {
             return Err(self.uiaa_challenge(
                 flows,

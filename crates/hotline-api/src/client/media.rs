@@ -196,3 +196,20 @@ pub async fn get_content_thumbnail_route(
 pub async fn get_media_config_route(State(s): State<AppState>, Auth(_): Auth) -> Json<Value> {
     Json(json!({ "m.upload.size": s.services.config.max_upload_bytes }))
 }
+
+/// `GET /_matrix/media/v3/config` (deprecated for
+/// `/_matrix/client/v1/media/config`, still called by released clients):
+/// the same answer, to the same callers.
+pub async fn get_media_config_v3_route(state: State<AppState>, auth: Auth) -> Json<Value> {
+    get_media_config_route(state, auth).await
+}
+
+/// `GET /_matrix/media/v3/download/…` and `/_matrix/media/v3/thumbnail/…`,
+/// unauthenticated (deprecated by authenticated media, MSC3916): every
+/// file here was uploaded under authenticated media, so, as Synapse answers
+/// for such media, `404 M_NOT_FOUND`, the same whether or not the file
+/// exists (nothing about a file is told to a caller without a token).
+/// Clients move to `/_matrix/client/v1/media/…` on that answer.
+pub async fn get_content_v3_route() -> ApiResult<Response> {
+    Err(Error::not_found("Not found").into())
+}

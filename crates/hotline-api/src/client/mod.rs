@@ -20,7 +20,7 @@ use ruma::api::client as c;
 use crate::{RouterExt, Routes};
 
 pub fn routes() -> Routes {
-    Routes::new()
+    deprecated_media(Routes::new())
         // discovery
         .endpoint::<c::discovery::get_supported_versions::Request, _, _>(
             discovery::get_supported_versions_route,
@@ -241,4 +241,17 @@ pub fn routes() -> Routes {
         .endpoint::<c::authenticated_media::get_media_config::v1::Request, _, _>(
             media::get_media_config_route,
         )
+}
+
+/// The deprecated media endpoints released clients still call, answered as
+/// Synapse answers them with authenticated media on (`media::get_content_v3_route`).
+#[allow(deprecated)]
+fn deprecated_media(routes: Routes) -> Routes {
+    routes
+        .endpoint::<c::media::get_media_config::v3::Request, _, _>(media::get_media_config_v3_route)
+        .endpoint::<c::media::get_content::v3::Request, _, _>(media::get_content_v3_route)
+        .endpoint::<c::media::get_content_as_filename::v3::Request, _, _>(
+            media::get_content_v3_route,
+        )
+        .endpoint::<c::media::get_content_thumbnail::v3::Request, _, _>(media::get_content_v3_route)
 }

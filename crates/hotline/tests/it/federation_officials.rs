@@ -980,6 +980,57 @@ async fn aides_of_either_principal_act_on_a_line_across_servers_as_they_do_local
     })
     .await;
     assert_eq!(text(&ha, &aide, &line, "aide2").await.0, 403);
+
+    // The offices do the same through their principals: Avalon's brings
+    // the President's aide back, Borduria's takes him off again through the
+    // Prime Minister (`hotline admin line-aide`, each on its own server).
+    let office = |server: &FederatedServer, verb: &str, with: &str| {
+        let out = server
+            .server
+            .command()
+            .args(["admin", "line-aide", verb, &a.user("aide"), "--with", with])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    office(&a, "add", &b.user("pm"));
+    assert_eq!(
+        ha.call(
+            "POST",
+            &format!("/_matrix/client/v3/join/{line}"),
+            Some(&aide),
+            Some("{}")
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(text(&ha, &aide, &line, "aide3").await.0, 200);
+    office(&b, "remove", &a.user("pres"));
+    within(10, || async {
+        let (_, marking) = ha
+            .call(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{line}/state/org.hotline.aide/_{}",
+                    a.user("aide")
+                ),
+                Some(&pres),
+                None,
+            )
+            .await;
+        (marking["removed_by"] == json!(b.user("pm")) && marking["by_office"].is_string())
+            .then_some(())
+            .ok_or(format!(
+                "A never saw Borduria's office take the aide off: {marking}"
+            ))
+    })
+    .await;
+    assert_eq!(text(&ha, &aide, &line, "aide4").await.0, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -31,6 +31,7 @@ mod media_thumbnails;
 mod migrate;
 mod multi_process;
 mod receipts;
+mod released_clients;
 mod room_rules;
 mod sdk_conversation;
 mod sdk_e2ee;
