@@ -352,15 +352,7 @@ async fn devices_need_password_auth_to_delete() {
     let server = Server::start().await;
     let http = Http::new(&server.url);
     let token = http.register("erin").await;
-    let (_, who) = http
-        .call(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(&token),
-            None,
-        )
-        .await;
-    let device = who["device_id"].as_str().unwrap();
+    let device = http.device_id(&token).await;
     let path = format!("/_matrix/client/v3/devices/{device}");
     let (status, v) = http.call("DELETE", &path, Some(&token), Some("{}")).await;
     assert_eq!(status, 401);

@@ -15,15 +15,6 @@ use crate::common;
 use common::{FederatedServer, Http, SynapseServer, TestCa};
 use serde_json::{json, Value};
 
-/// A 1×1 PNG.
-const PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
-    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
-    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
-    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
-];
-
 /// One server under test: its client, a user's token, device and media.
 struct Side {
     label: &'static str,
@@ -37,17 +28,9 @@ impl Side {
     async fn new(label: &'static str, url: &str, user: &str) -> Side {
         let http = Http::new(url);
         let token = http.register(user).await;
-        let (_, who) = http
-            .call(
-                "GET",
-                "/_matrix/client/v3/account/whoami",
-                Some(&token),
-                None,
-            )
-            .await;
-        let device = who["device_id"].as_str().unwrap().to_owned();
+        let device = http.device_id(&token).await;
         let mxc = http
-            .upload(&token, PNG.to_vec(), "image/png", "one.png")
+            .upload(&token, common::png(1, 1), "image/png", "one.png")
             .await;
         Side {
             label,
@@ -236,8 +219,8 @@ async fn a_uia_resubmission_with_only_its_session_and_the_deprecated_media_endpo
             )
             .await;
         assert_eq!(
-            (served.status, served.body.as_slice()),
-            (200, PNG),
+            (served.status, served.body),
+            (200, common::png(1, 1)),
             "{}",
             s.label
         );

@@ -446,6 +446,20 @@ impl Http {
         }
     }
 
+    /// The device `token` belongs to (`/account/whoami`).
+    pub async fn device_id(&self, token: &str) -> String {
+        let (status, who) = self
+            .call(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "whoami: {who}");
+        who["device_id"].as_str().unwrap().to_owned()
+    }
+
     /// Registers `name` with open registration; returns the access token.
     pub async fn register(&self, name: &str) -> String {
         let body = serde_json::json!({"username": name, "password": "correct horse", "auth": {"type": "m.login.dummy"}});
