@@ -109,7 +109,7 @@ test_e2e() {
   done
   HOTLINE_URL="http://127.0.0.1:$port" HOTLINE_BIN="$BIN" HOTLINE_DATA="$tmp" HOTLINE_TURN="$turn" \
     HOTLINE_PASSWORD="hotline-test-pw" HOTLINE_SCREENSHOTS="${HOTLINE_SCREENSHOTS:-}" \
-    node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/fingerprint.test.mjs" "$WEB/test/e2e.mjs"
+    node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/fingerprint.test.mjs" "$WEB/test/released-clients.mjs" "$WEB/test/e2e.mjs"
   test_governments "$@"
 }
 
