@@ -7,8 +7,10 @@ import {
   Credentials,
   firstSync,
   forgetRevokedSession,
+  isConnectionError,
   loadCredentials,
   saveCredentials,
+  serverAnswers,
   signOut,
   startSession,
   stopSession,
@@ -40,6 +42,7 @@ export interface CryptoInfo {
 type Phase =
   | { kind: "signed-out"; notice?: string }
   | { kind: "starting"; creds: Credentials }
+  | { kind: "unreachable"; creds: Credentials }
   | { kind: "keys"; mx: MatrixClient; status: Exclude<KeyStatus, "ready">; crypto: CryptoInfo }
   | { kind: "fingerprint"; mx: MatrixClient; crypto: CryptoInfo }
   | { kind: "ready"; mx: MatrixClient; crypto: CryptoInfo };
@@ -84,6 +87,9 @@ function App() {
           stopSession();
           await signOut();
           setPhase({ kind: "signed-out", notice: "Your session ended. Sign in again." });
+        } else if (isConnectionError(e)) {
+          // Still signed in: nothing is wrong with the session, only the way to the server.
+          if (!cancelled) setPhase({ kind: "unreachable", creds: phase.creds });
         } else {
           setPhase({ kind: "signed-out", notice: humanError(e, "Could not start") });
         }
@@ -142,6 +148,9 @@ function App() {
         <p role="status">Opening your lines…</p>
       </main>
     );
+  }
+  if (phase.kind === "unreachable") {
+    return <Unreachable creds={phase.creds} onRetry={() => setPhase({ kind: "starting", creds: phase.creds })} />;
   }
   if (phase.kind === "keys") {
     return (
@@ -336,6 +345,49 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
   );
 }
 
+/**
+ * Signed in, but the server did not answer (offline, as the installed app
+ * opens from its stored shell, or the server down). Starts again by itself
+ * once the server answers: checked when the browser reports the network
+ * back, and every 10 s (a server coming back up changes nothing the
+ * browser sees).
+ */
+function Unreachable({ creds, onRetry }: { creds: Credentials; onRetry: () => void }) {
+  let server = creds.baseUrl;
+  try {
+    server = new URL(creds.baseUrl).host;
+  } catch {
+    /* shown as stored */
+  }
+  useEffect(() => {
+    let live = true;
+    const check = async () => {
+      if (live && (await serverAnswers(creds.baseUrl)) && live) onRetry();
+    };
+    window.addEventListener("online", check);
+    const timer = setInterval(check, 10_000);
+    return () => {
+      live = false;
+      window.removeEventListener("online", check);
+      clearInterval(timer);
+    };
+  }, [creds]);
+  return (
+    <main class="splash unreachable" aria-labelledby="unreachable-title">
+      <span class="brand-mark big" aria-hidden="true">
+        <LockIcon size={30} />
+      </span>
+      <h1 id="unreachable-title">Can't reach the server</h1>
+      <p role="status" data-testid="unreachable">
+        Hotline can't reach {server} right now. Check your connection: your lines open as soon as the server answers.
+      </p>
+      <button type="button" class="primary" onClick={onRetry}>
+        Try again
+      </button>
+    </main>
+  );
+}
+
 function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void }) {
   const [who, setWho] = useState("");
   const [picked, setPicked] = useState<string | null>(null);
@@ -424,3 +476,19 @@ function NewLineDialog({ mx, onClose }: { mx: MatrixClient; onClose: () => void 
 }
 
 render(<App />, document.getElementById("app")!);
+
+// The service worker (public/sw.js) makes the app installable and lets its
+// shell open offline. Only a build registers it: under `vite dev` it would
+// serve stored pages across hot reloads. Registered once the page has
+// loaded, so its downloads wait for the page's own. A failure costs only
+// the offline shell, so it is a warning. (Outside a secure context, such
+// as plain http to a host other than localhost, there is no
+// navigator.serviceWorker and nothing is tried.)
+if (import.meta.env.PROD && "serviceWorker" in navigator && /^https?:$/.test(location.protocol)) {
+  const register = () =>
+    navigator.serviceWorker
+      .register("./sw.js", { scope: "./" })
+      .catch((e) => console.warn("Hotline: the app could not be made available offline:", e));
+  if (document.readyState === "complete") register();
+  else window.addEventListener("load", register, { once: true });
+}

@@ -26,6 +26,7 @@ import {
   assertAudioBothWays,
   b64,
   launchChromium,
+  launchChromiumProfile,
   mark,
   message,
   replaceCrossSigning,
@@ -49,6 +50,7 @@ const pages = []; // every page, for the console check
 const problems = []; // console errors and page errors
 let expectSendFailure = false; // while a test makes sends fail on purpose
 const signedOutElsewhere = new Set(); // pages whose device was removed on purpose
+const offlineOnPurpose = new Set(); // pages whose browser is taken offline on purpose
 
 const api = (method, path, body, token) => apiAt(URL_, method, path, body, token);
 
@@ -74,6 +76,12 @@ async function newPage(name, { mobile = false } = {}) {
   });
   await ctx.addInitScript(TRACK_PCS);
   const page = await ctx.newPage();
+  watchPage(page, name);
+  return page;
+}
+
+/** Collects a page's console errors and page errors for the last test, less the expected ones. */
+function watchPage(page, name) {
   page.setDefaultTimeout(T);
   page.on("console", (m) => {
     if (m.type() !== "error") return;
@@ -87,11 +95,12 @@ async function newPage(name, { mobile = false } = {}) {
     if (signedOutElsewhere.has(name) && /Unable to refresh token|M_UNKNOWN_TOKEN/.test(text)) return;
     if (expectSendFailure && /net::ERR_FAILED|Error sending event/.test(text)) return;
     if (!TURN_API && /Failed to get TURN URIs M_UNRECOGNIZED/.test(text)) return;
+    // Chromium logs each request that fails for want of a network.
+    if (offlineOnPurpose.has(name) && /net::ERR_INTERNET_DISCONNECTED/.test(text)) return;
     problems.push(`[${name}] console.error: ${text}`);
   });
   page.on("pageerror", (e) => problems.push(`[${name}] page error: ${e.message}`));
   pages.push(page);
-  return page;
 }
 
 async function shot(page, file, { bottom = true } = {}) {
@@ -1942,6 +1951,175 @@ test("read receipts: at most one per newly read event over 30 s with the chat op
   assert.equal(r, 1, "the reader's receipt for the last text was sent");
   await message(bob, "Receipt check: are you there?").and(bob.locator('[data-status="read"]')).waitFor();
   await message(S, "And the sender has the last word.").and(S.locator('[data-status="read"]')).waitFor();
+});
+
+// ---- the installable app (public/manifest.webmanifest, public/sw.js, public/icons/) ----
+
+/** A PNG's width and height, from its IHDR chunk, which the format puts first. */
+function pngSize(bytes, what) {
+  assert.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${what}: PNG signature`);
+  assert.equal(bytes.toString("latin1", 12, 16), "IHDR", `${what}: IHDR chunk first`);
+  return { width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20) };
+}
+
+/** Every URL in the page's Cache Storage. */
+const storedUrls = (page) =>
+  page.evaluate(async () => {
+    const urls = [];
+    for (const name of await caches.keys()) for (const req of await (await caches.open(name)).keys()) urls.push(req.url);
+    return urls;
+  });
+
+test("the app installs: a valid manifest with its icons, a service worker controlling the page, and the shell opens offline", async () => {
+  // A profile of its own: Chromium installs no app from an incognito
+  // context, which every browser.newContext() is.
+  const profile = mkdtempSync(join(tmpdir(), "hotline-install-"));
+  const ctx = await launchChromiumProfile(profile, { viewport: { width: 1200, height: 760 } });
+  let token = null;
+  try {
+    const page = ctx.pages()[0] || (await ctx.newPage());
+    watchPage(page, "installer");
+    const signInHeading = page.getByRole("heading", { name: "Sign in" });
+    await page.goto(URL_ + "/");
+    await signInHeading.waitFor();
+
+    // The manifest the page links, with what an install needs.
+    const head = await page.evaluate(() => {
+      const css = getComputedStyle(document.documentElement);
+      return {
+        manifest: document.querySelector('link[rel="manifest"]')?.href,
+        appleIcon: document.querySelector('link[rel="apple-touch-icon"]')?.href,
+        themeMeta: document.querySelector('meta[name="theme-color"]')?.content,
+        navy: css.getPropertyValue("--navy").trim(),
+        bg: css.getPropertyValue("--bg").trim(),
+      };
+    });
+    assert.ok(head.manifest, "the page links a manifest");
+    const resp = await fetch(head.manifest);
+    assert.equal(resp.status, 200, "the manifest is served");
+    const m = JSON.parse(await resp.text());
+    assert.equal(m.name, "Hotline");
+    assert.equal(m.short_name, "Hotline");
+    assert.equal(m.display, "standalone");
+    assert.equal(new URL(m.start_url, head.manifest).href, URL_ + "/", "start_url is the app's page");
+    assert.equal(new URL(m.scope, head.manifest).href, URL_ + "/", "the scope is the app");
+    assert.equal(m.theme_color.toLowerCase(), head.navy.toLowerCase(), "theme_color is the app's navy (styles.css)");
+    assert.equal(head.themeMeta?.toLowerCase(), head.navy.toLowerCase(), "and so is the page's theme-color");
+    assert.equal(m.background_color.toLowerCase(), head.bg.toLowerCase(), "background_color is the page's background (styles.css)");
+
+    // Each icon is a PNG of exactly the size it declares.
+    const purposes = (icon) => (icon.purpose || "any").split(/\s+/);
+    for (const icon of m.icons) {
+      const r = await fetch(new URL(icon.src, head.manifest));
+      assert.equal(r.status, 200, `${icon.src} is served`);
+      assert.equal(icon.type, "image/png", `${icon.src} is declared a PNG`);
+      assert.match(r.headers.get("content-type") || "", /^image\/png/, `${icon.src} is served as a PNG`);
+      const { width, height } = pngSize(Buffer.from(await r.arrayBuffer()), icon.src);
+      assert.equal(`${width}x${height}`, icon.sizes, `${icon.src} is ${icon.sizes}`);
+    }
+    for (const size of ["192x192", "512x512"]) {
+      assert.ok(m.icons.some((i) => i.sizes === size && purposes(i).includes("any")), `an icon of ${size} for any use`);
+    }
+    assert.ok(m.icons.some((i) => purposes(i).includes("maskable")), "a maskable icon");
+    assert.ok(head.appleIcon, "the page names an apple-touch-icon");
+    const apple = pngSize(Buffer.from(await (await fetch(head.appleIcon)).arrayBuffer()), "apple-touch-icon");
+    assert.ok(apple.width === apple.height && apple.width >= 180, `apple-touch-icon is square, 180 px or more: ${apple.width}x${apple.height}`);
+
+    // The service worker: active, then in control of the page once it is
+    // loaded again, and serving the app's script from its store.
+    const active = await page.evaluate(
+      (ms) =>
+        Promise.race([
+          navigator.serviceWorker.ready.then((r) => r.active?.scriptURL),
+          new Promise((resolve) => setTimeout(() => resolve(`no service worker ready after ${ms} ms`), ms)),
+        ]),
+      T,
+    );
+    assert.equal(active, URL_ + "/sw.js", "the service worker is active");
+    const viaWorker = [];
+    const onResponse = (r) => r.fromServiceWorker() && viaWorker.push(new URL(r.url()).pathname);
+    page.on("response", onResponse);
+    await page.reload();
+    await signInHeading.waitFor();
+    page.off("response", onResponse);
+    const controller = await page.evaluate(() => navigator.serviceWorker.controller?.scriptURL);
+    assert.equal(controller, URL_ + "/sw.js", "the service worker controls the reloaded page");
+    assert.ok(viaWorker.some((p) => /^\/assets\/index-[\w-]+\.js$/.test(p)), `the app's script came from the worker: ${viaWorker.join(", ")}`);
+    // An API answer goes past it.
+    const [versions] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith("/_matrix/client/versions")),
+      page.evaluate(() => fetch("./_matrix/client/versions").then((r) => r.status)),
+    ]);
+    assert.equal(versions.status(), 200);
+    assert.equal(versions.fromServiceWorker(), false, "the worker does not answer API requests");
+    const shell = await storedUrls(page);
+    assert.ok(shell.includes(URL_ + "/index.html"), `the page is stored: ${shell.join(", ")}`);
+    assert.ok(shell.some((u) => /\/assets\/index-[\w-]+\.js$/.test(u)), "the app's script is stored");
+
+    // Installable, as Chromium judges it.
+    const cdp = await ctx.newCDPSession(page);
+    const { installabilityErrors } = await cdp.send("Page.getInstallabilityErrors");
+    // (While a session of ours is attached, a page reloaded offline reads
+    // navigator.onLine as true, and never hears the network come back.)
+    await cdp.detach();
+    assert.deepEqual(installabilityErrors, [], "Chromium finds nothing that keeps the app from installing");
+
+    // Offline: the shell opens from the worker's store, and signing in
+    // says the server can't be reached.
+    offlineOnPurpose.add("installer");
+    await ctx.setOffline(true);
+    await page.reload();
+    await signInHeading.waitFor();
+    await page.getByLabel("User name").fill("installer");
+    await page.getByLabel("Password", { exact: true }).fill(PW);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    assert.match(await page.getByRole("alert").textContent(), /^The server could not be reached\. Check the connection and try again\.$/);
+
+    // Signed in already (a session made through the API: this page can't
+    // use it before the network is back), the app says it can't reach the
+    // server, names it, and tries again on request and by itself.
+    admin("create-user", "installer", "--password", PW);
+    const login = await api("POST", "/_matrix/client/v3/login", {
+      type: "m.login.password",
+      identifier: { type: "m.id.user", user: "installer" },
+      password: PW,
+    });
+    assert.equal(login.status, 200, JSON.stringify(login.json));
+    token = login.json.access_token;
+    await page.evaluate(
+      ([baseUrl, l]) =>
+        localStorage.setItem("hotline.session", JSON.stringify({ baseUrl, userId: l.user_id, deviceId: l.device_id, accessToken: l.access_token })),
+      [URL_, login.json],
+    );
+    await page.reload();
+    const unreachable = page.getByRole("heading", { name: "Can't reach the server" });
+    await unreachable.waitFor();
+    assert.match(await page.getByTestId("unreachable").textContent(), new RegExp(`can't reach ${new URL(URL_).host.replace(/\./g, "\\.")} right now`));
+    const tried = page.waitForEvent("requestfailed", (r) => r.url().endsWith("/_matrix/client/v3/keys/query"));
+    await page.getByRole("button", { name: "Try again" }).click();
+    assert.match((await tried).failure().errorText, /ERR_INTERNET_DISCONNECTED/, "Try again asks the server");
+    await unreachable.waitFor();
+    await ctx.setOffline(false);
+    await page.getByRole("heading", { name: "Set up secure keys" }).or(page.getByRole("navigation", { name: "Lines" })).waitFor();
+    assert.equal(await unreachable.count(), 0);
+    offlineOnPurpose.delete("installer");
+
+    // A whole session's start went by (sync, keys, the directory): still
+    // nothing from the API in the store, nor from anywhere else; the crypto
+    // WebAssembly, loaded once, is kept with the shell.
+    const stored = await storedUrls(page);
+    assert.deepEqual(
+      stored.filter((u) => !u.startsWith(URL_ + "/") || /\/_(matrix|hotline|synapse)\//.test(u)),
+      [],
+      "no API answer stored",
+    );
+    if (E2EE) assert.ok(stored.some((u) => /\/assets\/[^/]+\.wasm$/.test(u)), "the crypto WebAssembly is stored once loaded");
+  } finally {
+    offlineOnPurpose.delete("installer");
+    await ctx.close();
+    rmSync(profile, { recursive: true, force: true });
+    if (token) await api("POST", "/_matrix/client/v3/logout", {}, token);
+  }
 });
 
 test("no console errors or page errors in any page, and no raw MatrixError on any screen", async () => {

@@ -7,23 +7,34 @@ import * as ed from "@noble/ed25519";
 
 export const T = 30_000; // default wait for anything that crosses the server
 
+const CHROMIUM = {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+};
+
 /** Debian's chromium, headless, with fake media devices for calls. */
 export function launchChromium() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: [
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  return chromium.launch(CHROMIUM);
+}
+
+/**
+ * The same chromium with a profile of its own in `dir`: a context that is not
+ * incognito (every browser.newContext() is), which Chromium needs to install
+ * an app. Returns the context; closing it ends that browser.
+ */
+export function launchChromiumProfile(dir, options = {}) {
+  return chromium.launchPersistentContext(dir, { ...CHROMIUM, ...options });
 }
 
 // Records every RTCPeerConnection a page makes, so tests read real stats.

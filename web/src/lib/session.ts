@@ -320,8 +320,39 @@ async function serverHasE2ee(c: Credentials): Promise<boolean> {
   }
 }
 
-/** Builds the client, starts its Rust crypto and /sync. */
+/** The server could not be reached at all (no network, or the server down): no HTTP answer. */
+export function isConnectionError(e: unknown): boolean {
+  return e instanceof MatrixError && e.errcode === "M_CONNECTION";
+}
+
+/** Whether the server answers HTTP at all, whatever it says. */
+export async function serverAnswers(baseUrl: string): Promise<boolean> {
+  try {
+    await api(baseUrl, "GET", "/_matrix/client/versions");
+    return true;
+  } catch (e) {
+    return !isConnectionError(e);
+  }
+}
+
+/**
+ * Builds the client, starts its Rust crypto and /sync. Throws a connection
+ * error (isConnectionError) before starting anything when the server can't
+ * be reached.
+ */
 export async function startSession(c: Credentials): Promise<Started> {
+  // Asked first: with no answer (the installed app opened offline, or the
+  // server down) the session would start without its crypto and stay so
+  // once the connection is back; the app says it can't reach the server
+  // and starts again when it answers (main.tsx).
+  let e2ee: boolean | undefined;
+  let e2eeError: unknown;
+  try {
+    e2ee = await serverHasE2ee(c);
+  } catch (e) {
+    if (isConnectionError(e)) throw e;
+    e2eeError = e;
+  }
   const settings = loadSettings();
   let store: IndexedDBStore | undefined;
   if (window.indexedDB) {
@@ -351,7 +382,8 @@ export async function startSession(c: Credentials): Promise<Started> {
   let crypto: CryptoState = "ready";
   let cryptoError: string | undefined;
   try {
-    if (await serverHasE2ee(c)) {
+    if (e2ee === undefined) throw e2eeError;
+    if (e2ee) {
       await mx.initRustCrypto({ useIndexedDB: true });
       quietCryptoLogs();
     } else {
