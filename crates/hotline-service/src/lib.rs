@@ -76,12 +76,12 @@ pub struct Services {
     typing_serial: AtomicU64,
     /// Room events in the store: counted once at start, then per commit.
     events_stored: AtomicU64,
-    /// The serving process's runtime, for the records archiver's invites
-    /// the commit hook asks for (`line_recorder`).
     /// One archiver invitation at a time: the commit hook asks for a new
     /// line twice (its state, its principal's join), and two tasks reading
     /// the same state would both invite.
     pub(crate) recorder_ensuring: tokio::sync::Mutex<()>,
+    /// The serving process's runtime, for the records archiver's invites
+    /// the commit hook asks for (`line_recorder`).
     pub(crate) recorder_runner:
         std::sync::OnceLock<(tokio::runtime::Handle, std::sync::Weak<Services>)>,
 }
