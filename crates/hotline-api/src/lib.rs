@@ -16,6 +16,7 @@ pub mod federation;
 mod hotline;
 pub mod metrics;
 pub mod office;
+pub mod push_gateway;
 pub mod server;
 
 use std::sync::Arc;

@@ -33,6 +33,7 @@ pub mod peer_officials;
 pub mod policy;
 pub mod presence;
 pub mod push_rules;
+pub mod pushers;
 pub mod ratelimit;
 pub mod rooms;
 pub mod sync;
@@ -57,6 +58,8 @@ pub struct Services {
     pub media: media::Media,
     pub keys: keys::Keys,
     pub presence: presence::Presence,
+    /// Delivery to push gateways.
+    pub pushers: pushers::Pushers,
     pub(crate) filters: sync::FilterCache,
     /// Each user's push rules in force, for unread counts.
     pub(crate) push_rules_cache: push_rules::RulesCache,
@@ -100,6 +103,7 @@ impl Services {
             media,
             keys: keys::Keys::new(store.current_position()),
             presence: presence::Presence::new(store.current_position()),
+            pushers: Default::default(),
             doc_locks: Default::default(),
             filters: Default::default(),
             push_rules_cache: Default::default(),
@@ -179,7 +183,8 @@ impl Services {
                             lines_to_record.push(room);
                         }
                     }
-                    self.rooms.apply_committed(*pos, e, &mut wake)
+                    self.rooms.apply_committed(*pos, e, &mut wake);
+                    self.pushers.wake();
                 }
                 hotline_store::WriteOp::QueueFederation { destination, .. }
                 | hotline_store::WriteOp::QueueFederationEdu { destination, .. } => {

@@ -575,8 +575,18 @@ impl PushEval {
     /// `(notifies, highlights)`: what the first matching rule's actions say
     /// of `event`. Someone's own events never count.
     pub(crate) fn weigh(&self, event: &PduEvent) -> (bool, bool) {
+        let actions = self.actions(event);
+        (
+            actions.iter().any(Action::should_notify),
+            actions.iter().any(Action::is_highlight),
+        )
+    }
+
+    /// The first matching rule's actions for `event` (none for someone's
+    /// own events).
+    pub(crate) fn actions(&self, event: &PduEvent) -> Vec<Action> {
         if event.pdu.sender == self.ctx.user_id {
-            return (false, false);
+            return Vec::new();
         }
         let Some(raw) = self.rules.matched_form(Matched {
             kind: &event.pdu.kind,
@@ -585,20 +595,17 @@ impl PushEval {
             state_key: event.pdu.state_key.as_deref(),
             room_id: &event.room_id,
         }) else {
-            return (false, false);
+            return Vec::new();
         };
         let rules = self.rules.for_type(&event.pdu.kind);
         // Without the thread-subscription condition (an unstable feature
         // the server leaves off), no condition awaits anything: the future
         // is ready on its first poll.
-        let actions = rules
+        rules
             .get_actions(&raw, &self.ctx)
             .now_or_never()
-            .unwrap_or_default();
-        (
-            actions.iter().any(Action::should_notify),
-            actions.iter().any(Action::is_highlight),
-        )
+            .map(<[Action]>::to_vec)
+            .unwrap_or_default()
     }
 }
 

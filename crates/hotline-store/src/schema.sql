@@ -13,6 +13,9 @@ CREATE TABLE IF NOT EXISTS registration_tokens (
   token TEXT PRIMARY KEY, uses_allowed INTEGER, completed INTEGER NOT NULL DEFAULT 0, expiry_ts INTEGER);
 CREATE TABLE IF NOT EXISTS filters (
   user_id TEXT NOT NULL, filter_id TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (user_id, filter_id));
+CREATE TABLE IF NOT EXISTS pushers (
+  user_id TEXT NOT NULL, app_id TEXT NOT NULL, pushkey TEXT NOT NULL, device_id TEXT NOT NULL,
+  json TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (user_id, app_id, pushkey));
 CREATE TABLE IF NOT EXISTS rooms (room_id TEXT PRIMARY KEY, room_version TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
   pos INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, room_id TEXT NOT NULL,

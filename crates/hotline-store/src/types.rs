@@ -9,6 +9,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A pusher (`/pushers/set`): where a user's notifications go. `json` is
+/// the pusher as the client set it (served back by `/pushers`);
+/// `position` is the stream position through which its notifications are
+/// delivered (moved on only after the gateway took them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PusherRow {
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    /// The device whose access token set it ("" if none): it goes with it.
+    pub device_id: String,
+    pub json: String,
+    pub position: i64,
+}
+
 /// An account.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserRow {
@@ -364,6 +379,24 @@ pub enum WriteOp {
     PutMeta {
         key: String,
         value: String,
+    },
+    PutPusher(PusherRow),
+    DeletePusher {
+        user_id: String,
+        app_id: String,
+        pushkey: String,
+    },
+    /// The same app and pushkey set by another user (`append: false`).
+    DeletePushersOfKey {
+        app_id: String,
+        pushkey: String,
+        except_user: String,
+    },
+    SetPusherPosition {
+        user_id: String,
+        app_id: String,
+        pushkey: String,
+        position: i64,
     },
     CreateRoom(RoomRow),
     /// Gets a stream position.

@@ -869,6 +869,12 @@ async fn serve(config: Config) -> anyhow_lite::Result<()> {
     services.time_out_presence()?;
     services.flush_seen_devices_regularly();
     services.start_line_recorders();
+    services.pushers.set_gateway(std::sync::Arc::new(
+        hotline_api::push_gateway::PushGatewayClient::new(
+            services.config.federation.ca_file.as_deref(),
+        )?,
+    ));
+    services.start_pushers();
     let hotline_api::Apps {
         main: app,
         metrics_only: metrics_app,

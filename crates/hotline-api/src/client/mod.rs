@@ -83,6 +83,8 @@ pub fn routes() -> Routes {
         .endpoint::<c::filter::create_filter::v3::Request, _, _>(user_data::create_filter_route)
         .endpoint::<c::filter::get_filter::v3::Request, _, _>(user_data::get_filter_route)
         // push rules
+        .endpoint::<c::push::get_pushers::v3::Request, _, _>(push::get_pushers_route)
+        .endpoint::<c::push::set_pusher::v3::Request, _, _>(push::set_pusher_route)
         .endpoint::<c::push::get_pushrules_all::v3::Request, _, _>(push::get_pushrules_all_route)
         .endpoint::<c::push::get_pushrules_global_scope::v3::Request, _, _>(
             push::get_push_rules_global_route,

@@ -1,5 +1,5 @@
-//! Push rules: the whole ruleset, and one rule at a time (its body, whether
-//! it is enabled, its actions).
+//! Pushers (where notifications go), and push rules: the whole ruleset,
+//! and one rule at a time (its body, whether it is enabled, its actions).
 
 use axum::extract::State;
 use axum::Json;
@@ -139,5 +139,26 @@ pub async fn set_push_rule_actions_route(
     s.services
         .set_push_rule_actions(&sender.user_id, &kind, &rule_id, body.actions)
         .await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /pushers`: the caller's pushers.
+pub async fn get_pushers_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "pushers": s.services.pushers(&sender.user_id)? }),
+    ))
+}
+
+/// `POST /pushers/set`: creates, replaces or deletes one of the caller's
+/// pushers.
+pub async fn set_pusher_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    JsonBody(body): JsonBody<hotline_service::pushers::SetPusher>,
+) -> ApiResult<Json<Value>> {
+    s.services.set_pusher(&sender, body).await?;
     Ok(Json(json!({})))
 }

@@ -58,7 +58,7 @@ impl Services {
     /// after a position, when the caller holds them); counted afresh when the
     /// read marker moves or the user's rules change, within the in-memory
     /// window or the last `UNREAD_SCAN` events.
-    pub(super) fn unread_counts(
+    pub(crate) fn unread_counts(
         &self,
         room: &Room,
         user: &UserId,

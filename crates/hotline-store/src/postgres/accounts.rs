@@ -72,7 +72,7 @@ pub(crate) async fn upsert_device(c: &Conn, d: &DeviceRow) -> Applied {
 pub(crate) async fn delete_device(c: &Conn, user_id: &str, device_id: &str) -> Applied {
     // A device's tokens, keys, queue and the signatures over its key go
     // with it.
-    const DELETES: [&str; 7] = [
+    const DELETES: [&str; 8] = [
         "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
         "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
         "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
@@ -80,6 +80,7 @@ pub(crate) async fn delete_device(c: &Conn, user_id: &str, device_id: &str) -> A
         "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
         "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
         "DELETE FROM key_signatures WHERE target_user = $1 AND target_key_id = $2",
+        "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2",
     ];
     for sql in DELETES {
         c.exec(sql, &[&user_id, &device_id]).await?;
@@ -157,6 +158,66 @@ pub(crate) async fn put_filter(c: &Conn, user_id: &str, filter_id: &str, json: &
     )
     .await?;
     Ok(())
+}
+
+pub(crate) async fn put_pusher(c: &Conn, p: &PusherRow) -> Applied {
+    c.exec(
+        "INSERT INTO pushers (user_id, app_id, pushkey, device_id, json, position) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = EXCLUDED.device_id, json = EXCLUDED.json, position = EXCLUDED.position",
+        &[&p.user_id, &p.app_id, &p.pushkey, &p.device_id, &p.json, &p.position],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_pusher(c: &Conn, user_id: &str, app_id: &str, pushkey: &str) -> Applied {
+    c.exec(
+        "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+        &[&user_id, &app_id, &pushkey],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_pushers_of_key(
+    c: &Conn,
+    app_id: &str,
+    pushkey: &str,
+    except_user: &str,
+) -> Applied {
+    c.exec(
+        "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+        &[&app_id, &pushkey, &except_user],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn set_pusher_position(
+    c: &Conn,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+    position: i64,
+) -> Applied {
+    // Never backwards: a position only moves on.
+    c.exec(
+        "UPDATE pushers SET position = $4 WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 AND position < $4",
+        &[&user_id, &app_id, &pushkey, &position],
+    )
+    .await?;
+    Ok(())
+}
+
+fn pusher_row(r: &Row) -> PgResult<PusherRow> {
+    Ok(PusherRow {
+        user_id: r.try_get(0)?,
+        app_id: r.try_get(1)?,
+        pushkey: r.try_get(2)?,
+        device_id: r.try_get(3)?,
+        json: r.try_get(4)?,
+        position: r.try_get(5)?,
+    })
 }
 
 pub(crate) async fn put_meta(c: &Conn, key: &str, value: &str) -> Applied {
@@ -265,6 +326,22 @@ impl AccountStore for PostgresStore {
         self.query_one("SELECT value FROM meta WHERE key = $1", &[&key], |r| {
             r.try_get(0)
         })
+    }
+
+    fn pushers_of(&self, user_id: &str) -> Result<Vec<PusherRow>> {
+        self.query_all(
+            "SELECT user_id, app_id, pushkey, device_id, json, position FROM pushers WHERE user_id = $1 ORDER BY app_id COLLATE \"C\", pushkey COLLATE \"C\"",
+            &[&user_id],
+            pusher_row,
+        )
+    }
+
+    fn all_pushers(&self) -> Result<Vec<PusherRow>> {
+        self.query_all(
+            "SELECT user_id, app_id, pushkey, device_id, json, position FROM pushers ORDER BY user_id COLLATE \"C\", app_id COLLATE \"C\", pushkey COLLATE \"C\"",
+            &[],
+            pusher_row,
+        )
     }
 }
 

@@ -18,7 +18,8 @@ use crate::Result;
 const MIGRATION_LOCK: i64 = 0x686f_746c_696e_65; // "hotline"
 
 /// `(version, SQL)`, in order.
-pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub(crate) const MIGRATIONS: &[(i64, &str)] =
+    &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 const V1: &str = r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -162,6 +163,13 @@ CREATE INDEX federation_edu_outbox_destination ON federation_edu_outbox (destina
 const V5: &str = r#"
 CREATE TABLE outliers (
   event_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, json TEXT NOT NULL);
+"#;
+
+/// Pushers (`/pushers/set`) and how far each has delivered.
+const V6: &str = r#"
+CREATE TABLE pushers (
+  user_id TEXT NOT NULL, app_id TEXT NOT NULL, pushkey TEXT NOT NULL, device_id TEXT NOT NULL,
+  json TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (user_id, app_id, pushkey));
 "#;
 
 /// Applies the migrations the database lacks.

@@ -561,6 +561,23 @@ async fn apply_op(c: &Conn, op: &WriteOp, pos: i64) -> Applied {
             json,
         } => accounts::put_filter(c, user_id, filter_id, json).await,
         W::PutMeta { key, value } => accounts::put_meta(c, key, value).await,
+        W::PutPusher(p) => accounts::put_pusher(c, p).await,
+        W::DeletePusher {
+            user_id,
+            app_id,
+            pushkey,
+        } => accounts::delete_pusher(c, user_id, app_id, pushkey).await,
+        W::DeletePushersOfKey {
+            app_id,
+            pushkey,
+            except_user,
+        } => accounts::delete_pushers_of_key(c, app_id, pushkey, except_user).await,
+        W::SetPusherPosition {
+            user_id,
+            app_id,
+            pushkey,
+            position,
+        } => accounts::set_pusher_position(c, user_id, app_id, pushkey, *position).await,
         // rooms and events
         W::CreateRoom(r) => rooms::create_room(c, r).await,
         W::AppendEvent(e) => rooms::append_event(c, e, pos).await,

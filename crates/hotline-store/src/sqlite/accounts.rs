@@ -75,6 +75,7 @@ pub(super) fn delete_device(
         "DELETE FROM fallback_keys WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM to_device WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM key_signatures WHERE target_user = ?1 AND target_key_id = ?2",
+        "DELETE FROM pushers WHERE user_id = ?1 AND device_id = ?2",
     ] {
         c.prepare_cached(sql)?
             .execute(params![user_id, device_id])?;
@@ -157,6 +158,62 @@ pub(super) fn put_filter(
     )?
     .execute(params![user_id, filter_id, json])?;
     Ok(())
+}
+
+pub(super) fn put_pusher(c: &Connection, p: &PusherRow) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO pushers (user_id, app_id, pushkey, device_id, json, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![p.user_id, p.app_id, p.pushkey, p.device_id, p.json, p.position])?;
+    Ok(())
+}
+
+pub(super) fn delete_pusher(
+    c: &Connection,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM pushers WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3")?
+        .execute(params![user_id, app_id, pushkey])?;
+    Ok(())
+}
+
+pub(super) fn delete_pushers_of_key(
+    c: &Connection,
+    app_id: &str,
+    pushkey: &str,
+    except_user: &str,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM pushers WHERE app_id = ?1 AND pushkey = ?2 AND user_id <> ?3")?
+        .execute(params![app_id, pushkey, except_user])?;
+    Ok(())
+}
+
+pub(super) fn set_pusher_position(
+    c: &Connection,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+    position: i64,
+) -> rusqlite::Result<()> {
+    // Never backwards: a position only moves on.
+    c.prepare_cached(
+        "UPDATE pushers SET position = ?4 WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3 AND position < ?4",
+    )?
+    .execute(params![user_id, app_id, pushkey, position])?;
+    Ok(())
+}
+
+fn pusher_row(r: &Row<'_>) -> rusqlite::Result<PusherRow> {
+    Ok(PusherRow {
+        user_id: r.get(0)?,
+        app_id: r.get(1)?,
+        pushkey: r.get(2)?,
+        device_id: r.get(3)?,
+        json: r.get(4)?,
+        position: r.get(5)?,
+    })
 }
 
 pub(super) fn put_meta(c: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
@@ -265,6 +322,22 @@ impl AccountStore for SqliteStore {
             "SELECT value FROM meta WHERE key = ?1",
             params![key],
             column,
+        )
+    }
+
+    fn pushers_of(&self, user_id: &str) -> Result<Vec<PusherRow>> {
+        self.query_all(
+            "SELECT user_id, app_id, pushkey, device_id, json, position FROM pushers WHERE user_id = ?1 ORDER BY app_id, pushkey",
+            params![user_id],
+            pusher_row,
+        )
+    }
+
+    fn all_pushers(&self) -> Result<Vec<PusherRow>> {
+        self.query_all(
+            "SELECT user_id, app_id, pushkey, device_id, json, position FROM pushers ORDER BY user_id, app_id, pushkey",
+            params![],
+            pusher_row,
         )
     }
 }

@@ -384,6 +384,23 @@ fn apply_op(c: &Connection, op: &WriteOp, pos: i64) -> rusqlite::Result<()> {
             json,
         } => accounts::put_filter(c, user_id, filter_id, json),
         WriteOp::PutMeta { key, value } => accounts::put_meta(c, key, value),
+        WriteOp::PutPusher(p) => accounts::put_pusher(c, p),
+        WriteOp::DeletePusher {
+            user_id,
+            app_id,
+            pushkey,
+        } => accounts::delete_pusher(c, user_id, app_id, pushkey),
+        WriteOp::DeletePushersOfKey {
+            app_id,
+            pushkey,
+            except_user,
+        } => accounts::delete_pushers_of_key(c, app_id, pushkey, except_user),
+        WriteOp::SetPusherPosition {
+            user_id,
+            app_id,
+            pushkey,
+            position,
+        } => accounts::set_pusher_position(c, user_id, app_id, pushkey, *position),
 
         // ----- rooms -----
         WriteOp::CreateRoom(r) => rooms::create_room(c, r),

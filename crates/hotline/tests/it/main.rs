@@ -30,6 +30,7 @@ mod line_record;
 mod media_thumbnails;
 mod migrate;
 mod multi_process;
+mod pushers;
 mod receipts;
 mod released_clients;
 mod room_rules;

@@ -643,3 +643,30 @@ async fn a_user_syncing_on_another_process_is_not_timed_out_by_this_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushers_notifications_are_delivered_once_whichever_process_took_the_events() {
+    use crate::pushers::{exactly, pusher, set_pusher, Sink};
+    let two = TwoProcesses::start().await;
+    let (ha, hb) = (Http::new(&two.a.url), Http::new(&two.b.url));
+    let alice = ha.register("alice").await;
+    let bob = hb.register("bob").await;
+    let room = shared_room((&ha, &alice), &[(&hb, &bob)]).await;
+    let sink = Sink::start().await;
+    // Set through one process, texts through both.
+    let (s, v) = set_pusher(&hb, &alice, pusher(&sink, "k", None)).await;
+    assert_eq!(s, 200, "{v}");
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let http = if i % 2 == 0 { &ha } else { &hb };
+        sent.push(
+            http.send_text(&bob, &room, &format!("p{i}"), "to alice")
+                .await,
+        );
+    }
+    exactly(&sink, sent.len()).await;
+    let mut got = sink.event_ids();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "each once");
+}
