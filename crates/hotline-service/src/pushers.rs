@@ -14,7 +14,9 @@
 //! the gateway took them (`SetPusherPosition`, never backwards). So a crash,
 //! a `kill -9` or a gateway outage loses nothing: the next round starts
 //! where the last delivery ended. A gateway that fails (no answer, `5xx`,
-//! `429`) is retried with backoff, doubling from a quarter second to ten
+//! `429`) is retried with backoff (each pusher is delivered on a task of
+//! its own, one delivery at a time, so a slow gateway holds up only its
+//! own pushers), doubling from a quarter second to ten
 //! minutes; a `4xx` drops that one notification (the gateway will never
 //! take it); a pushkey the gateway names `rejected` removes the pusher.
 //!
@@ -73,6 +75,8 @@ pub struct Pushers {
     gateway: OnceLock<Arc<dyn PushGateway>>,
     /// Pushers whose gateway is failing: failures so far and when to retry.
     failing: parking_lot::Mutex<HashMap<PusherKey, (u32, Instant)>>,
+    /// Pushers being delivered to now.
+    in_flight: parking_lot::Mutex<std::collections::HashSet<PusherKey>>,
 }
 
 impl Pushers {
@@ -253,7 +257,7 @@ impl Services {
 
     /// One round: every pusher behind the visible position and not
     /// waiting out a failure gets what it is owed.
-    async fn push_round(&self) -> Result<()> {
+    async fn push_round(self: &Arc<Self>) -> Result<()> {
         let Some(gateway) = self.pushers.gateway.get().cloned() else {
             return Ok(());
         };
@@ -277,20 +281,32 @@ impl Services {
             {
                 continue;
             }
-            match self.deliver(&*gateway, &row, upto).await {
-                Ok(()) => {
-                    self.pushers.failing.lock().remove(&key);
-                }
-                Err(e) => {
-                    let mut failing = self.pushers.failing.lock();
-                    let n = failing.get(&key).map_or(0, |(n, _)| *n) + 1;
-                    let wait = FIRST_BACKOFF
-                        .saturating_mul(1 << n.min(16).saturating_sub(1))
-                        .min(MAX_BACKOFF);
-                    failing.insert(key, (n, Instant::now() + wait));
-                    tracing::info!(app_id = %row.app_id, failures = n, retry_in_ms = wait.as_millis() as u64, reason = %e, "a push gateway failed; retrying");
-                }
+            // Each pusher on its own task: a slow gateway delays only its
+            // own pushers; one delivery per pusher at a time keeps order.
+            if !self.pushers.in_flight.lock().insert(key.clone()) {
+                continue;
             }
+            let (s, gateway) = (self.clone(), gateway.clone());
+            tokio::spawn(async move {
+                let delivered = s.deliver(&*gateway, &row, upto).await;
+                {
+                    let mut failing = s.pushers.failing.lock();
+                    match delivered {
+                        Ok(()) => {
+                            failing.remove(&key);
+                        }
+                        Err(e) => {
+                            let n = failing.get(&key).map_or(0, |(n, _)| *n) + 1;
+                            let wait = FIRST_BACKOFF
+                                .saturating_mul(1 << n.min(16).saturating_sub(1))
+                                .min(MAX_BACKOFF);
+                            failing.insert(key.clone(), (n, Instant::now() + wait));
+                            tracing::info!(app_id = %row.app_id, failures = n, retry_in_ms = wait.as_millis() as u64, reason = %e, "a push gateway failed; retrying");
+                        }
+                    }
+                }
+                s.pushers.in_flight.lock().remove(&key);
+            });
         }
         Ok(())
     }

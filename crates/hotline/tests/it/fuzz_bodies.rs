@@ -147,6 +147,13 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     ),
     ("GET", "/user/{user_id}/filter/{filter_id}", "", ""),
     // push rules
+    ("GET", "/pushers", "", ""),
+    (
+        "POST",
+        "/pushers/set",
+        "",
+        r#"{"kind":"http","app_id":"org.hotline.fuzz","pushkey":"fuzzkey","app_display_name":"fuzz","device_display_name":"fuzz","lang":"en","append":false,"data":{"url":"http://127.0.0.1:9/_matrix/push/v1/notify","format":"event_id_only"}}"#,
+    ),
     ("GET", "/pushrules/", "", ""),
     ("GET", "/pushrules/global/", "", ""),
     ("GET", "/pushrules/global/{kind}/{rule_id}", "", ""),
