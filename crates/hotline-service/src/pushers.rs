@@ -46,6 +46,7 @@ use crate::accounts::Sender;
 use crate::pdu::PduEvent;
 use crate::push_rules::PushEval;
 use crate::{Error, Result, Services};
+use crate::rooms::Room;
 
 /// What a gateway answered: its status and body.
 pub type GatewayFuture =
@@ -327,25 +328,29 @@ impl Services {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let (events, reached) = self
+        let (joined, events, reached) = self
             .owed(&user, row.position, upto)
             .map_err(|e| e.to_string())?;
         let rules = self.push_rules_in_force(&user).map_err(|e| e.to_string())?;
+        // The rules with each room's context, built once per room.
+        let mut evals: HashMap<OwnedRoomId, PushEval> = HashMap::new();
         let mut done = row.position;
         for (room, event) in events {
-            // Mentions by name match the user's display name in the room.
-            let name = room
-                .state_event("m.room.member", user.as_str())
-                .and_then(|m| m.content::<Value>().ok())
-                .and_then(|c| {
-                    c.get("displayname")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                });
-            let eval = PushEval::new(rules.rules.clone(), &room, &user, name.as_deref());
+            let eval = evals.entry(room.id.clone()).or_insert_with(|| {
+                // Mentions by name match the user's display name in the room.
+                let name = room
+                    .state_event("m.room.member", user.as_str())
+                    .and_then(|m| m.content::<Value>().ok())
+                    .and_then(|c| {
+                        c.get("displayname")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    });
+                PushEval::new(rules.rules.clone(), &room, &user, name.as_deref())
+            });
             let actions = eval.actions(&event);
             if actions.iter().any(Action::should_notify) {
-                let body = self.notification(&user, row, &pusher, &room, &event, &actions);
+                let body = self.notification(&user, row, &pusher, &joined, &room, &event, &actions);
                 let (status, answer) = gateway.notify(&url, body.to_string().into_bytes()).await?;
                 match status {
                     200..=299 => {
@@ -399,15 +404,17 @@ impl Services {
         Ok(())
     }
 
-    /// The events after `after` through `upto` in `user`'s joined rooms, in
-    /// stream order, and the position they were read through (short of
-    /// `upto` when a room had more than a round's worth).
+    /// `user`'s joined rooms; the events after `after` through `upto` in
+    /// them, in stream order; and the position they were read through
+    /// (short of `upto` when a room had more than a round's worth).
+    #[allow(clippy::type_complexity)]
     fn owed(
         &self,
         user: &UserId,
         after: i64,
         upto: i64,
-    ) -> Result<(Vec<(Arc<crate::rooms::Room>, Arc<PduEvent>)>, i64)> {
+    ) -> Result<(Vec<Arc<Room>>, Vec<(Arc<Room>, Arc<PduEvent>)>, i64)> {
+        let mut joined = Vec::new();
         let mut out = Vec::new();
         let mut reached = upto;
         for m in self.store.memberships_of_user(user.as_str())? {
@@ -432,19 +439,23 @@ impl Services {
                 let event = Arc::new(self.load_event(row)?);
                 out.push((room.clone(), event));
             }
+            joined.push(room);
         }
         out.retain(|(_, e)| e.pos() <= reached);
         out.sort_by_key(|(_, e)| e.pos());
-        Ok((out, reached))
+        Ok((joined, out, reached))
     }
 
-    /// The Push Gateway API's `notification` for `event`.
+    /// The Push Gateway API's `notification` for `event`; its unread count
+    /// is over the user's `joined` rooms.
+    #[allow(clippy::too_many_arguments)]
     fn notification(
         &self,
         user: &UserId,
         row: &PusherRow,
         pusher: &Value,
-        room: &crate::rooms::Room,
+        joined: &[Arc<Room>],
+        room: &Room,
         event: &PduEvent,
         actions: &[Action],
     ) -> Value {
@@ -475,15 +486,9 @@ impl Services {
         if let Some(d) = data.as_object_mut() {
             d.remove("url");
         }
-        let unread: u64 = self
-            .store
-            .memberships_of_user(user.as_str())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.membership == "join")
-            .filter_map(|m| OwnedRoomId::try_from(m.room_id.as_str()).ok())
-            .filter_map(|r| self.room(&r).ok())
-            .filter_map(|r| self.unread_counts(&r, user, event.pos(), None).ok())
+        let unread: u64 = joined
+            .iter()
+            .filter_map(|r| self.unread_counts(r, user, event.pos(), None).ok())
             .map(|(n, _)| n)
             .sum();
         let mut n = json!({

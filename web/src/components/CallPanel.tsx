@@ -79,6 +79,18 @@ export function ActiveCall({ mx, call }: { mx: MatrixClient; call: CallView }) {
           </span>
         </span>
       </a>
+      <CallControls call={call} status={status} />
+    </div>
+  );
+}
+
+/**
+ * What every call's panel ends with: the screen reader's word on its
+ * phase, "Dismiss" for a failed call, and mute and hang-up while it lasts.
+ */
+function CallControls({ call, status }: { call: CallView; status: string }) {
+  return (
+    <>
       <span class="visually-hidden" aria-live="assertive">
         {call.phase === "connected" ? "Call connected" : call.phase === "ended" ? status : ""}
       </span>
@@ -104,7 +116,7 @@ export function ActiveCall({ mx, call }: { mx: MatrixClient; call: CallView }) {
           </button>
         </div>
       )}
-    </div>
+    </>
   );
 }
 
@@ -198,31 +210,7 @@ function LineCallBar({ mx, call, now }: { mx: MatrixClient; call: CallView; now:
           {call.phase !== "ended" ? line.news || "" : ""}
         </p>
       </div>
-      <span class="visually-hidden" aria-live="assertive">
-        {call.phase === "connected" ? "Call connected" : call.phase === "ended" ? status : ""}
-      </span>
-      {call.phase === "ended" && call.failed && (
-        <button type="button" class="dismiss-call" onClick={hangUp} data-testid="dismiss-call">
-          Dismiss
-        </button>
-      )}
-      {call.phase !== "ended" && (
-        <div class="call-controls">
-          <button
-            type="button"
-            class={"round small" + (call.muted ? " on" : "")}
-            onClick={toggleMute}
-            aria-pressed={call.muted}
-            aria-label={call.muted ? "Unmute microphone" : "Mute microphone"}
-            title={call.muted ? "Unmute" : "Mute"}
-          >
-            {call.muted ? <MicOffIcon /> : <MicIcon />}
-          </button>
-          <button type="button" class="round small danger" onClick={hangUp} aria-label="Hang up" title="Hang up">
-            <HangupIcon />
-          </button>
-        </div>
-      )}
+      <CallControls call={call} status={status} />
     </div>
   );
 }

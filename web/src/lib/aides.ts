@@ -8,7 +8,7 @@
 import { EventTimeline, EventType, MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
 import type { Attestation } from "./attestation";
 import { verifiedOfficials } from "./identity";
-import { AIDE_EVENT, AideMarking, aideOfKey, lineState, markingFrom, nameOf } from "./lines";
+import { AIDE_EVENT, AideMarking, lineState, markingFrom, nameOf, userOfKey } from "./lines";
 import { api } from "./session";
 
 function path(roomId: string, userId: string): string {
@@ -58,18 +58,18 @@ export function aideTrail(room: Room, events: MatrixEvent[]): AideTrail {
   const start = room.getLiveTimeline().getState(EventTimeline.BACKWARDS);
   for (const ev of start?.getStateEvents(AIDE_EVENT) || []) {
     const m = markingFrom(ev.getContent());
-    const aide = aideOfKey(ev.getStateKey());
+    const aide = userOfKey(ev.getStateKey());
     if (m && aide) now.set(aide, m);
   }
   for (const ev of room.currentState.getStateEvents(AIDE_EVENT)) {
-    const aide = aideOfKey(ev.getStateKey());
+    const aide = userOfKey(ev.getStateKey());
     if (aide && valid(markingFrom(ev.getContent()), aide)) trail.any = true;
   }
   for (const ev of events) {
     const t = ev.getType();
     const key = ev.getStateKey();
     if (t === AIDE_EVENT) {
-      const aide = aideOfKey(key);
+      const aide = userOfKey(key);
       const m = markingFrom(ev.getContent());
       if (m && aide) now.set(aide, m);
       if (aide && valid(m, aide)) trail.any = true;
@@ -99,7 +99,7 @@ export function aideTrail(room: Room, events: MatrixEvent[]): AideTrail {
  * the marking beside it), `undefined` when it is not about an aide.
  */
 export function aideNotice(mx: MatrixClient, room: Room, ev: MatrixEvent, trail: AideTrail): string | null | undefined {
-  const who = ev.getType() === AIDE_EVENT ? aideOfKey(ev.getStateKey()) : ev.getStateKey();
+  const who = ev.getType() === AIDE_EVENT ? userOfKey(ev.getStateKey()) : ev.getStateKey();
   if (!who) return ev.getType() === AIDE_EVENT ? null : undefined;
   const n = (u: string) => nameOf(mx, u, room).name;
   const line = lineState(room);

@@ -59,13 +59,17 @@ export const RECORD_EVENT = "org.hotline.record";
  */
 export const AIDE_EVENT = "org.hotline.aide";
 
-/** The state key of an aide's marking. */
-export function aideKey(userId: string): string {
+/**
+ * The state key of the server's per-user line state (an aide's marking, a
+ * principal's consent, a recorder's marking): the user id after an
+ * underscore, as the server's `policy::user_key` writes it.
+ */
+export function userKey(userId: string): string {
   return `_${userId}`;
 }
 
-/** The aide a marking's state key names, or null. */
-export function aideOfKey(key: string | undefined): string | null {
+/** The user such a state key names, or null. */
+export function userOfKey(key: string | undefined): string | null {
   return key && key.startsWith("_@") ? key.slice(1) : null;
 }
 
@@ -109,7 +113,7 @@ export function lineAides(room: Room): LineAide[] {
   if (!line) return [];
   const out: LineAide[] = [];
   for (const ev of room.currentState.getStateEvents(AIDE_EVENT)) {
-    const userId = aideOfKey(ev.getStateKey());
+    const userId = userOfKey(ev.getStateKey());
     const m = markingFrom(ev.getContent());
     if (!userId || !m?.principal || !line.principals.includes(m.principal) || line.principals.includes(userId)) continue;
     const membership = room.getMember(userId)?.membership;
@@ -142,7 +146,7 @@ export function lineRecorders(room: Room): LineRecorder[] {
   if (!line?.official) return [];
   const out: LineRecorder[] = [];
   for (const ev of room.currentState.getStateEvents(RECORDER_EVENT)) {
-    const userId = aideOfKey(ev.getStateKey());
+    const userId = userOfKey(ev.getStateKey());
     const office = ev.getContent()?.office;
     if (!userId || typeof office !== "string" || !office) continue;
     const membership = room.getMember(userId)?.membership;
@@ -155,7 +159,7 @@ export function lineRecorders(room: Room): LineRecorder[] {
 
 /** Whether `userId` is a records office's archiver marked on the line (any time). */
 export function recorderOffice(room: Room, userId: string): string | null {
-  const office = room.currentState.getStateEvents(RECORDER_EVENT, aideKey(userId))?.getContent()?.office;
+  const office = room.currentState.getStateEvents(RECORDER_EVENT, userKey(userId))?.getContent()?.office;
   return typeof office === "string" && office ? office : null;
 }
 
@@ -170,7 +174,7 @@ export function aideOf(mx: MatrixClient, room: Room, past = false): string | nul
   const me = mx.getUserId()!;
   const line = lineState(room);
   if (line?.principals.includes(me)) return null;
-  const ev = room.currentState.getStateEvents(AIDE_EVENT, aideKey(me));
+  const ev = room.currentState.getStateEvents(AIDE_EVENT, userKey(me));
   const m = markingFrom(ev?.getContent());
   const valid = (p: string | null | undefined): p is string => !!p && (!line || line.principals.includes(p));
   if (valid(m?.principal)) return m!.principal;
@@ -181,11 +185,11 @@ export function aideOf(mx: MatrixClient, room: Room, past = false): string | nul
     const events = timeline.getEvents();
     for (let i = events.length - 1; i >= 0; i--) {
       const e = events[i];
-      if (e.getType() !== AIDE_EVENT || e.getStateKey() !== aideKey(me)) continue;
+      if (e.getType() !== AIDE_EVENT || e.getStateKey() !== userKey(me)) continue;
       const p = markingFrom(e.getContent())?.principal;
       if (valid(p)) return p;
     }
-    const before = timeline.getState(EventTimeline.BACKWARDS)?.getStateEvents(AIDE_EVENT, aideKey(me));
+    const before = timeline.getState(EventTimeline.BACKWARDS)?.getStateEvents(AIDE_EVENT, userKey(me));
     const p = markingFrom(before?.getContent())?.principal;
     if (valid(p)) return p;
   }

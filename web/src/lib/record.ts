@@ -10,19 +10,11 @@
 // Everyone on the line reads the state from these events, written by the
 // server only.
 import { EventTimeline, MatrixClient, MatrixEvent, Room } from "matrix-js-sdk";
-import { LINE_EVENT, lineState, nameOf, RECORD_EVENT } from "./lines";
+import { LINE_EVENT, lineState, nameOf, RECORD_EVENT, userKey, userOfKey } from "./lines";
 import { api } from "./session";
 
 export { RECORD_EVENT };
 
-/** The state key of a principal's consent. */
-export function consentKey(userId: string): string {
-  return `_${userId}`;
-}
-
-function consentOfKey(key: string | undefined): string | null {
-  return key && key.startsWith("_@") ? key.slice(1) : null;
-}
 
 const consents = (c: Record<string, any> | undefined | null) => c?.personal === true;
 
@@ -50,7 +42,7 @@ export interface RecordState {
 export function recordState(room: Room): RecordState | null {
   const line = lineState(room);
   if (!line) return null;
-  const asking = line.principals.filter((p) => consents(room.currentState.getStateEvents(RECORD_EVENT, consentKey(p))?.getContent()));
+  const asking = line.principals.filter((p) => consents(room.currentState.getStateEvents(RECORD_EVENT, userKey(p))?.getContent()));
   return { official: line.official, asking: line.official ? asking : [], principals: line.principals };
 }
 
@@ -73,7 +65,7 @@ export function recordNotices(mx: MatrixClient, room: Room, events: MatrixEvent[
   let known = !!startLine;
   const asking = new Set<string>();
   for (const p of line.principals) {
-    if (consents(start?.getStateEvents(RECORD_EVENT, consentKey(p))?.getContent())) asking.add(p);
+    if (consents(start?.getStateEvents(RECORD_EVENT, userKey(p))?.getContent())) asking.add(p);
   }
   for (const ev of events) {
     const t = ev.getType();
@@ -90,7 +82,7 @@ export function recordNotices(mx: MatrixClient, room: Room, events: MatrixEvent[
       continue;
     }
     if (t !== RECORD_EVENT) continue;
-    const who = consentOfKey(ev.getStateKey());
+    const who = userOfKey(ev.getStateKey());
     const c = ev.getContent();
     if (!who) {
       out.set(ev, null);
