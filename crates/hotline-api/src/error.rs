@@ -54,6 +54,7 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         // server's and passes, and clients retry a 5xx (with the same
         // transaction id, so a message is sent once) where they give up on
         // a 4xx.
+        UnknownPos => (StatusCode::BAD_REQUEST, "M_UNKNOWN_POS"),
         StorageFull => (StatusCode::SERVICE_UNAVAILABLE, "M_RESOURCE_LIMIT_EXCEEDED"),
         Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
         Unavailable(_) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),

@@ -556,6 +556,8 @@ impl Services {
             let s = &t.sender;
             !(s.user_id == user_id && device_id.is_none_or(|d| s.device_id.as_str() == d))
         });
+        // A sliding sync connection ends with its device.
+        self.sliding.forget_devices(user_id, device_id);
     }
 
     /// Deletes a device with its tokens (logout, device removal).

@@ -66,6 +66,10 @@ pub enum Error {
     /// with `M_UNKNOWN`): an encrypted attachment, a PDF, a corrupt file.
     #[error("Cannot generate a thumbnail of this content")]
     CannotThumbnail,
+    /// A sliding sync `pos` the server does not hold (too old, or from
+    /// before a restart): the client starts its connection again.
+    #[error("Unknown position")]
+    UnknownPos,
     /// The server's storage is out of space: nothing of the request was
     /// kept, and the same request may succeed once space returns.
     #[error("The server's storage is full; try again later")]

@@ -61,6 +61,8 @@ pub struct Services {
     /// Delivery to push gateways.
     pub pushers: pushers::Pushers,
     pub(crate) filters: sync::FilterCache,
+    /// Sliding sync connections: what each was sent.
+    pub(crate) sliding: sync::SlidingConnections,
     /// Each user's push rules in force, for unread counts.
     pub(crate) push_rules_cache: push_rules::RulesCache,
     /// Serialises edits of a user's account data documents.
@@ -106,6 +108,7 @@ impl Services {
             pushers: Default::default(),
             doc_locks: Default::default(),
             filters: Default::default(),
+            sliding: Default::default(),
             push_rules_cache: Default::default(),
             server_key,
             federation: federation::Federation::new(&config.federation),

@@ -45,8 +45,8 @@ use serde_json::{json, Value};
 use crate::accounts::Sender;
 use crate::pdu::PduEvent;
 use crate::push_rules::PushEval;
-use crate::{Error, Result, Services};
 use crate::rooms::Room;
+use crate::{Error, Result, Services};
 
 /// What a gateway answered: its status and body.
 pub type GatewayFuture =

@@ -13,9 +13,15 @@ const VERSIONS: &[&str] = &[
     "v1.11", "v1.12",
 ];
 
+/// Unstable features served, as Synapse names them: Simplified Sliding
+/// Sync (MSC4186), which matrix-rust-sdk and Element X look for here.
+fn unstable_features() -> Value {
+    json!({ "org.matrix.simplified_msc3575": true })
+}
+
 /// `GET /_matrix/client/versions`.
 pub async fn get_supported_versions_route() -> Json<Value> {
-    Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
+    Json(json!({ "versions": VERSIONS, "unstable_features": unstable_features() }))
 }
 
 /// `GET /.well-known/matrix/server`: where other servers reach this one

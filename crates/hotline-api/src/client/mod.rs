@@ -180,6 +180,7 @@ pub fn routes() -> Routes {
         )
         // sync
         .endpoint::<c::sync::sync_events::v3::Request, _, _>(sync::sync_events_route)
+        .endpoint::<c::sync::sync_events::v5::Request, _, _>(sync::sync_events_v5_route)
         // end-to-end encryption
         .endpoint::<c::keys::upload_keys::v3::Request, _, _>(keys::upload_keys_route)
         .endpoint::<c::keys::get_keys::v3::Request, _, _>(keys::get_keys_route)

@@ -141,6 +141,10 @@ struct RoomInner {
     recent: VecDeque<Arc<PduEvent>>,
     recent_floor: i64,
     last_event_pos: i64,
+    /// Position of the newest event that bumps the room up a room list
+    /// ([`is_bump`]); when none is in `recent`, `recent_floor` (it is no
+    /// newer than that).
+    last_bump_pos: i64,
     /// Position of the newest `m.room.member` event: the newest event of
     /// each member is in `state`, so this is exact from load on.
     last_member_pos: i64,
@@ -280,6 +284,11 @@ impl Room {
         self.inner.read().last_event_pos
     }
 
+    /// The room's `bump_stamp` for sliding sync's room lists.
+    pub fn last_bump_pos(&self) -> i64 {
+        self.inner.read().last_bump_pos
+    }
+
     pub fn last_member_pos(&self) -> i64 {
         self.inner.read().last_member_pos
     }
@@ -382,6 +391,21 @@ impl Room {
                 .collect(),
         )
     }
+}
+
+/// Whether an event moves its room up a room list: what people send to
+/// each other, not state or reactions (Synapse's default bump types).
+fn is_bump(e: &PduEvent) -> bool {
+    matches!(
+        e.pdu.kind.to_string().as_str(),
+        "m.room.create"
+            | "m.room.message"
+            | "m.room.encrypted"
+            | "m.sticker"
+            | "m.call.invite"
+            | "m.poll.start"
+            | "m.beacon_info"
+    )
 }
 
 impl Rooms {
@@ -502,6 +526,9 @@ impl Rooms {
                 }
             }
             inner.last_event_pos = pos;
+            if is_bump(&event) {
+                inner.last_bump_pos = pos;
+            }
             wake.extend(inner.joined.iter().cloned());
         }
         if let Some((user, membership)) = membership_change {
@@ -674,6 +701,12 @@ impl Services {
             inner.heads = vec![(last.event_id.clone(), last.pdu.depth)];
             inner.last_event_pos = last.pos();
         }
+        inner.last_bump_pos = inner
+            .recent
+            .iter()
+            .rev()
+            .find(|e| is_bump(e))
+            .map_or(inner.recent_floor, |e| e.pos());
         for r in self.store.latest_receipts(room_id.as_str())? {
             inner.note_receipt(r);
         }

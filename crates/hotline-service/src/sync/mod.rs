@@ -23,6 +23,9 @@
 //! To-device messages and device lists come from `keys`, presence from
 //! `presence`.
 //!
+//! `sliding` (with `sliding_room`) is Simplified Sliding Sync (MSC4186),
+//! built from the same pieces.
+//!
 //! Filters apply before limits: a timeline keeps the newest `limit`
 //! matching events (a bounded scan below the in-memory window), so
 //! `limited` and `prev_batch` describe what the client asked for. Lazy
@@ -37,6 +40,8 @@ mod filter;
 mod lazy_members;
 mod response;
 mod rooms;
+mod sliding;
+mod sliding_room;
 mod state;
 pub(crate) mod stripped;
 mod summary;
@@ -56,6 +61,7 @@ pub use response::{
     DeviceLists, Events, InvitedRoom, JoinedRoom, LeftRoom, Rooms, SyncResponse, Timeline,
     UnreadCounts,
 };
+pub use sliding::{SlidingConnections, SlidingRequest, SlidingResponse};
 pub use token::SyncToken;
 
 /// What a `/sync` call asks for.

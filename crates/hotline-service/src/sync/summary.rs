@@ -15,8 +15,8 @@ use crate::rooms::Room;
 
 /// A room's `summary`: member counts and heroes.
 pub(super) struct Summary {
-    joined: usize,
-    invited: usize,
+    pub(super) joined: usize,
+    pub(super) invited: usize,
     pub(super) heroes: Vec<OwnedUserId>,
 }
 

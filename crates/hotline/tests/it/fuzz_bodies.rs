@@ -337,6 +337,13 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
         "full_state=false&set_presence=online&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A3%7D%7D%7D",
         "",
     ),
+    // Simplified Sliding Sync (MSC4186), under its unstable prefix
+    (
+        "POST",
+        "/sync",
+        "",
+        r#"{"conn_id":"fuzz","txn_id":"t1","lists":{"all":{"ranges":[[0,20]],"required_state":[["m.room.name",""],["m.room.member","$LAZY"],["m.room.member","$ME"],["*","*"]],"timeline_limit":5,"filters":{"is_dm":false,"is_invite":false,"is_encrypted":false,"room_types":[null],"not_room_types":["m.space"]}}},"room_subscriptions":{"$ROOM":{"required_state":[["m.room.create",""]],"timeline_limit":3}},"extensions":{"to_device":{"enabled":true,"limit":10},"e2ee":{"enabled":true},"account_data":{"enabled":true},"receipts":{"enabled":true,"rooms":["*"]},"typing":{"enabled":true,"lists":["all"]}}}"#,
+    ),
     // end-to-end encryption
     (
         "POST",

@@ -42,5 +42,6 @@ mod security_lines;
 mod security_names;
 mod security_reads;
 mod send_txn;
+mod sliding_sync;
 mod sync_filters;
 mod turn;
