@@ -14,6 +14,10 @@
 #   PAIRS=10 DURATION=10 bench/run.sh
 #   WORKLOAD=keys bench/run.sh        E2EE keys: /keys/query, /keys/claim and
 #                                     to-device fan-out over 1,000 devices
+#   WORKLOAD=roomlist bench/run.sh  a user in 500 rooms: time to the first room
+#                                     list over Simplified Sliding Sync (MSC4186),
+#                                     as matrix-rust-sdk's RoomListService asks it
+#                                     (bench/loadgen/src/roomlist.rs)
 #   WORKLOAD=scale SIDES="hotline hotline-pg" bench/run.sh
 #                                     a store seeded with 10,000 users, 2,000
 #                                     rooms and up to 10^6 messages: initial
@@ -23,7 +27,8 @@
 # Environment (defaults in brackets):
 #   PAIRS [40] WARMUP [5] DURATION [20] INFLIGHT [1]  workload (closed loop)
 #   RATE []                      open loop at this total msg/s instead
-#   WORKLOAD [dm]                dm, keys or scale
+#   WORKLOAD [dm]                dm, keys, roomlist or scale
+#   ROOMLIST_ROOMS [500] ROOMLIST_SAMPLES [10]  roomlist workload
 #   KEYS_USERS [100] KEYS_DEVICES [10]  keys workload: users x devices each
 #   SCALE_USERS [10000] SCALE_ROOMS [2000] SCALE_MEMBERS [5]
 #   SCALE_PROBE_ROOMS [200] SCALE_CHECKPOINTS [10000,100000,1000000]
@@ -187,6 +192,8 @@ loadgen() {
     local work max_runtime=1200
     if [[ "$WORKLOAD" == keys ]]; then
         work=(keys --users "$KEYS_USERS" --devices-per-user "$KEYS_DEVICES")
+    elif [[ "$WORKLOAD" == roomlist ]]; then
+        work=(roomlist --rooms "${ROOMLIST_ROOMS:-500}" --samples "${ROOMLIST_SAMPLES:-10}")
     elif [[ "$WORKLOAD" == scale ]]; then
         work=(scale --users "$SCALE_USERS" --rooms "$SCALE_ROOMS" --members "$SCALE_MEMBERS"
             --probe-rooms "$SCALE_PROBE_ROOMS" --checkpoints "$SCALE_CHECKPOINTS"
@@ -260,7 +267,7 @@ run_synapse() {
     # Password hashing only costs setup time; the keys workload logs in 1,000
     # devices, so it uses Synapse's cheapest bcrypt cost to keep setup short.
     local rounds=12
-    [[ "$WORKLOAD" == keys || "$WORKLOAD" == scale ]] && rounds=4
+    [[ "$WORKLOAD" == keys || "$WORKLOAD" == scale || "$WORKLOAD" == roomlist ]] && rounds=4
     SYNAPSE_BCRYPT_ROUNDS="${SYNAPSE_BCRYPT_ROUNDS:-$rounds}" SYNAPSE_DATABASE="$db_url" \
         "$ROOT/scripts/synapse.sh" start "$SYNAPSE_PORT" "$DATA_ROOT/$side" >&2 || return 1
     cp "$DATA_ROOT/$side/homeserver.yaml" "$RESULTS/$side.homeserver.yaml"
@@ -615,6 +622,38 @@ for side in sides:
 EOF
 }
 
+table_roomlist() {
+    "$PY" - "$@" <<'EOF'
+import json, os, sys
+res, stamp, sides = sys.argv[1], sys.argv[2], sys.argv[3:]
+names = {"synapse": "Synapse, SQLite", "synapse-pg": "Synapse, PostgreSQL",
+         "hotline": "Hotline, SQLite", "hotline-pg": "Hotline, PostgreSQL"}
+def load(s):
+    p = os.path.join(res, s + ".json")
+    return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else None
+data = {s: load(s) for s in sides if load(s)}
+if not data:
+    sys.exit("no results")
+v0 = next(iter(data.values()))
+print(f"Run {stamp}: one user in {v0['rooms']} rooms (one text each), {v0['samples']} samples per measure, "
+      f"each on a fresh connection; loopback, {os.cpu_count()} cores.\n")
+rows = [("first room list: range 0-19 (ms)", "first_room_list"),
+        (f"whole room list: range 0-{v0['rooms'] - 1} (ms)", "whole_room_list"),
+        ("incremental: one new text (ms)", "incremental")]
+shown = [s for s in sides if s in data]
+head = ["measure"] + [f"{names[s]}, p50 (p95)" for s in shown]
+ref = "synapse" if "synapse" in data else None
+others = [s for s in shown if s != ref] if ref else []
+head += [f"Synapse ÷ {names[s]}" for s in others]
+print("| " + " | ".join(head) + " |")
+print("| --- |" + " ---: |" * (len(head) - 1))
+for label, key in rows:
+    cells = [label] + [f"{data[s][key]['p50_ms']:,.1f} ({data[s][key]['p95_ms']:,.1f})" for s in shown]
+    cells += [f"{data[ref][key]['p50_ms'] / data[s][key]['p50_ms']:,.1f}×" for s in others]
+    print("| " + " | ".join(cells) + " |")
+EOF
+}
+
 if [[ "${1:-}" == table ]]; then
     # bench/run.sh table RESULTS_DIR_FOR_SYNAPSE [RESULTS_DIR_FOR_HOTLINE]
     rmdir "$RESULTS" 2>/dev/null || true
@@ -653,6 +692,8 @@ if [[ -n "$PG_URL" ]]; then
 fi
 if [[ "$WORKLOAD" == scale ]]; then
     table_scale "$RESULTS" "$STAMP" $SIDES | tee "$RESULTS/table.md"
+elif [[ "$WORKLOAD" == roomlist ]]; then
+    table_roomlist "$RESULTS" "$STAMP" $SIDES | tee "$RESULTS/table.md"
 elif [[ "$SIDES" =~ ^(synapse|hotline|synapse\ hotline|hotline\ synapse)$ ]]; then
     table "$RESULTS" "$RESULTS" "$STAMP" | tee "$RESULTS/table.md"
 else
@@ -662,6 +703,8 @@ fi
     echo
     if [[ "$WORKLOAD" == scale ]]; then
         echo "Command: $(printf '%q ' env WORKLOAD=scale SCALE_USERS="$SCALE_USERS" SCALE_ROOMS="$SCALE_ROOMS" SCALE_MEMBERS="$SCALE_MEMBERS" SCALE_PROBE_ROOMS="$SCALE_PROBE_ROOMS" SCALE_CHECKPOINTS="$SCALE_CHECKPOINTS" SCALE_CONCURRENCY="$SCALE_CONCURRENCY" SCALE_SETTLE="$SCALE_SETTLE" SIDES="$SIDES" bench/run.sh)"
+    elif [[ "$WORKLOAD" == roomlist ]]; then
+        echo "Command: $(printf '%q ' env WORKLOAD=roomlist ROOMLIST_ROOMS="${ROOMLIST_ROOMS:-500}" ROOMLIST_SAMPLES="${ROOMLIST_SAMPLES:-10}" SIDES="$SIDES" bench/run.sh)"
     elif [[ "$WORKLOAD" == keys ]]; then
         echo "Command: $(printf '%q ' env WORKLOAD=keys KEYS_USERS="$KEYS_USERS" KEYS_DEVICES="$KEYS_DEVICES" SIDES="$SIDES" bench/run.sh)"
     else

@@ -9,6 +9,7 @@ mod conn;
 mod dm;
 mod keys;
 mod matrix;
+mod roomlist;
 mod scale;
 mod stats;
 
@@ -104,6 +105,8 @@ enum Mode {
     Keys(keys::KeysArgs),
     /// A store seeded with many users, rooms and events: sync and history costs as it grows.
     Scale(scale::ScaleArgs),
+    /// A user in many rooms: time to the first room list over Simplified Sliding Sync (MSC4186).
+    Roomlist(roomlist::RoomListArgs),
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -155,6 +158,12 @@ fn main() {
                 keys::run(api, &cli.common, a)
                     .await
                     .map(|v| (keys::summary(&v), v))
+            }
+            Mode::Roomlist(a) => {
+                let api = matrix::Api::new(cli.common.base(), a.setup_concurrency + 16);
+                roomlist::run(api, &cli.common, a)
+                    .await
+                    .map(|v| (roomlist::summary(&v), v))
             }
             Mode::Scale(a) => {
                 let api =

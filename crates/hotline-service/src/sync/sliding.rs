@@ -47,11 +47,15 @@ use crate::accounts::Sender;
 use crate::rooms::Room;
 use crate::{Error, Result, Services};
 
-/// Snapshots kept per connection: the newest answers' starting points.
-const SNAPSHOTS: usize = 4;
+/// Snapshots kept per connection: the newest answers' starting points (a
+/// client retries at most its last request).
+const SNAPSHOTS: usize = 3;
 /// Connections kept; past this the least recently used is dropped (its
-/// client gets `M_UNKNOWN_POS` and starts again).
-const CONNECTIONS: usize = 20_000;
+/// client gets `M_UNKNOWN_POS` and starts again). A snapshot holds one
+/// small entry per room the connection was sent (the room configs are
+/// shared), about 100 bytes: 4,096 connections of users in 500 rooms
+/// hold at most about 600 MB, and far less in practice.
+const CONNECTIONS: usize = 4_096;
 /// The longest list window a request may ask: more rooms than this in one
 /// answer are cut (a client pages with ranges).
 const MAX_WINDOW: u64 = 1_000;
@@ -258,7 +262,8 @@ pub(super) struct SentRoom {
     /// The stream position the client is up to date with.
     pub(super) pos: i64,
     pub(super) membership: MembershipState,
-    pub(super) config: RoomConfig,
+    /// Shared by the rooms of one list: one room's entry stays small.
+    pub(super) config: Arc<RoomConfig>,
 }
 
 /// A connection as of one answer: where the next request starts from.
@@ -459,7 +464,7 @@ impl Services {
         // The windows: each list's ranges over its filtered rooms, then the
         // subscriptions. A room in several gets the union of their configs.
         let mut resp = SlidingResponse::default();
-        let mut wanted: BTreeMap<OwnedRoomId, (usize, RoomConfig)> = BTreeMap::new();
+        let mut wanted: BTreeMap<OwnedRoomId, (usize, Arc<RoomConfig>)> = BTreeMap::new();
         let mut in_list: HashMap<&str, HashSet<OwnedRoomId>> = HashMap::new();
         let index: HashMap<OwnedRoomId, usize> = candidates
             .iter()
@@ -467,6 +472,7 @@ impl Services {
             .map(|(i, c)| (c.room.id.clone(), i))
             .collect();
         for (name, list) in &req.lists {
+            let config = Arc::new(list.config.clone());
             let rooms: Vec<&Candidate> = candidates
                 .iter()
                 .filter(|c| list_wants(list.filters.as_ref(), c, &direct))
@@ -481,13 +487,14 @@ impl Services {
                         break;
                     };
                     let idx = index[&c.room.id];
-                    merge(&mut wanted, &c.room.id, idx, &list.config);
+                    merge(&mut wanted, &c.room.id, idx, &config);
                     members.insert(c.room.id.clone());
                 }
             }
         }
         let mut subscribed: HashSet<OwnedRoomId> = HashSet::new();
         for (room_id, config) in &req.room_subscriptions {
+            let config = &Arc::new(config.clone());
             // Only rooms the user is or was in; others are ignored, as in
             // Synapse (a subscription reveals nothing of a room).
             if let Some(&idx) = index.get(room_id) {
@@ -692,20 +699,31 @@ impl Services {
 /// A room in several windows gets every state any of them asks and the
 /// longest timeline.
 fn merge(
-    wanted: &mut BTreeMap<OwnedRoomId, (usize, RoomConfig)>,
+    wanted: &mut BTreeMap<OwnedRoomId, (usize, Arc<RoomConfig>)>,
     room_id: &OwnedRoomId,
     idx: usize,
-    config: &RoomConfig,
+    config: &Arc<RoomConfig>,
 ) {
     let entry = wanted
         .entry(room_id.clone())
-        .or_insert_with(|| (idx, RoomConfig::default()));
-    for rs in &config.required_state {
-        if !entry.1.required_state.contains(rs) {
-            entry.1.required_state.push(rs.clone());
-        }
+        .or_insert_with(|| (idx, config.clone()));
+    if Arc::ptr_eq(&entry.1, config) {
+        return;
     }
-    entry.1.timeline_limit = entry.1.timeline_limit.max(config.timeline_limit);
+    let grows = config.timeline_limit > entry.1.timeline_limit
+        || config
+            .required_state
+            .iter()
+            .any(|rs| !entry.1.required_state.contains(rs));
+    if grows {
+        let merged = Arc::make_mut(&mut entry.1);
+        for rs in &config.required_state {
+            if !merged.required_state.contains(rs) {
+                merged.required_state.push(rs.clone());
+            }
+        }
+        merged.timeline_limit = merged.timeline_limit.max(config.timeline_limit);
+    }
 }
 
 /// Whether a list with `filters` lists the room.
