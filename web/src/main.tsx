@@ -18,7 +18,14 @@ import {
 import { createLine, findLine, lineSummaries, normaliseUserId } from "./lib/lines";
 import { startIdentity, stopIdentity, useIdentity, useIdentityVersion } from "./lib/identity";
 import { isInviteCode } from "./lib/lineInvites";
-import { askNotificationPermission, CallView, clearStaleMemberships, onCall, watchIncomingCalls } from "./lib/calls";
+import {
+  answerWhenRinging,
+  CallView,
+  clearStaleMemberships,
+  onCall,
+  watchIncomingCalls,
+} from "./lib/calls";
+import { askAtSignIn, forgetPush, startPush } from "./lib/push";
 import { navigate, useClientTick, useRoute } from "./lib/hooks";
 import { startDelivery } from "./lib/delivery";
 import { SignIn } from "./components/SignIn";
@@ -48,6 +55,12 @@ type Phase =
   | { kind: "ready"; mx: MatrixClient; crypto: CryptoInfo };
 
 let signInPassword: string | null = null;
+
+// Opened from a call notification's "Answer" (public/sw.js): `?answer=ROOM`,
+// the room in the hash route as usual. Taken off the address at once, so a
+// reload answers nothing.
+let launchAnswer = new URLSearchParams(window.location.search).get("answer");
+if (launchAnswer) window.history.replaceState(null, "", window.location.pathname + window.location.hash);
 /** Set while an official goes through enrolment: key set-up ends on their fingerprint. */
 let enrolling = false;
 
@@ -105,6 +118,7 @@ function App() {
     if (phase.kind !== "ready") return;
     const onLogout = () => {
       forgetRevokedSession();
+      forgetPush();
       setPhase({ kind: "signed-out", notice: "This device was signed out." });
     };
     phase.mx.on("Session.logged_out" as any, onLogout);
@@ -120,7 +134,7 @@ function App() {
             signInPassword = password;
             enrolling = true;
             saveCredentials(c);
-            askNotificationPermission();
+            askAtSignIn();
             setPhase({ kind: "starting", creds: c });
           }}
         />
@@ -133,7 +147,7 @@ function App() {
         onSignedIn={(c, password) => {
           signInPassword = password;
           saveCredentials(c);
-          askNotificationPermission();
+          askAtSignIn();
           setPhase({ kind: "starting", creds: c });
         }}
       />
@@ -186,6 +200,7 @@ function App() {
       crypto={phase.crypto}
       onSignOut={async () => {
         await signOut();
+        forgetPush();
         setPhase({ kind: "signed-out", notice: "You signed out." });
       }}
       onVerify={() => setPhase({ kind: "keys", mx: phase.mx, status: "needs-recovery", crypto: phase.crypto })}
@@ -215,11 +230,25 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
     });
     const stopIncoming = watchIncomingCalls(mx);
     const stopCall = onCall(setCall);
+    // Notifications while the app is closed (lib/push.ts), and what the
+    // service worker's notifications ask of an open app: a room to show,
+    // a call to answer.
+    startPush(mx);
+    if (launchAnswer) answerWhenRinging(mx, launchAnswer);
+    launchAnswer = null;
+    const onWorkerMessage = (e: MessageEvent) => {
+      const d = e.data;
+      if (d?.type !== "hotline:open" || typeof d.room !== "string") return;
+      navigate("line", d.room);
+      if (d.answer) answerWhenRinging(mx, d.room);
+    };
+    navigator.serviceWorker?.addEventListener("message", onWorkerMessage);
     return () => {
       live = false;
       stopDelivery?.();
       stopIncoming();
       stopCall();
+      navigator.serviceWorker?.removeEventListener("message", onWorkerMessage);
     };
   }, [mx]);
 

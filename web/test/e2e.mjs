@@ -18,6 +18,8 @@ import * as ed from "@noble/ed25519";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { createPublicKey, verify as verifySignature } from "node:crypto";
 import { tmpdir } from "node:os";
 import {
   T,
@@ -51,6 +53,7 @@ const problems = []; // console errors and page errors
 let expectSendFailure = false; // while a test makes sends fail on purpose
 const signedOutElsewhere = new Set(); // pages whose device was removed on purpose
 const offlineOnPurpose = new Set(); // pages whose browser is taken offline on purpose
+const pushOnPurpose = new Set(); // pages that turn on notifications in an incognito context, where Chromium can't subscribe
 
 const api = (method, path, body, token) => apiAt(URL_, method, path, body, token);
 
@@ -97,6 +100,9 @@ function watchPage(page, name) {
     if (!TURN_API && /Failed to get TURN URIs M_UNRECOGNIZED/.test(text)) return;
     // Chromium logs each request that fails for want of a network.
     if (offlineOnPurpose.has(name) && /net::ERR_INTERNET_DISCONNECTED/.test(text)) return;
+    // Chromium says so when a page asks an incognito context for a push
+    // subscription (the test's subscription stands in: src/lib/push.ts).
+    if (pushOnPurpose.has(name) && /does not support the Push API in incognito mode/.test(text)) return;
     problems.push(`[${name}] console.error: ${text}`);
   });
   page.on("pageerror", (e) => problems.push(`[${name}] page error: ${e.message}`));
@@ -2119,6 +2125,248 @@ test("the app installs: a valid manifest with its icons, a service worker contro
     await ctx.close();
     rmSync(profile, { recursive: true, force: true });
     if (token) await api("POST", "/_matrix/client/v3/logout", {}, token);
+  }
+});
+
+/** Polls `check` until it answers something truthy (that answer), or fails with `what` (or what it returns). */
+async function eventually(check, what, ms = T) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) assert.fail(`${typeof what === "function" ? what() : what} (waited ${ms} ms)`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/**
+ * The `Authorization: vapid t=JWT, k=KEY` of a Web Push request (RFC 8292):
+ * KEY is the server's served VAPID key, and the JWT an ES256 token that key
+ * signed, for the endpoint's origin, expiring within 24 hours.
+ */
+function checkVapid(header, servedKey, origin) {
+  const m = /^vapid t=([\w-]+\.[\w-]+\.[\w-]+), k=([\w-]+)$/.exec(header || "");
+  assert.ok(m, `a VAPID Authorization header: ${header}`);
+  assert.equal(m[2], servedKey, "k is the key the server serves");
+  const [head, claims, sig] = m[1].split(".");
+  assert.equal(JSON.parse(Buffer.from(head, "base64url")).alg, "ES256");
+  const c = JSON.parse(Buffer.from(claims, "base64url"));
+  assert.equal(c.aud, origin, "aud is the push endpoint's origin");
+  const now = Date.now() / 1000;
+  assert.ok(c.exp > now && c.exp <= now + 24 * 3600, `exp within 24 h: ${c.exp}`);
+  assert.match(c.sub, /^(mailto:|https:)/);
+  const point = Buffer.from(servedKey, "base64url");
+  assert.equal(point.length, 65, "an uncompressed P-256 point");
+  const key = createPublicKey({
+    key: { kty: "EC", crv: "P-256", x: point.subarray(1, 33).toString("base64url"), y: point.subarray(33).toString("base64url") },
+    format: "jwk",
+  });
+  assert.ok(
+    verifySignature("sha256", Buffer.from(`${head}.${claims}`), { key, dsaEncoding: "ieee-p1363" }, Buffer.from(sig, "base64url")),
+    "the JWT's ES256 signature verifies against the served key",
+  );
+}
+
+test("with the tab closed, a call and a text reach the phone as notifications through the service worker: a ring with Answer and Decline, then a missed call, and a text naming its sender and line but not its words; each push encrypted and VAPID-signed", async () => {
+  // The test's push service: every Web Push request the server's gateway
+  // sends to this browser's subscription lands here, in order.
+  const pushes = [];
+  const service = createHttpServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      pushes.push({ method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+      res.writeHead(201).end();
+    });
+  });
+  await new Promise((r) => service.listen(0, "127.0.0.1", r));
+  const origin = `http://127.0.0.1:${service.address().port}`;
+  const endpoint = `${origin}/push/subscription-nadia`;
+  const contexts = [];
+  try {
+    // Two principals (enrolled, not yet vouched for) and the line between
+    // them, opened through a line invite: a line's call rings through
+    // MatrixRTC, which is what the server pushes as a ring.
+    const enrol = async (user, name) => {
+      const out = admin("enroll", user, "--name", name, "--title", "Minister", "--country", "Freedonia", "--office", "Office of the Minister of Freedonia", "--role", "principal");
+      const code = /^code (\S+)$/m.exec(out)[1];
+      const r = await api("POST", `/_hotline/v1/enrol/${code}`, { password: PW });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      return r.json.access_token;
+    };
+    const nadiaToken = await enrol("nadia", "Nadia Karim");
+    const omarToken = await enrol("omar", "Omar Haddad");
+    const invite = await api("POST", "/_hotline/v1/line_invites", {}, nadiaToken);
+    assert.equal(invite.status, 200, JSON.stringify(invite.json));
+    const redeemed = await api("POST", `/_hotline/v1/line_invites/${invite.json.code}/redeem`, undefined, omarToken);
+    assert.equal(redeemed.status, 200, JSON.stringify(redeemed.json));
+    const room = redeemed.json.room_id;
+    const named = await api("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/state/m.room.name/`, { name: "Budget line" }, omarToken);
+    assert.equal(named.status, 200, JSON.stringify(named.json));
+    for (const t of [nadiaToken, omarToken]) await api("POST", "/_matrix/client/v3/logout", {}, t);
+    const NADIA = "@nadia:localhost";
+    const served = await api("GET", "/_hotline/v1/push/web");
+    assert.equal(served.status, 200);
+    assert.equal(served.json.app_id, "org.hotline.web");
+    const vapid = served.json.vapid_public_key;
+
+    // Nadia signs in (notifications allowed in her browser) and turns on
+    // notifications while Hotline is closed: the app subscribes this browser
+    // (here, with the test's endpoint: no push service is reachable) and
+    // registers its pusher.
+    pushOnPurpose.add("nadia");
+    const a = await newPage("nadia");
+    const aCtx = a.context();
+    contexts.push(aCtx);
+    await aCtx.addInitScript((ep) => localStorage.setItem("hotline.pushTestEndpoint", ep), endpoint);
+    await firstSignIn(a, "nadia");
+    const aToken = await tokenOf(a);
+    await a.getByRole("button", { name: "Settings and account" }).click();
+    const toggle = a.getByTestId("push-notifications");
+    assert.equal(await toggle.isChecked(), false, "off until she turns it on");
+    await a.getByTestId("push-status").filter({ hasText: "Off for this browser." }).waitFor();
+    await toggle.check();
+    await a.getByTestId("push-status").filter({ hasText: "On for this browser." }).waitFor();
+    const pusher = await eventually(async () => {
+      const r = await api("GET", "/_matrix/client/v3/pushers", undefined, aToken);
+      return r.json.pushers?.find((p) => p.app_id === "org.hotline.web");
+    }, "the web app registers its pusher");
+    assert.equal(pusher.kind, "http");
+    assert.equal(pusher.app_display_name, "Hotline");
+    assert.equal(pusher.data.url, URL_ + "/_matrix/push/v1/notify", "the server's own gateway");
+    assert.equal(pusher.data.endpoint, endpoint);
+    assert.equal(Buffer.from(pusher.data.auth, "base64url").length, 16, "the auth secret");
+    const p256dh = Buffer.from(pusher.pushkey, "base64url");
+    assert.deepEqual([p256dh.length, p256dh[0]], [65, 4], "the pushkey is the subscription's P-256 key");
+    assert.equal(await toggle.isChecked(), true);
+    // What the worker keeps: the server and who is signed in, never the token.
+    const kept = await a.evaluate(
+      () =>
+        new Promise((resolve, reject) => {
+          const open = indexedDB.open("hotline-push");
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const req = open.result.transaction("kv").objectStore("kv").get("session");
+            req.onsuccess = () => resolve(req.result);
+          };
+        }),
+    );
+    assert.deepEqual(kept, { baseUrl: URL_, userId: NADIA });
+    assert.ok(!JSON.stringify(kept).includes(aToken), "no access token for the worker");
+
+    // Omar signs in and opens the line.
+    const b = await newPage("omar");
+    contexts.push(b.context());
+    await firstSignIn(b, "omar");
+    await openLine(b, NADIA);
+    await b.getByRole("button", { name: /^Call Nadia/ }).waitFor();
+
+    // Her tab closes; her browser and its service worker stay.
+    await a.waitForTimeout(1500);
+    await a.close();
+    let seen = pushes.length;
+    const blank = await aCtx.newPage(); // DevTools attaches to a page; about:blank is none of the app's
+    const cdp = await aCtx.newCDPSession(blank);
+    const registrations = new Map();
+    cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations: rs }) => rs.forEach((r) => registrations.set(r.registrationId, r)));
+    await cdp.send("ServiceWorker.enable");
+    const registration = await eventually(
+      () => [...registrations.values()].find((r) => r.scopeURL === URL_ + "/" && !r.isDeleted),
+      "the app's service worker is registered",
+    );
+    // Hands every push received since the last call to the worker, as her
+    // push service would; answers them.
+    const deliverNew = async () => {
+      const fresh = pushes.slice(seen);
+      seen = pushes.length;
+      for (const p of fresh) {
+        await cdp.send("ServiceWorker.deliverPushMessage", {
+          origin: URL_,
+          registrationId: registration.registrationId,
+          data: JSON.stringify({ aes128gcm: p.body.toString("base64") }),
+        });
+      }
+      return fresh;
+    };
+    // The notifications showing, read from a page of the origin that is
+    // not the app (the worker stays quiet while the app itself is open).
+    const reader = await aCtx.newPage();
+    await reader.goto(URL_ + "/manifest.webmanifest");
+    const shown = () =>
+      reader.evaluate(() =>
+        navigator.serviceWorker.ready
+          .then((r) => r.getNotifications())
+          .then((ns) =>
+            ns.map((n) => ({
+              title: n.title,
+              body: n.body,
+              tag: n.tag,
+              requireInteraction: n.requireInteraction,
+              actions: n.actions.map((x) => `${x.action}:${x.title}`),
+              data: n.data,
+            })),
+          ),
+      );
+    const untilShown = (want, what) =>
+      eventually(async () => {
+        const ns = await shown();
+        return want(ns) ? ns : null;
+      }, what);
+
+    // Omar calls: his device joins the line's call and the server rings her.
+    await b.getByRole("button", { name: /^Call Nadia/ }).click();
+    const ringAt = await eventually(
+      () => {
+        const i = pushes.findIndex((p, i) => i >= seen && p.headers.ttl === "90");
+        return i >= 0 ? i + 1 : 0;
+      },
+      () => `the ring reaches the push endpoint (TTL, urgency of each push: ${JSON.stringify(pushes.map((p) => [p.headers.ttl, p.headers.urgency]))})`,
+    );
+    const ring = pushes[ringAt - 1];
+    assert.equal(ring.method, "POST");
+    assert.equal(ring.url, "/push/subscription-nadia");
+    assert.equal(ring.headers["content-encoding"], "aes128gcm");
+    assert.equal(ring.headers.urgency, "high", "a ring is urgent");
+    checkVapid(ring.headers.authorization, vapid, origin);
+    assert.ok(!ring.body.includes("Omar"), "the payload is encrypted");
+    await deliverNew();
+    const ringing = await untilShown((ns) => ns.some((n) => n.title === "Incoming call"), "the worker shows the ring");
+    const call = ringing.find((n) => n.title === "Incoming call");
+    assert.equal(call.body, "Omar Haddad on Budget line");
+    assert.deepEqual(call.actions, ["answer:Answer", "decline:Decline"]);
+    assert.equal(call.requireInteraction, true);
+    assert.equal(call.tag, room);
+    assert.equal(call.data.call, true);
+    // The call's own signalling follows, encrypted: while the ring shows,
+    // it adds nothing.
+    await b.waitForTimeout(2000);
+    await deliverNew();
+    await b.waitForTimeout(1000);
+    assert.deepEqual((await shown()).map((n) => n.title), ["Incoming call"]);
+
+    // He gives up: the ring becomes a missed call.
+    await b.getByRole("button", { name: "Hang up" }).click();
+    await eventually(() => pushes.slice(seen).some((p) => p.headers.urgency === "normal"), "the call's end reaches the push endpoint");
+    await deliverNew();
+    const missed = await untilShown((ns) => ns.some((n) => n.title === "Missed call"), "the ring turns into a missed call");
+    assert.equal(missed.find((n) => n.title === "Missed call").body, "Omar Haddad on Budget line");
+    assert.ok(!missed.some((n) => n.title === "Incoming call"), "no longer ringing");
+
+    // He texts her: his name and the line, never his words.
+    const words = "The figure is 4242";
+    await send(b, words);
+    await eventually(() => pushes.length > seen, "the text reaches the push endpoint");
+    const text = pushes[seen];
+    assert.equal(text.headers["content-encoding"], "aes128gcm");
+    assert.equal(text.headers.ttl, "86400");
+    checkVapid(text.headers.authorization, vapid, origin);
+    await deliverNew();
+    const all = await untilShown((ns) => ns.some((n) => n.title === "Omar Haddad"), "the worker shows the text");
+    assert.equal(all.find((n) => n.title === "Omar Haddad").body, "New message on Budget line");
+    for (const n of all) assert.ok(!`${n.title} ${n.body}`.includes("4242"), `no message text in a notification: ${n.title}: ${n.body}`);
+  } finally {
+    for (const c of contexts) await c.close().catch(() => undefined);
+    service.close();
   }
 });
 

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod office;
 pub mod push_gateway;
 pub mod server;
+pub mod web_push;
 
 use std::sync::Arc;
 
@@ -155,6 +156,7 @@ pub(crate) async fn method_not_allowed() -> Response {
 fn routes() -> Routes {
     client::routes()
         .merge(hotline::routes())
+        .merge(web_push::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
 }
 

@@ -3,6 +3,8 @@
 //! TCP, or TLS checked against the system's roots (plus the federation
 //! `ca_file`) for `https`. A connection per notification: a user's
 //! notifications are few, and a gateway far away is better asked afresh.
+//! This server's own gateway ([`crate::web_push`]) sends its Web Push
+//! requests to browsers' push services the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,9 @@ use rustls::pki_types::ServerName as TlsName;
 
 /// How long a gateway has to answer, connection included.
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a push service has: less than a gateway, so this server's own
+/// gateway answers the pusher posting to it within the pusher's wait.
+const WEB_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a gateway's answer read (it is a short JSON object).
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -39,22 +44,42 @@ impl PushGatewayClient {
 impl PushGateway for PushGatewayClient {
     fn notify(&self, url: &str, body: Vec<u8>) -> GatewayFuture {
         let tls = self.tls.clone();
-        let url = url.to_owned();
-        Box::pin(async move {
-            match tokio::time::timeout(TIMEOUT, post(tls, &url, body)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(format!("no answer within {} s", TIMEOUT.as_secs())),
-            }
-        })
+        let request = url
+            .parse::<http::Uri>()
+            .map_err(|_| "not a URL".to_owned())
+            .and_then(|uri| {
+                http::Request::post(uri)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .map_err(|e| e.to_string())
+            });
+        Box::pin(async move { within(TIMEOUT, post(tls, request?)).await })
+    }
+
+    fn web_push(&self, request: http::Request<Vec<u8>>) -> GatewayFuture {
+        let tls = self.tls.clone();
+        Box::pin(within(WEB_PUSH_TIMEOUT, post(tls, request)))
     }
 }
 
+async fn within(
+    limit: Duration,
+    answer: impl std::future::Future<Output = Result<(u16, Vec<u8>), String>>,
+) -> Result<(u16, Vec<u8>), String> {
+    match tokio::time::timeout(limit, answer).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+    }
+}
+
+/// Sends `request` (its URI absolute: where to connect) with its headers,
+/// `Host` added.
 async fn post(
     tls: tokio_rustls::TlsConnector,
-    url: &str,
-    body: Vec<u8>,
+    request: http::Request<Vec<u8>>,
 ) -> Result<(u16, Vec<u8>), String> {
-    let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_owned())?;
+    let (mut parts, body) = request.into_parts();
+    let uri = parts.uri.clone();
     let https = uri.scheme_str() == Some("https");
     let host = uri
         .host()
@@ -71,11 +96,12 @@ async fn post(
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("connecting: {e}"))?;
-    let request = http::Request::post(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+    parts.uri = path.parse().map_err(|_| "not a URL path".to_owned())?;
+    parts.headers.insert(
+        http::header::HOST,
+        http::HeaderValue::from_str(&authority).map_err(|e| e.to_string())?,
+    );
+    let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
     let answer = if https {
         let name = TlsName::try_from(host).map_err(|e| e.to_string())?;
         let stream = tls

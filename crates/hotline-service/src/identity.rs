@@ -79,28 +79,39 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The text of the secret file `path`; on first use, `make`'s, written
+/// there first (mode 0600, synced). Never replaces a file: a process that
+/// loses a race to create it reads the winner's.
+pub(crate) fn read_or_create_private(path: &Path, make: impl FnOnce() -> String) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(t) => return Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::internal(e)),
+    }
+    let text = make();
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let mut f = match created {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return std::fs::read_to_string(path).map_err(Error::internal)
+        }
+        Err(e) => return Err(Error::internal(e)),
+    };
+    f.write_all(text.as_bytes()).map_err(Error::internal)?;
+    f.sync_all().map_err(Error::internal)?;
+    Ok(text)
+}
+
 impl ServerKey {
     /// Loads the key from `dir/signing.key`, creating it (mode 0600) on first start.
     pub fn load_or_create(dir: &Path) -> Result<Self> {
-        let path = dir.join("signing.key");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let text = new_key_text();
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(Error::internal)?;
-                f.write_all(text.as_bytes()).map_err(Error::internal)?;
-                f.sync_all().map_err(Error::internal)?;
-                text
-            }
-            Err(e) => return Err(Error::internal(e)),
-        };
+        let text = read_or_create_private(&dir.join("signing.key"), new_key_text)?;
         let old = match std::fs::read_to_string(dir.join("signing.old")) {
             Ok(t) => t
                 .lines()

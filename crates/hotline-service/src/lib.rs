@@ -40,6 +40,7 @@ pub mod sync;
 pub mod tags;
 pub mod user_data;
 pub mod voip;
+pub mod web_push;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct Services {
     pub(crate) doc_locks: user_data::DocLocks,
     /// Signs attestations; published at `/_matrix/key/v2/server`.
     pub server_key: identity::ServerKey,
+    /// Signs for the Web Push this server's push gateway sends (VAPID).
+    pub(crate) web_push: web_push::VapidKey,
     pub federation: federation::Federation,
     /// Peers' directories of officials as last read.
     pub(crate) peer_directories: peer_officials::PeerDirectories,
@@ -96,6 +99,7 @@ impl Services {
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Self>> {
         let media = media::Media::new(config.data_dir.join("media"))?;
         let server_key = identity::ServerKey::load_or_create(&config.data_dir)?;
+        let web_push = web_push::VapidKey::load_or_create(&config.data_dir)?;
         let services = Arc::new(Self {
             accounts: accounts::Accounts::new(&config),
             rooms: rooms::Rooms::default(),
@@ -111,6 +115,7 @@ impl Services {
             sliding: Default::default(),
             push_rules_cache: Default::default(),
             server_key,
+            web_push,
             federation: federation::Federation::new(&config.federation),
             peer_directories: Default::default(),
             visible_pos: AtomicI64::new(store.current_position()),

@@ -585,19 +585,48 @@ impl PushEval {
     /// The first matching rule's actions for `event` (none for someone's
     /// own events).
     pub(crate) fn actions(&self, event: &PduEvent) -> Vec<Action> {
-        if event.pdu.sender == self.ctx.user_id {
-            return Vec::new();
-        }
-        let Some(raw) = self.rules.matched_form(Matched {
+        self.actions_of(Matched {
             kind: &event.pdu.kind,
             sender: &event.pdu.sender,
             content: &*event.pdu.content,
             state_key: event.pdu.state_key.as_deref(),
             room_id: &event.room_id,
-        }) else {
+        })
+    }
+
+    /// The actions for an event of `kind` from `sender` in the room, with
+    /// empty content: how the user's rules weigh something the server
+    /// decides to push where no rule names the event itself (a MatrixRTC
+    /// call membership rings as a call invite from its sender would: a
+    /// muted room, a room rule without actions or the master rule keep it
+    /// silent). None for the user's own.
+    pub(crate) fn actions_as(
+        &self,
+        kind: &TimelineEventType,
+        sender: &UserId,
+        room_id: &ruma::RoomId,
+    ) -> Vec<Action> {
+        let Ok(empty) = serde_json::from_str::<&RawValue>("{}") else {
             return Vec::new();
         };
-        let rules = self.rules.for_type(&event.pdu.kind);
+        self.actions_of(Matched {
+            kind,
+            sender,
+            content: empty,
+            state_key: None,
+            room_id,
+        })
+    }
+
+    fn actions_of(&self, event: Matched<'_, &RawValue>) -> Vec<Action> {
+        if event.sender == self.ctx.user_id {
+            return Vec::new();
+        }
+        let kind = event.kind;
+        let Some(raw) = self.rules.matched_form(event) else {
+            return Vec::new();
+        };
+        let rules = self.rules.for_type(kind);
         // Without the thread-subscription condition (an unstable feature
         // the server leaves off), no condition awaits anything: the future
         // is ready on its first poll.

@@ -26,6 +26,15 @@
 //! MatrixRTC notifications) and encrypted events (which may be calls) go at
 //! `prio: high`, as do those whose rules set a sound or a highlight.
 //!
+//! Calls on a line ring through MatrixRTC: a device joining the room's call
+//! writes its `m.call.member` state, and the call's own signalling is
+//! encrypted. No push rule names a membership, so the server decides
+//! ([`Services::call_member_actions`]): a device joining the call rings the
+//! room's other members who are not in it (`type: m.call.member`, `prio:
+//! high`), and its leaving tells them at low priority, so a ring still
+//! showing becomes a missed call; each weighed by the member's rules as a
+//! call invite from the same sender would be (a muted room stays silent).
+//!
 //! A pusher goes with the device whose token set it (device deletion,
 //! logout: the store's `DeleteDevice`). With several processes on one
 //! database, the process that runs the deployment's jobs delivers.
@@ -43,6 +52,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::accounts::Sender;
+use crate::contact_log::CALL_MEMBER_TYPES;
 use crate::pdu::PduEvent;
 use crate::push_rules::PushEval;
 use crate::rooms::Room;
@@ -56,6 +66,9 @@ pub type GatewayFuture =
 /// binary; the API crate holds the client.
 pub trait PushGateway: Send + Sync + 'static {
     fn notify(&self, url: &str, body: Vec<u8>) -> GatewayFuture;
+    /// A Web Push request (RFC 8030) to a browser's push service, as this
+    /// server's own gateway builds it ([`crate::web_push`]).
+    fn web_push(&self, request: http::Request<Vec<u8>>) -> GatewayFuture;
 }
 
 /// Events weighed per room per round: a pusher far behind catches up over
@@ -83,6 +96,10 @@ pub struct Pushers {
 impl Pushers {
     pub fn set_gateway(&self, gateway: Arc<dyn PushGateway>) {
         let _ = self.gateway.set(gateway);
+    }
+
+    pub(crate) fn gateway(&self) -> Option<Arc<dyn PushGateway>> {
+        self.gateway.get().cloned()
     }
 
     /// Something was committed: a round soon.
@@ -113,8 +130,11 @@ fn required<'a>(field: &'a Option<String>, name: &str) -> Result<&'a str> {
         .ok_or_else(|| Error::MissingParam(format!("{name} is required")))
 }
 
-/// The spec's push gateway path; Synapse refuses any other too.
-const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
+/// The spec's push gateway path; Synapse refuses any other too. (Typed
+/// here, not taken from ruma: its push gateway API is a feature the
+/// workspace's ruma is built without, and turning it on would build
+/// matrix-sdk's ruma again.)
+pub const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
 
 impl Services {
     /// `GET /pushers`: the user's pushers as they were set.
@@ -188,6 +208,12 @@ impl Services {
                     "data.format, when given, is event_id_only",
                 ));
             }
+        }
+        // The web app's pushers go to a browser through a gateway like this
+        // server's: one that cannot reach the browser is refused now rather
+        // than rejected at the first notification.
+        if app_id == crate::web_push::APP_ID {
+            crate::web_push::check_subscription(pushkey, &data)?;
         }
         let mut pusher = json!({
             "pushkey": pushkey,
@@ -348,7 +374,10 @@ impl Services {
                     });
                 PushEval::new(rules.rules.clone(), &room, &user, name.as_deref())
             });
-            let actions = eval.actions(&event);
+            let actions = match self.call_member_actions(eval, &room, &user, &event) {
+                Some(actions) => actions,
+                None => eval.actions(&event),
+            };
             if actions.iter().any(Action::should_notify) {
                 let body = self.notification(&user, row, &pusher, &joined, &room, &event, &actions);
                 let (status, answer) = gateway.notify(&url, body.to_string().into_bytes()).await?;
@@ -477,7 +506,13 @@ impl Services {
                 | "org.matrix.msc4075.rtc.notification"
                 | "org.matrix.msc4075.call.notify"
                 | "m.call.notify"
-        );
+        ) || (CALL_MEMBER_TYPES.contains(&kind.as_str())
+            && serde_json::from_str::<Value>(event.pdu.content.get())
+                .is_ok_and(|c| !memberships(&c).is_empty()));
+        // A call member leaving only tells a ring to stop: no sound.
+        if CALL_MEMBER_TYPES.contains(&kind.as_str()) && !call {
+            tweaks.remove("sound");
+        }
         let high = call
             || encrypted
             || tweaks.contains_key("sound")
@@ -507,6 +542,17 @@ impl Services {
             n["type"] = json!(kind);
             n["sender"] = json!(event.pdu.sender);
             if let Some(name) = room
+                .state_event("m.room.member", event.pdu.sender.as_str())
+                .and_then(|e| e.content::<Value>().ok())
+                .and_then(|c| {
+                    c.get("displayname")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+            {
+                n["sender_display_name"] = json!(name);
+            }
+            if let Some(name) = room
                 .state_event("m.room.name", "")
                 .and_then(|e| e.content::<Value>().ok())
                 .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
@@ -522,5 +568,96 @@ impl Services {
             }
         }
         json!({ "notification": n })
+    }
+}
+
+/// The memberships a MatrixRTC `m.call.member` content holds: itself when
+/// it names an `application` (MSC4143, one per device), else its
+/// `memberships` list (MSC3401); empty content is a leave.
+fn memberships(content: &Value) -> Vec<&Value> {
+    match content["memberships"].as_array() {
+        Some(list) => list.iter().collect(),
+        None if content.get("application").is_some() => vec![content],
+        None => Vec::new(),
+    }
+}
+
+/// Whether a call membership content (of an event sent at `sent_ts`)
+/// still holds a live membership at `at_ms`: not expired by its `expires`
+/// (from its `created_ts`, else the event's time) or `expires_ts`.
+fn in_call(content: &Value, sent_ts: i64, at_ms: i64) -> bool {
+    memberships(content).iter().any(|m| {
+        let end = m["expires"]
+            .as_i64()
+            .map(|e| {
+                m["created_ts"]
+                    .as_i64()
+                    .unwrap_or(sent_ts)
+                    .saturating_add(e)
+            })
+            .or_else(|| m["expires_ts"].as_i64());
+        end.is_none_or(|end| end > at_ms)
+    })
+}
+
+impl Services {
+    /// How a MatrixRTC call membership notifies `user` (`None`: it is no
+    /// membership, and the rules alone decide). A device joining the
+    /// room's call (its key held no live membership before) rings: the
+    /// actions a call invite from its sender would get by the user's rules
+    /// (`.m.rule.call` rings by default; a muted room, a room rule without
+    /// actions, the master rule keep it silent). Its leaving (a live
+    /// membership emptied) notifies without sound, so a ring still showing
+    /// can stop. Neither reaches a user who is in the call themselves, and
+    /// a membership renewed rings nobody again.
+    fn call_member_actions(
+        &self,
+        eval: &PushEval,
+        room: &Room,
+        user: &UserId,
+        event: &PduEvent,
+    ) -> Option<Vec<Action>> {
+        let kind = event.pdu.kind.as_str();
+        if !CALL_MEMBER_TYPES.contains(&kind) {
+            return None;
+        }
+        let quiet = Some(Vec::new());
+        let key = event.pdu.state_key.as_deref()?;
+        if event.pdu.sender == user {
+            return quiet;
+        }
+        let sent: i64 = event.pdu.origin_server_ts.get().into();
+        let content: Value = serde_json::from_str(event.pdu.content.get()).unwrap_or_default();
+        let joins = in_call(&content, sent, sent);
+        // The same key's membership just before this event.
+        let before = self
+            .store
+            .state_event_at(room.id.as_str(), kind, key, event.pos() - 1)
+            .ok()
+            .flatten()
+            .and_then(|row| self.load_event(&row).ok())
+            .and_then(|e| serde_json::from_str::<Value>(e.pdu.content.get()).ok())
+            .is_some_and(|c| in_call(&c, sent, sent));
+        if joins == before {
+            return quiet;
+        }
+        let now = crate::now_ms();
+        let user_in_call = room.state().iter().any(|e| {
+            CALL_MEMBER_TYPES.contains(&e.pdu.kind.as_str())
+                && e.pdu.sender == user
+                && serde_json::from_str::<Value>(e.pdu.content.get())
+                    .is_ok_and(|c| in_call(&c, e.pdu.origin_server_ts.get().into(), now))
+        });
+        if user_in_call {
+            return quiet;
+        }
+        let as_invite = eval.actions_as(&"m.call.invite".into(), &event.pdu.sender, &event.room_id);
+        if joins {
+            Some(as_invite)
+        } else if as_invite.iter().any(Action::should_notify) {
+            Some(vec![Action::Notify])
+        } else {
+            quiet
+        }
     }
 }

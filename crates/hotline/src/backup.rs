@@ -11,7 +11,8 @@
 //! `remote/` (whose rows a restored server finds without their files, and
 //! so fetches again) are not. The signing key and the keys
 //! it replaced (`signing.old`) change only by `hotline admin
-//! rotate-signing-key`. The configuration file is not in the data
+//! rotate-signing-key`; the Web Push key (`webpush.key`) never changes
+//! (browsers' subscriptions are bound to it). The configuration file is not in the data
 //! directory: keep it with the copy.
 
 use std::fs;
@@ -55,6 +56,13 @@ pub fn run(data_dir: &Path, dest: &Path) -> Result<String> {
     if old_keys.exists() {
         copy_file(&old_keys, &dest.join("signing.old"))?;
     }
+    let web_push_key = data_dir.join(hotline_service::web_push::KEY_FILE);
+    if web_push_key.exists() {
+        copy_file(
+            &web_push_key,
+            &dest.join(hotline_service::web_push::KEY_FILE),
+        )?;
+    }
     let media = data_dir.join("media");
     let mut files = 0u64;
     let mut bytes = 0u64;
@@ -86,7 +94,12 @@ pub fn run(data_dir: &Path, dest: &Path) -> Result<String> {
         report.pages,
         files,
         bytes,
-        if key.exists() { ", signing key" } else { "" },
+        match (key.exists(), web_push_key.exists()) {
+            (true, true) => ", signing key, Web Push key",
+            (true, false) => ", signing key",
+            (false, true) => ", Web Push key",
+            (false, false) => "",
+        },
     ))
 }
 

@@ -8,6 +8,7 @@ import { BackIcon, TicketIcon } from "./icons";
 import type { CryptoInfo } from "../main";
 import { FingerprintBox, OwnIdentityStatus } from "./Enrol";
 import { ownMasterKey, refreshIdentity, useIdentity } from "../lib/identity";
+import { disablePush, enablePush, onPushStatus, pushStatus, PushStatus } from "../lib/push";
 
 export function Settings(props: {
   mx: MatrixClient;
@@ -27,6 +28,13 @@ export function Settings(props: {
   const [busy, setBusy] = useState(false);
   // The homeserver's relay (TURN): "checking", then "yes" or "no".
   const [turn, setTurn] = useState<{ relay: "checking" | "yes" | "no"; text: string }>({ relay: "checking", text: "checking" });
+  const [push, setPush] = useState<PushStatus>(pushStatus());
+  useEffect(() => onPushStatus(() => setPush(pushStatus())), []);
+
+  const setPushOn = (on: boolean) => {
+    // Failures land in the status line below (lib/push.ts words them).
+    (on ? enablePush(mx) : disablePush(mx)).catch(() => setPush(pushStatus()));
+  };
 
   const refresh = () =>
     mx.getDevices().then(
@@ -188,6 +196,39 @@ export function Settings(props: {
                 turn on
               </button>
             )}
+          </p>
+        </section>
+
+        <section aria-labelledby="notify-h">
+          <h2 id="notify-h">Notifications</h2>
+          <label class="toggle">
+            <input
+              type="checkbox"
+              role="switch"
+              checked={push.state === "on" || push.state === "starting"}
+              disabled={push.state === "unsupported" || push.state === "blocked" || push.state === "starting"}
+              aria-describedby="push-status"
+              onChange={(e) => setPushOn((e.target as HTMLInputElement).checked)}
+              data-testid="push-notifications"
+            />
+            <span>
+              <strong>Calls and texts while Hotline is closed</strong>
+              <br />
+              <span class="muted">A notification says who is calling or who wrote, never what they wrote.</span>
+            </span>
+          </label>
+          <p id="push-status" class="muted" role="status" data-testid="push-status">
+            {push.state === "on"
+              ? "On for this browser."
+              : push.state === "starting"
+                ? "Turning on…"
+                : push.state === "unsupported"
+                  ? "This browser can't show notifications while Hotline is closed."
+                  : push.state === "blocked"
+                    ? "Notifications are blocked for Hotline in this browser's site settings."
+                    : push.state === "failed"
+                      ? push.reason
+                      : "Off for this browser."}
           </p>
         </section>
 

@@ -955,6 +955,11 @@ export function watchIncomingCalls(mx: MatrixClient): () => void {
     }
     startRinging("in");
     notifyIncoming(current!.name);
+    // "Answer" on the service worker's notification opened the app for this call.
+    if (answerIntent && answerIntent.roomId === roomId && Date.now() < answerIntent.until) {
+      answerIntent = null;
+      answer(mx).catch(() => undefined);
+    }
   };
   mx.on(CallEventHandlerEvent.Incoming, onIncoming);
   const stopUnload = leaveOnUnload(mx);
@@ -1051,6 +1056,23 @@ async function answerLine(mx: MatrixClient, lc: LineCall): Promise<void> {
   lc.update();
   await call.answer(true, false);
   if (lc.muted) await call.setMicrophoneMuted(true);
+}
+
+/**
+ * A call the person chose to answer from a notification while the app was
+ * closed (public/sw.js, "Answer"): answered now if it rings here already,
+ * else when it does (the app has to start and sync first), within
+ * ANSWER_WINDOW_MS.
+ */
+let answerIntent: { roomId: string; until: number } | null = null;
+const ANSWER_WINDOW_MS = 90_000;
+
+export function answerWhenRinging(mx: MatrixClient, roomId: string): void {
+  if (current && current.roomId === roomId && current.phase === "ringing-in") {
+    answer(mx).catch(() => undefined);
+    return;
+  }
+  answerIntent = { roomId, until: Date.now() + ANSWER_WINDOW_MS };
 }
 
 export function decline(): void {
@@ -1150,9 +1172,3 @@ function notifyIncoming(name: string): void {
   }
 }
 
-/** Asks for notification permission (from a user gesture). */
-export function askNotificationPermission(): void {
-  if (typeof Notification !== "undefined" && Notification.permission === "default") {
-    Notification.requestPermission().catch(() => undefined);
-  }
-}

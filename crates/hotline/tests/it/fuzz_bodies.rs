@@ -485,6 +485,15 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     ("PUT", "/_hotline/v1/lines/{room_id}/record", "", r#"{"official":false}"#),
     ("DELETE", "/_hotline/v1/lines/{room_id}/aides/{user_id}", "", ""),
     ("GET", "/healthz", "", ""),
+    // Hotline's own push gateway for its web app (no token: called by
+    // pushers) and the VAPID key its browsers subscribe with.
+    (
+        "POST",
+        "/_matrix/push/v1/notify",
+        "",
+        r##"{"notification":{"event_id":"$EVENT","room_id":"$ROOM","type":"m.room.message","sender":"$BOB","sender_display_name":"Bob","room_name":"fuzz room","room_alias":"#fuzz:localhost","user_is_target":false,"prio":"high","content":{"msgtype":"m.text","body":"fuzz"},"counts":{"unread":2,"missed_calls":1},"devices":[{"app_id":"org.hotline.web","pushkey":"BFUZZKEY","pushkey_ts":12345,"data":{"endpoint":"http://127.0.0.1:9/push/fuzz","auth":"AAAAAAAAAAAAAAAAAAAAAA"},"tweaks":{"sound":"default","highlight":true}}]}}"##,
+    ),
+    ("GET", "/_hotline/v1/push/web", "", ""),
 ];
 
 /// The spec key of a served path: the client-server prefix and its version

@@ -45,3 +45,4 @@ mod send_txn;
 mod sliding_sync;
 mod sync_filters;
 mod turn;
+mod web_push;
