@@ -77,16 +77,7 @@ impl Shown {
 
 async fn create_named(http: &Http, token: &str, name: &str, invite: &str) -> String {
     let body = json!({"name": name, "invite": [invite], "preset": "private_chat"});
-    let (status, v) = http
-        .call(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(token),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(status, 200, "createRoom {name}: {v}");
-    v["room_id"].as_str().unwrap().to_owned()
+    http.create_room_with(token, &body).await
 }
 
 /// One server's run of the story: the room list's orders as it goes.
@@ -94,17 +85,8 @@ async fn room_list_story(url: &str) -> Vec<Vec<String>> {
     let http = Http::new(url);
     let bob = http.register("bob").await;
     common::sdk_register(url, "alice", sdk::PASSWORD).await;
-    let alice_id = format!(
-        "@alice:{}",
-        http.call("GET", "/_matrix/client/v3/account/whoami", Some(&bob), None)
-            .await
-            .1["user_id"]
-            .as_str()
-            .unwrap()
-            .split_once(':')
-            .unwrap()
-            .1
-    );
+    let bob_id = http.user_id(&bob).await;
+    let alice_id = format!("@alice:{}", bob_id.split_once(':').unwrap().1);
     let mut rooms = BTreeMap::new();
     for name in ["Summit", "Tariffs", "Treaty"] {
         rooms.insert(name, create_named(&http, &bob, name, &alice_id).await);
@@ -398,18 +380,7 @@ async fn every_sliding_sync_answer_has_the_msc_shapes_and_sees_only_what_v3_sync
     let alice = http.register("alice").await;
     let bob = http.register("bob").await;
     let carol = http.register("carol").await;
-    let alice_id = http
-        .call(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(&alice),
-            None,
-        )
-        .await
-        .1["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice_id = http.user_id(&alice).await;
     let shared = create_named(&http, &bob, "Shared", &alice_id).await;
     http.call(
         "POST",

@@ -448,6 +448,21 @@ impl Http {
 
     /// The device `token` belongs to (`/account/whoami`).
     pub async fn device_id(&self, token: &str) -> String {
+        self.whoami(token).await["device_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The user `token` belongs to (`/account/whoami`).
+    pub async fn user_id(&self, token: &str) -> String {
+        self.whoami(token).await["user_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn whoami(&self, token: &str) -> serde_json::Value {
         let (status, who) = self
             .call(
                 "GET",
@@ -457,7 +472,7 @@ impl Http {
             )
             .await;
         assert_eq!(status, 200, "whoami: {who}");
-        who["device_id"].as_str().unwrap().to_owned()
+        who
     }
 
     /// Registers `name` with open registration; returns the access token.
@@ -611,6 +626,11 @@ impl Http {
                 "content": {"join_rule": "knock"},
             }],
         });
+        self.create_room_with(token, &body).await
+    }
+
+    /// Creates a room from a `createRoom` body; returns its id.
+    pub async fn create_room_with(&self, token: &str, body: &serde_json::Value) -> String {
         let (status, v) = self
             .call(
                 "POST",
@@ -619,7 +639,7 @@ impl Http {
                 Some(&body.to_string()),
             )
             .await;
-        assert_eq!(status, 200, "createRoom: {v}");
+        assert_eq!(status, 200, "createRoom {body}: {v}");
         v["room_id"].as_str().unwrap().to_owned()
     }
 
