@@ -238,6 +238,20 @@ async function onPush(data) {
     }
     return;
   }
+  // An urgent call or text (lib/availability.ts): rings through do not
+  // disturb; the call or text itself follows.
+  if (push.type === "org.hotline.urgent") {
+    const kind = push.content?.kind === "text" ? "text" : "call";
+    await self.registration.showNotification(`Urgent ${kind}`, {
+      body: `${name} on ${where}`,
+      tag: `urgent:${push.room_id}`,
+      renotify: true,
+      requireInteraction: true,
+      icon: ICON,
+      data: { room_id: push.room_id, event_id: push.event_id, call: false },
+    });
+    return;
+  }
   // The ringing caller's encrypted signalling: the ring says it all.
   if (ring && push.type === "m.room.encrypted") return;
   if (push.type === "m.room.member" && push.content?.membership === "invite") {

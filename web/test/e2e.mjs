@@ -1490,6 +1490,96 @@ test("contact log: a call and a text on the line, with direction and length; the
  * certificate of its own, so they pair connections across pages) and the
  * audio bytes it received.
  */
+test("availability: do not disturb shows with local time before calling, the call does not ring and the caller is told why, an urgent call rings through, the fourth urgent is refused with its reason; no line, no availability", async () => {
+  const { A, B, roomId } = await principalsLine();
+  const { a, b } = OFFICIALS;
+  const room = `/#/line/${encodeURIComponent(roomId)}`;
+  const tokenA = await tokenOf(A);
+  const tokenB = await tokenOf(B);
+  try {
+    // Bruno goes to sleep until 07:00, from Settings.
+    await B.goto(URL_ + "/#/settings");
+    const setter = B.getByTestId("availability-settings");
+    await setter.getByRole("radio", { name: "Asleep" }).check();
+    await setter.getByTestId("availability-until").fill("07:00");
+    await setter.getByTestId("availability-save").click();
+    await B.getByTestId("availability-status").filter({ hasText: /asleep until 07:00/ }).waitFor();
+
+    // Before calling, Alma sees it with Bruno's local time and country: in
+    // the lines list, the chat header and on the call button.
+    await A.goto(URL_ + room);
+    const row = A.locator(`.line[data-counterpart="${official.b.userId}"]`).getByTestId("line-availability");
+    await row.filter({ hasText: new RegExp(`^\\d\\d:\\d\\d in ${b.country} · asleep until 07:00$`) }).waitFor();
+    await A.getByTestId("chat-availability").filter({ hasText: /asleep until 07:00/ }).waitFor();
+    const callButton = A.getByTestId("call-button");
+    assert.equal(await callButton.getAttribute("data-availability"), "asleep");
+    assert.match(await callButton.getAttribute("aria-label"), /asleep until 07:00: will not ring/);
+
+    // A call that is not urgent: placed, but Bruno's app does not ring, and
+    // Alma's says why; "Leave a text" ends it, and Bruno sees a missed call.
+    await B.goto(URL_ + room);
+    await B.locator("#composer-input:not([disabled])").waitFor();
+    const missedBefore = await B.getByTestId("call-entry").filter({ hasText: "Missed call" }).count();
+    await callButton.click();
+    const banner = A.getByTestId("not-ringing");
+    await banner.filter({ hasText: `${b.name} is not being rung` }).waitFor();
+    assert.match(await banner.textContent(), /asleep until 07:00/);
+    await A.getByTestId("call-urgently").filter({ hasText: "Call urgently (3 of 3 left today)" }).waitFor();
+    await B.waitForTimeout(3000);
+    assert.equal(await B.getByTestId("incoming-call").count(), 0, "an asleep principal is not rung");
+    await A.getByTestId("leave-text").click();
+    await A.getByTestId("active-call").waitFor({ state: "detached", timeout: 10_000 });
+    await B.waitForFunction(
+      (n) => [...document.querySelectorAll('[data-testid="call-entry"]')].filter((e) => e.textContent.includes("Missed call")).length > n,
+      missedBefore,
+      { timeout: T },
+    );
+    await send(A, "Call me when you wake up");
+    await message(B, "Call me when you wake up").waitFor();
+
+    // Urgent: the same call rings through.
+    await callButton.click();
+    await A.getByTestId("call-urgently").click();
+    await B.getByTestId("incoming-call").waitFor({ timeout: T });
+    await B.getByRole("button", { name: "Decline call" }).click();
+    await A.getByTestId("active-call").waitFor({ state: "detached", timeout: 15_000 });
+
+    // Alma's app counts 2 of 3 left. Two more urgent contacts from another
+    // client of her side use up today's quota, so the app's count is stale:
+    // the server refuses her urgent text, and she reads why and when it resets.
+    await A.getByTestId("urgent-toggle").filter({ hasText: "Urgent 2/3" }).waitFor();
+    for (const txn of ["e2e-u2", "e2e-u3"]) {
+      const r = await api("PUT", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/org.hotline.urgent/${txn}`, { kind: "text" }, tokenA);
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+    }
+    const q = await api("GET", `/_hotline/v1/lines/${encodeURIComponent(roomId)}/urgent`, undefined, tokenA);
+    assert.equal(q.json.remaining, 0, JSON.stringify(q.json));
+    await A.getByTestId("urgent-toggle").click();
+    assert.equal(await A.getByTestId("urgent-toggle").getAttribute("aria-pressed"), "true");
+    await A.fill("#composer-input", "Urgent: the fourth");
+    await A.press("#composer-input", "Enter");
+    const refusal = A.locator(".composer-error");
+    await refusal.filter({ hasText: /Not sent as urgent: Urgent contacts on this line are limited to 3 a day/ }).waitFor();
+    assert.match(await refusal.textContent(), /next one is available at \d{4}-\d\d-\d\d \d\d:\d\d/);
+    assert.equal(await A.inputValue("#composer-input"), "Urgent: the fourth", "the text stays, to send without urgency");
+    // Its count now says none is left.
+    await A.locator('[data-testid="urgent-toggle"][disabled]').filter({ hasText: "Urgent 0/3" }).waitFor();
+
+    // Someone without a line reads nothing of Bruno's availability.
+    admin("create-user", "avail-stranger", "--password", PW);
+    const login = await api("POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: "avail-stranger" }, password: PW });
+    const r = await api("GET", `/_hotline/v1/availability/${encodeURIComponent(official.b.userId)}`, undefined, login.json.access_token);
+    assert.equal(r.status, 403, JSON.stringify(r.json));
+    assert.equal(r.json.errcode, "M_FORBIDDEN");
+    const mine = await api("GET", `/_hotline/v1/availability/${encodeURIComponent(official.b.userId)}`, undefined, tokenA);
+    assert.equal(mine.json.state, "asleep");
+  } finally {
+    // The tests after this one call Bruno as usual.
+    await api("PUT", "/_hotline/v1/availability", { state: "available" }, tokenB);
+    await A.fill("#composer-input", "").catch(() => undefined);
+  }
+});
+
 async function meshStats(page) {
   return page.evaluate(async () => {
     const fp = (d) => /a=fingerprint:\S+ (\S+)/.exec(d?.sdp || "")?.[1] || null;

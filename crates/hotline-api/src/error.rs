@@ -39,7 +39,9 @@ pub fn errcode(e: &Error) -> (StatusCode, &'static str) {
         UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE"),
         RoomInUse => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
         TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
-        LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+        LimitExceeded { .. } | UrgentQuota { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED")
+        }
         RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
         Unrecognized => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
         UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
@@ -71,6 +73,13 @@ impl IntoResponse for ApiError {
             Error::LimitExceeded { retry_after_ms } => {
                 json!({"errcode": code, "error": self.0.to_string(), "retry_after_ms": retry_after_ms})
             }
+            Error::UrgentQuota {
+                retry_after_ms,
+                resets_ts,
+                ..
+            } => {
+                json!({"errcode": code, "error": self.0.to_string(), "retry_after_ms": retry_after_ms, "org.hotline.resets_ts": resets_ts})
+            }
             Error::IncompatibleRoomVersion(version) => {
                 json!({"errcode": code, "error": self.0.to_string(), "room_version": version})
             }
@@ -92,7 +101,9 @@ impl IntoResponse for ApiError {
                 http::HeaderValue::from_static("close"),
             );
         }
-        if let Error::LimitExceeded { retry_after_ms } = &self.0 {
+        if let Error::LimitExceeded { retry_after_ms } | Error::UrgentQuota { retry_after_ms, .. } =
+            &self.0
+        {
             let secs = retry_after_ms.div_ceil(1000).to_string();
             if let Ok(v) = http::HeaderValue::from_str(&secs) {
                 resp.headers_mut().insert(http::header::RETRY_AFTER, v);

@@ -47,6 +47,18 @@ pub fn routes() -> Routes {
             axum::routing::put(set_line_record_route),
         )
         .route(
+            "/_hotline/v1/lines/{room_id}/urgent",
+            get(get_urgent_quota_route),
+        )
+        .route(
+            "/_hotline/v1/availability",
+            axum::routing::put(set_own_availability_route),
+        )
+        .route(
+            "/_hotline/v1/availability/{user_id}",
+            get(get_availability_route).put(set_availability_route),
+        )
+        .route(
             "/_hotline/v1/lines/{room_id}/aides/{user_id}",
             axum::routing::put(add_line_aide_route).delete(remove_line_aide_route),
         )
@@ -415,4 +427,60 @@ pub async fn set_line_record_route(
         .set_line_record(&sender.user_id, &room_id, body.official)
         .await?;
     Ok(Json(json!({ "official": official })))
+}
+
+/// `PUT /_hotline/v1/availability`: the availability of the principal the
+/// sender acts for (themself, or the principal whose aide they are).
+pub async fn set_own_availability_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    JsonBody(body): JsonBody<hotline_service::availability::SetAvailability>,
+) -> ApiResult<Json<Value>> {
+    let principal = s.services.principal_of(&sender.user_id)?.ok_or_else(|| {
+        hotline_service::Error::forbidden("Availability is set by a principal and their aides")
+    })?;
+    let set = s
+        .services
+        .set_availability(&sender.user_id, &principal, body)
+        .await?;
+    Ok(Json(set))
+}
+
+/// `PUT /_hotline/v1/availability/{userId}`: a principal's availability,
+/// set by them or their aide.
+pub async fn set_availability_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(user_id): PathArgs<ruma::OwnedUserId>,
+    JsonBody(body): JsonBody<hotline_service::availability::SetAvailability>,
+) -> ApiResult<Json<Value>> {
+    let set = s
+        .services
+        .set_availability(&sender.user_id, &user_id, body)
+        .await?;
+    Ok(Json(set))
+}
+
+/// `GET /_hotline/v1/availability/{userId}`: a principal's availability,
+/// for them, their aides and those sharing a line with them.
+pub async fn get_availability_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(user_id): PathArgs<ruma::OwnedUserId>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        s.services.get_availability(&sender.user_id, &user_id)?,
+    ))
+}
+
+/// `GET /_hotline/v1/lines/{roomId}/urgent`: the sender's side's urgent
+/// contacts left on the line, and when the next comes back.
+pub async fn get_urgent_quota_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+    PathArgs(room_id): PathArgs<ruma::OwnedRoomId>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        s.services.urgent_remaining(&sender.user_id, &room_id)?,
+    ))
 }

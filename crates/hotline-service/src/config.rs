@@ -65,6 +65,23 @@ pub struct Config {
     pub personal_lines: bool,
     /// The records office's archiver on official lines.
     pub records: Records,
+    /// Rules of lines: the urgent contacts' quota.
+    pub lines: Lines,
+}
+
+/// The `[lines]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Lines {
+    /// Urgent contacts (calls and texts that ring through do not disturb
+    /// and sleep) each side of a line may make in any 24 hours.
+    pub urgent_per_day: u32,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self { urgent_per_day: 3 }
+    }
 }
 
 /// The `[records]` table: this government's records office.
@@ -207,6 +224,7 @@ impl Default for Config {
             federation: Federation::default(),
             personal_lines: true,
             records: Records::default(),
+            lines: Lines::default(),
         }
     }
 }
@@ -263,6 +281,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("personal_lines", Kind::Bool),
     ("records.archiver", Kind::Text),
     ("records.office", Kind::Text),
+    ("lines.urgent_per_day", Kind::Integer),
 ];
 
 /// Which engine holds the data, from [`Config::database`].

@@ -16,8 +16,12 @@
 //!   `m.call.hangup`, as clients send them in unencrypted rooms) counts
 //!   too. (In an encrypted room a 1:1 call's events are encrypted and
 //!   cannot be told from texts: line calls use MatrixRTC.)
-//! - **urgent:** an event whose clear-text content says
-//!   `"org.hotline.urgent": true`.
+//! - **urgent:** a call or text that an accepted `org.hotline.urgent`
+//!   signal of its side announced ([`crate::availability`]): the side's
+//!   next call (for `kind: call`) or text (`kind: text`) within
+//!   [`URGENT_RING_WINDOW_MS`] of it; a signal followed by no such contact
+//!   is listed on its own, kind `urgent`. (An event whose clear-text
+//!   content says `"org.hotline.urgent": true` counts as urgent too.)
 //!
 //! The side of a sender is the principal's when they are the principal or
 //! an aide the line's marking names for them (`org.hotline.aide`), as the
@@ -35,6 +39,7 @@ use ruma::UserId;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::availability::{URGENT_EVENT, URGENT_RING_WINDOW_MS};
 use crate::line_aides::AIDE_STATE;
 
 /// The state types of a MatrixRTC call membership: MSC4143's and MSC3401's
@@ -45,7 +50,7 @@ use crate::{Error, Result, Services};
 /// One text or call in a principal's contact log.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ContactEntry {
-    /// `text` or `call`.
+    /// `text`, `call`, or `urgent` (an urgent signal no contact followed).
     pub kind: &'static str,
     /// `outgoing` (the principal's side sent it or placed the call) or
     /// `incoming`.
@@ -212,6 +217,9 @@ struct LineReader<'a> {
     encrypted: HashSet<String>,
     /// Each user's times in a MatrixRTC call: (joined, left).
     in_call: HashMap<String, Vec<(i64, Option<i64>)>>,
+    /// Urgent signals waiting for the contact they announce: (side, kind)
+    /// → (signal event, sender, time).
+    urgent: HashMap<(Side, String), (String, String, i64)>,
 }
 
 /// A 1:1 call's signalling in an encrypted room is encrypted too, so it
@@ -238,6 +246,7 @@ impl<'a> LineReader<'a> {
             entries: Vec::new(),
             encrypted: HashSet::new(),
             in_call: HashMap::new(),
+            urgent: HashMap::new(),
         }
     }
 
@@ -287,6 +296,7 @@ impl<'a> LineReader<'a> {
         let content = &event["content"];
         let state_key = event["state_key"].as_str();
         let urgent = content["org.hotline.urgent"] == Value::Bool(true);
+        self.expire_urgent(ts);
         for session in self.sessions.values_mut() {
             session.expire(ts);
         }
@@ -304,6 +314,22 @@ impl<'a> LineReader<'a> {
                     }
                 }
             }
+            (URGENT_EVENT, None) => {
+                // A redacted signal lost its kind, not its place on the record.
+                let k = content["kind"].as_str().unwrap_or("redacted");
+                if let Some(side) = self.side(sender) {
+                    // A signal still waiting is listed on its own.
+                    let before = self.urgent.insert(
+                        (side, k.to_owned()),
+                        (event_id.to_owned(), sender.to_owned(), ts),
+                    );
+                    if let Some((id, by, at)) = before {
+                        let mut e = self.entry("urgent", side, &by, at, &id);
+                        e.urgent = true;
+                        self.entries.push(e);
+                    }
+                }
+            }
             ("m.call.member" | "org.matrix.msc3401.call.member", Some(key)) => {
                 self.call_member(event_id, key, sender, ts, content, urgent)
             }
@@ -314,7 +340,7 @@ impl<'a> LineReader<'a> {
                 }
                 if let Some(side) = self.side(sender) {
                     let mut e = self.entry("text", side, sender, ts, event_id);
-                    e.urgent = urgent;
+                    e.urgent = urgent || self.take_urgent(side, "text");
                     self.entries.push(e);
                     if kind == "m.room.encrypted" {
                         self.encrypted.insert(event_id.to_owned());
@@ -323,6 +349,8 @@ impl<'a> LineReader<'a> {
             }
             ("m.call.invite", None) => {
                 if let (Some(side), Some(call)) = (self.side(sender), content["call_id"].as_str()) {
+                    let urgent =
+                        urgent || (!self.voip.contains_key(call) && self.take_urgent(side, "call"));
                     self.voip.entry(call.to_owned()).or_insert((
                         event_id.to_owned(),
                         sender.to_owned(),
@@ -414,6 +442,8 @@ impl<'a> LineReader<'a> {
         };
         for m in memberships {
             let call_id = m["call_id"].as_str().unwrap_or_default().to_owned();
+            let urgent =
+                urgent || (!self.sessions.contains_key(&call_id) && self.take_urgent(side, "call"));
             let end = m["expires"]
                 .as_i64()
                 .map(|e| m["created_ts"].as_i64().unwrap_or(ts) + e)
@@ -432,6 +462,28 @@ impl<'a> LineReader<'a> {
             session.join(key.to_owned(), side, end, ts);
         }
         self.close_empty_sessions();
+    }
+
+    /// The urgent signal of `side` waiting for a contact of `kind`, taken.
+    fn take_urgent(&mut self, side: Side, kind: &str) -> bool {
+        self.urgent.remove(&(side, kind.to_owned())).is_some()
+    }
+
+    /// Urgent signals no contact followed in time are listed on their own.
+    fn expire_urgent(&mut self, now: i64) {
+        let stale: Vec<(Side, String)> = self
+            .urgent
+            .iter()
+            .filter(|(_, (_, _, ts))| now.saturating_sub(*ts) > URGENT_RING_WINDOW_MS)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some((event_id, by, ts)) = self.urgent.remove(&key) {
+                let mut e = self.entry("urgent", key.0, &by, ts, &event_id);
+                e.urgent = true;
+                self.entries.push(e);
+            }
+        }
     }
 
     fn close_empty_sessions(&mut self) {
@@ -459,6 +511,8 @@ impl<'a> LineReader<'a> {
 
     /// The entries, with the calls still going on at `now`.
     fn finish(mut self, now: i64) -> Vec<ContactEntry> {
+        // Signals still waiting for their contact are listed as they are.
+        self.expire_urgent(i64::MAX);
         for session in self.sessions.values_mut() {
             session.expire(now);
         }
@@ -592,6 +646,69 @@ mod tests {
             Some(&format!("_{sender}_{device}")),
             content,
         )
+    }
+
+    #[test]
+    fn an_urgent_signal_marks_the_contact_of_its_kind_it_precedes_and_one_without_stands_alone() {
+        let urgent = |sender: &str, ts: i64, kind: &str| {
+            ev(URGENT_EVENT, sender, ts, None, json!({ "kind": kind }))
+        };
+        let text = |sender: &str, ts: i64| {
+            ev(
+                "m.room.message",
+                sender,
+                ts,
+                None,
+                json!({"msgtype": "m.text", "body": "x"}),
+            )
+        };
+        let entries = read(
+            &[
+                // A call announced: the encrypted signalling before the
+                // membership does not take the mark, the call does.
+                urgent(P, 1_000, "call"),
+                ev(
+                    "m.room.encrypted",
+                    P,
+                    1_100,
+                    None,
+                    json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+                ),
+                member(P, "D1", 1_200, true),
+                member(P, "D1", 5_000, false),
+                // A text announced; the other side's text is not marked.
+                urgent(P, 10_000, "text"),
+                text(Q, 10_500),
+                text(P, 11_000),
+                // A signal nothing followed within the window, and a
+                // redacted one (no kind): each listed on its own.
+                urgent(Q, 20_000, "call"),
+                ev(URGENT_EVENT, P, 30_000, None, json!({})),
+                text(P, 20_000 + URGENT_RING_WINDOW_MS + 1),
+            ],
+            10_000_000,
+        );
+        let got: Vec<_> = entries
+            .iter()
+            .map(|e| (e.ts, e.kind, e.direction, e.urgent))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // (The encrypted event was the call's signalling.)
+                (1_200, "call", "outgoing", true),
+                (10_500, "text", "incoming", false),
+                (11_000, "text", "outgoing", true),
+                (20_000, "urgent", "incoming", true),
+                (
+                    20_000 + URGENT_RING_WINDOW_MS + 1,
+                    "text",
+                    "outgoing",
+                    false
+                ),
+                (30_000, "urgent", "outgoing", true),
+            ]
+        );
     }
 
     #[test]

@@ -34,6 +34,14 @@ pub enum Error {
     TooLarge(String),
     #[error("Too many requests")]
     LimitExceeded { retry_after_ms: u64 },
+    /// An urgent contact past its line's quota (`429 M_LIMIT_EXCEEDED`):
+    /// why, and when the quota gives one back.
+    #[error("{message}")]
+    UrgentQuota {
+        message: String,
+        retry_after_ms: u64,
+        resets_ts: i64,
+    },
     /// The client stopped sending the request body (`408`; the connection
     /// is closed, since the rest of the body is never read).
     #[error("Timed out reading the request body")]

@@ -896,6 +896,8 @@ impl Services {
             },
         };
         self.join_line(&theirs, &room_id).await?;
+        // Each side sees the other's availability from the line's start.
+        self.spread_availability(&room_id, &[me, &theirs]).await?;
         self.add_direct_room(me, std::slice::from_ref(&theirs), &room_id)
             .await?;
         self.add_direct_room(&theirs, std::slice::from_ref(me), &room_id)

@@ -13,6 +13,7 @@
 //! show anything that is not durable, and they change in stream order.
 
 pub mod accounts;
+pub mod availability;
 pub mod backup;
 pub mod config;
 pub mod contact_log;

@@ -23,6 +23,8 @@
 //! - **Pause.** While a line is paused ([`Services::check_line_open`]),
 //!   every event in it is refused except a member leaving and in-room
 //!   key verification, which is how the parties re-verify each other.
+//! - **Urgent.** An `org.hotline.urgent` signal is sent only in a line,
+//!   within its side's daily quota ([`crate::availability`]).
 //! - **Names.** Every name a room event can show (a member's display name,
 //!   the room's name, its topic, its canonical alias and alternative
 //!   aliases) passes the impersonation guard (`Services::guard_name`).
@@ -42,6 +44,7 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
+use crate::availability::{AVAILABILITY_STATE, URGENT_EVENT};
 use crate::line_aides::{marked_for, AIDE_STATE};
 use crate::line_record::{consents, RECORD_STATE};
 use crate::line_recorder::{is_marked_recorder, marked_recorder};
@@ -139,6 +142,9 @@ impl Seam<'_> {
         }
         if *kind == TimelineEventType::RoomMember {
             self.check_membership(event, state)?;
+        }
+        if kind.to_string() == URGENT_EVENT {
+            s.check_urgent(event, state)?;
         }
         self.check_names(event)
     }
@@ -295,6 +301,7 @@ impl Seam<'_> {
     /// - an aide marking of an aide of theirs from the same server (as its
     ///   government's directory says), or taking any aide off the line;
     /// - their own consent to a personal line, or withdrawing consents;
+    /// - their own availability (`org.hotline.availability`);
     /// - the line turned personal once both consents stand, or official
     ///   again, nothing else of it changed.
     fn peer_line_state(&self, event: &PduEvent, state: StateLookup<'_>) -> Result<bool> {
@@ -322,6 +329,7 @@ impl Seam<'_> {
                 }
             }
             RECORD_STATE => Ok(key == user_key(sender) || !consents(event)),
+            AVAILABILITY_STATE => Ok(key == user_key(sender)),
             crate::line_recorder::RECORDER_STATE => Ok(!marked_recorder(event)
                 || user_of_key(key).is_some_and(|u| u.server_name() == sender.server_name())),
             LINE_STATE if key.is_empty() => {

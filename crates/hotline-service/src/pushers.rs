@@ -35,6 +35,13 @@
 //! showing becomes a missed call; each weighed by the member's rules as a
 //! call invite from the same sender would be (a muted room stays silent).
 //!
+//! Availability ([`crate::availability`]): while a principal is in do not
+//! disturb or asleep, a call does not ring them (no push) and a text
+//! arrives silently, at low priority; an urgent signal
+//! (`org.hotline.urgent`) rings every device of theirs at high priority
+//! with sound, and the sender's call just after it rings through
+//! ([`Services::rings_for`]).
+//!
 //! A pusher goes with the device whose token set it (device deletion,
 //! logout: the store's `DeleteDevice`). With several processes on one
 //! database, the process that runs the deployment's jobs delivers.
@@ -52,6 +59,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::accounts::Sender;
+use crate::availability::URGENT_EVENT;
 use crate::contact_log::CALL_MEMBER_TYPES;
 use crate::pdu::PduEvent;
 use crate::push_rules::PushEval;
@@ -378,8 +386,13 @@ impl Services {
                 Some(actions) => actions,
                 None => eval.actions(&event),
             };
+            let (actions, silent) = self
+                .availability_actions(&room, &user, &event, actions)
+                .map_err(|e| e.to_string())?;
             if actions.iter().any(Action::should_notify) {
-                let body = self.notification(&user, row, &pusher, &joined, &room, &event, &actions);
+                let body = self.notification(
+                    &user, row, &pusher, &joined, &room, &event, &actions, silent,
+                );
                 let (status, answer) = gateway.notify(&url, body.to_string().into_bytes()).await?;
                 match status {
                     200..=299 => {
@@ -487,6 +500,7 @@ impl Services {
         room: &Room,
         event: &PduEvent,
         actions: &[Action],
+        silent: bool,
     ) -> Value {
         let mut tweaks = serde_json::Map::new();
         for a in actions {
@@ -513,10 +527,17 @@ impl Services {
         if CALL_MEMBER_TYPES.contains(&kind.as_str()) && !call {
             tweaks.remove("sound");
         }
-        let high = call
-            || encrypted
-            || tweaks.contains_key("sound")
-            || tweaks.get("highlight").is_some_and(|h| h == true);
+        // Do not disturb: it arrives, but quietly.
+        if silent {
+            tweaks.remove("sound");
+            tweaks.remove("highlight");
+        }
+        let high = !silent
+            && (call
+                || encrypted
+                || kind == URGENT_EVENT
+                || tweaks.contains_key("sound")
+                || tweaks.get("highlight").is_some_and(|h| h == true));
         let mut data = pusher["data"].clone();
         if let Some(d) = data.as_object_mut() {
             d.remove("url");
@@ -601,6 +622,57 @@ fn in_call(content: &Value, sent_ts: i64, at_ms: i64) -> bool {
 }
 
 impl Services {
+    /// Availability over the rules' `actions` for `event` to `user`
+    /// ([`Services::rings_for`] decides): an urgent signal from someone
+    /// else rings (sound, highlight, high priority) whatever the rules and
+    /// the availability; while a contact does not ring the user, a call
+    /// (an invite, a call notification, a device joining the call) does
+    /// not notify at all (nor its end: it never rang), and anything else
+    /// notifies silently (the
+    /// `bool`), at low priority.
+    fn availability_actions(
+        &self,
+        room: &Room,
+        user: &UserId,
+        event: &PduEvent,
+        actions: Vec<Action>,
+    ) -> Result<(Vec<Action>, bool)> {
+        let kind = event.pdu.kind.to_string();
+        let sender = &event.pdu.sender;
+        if sender == user {
+            return Ok((actions, false));
+        }
+        if kind == URGENT_EVENT && event.pdu.state_key.is_none() {
+            return Ok((
+                vec![
+                    Action::Notify,
+                    Action::SetTweak(Tweak::Sound(ruma::push::SoundTweakValue::Default)),
+                    Action::SetTweak(Tweak::Highlight(ruma::push::HighlightTweakValue::Yes)),
+                ],
+                false,
+            ));
+        }
+        if !actions.iter().any(Action::should_notify) {
+            return Ok((actions, false));
+        }
+        let at: i64 = event.pdu.origin_server_ts.get().into();
+        if self.rings_for(room, user, sender, at)? {
+            return Ok((actions, false));
+        }
+        let rings = matches!(
+            kind.as_str(),
+            "m.call.invite"
+                | "m.rtc.notification"
+                | "org.matrix.msc4075.rtc.notification"
+                | "org.matrix.msc4075.call.notify"
+                | "m.call.notify"
+        ) || CALL_MEMBER_TYPES.contains(&kind.as_str());
+        if rings {
+            return Ok((Vec::new(), false));
+        }
+        Ok((actions, true))
+    }
+
     /// How a MatrixRTC call membership notifies `user` (`None`: it is no
     /// membership, and the rules alone decide). A device joining the
     /// room's call (its key held no live membership before) rings: the

@@ -50,6 +50,11 @@ impl Services {
                 "Cannot set m.push_rules through this API: use /pushrules".into(),
             ));
         }
+        if kind == crate::availability::AVAILABILITY_STATE {
+            return Err(Error::ServerControlled(
+                "Availability is set through /_hotline/v1/availability".into(),
+            ));
+        }
         self.write_account_data(user, room, kind, content).await
     }
 

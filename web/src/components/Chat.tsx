@@ -42,7 +42,9 @@ import { dateTime } from "../lib/format";
 import { mediaObjectUrl, sendFile } from "../lib/attachments";
 import { bytes, dayLabel, duration, iso, timeOfDay } from "../lib/format";
 import { navigate } from "../lib/hooks";
-import { CallView, joinLineCall, lineCallMembers, placeCall } from "../lib/calls";
+import { CallView, hangUp, joinLineCall, lineCallMembers, placeCall } from "../lib/calls";
+import { availabilityIn, describeAvailability, isQuiet, sendUrgent, URGENT_EVENT, URGENT_RING_WINDOW_MS, urgentQuota, UrgentRefused } from "../lib/availability";
+import { AvailabilityText, useMinuteTick } from "./Availability";
 import { meshInvites } from "../lib/rtc";
 import {
   cancelHeld,
@@ -319,6 +321,11 @@ export function Chat(props: {
 
   const [text, setText] = useState("");
   const [editing, setEditing] = useState<MatrixEvent | null>(null);
+  // Urgent (lib/availability.ts): the next text or call rings through do
+  // not disturb and sleep, within the line's daily quota.
+  const [urgentText, setUrgentText] = useState(false);
+  const [quota, setQuota] = useState<{ limit: number; remaining: number; resetsTs: number | null } | null>(null);
+  const [urgentError, setUrgentError] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [loadingOlder, setLoadingOlder] = useState(false);
   const [atStart, setAtStart] = useState(false);
@@ -541,6 +548,20 @@ export function Chat(props: {
           "m.relates_to": { rel_type: "m.replace", event_id: target.getId()! },
         } as any);
       } else {
+        if (urgentText) {
+          try {
+            await sendUrgent(mx, room.roomId, "text");
+          } catch (err) {
+            // Refused: the text stays in the composer, to send without urgency.
+            setText(body);
+            setError(urgentWhy(err));
+            refreshQuota();
+            return;
+          } finally {
+            setUrgentText(false);
+          }
+          refreshQuota();
+        }
         await mx.sendTextMessage(room.roomId, body);
       }
     } catch (err) {
@@ -624,12 +645,71 @@ export function Chat(props: {
 
   const call = async () => {
     setError(null);
+    setUrgentError(null);
+    if (line && isQuiet(theirAvailability)) refreshQuota();
     try {
       await placeCall(mx, room.roomId, counterpart);
     } catch (err) {
       setError(humanError(err, "Could not place the call."));
     }
   };
+
+  // Availability: the counterpart's, shown before calling; while they are in
+  // do not disturb or asleep the call is placed but does not ring them.
+  const now = useMinuteTick();
+  const theirAvailability = line && !asAide ? availabilityIn(room, counterpart) : null;
+  const refreshQuota = () => {
+    if (!line) return;
+    urgentQuota(mx, room.roomId).then(setQuota, () => undefined);
+  };
+  useEffect(() => {
+    setQuota(null);
+    setUrgentText(false);
+    setUrgentError(null);
+    if (line) refreshQuota();
+  }, [room.roomId]);
+  const urgentWhy = (err: unknown) =>
+    err instanceof UrgentRefused
+      ? `Not sent as urgent: ${err.message}`
+      : humanError(err, "Could not send the urgent signal.");
+  // Our own urgent signal of the last two minutes makes our call ring through.
+  const urgentLately = (() => {
+    const evs = room.getLiveTimeline().getEvents();
+    for (let i = evs.length - 1; i >= 0; i--) {
+      if (Date.now() - evs[i].getTs() > URGENT_RING_WINDOW_MS) break;
+      if (evs[i].getType() === URGENT_EVENT && evs[i].getSender() === me) return true;
+    }
+    return false;
+  })();
+  const ringingOut = !!props.call && props.call.roomId === room.roomId && props.call.phase !== "ended" && props.call.phase !== "ringing-in";
+  const notRinging = ringingOut && isQuiet(theirAvailability) && !urgentLately;
+  const callUrgently = async () => {
+    setUrgentError(null);
+    try {
+      await sendUrgent(mx, room.roomId, "call");
+    } catch (err) {
+      setUrgentError(urgentWhy(err));
+      refreshQuota();
+      return;
+    }
+    refreshQuota();
+    // Placed again after the signal: this one rings through. Once our
+    // membership of the first is gone, else placing would join it.
+    hangUp();
+    for (let i = 0; i < 50 && lineCallMembers(mx, room.roomId).some((m) => m.userId === me); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    try {
+      await placeCall(mx, room.roomId, counterpart);
+    } catch (err) {
+      setUrgentError(humanError(err, "Could not place the call."));
+    }
+  };
+  const leaveText = () => {
+    hangUp();
+    input.current?.focus();
+  };
+  const urgentLeft = quota ? ` (${quota.remaining} of ${quota.limit} left today)` : "";
 
   // A call going on in this line that this device is not in: who is in it, and "Join call".
   const [joinError, setJoinError] = useState<string | null>(null);
@@ -696,6 +776,11 @@ export function Chat(props: {
               <span class="warn-text">Not encrypted</span>
             )}
           </p>
+          {line && !asAide && !invited && (
+            <p class="chat-availability">
+              <AvailabilityText room={room} userId={counterpart} testid="chat-availability" />
+            </p>
+          )}
           {(asAide || aides.length > 0) && !invited && (
             <p class="chat-aides" data-testid="line-aides">
               {asAide && (
@@ -741,14 +826,18 @@ export function Chat(props: {
           type="button"
           onClick={call}
           disabled={invited || left || !!inCallHere || other !== "join" || paused || inLineCall.length > 0}
-          aria-label={`Call ${name}`}
+          aria-label={`Call ${name}` + (isQuiet(theirAvailability) ? ` (${describeAvailability(theirAvailability, now)}: will not ring)` : "")}
+          data-availability={theirAvailability?.effective}
+          data-testid="call-button"
           title={
             paused
               ? "This line is paused"
               : inLineCall.length > 0
                 ? "A call is going on in this line: join it"
                 : other === "join"
-                  ? `Call ${name}`
+                  ? isQuiet(theirAvailability)
+                    ? `Call ${name}: ${describeAvailability(theirAvailability, now)}. It will not ring; they will see a missed call.`
+                    : `Call ${name}`
                   : `${name} has not joined yet`
           }
         >
@@ -756,6 +845,26 @@ export function Chat(props: {
         </button>
       </header>
 
+      {notRinging && (
+        <div class="banner not-ringing" role="alert" data-testid="not-ringing">
+          <p>
+            <strong>{name} is not being rung</strong>: {describeAvailability(theirAvailability, now)}. They will see a missed call.
+          </p>
+          <div class="row">
+            <button type="button" onClick={leaveText} data-testid="leave-text">
+              Leave a text
+            </button>
+            <button type="button" class="primary" onClick={callUrgently} disabled={quota?.remaining === 0} data-testid="call-urgently">
+              Call urgently{urgentLeft}
+            </button>
+          </div>
+        </div>
+      )}
+      {urgentError && (
+        <p class="error banner" role="alert" data-testid="urgent-error">
+          {urgentError}
+        </p>
+      )}
       {inLineCall.length > 0 && (
         <div class="banner join-call" role="region" aria-label="Call in progress" data-testid="join-call">
           <PhoneIcon size={16} />
@@ -1066,6 +1175,19 @@ export function Chat(props: {
               <AttachIcon />
             </button>
             <input ref={fileInput} type="file" class="visually-hidden" tabIndex={-1} aria-hidden="true" multiple onChange={onFile} data-testid="file-input" />
+            {line && !editing && (
+              <button
+                type="button"
+                class={"urgent-toggle" + (urgentText ? " on" : "")}
+                aria-pressed={urgentText}
+                onClick={() => setUrgentText(!urgentText)}
+                disabled={paused || quota?.remaining === 0}
+                title={`Urgent: rings through do not disturb and sleep${urgentLeft}`}
+                data-testid="urgent-toggle"
+              >
+                Urgent{quota ? ` ${quota.remaining}/${quota.limit}` : ""}
+              </button>
+            )}
             <label for="composer-input" class="visually-hidden">
               {group ? "Message the line" : `Message ${name}`}
             </label>

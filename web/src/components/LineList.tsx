@@ -3,6 +3,7 @@ import type { MatrixClient } from "matrix-js-sdk";
 import { LineSummary, nameOf } from "../lib/lines";
 import { iso, shortWhen } from "../lib/format";
 import { Avatar } from "./Avatar";
+import { AvailabilityText } from "./Availability";
 import { IdentityMark } from "./IdentityMark";
 import { LogIcon, PlusIcon, TicketIcon } from "./icons";
 import { navigate } from "../lib/hooks";
@@ -126,6 +127,7 @@ export function LineList(props: {
                         <IdentityMark userId={l.counterpart} compact />
                       </span>
                     )}
+                    {l.line && !l.invite && <AvailabilityText room={l.room} userId={l.counterpart} class="line-availability" testid="line-availability" />}
                     {l.aideOf && (
                       <span class="line-id line-role" data-testid="line-role">
                         As aide to {nameOf(mx, l.aideOf, l.room).name}

@@ -1,4 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
+import { AvailabilitySettings } from "./Availability";
 import { humanError } from "../lib/errors";
 import type { IMyDevice, MatrixClient } from "matrix-js-sdk";
 import { loadSettings, saveSettings } from "../lib/session";
@@ -133,6 +134,8 @@ export function Settings(props: {
             )}
           </section>
         )}
+
+        {props.canInvite && <AvailabilitySettings mx={mx} />}
 
         <section aria-labelledby="enc-h">
           <h2 id="enc-h">Encryption</h2>

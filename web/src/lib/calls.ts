@@ -13,6 +13,7 @@ import {
   MatrixCall,
 } from "matrix-js-sdk/lib/webrtc/call";
 import { displayName, LINE_EVENT, lineAides, lineState, nameOf } from "./lines";
+import { ringsFor } from "./availability";
 import {
   CALL_MEMBER_EVENT,
   callMembers,
@@ -939,6 +940,11 @@ export function watchIncomingCalls(mx: MatrixClient): () => void {
     }
     // Meant for our device that is in the call, not this one.
     if (line && ownOtherDeviceInCall(mx, roomId)) return;
+    // Do not disturb, asleep: a call that is not urgent does not ring. It
+    // is left unanswered, so the line shows it as a missed call.
+    const room = mx.getRoom(roomId);
+    const from = call.getOpponentMember()?.userId || "";
+    if (line && room && from && !ringsFor(mx, room, from)) return;
     if (current && current.phase !== "ended") {
       call.reject();
       return;

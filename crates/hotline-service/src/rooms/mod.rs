@@ -867,6 +867,10 @@ impl Services {
         let mut ids = Vec::new();
         for (event, new) in built {
             ids.push(event.event_id.clone());
+            // An accepted urgent contact is on the record with its event.
+            if let Some(entry) = crate::availability::urgent_audit(&event) {
+                batch.push(entry);
+            }
             batch.push(WriteOp::AppendEvent(new));
             // Queued in the same commit: a `200` means the event will reach
             // the room's other servers, whatever happens to this process.
@@ -1071,6 +1075,9 @@ impl Services {
                     heads.retain(|h| !prevs.contains(h));
                     heads.push(id.clone());
                     fresh.insert(id.clone(), event.clone());
+                    if let Some(entry) = crate::availability::urgent_audit(&event) {
+                        batch.push(entry);
+                    }
                     batch.push(WriteOp::AppendEvent(new));
                     accepted.push(results.len());
                     results.push((id, Ok(())));

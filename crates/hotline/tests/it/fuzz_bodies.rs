@@ -484,6 +484,20 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     ("PUT", "/_hotline/v1/lines/{room_id}/aides/{user_id}", "", "{}"),
     ("PUT", "/_hotline/v1/lines/{room_id}/record", "", r#"{"official":false}"#),
     ("DELETE", "/_hotline/v1/lines/{room_id}/aides/{user_id}", "", ""),
+    ("GET", "/_hotline/v1/lines/{room_id}/urgent", "", ""),
+    (
+        "PUT",
+        "/_hotline/v1/availability",
+        "",
+        r#"{"state":"dnd","until":null,"tz":"Europe/Paris"}"#,
+    ),
+    (
+        "PUT",
+        "/_hotline/v1/availability/{user_id}",
+        "",
+        r#"{"state":"asleep","until":4102444800000,"tz":"UTC"}"#,
+    ),
+    ("GET", "/_hotline/v1/availability/{user_id}", "", ""),
     ("GET", "/healthz", "", ""),
     // Hotline's own push gateway for its web app (no token: called by
     // pushers) and the VAPID key its browsers subscribe with.

@@ -10,6 +10,7 @@ mod common;
 mod sdk;
 
 mod archiver;
+mod availability;
 mod backup;
 mod cli;
 mod contact_log;
