@@ -65,6 +65,19 @@ pub struct Config {
     pub personal_lines: bool,
     /// The records office's archiver on official lines.
     pub records: Records,
+    /// Who may trace a leaked screenshot (`hotline trace`).
+    pub trace: Trace,
+}
+
+/// The `[trace]` table: leak tracing of screenshots.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trace {
+    /// The names allowed to run `hotline trace IMAGE --by NAME`. Empty (the
+    /// default): anyone with the data directory may trace, `--by` is
+    /// optional. Set: `--by` must name one of them; a refused attempt is
+    /// written to the trace log too.
+    pub operators: Vec<String>,
 }
 
 /// The `[records]` table: this government's records office.
@@ -207,6 +220,7 @@ impl Default for Config {
             federation: Federation::default(),
             personal_lines: true,
             records: Records::default(),
+            trace: Trace::default(),
         }
     }
 }
@@ -263,6 +277,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("personal_lines", Kind::Bool),
     ("records.archiver", Kind::Text),
     ("records.office", Kind::Text),
+    ("trace.operators", Kind::List),
 ];
 
 /// Which engine holds the data, from [`Config::database`].
