@@ -13,11 +13,13 @@
 # scripts/coturn.sh local (the TURN set-up of scripts/run.sh's demo), run
 # web/test/attestation.test.mjs (attestation verification against a fixture
 # the running server signs), web/test/fingerprint.test.mjs (the fingerprint
-# digits' test vector), web/test/released-clients.mjs (matrix-js-sdk's
+# digits' test vector), web/test/watermark.test.mjs (the screenshot
+# watermark's test vector), web/test/released-clients.mjs (matrix-js-sdk's
 # InteractiveAuth), web/test/third-party-client.mjs (a released client,
 # Element Call from npm, signing up through its own form) and
 # web/test/e2e.mjs (node's test runner, playwright-core driving Debian's
-# chromium); then two governments' federating servers (scripts/governments.sh,
+# chromium), web/test/watermark.mjs (leaked screenshots traced with
+# `hotline trace`); then two governments' federating servers (scripts/governments.sh,
 # the demo's set-up, on free ports) and web/test/governments.mjs, the line
 # between them in two browser contexts; and stop everything on exit.
 set -euo pipefail
@@ -111,7 +113,7 @@ test_e2e() {
   done
   HOTLINE_URL="http://127.0.0.1:$port" HOTLINE_BIN="$BIN" HOTLINE_DATA="$tmp" HOTLINE_TURN="$turn" \
     HOTLINE_PASSWORD="hotline-test-pw" HOTLINE_SCREENSHOTS="${HOTLINE_SCREENSHOTS:-}" \
-    node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/fingerprint.test.mjs" "$WEB/test/released-clients.mjs" "$WEB/test/third-party-client.mjs" "$WEB/test/e2e.mjs"
+    node --test --test-concurrency=1 "$@" "$WEB/test/attestation.test.mjs" "$WEB/test/fingerprint.test.mjs" "$WEB/test/watermark.test.mjs" "$WEB/test/released-clients.mjs" "$WEB/test/third-party-client.mjs" "$WEB/test/e2e.mjs" "$WEB/test/watermark.mjs"
   test_governments "$@"
 }
 
@@ -144,7 +146,7 @@ test_governments() {
 
 unit() {
   install
-  (cd "$WEB" && node --test test/attestation.test.mjs test/fingerprint.test.mjs)
+  (cd "$WEB" && node --test test/attestation.test.mjs test/fingerprint.test.mjs test/watermark.test.mjs)
 }
 
 case "${1:-}" in

@@ -38,6 +38,7 @@ import { EnrolForm, FingerprintStep } from "./components/Enrol";
 import { OfficialPicker } from "./components/OfficialPicker";
 import { LineInvites, RedeemInvite } from "./components/LineInvites";
 import { ContactLog } from "./components/ContactLog";
+import { Watermark } from "./components/Watermark";
 import { AlertIcon, CloseIcon, LockIcon } from "./components/icons";
 
 export interface CryptoInfo {
@@ -370,6 +371,7 @@ function Main(props: { mx: MatrixClient; crypto: CryptoInfo; onSignOut: () => vo
         )}
       </main>
       {newLine && <NewLineDialog mx={mx} onClose={() => setNewLine(false)} />}
+      <Watermark mx={mx} roomId={room ? room.roomId : (call?.roomId ?? null)} />
     </div>
   );
 }

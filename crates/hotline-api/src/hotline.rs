@@ -1,5 +1,6 @@
 //! Hotline's own API (`/_hotline/v1`): enrolment, the directory of
-//! attestations, line invites, aides on lines, the contact log. Documented in `docs/hotline-api.yaml`.
+//! attestations, line invites, aides on lines, the contact log, the
+//! device's screenshot watermark tag. Documented in `docs/hotline-api.yaml`.
 //! Also the server key endpoint `/_matrix/key/v2/server` (attestations are
 //! checked against it), as on the federation listener.
 
@@ -42,6 +43,7 @@ pub fn routes() -> Routes {
             post(redeem_line_invite_route),
         )
         .route("/_hotline/v1/contact_log", get(get_contact_log_route))
+        .route("/_hotline/v1/watermark", get(get_watermark_route))
         .route(
             "/_hotline/v1/lines/{room_id}/record",
             axum::routing::put(set_line_record_route),
@@ -62,6 +64,21 @@ pub fn routes() -> Routes {
             "/_hotline/v1/lines/{room_id}/aides/{user_id}",
             axum::routing::put(add_line_aide_route).delete(remove_line_aide_route),
         )
+}
+
+/// `GET /_hotline/v1/watermark`: the requesting device's watermark tag
+/// (32 bits, assigned on first use and kept), which the web app draws over
+/// every view of a line so a leaked screenshot traces back to the device
+/// (`hotline trace`). Only the device itself learns its tag.
+pub async fn get_watermark_route(
+    State(s): State<AppState>,
+    Auth(sender): Auth,
+) -> ApiResult<Json<Value>> {
+    let tag = s
+        .services
+        .watermark_tag(sender.user_id.as_str(), sender.device_id.as_str())
+        .await?;
+    Ok(Json(json!({ "tag": tag })))
 }
 
 /// `GET /_hotline/v1/directory`: current attestations and revocations,

@@ -67,6 +67,8 @@ pub struct Config {
     pub records: Records,
     /// Rules of lines: the urgent contacts' quota.
     pub lines: Lines,
+    /// Who may trace a leaked screenshot (`hotline trace`).
+    pub trace: Trace,
 }
 
 /// The `[lines]` table.
@@ -82,6 +84,17 @@ impl Default for Lines {
     fn default() -> Self {
         Self { urgent_per_day: 3 }
     }
+}
+
+/// The `[trace]` table: leak tracing of screenshots.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trace {
+    /// The names allowed to run `hotline trace IMAGE --by NAME`. Empty (the
+    /// default): anyone with the data directory may trace, `--by` is
+    /// optional. Set: `--by` must name one of them; a refused attempt is
+    /// written to the trace log too.
+    pub operators: Vec<String>,
 }
 
 /// The `[records]` table: this government's records office.
@@ -225,6 +238,7 @@ impl Default for Config {
             personal_lines: true,
             records: Records::default(),
             lines: Lines::default(),
+            trace: Trace::default(),
         }
     }
 }
@@ -282,6 +296,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("records.archiver", Kind::Text),
     ("records.office", Kind::Text),
     ("lines.urgent_per_day", Kind::Integer),
+    ("trace.operators", Kind::List),
 ];
 
 /// Which engine holds the data, from [`Config::database`].

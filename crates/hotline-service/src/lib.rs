@@ -41,6 +41,7 @@ pub mod sync;
 pub mod tags;
 pub mod user_data;
 pub mod voip;
+pub mod watermark;
 pub mod web_push;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -74,6 +74,44 @@ enum Command {
     /// its passphrase (NAME.passphrase, written last) is imported and
     /// deleted, to decrypt events archived as undecryptable.
     Archiver(ArchiverArgs),
+    /// Trace leaked screenshots (PNG or JPEG) by the watermark the web app
+    /// draws over every view of a line: prints the device, user, line and
+    /// minute with a confidence, or "no watermark found". Every request is
+    /// written to the trace log (`hotline admin trace-log`). Works beside
+    /// the running server.
+    Trace(TraceArgs),
+    /// Test and measurement tooling for the watermark (not for operators).
+    #[command(hide = true, subcommand)]
+    TraceTool(TraceTool),
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// The screenshots.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Who is tracing; must be listed in `[trace] operators` when that is set.
+    #[arg(long)]
+    by: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TraceTool {
+    /// Write IN transformed as a leak would be: cropped (X,Y,W,H), then
+    /// scaled, then JPEG-compressed (else PNG), to OUT.
+    Transform {
+        input: PathBuf,
+        output: PathBuf,
+        /// `X,Y,W,H` in the input's pixels.
+        #[arg(long)]
+        crop: Option<String>,
+        #[arg(long)]
+        scale: Option<f64>,
+        #[arg(long)]
+        jpeg: Option<u8>,
+    },
+    /// Print the PSNR (dB) of B against A.
+    Psnr { a: PathBuf, b: PathBuf },
 }
 
 /// `hotline archiver`: no server config, no database.
@@ -277,6 +315,9 @@ enum Admin {
     LineAide(LineAide),
     /// Print the append-only audit log.
     Audit,
+    /// Print every `hotline trace` request, allowed or refused: sequence,
+    /// time, who, image hash, action, result.
+    TraceLog,
     /// Print a principal's contact log: each text and call on their lines,
     /// with counterpart, direction, time and call duration (metadata only),
     /// as CSV.
@@ -514,6 +555,25 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
         }
         Command::TurnConfig(args) => turn_config(config, args).await,
         Command::Records(cmd) => records(cmd),
+        Command::Trace(args) => trace(config, args).await,
+        Command::TraceTool(cmd) => trace_tool(cmd),
+        Command::Admin(Admin::TraceLog) => {
+            let (services, store) = open(config)?;
+            let log = services.trace_log().map_err(|e| e.to_string());
+            store.close();
+            for e in log? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    e.seq,
+                    iso_minute(e.ts),
+                    e.actor,
+                    e.subject,
+                    e.action,
+                    e.detail
+                );
+            }
+            Ok(())
+        }
         Command::Admin(Admin::CreateUser {
             username,
             password,
@@ -743,6 +803,122 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `hotline trace IMAGE...`: one paragraph per image.
+async fn trace(config: Config, args: TraceArgs) -> anyhow_lite::Result<()> {
+    use hotline_service::watermark::TraceOutcome;
+    let (services, store) = open(config)?;
+    let mut failed = None;
+    for path in &args.images {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                failed = Some(format!("reading {}: {e}", path.display()));
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        match services.trace_image(&bytes, args.by.as_deref()).await {
+            Err(e) => {
+                println!("{}: {e}", path.display());
+                failed = Some(e.to_string());
+            }
+            Ok(TraceOutcome::NotFound) => println!("{}: no watermark found", path.display()),
+            Ok(TraceOutcome::Found(t)) => {
+                println!("{}: watermark found", path.display());
+                println!("  user        {}", t.user_id);
+                println!(
+                    "  device      {}{}",
+                    t.device_id,
+                    if t.device_exists {
+                        ""
+                    } else {
+                        " (since removed)"
+                    }
+                );
+                match (&t.room_id, t.line_number) {
+                    (Some(r), _) => println!("  line        {r}"),
+                    (None, 0) => println!("  line        (a view without a line: the line list)"),
+                    (None, n) => {
+                        println!("  line        number {n:06x}, not one of the user's lines")
+                    }
+                }
+                println!(
+                    "  time        {} to {} UTC",
+                    iso_minute(t.from_ms),
+                    iso_minute(t.from_ms + 60_000)
+                );
+                println!(
+                    "  confidence  {:.2} ({} of 200 bits agree, {} bytes corrected, {} erased, cell {:.1} px)",
+                    t.confidence,
+                    t.detection.bits_agreeing,
+                    t.detection.corrected,
+                    t.detection.erased,
+                    t.detection.cell_px
+                );
+            }
+        }
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "traced");
+    }
+    store.close();
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of a time in milliseconds since the epoch.
+fn iso_minute(ms: i64) -> String {
+    let minutes = ms.div_euclid(60_000);
+    let (days, rem) = (minutes.div_euclid(1440), minutes.rem_euclid(1440));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 60, rem % 60)
+}
+
+fn trace_tool(cmd: TraceTool) -> anyhow_lite::Result<()> {
+    let load = |p: &PathBuf| image::open(p).map_err(|e| format!("{}: {e}", p.display()));
+    match cmd {
+        TraceTool::Transform {
+            input,
+            output,
+            crop,
+            scale,
+            jpeg,
+        } => {
+            let crop = match crop {
+                None => None,
+                Some(c) => match c
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<u32>, _>>()
+                {
+                    Ok(v) if v.len() == 4 => Some((v[0], v[1], v[2], v[3])),
+                    _ => return Err(format!("--crop must be X,Y,W,H, not {c:?}").into()),
+                },
+            };
+            let t = hotline_trace::tools::Transform { crop, scale, jpeg };
+            std::fs::write(
+                &output,
+                hotline_trace::tools::transform(&load(&input)?, &t)?,
+            )?;
+        }
+        TraceTool::Psnr { a, b } => {
+            let db = hotline_trace::tools::psnr(&load(&a)?, &load(&b)?)
+                .ok_or("the images differ in size")?;
+            println!("{db:.2}");
+        }
+    }
+    Ok(())
 }
 
 fn records(cmd: Records) -> anyhow_lite::Result<()> {

@@ -481,6 +481,7 @@ const SPECS: &[(&str, &str, &str, &str)] = &[
     ("DELETE", "/_hotline/v1/line_invites/{code}", "", ""),
     ("POST", "/_hotline/v1/line_invites/{code}/redeem", "", "{}"),
     ("GET", "/_hotline/v1/contact_log", "format=csv&from=0&to=99", ""),
+    ("GET", "/_hotline/v1/watermark", "", ""),
     ("PUT", "/_hotline/v1/lines/{room_id}/aides/{user_id}", "", "{}"),
     ("PUT", "/_hotline/v1/lines/{room_id}/record", "", r#"{"official":false}"#),
     ("DELETE", "/_hotline/v1/lines/{room_id}/aides/{user_id}", "", ""),

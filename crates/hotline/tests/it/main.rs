@@ -45,5 +45,6 @@ mod security_reads;
 mod send_txn;
 mod sliding_sync;
 mod sync_filters;
+mod trace;
 mod turn;
 mod web_push;
