@@ -51,6 +51,19 @@ after(async () => {
   else if (dir) console.log(`screenshots kept in ${dir}`);
 });
 
+/** Waits until the overlay for `roomId` is drawn: its tile decoded and two frames painted since. */
+async function paintedWatermark(page, roomId) {
+  await page.locator(`[data-testid="watermark"][data-line="${roomId}"]`).waitFor({ state: "attached" });
+  await page.evaluate(async () => {
+    const el = document.querySelector('[data-testid="watermark"]');
+    const url = /url\("?(.*?)"?\)$/.exec(getComputedStyle(el).backgroundImage)[1];
+    const img = new Image();
+    img.src = url;
+    await img.decode();
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  });
+}
+
 async function login(user) {
   const r = await api("POST", "/_matrix/client/v3/login", {
     type: "m.login.password",
@@ -218,8 +231,7 @@ test("watermark: screenshots of 20 viewer devices trace back to their device and
     await page.goto(`${URL_}/#/line/${encodeURIComponent(roomId)}`);
     const msg = page.getByTestId("message").filter({ hasText: MESSAGES[(i * 3) % MESSAGES.length] });
     await msg.waitFor();
-    await page.getByTestId("watermark").waitFor({ state: "attached" });
-    await page.waitForTimeout(200);
+    await paintedWatermark(page, roomId);
     const box = await msg.boundingBox();
     const file = join(dir, `device-${i}.png`);
     let before, afterShot;
@@ -228,6 +240,7 @@ test("watermark: screenshots of 20 viewer devices trace back to their device and
       before = Date.now();
       if (60_000 - (before % 60_000) < 1500) {
         await page.waitForTimeout(60_000 - (before % 60_000) + 300);
+        await paintedWatermark(page, roomId);
         continue;
       }
       await page.screenshot({ path: file });

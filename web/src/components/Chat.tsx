@@ -457,9 +457,6 @@ export function Chat(props: {
 
   useEffect(() => {
     const el = scroller.current;
-    // Events still being decrypted are not drawn yet (isShown), so the pane
-    // looks emptier than it is: wait for them before fetching more.
-    if (live.some((e) => e.isBeingDecrypted())) return;
     if (el && el.scrollHeight <= el.clientHeight + 40 && !atStart && !invited) loadOlder();
   }, [room.roomId, props.tick, atStart]);
 

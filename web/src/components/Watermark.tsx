@@ -67,6 +67,7 @@ export function Watermark({ mx, roomId }: { mx: MatrixClient; roomId: string | n
       class="watermark"
       aria-hidden="true"
       data-testid="watermark"
+      data-line={roomId ?? ""}
       style={{ backgroundImage: `url(${url})`, backgroundSize: `${side}px ${side}px` }}
     />
   );

@@ -292,10 +292,6 @@ export function localpart(userId: string): string {
 export function isShown(ev: MatrixEvent): boolean {
   const t = ev.getType();
   if (t === EventType.RoomMessage || t === EventType.RoomMessageEncrypted) {
-    // Still being decrypted: not yet known to be a message at all (a call's
-    // own signalling is encrypted too, and is never shown). It appears the
-    // moment it is decrypted, or as "Unable to decrypt" if it cannot be.
-    if (ev.isBeingDecrypted()) return false;
     const rel = ev.getContent()["m.relates_to"] || ev.getWireContent()["m.relates_to"];
     if (rel?.rel_type === "m.replace") return false;
     return true;
