@@ -157,6 +157,34 @@ test("texts and a voice call both ways across the two servers", async () => {
   }
 });
 
+test("availability across the two servers: the President goes into do not disturb on Avalon and the Prime Minister sees it on Borduria, with her local time, before calling; nobody without a line reads it", async () => {
+  const { president: P, pm: M } = pages;
+  const tokenP = await tokenOf(P);
+  const tokenM = await tokenOf(M);
+  const set = await apiAt(A.url, "PUT", "/_hotline/v1/availability", { state: "dnd", until: null, tz: "Europe/Paris" }, tokenP);
+  assert.equal(set.status, 200, JSON.stringify(set.json));
+  try {
+    // The line's state crossed to Borduria: the PM's lines list shows it.
+    const shown = row(M, PRESIDENT.userId).getByTestId("line-availability");
+    await shown.filter({ hasText: /^\d\d:\d\d in Avalon · do not disturb$/ }).waitFor();
+    // And his own server answers for her, from the line it holds.
+    const read = await apiAt(B.url, "GET", `/_hotline/v1/availability/${encodeURIComponent(PRESIDENT.userId)}`, undefined, tokenM);
+    assert.equal(read.status, 200, JSON.stringify(read.json));
+    assert.equal(read.json.effective, "dnd");
+    assert.equal(read.json.place, "Avalon");
+    // A user of Avalon with no line to her reads nothing.
+    const login = await apiAt(A.url, "POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: "alice" }, password: PW });
+    assert.equal(login.status, 200, JSON.stringify(login.json));
+    const denied = await apiAt(A.url, "GET", `/_hotline/v1/availability/${encodeURIComponent(PRESIDENT.userId)}`, undefined, login.json.access_token);
+    assert.equal(denied.status, 403, JSON.stringify(denied.json));
+    assert.equal(denied.json.errcode, "M_FORBIDDEN");
+  } finally {
+    const back = await apiAt(A.url, "PUT", "/_hotline/v1/availability", { state: "available", until: null, tz: "Europe/Paris" }, tokenP);
+    assert.equal(back.status, 200, JSON.stringify(back.json));
+  }
+  await row(M, PRESIDENT.userId).getByTestId("line-availability").filter({ hasText: /· available$/ }).waitFor();
+});
+
 test("the demo line shows its aide and the records office keeping it, and the office's archive holds the line's texts, verified", async () => {
   const { president: P, pm: M } = pages;
   assert.ok(P && M, "the principals signed in (the first test)");
