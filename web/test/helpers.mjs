@@ -141,12 +141,11 @@ export const canonical = (v) =>
     : Array.isArray(v) ? `[${v.map(canonical).join(",")}]` : JSON.stringify(v);
 
 /**
- * Replaces a user's cross-signing keys on the server with a new, consistent
- * set (master; self-signing and user-signing keys signed by it), as a reset
- * on another device (or an attacker holding the password) would.
- * Returns the new master public key.
+ * A fresh cross-signing key set for `userId`, as `/keys/device_signing/upload`
+ * takes it: the master key, and the self-signing and user-signing keys
+ * signed by it. Returns the body and the master public key.
  */
-export async function replaceCrossSigning(base, userId, password, token) {
+export async function newCrossSigningKeys(userId) {
   const master = ed.utils.randomSecretKey();
   const masterPub = b64(await ed.getPublicKeyAsync(master));
   const key = async (usage, secret) => {
@@ -161,6 +160,17 @@ export async function replaceCrossSigning(base, userId, password, token) {
     self_signing_key: await key("self_signing", ed.utils.randomSecretKey()),
     user_signing_key: await key("user_signing", ed.utils.randomSecretKey()),
   };
+  return { body, masterPub };
+}
+
+/**
+ * Replaces a user's cross-signing keys on the server with a new, consistent
+ * set (master; self-signing and user-signing keys signed by it), as a reset
+ * on another device (or an attacker holding the password) would.
+ * Returns the new master public key.
+ */
+export async function replaceCrossSigning(base, userId, password, token) {
+  const { body, masterPub } = await newCrossSigningKeys(userId);
   const first = await apiAt(base, "POST", "/_matrix/client/v3/keys/device_signing/upload", body, token);
   assert.equal(first.status, 401, "replacing the master key needs the password");
   const auth = { type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password, session: first.json.session };

@@ -21,8 +21,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import * as ed from "@noble/ed25519";
-import { T, apiAt, b64, canonical, launchChromium } from "./helpers.mjs";
+import { T, apiAt, launchChromium, newCrossSigningKeys } from "./helpers.mjs";
 
 const URL_ = process.env.HOTLINE_URL;
 const PW = process.env.HOTLINE_PASSWORD || "hotline-test-pw";
@@ -105,20 +104,7 @@ function trace(files) {
  * recovery key, which they may skip.
  */
 async function setUpCrossSigning(userId, token) {
-  const master = ed.utils.randomSecretKey();
-  const masterPub = b64(await ed.getPublicKeyAsync(master));
-  const key = async (usage, secret) => {
-    const pub = b64(await ed.getPublicKeyAsync(secret));
-    const obj = { user_id: userId, usage: [usage], keys: { [`ed25519:${pub}`]: pub } };
-    if (usage === "master") return obj;
-    const sig = b64(await ed.signAsync(new TextEncoder().encode(canonical(obj)), master));
-    return { ...obj, signatures: { [userId]: { [`ed25519:${masterPub}`]: sig } } };
-  };
-  const body = {
-    master_key: await key("master", master),
-    self_signing_key: await key("self_signing", ed.utils.randomSecretKey()),
-    user_signing_key: await key("user_signing", ed.utils.randomSecretKey()),
-  };
+  const { body } = await newCrossSigningKeys(userId);
   const r = await api("POST", "/_matrix/client/v3/keys/device_signing/upload", body, token);
   assert.equal(r.status, 200, JSON.stringify(r.json));
 }

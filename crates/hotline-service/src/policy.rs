@@ -143,7 +143,7 @@ impl Seam<'_> {
         if *kind == TimelineEventType::RoomMember {
             self.check_membership(event, state)?;
         }
-        if kind.to_string() == URGENT_EVENT {
+        if kind.as_str() == URGENT_EVENT {
             s.check_urgent(event, state)?;
         }
         self.check_names(event)

@@ -61,6 +61,16 @@ use serde_json::{json, Value};
 use crate::accounts::Sender;
 use crate::availability::URGENT_EVENT;
 use crate::contact_log::CALL_MEMBER_TYPES;
+
+/// The events that are a call ringing (besides MatrixRTC memberships):
+/// pushed at high priority, and silenced by do not disturb.
+const CALL_TYPES: [&str; 5] = [
+    "m.call.invite",
+    "m.rtc.notification",
+    "org.matrix.msc4075.rtc.notification",
+    "org.matrix.msc4075.call.notify",
+    "m.call.notify",
+];
 use crate::pdu::PduEvent;
 use crate::push_rules::PushEval;
 use crate::rooms::Room;
@@ -513,16 +523,10 @@ impl Services {
         }
         let kind = event.pdu.kind.to_string();
         let encrypted = kind == "m.room.encrypted";
-        let call = matches!(
-            kind.as_str(),
-            "m.call.invite"
-                | "m.rtc.notification"
-                | "org.matrix.msc4075.rtc.notification"
-                | "org.matrix.msc4075.call.notify"
-                | "m.call.notify"
-        ) || (CALL_MEMBER_TYPES.contains(&kind.as_str())
-            && serde_json::from_str::<Value>(event.pdu.content.get())
-                .is_ok_and(|c| !memberships(&c).is_empty()));
+        let call = CALL_TYPES.contains(&kind.as_str())
+            || (CALL_MEMBER_TYPES.contains(&kind.as_str())
+                && serde_json::from_str::<Value>(event.pdu.content.get())
+                    .is_ok_and(|c| !memberships(&c).is_empty()));
         // A call member leaving only tells a ring to stop: no sound.
         if CALL_MEMBER_TYPES.contains(&kind.as_str()) && !call {
             tweaks.remove("sound");
@@ -659,14 +663,8 @@ impl Services {
         if self.rings_for(room, user, sender, at)? {
             return Ok((actions, false));
         }
-        let rings = matches!(
-            kind.as_str(),
-            "m.call.invite"
-                | "m.rtc.notification"
-                | "org.matrix.msc4075.rtc.notification"
-                | "org.matrix.msc4075.call.notify"
-                | "m.call.notify"
-        ) || CALL_MEMBER_TYPES.contains(&kind.as_str());
+        let rings =
+            CALL_TYPES.contains(&kind.as_str()) || CALL_MEMBER_TYPES.contains(&kind.as_str());
         if rings {
             return Ok((Vec::new(), false));
         }

@@ -870,19 +870,8 @@ async fn trace(config: Config, args: TraceArgs) -> anyhow_lite::Result<()> {
 
 /// `YYYY-MM-DD HH:MM` (UTC) of a time in milliseconds since the epoch.
 fn iso_minute(ms: i64) -> String {
-    let minutes = ms.div_euclid(60_000);
-    let (days, rem) = (minutes.div_euclid(1440), minutes.rem_euclid(1440));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 60, rem % 60)
+    let t = hotline_service::contact_log::iso8601(ms);
+    format!("{} {}", &t[..10], &t[11..16])
 }
 
 fn trace_tool(cmd: TraceTool) -> anyhow_lite::Result<()> {
