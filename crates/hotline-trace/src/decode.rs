@@ -13,8 +13,11 @@ const S_MIN: f64 = 2.6;
 const S_MAX: f64 = 8.0;
 /// The coarse search's window (level pixels).
 const WINDOW: usize = 192;
-/// A pixel this much darker than the brightest near it is text, not watermark.
-const TEXT: f32 = 12.0;
+/// A pixel this much darker than the brightest near it is text, not
+/// watermark (anti-aliased glyph edges included; JPEG's ringing around
+/// glyphs is a few levels, so a lower bar would leave out a bubble's
+/// pixels near every word).
+const TEXT: f32 = 20.0;
 /// How far from a pixel its background may be (the watermark's 4 levels,
 /// and a little noise).
 const PLATEAU: f32 = 5.0;
@@ -290,8 +293,31 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<Option<Detection>, image::ImageError
     Ok(decode(&image::load_from_memory(bytes)?))
 }
 
-/// Finds and decodes the watermark in `img`, or `None`.
+/// Finds and decodes the watermark in `img` on its own (the code's checks
+/// alone), or `None`.
 pub fn decode(img: &image::DynamicImage) -> Option<Detection> {
+    soft_tiles(img, BLIND_SIZES).iter().find_map(read_tile)
+}
+
+/// Cell sizes read for the code's own decode, and for a match against the
+/// issued tags (which can afford more: a wrong size only adds hypotheses).
+pub const BLIND_SIZES: usize = 6;
+pub const INFORMED_SIZES: usize = 12;
+
+/// The tile as read at one cell size: every pair's soft bit, `soft[m][k]`
+/// for row `m`, pair `k` of the fold (the tile's origin is still unknown:
+/// any of its 200 pair positions). Positive: the pair's left cell is the
+/// darker (a 1); 0 where no pixel fell.
+#[derive(Clone, Debug)]
+pub struct SoftTile {
+    /// The cell's side in the image's pixels.
+    pub cell_px: f64,
+    pub soft: [[f32; PAIRS]; TILE],
+}
+
+/// The tile read at each of the (at most `sizes`) most likely cell sizes,
+/// the likeliest first.
+pub fn soft_tiles(img: &image::DynamicImage, sizes: usize) -> Vec<SoftTile> {
     let mut grey = Grey::from_image(img);
     let mut levels = Vec::new();
     let mut factor = 1.0;
@@ -322,6 +348,7 @@ pub fn decode(img: &image::DynamicImage) -> Option<Detection> {
     }
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut tried: Vec<f64> = Vec::new();
+    let mut tiles = Vec::new();
     for c in candidates {
         let image_s = c.s * levels[c.level].factor;
         if tried.iter().any(|t| (t / image_s - 1.0).abs() < 0.03) {
@@ -334,14 +361,14 @@ pub fn decode(img: &image::DynamicImage) -> Option<Detection> {
             .iter()
             .position(|l| image_s / l.factor <= S_MAX)
             .unwrap_or(c.level);
-        if let Some(d) = refine_and_decode(&levels[level], image_s / levels[level].factor) {
-            return Some(d);
+        if let Some(t) = refine(&levels[level], image_s / levels[level].factor) {
+            tiles.push(t);
         }
-        if tried.len() >= 6 {
+        if tried.len() >= sizes {
             break;
         }
     }
-    None
+    tiles
 }
 
 /// The window of at most WINDOW x WINDOW pixels, of 9 placed over the level,
@@ -384,9 +411,9 @@ fn best_window(level: &Level) -> Rect {
     best.1
 }
 
-/// Fine: the cell size around `s` over the whole level, then the tile's
-/// origin and the decode.
-fn refine_and_decode(level: &Level, s: f64) -> Option<Detection> {
+/// Fine: the cell size around `s` over the whole level, and the tile read
+/// at it.
+fn refine(level: &Level, s: f64) -> Option<SoftTile> {
     let all = Rect {
         x0: 0,
         y0: 0,
@@ -413,13 +440,6 @@ fn refine_and_decode(level: &Level, s: f64) -> Option<Detection> {
     if cells.is_empty() {
         return None;
     }
-    let mut det = read_tile(&cells, ox, oy)?;
-    det.cell_px = s * level.factor;
-    Some(det)
-}
-
-/// Reads the tile at phase (`ox`, `oy`) from every one of its 200 origins.
-fn read_tile(cells: &[f32], ox: usize, oy: usize) -> Option<Detection> {
     // soft[m][k] > 0: the pair's left cell is the darker (a 1).
     let mut soft = [[0f32; PAIRS]; TILE];
     for (m, row) in soft.iter_mut().enumerate() {
@@ -430,6 +450,15 @@ fn read_tile(cells: &[f32], ox: usize, oy: usize) -> Option<Detection> {
             *v = if a.is_nan() || b.is_nan() { 0.0 } else { b - a };
         }
     }
+    Some(SoftTile {
+        cell_px: s * level.factor,
+        soft,
+    })
+}
+
+/// Decodes a read tile from every one of its 200 origins.
+fn read_tile(tile: &SoftTile) -> Option<Detection> {
+    let soft = &tile.soft;
     let white = payload::whitening();
     let rs = reed_solomon::Decoder::new(ECC_LEN);
     for m0 in 0..TILE {
@@ -475,7 +504,7 @@ fn read_tile(cells: &[f32], ox: usize, oy: usize) -> Option<Detection> {
                     corrected: errors,
                     erased,
                     bits_agreeing,
-                    cell_px: 0.0,
+                    cell_px: tile.cell_px,
                 });
             }
         }

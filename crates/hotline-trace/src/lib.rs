@@ -36,32 +36,38 @@
 //! is at most 8 pixels. The tile's origin is then one of its 200 pair
 //! positions: each is tried, its sync bits checked, its codeword decoded,
 //! first as read, then with the least certain 2, 4, ... 10 bytes declared
-//! erased (a cell no pixel fell in is least certain of all).
+//! erased (a cell no pixel fell in is least certain of all). Up to 6 cell
+//! sizes are tried for the code alone, 12 for a match.
 //!
-//! **Limits.** Measured on the web app's chat view (web/test/watermark.mjs,
-//! BENCHMARKS.md): untouched, scaled to 50% or 33%, JPEG at quality 50, and
-//! cropped to one message all trace every time; a crop to one message
-//! scaled to a third *and* recompressed at quality 50 mostly does not (about
-//! one in five): 1.4 tiles of 4.6-pixel cells, a fifth of them under text,
-//! each bit read from one or two noisy pairs, is below what this code
-//! corrects at 38 dB (5 levels instead of 4 would fall below that floor).
-//! A binary code with soft decoding (bit errors there are scattered, which
-//! a byte-wise Reed-Solomon code pays for dearly) is the next step.
+//! **When the code alone is not enough** ([`informed`]). A crop to one
+//! message of 400 x 300 CSS pixels, scaled to a third *and* recompressed at
+//! quality 50 leaves 1.5 tiles of 4.6-pixel cells, a fifth of them under
+//! text: each pair is read wrong 7-24% of the time (measured on the web
+//! app's chat view), about 80 bits' worth of signal in the tile's 200, less
+//! than the 96 the code carries (5 levels instead of 4 would fall below
+//! the 38 dB floor). The server knows far fewer possibilities than that:
+//! the tags it issued, each user's lines, the minutes since each tag's
+//! issue. `hotline trace` matches the read tiles against those, with the
+//! soft bits rather than decisions, and so reads every such leak of the
+//! measured corpus.
 //!
-//! **Never an innocent device.** A result is reported only when the
+//! **Never an innocent device.** A decode is reported only when the
 //! Reed-Solomon decode leaves 2 of its 12 parity bytes unused (erasures
 //! count one, errors two), at least 6 of the 8 sync bits read right, the
 //! CRC-16 of the corrected payload holds, and (in `hotline trace`) the tag
 //! is one the server handed out. Noise passes the code with its margin at
 //! one try with a chance below 2^-16, the CRC with 2^-16, and a tag must
 //! still be one of the server's few thousand among 2^32: over the few
-//! thousand tries a screenshot gets, below 1e-10.
+//! thousand tries a screenshot gets, below 1e-10. A match is reported only
+//! when its score clears a threshold set by Hoeffding's bound and the
+//! number of hypotheses tried: below 1e-6 per image.
 
 pub mod decode;
+pub mod informed;
 pub mod payload;
 pub mod tools;
 
-pub use decode::{decode, Detection};
+pub use decode::{decode, decode_bytes, Detection};
 pub use payload::{line_hash, minute_of, Payload};
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use image::{DynamicImage, Rgba, RgbaImage};
 
-use crate::decode;
 use crate::payload::{Payload, CELL_CSS_PX};
 use crate::tools::{draw, psnr, transform, Transform};
+use crate::{decode, informed};
 
 /// A small deterministic generator, so the pages are the same on every run.
 struct Rng(u64);
@@ -203,5 +203,119 @@ fn pages_without_a_watermark_give_nothing() {
             Rgba([v, v.wrapping_mul(3), v ^ 0x55, 255])
         });
         assert_eq!(decode::decode(&DynamicImage::ImageRgba8(noise)), None);
+    }
+}
+
+/// Issued tags for a match: P's, with its line and others, and `decoys`
+/// more, each over an hour of minutes around P's.
+fn issued(decoys: u32) -> Vec<informed::Issued> {
+    let around = |tag| informed::Issued {
+        tag,
+        lines: vec![0, P.line, 0x0042_4242],
+        from_minute: i64::from(P.minute) - 30,
+        to_minute: i64::from(P.minute) + 30,
+    };
+    let mut v = vec![around(P.tag)];
+    v.extend((1..=decoys).map(|i| around(i.wrapping_mul(0x9e37_79b9))));
+    v
+}
+
+fn matched(img: &DynamicImage, decoys: u32) -> Option<Payload> {
+    let tiles = decode::soft_tiles(img, decode::INFORMED_SIZES);
+    informed::search(&tiles, &issued(decoys)).map(|m| m.payload)
+}
+
+/// Crop to one message (over bubbles of text), then a third, then JPEG at
+/// 50: beyond the code alone, matched against the issued tags.
+#[test]
+fn a_crop_of_text_scaled_to_a_third_and_recompressed_matches_its_tag_line_and_minute() {
+    let (mut decoded, mut ok) = (0, 0);
+    for seed in 40..50u64 {
+        let img = watermarked(seed);
+        let t = Transform {
+            crop: Some((
+                340 + (seed as u32 * 29) % 300,
+                90 + (seed as u32 * 41) % 300,
+                400,
+                300,
+            )),
+            scale: Some(0.33),
+            jpeg: Some(50),
+        };
+        let l = leak(&img, &t);
+        decoded += usize::from(found(&l));
+        match matched(&l, 100) {
+            Some(p) => {
+                assert_eq!(
+                    p, P,
+                    "seed {seed}: a match names only the device that drew it"
+                );
+                ok += 1;
+            }
+            None => {}
+        }
+    }
+    assert!(
+        ok >= 10,
+        "{ok} of 10 matched ({decoded} decoded on their own)"
+    );
+}
+
+#[test]
+fn pages_without_a_watermark_match_no_issued_tag() {
+    for seed in 50..56u64 {
+        let page = DynamicImage::ImageRgba8(chat_page(seed, 1200, 760));
+        assert_eq!(matched(&page, 300), None);
+        let t = Transform {
+            crop: Some((400, 200, 400, 300)),
+            scale: Some(0.33),
+            jpeg: Some(50),
+        };
+        assert_eq!(matched(&leak(&page, &t), 300), None);
+        let noise = RgbaImage::from_fn(400, 300, |x, y| {
+            let v = ((x * 7919 + y * 104_729 + seed as u32 * 31) % 251) as u8;
+            Rgba([v, v.wrapping_mul(3), v ^ 0x55, 255])
+        });
+        assert_eq!(matched(&DynamicImage::ImageRgba8(noise), 300), None);
+    }
+}
+
+/// The minute search (a Walsh-Hadamard transform per 4096 minutes) finds
+/// the minute across a chunk's edge, at any origin of the tile, and scores
+/// it as the direct correlation does.
+#[test]
+fn the_minute_search_finds_the_minute_across_chunks_and_origins() {
+    use crate::payload::{tile_bits, PAIRS, TILE};
+    for (minute, m0, k0) in [
+        (0x12_3000u32, 3, 7),
+        (0x12_2fffu32, 19, 0),
+        (0x12_3001u32, 0, 9),
+    ] {
+        let p = Payload { minute, ..P };
+        let mut soft = [[0f32; PAIRS]; TILE];
+        for (i, b) in tile_bits(&p).iter().enumerate() {
+            // Every fourth bit read wrong, at half strength.
+            let v = if i % 4 == 0 { -0.5 } else { 1.0 };
+            soft[(i / PAIRS + m0) % TILE][(i % PAIRS + k0) % PAIRS] = if *b { v } else { -v };
+        }
+        let tile = decode::SoftTile {
+            cell_px: 14.0,
+            soft,
+        };
+        let tags = [informed::Issued {
+            tag: P.tag,
+            lines: vec![0, P.line],
+            from_minute: 0x12_3000 - 100,
+            to_minute: 0x12_3000 + 100,
+        }];
+        let m = informed::search(&[tile], &tags).expect("matched");
+        assert_eq!(m.payload, p);
+        assert_eq!(m.minute, i64::from(minute));
+        // 150 bits at 1.0 agree, 50 at 0.5 disagree; scaled to unit RMS,
+        // then clipped.
+        let rms = ((150.0 + 50.0 * 0.25) / 200.0f64).sqrt();
+        let (a, b) = ((1.0 / rms).min(f64::from(informed::CLIP)), 0.5 / rms);
+        let direct = (150.0 * a - 50.0 * b) / (150.0 * a * a + 50.0 * b * b).sqrt();
+        assert!((m.z - direct).abs() < 1e-3, "{} vs {direct}", m.z);
     }
 }

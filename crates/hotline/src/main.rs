@@ -807,7 +807,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
 
 /// `hotline trace IMAGE...`: one paragraph per image.
 async fn trace(config: Config, args: TraceArgs) -> anyhow_lite::Result<()> {
-    use hotline_service::watermark::TraceOutcome;
+    use hotline_service::watermark::{TraceMethod, TraceOutcome};
     let (services, store) = open(config)?;
     let mut failed = None;
     for path in &args.images {
@@ -849,14 +849,16 @@ async fn trace(config: Config, args: TraceArgs) -> anyhow_lite::Result<()> {
                     iso_minute(t.from_ms),
                     iso_minute(t.from_ms + 60_000)
                 );
-                println!(
-                    "  confidence  {:.2} ({} of 200 bits agree, {} bytes corrected, {} erased, cell {:.1} px)",
-                    t.confidence,
-                    t.detection.bits_agreeing,
-                    t.detection.corrected,
-                    t.detection.erased,
-                    t.detection.cell_px
-                );
+                match &t.how {
+                    TraceMethod::Decoded(d) => println!(
+                        "  confidence  {:.2} (decoded: {} of 200 bits agree, {} bytes corrected, {} erased, cell {:.1} px)",
+                        t.confidence, d.bits_agreeing, d.corrected, d.erased, d.cell_px
+                    ),
+                    TraceMethod::Matched { found, candidates } => println!(
+                        "  confidence  {:.2} (matched against {candidates} issued tags and lines: score {:.1}, threshold {:.1}, {} of 200 bits agree, cell {:.1} px)",
+                        t.confidence, found.z, found.threshold, found.bits_agreeing, found.cell_px
+                    ),
+                }
             }
         }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "traced");

@@ -328,6 +328,16 @@ impl AccountStore for PostgresStore {
         })
     }
 
+    fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        // left(), not LIKE: a prefix may hold `_` or `%`.
+        let n = prefix.chars().count() as i32;
+        self.query_all(
+            "SELECT key, value FROM meta WHERE left(key, $2) = $1 ORDER BY key COLLATE \"C\"",
+            &[&prefix, &n],
+            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+        )
+    }
+
     fn pushers_of(&self, user_id: &str) -> Result<Vec<PusherRow>> {
         self.query_all(
             "SELECT user_id, app_id, pushkey, device_id, json, position FROM pushers WHERE user_id = $1 ORDER BY app_id COLLATE \"C\", pushkey COLLATE \"C\"",
@@ -918,6 +928,14 @@ mod tests {
             Some("hl2")
         );
         assert_eq!(store.get_meta("other").unwrap().as_deref(), Some("x"));
+        // A prefix is matched as it is: `_` is no wildcard.
+        write(&store, vec![meta("a_b:1", "x"), meta("axb:2", "y")])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.meta_with_prefix("a_b:").unwrap(),
+            vec![("a_b:1".to_owned(), "x".to_owned())]
+        );
         store.close();
     }
 }

@@ -325,6 +325,15 @@ impl AccountStore for SqliteStore {
         )
     }
 
+    fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        // substr, not LIKE: a prefix may hold `_` or `%`.
+        self.query_all(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1 ORDER BY key",
+            params![prefix, prefix.chars().count() as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     fn pushers_of(&self, user_id: &str) -> Result<Vec<PusherRow>> {
         self.query_all(
             "SELECT user_id, app_id, pushkey, device_id, json, position FROM pushers WHERE user_id = ?1 ORDER BY app_id, pushkey",

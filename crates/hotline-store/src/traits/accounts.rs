@@ -14,6 +14,8 @@ pub trait AccountStore {
     fn get_registration_token(&self, token: &str) -> Result<Option<RegistrationTokenRow>>;
     fn get_filter(&self, user_id: &str, filter_id: &str) -> Result<Option<String>>;
     fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    /// Every metadata entry whose key starts with `prefix`, by key.
+    fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>>;
     fn pushers_of(&self, user_id: &str) -> Result<Vec<PusherRow>>;
     fn all_pushers(&self) -> Result<Vec<PusherRow>>;
 }

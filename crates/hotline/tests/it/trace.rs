@@ -181,3 +181,64 @@ async fn only_listed_trace_operators_may_trace_and_refusals_are_logged() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_leak_too_damaged_to_decode_is_matched_against_the_issued_tags_and_only_those() {
+    let server = Server::start().await;
+    let http = Http::new(&server.url);
+    let token = http.register("wmdamaged").await;
+    let device = http.device_id(&token).await;
+    let room = http.create_room(&token).await;
+    // Other devices the server issued tags to: the match must pick ours.
+    for i in 0..5 {
+        let t = http.register(&format!("wmother{i}")).await;
+        let _ = tag(&http, &t).await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ours = Payload {
+        tag: tag(&http, &token).await,
+        line: line_hash(&room),
+        minute: minute_of(now),
+    };
+    let forged = Payload {
+        tag: 0x0bad_f00d,
+        ..ours
+    };
+    // Cropped to 320 x 240 around a message, scaled to a third, recompressed
+    // at quality 50: beyond the code alone (0 of 200 synthetic tags decode).
+    let leak = |p: &Payload| {
+        let img = image::load_from_memory(&screenshot(Some(p))).unwrap();
+        let t = hotline_trace::tools::Transform {
+            crop: Some((360, 130, 320, 240)),
+            scale: Some(0.33),
+            jpeg: Some(50),
+        };
+        hotline_trace::tools::transform(&img, &t).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ours_file, forged_file) = (dir.path().join("ours.jpg"), dir.path().join("forged.jpg"));
+    std::fs::write(&ours_file, leak(&ours)).unwrap();
+    std::fs::write(&forged_file, leak(&forged)).unwrap();
+    assert_eq!(
+        hotline_trace::decode_bytes(&leak(&ours)).unwrap(),
+        None,
+        "the code alone cannot read this leak (else this test proves nothing new)"
+    );
+    let (ok, out) = trace(&server, &[&ours_file, &forged_file], &[], None);
+    assert!(ok, "{out}");
+    let (first, second) = out.split_once("forged.jpg").unwrap();
+    assert!(first.contains("watermark found"), "{out}");
+    assert!(first.contains(&format!("device      {device}\n")), "{out}");
+    assert!(first.contains(&format!("line        {room}\n")), "{out}");
+    assert!(first.contains("matched against"), "{out}");
+    let minute = now / 60_000 * 60_000;
+    let (h, m) = ((minute / 3_600_000) % 24, (minute / 60_000) % 60);
+    assert!(first.contains(&format!("{h:02}:{m:02} to")), "{out}");
+    assert!(
+        second.contains("no watermark found"),
+        "a tag the server never issued names nobody, however it is read: {out}"
+    );
+}
