@@ -1570,6 +1570,23 @@ test("availability: do not disturb shows with local time before calling, the cal
     await A.locator('[data-testid="urgent-toggle"][disabled]').filter({ hasText: "Urgent 0/3" }).waitFor();
     limitOnPurpose.delete("official-a");
 
+    // Alma's aide sets her availability from Settings (for her, not
+    // himself), sees it there as the server keeps it, and Alma sees it too.
+    if (!official.aide) official.aide = await enrolThroughLink("aide", AIDE, ["--role", "aide", "--principal", official.a.userId]);
+    const L = official.aide.page;
+    await L.goto(URL_ + "/#/settings");
+    const forAlma = L.getByTestId("availability-settings");
+    await forAlma.getByTestId("availability-for").filter({ hasText: `As aide to ${a.name}` }).waitFor();
+    await forAlma.getByRole("radio", { name: "Do not disturb" }).check();
+    await forAlma.getByTestId("availability-save").click();
+    await L.getByTestId("availability-status").filter({ hasText: /do not disturb/ }).waitFor();
+    await L.reload();
+    await L.getByTestId("availability-now").filter({ hasText: /do not disturb/ }).waitFor();
+    assert.equal(await L.getByTestId("availability-settings").getByRole("radio", { name: "Do not disturb" }).isChecked(), true);
+    const hers = await api("GET", `/_hotline/v1/availability/${encodeURIComponent(official.a.userId)}`, undefined, tokenA);
+    assert.equal(hers.json.state, "dnd", JSON.stringify(hers.json));
+    assert.equal(hers.json.set_by, official.aide.userId, JSON.stringify(hers.json));
+
     // Someone without a line reads nothing of Bruno's availability.
     admin("create-user", "avail-stranger", "--password", PW);
     const login = await api("POST", "/_matrix/client/v3/login", { type: "m.login.password", identifier: { type: "m.id.user", user: "avail-stranger" }, password: PW });
@@ -1579,8 +1596,9 @@ test("availability: do not disturb shows with local time before calling, the cal
     const mine = await api("GET", `/_hotline/v1/availability/${encodeURIComponent(official.b.userId)}`, undefined, tokenA);
     assert.equal(mine.json.state, "asleep");
   } finally {
-    // The tests after this one call Bruno as usual.
+    // The tests after this one call Bruno and Alma as usual.
     await api("PUT", "/_hotline/v1/availability", { state: "available" }, tokenB);
+    await api("PUT", "/_hotline/v1/availability", { state: "available" }, tokenA);
     await A.fill("#composer-input", "").catch(() => undefined);
   }
 });

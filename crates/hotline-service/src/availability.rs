@@ -11,7 +11,8 @@
 //! principal is joined to (one commit per line). Only a line's members see
 //! its state, so the availability reaches exactly those who share a line,
 //! through `/sync`, as each line commits. A line opened later gets both
-//! principals' availability when it opens ([`Services::spread_availability`]).
+//! principals' availability when it opens ([`Services::spread_availability`];
+//! across servers, each principal's own server writes theirs).
 //! Across servers each server writes its own principal's availability;
 //! the seam lets a peer's in for its own principal ([`crate::policy`]).
 //!

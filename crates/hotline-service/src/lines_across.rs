@@ -146,6 +146,9 @@ impl Services {
             let via: Vec<OwnedServerName> = vec![server.to_owned()];
             self.join_remote(me, &room_id, &via).await?;
         }
+        // The other side sees this principal's availability from the
+        // line's start (theirs was written where the line was opened).
+        self.spread_availability(&room_id, &[me]).await?;
         self.add_direct_room(me, std::slice::from_ref(&theirs), &room_id)
             .await?;
         Ok(room_id)
@@ -208,6 +211,9 @@ impl Services {
             )
             .await?;
         self.invite_to_line(&theirs, redeemer, &room_id).await?;
+        // The redeemer sees this principal's availability from the line's
+        // start; their server writes theirs once they have joined.
+        self.spread_availability(&room_id, &[&theirs]).await?;
         self.add_direct_room(&theirs, &[redeemer.to_owned()], &room_id)
             .await?;
         // Their master key, so the line pauses here when it changes.

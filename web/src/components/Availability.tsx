@@ -50,9 +50,13 @@ function nextTime(hhmm: string, now = Date.now()): number | null {
   return d.getTime();
 }
 
-/** Settings: available / do not disturb / asleep, with an optional "until". */
-export function AvailabilitySettings(props: { mx: MatrixClient }) {
-  const { mx } = props;
+/**
+ * Settings: available / do not disturb / asleep, with an optional "until",
+ * for `principal`: ourself, or the principal we are aide to.
+ */
+export function AvailabilitySettings(props: { mx: MatrixClient; principal: string; principalName?: string }) {
+  const { mx, principal } = props;
+  const forOther = principal !== mx.getUserId();
   const [current, setCurrent] = useState<Availability | null>(null);
   const [state, setState] = useState<AvailabilityState>("available");
   const [until, setUntil] = useState("");
@@ -60,15 +64,14 @@ export function AvailabilitySettings(props: { mx: MatrixClient }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   useEffect(() => {
-    // A principal reads their own; an aide sets their principal's without reading it here.
-    ownAvailability(mx, mx.getUserId()!).then(
+    ownAvailability(mx, principal).then(
       (a) => {
         setCurrent(a);
         if (a) setState(a.effective);
       },
       () => undefined,
     );
-  }, [mx]);
+  }, [mx, principal]);
   const save = async (e: Event) => {
     e.preventDefault();
     setError(null);
@@ -88,7 +91,7 @@ export function AvailabilitySettings(props: { mx: MatrixClient }) {
       setCurrent(a);
       setStatus(`Saved: ${describeAvailability(a)}`);
     } catch (err) {
-      setError(humanError(err, "Could not set your availability."));
+      setError(humanError(err, forOther ? "Could not set their availability." : "Could not set your availability."));
     } finally {
       setBusy(false);
     }
@@ -96,11 +99,19 @@ export function AvailabilitySettings(props: { mx: MatrixClient }) {
   return (
     <section aria-labelledby="avail-h" data-testid="availability-settings">
       <h2 id="avail-h">Availability</h2>
-      <p class="muted">
-        Shown to those who share a line with you, with your local time, before they call. While you are in do not
-        disturb or asleep, calls do not ring you (you see them as missed) and texts arrive silently; an urgent call
-        still rings.
-      </p>
+      {forOther ? (
+        <p class="muted" data-testid="availability-for">
+          As aide to {props.principalName || principal}: shown to those who share a line with them, with their local
+          time, before they call. While they are in do not disturb or asleep, calls do not ring them and texts arrive
+          silently; an urgent call still rings. Your own devices ring as before.
+        </p>
+      ) : (
+        <p class="muted">
+          Shown to those who share a line with you, with your local time, before they call. While you are in do not
+          disturb or asleep, calls do not ring you (you see them as missed) and texts arrive silently; an urgent call
+          still rings.
+        </p>
+      )}
       {current && <p data-testid="availability-now">Now: {describeAvailability(current)}</p>}
       <form onSubmit={save} class="availability-form">
         <fieldset>

@@ -6,6 +6,7 @@ import { loadSettings, saveSettings } from "../lib/session";
 import { navigate } from "../lib/hooks";
 import { shortWhen } from "../lib/format";
 import { BackIcon, TicketIcon } from "./icons";
+import { nameOf } from "../lib/lines";
 import type { CryptoInfo } from "../main";
 import { FingerprintBox, OwnIdentityStatus } from "./Enrol";
 import { ownMasterKey, refreshIdentity, useIdentity } from "../lib/identity";
@@ -135,7 +136,13 @@ export function Settings(props: {
           </section>
         )}
 
-        {props.canInvite && <AvailabilitySettings mx={mx} />}
+        {props.canInvite && own.kind === "verified" && (
+          <AvailabilitySettings
+            mx={mx}
+            principal={own.att.role === "aide" && own.att.principal ? own.att.principal : mx.getUserId()!}
+            principalName={own.att.role === "aide" && own.att.principal ? nameOf(mx, own.att.principal).name : undefined}
+          />
+        )}
 
         <section aria-labelledby="enc-h">
           <h2 id="enc-h">Encryption</h2>

@@ -1161,3 +1161,59 @@ async fn a_line_across_servers_turns_personal_only_with_both_principals_consent(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_line_opened_across_servers_shows_each_principals_availability_on_the_other_from_its_start(
+) {
+    let ca = TestCa::new();
+    let (a, b, _alice, _bob, _room) = two_servers_sharing_a_room(&ca).await;
+    let (ha, hb) = (Http::new(&a.server.url), Http::new(&b.server.url));
+    let pres = vouched_principal(&a, "pres", "Anna Weber").await;
+    let pm = vouched_principal(&b, "pm", "Petra Novak").await;
+    // Both set their availability before any line exists.
+    for (http, token, body) in [
+        (&ha, &pres, json!({"state": "dnd", "tz": "Europe/Paris"})),
+        (&hb, &pm, json!({"state": "asleep", "tz": "Asia/Tokyo"})),
+    ] {
+        let (status, v) = http
+            .call(
+                "PUT",
+                "/_hotline/v1/availability",
+                Some(token),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let line = cross_server_line(&a, &b, &pres, &pm).await;
+    // Each side reads the other's, as the line's state on its own server.
+    for (http, token, other, state, tz) in [
+        (&hb, &pm, a.user("pres"), "dnd", "Europe/Paris"),
+        (&ha, &pres, b.user("pm"), "asleep", "Asia/Tokyo"),
+    ] {
+        let path =
+            format!("/_matrix/client/v3/rooms/{line}/state/org.hotline.availability/_{other}");
+        within(20, || {
+            let (path, other) = (path.clone(), other.clone());
+            async move {
+                let (status, v) = http.call("GET", &path, Some(token), None).await;
+                if status == 200 && v["state"] == state && v["tz"] == tz {
+                    Ok(())
+                } else {
+                    Err(format!("{other}'s availability on the line: {status} {v}"))
+                }
+            }
+        })
+        .await;
+        let (status, v) = http
+            .call(
+                "GET",
+                &format!("/_hotline/v1/availability/{other}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["effective"], json!(state), "{v}");
+    }
+}
