@@ -9,7 +9,9 @@
 // of `hotline trace` on a 1920 x 1080 PNG are printed (BENCHMARKS.md).
 // All of those leaks at once (crop, then 33%, then JPEG 50) must trace too:
 // beyond the code alone, `hotline trace` matches them against the tags the
-// server issued (crates/hotline-trace/src/informed.rs). 200 screenshots without
+// server issued (crates/hotline-trace/src/informed.rs). A phone's screenshot
+// (3 device pixels per CSS pixel) traces too, untouched and scaled to a
+// third. 200 screenshots without
 // the watermark (generated pages, the sign-in page) must give "no
 // watermark found". The transformations are the `hotline
 // trace-tool` ones (the image crate, Catmull-Rom resizing, its JPEG encoder).
@@ -38,6 +40,7 @@ let browser;
 let dir;
 // The 20 devices' screenshots (test 1), leaked again by the next test.
 const shots = [];
+let lineRoomId = null;
 const problems = [];
 
 before(async () => {
@@ -157,9 +160,29 @@ function leakAndTrace(name, args) {
   return ok;
 }
 
-/** A page signed in as an existing device, straight into the app. */
-async function devicePage(creds) {
-  const ctx = await browser.newContext({ viewport: { width: 1200, height: 760 }, deviceScaleFactor: 1 });
+/**
+ * Takes a screenshot of `page` to `file` within one minute (not across a
+ * minute's change: the overlay is redrawn then); that minute.
+ */
+async function screenshotInOneMinute(page, roomId, file) {
+  for (;;) {
+    const before = Date.now();
+    if (60_000 - (before % 60_000) < 1500) {
+      await page.waitForTimeout(60_000 - (before % 60_000) + 300);
+      await paintedWatermark(page, roomId);
+      continue;
+    }
+    await page.screenshot({ path: file });
+    if (minuteOf(before) === minuteOf(Date.now())) return minuteOf(before);
+  }
+}
+
+/**
+ * A page signed in as an existing device, straight into the app; a
+ * desktop window unless `screen` says otherwise (Playwright context options).
+ */
+async function devicePage(creds, screen = { viewport: { width: 1200, height: 760 }, deviceScaleFactor: 1 }) {
+  const ctx = await browser.newContext(screen);
   await ctx.addInitScript(
     ({ creds, skip }) => {
       if (!localStorage.getItem("hotline.session")) {
@@ -202,6 +225,7 @@ test("watermark: screenshots of 20 viewer devices trace back to their device and
   );
   assert.equal(room.status, 200, JSON.stringify(room.json));
   const roomId = room.json.room_id;
+  lineRoomId = roomId;
   const devices = [];
   for (const v of viewers) {
     let first = null;
@@ -232,19 +256,7 @@ test("watermark: screenshots of 20 viewer devices trace back to their device and
     await paintedWatermark(page, roomId);
     const box = await msg.boundingBox();
     const file = join(dir, `device-${i}.png`);
-    let before, afterShot;
-    for (;;) {
-      // Not across a minute's change (the overlay is redrawn then).
-      before = Date.now();
-      if (60_000 - (before % 60_000) < 1500) {
-        await page.waitForTimeout(60_000 - (before % 60_000) + 300);
-        await paintedWatermark(page, roomId);
-        continue;
-      }
-      await page.screenshot({ path: file });
-      afterShot = Date.now();
-      if (minuteOf(before) === minuteOf(afterShot)) break;
-    }
+    const minute = await screenshotInOneMinute(page, roomId, file);
     if (i === 0) {
       // PSNR: the same page without the overlay.
       await page.getByTestId("watermark").evaluate((e) => (e.style.display = "none"));
@@ -264,7 +276,7 @@ test("watermark: screenshots of 20 viewer devices trace back to their device and
     const cx = Math.round(box.x + box.width / 2);
     const cy = Math.round(box.y + box.height / 2);
     const crop = [Math.min(Math.max(cx - 200, 0), 1200 - 400), Math.min(Math.max(cy - 150, 0), 760 - 300), 400, 300];
-    shots.push({ file, creds, minute: minuteOf(before), crop });
+    shots.push({ file, creds, minute, crop });
     await page.context().close();
   }
   console.log(`watermark PSNR (chat view, with and without the overlay): ${psnr.toFixed(2)} dB`);
@@ -298,6 +310,27 @@ test("watermark: cropped to one message, scaled to 33% and JPEG 50, at least 95%
   assert.equal(shots.length, 20, "the screenshots of the first test");
   const ok = leakAndTrace("cropped, scaled to 33%, JPEG 50", ["--crop", "CROP", "--scale", "0.33", "--jpeg", "50"]);
   assert.ok(ok >= 19, `${ok} of 20 (at least 95%)`);
+});
+
+test("watermark: a phone's screenshot (390 x 844 CSS px, 3 device pixels each) traces back, untouched and scaled to a third", async () => {
+  assert.equal(shots.length, 20, "the devices of the first test");
+  const { creds } = shots[0];
+  const page = await devicePage(creds, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true });
+  await page.goto(`${URL_}/#/line/${encodeURIComponent(lineRoomId)}`);
+  await page.getByTestId("message").first().waitFor();
+  await paintedWatermark(page, lineRoomId);
+  const file = join(dir, "phone.png");
+  const minute = await screenshotInOneMinute(page, lineRoomId, file);
+  await page.context().close();
+  const scaled = join(dir, "phone-33.png");
+  hotline("trace-tool", "transform", file, scaled, "--scale", "0.33");
+  const results = trace([file, scaled]);
+  for (const f of [file, scaled]) {
+    const r = results.get(f);
+    assert.ok(r, `${f}: no watermark found`);
+    assert.deepEqual([r.user, r.device, minuteOf(r.from)], [creds.userId, creds.deviceId, minute], f);
+  }
+  assert.deepEqual(problems, []);
 });
 
 /** A random page of another app: text, colours, pictures, tables. */
