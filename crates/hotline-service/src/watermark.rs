@@ -207,6 +207,10 @@ impl Services {
                 "room_id": t.room_id,
                 "from_ms": t.from_ms,
                 "confidence": (t.confidence * 1000.0).round() / 1000.0,
+                "method": match t.how {
+                    TraceMethod::Decoded(_) => "decoded",
+                    TraceMethod::Matched { .. } => "matched",
+                },
             }),
         };
         self.log_trace(TRACE, actor, &hash, detail).await?;

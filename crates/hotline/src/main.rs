@@ -855,8 +855,13 @@ async fn trace(config: Config, args: TraceArgs) -> anyhow_lite::Result<()> {
                         t.confidence, d.bits_agreeing, d.corrected, d.erased, d.cell_px
                     ),
                     TraceMethod::Matched { found, candidates } => println!(
-                        "  confidence  {:.2} (matched against {candidates} issued tags and lines: score {:.1}, threshold {:.1}, {} of 200 bits agree, cell {:.1} px)",
-                        t.confidence, found.z, found.threshold, found.bits_agreeing, found.cell_px
+                        "  confidence  {:.2} (matched against {candidates} {}: score {:.1}, threshold {:.1}, {} of 200 bits agree, cell {:.1} px)",
+                        t.confidence,
+                        if *candidates == 1 { "issued tag and line" } else { "issued tags and lines" },
+                        found.z,
+                        found.threshold,
+                        found.bits_agreeing,
+                        found.cell_px
                     ),
                 }
             }

@@ -127,6 +127,7 @@ async fn a_screenshot_traces_to_its_device_line_and_minute_beside_the_running_se
     let log = server.admin(&["trace-log"]);
     assert!(log.contains("\tduty officer\tsha256:"), "{log}");
     assert!(log.contains(&device), "{log}");
+    assert!(log.contains(r#""method":"decoded""#), "{log}");
 }
 
 #[tokio::test]
@@ -234,6 +235,8 @@ async fn a_leak_too_damaged_to_decode_is_matched_against_the_issued_tags_and_onl
     assert!(first.contains(&format!("device      {device}\n")), "{out}");
     assert!(first.contains(&format!("line        {room}\n")), "{out}");
     assert!(first.contains("matched against"), "{out}");
+    let log = server.admin(&["trace-log"]);
+    assert!(log.contains(r#""method":"matched""#), "{log}");
     let minute = now / 60_000 * 60_000;
     let (h, m) = ((minute / 3_600_000) % 24, (minute / 60_000) % 60);
     assert!(first.contains(&format!("{h:02}:{m:02} to")), "{out}");
