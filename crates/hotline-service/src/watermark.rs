@@ -160,13 +160,16 @@ impl Services {
             }
         };
         let now = crate::now_ms();
-        let decoded = hotline_trace::decode(&img).and_then(|d| {
-            let owner = self.watermark_owner(d.payload.tag).transpose()?;
-            let minute = hotline_trace::payload::full_minute(d.payload.minute, now);
-            Some(owner.map(|o| (o, d.payload.line, minute, TraceMethod::Decoded(d))))
-        });
+        // Decoded with a tag of ours, else matched against our tags.
+        let decoded = match hotline_trace::decode(&img) {
+            Some(d) => self.watermark_owner(d.payload.tag)?.map(|owner| {
+                let minute = hotline_trace::payload::full_minute(d.payload.minute, now);
+                (owner, d.payload.line, minute, TraceMethod::Decoded(d))
+            }),
+            None => None,
+        };
         let read = match decoded {
-            Some(r) => Some(r?),
+            Some(r) => Some(r),
             None => self.match_issued(&img, now)?,
         };
         let outcome = match read {
@@ -266,19 +269,18 @@ impl Services {
     /// The match of `img` against the issued tags, when one clears its
     /// threshold.
     fn match_issued(&self, img: &image::DynamicImage, now_ms: i64) -> Result<Option<Read>> {
-        let issued = self.issued_tags(now_ms)?;
-        if issued.is_empty() {
+        let (tags, owners): (Vec<_>, Vec<_>) = self.issued_tags(now_ms)?.into_iter().unzip();
+        if tags.is_empty() {
             return Ok(None);
         }
-        let tags: Vec<_> = issued.iter().map(|(i, _)| i.clone()).collect();
         let tiles = hotline_trace::decode::soft_tiles(img, hotline_trace::decode::INFORMED_SIZES);
         let Some(found) = hotline_trace::informed::search(&tiles, &tags) else {
             return Ok(None);
         };
-        let owner = issued
+        let owner = tags
             .iter()
-            .find(|(i, _)| i.tag == found.payload.tag)
-            .map(|(_, o)| o.clone());
+            .position(|t| t.tag == found.payload.tag)
+            .map(|i| owners[i].clone());
         let candidates = tags.iter().map(|t| t.lines.len()).sum();
         Ok(owner.map(|o| {
             (

@@ -93,8 +93,7 @@ fn signs(p: &Payload) -> [f32; BITS] {
     s
 }
 
-/// The soft bits of `tile` read from origin (`m0`, `k0`), clipped and
-/// scaled to unit RMS.
+/// The soft bits of `tile` read from origin (`m0`, `k0`), in bit order.
 fn read_at(tile: &[[f32; PAIRS]; TILE], m0: usize, k0: usize) -> [f32; BITS] {
     let mut y = [0f32; BITS];
     for (i, v) in y.iter_mut().enumerate() {
@@ -103,6 +102,8 @@ fn read_at(tile: &[[f32; PAIRS]; TILE], m0: usize, k0: usize) -> [f32; BITS] {
     y
 }
 
+/// The tile's soft bits scaled to unit RMS (over the pairs read) and
+/// clipped at [`CLIP`].
 fn normalised(tile: &SoftTile) -> [[f32; PAIRS]; TILE] {
     let n = tile
         .soft
@@ -133,7 +134,7 @@ pub fn search(tiles: &[SoftTile], issued: &[Issued]) -> Option<Match> {
 }
 
 /// The best-scoring hypothesis, above the threshold or not.
-pub fn best_match(tiles: &[SoftTile], issued: &[Issued]) -> Option<Match> {
+fn best_match(tiles: &[SoftTile], issued: &[Issued]) -> Option<Match> {
     // The linear part of minute -> drawn bits: D_j for minute bit j.
     let zero = payload::tile_bits(&Payload {
         tag: 0,
@@ -207,7 +208,16 @@ pub fn best_match(tiles: &[SoftTile], issued: &[Issued]) -> Option<Match> {
         }
     }
 
-    // Stage 2: every minute of the best, with all 200 bits.
+    // Stage 2: every minute of the best, with all 200 bits. Rows of the
+    // low bits' map: for bit i, which of minute bits 0..CHUNK_BITS flip it.
+    let mut row = [0usize; BITS];
+    for (i, r) in row.iter_mut().enumerate() {
+        for (j, dj) in d.iter().enumerate().take(CHUNK_BITS as usize) {
+            if dj[i] {
+                *r |= 1 << j;
+            }
+        }
+    }
     let mut found: Option<Match> = None;
     for Reverse(Ranked(_, ti, m0, k0, ci)) in heap.into_sorted_vec() {
         let y = read_at(&norm[ti], m0, k0);
@@ -216,16 +226,6 @@ pub fn best_match(tiles: &[SoftTile], issued: &[Issued]) -> Option<Match> {
             continue;
         }
         let (tag, line, ref base, from, to) = cands[ci];
-        // Rows of the low bits' map: for bit i, which of minute bits
-        // 0..CHUNK_BITS flip it.
-        let mut row = [0usize; BITS];
-        for (i, r) in row.iter_mut().enumerate() {
-            for (j, dj) in d.iter().enumerate().take(CHUNK_BITS as usize) {
-                if dj[i] {
-                    *r |= 1 << j;
-                }
-            }
-        }
         let size = 1usize << CHUNK_BITS;
         let mut spectrum = vec![0f32; size];
         for chunk in (from >> CHUNK_BITS)..=(to >> CHUNK_BITS) {
